@@ -1,0 +1,190 @@
+/**
+ * The one module that loads the native addon (build/Release/adrank.node) and declares what it
+ * exports. Everything else in TypeScript imports the addon through here (src/engine/index.ts).
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type TensorArray = Float32Array | BigInt64Array | BigUint64Array | Uint16Array;
+
+/** Flattened model description handed to the native engine (validated in TS first). */
+export interface NativeModelInit {
+  /** 'cpu' or 'cuda:N' (the TS side resolves 'auto'). */
+  device: string;
+  /** CPU worker threads; 0 = one per hardware thread. */
+  threads: number;
+  /** The config JSON's numbers, flattened (see src/engine/index.ts `nativeInit`). */
+  dims: NativeDims;
+  /** Tensors by bundle name; F32 as Float32Array, I64 as BigInt64Array, U64 as BigUint64Array,
+   *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps. */
+  tensors: Record<string, TensorArray>;
+}
+
+export interface NativeDims {
+  userDense: number;
+  adDense: number;
+  denseClip: number;
+  userSparseNames: string[];
+  userSparseCardinality: number[];
+  userSparseDim: number[];
+  adSparseNames: string[];
+  adSparseCardinality: number[];
+  adSparseDim: number[];
+  userEmbeddingDim: number;
+  adEmbeddingDim: number;
+  surfaceDim: number;
+  surfaces: number;
+  tasks: number;
+  targetingDims: number;
+  seqMaxLen: number;
+  seqItemBuckets: number;
+  seqActions: number;
+  seqDim: number;
+  seqHeads: number;
+  seqFfnDim: number;
+  seqLayers: number;
+  masknetBlocks: number;
+  masknetHidden: number;
+  masknetOutput: number;
+  dcnLayers: number;
+  /** 0 = full rank */
+  dcnRank: number;
+  mlp: number[];
+  retrievalDim: number;
+  retrievalHidden: number[];
+  /** true when `ads.retrieval` is BF16 */
+  retrievalBf16: boolean;
+  numAds: number;
+}
+
+/** Counts of what the funnel dropped and why (DESIGN §2, §5). */
+export interface NativeCounts {
+  /** candidate ids received (Rank) or ads scanned (Retrieve) */
+  received: number;
+  unknown: number;
+  duplicate: number;
+  inactive: number;
+  outOfBudget: number;
+  paced: number;
+  targeting: number;
+  excludedAd: number;
+  excludedAdvertiser: number;
+  /** eligible ads passed over because their advertiser already had `cap` winners */
+  capped: number;
+  /** candidates that reached selection */
+  eligible: number;
+}
+
+/** Server-side engine time by stage, microseconds. Stages not run are 0. */
+export interface NativeTimings {
+  queue: number;
+  user: number;
+  retrieve: number;
+  gather: number;
+  masknet: number;
+  dcn: number;
+  mlp: number;
+  select: number;
+  total: number;
+}
+
+export interface NativeResult {
+  /** winners in final order */
+  adIds: BigInt64Array;
+  advertisers: BigInt64Array;
+  /** row of each winner in the bundle's ad tables */
+  rows: Int32Array;
+  /** utility (Rank, RetrieveAndRank) or retrieval score (Retrieve) */
+  scores: Float32Array;
+  /** calibrated per-task probabilities, [winners × T] row-major; empty for Retrieve */
+  probs: Float32Array;
+  /** GSP price per winner when pricing was requested, else empty */
+  prices: Float32Array;
+  /** RetrieveAndRank: how many ads the retrieval stage passed to ranking */
+  retrieved: number;
+  counts: NativeCounts;
+  timings: NativeTimings;
+}
+
+/** Intermediate values of the forward for each known, unique candidate (tests and debugging).
+ *  Eligibility is not applied. Matrices are row-major [candidates × width]. */
+export interface NativeExplain {
+  rows: Int32Array;
+  user: Float32Array; // [du]
+  sequence: Float32Array; // H, [n × d_s] (after sequence.norm)
+  query: Float32Array; // retrieval query q = L2n(user_tower(u)), [D_r]
+  ad: Float32Array; // a_c
+  targetAttention: Float32Array; // ta_c
+  input: Float32Array; // x = [u ; a_c ; ta_c]
+  masknet: Float32Array; // x0, [× D]
+  cross: Float32Array; // x_L
+  hidden: Float32Array; // last MLP output
+  logits: Float32Array; // [× T]
+  probs: Float32Array; // [× T]
+  utility: Float32Array; // [×]
+  retrievalScores: Float32Array; // q · ads.retrieval[c], [×]
+}
+
+export interface NativeEngine {
+  readonly backend: 'cpu' | 'cuda';
+  /** e.g. "cpu avx512 x2 threads" or "cuda:0 NVIDIA H100" */
+  readonly description: string;
+  readonly numAds: number;
+  rank(request: Uint8Array): Promise<NativeResult>;
+  retrieve(request: Uint8Array): Promise<NativeResult>;
+  retrieveAndRank(request: Uint8Array): Promise<NativeResult>;
+  explain(request: Uint8Array): Promise<NativeExplain>;
+  /** Live ad state (DESIGN §5). Returns how many ids were unknown (and ignored). */
+  setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number;
+  /** Runs in flight. */
+  inflight(): number;
+  /** Frees the engine; throws if runs are in flight. */
+  dispose(): void;
+}
+
+export interface Capabilities {
+  cpu: { compiled: true; usable: true; simd: 'avx512' | 'avx2' | 'scalar'; threads: number };
+  cuda: { compiled: boolean; usable: boolean; devices: number; reason: string };
+}
+
+/** CPU kernels exposed for the kernel tests (test/20.kernels-cpu). */
+export interface NativeKernels {
+  /** C[m,n] = act(A[m,k] · W[n,k]ᵀ + bias[n]); act 0 = none, 1 = ReLU. */
+  linear(a: Float32Array, m: number, k: number, w: Float32Array, n: number, bias: Float32Array | null, act: number): Float32Array;
+  /** x_{l+1} = x0 ⊙ (xl · Wᵀ + b) + xl, all [m × n], W [n × n]. */
+  crossLayer(x0: Float32Array, xl: Float32Array, m: number, w: Float32Array, bias: Float32Array): Float32Array;
+  /** Row LayerNorm (eps 1e-5) with affine, [m × n]. */
+  layerNorm(x: Float32Array, m: number, n: number, gamma: Float32Array, beta: Float32Array): Float32Array;
+}
+
+export interface NativeBinding {
+  Engine: new (init: NativeModelInit) => NativeEngine;
+  capabilities(): Capabilities;
+  kernels: NativeKernels;
+}
+
+function findAddon(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  // src/engine (tsx) or dist/src/engine (compiled): walk up to the package root.
+  for (let dir = here, i = 0; i < 5; i++, dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) {
+      const override = process.env.ADRANK_ADDON;
+      return override ? resolve(override) : join(dir, 'build', 'Release', 'adrank.node');
+    }
+  }
+  throw new Error('adrank: cannot find the package root to load build/Release/adrank.node');
+}
+
+let cached: NativeBinding | undefined;
+
+/** Loads the addon once. Throws a clear error when it has not been built. */
+export function binding(): NativeBinding {
+  if (cached) return cached;
+  const path = findAddon();
+  if (!existsSync(path)) throw new Error(`adrank: native addon not built (${path} missing); run \`npm install\` or \`npm run build:native\``);
+  const require = createRequire(import.meta.url);
+  cached = require(path) as NativeBinding;
+  return cached;
+}
