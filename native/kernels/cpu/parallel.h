@@ -1,0 +1,30 @@
+// A small fork-join thread pool for the CPU kernels. Many callers (one per in-flight request, on
+// libuv worker threads) may call parallel_for at once; each call is its own job, the calling
+// thread works on its own job too, so a call always completes even when every worker is busy.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace adrank::cpu {
+
+class ThreadPool {
+ public:
+  // threads = total workers including the caller; 0 = std::thread::hardware_concurrency().
+  explicit ThreadPool(int threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const;
+
+  // Calls fn(begin, end) over [0, n) in chunks of at least `grain`, spread over the pool;
+  // returns when all chunks are done. An exception thrown by fn is rethrown here (first one wins).
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace adrank::cpu
