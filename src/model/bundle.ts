@@ -1,9 +1,18 @@
 /**
- * Model bundle loading (DESIGN §3): a safetensors file whose metadata carries the adrank config.
- * PLACEHOLDER SIGNATURES — implemented in the bundle work (reader, validation, writer).
+ * Model bundle loading (DESIGN §3, docs/bundle-format.md): a safetensors file whose metadata
+ * carries the adrank config. Loading is all-or-nothing: the whole file is read, hashed and
+ * validated (container, config, every tensor's presence/shape/dtype, no extra tensors, finite
+ * weights, unique ad ids, sane ad tables) before a LoadedBundle exists.
  */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { TensorArray } from '../engine/binding.js';
-import type { DType, ModelConfig } from './config.js';
+import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
+import { BundleError, readSafetensors, writeSafetensors, type Tensor } from './safetensors.js';
+
+export { BundleError } from './safetensors.js';
+
+export const BUNDLE_FORMAT = '1';
 
 export interface LoadedBundle {
   path: string;
@@ -16,8 +25,283 @@ export interface LoadedBundle {
   /** sha256 of the file, hex */
   sha256: string;
   fileSize: number;
+  /** the raw `__metadata__` strings (set by loadBundle/parseBundle) */
+  metadata?: Record<string, string>;
+  /** ad id → row in the ads.* tables (set by loadBundle/parseBundle; see adRows()) */
+  adRow?: Map<bigint, number>;
+}
+
+/** ad id → row, built (and cached on the bundle) when the bundle did not come from parseBundle. */
+export function adRows(b: LoadedBundle): Map<bigint, number> {
+  if (!b.adRow) {
+    const ids = b.tensors['ads.id'] as BigInt64Array;
+    b.adRow = new Map(Array.from(ids, (id, i) => [id, i] as [bigint, number]));
+  }
+  return b.adRow;
 }
 
 export async function loadBundle(path: string): Promise<LoadedBundle> {
-  throw new Error(`loadBundle(${path}): not implemented yet`);
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch (e) {
+    throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return parseBundle(buf, path);
+  } catch (e) {
+    if (e instanceof BundleError) {
+      e.message = `bundle ${path}: ${e.message}`;
+    }
+    throw e;
+  }
+}
+
+/** Validates a bundle held in memory (the whole file). Tensors view `buf` where aligned. */
+export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
+  const { metadata, tensors } = readSafetensors(buf);
+  const format = metadata['adrank.format'];
+  if (format !== BUNDLE_FORMAT)
+    throw new BundleError(`expected "${BUNDLE_FORMAT}" for __metadata__["adrank.format"], got ${JSON.stringify(format ?? null)}`, { field: 'adrank.format' });
+  const rawConfig = metadata['adrank.config'];
+  if (rawConfig === undefined) throw new BundleError('__metadata__ has no "adrank.config"', { field: 'adrank.config' });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(rawConfig);
+  } catch (e) {
+    throw new BundleError(`__metadata__["adrank.config"] is not valid JSON: ${(e as Error).message}`, { field: 'adrank.config' });
+  }
+  const config = validateConfig(parsed);
+
+  const ids = tensors.get('ads.id');
+  if (!ids) throw new BundleError('tensor "ads.id": missing (the ad count N comes from it)', { tensor: 'ads.id' });
+  if (ids.shape.length !== 1) throw new BundleError(`tensor "ads.id": expected shape [N], got ${JSON.stringify(ids.shape)}`, { tensor: 'ads.id' });
+  const numAds = ids.shape[0];
+
+  const expected = expectedTensors(config, numAds);
+  const expectedNames = new Set(expected.map((s) => s.name));
+  for (const spec of expected) {
+    const t = tensors.get(spec.name);
+    const where = { tensor: spec.name };
+    if (!t) throw new BundleError(`tensor ${JSON.stringify(spec.name)}: missing (expected shape ${JSON.stringify(spec.shape)})`, where);
+    if (!spec.dtypes.includes(t.dtype)) throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected dtype ${spec.dtypes.join(' or ')}, got ${t.dtype}`, where);
+    if (t.shape.length !== spec.shape.length || t.shape.some((s, i) => s !== spec.shape[i]))
+      throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected shape ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}`, where);
+    checkFinite(spec.name, t);
+  }
+  const extra = [...tensors.keys()].filter((n) => !expectedNames.has(n));
+  if (extra.length > 0)
+    throw new BundleError(`unexpected tensor${extra.length > 1 ? 's' : ''} ${extra.map((n) => JSON.stringify(n)).join(', ')} not implied by the config`, { tensor: extra[0] });
+
+  const arr = (name: string) => tensors.get(name)!.data;
+  const adRow = checkAds(config, numAds, arr);
+
+  const out: LoadedBundle = {
+    path,
+    config,
+    tensors: {},
+    shapes: {},
+    dtypes: {},
+    numAds,
+    sha256: createHash('sha256').update(buf).digest('hex'),
+    fileSize: buf.byteLength,
+    metadata,
+    adRow,
+  };
+  for (const spec of expected) {
+    const t = tensors.get(spec.name)!;
+    out.tensors[spec.name] = t.data;
+    out.shapes[spec.name] = t.shape;
+    out.dtypes[spec.name] = t.dtype;
+  }
+  return out;
+}
+
+function checkFinite(name: string, t: Tensor): void {
+  const bad = (i: number, v: string): never => {
+    throw new BundleError(`tensor ${JSON.stringify(name)}: ${v} at flat index ${i} (shape ${JSON.stringify(t.shape)})`, { tensor: name });
+  };
+  if (t.dtype === 'F32') {
+    const a = t.data as Float32Array;
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
+      if (v - v !== 0) bad(i, String(v));
+    }
+  } else if (t.dtype === 'BF16') {
+    const a = t.data as Uint16Array;
+    for (let i = 0; i < a.length; i++) if ((a[i] & 0x7f80) === 0x7f80) bad(i, a[i] & 0x7f ? 'NaN' : a[i] & 0x8000 ? '-Infinity' : 'Infinity');
+  }
+}
+
+function checkAds(c: ModelConfig, n: number, arr: (name: string) => TensorArray): Map<bigint, number> {
+  const fail = (tensor: string, problem: string): never => {
+    throw new BundleError(`tensor ${JSON.stringify(tensor)}: ${problem}`, { tensor });
+  };
+  const ids = arr('ads.id') as BigInt64Array;
+  const adRow = new Map<bigint, number>();
+  for (let i = 0; i < n; i++) {
+    const prev = adRow.get(ids[i]);
+    if (prev !== undefined) fail('ads.id', `duplicate ad id ${ids[i]} at rows ${prev} and ${i}`);
+    adRow.set(ids[i], i);
+  }
+  const bid = arr('ads.bid') as Float32Array;
+  for (let i = 0; i < n; i++) if (!(bid[i] >= 0)) fail('ads.bid', `negative bid ${bid[i]} at row ${i} (ad ${ids[i]})`);
+  const tg = arr('ads.targeting') as BigUint64Array;
+  const dims = c.targeting_dims.length;
+  for (let i = 0; i < tg.length; i++)
+    if (tg[i] === 0n)
+      fail('ads.targeting', `row ${Math.floor(i / dims)} (ad ${ids[Math.floor(i / dims)]}) allows no value of targeting dimension ${JSON.stringify(c.targeting_dims[i % dims])} (mask 0; deactivate the ad instead)`);
+  for (const key of ['user_dense', 'ad_dense'] as const) {
+    const name = `features.${key}.std`;
+    const std = arr(name) as Float32Array;
+    for (let i = 0; i < std.length; i++) if (!(std[i] > 0)) fail(name, `std ${std[i]} at index ${i} is not positive`);
+  }
+  return adRow;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config validation, field by field: "expected <what> for adrank.config.<field>, got <value>".
+
+const NAME_RE = /^[A-Za-z0-9_]+$/;
+const CONFIG_KEYS = [
+  'name', 'version', 'tasks', 'surfaces', 'targeting_dims', 'user_dense', 'ad_dense', 'dense_clip', 'user_sparse', 'ad_sparse',
+  'user_embedding_dim', 'ad_embedding_dim', 'surface_dim', 'sequence', 'masknet', 'dcn', 'mlp', 'retrieval', 'reserve_price',
+];
+
+class ConfigReader {
+  constructor(private readonly root: Record<string, unknown>) {}
+
+  fail(field: string, what: string, got: unknown): never {
+    let shown: string;
+    try {
+      shown = got === undefined ? 'nothing' : JSON.stringify(got);
+    } catch {
+      shown = String(got);
+    }
+    if (shown.length > 80) shown = shown.slice(0, 77) + '...';
+    throw new BundleError(`expected ${what} for adrank.config.${field}, got ${shown}`, { field });
+  }
+
+  get(field: string): unknown {
+    let v: unknown = this.root;
+    for (const part of field.split('.')) v = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>)[part] : undefined;
+    return v;
+  }
+
+  int(field: string, min: number, v: unknown = this.get(field)): number {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) this.fail(field, min === 1 ? 'a positive integer' : `an integer >= ${min}`, v);
+    return v as number;
+  }
+
+  num(field: string, positive: boolean, v: unknown = this.get(field)): number {
+    if (typeof v !== 'number' || !Number.isFinite(v) || (positive ? v <= 0 : v < 0)) this.fail(field, positive ? 'a positive number' : 'a non-negative number', v);
+    return v as number;
+  }
+
+  str(field: string, v: unknown = this.get(field)): string {
+    if (typeof v !== 'string' || v.length === 0) this.fail(field, 'a non-empty string', v);
+    return v as string;
+  }
+
+  list(field: string, minLen: number, v: unknown = this.get(field)): unknown[] {
+    if (!Array.isArray(v) || v.length < minLen) this.fail(field, minLen > 0 ? `a list of at least ${minLen}` : 'a list', v);
+    return v as unknown[];
+  }
+
+  names(field: string, minLen: number): string[] {
+    const out = this.list(field, minLen).map((v, i) => {
+      const s = this.str(`${field}[${i}]`, v);
+      if (!NAME_RE.test(s)) this.fail(`${field}[${i}]`, 'a name of letters, digits and _', s);
+      return s;
+    });
+    const dup = out.find((s, i) => out.indexOf(s) !== i);
+    if (dup !== undefined) this.fail(field, 'unique names', dup);
+    return out;
+  }
+
+  /** Refuses keys outside `keys` (a misspelt optional key would otherwise pass silently). */
+  known(field: string, keys: string[]): void {
+    const o = (field ? this.get(field) : this.root) as Record<string, unknown>;
+    const bad = Object.keys(o).find((k) => !keys.includes(k));
+    if (bad !== undefined) this.fail(field ? `${field}.${bad}` : bad, `no such key (known: ${keys.join(', ')})`, o[bad]);
+  }
+
+  object(field: string): void {
+    const v = this.get(field);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) this.fail(field, 'an object', v);
+  }
+
+  sparse(field: string): SparseField[] {
+    const out = this.list(field, 0).map((v, i) => {
+      const f = `${field}[${i}]`;
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) this.fail(f, 'an object {name, cardinality, dim}', v);
+      const o = v as Record<string, unknown>;
+      const name = this.str(`${f}.name`, o.name);
+      if (!NAME_RE.test(name)) this.fail(`${f}.name`, 'a name of letters, digits and _', name);
+      return { name, cardinality: this.int(`${f}.cardinality`, 1, o.cardinality), dim: this.int(`${f}.dim`, 1, o.dim) };
+    });
+    const names = out.map((f) => f.name);
+    const dup = names.find((s, i) => names.indexOf(s) !== i);
+    if (dup !== undefined) this.fail(field, 'unique field names', dup);
+    return out;
+  }
+}
+
+/** Checks a parsed `adrank.config` and returns it as a ModelConfig (defaults filled in). */
+export function validateConfig(raw: unknown): ModelConfig {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BundleError(`expected a JSON object for adrank.config, got ${JSON.stringify(raw)}`, { field: 'adrank.config' });
+  const r = new ConfigReader(raw as Record<string, unknown>);
+  for (const o of ['sequence', 'masknet', 'dcn', 'retrieval']) r.object(o);
+  r.known('', CONFIG_KEYS);
+  r.known('sequence', ['max_len', 'item_buckets', 'actions', 'dim', 'heads', 'ffn_dim', 'layers']);
+  r.known('masknet', ['blocks', 'projection_ratio', 'output_dim']);
+  r.known('dcn', ['layers', 'rank']);
+  r.known('retrieval', ['dim', 'hidden']);
+  const targeting = r.names('targeting_dims', 0);
+  const c: ModelConfig = {
+    name: r.str('name'),
+    version: r.str('version'),
+    tasks: r.names('tasks', 1),
+    surfaces: r.names('surfaces', 1),
+    targeting_dims: targeting,
+    user_dense: r.int('user_dense', 0),
+    ad_dense: r.int('ad_dense', 0),
+    dense_clip: r.get('dense_clip') === undefined ? 5 : r.num('dense_clip', true),
+    user_sparse: r.sparse('user_sparse'),
+    ad_sparse: r.sparse('ad_sparse'),
+    user_embedding_dim: r.int('user_embedding_dim', 1),
+    ad_embedding_dim: r.int('ad_embedding_dim', 1),
+    surface_dim: r.int('surface_dim', 1),
+    sequence: {
+      max_len: r.int('sequence.max_len', 1),
+      item_buckets: r.int('sequence.item_buckets', 1),
+      actions: r.int('sequence.actions', 1),
+      dim: r.int('sequence.dim', 1),
+      heads: r.int('sequence.heads', 1),
+      ffn_dim: r.int('sequence.ffn_dim', 1),
+      layers: r.int('sequence.layers', 0),
+    },
+    masknet: {
+      blocks: r.int('masknet.blocks', 1),
+      projection_ratio: r.num('masknet.projection_ratio', true),
+      output_dim: r.int('masknet.output_dim', 1),
+    },
+    dcn: { layers: r.int('dcn.layers', 0), rank: r.int('dcn.rank', 0) },
+    mlp: r.list('mlp', 0).map((v, i) => r.int(`mlp[${i}]`, 1, v)),
+    retrieval: { dim: r.int('retrieval.dim', 1), hidden: r.list('retrieval.hidden', 0).map((v, i) => r.int(`retrieval.hidden[${i}]`, 1, v)) },
+  };
+  if (c.sequence.dim % c.sequence.heads !== 0) r.fail('sequence.heads', `a divisor of sequence.dim (${c.sequence.dim})`, c.sequence.heads);
+  if (r.get('reserve_price') !== undefined) c.reserve_price = r.num('reserve_price', false);
+  if (modelDims(c).maskHidden < 1) r.fail('masknet.projection_ratio', 'a ratio giving a mask width round(ratio · d) >= 1', c.masknet.projection_ratio);
+  return c;
+}
+
+/** Writes a bundle file: the config as metadata plus the tensors (see docs/bundle-format.md).
+ *  The result is validated only when read back; call parseBundle/loadBundle to check it. */
+export async function writeBundle(path: string, config: ModelConfig, tensors: Map<string, Tensor> | Record<string, Tensor>): Promise<{ sha256: string; size: number }> {
+  return writeSafetensors(path, tensors, bundleMetadata(config));
+}
+
+export function bundleMetadata(config: ModelConfig): Record<string, string> {
+  return { 'adrank.format': BUNDLE_FORMAT, 'adrank.config': JSON.stringify(config) };
 }

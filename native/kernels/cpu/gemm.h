@@ -15,15 +15,37 @@
 // C must not alias A, mul or add.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace adrank::cpu {
 
 class ThreadPool;
 
+// 64-byte aligned storage, so every packed row of a panel is exactly one cache line.
+template <class T>
+struct CacheAlignedAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheAlignedAllocator() = default;
+  template <class U>
+  CacheAlignedAllocator(const CacheAlignedAllocator<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlign); }
+  template <class U>
+  bool operator==(const CacheAlignedAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAlignedAllocator<U>&) const { return false; }
+};
+
+// W [n, k] re-laid out once for the micro-kernel: panels of kPanel = 16 output columns, each
+// panel [k][16] (the 16 weights that meet A[i, p] are contiguous), the last panel zero-padded.
+// Element (j, p) lives at data()[((j / 16) * k + p) * 16 + j % 16].
 class PackedMatrix {
  public:
+  static constexpr int kPanel = 16;
   PackedMatrix() = default;
   // w: [n, k] row-major, copied and re-laid out for the micro-kernel.
   PackedMatrix(const float* w, int n, int k);
@@ -33,7 +55,7 @@ class PackedMatrix {
 
  private:
   int n_ = 0, k_ = 0;
-  std::vector<float> data_;
+  std::vector<float, CacheAlignedAllocator<float>> data_;
 };
 
 struct Epilogue {
@@ -49,7 +71,18 @@ struct Epilogue {
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
           const Epilogue& ep, ThreadPool* pool);
 
-// Which vector code gemm runs on this CPU: "avx512", "avx2" or "scalar".
+// Which vector code gemm runs on this CPU: "avx512", "avx2" or "scalar". Chosen once, on first
+// use, from __builtin_cpu_supports; the environment variable ADRANK_CPU_ISA=avx2|scalar (read at
+// that moment) forces a lower path, e.g. to test every path on one machine. A path the CPU
+// cannot run is never chosen.
 const char* gemm_isa();
+
+// The paths this CPU can run, best first: a subset of {"avx512", "avx2", "scalar"}.
+std::vector<const char*> gemm_isas_available();
+
+// gemm on a named path regardless of gemm_isa() (the validation harness checks each one).
+// Throws std::invalid_argument when this CPU cannot run `isa`.
+void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c,
+             int64_t ldc, const Epilogue& ep, ThreadPool* pool);
 
 }  // namespace adrank::cpu

@@ -1,0 +1,134 @@
+/**
+ * Front-end micro-benchmark (DESIGN §8: decode + validate + bundle + encode ≤ 100 µs for a Rank
+ * of 1,000 ids). No engine and no network: the request bytes go through the server's own
+ * decoder, validator, feature-bundle packer and response encoder, with a synthetic engine
+ * result of K winners. Also compares ways of decoding the candidate id list.
+ *
+ *   npm run bench:frontend            (results: bench/RESULTS.md)
+ */
+import { cpus, platform, release } from 'node:os';
+import protobuf from 'protobufjs';
+import { loadProto } from '../src/server/proto.js';
+import { requestDecoder } from '../src/server/codec.js';
+import { rank } from '../src/handlers/rank.js';
+import { responseOf, emptyResult } from '../src/handlers/engine-rpc.js';
+import { sampleRank } from '../src/handlers/sample.js';
+import { packFeatureBundle } from '../src/features/feature-bundle.js';
+import { makeDemoConfig } from '../src/model/demo.js';
+import type { ModelConfig } from '../src/model/config.js';
+import type { NativeResult } from '../src/engine/index.js';
+import type { ServerTimings } from '../src/generated/adrank/v1/ServerTimings.js';
+
+const ITER = Number(process.env.ITER ?? 3000);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
+/** Median µs of `fn` over ITER runs after ITER/4 warm-up runs. */
+function time(fn: () => unknown): number {
+  for (let i = 0; i < ITER / 4; i++) fn();
+  const t: number[] = [];
+  for (let i = 0; i < ITER; i++) {
+    const t0 = performance.now();
+    fn();
+    t.push((performance.now() - t0) * 1000);
+  }
+  return median(t);
+}
+
+function shapeOf(c: ModelConfig) {
+  return {
+    surfaces: c.surfaces,
+    targetingDims: c.targeting_dims,
+    userSparseFields: c.user_sparse.map((f) => f.name),
+    userDense: c.user_dense,
+    userEmbeddingDim: c.user_embedding_dim,
+    sequenceMaxLen: c.sequence.max_len,
+    sequenceActions: c.sequence.actions,
+  };
+}
+
+/** Demo-like ad ids: up to 2^43 (7-byte varints). */
+function adIds(n: number): string[] {
+  let s = 12345;
+  return Array.from({ length: n }, () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return String(BigInt(s) * 4099n + 1n);
+  });
+}
+
+function fakeResult(candidates: BigInt64Array, k: number, tasks: number): NativeResult {
+  const r = emptyResult();
+  const n = Math.min(k, candidates.length);
+  r.adIds = candidates.slice(0, n);
+  r.advertisers = candidates.slice(0, n).map((x) => x % 1000n);
+  r.rows = new Int32Array(n);
+  r.scores = Float32Array.from({ length: n }, (_, i) => 1 - i / n);
+  r.probs = Float32Array.from({ length: n * tasks }, (_, i) => (i % 97) / 100);
+  r.prices = Float32Array.from({ length: n }, (_, i) => 0.5 + i / 1000);
+  r.counts = { ...r.counts, received: candidates.length, eligible: candidates.length };
+  return r;
+}
+
+const config = makeDemoConfig();
+const { packageDefinition, root } = loadProto();
+const rankType = root.lookupType('adrank.v1.RankRequest');
+const protoLoaderDecode = packageDefinition['adrank.v1.AdRanker'] as unknown as Record<string, { requestDeserialize(b: Buffer): { candidateAdIds: string[] } }>;
+const fast = requestDecoder<{ candidateAdIds: BigInt64Array }>('adrank.v1.RankRequest', ['candidateAdIds']);
+const longsAsNumber = (buf: Buffer) => rankType.toObject(rankType.decode(buf), { longs: Number, enums: String, defaults: true, oneofs: true });
+
+const lines: string[] = [];
+const out = (s: string) => {
+  lines.push(s);
+  console.log(s);
+};
+
+out(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${platform()} ${release()}, node ${process.version}`);
+out(`date: ${new Date().toISOString()}; command: npm run bench:frontend (ITER=${ITER}); median µs per request`);
+out('');
+out('Decoding a RankRequest with N candidate ids (demo-like ids < 2^43, 7-byte varints) into a BigInt64Array:');
+out('');
+out('| N | proto-loader (longs: String) + BigInt64Array | longs: Number (lossy > 2^53) | packed varints → BigInt64Array (used) |');
+out('| ---: | ---: | ---: | ---: |');
+for (const n of [1000, 10000]) {
+  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(shapeOf(config), adIds(n), 100)) as protobuf.Message).finish());
+  const viaStrings = time(() => {
+    const o = protoLoaderDecode.Rank.requestDeserialize(bytes);
+    const ids = new BigInt64Array(o.candidateAdIds.length);
+    for (let i = 0; i < ids.length; i++) ids[i] = BigInt(o.candidateAdIds[i]);
+    return ids;
+  });
+  const viaNumbers = time(() => longsAsNumber(bytes));
+  const viaFast = time(() => fast(bytes));
+  out(`| ${n.toLocaleString('en-US')} (${(bytes.length / 1024).toFixed(1)} KiB) | ${viaStrings.toFixed(1)} | ${viaNumbers.toFixed(1)} | ${viaFast.toFixed(1)} |`);
+}
+
+out('');
+out('Front end of a Rank (decode + validate + bundle + encode), K winners with 4 task probabilities and prices:');
+out('');
+out('| candidates | K | decode | validate | bundle | encode | total |');
+out('| ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const [n, k] of [
+  [1000, 10],
+  [1000, 100],
+  [10000, 100],
+] as const) {
+  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(shapeOf(config), adIds(n), k)) as protobuf.Message).finish());
+  const decoded = rank.decode(bytes);
+  const er = rank.validate(decoded, config, { maxCandidates: 100_000 });
+  const result = fakeResult(er.candidates as BigInt64Array, k, config.tasks.length);
+  const timings = (): ServerTimings => ({});
+  const d = time(() => rank.decode(bytes));
+  const v = time(() => rank.validate(decoded, config, { maxCandidates: 100_000 }));
+  const b = time(() => packFeatureBundle(config, er));
+  const e = time(() => rank.encode(responseOf('x', result, config), timings(), performance.now()));
+  const all = time(() => {
+    const r = rank.decode(bytes);
+    const q = rank.validate(r, config, { maxCandidates: 100_000 });
+    packFeatureBundle(config, q);
+    return rank.encode(responseOf(r.requestId, result, config), timings(), performance.now());
+  });
+  out(`| ${n.toLocaleString('en-US')} | ${k} | ${d.toFixed(1)} | ${v.toFixed(1)} | ${b.toFixed(1)} | ${e.toFixed(1)} | ${all.toFixed(1)} |`);
+}

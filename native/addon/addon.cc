@@ -1,0 +1,147 @@
+// Module entry: Engine, capabilities() and the CPU kernels for the kernel tests
+// (NativeBinding in src/engine/binding.ts).
+#include <napi.h>
+
+#include <thread>
+
+#include "addon/convert.h"
+#include "addon/engine_wrap.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/layer_norm.h"
+
+#ifdef ADRANK_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace adrank::addon {
+
+namespace {
+
+struct AddonData {
+  std::shared_ptr<Registry> registry = std::make_shared<Registry>();
+  Napi::FunctionReference engine;
+};
+
+Napi::Value Capabilities(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("compiled", true);
+  cpu.Set("usable", true);
+  cpu.Set("simd", cpu::gemm_isa());
+  cpu.Set("threads", double(std::max(1u, std::thread::hardware_concurrency())));
+  Napi::Object cuda = Napi::Object::New(env);
+#ifdef ADRANK_WITH_CUDA
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  const bool usable = err == cudaSuccess && count > 0;
+  cuda.Set("compiled", true);
+  cuda.Set("usable", usable);
+  cuda.Set("devices", double(err == cudaSuccess ? count : 0));
+  cuda.Set("reason", usable ? std::string("") : err != cudaSuccess ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
+                                                                   : std::string("no CUDA devices"));
+#else
+  cuda.Set("compiled", false);
+  cuda.Set("usable", false);
+  cuda.Set("devices", 0.0);
+  cuda.Set("reason", "not compiled with CUDA");
+#endif
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("cpu", cpu);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+int dim_arg(const Napi::CallbackInfo& info, size_t i, const char* field, double min = 1) {
+  const Napi::Value v = info[i];
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= min && d <= 1e8 && d == double(int64_t(d))))
+    type_error(info.Env(), field, min > 0 ? "a positive integer" : "a non-negative integer", v);
+  return int(d);
+}
+
+const float* f32_arg(const Napi::CallbackInfo& info, size_t i, int64_t length, const char* field) {
+  return typed_data<float>(typed_array(info[i], napi_float32_array, length, field));
+}
+
+// linear(a, m, k, w, n, bias | null, act): C[m,n] = act(A · Wᵀ + bias); k may be 0 (bias only).
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  const int m = dim_arg(info, 1, "m"), k = dim_arg(info, 2, "k", 0), n = dim_arg(info, 4, "n");
+  const float* a = f32_arg(info, 0, int64_t(m) * k, "a");
+  const float* w = f32_arg(info, 3, int64_t(n) * k, "w");
+  const float* bias = info[5].IsNull() || info[5].IsUndefined() ? nullptr : f32_arg(info, 5, n, "bias");
+  const Napi::Value act = info[6];
+  if (!act.IsNumber() || (act.As<Napi::Number>().Int32Value() != 0 && act.As<Napi::Number>().Int32Value() != 1))
+    type_error(info.Env(), "act", "0 (none) or 1 (ReLU)", act);
+  cpu::Epilogue ep;
+  ep.bias = bias;
+  ep.relu = act.As<Napi::Number>().Int32Value() == 1;
+  const cpu::PackedMatrix pw(w, n, k);
+  Napi::Float32Array c = Napi::Float32Array::New(info.Env(), size_t(m) * n);
+  cpu::gemm(a, m, k, pw, c.Data(), n, ep, nullptr);
+  return c;
+}
+
+// crossLayer(x0, xl, m, w, bias): x0 ⊙ (xl · Wᵀ + b) + xl.
+Napi::Value CrossLayer(const Napi::CallbackInfo& info) {
+  const int m = dim_arg(info, 2, "m");
+  const Napi::TypedArray b = typed_array(info[4], napi_float32_array, -1, "bias");
+  const int n = int(b.ElementLength());
+  if (n < 1) type_error(info.Env(), "bias", "a non-empty Float32Array", info[4]);
+  const float* x0 = f32_arg(info, 0, int64_t(m) * n, "x0");
+  const float* xl = f32_arg(info, 1, int64_t(m) * n, "xl");
+  const float* w = f32_arg(info, 3, int64_t(n) * n, "w");
+  cpu::Epilogue ep;
+  ep.bias = typed_data<float>(b);
+  ep.mul = x0;
+  ep.ld_mul = n;
+  ep.add = xl;
+  ep.ld_add = n;
+  const cpu::PackedMatrix pw(w, n, n);
+  Napi::Float32Array c = Napi::Float32Array::New(info.Env(), size_t(m) * n);
+  cpu::gemm(xl, m, n, pw, c.Data(), n, ep, nullptr);
+  return c;
+}
+
+// layerNorm(x, m, n, gamma, beta)
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  const int m = dim_arg(info, 1, "m"), n = dim_arg(info, 2, "n");
+  cpu::LayerNormParams p;
+  p.x = f32_arg(info, 0, int64_t(m) * n, "x");
+  p.gamma = f32_arg(info, 3, n, "gamma");
+  p.beta = f32_arg(info, 4, n, "beta");
+  Napi::Float32Array y = Napi::Float32Array::New(info.Env(), size_t(m) * n);
+  p.ldx = p.ldy = n;
+  p.y = y.Data();
+  p.m = m;
+  p.n = n;
+  cpu::layer_norm(p);
+  return y;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  std::shared_ptr<Registry> registry = data->registry;
+  // Frees every engine still alive when this environment (main thread or worker) is torn down.
+  env.AddCleanupHook([registry]() {
+    std::lock_guard<std::mutex> lock(registry->mu);
+    for (EngineWrap* e : registry->live) e->Free();
+  });
+  Napi::Function engine = EngineWrap::Define(env, &data->registry);
+  data->engine = Napi::Persistent(engine);
+  exports.Set("Engine", engine);
+  exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
+  Napi::Object kernels = Napi::Object::New(env);
+  kernels.Set("linear", Napi::Function::New<Linear>(env, "linear"));
+  kernels.Set("crossLayer", Napi::Function::New<CrossLayer>(env, "crossLayer"));
+  kernels.Set("layerNorm", Napi::Function::New<LayerNorm>(env, "layerNorm"));
+  exports.Set("kernels", kernels);
+  return exports;
+}
+
+}  // namespace
+
+}  // namespace adrank::addon
+
+Napi::Object InitAdrank(Napi::Env env, Napi::Object exports) { return adrank::addon::Init(env, exports); }
+NODE_API_MODULE(adrank, InitAdrank)

@@ -1,0 +1,32 @@
+#include "engine/backend.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace adrank {
+
+Device parse_device(const std::string& s) {
+  Device d;
+  if (s == "cpu") return d;
+  if (s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.size() <= 8) {
+    char* end = nullptr;
+    const long idx = std::strtol(s.c_str() + 5, &end, 10);
+    if (*end == '\0' && s[5] >= '0' && s[5] <= '9') {
+      d.cuda = true;
+      d.index = int(idx);
+      return d;
+    }
+  }
+  throw std::runtime_error("expected cpu or cuda:N for device, got \"" + s + "\"");
+}
+
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model>, int device, cpu::ThreadPool*) {
+#ifdef ADRANK_WITH_CUDA
+  throw std::runtime_error("device cuda:" + std::to_string(device) +
+                           " requested but the CUDA backend is not implemented in this build yet; use device cpu");
+#else
+  throw std::runtime_error("device cuda:" + std::to_string(device) + " requested but this addon was not compiled with CUDA");
+#endif
+}
+
+}  // namespace adrank

@@ -1,0 +1,44 @@
+// A Backend runs the model and the funnel for one device. The Engine parses and validates the
+// request and owns the model and the live ad state; a backend gets them ready to use. The CPU
+// backend (cpu_backend.cc) is always compiled; a CUDA backend slots in through make_backend.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/ad_state.h"
+#include "engine/model.h"
+#include "engine/request_parser.h"
+#include "engine/results.h"
+
+namespace adrank {
+
+namespace cpu {
+class ThreadPool;
+}
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* kind() const = 0;  // "cpu" | "cuda"
+  virtual std::string description() const = 0;
+  // Each may be called from several threads at once; they must not modify shared state.
+  virtual Result rank(const Request& req, const AdStateTable& state) = 0;
+  virtual Result retrieve(const Request& req, const AdStateTable& state) = 0;
+  virtual Result retrieve_and_rank(const Request& req, const AdStateTable& state) = 0;
+  virtual Explain explain(const Request& req) = 0;
+};
+
+// A parsed device string: "cpu" or "cuda:N".
+struct Device {
+  bool cuda = false;
+  int index = 0;
+};
+// Throws "expected cpu or cuda:N for device, got ...".
+Device parse_device(const std::string& s);
+
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model, cpu::ThreadPool* pool);
+// Throws a clear error when CUDA is not compiled in or not usable.
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool);
+
+}  // namespace adrank

@@ -1,0 +1,73 @@
+#include "engine/engine.h"
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "engine/request_parser.h"
+
+namespace adrank {
+
+namespace {
+double now_us() {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Engine::Engine(const ModelInit& init, const std::string& device, int threads)
+    : pool_(nullptr), model_(nullptr), state_(0) {
+  const Device dev = parse_device(device);
+  if (threads < 0) throw std::runtime_error("expected a non-negative thread count for threads, got " + std::to_string(threads));
+  pool_ = std::make_unique<cpu::ThreadPool>(threads);
+  model_ = std::make_shared<const Model>(init, pool_.get());
+  state_ = AdStateTable(model_->num_ads());
+  backend_ = dev.cuda ? make_cuda_backend(model_, dev.index, pool_.get()) : make_cpu_backend(model_, pool_.get());
+}
+
+Engine::~Engine() = default;
+
+template <typename F>
+Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
+  const double t0 = now_us();
+  const Request req = parse_request(bundle, len, model_->dims(), op);
+  Result r = run(req);
+  r.timings.total = now_us() - t0;
+  return r;
+}
+
+Result Engine::rank(const uint8_t* b, size_t n) {
+  return timed(b, n, Op::kRank, [&](const Request& q) { return backend_->rank(q, state_); });
+}
+Result Engine::retrieve(const uint8_t* b, size_t n) {
+  return timed(b, n, Op::kRetrieve, [&](const Request& q) { return backend_->retrieve(q, state_); });
+}
+Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
+  return timed(b, n, Op::kRetrieveAndRank, [&](const Request& q) { return backend_->retrieve_and_rank(q, state_); });
+}
+Explain Engine::explain(const uint8_t* b, size_t n) {
+  const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
+  return backend_->explain(req);
+}
+
+int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (!(rate[i] >= 0.0f && rate[i] <= 1.0f)) {
+      std::ostringstream os;
+      os << "expected a rate in [0, 1] for pacingRate[" << i << "], got " << rate[i];
+      throw std::runtime_error(os.str());
+    }
+  }
+  int64_t unknown = 0;
+  for (size_t i = 0; i < n; i++) {
+    const int32_t row = model_->id_to_row.find(ids[i]);
+    if (row < 0) {
+      unknown++;
+      continue;
+    }
+    state_.set(row, AdState{active[i] != 0, in_budget[i] != 0, rate[i]});
+  }
+  return unknown;
+}
+
+}  // namespace adrank

@@ -1,0 +1,345 @@
+#include "engine/model.h"
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vector_ops.h"
+
+namespace adrank {
+
+namespace {
+
+int sum_dims(const std::vector<SparseFieldDims>& fs) {
+  int s = 0;
+  for (const auto& f : fs) s += f.dim;
+  return s;
+}
+
+[[noreturn]] void bad_dim(const std::string& field, const std::string& what, double got) {
+  std::ostringstream os;
+  os << "expected " << what << " for dims." << field << ", got " << got;
+  throw std::runtime_error(os.str());
+}
+
+void need_positive(const char* field, double v) {
+  if (!(v >= 1)) bad_dim(field, "a positive integer", v);
+}
+void need_nonneg(const char* field, double v) {
+  if (!(v >= 0)) bad_dim(field, "a non-negative integer", v);
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); i++) os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+// Looks a tensor up and checks dtype and element count against the shape the config implies.
+class Tensors {
+ public:
+  explicit Tensors(const std::map<std::string, TensorRef>& m) : m_(m) {}
+
+  const void* get(const std::string& name, std::vector<int64_t> shape, std::initializer_list<DType> dtypes,
+                  DType* got_dtype = nullptr) const {
+    auto it = m_.find(name);
+    if (it == m_.end()) throw std::runtime_error("missing tensor " + name + " (expected shape " + shape_str(shape) + ")");
+    const TensorRef& t = it->second;
+    bool ok = false;
+    for (DType d : dtypes) ok = ok || d == t.dtype;
+    if (!ok) {
+      std::string want;
+      for (DType d : dtypes) want += (want.empty() ? "" : " or ") + std::string(dtype_name(d));
+      throw std::runtime_error("tensor " + name + ": expected dtype " + want + ", got " + dtype_name(t.dtype));
+    }
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    if (int64_t(t.count) != n)
+      throw std::runtime_error("tensor " + name + ": expected shape " + shape_str(shape) + " (" + std::to_string(n) +
+                               " values), got " + std::to_string(t.count) + " values");
+    if (n > 0 && t.data == nullptr) throw std::runtime_error("tensor " + name + ": no data");
+    if (got_dtype) *got_dtype = t.dtype;
+    return t.data;
+  }
+
+  // An F32 tensor, copied, with every value checked finite.
+  std::vector<float> f32(const std::string& name, std::vector<int64_t> shape) const {
+    const float* p = static_cast<const float*>(get(name, shape, {DType::F32}));
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    for (int64_t i = 0; i < n; i++)
+      if (!std::isfinite(p[i]))
+        throw std::runtime_error("tensor " + name + ": expected finite values, got " + std::to_string(p[i]) + " at index " + std::to_string(i));
+    return std::vector<float>(p, p + n);
+  }
+
+  Linear linear(const std::string& prefix, int out, int in, bool bias = true) const {
+    Linear l;
+    const std::vector<float> w = f32(prefix + ".weight", {out, in});
+    l.w = cpu::PackedMatrix(w.data(), out, in);
+    if (bias) l.b = f32(prefix + ".bias", {out});
+    return l;
+  }
+
+ private:
+  const std::map<std::string, TensorRef>& m_;
+};
+
+float bf16_to_f32(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+}  // namespace
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::I64: return "I64";
+    case DType::U64: return "U64";
+    case DType::BF16: return "BF16";
+  }
+  return "?";
+}
+
+int ModelDims::user() const { return user_dense + sum_dims(user_sparse) + user_embedding_dim + seq_dim + surface_dim; }
+int ModelDims::ad() const { return ad_dense + sum_dims(ad_sparse) + ad_embedding_dim; }
+int ModelDims::input() const { return user() + ad() + seq_dim; }
+int ModelDims::cross() const { return masknet_blocks * masknet_output; }
+int ModelDims::last() const { return mlp.empty() ? cross() : mlp.back(); }
+
+void ModelDims::validate() const {
+  need_nonneg("userDense", user_dense);
+  need_nonneg("adDense", ad_dense);
+  if (!(dense_clip > 0)) bad_dim("denseClip", "a positive number", dense_clip);
+  for (size_t i = 0; i < user_sparse.size(); i++) {
+    need_positive("userSparseCardinality", double(user_sparse[i].cardinality));
+    need_positive("userSparseDim", user_sparse[i].dim);
+  }
+  for (size_t i = 0; i < ad_sparse.size(); i++) {
+    need_positive("adSparseCardinality", double(ad_sparse[i].cardinality));
+    need_positive("adSparseDim", ad_sparse[i].dim);
+  }
+  need_nonneg("userEmbeddingDim", user_embedding_dim);
+  need_nonneg("adEmbeddingDim", ad_embedding_dim);
+  need_nonneg("surfaceDim", surface_dim);
+  need_positive("surfaces", surfaces);
+  need_positive("tasks", tasks);
+  need_nonneg("targetingDims", targeting_dims);
+  need_positive("seqMaxLen", seq_max_len);
+  need_positive("seqItemBuckets", double(seq_item_buckets));
+  need_positive("seqActions", seq_actions);
+  need_positive("seqDim", seq_dim);
+  need_positive("seqHeads", seq_heads);
+  if (seq_dim % seq_heads != 0) bad_dim("seqHeads", "a divisor of seqDim " + std::to_string(seq_dim), seq_heads);
+  need_positive("seqFfnDim", seq_ffn_dim);
+  need_nonneg("seqLayers", seq_layers);
+  need_positive("masknetBlocks", masknet_blocks);
+  need_positive("masknetHidden", masknet_hidden);
+  need_positive("masknetOutput", masknet_output);
+  need_nonneg("dcnLayers", dcn_layers);
+  need_nonneg("dcnRank", dcn_rank);
+  for (int w : mlp) need_positive("mlp", w);
+  need_positive("retrievalDim", retrieval_dim);
+  for (int w : retrieval_hidden) need_positive("retrievalHidden", w);
+  need_nonneg("numAds", double(num_ads));
+  if (num_ads >= (int64_t(1) << 31) - 1) bad_dim("numAds", "fewer than 2^31 - 1 ads", double(num_ads));
+  if (int64_t(masknet_blocks) * masknet_hidden >= (int64_t(1) << 31)) bad_dim("masknetHidden", "blocks * hidden < 2^31", masknet_hidden);
+}
+
+bool IdMap::build(const int64_t* ids, int64_t n, int64_t* dup) {
+  size_t cap = 16;
+  while (cap < size_t(2 * n)) cap <<= 1;
+  keys_.assign(cap, 0);
+  rows_.assign(cap, -1);
+  mask_ = cap - 1;
+  for (int64_t r = 0; r < n; r++) {
+    uint64_t s = mix64(uint64_t(ids[r])) & mask_;
+    for (; rows_[s] >= 0; s = (s + 1) & mask_) {
+      if (keys_[s] == ids[r]) {
+        *dup = ids[r];
+        return false;
+      }
+    }
+    keys_[s] = ids[r];
+    rows_[s] = int32_t(r);
+  }
+  return true;
+}
+
+Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims) {
+  const ModelDims& d = dims_;
+  d.validate();
+  const Tensors t(init.tensors);
+  const int ds = d.seq_dim, du = d.user(), da = d.ad(), din = d.input(), D = d.cross();
+  const int64_t N = d.num_ads;
+
+  ud_mean = t.f32("features.user_dense.mean", {d.user_dense});
+  ud_std = t.f32("features.user_dense.std", {d.user_dense});
+  const std::vector<float> ad_mean = t.f32("features.ad_dense.mean", {d.ad_dense});
+  const std::vector<float> ad_std = t.f32("features.ad_dense.std", {d.ad_dense});
+  for (const auto& f : d.user_sparse) user_sparse.push_back(t.f32("features.user_sparse." + f.name, {f.cardinality, f.dim}));
+  std::vector<std::vector<float>> ad_sparse;
+  for (const auto& f : d.ad_sparse) ad_sparse.push_back(t.f32("features.ad_sparse." + f.name, {f.cardinality, f.dim}));
+  surface = t.f32("features.surface", {d.surfaces, d.surface_dim});
+
+  seq_item = t.f32("sequence.item", {d.seq_item_buckets, ds});
+  seq_action = t.f32("sequence.action", {d.seq_actions, ds});
+  seq_position = t.f32("sequence.position", {d.seq_max_len, ds});
+  for (int i = 0; i < d.seq_layers; i++) {
+    const std::string p = "sequence.layers." + std::to_string(i) + ".";
+    SequenceLayer L;
+    {
+      const std::vector<float> w = t.f32(p + "self_attn.in_proj_weight", {3 * ds, ds});
+      L.in_proj.w = cpu::PackedMatrix(w.data(), 3 * ds, ds);
+      L.in_proj.b = t.f32(p + "self_attn.in_proj_bias", {3 * ds});
+    }
+    L.out_proj = t.linear(p + "self_attn.out_proj", ds, ds);
+    L.linear1 = t.linear(p + "linear1", d.seq_ffn_dim, ds);
+    L.linear2 = t.linear(p + "linear2", ds, d.seq_ffn_dim);
+    L.norm1_w = t.f32(p + "norm1.weight", {ds});
+    L.norm1_b = t.f32(p + "norm1.bias", {ds});
+    L.norm2_w = t.f32(p + "norm2.weight", {ds});
+    L.norm2_b = t.f32(p + "norm2.bias", {ds});
+    seq_layers.push_back(std::move(L));
+  }
+  seq_norm_w = t.f32("sequence.norm.weight", {ds});
+  seq_norm_b = t.f32("sequence.norm.bias", {ds});
+  const Linear ta_query = t.linear("target_attention.query", ds, d.ad_embedding_dim);
+
+  input_norm_w = t.f32("masknet.input_norm.weight", {din});
+  input_norm_b = t.f32("masknet.input_norm.bias", {din});
+  const int B = d.masknet_blocks, h = d.masknet_hidden, o = d.masknet_output, dat = da + ds;
+  {
+    std::vector<float> wu(size_t(B) * h * du), wa(size_t(B) * h * dat);
+    for (int i = 0; i < B; i++) {
+      const std::string p = "masknet.blocks." + std::to_string(i) + ".";
+      const std::vector<float> w1 = t.f32(p + "mask.0.weight", {h, din});
+      const std::vector<float> b1 = t.f32(p + "mask.0.bias", {h});
+      for (int r = 0; r < h; r++) {
+        const float* src = w1.data() + size_t(r) * din;
+        std::memcpy(wu.data() + (size_t(i) * h + r) * du, src, sizeof(float) * du);
+        std::memcpy(wa.data() + (size_t(i) * h + r) * dat, src + du, sizeof(float) * dat);
+      }
+      mask1_user.b.insert(mask1_user.b.end(), b1.begin(), b1.end());
+      MaskBlock blk;
+      blk.mask2 = t.linear(p + "mask.2", din, h);
+      blk.proj = t.linear(p + "proj", o, din, false).w;
+      blk.norm_w = t.f32(p + "norm.weight", {o});
+      blk.norm_b = t.f32(p + "norm.bias", {o});
+      blocks.push_back(std::move(blk));
+    }
+    mask1_user.w = cpu::PackedMatrix(wu.data(), B * h, du);
+    mask1_ad = cpu::PackedMatrix(wa.data(), B * h, dat);
+  }
+  for (int l = 0; l < d.dcn_layers; l++) {
+    const std::string p = "dcn.layers." + std::to_string(l) + ".";
+    CrossLayer c;
+    if (d.dcn_rank > 0) {
+      const std::vector<float> u = t.f32(p + "u", {D, d.dcn_rank});
+      const std::vector<float> v = t.f32(p + "v", {d.dcn_rank, D});
+      c.u = cpu::PackedMatrix(u.data(), D, d.dcn_rank);
+      c.v = cpu::PackedMatrix(v.data(), d.dcn_rank, D);
+    } else {
+      const std::vector<float> w = t.f32(p + "weight", {D, D});
+      c.w = cpu::PackedMatrix(w.data(), D, D);
+    }
+    c.b = t.f32(p + "bias", {D});
+    cross.push_back(std::move(c));
+  }
+  int width = D;
+  for (size_t k = 0; k < d.mlp.size(); k++) {
+    mlp.push_back(t.linear("mlp." + std::to_string(k), d.mlp[k], width));
+    width = d.mlp[k];
+  }
+  heads = t.linear("heads", d.tasks, width);
+  calib_scale = t.f32("calibration.scale", {d.surfaces, d.tasks});
+  calib_bias = t.f32("calibration.bias", {d.surfaces, d.tasks});
+  task_weights = t.f32("utility.task_weights", {d.surfaces, d.tasks});
+  width = du;
+  std::vector<int> tower = d.retrieval_hidden;
+  tower.push_back(d.retrieval_dim);
+  for (size_t k = 0; k < tower.size(); k++) {
+    user_tower.push_back(t.linear("user_tower." + std::to_string(k), tower[k], width));
+    width = tower[k];
+  }
+
+  // Ad tables.
+  {
+    const int64_t* ids = static_cast<const int64_t*>(t.get("ads.id", {N}, {DType::I64}));
+    ad_id.assign(ids, ids + N);
+    const int64_t* adv = static_cast<const int64_t*>(t.get("ads.advertiser", {N}, {DType::I64}));
+    ad_advertiser.assign(adv, adv + N);
+    int64_t dup = 0;
+    if (!id_to_row.build(ad_id.data(), N, &dup))
+      throw std::runtime_error("tensor ads.id: expected unique ad ids, got " + std::to_string(dup) + " more than once");
+  }
+  ad_bid = t.f32("ads.bid", {N});
+  const std::vector<float> dense = t.f32("ads.dense", {N, d.ad_dense});
+  const int nsf = int(d.ad_sparse.size());
+  const int64_t* sparse = static_cast<const int64_t*>(t.get("ads.sparse", {N, nsf}, {DType::I64}));
+  const std::vector<float> emb = t.f32("ads.embedding", {N, d.ad_embedding_dim});
+  {
+    DType rd;
+    const void* r = t.get("ads.retrieval", {N, d.retrieval_dim}, {DType::F32, DType::BF16}, &rd);
+    if ((rd == DType::BF16) != d.retrieval_bf16)
+      throw std::runtime_error(std::string("tensor ads.retrieval: expected dtype ") + (d.retrieval_bf16 ? "BF16" : "F32") +
+                               " (dims.retrievalBf16), got " + dtype_name(rd));
+    const size_t n = size_t(N) * d.retrieval_dim;
+    ad_retrieval.resize(n);
+    if (rd == DType::F32) {
+      std::memcpy(ad_retrieval.data(), r, n * sizeof(float));
+    } else {
+      const uint16_t* b = static_cast<const uint16_t*>(r);
+      for (size_t i = 0; i < n; i++) ad_retrieval[i] = bf16_to_f32(b[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+      if (!std::isfinite(ad_retrieval[i]))
+        throw std::runtime_error("tensor ads.retrieval: expected finite values, got " + std::to_string(ad_retrieval[i]) + " at index " + std::to_string(i));
+  }
+  {
+    const uint64_t* tg = static_cast<const uint64_t*>(t.get("ads.targeting", {N, d.targeting_dims}, {DType::U64}));
+    ad_targeting.assign(tg, tg + size_t(N) * d.targeting_dims);
+  }
+
+  // Static ad side: a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)], q_c = W_ta L2n(emb) + b_ta.
+  ad_features.assign(size_t(N) * da, 0.f);
+  std::vector<float> emb_n(emb);
+  auto build_rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* a = ad_features.data() + r * da;
+      const float* x = dense.data() + r * d.ad_dense;
+      for (int j = 0; j < d.ad_dense; j++) {
+        const float z = (x[j] - ad_mean[j]) / ad_std[j];
+        a[j] = std::fmin(std::fmax(z, -d.dense_clip), d.dense_clip);
+      }
+      int off = d.ad_dense;
+      for (int f = 0; f < nsf; f++) {
+        const auto& fd = d.ad_sparse[f];
+        const int64_t b = bucket_of(sparse[r * nsf + f], fd.cardinality);
+        std::memcpy(a + off, ad_sparse[f].data() + b * fd.dim, sizeof(float) * fd.dim);
+        cpu::l2_normalize(a + off, fd.dim);
+        off += fd.dim;
+      }
+      float* e = emb_n.data() + r * d.ad_embedding_dim;
+      cpu::l2_normalize(e, d.ad_embedding_dim);
+      std::memcpy(a + off, e, sizeof(float) * d.ad_embedding_dim);
+    }
+  };
+  if (pool) pool->parallel_for(N, build_rows, 1024); else build_rows(0, N);
+  ad_query.assign(size_t(N) * ds, 0.f);
+  if (N > 0) {
+    cpu::Epilogue ep;
+    ep.bias = ta_query.b.data();
+    cpu::gemm(emb_n.data(), int(N), d.ad_embedding_dim, ta_query.w, ad_query.data(), ds, ep, pool);
+  }
+}
+
+}  // namespace adrank

@@ -1,0 +1,144 @@
+// The model of DESIGN §3–§4 held in host memory, built from the flattened dims and tensors the
+// addon hands over (src/engine/binding.ts NativeModelInit). Everything kept is copied; weights are
+// packed for cpu::gemm at load, and the static ad side (a_c, the target-attention query q_c, the
+// f32 retrieval table) is precomputed once for all N ads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/id_map.h"
+#include "kernels/cpu/gemm.h"
+
+namespace adrank::cpu {
+class ThreadPool;
+}
+
+namespace adrank {
+
+struct SparseFieldDims {
+  std::string name;
+  int64_t cardinality = 0;
+  int dim = 0;
+};
+
+// The config's numbers (NativeDims), plus the widths they imply (src/model/config.ts modelDims).
+struct ModelDims {
+  int user_dense = 0, ad_dense = 0;
+  float dense_clip = 5;
+  std::vector<SparseFieldDims> user_sparse, ad_sparse;
+  int user_embedding_dim = 0, ad_embedding_dim = 0, surface_dim = 0;
+  int surfaces = 0, tasks = 0, targeting_dims = 0;
+  int seq_max_len = 0;
+  int64_t seq_item_buckets = 0;
+  int seq_actions = 0, seq_dim = 0, seq_heads = 0, seq_ffn_dim = 0, seq_layers = 0;
+  int masknet_blocks = 0, masknet_hidden = 0, masknet_output = 0;
+  int dcn_layers = 0, dcn_rank = 0;  // rank 0 = full
+  std::vector<int> mlp;
+  int retrieval_dim = 0;
+  std::vector<int> retrieval_hidden;
+  bool retrieval_bf16 = false;
+  int64_t num_ads = 0;
+
+  int user() const;    // du = n_ud + Σ user sparse dims + d_ue + d_s + d_surf
+  int ad() const;      // da = n_ad + Σ ad sparse dims + d_ae
+  int input() const;   // d = du + da + d_s
+  int cross() const;   // D = blocks · output
+  int last() const;    // heads' input width
+  // Throws std::runtime_error "expected <what> for dims.<field>, got <value>".
+  void validate() const;
+};
+
+enum class DType { F32, I64, U64, BF16 };
+const char* dtype_name(DType t);
+
+// A borrowed tensor: `count` elements of `dtype` at `data`. Only valid during Model construction.
+struct TensorRef {
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+  size_t count = 0;
+};
+
+struct ModelInit {
+  ModelDims dims;
+  std::map<std::string, TensorRef> tensors;
+};
+
+// y = act(W x + b) for one nn.Linear, packed.
+struct Linear {
+  cpu::PackedMatrix w;
+  std::vector<float> b;  // empty = no bias
+};
+
+struct SequenceLayer {
+  Linear in_proj;   // [3 d_s, d_s]
+  Linear out_proj;  // [d_s, d_s]
+  Linear linear1;   // [ffn, d_s]
+  Linear linear2;   // [d_s, ffn]
+  std::vector<float> norm1_w, norm1_b, norm2_w, norm2_b;
+};
+
+struct MaskBlock {
+  Linear mask2;                 // [d, h] + b [d]
+  cpu::PackedMatrix proj;       // [o, d], no bias
+  std::vector<float> norm_w, norm_b;  // [o]
+};
+
+struct CrossLayer {
+  cpu::PackedMatrix w;     // full rank [D, D]
+  cpu::PackedMatrix v, u;  // low rank: v [r, D], u [D, r]
+  std::vector<float> b;    // [D]
+};
+
+class Model {
+ public:
+  // Validates every tensor against dims (presence, dtype, element count, finite weights, unique ad
+  // ids) and throws std::runtime_error naming the tensor. pool may be null.
+  Model(const ModelInit& init, cpu::ThreadPool* pool);
+
+  const ModelDims& dims() const { return dims_; }
+  int64_t num_ads() const { return dims_.num_ads; }
+
+  // Request-side parameters
+  std::vector<float> ud_mean, ud_std;                // [n_ud]
+  std::vector<std::vector<float>> user_sparse;       // per field [cardinality, dim]
+  std::vector<float> surface;                        // [S, d_surf]
+  std::vector<float> seq_item, seq_action, seq_position;  // [buckets|actions|max_len, d_s]
+  std::vector<SequenceLayer> seq_layers;
+  std::vector<float> seq_norm_w, seq_norm_b;
+
+  // MaskNet: the first layer of every block split into its user columns and its [a_c ; ta_c] columns,
+  // the blocks stacked: rows i·h .. (i+1)·h − 1 belong to block i.
+  std::vector<float> input_norm_w, input_norm_b;     // [d]
+  Linear mask1_user;                                 // [B·h, du] with the stacked bias [B·h]
+  cpu::PackedMatrix mask1_ad;                        // [B·h, da + d_s]
+  std::vector<MaskBlock> blocks;
+  std::vector<CrossLayer> cross;
+  std::vector<Linear> mlp;
+  Linear heads;                                      // [T, last]
+  std::vector<float> calib_scale, calib_bias, task_weights;  // [S, T]
+  std::vector<Linear> user_tower;
+
+  // Ad tables, row-major by ad row.
+  std::vector<int64_t> ad_id, ad_advertiser;         // [N]
+  std::vector<float> ad_bid;                         // [N]
+  std::vector<uint64_t> ad_targeting;                // [N, targeting_dims]
+  std::vector<float> ad_features;                    // a_c, [N, da]
+  std::vector<float> ad_query;                       // q_c = W_ta L2n(emb_c) + b_ta, [N, d_s]
+  std::vector<float> ad_retrieval;                   // [N, D_r] (BF16 converted)
+  IdMap id_to_row;
+
+ private:
+  ModelDims dims_;
+};
+
+// Mathematical modulo: 0 <= result < m for m > 0, also for negative ids.
+inline int64_t bucket_of(int64_t id, int64_t m) {
+  const int64_t r = id % m;
+  return r < 0 ? r + m : r;
+}
+
+}  // namespace adrank

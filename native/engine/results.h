@@ -1,0 +1,36 @@
+// What the engine returns (mirrors NativeResult / NativeExplain in src/engine/binding.ts).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace adrank {
+
+struct Counts {
+  int64_t received = 0, unknown = 0, duplicate = 0;
+  int64_t inactive = 0, out_of_budget = 0, paced = 0, targeting = 0, excluded_ad = 0, excluded_advertiser = 0;
+  int64_t capped = 0, eligible = 0;
+};
+
+// Microseconds. The candidate forward runs chunks on several threads; gather/masknet/dcn/mlp split
+// its wall time in proportion to the thread time each stage took, so the stages add up to wall time.
+struct Timings {
+  double queue = 0, user = 0, retrieve = 0, gather = 0, masknet = 0, dcn = 0, mlp = 0, select = 0, total = 0;
+};
+
+struct Result {
+  std::vector<int64_t> ad_ids, advertisers;
+  std::vector<int32_t> rows;
+  std::vector<float> scores, probs, prices;
+  int64_t retrieved = 0;
+  Counts counts;
+  Timings timings;
+};
+
+struct Explain {
+  std::vector<int32_t> rows;
+  std::vector<float> user, sequence, query;
+  std::vector<float> ad, target_attention, input, masknet, cross, hidden, logits, probs, utility, retrieval_scores;
+};
+
+}  // namespace adrank

@@ -1,0 +1,359 @@
+// Standalone validation and timing harness for the CPU kernels (gemm.cc, parallel.cc).
+// Built and run by scripts/kernel-check.sh (g++ -O3, no -march: the kernels pick their own ISA).
+//
+//   kernel_check [--quick] [--bench] [--all] [--threads N]
+//     (default)  validate every ISA path against a float64 reference, check the thread pool,
+//                then time the demo model's shapes at m = 1000 (1 and N threads)
+//     --quick    validation only
+//     --bench    timing only
+//     --all      time every demo shape at every m in {1, 64, 256, 1000, 10000}
+//
+// Exit status 0 when every check passes.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+
+using adrank::cpu::Epilogue;
+using adrank::cpu::PackedMatrix;
+using adrank::cpu::ThreadPool;
+
+namespace {
+
+int failures = 0;
+int64_t clamped = 0;  // ReLU outputs checked to be exactly 0
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    failures++;
+    std::printf("FAIL  %s\n", what.c_str());
+  }
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale) {
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// ---- GEMM validation ---------------------------------------------------------------------------
+
+struct Case {
+  int m, n, k;
+  int lda_pad, ldc_pad;  // lda = k + lda_pad, ldc = n + ldc_pad (ld_mul/ld_add = n + ldc_pad + 3)
+  bool bias, relu, mul, add;
+};
+
+std::string describe(const Case& c) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "m=%d n=%d k=%d lda+%d ldc+%d%s%s%s%s", c.m, c.n, c.k, c.lda_pad, c.ldc_pad,
+                c.bias ? " bias" : "", c.relu ? " relu" : "", c.mul ? " mul" : "", c.add ? " add" : "");
+  return buf;
+}
+
+// The CPU reference: c = act(Σ_p a[i,p] w[j,p] + bias[j]) · mul[i,j] + add[i,j] in float64.
+std::vector<double> reference(const Case& c, const std::vector<float>& a, int64_t lda, const std::vector<float>& w,
+                              const std::vector<float>& bias, const std::vector<float>& mul,
+                              const std::vector<float>& add, int64_t ldx) {
+  std::vector<double> out(size_t(c.m) * c.n);
+  for (int i = 0; i < c.m; i++)
+    for (int j = 0; j < c.n; j++) {
+      double acc = 0;
+      for (int p = 0; p < c.k; p++) acc += double(a[i * lda + p]) * w[int64_t(j) * c.k + p];
+      if (c.bias) acc += bias[j];
+      if (c.relu) acc = std::max(acc, 0.0);
+      if (c.mul) acc *= mul[i * ldx + j];
+      if (c.add) acc += add[i * ldx + j];
+      out[size_t(i) * c.n + j] = acc;
+    }
+  return out;
+}
+
+// Runs one case on one ISA path with 1 and `threads` threads; checks the result against the
+// float64 reference (|err| <= atol + rtol |ref|), that padding in C is untouched, and that the
+// threaded result is bitwise equal to the serial one. Returns the max abs error.
+double run_case(const char* isa, const Case& c, ThreadPool& pool, std::mt19937& rng) {
+  const int64_t lda = c.k + c.lda_pad, ldc = c.n + c.ldc_pad, ldx = c.n + c.ldc_pad + 3;
+  const float wscale = 1.f / std::sqrt(float(std::max(c.k, 1)));
+  auto a = random_vec(rng, size_t(c.m) * lda, 1.f);
+  auto w = random_vec(rng, size_t(c.n) * c.k, wscale);
+  auto bias = random_vec(rng, c.n, 0.5f);
+  auto mul = random_vec(rng, size_t(c.m) * ldx, 1.f);
+  auto add = random_vec(rng, size_t(c.m) * ldx, 1.f);
+  PackedMatrix pw(w.data(), c.n, c.k);
+  Epilogue ep;
+  if (c.bias) ep.bias = bias.data();
+  ep.relu = c.relu;
+  if (c.mul) ep.mul = mul.data(), ep.ld_mul = ldx;
+  if (c.add) ep.add = add.data(), ep.ld_add = ldx;
+
+  const float sentinel = 12345.f;
+  std::vector<float> c1(size_t(c.m) * ldc, sentinel), c2(size_t(c.m) * ldc, sentinel);
+  adrank::cpu::gemm_on(isa, a.data(), c.m, lda, pw, c1.data(), ldc, ep, nullptr);
+  adrank::cpu::gemm_on(isa, a.data(), c.m, lda, pw, c2.data(), ldc, ep, &pool);
+  auto ref = reference(c, a, lda, w, bias, mul, add, ldx);
+
+  const double atol = 1e-4, rtol = 1e-4;
+  double max_err = 0;
+  bool ok = true, pad_ok = true, clamp_ok = true;
+  for (int i = 0; i < c.m; i++) {
+    for (int j = 0; j < c.n; j++) {
+      double r = ref[size_t(i) * c.n + j], got = c1[i * ldc + j];
+      double err = std::fabs(got - r);
+      max_err = std::max(max_err, err);
+      if (!(err <= atol + rtol * std::fabs(r))) ok = false;
+      // ReLU output: where the reference clamped, the kernel must give exactly 0.
+      if (c.relu && !c.mul && !c.add && r == 0) {
+        clamped++;
+        clamp_ok = clamp_ok && got == 0.f;
+      }
+    }
+    for (int64_t j = c.n; j < ldc; j++) pad_ok = pad_ok && c1[i * ldc + j] == sentinel;
+  }
+  check(clamp_ok, std::string(isa) + " relu clamps to exactly 0 " + describe(c));
+  check(ok, std::string(isa) + " matches reference " + describe(c) + " max_err=" + std::to_string(max_err));
+  check(pad_ok, std::string(isa) + " leaves ldc padding untouched " + describe(c));
+  check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0,
+        std::string(isa) + " threaded == serial bitwise " + describe(c));
+  return max_err;
+}
+
+void validate_gemm(ThreadPool& pool) {
+  std::mt19937 rng(1234);
+  std::vector<Case> cases;
+  // Edges: m = 1, m not a multiple of any micro-tile, n / k not multiples of 8 or 16, k = 0,
+  // lda > k, ldc > n, every epilogue combination.
+  const int ms[] = {1, 2, 5, 7, 12, 13, 25, 64, 97};
+  const int nks[][2] = {{1, 1}, {3, 0}, {16, 16}, {17, 5}, {31, 33}, {33, 64}, {48, 7}, {100, 300}, {4, 128}, {356, 257}};
+  for (int m : ms)
+    for (auto& nk : nks)
+      for (int e = 0; e < 4; e++) {
+        Case c{m, nk[0], nk[1], (m + e) % 3 == 0 ? 0 : 5, e % 2 ? 7 : 0, e >= 1, e == 1 || e == 3, e >= 2, e == 3};
+        cases.push_back(c);
+      }
+  // Larger shapes that cross the K block (256), the row block (240) and the column block (256),
+  // with and without the thread pool's task split.
+  cases.push_back({250, 300, 600, 3, 1, true, true, false, false});
+  cases.push_back({241, 513, 257, 0, 0, true, false, true, true});
+  cases.push_back({1, 2136, 164, 0, 0, true, true, false, false});
+  cases.push_back({64, 356, 712, 0, 0, true, false, false, false});
+  cases.push_back({37, 1536, 1536, 0, 0, true, false, true, true});
+  cases.push_back({300, 4, 128, 0, 0, true, false, false, false});
+
+  for (const char* isa : adrank::cpu::gemm_isas_available()) {
+    double worst = 0;
+    double t0 = now_s();
+    clamped = 0;
+    for (const Case& c : cases) worst = std::max(worst, run_case(isa, c, pool, rng));
+    std::printf("gemm %-6s  %3zu cases  max abs err %.3g  (atol 1e-4, rtol 1e-4)  %lld ReLU zeros  %.2f s\n", isa,
+                cases.size(), worst, (long long)clamped, now_s() - t0);
+    check(clamped > 1000, std::string(isa) + " ReLU cases clamp something");
+  }
+  // gemm_on refuses a path it does not know.
+  bool threw = false;
+  try {
+    float x = 0;
+    PackedMatrix pw(&x, 1, 1);
+    adrank::cpu::gemm_on("sse9", &x, 1, 1, pw, &x, 1, Epilogue{}, nullptr);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  check(threw, "gemm_on rejects an unknown ISA");
+}
+
+// ---- ThreadPool checks -------------------------------------------------------------------------
+
+void validate_pool() {
+  double t0 = now_s();
+  {
+    ThreadPool pool(3);
+    check(pool.size() == 3, "pool size");
+    // Every index visited exactly once, chunks respect the grain.
+    for (int64_t n : {1, 2, 7, 100, 1000, 100003}) {
+      for (int64_t grain : {1, 3, 64, 5000}) {
+        std::vector<std::atomic<int>> hits(n);
+        std::atomic<bool> small_chunk{false};
+        pool.parallel_for(
+            n,
+            [&](int64_t b, int64_t e) {
+              if (e - b < grain && e != n) small_chunk = true;
+              for (int64_t i = b; i < e; i++) hits[i]++;
+            },
+            grain);
+        bool once = true;
+        for (auto& h : hits) once = once && h.load() == 1;
+        check(once, "parallel_for visits each index once n=" + std::to_string(n) + " grain=" + std::to_string(grain));
+        check(!small_chunk, "parallel_for chunks >= grain n=" + std::to_string(n));
+      }
+    }
+    pool.parallel_for(0, [&](int64_t, int64_t) { check(false, "n = 0 calls nothing"); });
+
+    // Exceptions are rethrown in the caller and the pool stays usable.
+    bool caught = false;
+    try {
+      pool.parallel_for(1000, [](int64_t b, int64_t) {
+        if (b >= 500) throw std::runtime_error("boom");
+      });
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "boom";
+    }
+    check(caught, "exception from fn rethrown in caller");
+    std::atomic<int64_t> sum{0};
+    pool.parallel_for(1000, [&](int64_t b, int64_t e) { sum += e - b; });
+    check(sum == 1000, "pool usable after an exception");
+
+    // Many concurrent callers (more than workers), with nested calls, all complete.
+    std::atomic<int64_t> total{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 6; t++)
+      callers.emplace_back([&] {
+        for (int rep = 0; rep < 200; rep++)
+          pool.parallel_for(64, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; i++)
+              pool.parallel_for(4, [&](int64_t b2, int64_t e2) { total += e2 - b2; });
+          });
+      });
+    for (auto& th : callers) th.join();
+    check(total == 6 * 200 * 64 * 4, "concurrent and nested callers all complete");
+  }
+  // Construction and destruction without any job; default size.
+  { ThreadPool idle(4); }
+  { ThreadPool dflt; check(dflt.size() >= 1, "default pool size"); }
+
+  // Round trip of a job that needs both threads: each of the 2 chunks waits (up to 2 ms) until
+  // the other has started, so the time includes waking the sleeping worker.
+  ThreadPool pool2(2);
+  const int reps = 500;
+  double t1 = now_s();
+  for (int r = 0; r < reps; r++) {
+    std::atomic<int> started{0};
+    pool2.parallel_for(2, [&](int64_t, int64_t) {
+      started++;
+      for (double t = now_s(); started.load() < 2 && now_s() - t < 2e-3;) {
+      }
+    });
+  }
+  double per = (now_s() - t1) / reps;
+  std::printf("pool      checks done %.2f s; wake-a-worker parallel_for round trip %.1f us\n", now_s() - t0, per * 1e6);
+}
+
+// ---- timing ------------------------------------------------------------------------------------
+
+// Clock of this core, from a chain of dependent integer adds (1 cycle each).
+double measure_ghz() {
+#if defined(__x86_64__)
+  const int64_t iters = 50'000'000;
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    int64_t n = iters, x = 0;
+    double t0 = now_s();
+    asm volatile(
+        "1:\n\t"
+        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+        "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+        "dec %1\n\tjnz 1b"
+        : "+r"(x), "+r"(n));
+    best = std::max(best, 8.0 * iters / (now_s() - t0) / 1e9);
+  }
+  return best;
+#else
+  return 0;
+#endif
+}
+
+struct Shape {
+  int n, k;
+  const char* what;
+};
+
+const Shape kDemo[] = {{2136, 164, "mask 1st"}, {356, 712, "mask 2nd"}, {512, 356, "projection"},
+                       {1536, 1536, "DCN"},     {256, 1536, "MLP 1"},   {128, 256, "MLP 2"},
+                       {4, 128, "heads"}};
+
+void bench(bool all, int threads) {
+  const char* isa = adrank::cpu::gemm_isa();
+  const double ghz = measure_ghz();
+  // Zen 4 / Intel with AVX-512 or AVX2: 32 fp32 FLOP per cycle per core (two 256-bit FMA pipes,
+  // or one 512-bit FMA issued as two halves on Zen 4).
+  const double peak1 = 32 * ghz;
+  std::printf("bench     isa %s, clock %.2f GHz (dependent adds), peak %.1f GFLOP/s per core (32 FLOP/cycle)\n",
+              isa, ghz, peak1);
+  ThreadPool pool(threads);
+  std::vector<int> ms = all ? std::vector<int>{1, 64, 256, 1000, 10000} : std::vector<int>{1000};
+  std::mt19937 rng(7);
+  std::printf("%-11s %6s %5s %5s %3s %10s %9s %7s\n", "layer", "m", "n", "k", "thr", "time", "GFLOP/s", "%peak");
+  for (const Shape& s : kDemo) {
+    if (!all && !(s.n == 1536 && s.k == 1536) && !(s.n == 356 && s.k == 712) && !(s.n == 2136)) continue;
+    for (int m : ms) {
+      auto a = random_vec(rng, size_t(m) * s.k, 1.f);
+      auto w = random_vec(rng, size_t(s.n) * s.k, 0.05f);
+      auto bias = random_vec(rng, s.n, 0.1f);
+      std::vector<float> c(size_t(m) * s.n);
+      PackedMatrix pw(w.data(), s.n, s.k);
+      Epilogue ep;
+      ep.bias = bias.data();
+      ep.relu = true;
+      for (int thr : {1, threads}) {
+        ThreadPool* p = thr == 1 ? nullptr : &pool;
+        adrank::cpu::gemm(a.data(), m, s.k, pw, c.data(), s.n, ep, p);  // warm-up
+        const double flop = 2.0 * m * s.n * s.k;
+        // Repeat for ~0.25 s (at least 3 runs), report the best run.
+        int reps = int(std::clamp(0.25 / (flop / (peak1 * 0.5e9)), 3.0, 20000.0));
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+          double t0 = now_s();
+          adrank::cpu::gemm(a.data(), m, s.k, pw, c.data(), s.n, ep, p);
+          best = std::min(best, now_s() - t0);
+        }
+        double gflops = flop / best / 1e9;
+        std::printf("%-11s %6d %5d %5d %3d %8.3f ms %9.1f %6.0f%%\n", s.what, m, s.n, s.k, thr, best * 1e3, gflops,
+                    100 * gflops / (peak1 * thr));
+        if (threads == 1) break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, bench_only = false, all = false;
+  int threads = 2;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--bench")) bench_only = true;
+    else if (!std::strcmp(argv[i], "--all")) all = true;
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::max(1, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: %s [--quick] [--bench] [--all] [--threads N]\n", argv[0]);
+      return 2;
+    }
+  }
+  std::printf("isa       gemm_isa() = %s; available:", adrank::cpu::gemm_isa());
+  for (const char* name : adrank::cpu::gemm_isas_available()) std::printf(" %s", name);
+  std::printf("\n");
+  if (!bench_only) {
+    ThreadPool pool(3);  // more threads than cores: the split must not change any bit
+    validate_gemm(pool);
+    validate_pool();
+    std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  }
+  if (!quick) bench(all, threads);
+  return failures ? 1 : 0;
+}

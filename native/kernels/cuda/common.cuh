@@ -1,0 +1,121 @@
+// Shared helpers for the CUDA kernels and backend: error checks that throw (never abort), NVTX
+// ranges named after the pipeline stages, small device utilities.
+//
+// Honesty note: everything under native/kernels/cuda was written and compiled for sm_90a
+// without access to a GPU. None of it has run yet; see docs/cuda.md.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace adrank::cuda {
+
+// A CUDA error as a C++ exception carrying file:line, the error name and its description.
+class CudaError : public std::runtime_error {
+ public:
+  CudaError(cudaError_t code, const char* what, const char* file, int line)
+      : std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": " + what + " failed: " +
+                           cudaGetErrorName(code) + " (" + cudaGetErrorString(code) + ")"),
+        code_(code) {}
+  cudaError_t code() const { return code_; }
+
+ private:
+  cudaError_t code_;
+};
+
+inline void check(cudaError_t code, const char* what, const char* file, int line) {
+  if (code != cudaSuccess) throw CudaError(code, what, file, line);
+}
+
+}  // namespace adrank::cuda
+
+// CUDA_CHECK(cudaMalloc(...)): throws adrank::cuda::CudaError on failure.
+#define CUDA_CHECK(expr) ::adrank::cuda::check((expr), #expr, __FILE__, __LINE__)
+// After a <<<>>> launch: catches bad configurations (and, asynchronously, earlier faults).
+// cudaGetLastError also clears the sticky-free error so the next request is not blamed.
+#define CUDA_CHECK_LAUNCH(name) ::adrank::cuda::check(cudaGetLastError(), "launch " name, __FILE__, __LINE__)
+
+namespace adrank::cuda {
+
+// Scoped NVTX range. Stage names used across the pipeline (DESIGN §6): decode, bundle, h2d, user,
+// gather, masknet, dcn, mlp, select, d2h. Host-side ranges: they bracket the enqueue, and with
+// `nsys --cuda-graph-trace=node` the kernels launched inside them are attributed to the range.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+namespace stage {
+constexpr const char* kDecode = "decode";
+constexpr const char* kBundle = "bundle";
+constexpr const char* kH2D = "h2d";
+constexpr const char* kUser = "user";
+constexpr const char* kGather = "gather";
+constexpr const char* kMaskNet = "masknet";
+constexpr const char* kDcn = "dcn";
+constexpr const char* kMlp = "mlp";
+constexpr const char* kSelect = "select";
+constexpr const char* kD2H = "d2h";
+}  // namespace stage
+
+inline constexpr int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
+inline constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Grid size for a grid-stride loop over n items with `threads` per block, capped.
+inline int grid_for(int64_t n, int threads, int cap = 65535) {
+  int64_t g = (n + threads - 1) / threads;
+  if (g < 1) g = 1;
+  return int(g > cap ? cap : g);
+}
+
+// ---- device utilities ----------------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum; `scratch` holds >= 32 floats; every thread gets the result. Calls __syncthreads.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = lane < nwarps ? scratch[lane] : 0.f;
+  return warp_sum(r);
+}
+
+// splitmix64 as in docs/funnel.md (pacing hash) — also used to hash ids into the device table.
+__host__ __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  uint64_t z = x;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Pacing test (docs/funnel.md): participates iff ((splitmix64(key ^ id) >> 11) * 2^-53) < rate.
+// Computed in double so the threshold matches the CPU engine bit for bit.
+__host__ __device__ __forceinline__ bool paced_in(uint64_t key, int64_t ad_id, float rate) {
+  const uint64_t h = splitmix64(key ^ uint64_t(ad_id));
+  const double u = double(h >> 11) * (1.0 / 9007199254740992.0);
+  return u < double(rate);
+}
+
+}  // namespace adrank::cuda

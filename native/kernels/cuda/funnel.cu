@@ -1,0 +1,804 @@
+// Funnel kernels (see funnel.cuh for the algorithms). Layout: CPU references, kernels, launchers.
+// NOT YET RUN ON A GPU: compiled for sm_90a only.
+#include "kernels/cuda/funnel.cuh"
+
+#include "engine/request.h"
+
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
+
+#include <algorithm>
+#include <climits>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace adrank::cuda {
+
+constexpr unsigned long long kMaxKey = ~0ull;
+using u64 = unsigned long long;
+
+// ---- host helpers and CPU references --------------------------------------------------------------
+
+ResultLayout ResultLayout::make(int k_cap, int tasks) {
+  ResultLayout l;
+  l.k_cap = k_cap;
+  l.tasks = tasks;
+  size_t off = round_up(sizeof(ResultHeader), 64);
+  auto take = [&](size_t bytes) {
+    const size_t o = off;
+    off += round_up(int64_t(bytes), 64);
+    return o;
+  };
+  l.off_ids = take(sizeof(int64_t) * k_cap);
+  l.off_adv = take(sizeof(int64_t) * k_cap);
+  l.off_rows = take(sizeof(int) * k_cap);
+  l.off_scores = take(sizeof(float) * k_cap);
+  l.off_prices = take(sizeof(float) * k_cap);
+  l.off_probs = take(sizeof(float) * size_t(k_cap) * std::max(tasks, 1));
+  l.bytes = off;
+  return l;
+}
+
+void build_hash_table(const int64_t* ids, int64_t n, std::vector<int64_t>& keys, std::vector<int>& vals, uint64_t& mask) {
+  uint64_t cap = 16;
+  while (cap < uint64_t(2 * n)) cap <<= 1;
+  keys.assign(cap, 0);
+  vals.assign(cap, -1);
+  mask = cap - 1;
+  for (int64_t r = 0; r < n; ++r) {
+    uint64_t s = splitmix64(uint64_t(ids[r])) & mask;
+    while (vals[s] >= 0) {
+      if (keys[s] == ids[r]) throw std::runtime_error("build_hash_table: duplicate id " + std::to_string(ids[r]));
+      s = (s + 1) & mask;
+    }
+    keys[s] = ids[r];
+    vals[s] = int(r);
+  }
+}
+
+void greedy_reference(const std::vector<int>& adv, int k, int cap, bool runner, std::vector<int>& winners, int* runner_out,
+                      long long* capped) {
+  std::unordered_map<int, int> taken;
+  winners.clear();
+  *runner_out = -1;
+  *capped = 0;
+  for (int i = 0; i < int(adv.size()); ++i) {
+    if (cap > 0) {
+      int& t = taken[adv[i]];
+      if (t >= cap) {
+        if (int(winners.size()) < k) ++*capped;
+        continue;
+      }
+      ++t;
+    }
+    if (int(winners.size()) < k) {
+      winners.push_back(i);
+      if (!runner && int(winners.size()) == k) break;
+    } else {
+      *runner_out = i;
+      break;
+    }
+  }
+}
+
+// ---- device helpers -------------------------------------------------------------------------------
+
+namespace {
+
+enum Drop : int { kEligible = 0, kDropExcludedAd, kDropExcludedAdvertiser, kDropInactive, kDropOutOfBudget, kDropTargeting, kDropPaced };
+
+__device__ __forceinline__ int count_index(int drop) {
+  switch (drop) {
+    case kDropExcludedAd: return kCntExcludedAd;
+    case kDropExcludedAdvertiser: return kCntExcludedAdvertiser;
+    case kDropInactive: return kCntInactive;
+    case kDropOutOfBudget: return kCntOutOfBudget;
+    case kDropTargeting: return kCntTargeting;
+    case kDropPaced: return kCntPaced;
+    default: return kCntEligible;
+  }
+}
+
+// docs/funnel.md eligibility, first failing reason in the documented order.
+__device__ __forceinline__ int drop_reason(const DeviceModel& m, const RequestDesc* desc, const uint32_t* targeting,
+                                           const uint8_t* excl_ad, const uint8_t* excl_adv, int row) {
+  if (desc->num_excluded_ads && excl_ad[row]) return kDropExcludedAd;
+  if (desc->num_excluded_advertisers && excl_adv[m.ad_advertiser[row]]) return kDropExcludedAdvertiser;
+  const uint64_t w = m.ad_state[row];
+  if (!((w >> 32) & 1)) return kDropInactive;
+  if (!((w >> 33) & 1)) return kDropOutOfBudget;
+  const uint64_t* mask = m.ad_targeting + int64_t(row) * m.targeting_dims;
+  for (int k = 0; k < m.targeting_dims; ++k) {
+    const uint32_t v = targeting[k];
+    if (v < 64 ? !((mask[k] >> v) & 1ull) : mask[k] != ~0ull) return kDropTargeting;
+  }
+  const float rate = __uint_as_float(unsigned(w & 0xffffffffu));
+  if (!paced_in(desc->key, m.ad_id[row], rate)) return kDropPaced;
+  return kEligible;
+}
+
+// Block-level counters: per-thread tallies → shared atomics → one global atomic per counter.
+struct BlockCounts {
+  unsigned* sh;
+  __device__ void init() {
+    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+  }
+  __device__ void add(int idx, unsigned v) {
+    if (v) atomicAdd(&sh[idx], v);
+  }
+  __device__ void flush(unsigned long long* global) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x)
+      if (sh[i]) atomicAdd(&global[i], static_cast<unsigned long long>(sh[i]));
+  }
+};
+
+__device__ __forceinline__ int64_t partition_of(int64_t id, int P) { return bucket_of(id, P); }
+
+__device__ __forceinline__ int stage_k(const RequestDesc* d, SelectStage s) {
+  return int(s == SelectStage::kRetrieveTop ? d->retrieve_count : d->k);
+}
+__device__ __forceinline__ int stage_cap(const RequestDesc* d, SelectStage s) {
+  return s == SelectStage::kRetrieveTop ? 0 : int(d->cap);
+}
+__device__ __forceinline__ bool stage_runner(const RequestDesc* d, SelectStage s) {
+  return s == SelectStage::kRankPriced || (s == SelectStage::kRank && (d->flags & kFlagPrice));
+}
+__device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ? rows[pos] : pos; }
+
+// ---- intake, exclusions, eligibility ----------------------------------------------------------------
+
+__global__ void exclusions_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, uint8_t* excl_ad,
+                                  uint8_t* excl_adv, uint8_t val) {
+  const int64_t* ads = section<int64_t>(bundle, desc->off_excluded_ads);
+  const int64_t* advs = section<int64_t>(bundle, desc->off_excluded_advertisers);
+  const int stride = gridDim.x * blockDim.x;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_ads); i += stride) {
+    const int row = hash_lookup(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ads[i]);
+    if (row >= 0) excl_ad[row] = val;
+  }
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_advertisers); i += stride) {
+    const int a = hash_lookup(m.adv_hash_keys, m.adv_hash_vals, m.adv_hash_mask, advs[i]);
+    if (a >= 0) excl_adv[a] = val;
+  }
+}
+
+__global__ void rank_intake_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, int* cand_rows,
+                                   int* first_seen, unsigned long long* counts) {
+  __shared__ unsigned sh[kNumCounts];
+  BlockCounts bc{sh};
+  bc.init();
+  const int n = int(desc->num_candidates);
+  const int64_t* ids = section<int64_t>(bundle, desc->off_candidates);
+  unsigned unknown = 0;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int row = hash_lookup(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ids[i]);
+    cand_rows[i] = row;
+    if (row < 0)
+      ++unknown;
+    else
+      atomicMin(&first_seen[row], i);
+  }
+  bc.add(kCntUnknown, unknown);
+  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(n));
+  bc.flush(counts);
+}
+
+__global__ void rank_eligible_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle,
+                                     const int* cand_rows, const int* first_seen, const uint8_t* excl_ad,
+                                     const uint8_t* excl_adv, int* elig_rows, int* n_elig, unsigned long long* counts) {
+  __shared__ unsigned sh[kNumCounts];
+  BlockCounts bc{sh};
+  bc.init();
+  const int n = int(desc->num_candidates);
+  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
+  unsigned local[kNumCounts] = {};
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int row = cand_rows[i];
+    if (row < 0) continue;
+    if (first_seen[row] != i) {
+      ++local[kCntDuplicate];
+      continue;
+    }
+    const int drop = drop_reason(m, desc, targeting, excl_ad, excl_adv, row);
+    ++local[count_index(drop)];
+    if (drop == kEligible) elig_rows[atomicAdd(n_elig, 1)] = row;
+  }
+  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
+  bc.flush(counts);
+}
+
+__global__ void rank_intake_reset_kernel(const RequestDesc* desc, const int* cand_rows, int* first_seen) {
+  const int n = int(desc->num_candidates);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int row = cand_rows[i];
+    if (row >= 0) first_seen[row] = INT_MAX;
+  }
+}
+
+// ---- retrieval scan ---------------------------------------------------------------------------------
+// Half a warp (16 lanes × 16 bytes = 256 B = one 128-dim bf16 row per step) per ad row; the two
+// halves of a warp take adjacent rows, so a warp reads 512 contiguous bytes per step. Ineligible ads
+// skip the embedding load. The eligibility inputs are read redundantly by the 16 lanes (one
+// broadcast transaction each).
+__global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const RequestDesc* desc,
+                                                            const unsigned char* bundle, const float* query,
+                                                            const uint8_t* excl_ad, const uint8_t* excl_adv,
+                                                            unsigned long long* keys, int* n_elig,
+                                                            unsigned long long* counts) {
+  extern __shared__ float q[];  // [d_r_pad]
+  __shared__ unsigned sh[kNumCounts];
+  for (int c = threadIdx.x; c < m.d_r_pad; c += blockDim.x) q[c] = query[c];
+  BlockCounts bc{sh};
+  bc.init();  // includes __syncthreads, so q is ready
+  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
+  const int lane = threadIdx.x & 31, sub = lane & 15, half = lane >> 4;
+  const int64_t N = m.num_ads;
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t nwarps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  const int chunks = m.d_r_pad / 8;
+  unsigned local[kNumCounts] = {};
+  unsigned eligible = 0;
+  for (int64_t base = warp * 2; base < N; base += nwarps * 2) {  // uniform trip count per warp
+    const int64_t row = base + half;
+    const bool valid = row < N;
+    const int drop = valid ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(row)) : -1;
+    float acc = 0.f;
+    if (drop == kEligible) {
+      const uint4* r = reinterpret_cast<const uint4*>(m.ad_retrieval + row * m.d_r_pad);
+      for (int c = sub; c < chunks; c += 16) {
+        const uint4 v = __ldcs(r + c);  // streaming: the corpus is read once per request
+        const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+        const float* qq = q + c * 8;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = __bfloat1622float2(p[e]);
+          acc = fmaf(f.x, qq[2 * e], acc);
+          acc = fmaf(f.y, qq[2 * e + 1], acc);
+        }
+      }
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);  // stays within each half
+    if (sub == 0 && valid) {
+      ++local[count_index(drop)];
+      eligible += drop == kEligible;
+      keys[row] = drop == kEligible ? order_key(acc, m.ad_id_rank[row]) : kMaxKey;
+    }
+  }
+  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
+  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
+  bc.flush(counts);
+  unsigned e = eligible;
+  e = __reduce_add_sync(0xffffffffu, e);
+  if (lane == 0 && e) atomicAdd(n_elig, int(e));
+}
+
+__global__ void rank_keys_kernel(DeviceModel m, const float* utility, const int* rows, const int* n, int m_cap,
+                                 unsigned long long* keys) {
+  const int count = *n;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < m_cap; i += gridDim.x * blockDim.x)
+    keys[i] = i < count ? order_key(utility[i], m.ad_id_rank[rows[i]]) : kMaxKey;
+}
+
+// ---- selection --------------------------------------------------------------------------------------
+
+constexpr int kDigitBits = 11, kBins = 1 << kDigitBits, kPasses = 6;
+
+__device__ __forceinline__ int digit_of(unsigned long long key, int pass) {
+  const int hi = 64 - kDigitBits * pass;            // bits above are fixed by earlier passes
+  const int shift = max(0, hi - kDigitBits);
+  const int width = hi - shift;
+  return int((key >> shift) & ((1ull << width) - 1));
+}
+
+__global__ void sel_init_kernel(const RequestDesc* desc, SelectStage stage, bool first_round, bool full, const int* e_dev,
+                                SelectState* st, unsigned* hist, int* seg) {
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) hist[i] = 0;
+  if (threadIdx.x != 0) return;
+  if (!first_round && !st->fallback) {
+    st->active = 0;
+    seg[0] = 0;
+    seg[1] = 0;
+    return;
+  }
+  const int E = *e_dev, K = stage_k(desc, stage), cap = stage_cap(desc, stage);
+  const long long want = full ? E : (cap > 0 ? 4ll * (K + 1) : K + 1ll);
+  const int L = int(want < E ? want : (long long)E);
+  st->active = 1;
+  st->E = E;
+  st->L = L;
+  st->need = L;
+  st->bin = 0;
+  st->take_all = 0;
+  st->done = L == 0;
+  st->fallback = 0;
+  st->n_out = 0;
+  for (int p = 0; p < 8; ++p) st->n_cand[p] = 0;
+  st->stop = L;
+  st->total_q1 = 0;
+  st->n_win = 0;
+  st->runner = -1;
+  st->capped = 0;
+  seg[0] = 0;
+  seg[1] = L;
+}
+
+__global__ void sel_hist_kernel(const unsigned long long* keys, int n_static, int pass, const int* cand_in, SelectState* st,
+                                unsigned* hist) {
+  __shared__ unsigned sh[kBins];
+  if (!st->active || st->done || st->take_all) return;  // uniform per block
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) sh[i] = 0;
+  __syncthreads();
+  const int n = pass == 0 ? n_static : st->n_cand[pass - 1];
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int pos = pass == 0 ? i : cand_in[i];
+    atomicAdd(&sh[digit_of(keys[pos], pass)], 1u);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x)
+    if (sh[i]) atomicAdd(&hist[i], sh[i]);
+}
+
+// One block of 1024 threads, two bins each: find the bin holding the need-th smallest key.
+__global__ void __launch_bounds__(1024) sel_bin_kernel(SelectState* st, unsigned* hist) {
+  using Scan = cub::BlockScan<unsigned, 1024>;
+  __shared__ typename Scan::TempStorage tmp;
+  if (!st->active || st->done) return;
+  if (st->take_all) {  // the previous pass took its whole bin: selection complete
+    __syncthreads();
+    if (threadIdx.x == 0) st->done = 1;
+    return;
+  }
+  const unsigned need = unsigned(st->need);
+  unsigned c[2] = {hist[2 * threadIdx.x], hist[2 * threadIdx.x + 1]};
+  unsigned ex[2];
+  Scan(tmp).ExclusiveSum(c, ex);
+  for (int j = 0; j < 2; ++j)
+    if (ex[j] < need && need <= ex[j] + c[j]) {
+      st->bin = 2 * threadIdx.x + j;
+      st->need = int(need - ex[j]);
+      st->take_all = (need - ex[j]) == c[j];
+    }
+  __syncthreads();
+  hist[2 * threadIdx.x] = 0;
+  hist[2 * threadIdx.x + 1] = 0;
+}
+
+__global__ void sel_filter_kernel(const unsigned long long* keys, int n_static, int pass, const int* cand_in, int* cand_out,
+                                  int* out, SelectState* st) {
+  if (!st->active || st->done) return;
+  const int n = pass == 0 ? n_static : st->n_cand[pass - 1];
+  const int bin = st->bin;
+  const bool all = st->take_all;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const int pos = pass == 0 ? i : cand_in[i];
+    const int d = digit_of(keys[pos], pass);
+    if (d < bin || (d == bin && all))
+      out[atomicAdd(&st->n_out, 1)] = pos;
+    else if (d == bin)
+      cand_out[atomicAdd(&st->n_cand[pass], 1)] = pos;
+  }
+}
+
+// sel_keys[i] = keys[out[i]] for i < L; max keys pad [L, pad_to).
+__global__ void sel_gather_kernel(const unsigned long long* keys, const int* out, const SelectState* st, int pad_to,
+                                  unsigned long long* sel_keys, int* sel_vals) {
+  if (!st->active) return;
+  const int L = st->L, n = max(L, pad_to);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    sel_keys[i] = i < L ? keys[out[i]] : kMaxKey;
+    sel_vals[i] = i < L ? out[i] : -1;
+  }
+}
+
+// Group key per sorted item s: (partition, advertiser) for the cap (partition 0 in global mode).
+__global__ void sel_group_kernel(DeviceModel m, const RequestDesc* desc, const int* sorted_pos, const int* rows, bool local,
+                                 const SelectState* st, int pad_to, unsigned long long* grp, int* vals) {
+  if (!st->active) return;
+  const int L = st->L, n = max(L, pad_to);
+  const int P = local ? max(int(desc->partitions), 1) : 1;
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < n; s += gridDim.x * blockDim.x) {
+    if (s < L) {
+      const int row = pos_row(rows, sorted_pos[s]);
+      const unsigned long long p = P > 1 ? u64(partition_of(m.ad_id[row], P)) : 0ull;
+      grp[s] = p * unsigned(m.num_advertisers) + unsigned(m.ad_advertiser[row]);
+      vals[s] = s;
+    } else {
+      grp[s] = kMaxKey;
+      vals[s] = -1;
+    }
+  }
+}
+
+// q1[s] = advertiser-rank(s) < cap (all ones when uncapped).
+__global__ void sel_q1_kernel(const RequestDesc* desc, SelectStage stage, bool capped, const unsigned long long* grp_sorted,
+                              const int* vals_sorted, const SelectState* st, int* q1) {
+  if (!st->active) return;
+  const int L = st->L, cap = stage_cap(desc, stage);
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < L; t += gridDim.x * blockDim.x) {
+    if (!capped || cap <= 0) {
+      q1[t] = 1;
+    } else {
+      q1[vals_sorted[t]] = (t < cap || grp_sorted[t - cap] != grp_sorted[t]) ? 1 : 0;
+    }
+  }
+}
+
+// Exclusive scan of in[0, L) into out, one block, carrying across tiles of 4096.
+__global__ void __launch_bounds__(1024) sel_scan_kernel(const int* in, int* out, const SelectState* st) {
+  using Scan = cub::BlockScan<int, 1024>;
+  __shared__ typename Scan::TempStorage tmp;
+  if (!st->active) return;
+  const int L = st->L;
+  int carry = 0;
+  for (int base = 0; base < L; base += 4096) {
+    int v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int i = base + threadIdx.x * 4 + j;
+      v[j] = i < L ? in[i] : 0;
+    }
+    int agg;
+    Scan(tmp).ExclusiveSum(v, v, agg);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int i = base + threadIdx.x * 4 + j;
+      if (i < L) out[i] = v[j] + carry;
+    }
+    carry += agg;
+    __syncthreads();
+  }
+}
+
+// Global mode: winners = first K items with q1; runner-up the (K+1)-th; stop = the K-th winner.
+__global__ void sel_global_win_kernel(const RequestDesc* desc, SelectStage stage, const int* q1, const int* scan,
+                                      SelectState* st, int* win) {
+  if (!st->active) return;
+  const int L = st->L, K = stage_k(desc, stage);
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < L; s += gridDim.x * blockDim.x) {
+    if (s == L - 1) st->total_q1 = scan[s] + q1[s];
+    if (!q1[s]) continue;
+    const int r = scan[s];
+    if (r < K) win[r] = s;
+    if (r == K) st->runner = s;
+    if (r == K - 1) st->stop = s;
+  }
+}
+
+// capped += #{s < stop(partition(s)) : !q1[s]}; global mode has one partition with stop st->stop.
+__global__ void sel_capped_kernel(DeviceModel m, const RequestDesc* desc, bool local, const int* sorted_pos, const int* rows,
+                                  const int* q1, const int* stop, SelectState* st) {
+  if (!st->active) return;
+  const int L = st->L, P = local ? max(int(desc->partitions), 1) : 1;
+  unsigned n = 0;
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < L; s += gridDim.x * blockDim.x) {
+    if (q1[s]) continue;
+    int lim = st->stop;
+    if (local) lim = stop[partition_of(m.ad_id[pos_row(rows, sorted_pos[s])], P)];
+    n += s < lim;
+  }
+  n = __reduce_add_sync(0xffffffffu, n);
+  if ((threadIdx.x & 31) == 0 && n) atomicAdd(&st->capped, static_cast<unsigned long long>(n));
+}
+
+// Local mode, partition keys for the second stable sort: partition of q1 items, P for the others.
+__global__ void sel_partition_key_kernel(DeviceModel m, const RequestDesc* desc, const int* sorted_pos, const int* rows,
+                                         const int* q1, const SelectState* st, unsigned long long* grp, int* vals,
+                                         int* stop, int max_partitions) {
+  if (!st->active) return;
+  const int L = st->L, P = max(int(desc->partitions), 1);
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < max(L, min(P, max_partitions)); i += gridDim.x * blockDim.x) {
+    if (i < min(P, max_partitions)) stop[i] = L;
+    if (i < L) {
+      grp[i] = q1[i] ? u64(partition_of(m.ad_id[pos_row(rows, sorted_pos[i])], P)) : u64(P);
+      vals[i] = i;
+    }
+  }
+}
+
+// Local mode: q2 = partition winners (rank among the partition's q1 items < ⌈K/P⌉); stop[p] = the
+// position of partition p's last winner (where its walk stopped).
+__global__ void sel_q2_kernel(const RequestDesc* desc, const unsigned long long* part_sorted, const int* vals_sorted,
+                              const SelectState* st, int* q2, int* stop) {
+  if (!st->active) return;
+  const int L = st->L, P = max(int(desc->partitions), 1), K = int(desc->k);
+  const int kp = (K + P - 1) / P;
+  for (int t = blockIdx.x * blockDim.x + threadIdx.x; t < L; t += gridDim.x * blockDim.x) {
+    const unsigned long long p = part_sorted[t];
+    const int s = vals_sorted[t];
+    if (p == u64(P)) {
+      q2[s] = 0;
+      continue;
+    }
+    q2[s] = (t < kp || part_sorted[t - kp] != p) ? 1 : 0;
+    const bool last = kp > 0 && t - (kp - 1) >= 0 && part_sorted[t - (kp - 1)] == p && (t - kp < 0 || part_sorted[t - kp] != p);
+    if (last) stop[p] = s;
+  }
+}
+
+// Local mode: merged partition winners in global order → first K winners, (K+1)-th runner-up.
+__global__ void sel_local_win_kernel(const RequestDesc* desc, const int* q2, const int* scan, SelectState* st, int* win) {
+  if (!st->active) return;
+  const int L = st->L, K = int(desc->k);
+  for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < L; s += gridDim.x * blockDim.x) {
+    if (s == L - 1) st->total_q1 = scan[s] + q2[s];
+    if (!q2[s]) continue;
+    const int r = scan[s];
+    if (r < K) win[r] = s;
+    if (r == K) st->runner = s;
+  }
+}
+
+__global__ void sel_finalize_kernel(const RequestDesc* desc, SelectStage stage, bool first_round, bool local, SelectState* st,
+                                    unsigned long long* counts) {
+  if (!st->active) return;
+  const int K = stage_k(desc, stage);
+  const bool runner = stage_runner(desc, stage);
+  const int need = K + (runner ? 1 : 0);
+  if (first_round && !local && st->total_q1 < need && st->L < st->E) {
+    st->fallback = 1;  // the prefix held too few qualifiers: the next round redoes it with L = E
+    return;
+  }
+  st->fallback = 0;
+  st->n_win = min(st->total_q1, K);
+  if (!(runner && st->total_q1 > K)) st->runner = -1;
+  counts[kCntCapped] += st->capped;
+}
+
+__global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage, const SelectState* st,
+                               const int* win, const int* sorted_pos, const unsigned long long* sorted_keys, const int* rows,
+                               const unsigned long long* counts, const float* utility, const float* value,
+                               const float* probs, unsigned char* result, ResultLayout lay, int* out_rows, int* out_n,
+                               const int* retrieved) {
+  const int n = min(st->n_win, lay.k_cap);
+  const int T = m.tasks;
+  if (stage == SelectStage::kRetrieveTop) {
+    for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x)
+      out_rows[w] = pos_row(rows, sorted_pos[win[w]]);
+    if (blockIdx.x == 0 && threadIdx.x == 0) *out_n = n;
+    return;
+  }
+  const bool priced = stage_runner(desc, stage);
+  ResultHeader* h = reinterpret_cast<ResultHeader*>(result);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    h->n_win = n;
+    h->has_runner = st->runner >= 0;
+    h->retrieved = retrieved ? *retrieved : 0;
+    for (int c = 0; c < kNumCounts; ++c) h->counts[c] = counts[c];
+  }
+  int64_t* ids = reinterpret_cast<int64_t*>(result + lay.off_ids);
+  int64_t* adv = reinterpret_cast<int64_t*>(result + lay.off_adv);
+  int* rws = reinterpret_cast<int*>(result + lay.off_rows);
+  float* scores = reinterpret_cast<float*>(result + lay.off_scores);
+  float* prices = reinterpret_cast<float*>(result + lay.off_prices);
+  float* pr = reinterpret_cast<float*>(result + lay.off_probs);
+  for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x) {
+    const int s = win[w], pos = sorted_pos[s], row = pos_row(rows, pos);
+    ids[w] = m.ad_id[row];
+    adv[w] = m.advertiser_id[m.ad_advertiser[row]];
+    rws[w] = row;
+    if (stage == SelectStage::kRetrieve) {
+      scores[w] = key_score(sorted_keys[s]);
+      continue;
+    }
+    scores[w] = utility[pos];
+    for (int t = 0; t < T; ++t) pr[int64_t(w) * T + t] = probs[int64_t(pos) * T + t];
+    if (priced) {
+      const float bid = m.ad_bid[row], reserve = desc->reserve;
+      int next = -1;
+      if (w + 1 < n) next = sorted_pos[win[w + 1]];
+      else if (st->runner >= 0) next = sorted_pos[st->runner];
+      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, utility[next] / value[pos]));
+    }
+  }
+}
+
+}  // namespace
+
+// ---- launchers --------------------------------------------------------------------------------------
+
+namespace {
+struct Carver {
+  char* base;
+  size_t off = 0;
+  template <class T>
+  T* take(size_t count) {
+    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
+    off += round_up(int64_t(count * sizeof(T)), 256);
+    return p;
+  }
+};
+
+size_t cub_temp_bytes(int n_cap, int l0_cap) {
+  size_t a = 0, b = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, a, static_cast<unsigned long long*>(nullptr),
+                                             static_cast<unsigned long long*>(nullptr), static_cast<int*>(nullptr),
+                                             static_cast<int*>(nullptr), l0_cap, 0, 64));
+  CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(nullptr, b, static_cast<unsigned long long*>(nullptr),
+                                                      static_cast<unsigned long long*>(nullptr), static_cast<int*>(nullptr),
+                                                      static_cast<int*>(nullptr), n_cap, 1, static_cast<int*>(nullptr),
+                                                      static_cast<int*>(nullptr) + 1, 0, 64));
+  return std::max(a, b);
+}
+
+SelectWorkspace carve_select(int n_cap, int l0_cap, int max_partitions, Carver& c) {
+  SelectWorkspace ws;
+  ws.n_cap = n_cap;
+  ws.l0_cap = l0_cap;
+  ws.max_partitions = max_partitions;
+  const size_t n = std::max(n_cap, l0_cap);
+  ws.state = c.take<SelectState>(1);
+  ws.hist = c.take<unsigned>(kBins);
+  ws.cand_a = c.take<int>(n);
+  ws.cand_b = c.take<int>(n);
+  ws.out = c.take<int>(n);
+  ws.sel_keys = c.take<unsigned long long>(n);
+  ws.sorted_keys = c.take<unsigned long long>(n);
+  ws.grp_keys = c.take<unsigned long long>(n);
+  ws.grp_sorted = c.take<unsigned long long>(n);
+  ws.sel_vals = c.take<int>(n);
+  ws.sorted_pos = c.take<int>(n);
+  ws.grp_vals = c.take<int>(n);
+  ws.grp_vals_sorted = c.take<int>(n);
+  ws.q1 = c.take<int>(n);
+  ws.q2 = c.take<int>(n);
+  ws.scan = c.take<int>(n);
+  ws.win = c.take<int>(n);
+  ws.stop = c.take<int>(max_partitions);
+  ws.seg_offsets = c.take<int>(2);
+  ws.cub_temp_bytes = cub_temp_bytes(int(n), l0_cap);
+  ws.cub_temp = c.take<char>(ws.cub_temp_bytes);
+  return ws;
+}
+
+void launch_check(const char* name) { ::adrank::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__); }
+
+constexpr int kThreads = 256;
+int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * 132); }
+
+// Stable sort (keys, vals) → (keys_out, vals_out): fixed size `n_fixed` (round 0, padded with max
+// keys) or the device-bounded single segment [seg[0], seg[1]) (fallback / local rounds).
+void sort_pairs(SelectWorkspace& ws, const unsigned long long* k_in, unsigned long long* k_out, const int* v_in, int* v_out,
+                bool fixed, int n_fixed, cudaStream_t st) {
+  size_t bytes = ws.cub_temp_bytes;
+  if (fixed)
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(ws.cub_temp, bytes, k_in, k_out, v_in, v_out, n_fixed, 0, 64, st));
+  else
+    CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(ws.cub_temp, bytes, k_in, k_out, v_in, v_out,
+                                                        std::max(ws.n_cap, ws.l0_cap), 1, ws.seg_offsets,
+                                                        ws.seg_offsets + 1, 0, 64, st));
+}
+
+// One selection round (see funnel.cuh).
+void select_round(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
+                  FunnelWorkspace& fw, bool first_round, bool full, cudaStream_t st) {
+  sel_init_kernel<<<1, 256, 0, st>>>(desc, plan.stage, first_round, full, plan.e_dev, ws.state, ws.hist, ws.seg_offsets);
+  launch_check("sel_init_kernel");
+  const int gs = grid_small(plan.n_static);
+  for (int p = 0; p < kPasses; ++p) {
+    const int* cin = p % 2 ? ws.cand_a : ws.cand_b;  // pass p reads what pass p-1 wrote
+    int* cout = p % 2 ? ws.cand_b : ws.cand_a;
+    sel_hist_kernel<<<gs, kThreads, 0, st>>>(plan.keys, plan.n_static, p, cin, ws.state, ws.hist);
+    launch_check("sel_hist_kernel");
+    sel_bin_kernel<<<1, 1024, 0, st>>>(ws.state, ws.hist);
+    launch_check("sel_bin_kernel");
+    sel_filter_kernel<<<gs, kThreads, 0, st>>>(plan.keys, plan.n_static, p, cin, cout, ws.out, ws.state);
+    launch_check("sel_filter_kernel");
+  }
+  const bool fixed = first_round && !full;
+  const int pad = fixed ? plan.l0 : 0;
+  const int gl = grid_small(fixed ? plan.l0 : plan.n_static);
+  sel_gather_kernel<<<gl, kThreads, 0, st>>>(plan.keys, ws.out, ws.state, pad, ws.sel_keys, ws.sel_vals);
+  launch_check("sel_gather_kernel");
+  sort_pairs(ws, ws.sel_keys, ws.sorted_keys, ws.sel_vals, ws.sorted_pos, fixed, plan.l0, st);
+  if (plan.capped) {
+    sel_group_kernel<<<gl, kThreads, 0, st>>>(m, desc, ws.sorted_pos, plan.rows, plan.local, ws.state, pad, ws.grp_keys,
+                                              ws.grp_vals);
+    launch_check("sel_group_kernel");
+    sort_pairs(ws, ws.grp_keys, ws.grp_sorted, ws.grp_vals, ws.grp_vals_sorted, fixed, plan.l0, st);
+  }
+  sel_q1_kernel<<<gl, kThreads, 0, st>>>(desc, plan.stage, plan.capped, ws.grp_sorted, ws.grp_vals_sorted, ws.state, ws.q1);
+  launch_check("sel_q1_kernel");
+  if (!plan.local) {
+    sel_scan_kernel<<<1, 1024, 0, st>>>(ws.q1, ws.scan, ws.state);
+    launch_check("sel_scan_kernel");
+    sel_global_win_kernel<<<gl, kThreads, 0, st>>>(desc, plan.stage, ws.q1, ws.scan, ws.state, ws.win);
+    launch_check("sel_global_win_kernel");
+    sel_capped_kernel<<<gl, kThreads, 0, st>>>(m, desc, false, ws.sorted_pos, plan.rows, ws.q1, ws.stop, ws.state);
+    launch_check("sel_capped_kernel");
+  } else {
+    sel_partition_key_kernel<<<gl, kThreads, 0, st>>>(m, desc, ws.sorted_pos, plan.rows, ws.q1, ws.state, ws.grp_keys,
+                                                      ws.grp_vals, ws.stop, ws.max_partitions);
+    launch_check("sel_partition_key_kernel");
+    sort_pairs(ws, ws.grp_keys, ws.grp_sorted, ws.grp_vals, ws.grp_vals_sorted, false, 0, st);
+    sel_q2_kernel<<<gl, kThreads, 0, st>>>(desc, ws.grp_sorted, ws.grp_vals_sorted, ws.state, ws.q2, ws.stop);
+    launch_check("sel_q2_kernel");
+    sel_capped_kernel<<<gl, kThreads, 0, st>>>(m, desc, true, ws.sorted_pos, plan.rows, ws.q1, ws.stop, ws.state);
+    launch_check("sel_capped_kernel");
+    sel_scan_kernel<<<1, 1024, 0, st>>>(ws.q2, ws.scan, ws.state);
+    launch_check("sel_scan_kernel");
+    sel_local_win_kernel<<<gl, kThreads, 0, st>>>(desc, ws.q2, ws.scan, ws.state, ws.win);
+    launch_check("sel_local_win_kernel");
+  }
+  sel_finalize_kernel<<<1, 1, 0, st>>>(desc, plan.stage, first_round, plan.local, ws.state, fw.counts);
+  launch_check("sel_finalize_kernel");
+}
+
+}  // namespace
+
+size_t select_workspace_bytes(int n_cap, int l0_cap, int max_partitions) {
+  Carver c{nullptr};
+  carve_select(n_cap, l0_cap, max_partitions, c);
+  return c.off;
+}
+
+SelectWorkspace select_workspace_carve(int n_cap, int l0_cap, int max_partitions, void* base) {
+  Carver c{static_cast<char*>(base)};
+  return carve_select(n_cap, l0_cap, max_partitions, c);
+}
+
+void enqueue_exclusions(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
+                        bool set, cudaStream_t st) {
+  exclusions_kernel<<<16, kThreads, 0, st>>>(m, desc, bundle, fw.excl_ad, fw.excl_adv, set ? 1 : 0);
+  launch_check("exclusions_kernel");
+}
+
+void enqueue_rank_intake(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
+                         int m_cap, cudaStream_t st) {
+  const int g = grid_small(m_cap);
+  rank_intake_kernel<<<g, kThreads, 0, st>>>(m, desc, bundle, fw.cand_rows, fw.first_seen, fw.counts);
+  launch_check("rank_intake_kernel");
+  rank_eligible_kernel<<<g, kThreads, 0, st>>>(m, desc, bundle, fw.cand_rows, fw.first_seen, fw.excl_ad, fw.excl_adv,
+                                               fw.elig_rows, fw.n_elig, fw.counts);
+  launch_check("rank_eligible_kernel");
+}
+
+void enqueue_rank_intake_reset(const RequestDesc* desc, FunnelWorkspace& fw, int m_cap, cudaStream_t st) {
+  rank_intake_reset_kernel<<<grid_small(m_cap), kThreads, 0, st>>>(desc, fw.cand_rows, fw.first_seen);
+  launch_check("rank_intake_reset_kernel");
+}
+
+void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, const float* query,
+                           FunnelWorkspace& fw, cudaStream_t st) {
+  int dev = 0, sms = 132;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 16)));
+  retrieve_scan_kernel<<<grid, 256, sizeof(float) * m.d_r_pad, st>>>(m, desc, bundle, query, fw.excl_ad, fw.excl_adv,
+                                                                     fw.keys, fw.n_elig, fw.counts);
+  launch_check("retrieve_scan_kernel");
+}
+
+void enqueue_rank_keys(const DeviceModel& m, const float* utility, const int* rows, const int* n, int m_cap,
+                       unsigned long long* keys, cudaStream_t st) {
+  rank_keys_kernel<<<grid_small(m_cap), kThreads, 0, st>>>(m, utility, rows, n, m_cap, keys);
+  launch_check("rank_keys_kernel");
+}
+
+void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
+                    FunnelWorkspace& fw, cudaStream_t st) {
+  NvtxRange range(stage::kSelect);
+  if (plan.n_static > std::max(ws.n_cap, ws.l0_cap) || plan.l0 > ws.l0_cap || plan.l0 < 1)
+    throw std::runtime_error("enqueue_select: workspace too small for this plan");
+  if (plan.local) {
+    select_round(m, desc, plan, ws, fw, /*first_round=*/true, /*full=*/true, st);
+  } else {
+    select_round(m, desc, plan, ws, fw, true, false, st);
+    select_round(m, desc, plan, ws, fw, false, true, st);  // no-op unless round 0 asked for it
+  }
+}
+
+void enqueue_results(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const SelectWorkspace& ws,
+                     const FunnelWorkspace& fw, const float* utility, const float* value, const float* probs,
+                     unsigned char* result, const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st) {
+  const int* retrieved = plan.stage == SelectStage::kRankPriced ? out_n : nullptr;
+  results_kernel<<<grid_small(layout.k_cap), kThreads, 0, st>>>(m, desc, plan.stage, ws.state, ws.win, ws.sorted_pos,
+                                                                ws.sorted_keys, plan.rows, fw.counts, utility, value, probs,
+                                                                result, layout, out_rows, out_n, retrieved);
+  launch_check("results_kernel");
+}
+
+}  // namespace adrank::cuda

@@ -1,0 +1,183 @@
+// The funnel on the device (docs/funnel.md): candidate intake (id → row through a device hash
+// table, unknown / duplicate counts), eligibility with the documented reasons and pacing hash, the
+// one-pass retrieval scan, and selection: radix select of the best L keys (no full sort), a sort of
+// those L, the exact greedy per-advertiser cap, local(P), GSP prices, and a compact result block
+// that is the only thing copied back.
+//
+// Order key: uint64 (~orderable(score) << 32) | id_rank(row), ascending = score descending then ad
+// id ascending (id_rank = the row's position in ascending ad-id order, computed at load; NaN
+// scores are ordered as −inf, like the CPU engine).
+//
+// Exact greedy cap without a sequential walk: in the walk "take while the advertiser has < m
+// taken", an ad is taken iff it is among its advertiser's first m ads in the order (by induction
+// over the walk) and fewer than K ads were taken before it. Within any order-closed prefix of the
+// sorted list the per-advertiser rank is exact, so on the sorted prefix of length L:
+//   q1[s] = advertiser-rank(s) < m     (a stable sort of (advertiser, s); item at sorted position t
+//                                       qualifies iff t < m or group[t − m] != group[t])
+//   winners = the first K items with q1, runner-up the (K+1)-th; capped = non-q1 items before the
+//   K-th winner. The prefix suffices when it holds K (+1 for the runner-up) qualifiers or L = E
+//   (all eligible). Round 0 takes L = K+1 (no cap) or 4(K+1) (cap); when that is not enough a
+//   fallback round repeats with L = E (sorted as one device-bounded segment: slow for huge E, but
+//   only reached when the cap removes more than 3/4 of the 4(K+1) best ads).
+// local(P): always L = E; q1 uses the group (partition, advertiser); a second stable sort by
+// partition of the q1 items gives each item's rank inside its partition (< ⌈K/P⌉ → partition
+// winner) and each partition's stop position for `capped`; partition winners merged in the global
+// order give the K winners and the runner-up.
+//
+// NOT YET RUN ON A GPU.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <vector>
+
+#include "kernels/cuda/device_model.cuh"
+
+namespace adrank::cuda {
+
+// Order of the counters matches adrank::Counts.
+enum CountIndex : int {
+  kCntReceived = 0, kCntUnknown, kCntDuplicate, kCntInactive, kCntOutOfBudget, kCntPaced, kCntTargeting,
+  kCntExcludedAd, kCntExcludedAdvertiser, kCntCapped, kCntEligible, kNumCounts
+};
+
+// Device → host result block: this header, then the arrays at the offsets of ResultLayout.
+struct ResultHeader {
+  int n_win = 0;
+  int has_runner = 0;
+  int retrieved = 0;
+  int pad = 0;
+  unsigned long long counts[kNumCounts] = {};
+};
+
+struct ResultLayout {
+  int k_cap = 0, tasks = 0;
+  size_t off_ids = 0, off_adv = 0, off_rows = 0, off_scores = 0, off_prices = 0, off_probs = 0, bytes = 0;
+  static ResultLayout make(int k_cap, int tasks);
+};
+
+// Which selection a request stage runs. K, cap, partitions, reserve come from the RequestDesc.
+enum class SelectStage : int {
+  kRetrieve = 0,     // K = desc.k, cap = desc.cap, global, no runner-up, no prices
+  kRetrieveTop = 1,  // RetrieveAndRank stage 1: K = desc.retrieve_count, no cap, global
+  kRank = 2,         // K = desc.k, cap, mode and partitions of the request; runner-up when priced
+  kRankPriced = 3,   // RetrieveAndRank stage 2: like kRank, always priced
+};
+
+struct SelectState {
+  int active, E, L, need, bin, take_all, done, fallback;
+  int n_out, n_cand[8];
+  int stop, total_q1, n_win, runner;
+  unsigned long long capped;
+};
+
+// Per-stream selection scratch. n_cap: keys capacity; l0_cap: round-0 capacity (>= 4(K+1)).
+struct SelectWorkspace {
+  int n_cap = 0, l0_cap = 0, max_partitions = 0;
+  SelectState* state = nullptr;
+  unsigned* hist = nullptr;             // [2048]
+  int *cand_a = nullptr, *cand_b = nullptr, *out = nullptr;  // [n_cap]
+  unsigned long long *sel_keys = nullptr, *sorted_keys = nullptr, *grp_keys = nullptr, *grp_sorted = nullptr;  // [n_cap]
+  int *sel_vals = nullptr, *sorted_pos = nullptr, *grp_vals = nullptr, *grp_vals_sorted = nullptr;             // [n_cap]
+  int *q1 = nullptr, *q2 = nullptr, *scan = nullptr;                                                           // [n_cap]
+  int* win = nullptr;                   // [n_cap] winner slot → sorted index s
+  int* stop = nullptr;                  // [max_partitions]
+  int* seg_offsets = nullptr;           // [2] {0, L} for the device-bounded segmented sorts
+  void* cub_temp = nullptr;
+  size_t cub_temp_bytes = 0;
+};
+
+size_t select_workspace_bytes(int n_cap, int l0_cap, int max_partitions);
+SelectWorkspace select_workspace_carve(int n_cap, int l0_cap, int max_partitions, void* base);
+
+// Per-stream funnel scratch independent of the bucket.
+struct FunnelWorkspace {
+  int* first_seen = nullptr;       // [N] INT_MAX between requests (restored by the intake reset)
+  uint8_t* excl_ad = nullptr;      // [N] 0 between requests
+  uint8_t* excl_adv = nullptr;     // [num_advertisers] 0 between requests
+  unsigned long long* counts = nullptr;  // [kNumCounts]
+  int* cand_rows = nullptr;        // [m_cap] row of each received id (-1 unknown)
+  int* elig_rows = nullptr;        // [m_cap] eligible rows (Rank) / retrieved rows (RetrieveAndRank)
+  int* n_elig = nullptr;           // E
+  unsigned long long* keys = nullptr;  // [max(N, m_cap)] order keys
+};
+
+// Host: open-addressing table for unique ids (capacity pow2 >= 2n, splitmix64, linear probing;
+// rows/vals -1 = empty), identical to engine/id_map.h's probing.
+void build_hash_table(const int64_t* ids, int64_t n, std::vector<int64_t>& keys, std::vector<int>& vals, uint64_t& mask);
+
+// Marks (set = true) or clears the request's excluded ads and advertisers in the per-ad flags.
+void enqueue_exclusions(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
+                        bool set, cudaStream_t st);
+// Rank intake + eligibility: fw.elig_rows[0, *fw.n_elig) = eligible known unique rows; counts.
+void enqueue_rank_intake(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
+                         int m_cap, cudaStream_t st);
+// One pass over ads.retrieval: eligibility, score q · r_c for eligible ads, keys[N] (ineligible = max).
+void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, const float* query,
+                           FunnelWorkspace& fw, cudaStream_t st);
+// keys[i] = key(utility[i], id_rank(rows[i])) for i < *n, max for n <= i < m_cap.
+void enqueue_rank_keys(const DeviceModel& m, const float* utility, const int* rows, const int* n, int m_cap,
+                       unsigned long long* keys, cudaStream_t st);
+
+// Selection over keys[0, n_static) of which *e_dev are eligible (all others are max keys).
+// pos → row through rows (null = identity). local and capped are host-known (graph key);
+// l0 = round-0 capacity. Writes ws.win / ws.state (n_win, runner) and adds `capped` to counts.
+struct SelectPlan {
+  SelectStage stage = SelectStage::kRank;
+  bool local = false;       // request mode local (Rank stages only)
+  bool capped = false;      // cap > 0 for this stage
+  int n_static = 0;         // keys to scan
+  int l0 = 0;               // round-0 sort size: >= K+1 (uncapped) or 4(K+1) (capped), <= ws.l0_cap
+  const int* e_dev = nullptr;
+  const unsigned long long* keys = nullptr;
+  const int* rows = nullptr;
+};
+void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
+                    FunnelWorkspace& fw, cudaStream_t st);
+
+// Writes the result block from the selection: ids, advertisers, rows, scores (utility or decoded
+// retrieval score), probs and prices (rank stages). rank_* may be null for kRetrieve.
+// For kRetrieveTop it instead writes the retrieved rows to out_rows / *out_n (input of stage 2).
+void enqueue_results(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const SelectWorkspace& ws,
+                     const FunnelWorkspace& fw, const float* utility, const float* value, const float* probs,
+                     unsigned char* result, const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st);
+
+// Puts first_seen back to INT_MAX for this request's candidates (end of a Rank request).
+void enqueue_rank_intake_reset(const RequestDesc* desc, FunnelWorkspace& fw, int m_cap, cudaStream_t st);
+
+// CPU reference of the exact greedy cap selection on already-ordered items (harness).
+void greedy_reference(const std::vector<int>& advertiser_in_order, int k, int cap, bool runner, std::vector<int>& winners,
+                      int* runner_out, long long* capped);
+
+__host__ __device__ __forceinline__ unsigned float_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  unsigned u;
+  __builtin_memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+__host__ __device__ __forceinline__ float bits_float(unsigned u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+__host__ __device__ __forceinline__ unsigned long long order_key(float score, int id_rank) {
+  unsigned bits = float_bits(score);
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) bits = 0xff800000u;  // NaN → −inf
+  const unsigned o = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (static_cast<unsigned long long>(~o) << 32) | static_cast<unsigned>(id_rank);
+}
+__host__ __device__ __forceinline__ float key_score(unsigned long long key) {
+  const unsigned o = ~static_cast<unsigned>(key >> 32);
+  const unsigned bits = (o & 0x80000000u) ? (o ^ 0x80000000u) : ~o;
+  return bits_float(bits);
+}
+
+}  // namespace adrank::cuda

@@ -1,0 +1,257 @@
+// bf16 GEMM with fused epilogues (see gemm_bf16.cuh for the contract).
+// Layout of this file: CPU reference, device primitives (inline PTX), the kernel, the launchers.
+// NOT YET RUN ON A GPU: compiled for sm_90a only.
+#include "kernels/cuda/gemm_bf16.cuh"
+
+#include <stdexcept>
+#include <string>
+
+namespace adrank::cuda {
+
+// ---- CPU reference --------------------------------------------------------------------------------
+
+void gemm_bf16_reference(const bf16* a, int64_t lda, const bf16* w, int64_t ldw, float* c, int64_t ldc, int m, int n,
+                         int k) {
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int t = 0; t < k; ++t) acc += double(__bfloat162float(a[i * lda + t])) * double(__bfloat162float(w[j * ldw + t]));
+      c[i * ldc + j] = float(acc);
+    }
+}
+
+// ---- device primitives ----------------------------------------------------------------------------
+
+namespace {
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  // src_bytes = 0 zero-fills the 16 destination bytes (rows/columns outside the matrix).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+// d = a · b + d, a 16×16 (row), b 16×8 (col), bf16 in, fp32 accumulate.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int BM_, int BN_, int BK_, int WM_, int WN_, int STAGES_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_, STAGES = STAGES_;
+  static constexpr int kWarpsM = BM / WM, kWarpsN = BN / WN;
+  static constexpr int kThreads = kWarpsM * kWarpsN * 32;
+  static constexpr int kLds = BK + 8;  // padded shared row (elements): 80 B for BK = 32
+  static constexpr int kChunksPerRow = BK / 8;
+  static constexpr int kAChunks = BM * kChunksPerRow / kThreads;  // 16-byte chunks per thread
+  static constexpr int kBChunks = BN * kChunksPerRow / kThreads;
+  static constexpr int kFragM = WM / 16, kFragN = WN / 8;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * (BM + BN) * kLds * sizeof(bf16);
+  static_assert(BM * kChunksPerRow % kThreads == 0 && BN * kChunksPerRow % kThreads == 0, "chunks per thread");
+  static_assert(WM % 16 == 0 && WN % 16 == 0 && BK % 16 == 0, "fragment shape");
+};
+
+using BigTile = TileConfig<128, 128, 32, 64, 32, 4>;   // 8 warps, 80 KiB shared
+using SmallTile = TileConfig<64, 64, 32, 32, 32, 4>;   // 4 warps, 40 KiB shared
+
+template <class Cfg, class Epi>
+__global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, ASource a, Epi epi) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, LDS = Cfg::kLds, STAGES = Cfg::STAGES;
+  bf16* sA = reinterpret_cast<bf16*>(smem_raw);
+  bf16* sB = sA + STAGES * BM * LDS;
+
+  const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
+  const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN, z = blockIdx.z;
+  if (bm0 >= m) return;  // whole block outside the rows present (uniform exit, before any barrier)
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm0 = (warp / Cfg::kWarpsN) * Cfg::WM, wn0 = (warp % Cfg::kWarpsN) * Cfg::WN;
+  const int ktiles = s.k / BK;
+
+  // Per-thread source rows, fixed across k tiles.
+  const bf16* a_src0[Cfg::kAChunks];
+  const bf16* a_src1[Cfg::kAChunks];
+  int a_dst[Cfg::kAChunks], a_kc[Cfg::kAChunks];
+  bool a_ok[Cfg::kAChunks];
+#pragma unroll
+  for (int c = 0; c < Cfg::kAChunks; ++c) {
+    const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
+    a_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
+    a_dst[c] = row * LDS + a_kc[c];
+    const int gi = bm0 + row;
+    a_ok[c] = gi < m;
+    const int gi_safe = a_ok[c] ? gi : 0;
+    const int64_t r0 = a.rows0 ? int64_t(a_ok[c] ? a.rows0[gi] : 0) : int64_t(gi_safe);
+    a_src0[c] = a.seg0 + z * a.z_stride0 + r0 * a.ld0;
+    a_src1[c] = a.seg1 ? a.seg1 + z * a.z_stride1 + int64_t(gi_safe) * a.ld1 : a_src0[c];
+  }
+  const bf16* b_src[Cfg::kBChunks];
+  int b_dst[Cfg::kBChunks], b_kc[Cfg::kBChunks];
+  bool b_ok[Cfg::kBChunks];
+#pragma unroll
+  for (int c = 0; c < Cfg::kBChunks; ++c) {
+    const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
+    b_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
+    b_dst[c] = row * LDS + b_kc[c];
+    const int gj = bn0 + row;
+    b_ok[c] = gj < s.n;
+    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? gj : 0) * s.ldw;
+  }
+  const int k0 = a.seg1 ? a.k0 : s.k;
+
+  auto load_tile = [&](int stage, int kt) {
+    bf16* sa = sA + stage * BM * LDS;
+    bf16* sb = sB + stage * BN * LDS;
+#pragma unroll
+    for (int c = 0; c < Cfg::kAChunks; ++c) {
+      const int kk = kt * BK + a_kc[c];
+      const bf16* src = kk < k0 ? a_src0[c] + kk : a_src1[c] + (kk - k0);
+      cp_async16(sa + a_dst[c], a_ok[c] ? src : a.seg0, a_ok[c] ? 16 : 0);
+    }
+#pragma unroll
+    for (int c = 0; c < Cfg::kBChunks; ++c) {
+      const int kk = kt * BK + b_kc[c];
+      cp_async16(sb + b_dst[c], b_ok[c] ? b_src[c] + kk : s.w, b_ok[c] ? 16 : 0);
+    }
+  };
+
+  float acc[Cfg::kFragM][Cfg::kFragN][4];
+#pragma unroll
+  for (int i = 0; i < Cfg::kFragM; ++i)
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragN; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+  // Prologue: STAGES-1 tiles in flight. Empty groups are committed too so wait_group counts match.
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ktiles) load_tile(st, st);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < ktiles; ++kt) {
+    cp_async_wait<STAGES - 2>();  // tile kt has landed (for this thread's copies) ...
+    __syncthreads();              // ... and for everyone's; stage (kt-1) % STAGES is free again
+    {
+      const int pf = kt + STAGES - 1;
+      if (pf < ktiles) load_tile(pf % STAGES, pf);
+      cp_async_commit();
+    }
+    const bf16* sa = sA + (kt % STAGES) * BM * LDS;
+    const bf16* sb = sB + (kt % STAGES) * BN * LDS;
+#pragma unroll
+    for (int ks = 0; ks < BK / 16; ++ks) {
+      unsigned af[Cfg::kFragM][4];
+      unsigned bfr[Cfg::kFragN][2];
+#pragma unroll
+      for (int i = 0; i < Cfg::kFragM; ++i)
+        ldmatrix_x4(af[i], sa + (wm0 + i * 16 + (lane & 15)) * LDS + ks * 16 + (lane >> 4) * 8);
+#pragma unroll
+      for (int j = 0; j < Cfg::kFragN / 2; ++j) {
+        unsigned r[4];
+        ldmatrix_x4(r, sb + (wn0 + j * 16 + (lane & 7) + ((lane >> 4) << 3)) * LDS + ks * 16 + ((lane >> 3) & 1) * 8);
+        bfr[2 * j][0] = r[0];
+        bfr[2 * j][1] = r[1];
+        bfr[2 * j + 1][0] = r[2];
+        bfr[2 * j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < Cfg::kFragM; ++i)
+#pragma unroll
+        for (int j = 0; j < Cfg::kFragN; ++j) mma_bf16_16816(acc[i][j], af[i], bfr[j][0], bfr[j][1]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Epilogue straight from the accumulators: c0,c1 at (lane/4, 2·(lane%4)), c2,c3 eight rows down.
+#pragma unroll
+  for (int i = 0; i < Cfg::kFragM; ++i)
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragN; ++j) {
+      const int row = bm0 + wm0 + i * 16 + (lane >> 2);
+      const int col = bn0 + wn0 + j * 8 + (lane & 3) * 2;
+      if (col < s.n) {
+        if (row < m) epi(z, row, col, acc[i][j][0], acc[i][j][1]);
+        if (row + 8 < m) epi(z, row + 8, col, acc[i][j][2], acc[i][j][3]);
+      }
+    }
+}
+
+void check_shape(const GemmShape& s, const ASource& a) {
+  auto bad = [](const std::string& what) { throw std::invalid_argument("gemm_bf16: " + what); };
+  auto al16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
+  if (s.m < 0 || s.n <= 0 || s.k <= 0 || s.batch < 1) bad("bad m/n/k/batch");
+  if (s.k % 32) bad("k must be a multiple of 32 (got " + std::to_string(s.k) + ")");
+  if (s.n % 8) bad("n must be a multiple of 8 (got " + std::to_string(s.n) + ")");
+  if (!s.w || !a.seg0) bad("null operand");
+  if (s.ldw % 8 || a.ld0 % 8 || a.ld1 % 8 || a.z_stride0 % 8 || a.z_stride1 % 8 || s.w_z % 8) bad("leading dimensions must be multiples of 8");
+  if (a.seg1 && (a.k0 % 8 || a.k0 <= 0 || a.k0 >= s.k)) bad("k0 must be a multiple of 8 inside (0, k)");
+  if (!al16(s.w) || !al16(a.seg0) || (a.seg1 && !al16(a.seg1))) bad("operands must be 16-byte aligned");
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) v = 132;
+    return v;
+  }();
+  return n;
+}
+
+// The big tile when it alone fills the GPU with one wave, the small one otherwise.
+bool prefer_big(const GemmShape& s) {
+  const int64_t blocks = int64_t(ceil_div(s.m, BigTile::BM)) * ceil_div(s.n, BigTile::BN) * s.batch;
+  return blocks >= sm_count();
+}
+
+template <class Cfg, class Epi>
+void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
+  // Opt in to > 48 KiB of dynamic shared memory once per instantiation (not a stream operation, so
+  // it must happen before any graph capture: the backend warms every path up before capturing).
+  static const cudaError_t attr = cudaFuncSetAttribute(gemm_bf16_kernel<Cfg, Epi>,
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmemBytes));
+  CUDA_CHECK(attr);
+  const dim3 grid(ceil_div(s.n, Cfg::BN), ceil_div(s.m, Cfg::BM), s.batch);
+  gemm_bf16_kernel<Cfg, Epi><<<grid, Cfg::kThreads, Cfg::kSmemBytes, st>>>(s, a, ep);
+  CUDA_CHECK_LAUNCH("gemm_bf16_kernel");
+}
+
+template <class Epi>
+void dispatch(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
+  check_shape(s, a);
+  if (s.m == 0) return;
+  if (prefer_big(s))
+    launch_cfg<BigTile>(s, a, ep, st);
+  else
+    launch_cfg<SmallTile>(s, a, ep, st);
+}
+
+}  // namespace
+
+// ---- launchers ------------------------------------------------------------------------------------
+
+void gemm_bf16(const GemmShape& s, const ASource& a, const BiasActEpilogue<false>& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
+void gemm_bf16(const GemmShape& s, const ASource& a, const BiasActEpilogue<true>& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
+void gemm_bf16(const GemmShape& s, const ASource& a, const MaskProductEpilogue& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
+void gemm_bf16(const GemmShape& s, const ASource& a, const CrossEpilogue& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
+
+const char* gemm_bf16_config(const GemmShape& s) { return prefer_big(s) ? "128x128x32/4st" : "64x64x32/4st"; }
+
+}  // namespace adrank::cuda

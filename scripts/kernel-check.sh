@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the standalone CPU kernel harness (native/kernels/cpu/harness) with g++ -O3 into a
+# temporary directory (never into build/) and runs it. Arguments go to the harness:
+#   scripts/kernel-check.sh            validate every ISA path + pool, time m=1000 shapes
+#   scripts/kernel-check.sh --quick    validation only
+#   scripts/kernel-check.sh --bench --all --threads 2   time every demo shape and batch size
+# No -march flag: like the addon, the binary runs on any x86-64 and picks AVX-512/AVX2 at run time
+# (ADRANK_CPU_ISA=avx2|scalar forces a lower path for gemm()).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${KERNEL_CHECK_DIR:-${TMPDIR:-/tmp}/adrank-kernel-check}"
+mkdir -p "$out"
+"${CXX:-g++}" -std=c++17 -O3 -fno-math-errno -Wall -Wextra -Wno-unused-parameter -pthread \
+  -I"$root/native" \
+  "$root/native/kernels/cpu/harness/kernel_check.cc" \
+  "$root/native/kernels/cpu/gemm.cc" \
+  "$root/native/kernels/cpu/parallel.cc" \
+  -o "$out/kernel_check"
+exec "$out/kernel_check" "$@"

@@ -1,0 +1,38 @@
+/** GetModel: the loaded model's name, version, config, ad count and backend. */
+import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { Engine } from '../engine/index.js';
+import type { GetModelRequest__Output } from '../generated/adrank/v1/GetModelRequest.js';
+import type { GetModelResponse, GetModelResponse__Output } from '../generated/adrank/v1/GetModelResponse.js';
+import type { HandlerContext } from './context.js';
+import { serviceError } from './engine-rpc.js';
+
+export function describeModel(engine: Engine): GetModelResponse__Output {
+  const c = engine.config;
+  return {
+    name: c.name,
+    version: c.version,
+    backend: engine.backend,
+    device: engine.description,
+    deviceReason: engine.deviceReason,
+    numAds: String(engine.numAds),
+    configJson: JSON.stringify(c),
+    tasks: c.tasks,
+    surfaces: c.surfaces,
+    targetingDims: c.targeting_dims,
+    userSparseFields: c.user_sparse.map((f) => f.name),
+    userDense: c.user_dense,
+    userEmbeddingDim: c.user_embedding_dim,
+    sequenceMaxLen: c.sequence.max_len,
+    sequenceActions: c.sequence.actions,
+    bundleSha256: engine.bundle.sha256,
+  };
+}
+
+export function getModelHandler(ctx: HandlerContext) {
+  return (_call: ServerUnaryCall<GetModelRequest__Output, GetModelResponse>, callback: sendUnaryData<GetModelResponse>): void => {
+    const engine = ctx.engine();
+    if (!engine) return callback(serviceError(status.UNAVAILABLE, 'the model is not loaded yet (health: NOT_SERVING)'));
+    ctx.stats.outcome('GetModel', 'OK');
+    callback(null, describeModel(engine));
+  };
+}

@@ -1,0 +1,16 @@
+/** Rank: score the caller's candidate ids and return the top K by utility (DESIGN §2). */
+import { requestDecoder, responseEncoder } from '../server/codec.js';
+import type { RankResponse } from '../generated/adrank/v1/RankResponse.js';
+import type { EngineRpc } from './engine-rpc.js';
+import { validateRank, type RankInput } from './validate.js';
+
+const encode = responseEncoder<RankResponse>('adrank.v1.RankResponse');
+
+export const rank: EngineRpc<RankInput> = {
+  name: 'Rank',
+  decode: requestDecoder('adrank.v1.RankRequest', ['candidateAdIds']),
+  validate: validateRank,
+  // An empty candidate list is OK with no winners and needs no engine work.
+  run: (engine, r) => (r.candidates.length === 0 ? undefined : engine.rank(r)),
+  encode,
+};

@@ -1,0 +1,16 @@
+/** RetrieveAndRank: retrieve top R, rank them, select K, price (GSP), on the device (DESIGN §2). */
+import { requestDecoder, responseEncoder } from '../server/codec.js';
+import type { RetrieveAndRankResponse } from '../generated/adrank/v1/RetrieveAndRankResponse.js';
+import type { EngineRpc } from './engine-rpc.js';
+import { validateRetrieveAndRank, type RetrieveAndRankInput } from './validate.js';
+
+const encode = responseEncoder<RetrieveAndRankResponse>('adrank.v1.RetrieveAndRankResponse');
+
+export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
+  name: 'RetrieveAndRank',
+  decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', []),
+  validate: (r, c) => validateRetrieveAndRank(r, c),
+  run: (engine, r) => engine.retrieveAndRank(r),
+  encode,
+  withRetrieved: true,
+};

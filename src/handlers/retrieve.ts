@@ -1,0 +1,15 @@
+/** Retrieve: two-tower retrieval over the whole corpus, eligibility, cap, top K (DESIGN §2). */
+import { requestDecoder, responseEncoder } from '../server/codec.js';
+import type { RetrieveResponse } from '../generated/adrank/v1/RetrieveResponse.js';
+import type { EngineRpc } from './engine-rpc.js';
+import { validateRetrieve, type RetrieveInput } from './validate.js';
+
+const encode = responseEncoder<RetrieveResponse>('adrank.v1.RetrieveResponse');
+
+export const retrieve: EngineRpc<RetrieveInput> = {
+  name: 'Retrieve',
+  decode: requestDecoder('adrank.v1.RetrieveRequest', []),
+  validate: (r, c) => validateRetrieve(r, c),
+  run: (engine, r) => engine.retrieve(r),
+  encode,
+};

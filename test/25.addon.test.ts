@@ -1,0 +1,342 @@
+/**
+ * The native addon's contract (src/engine/binding.ts): capabilities, model validation, request
+ * validation, the async call lifecycle (in-flight guard, dispose), live ad state, result shapes.
+ * Numeric parity with the float64 reference lives in test/30.engine.
+ */
+import { expect } from 'chai';
+import { binding, type NativeEngine, type NativeModelInit, type NativeResult, type TensorArray } from '../src/engine/binding.js';
+import { nativeInit } from '../src/engine/index.js';
+import { expectedTensors, modelDims, type ModelConfig } from '../src/model/config.js';
+import { packFeatureBundle, type EngineRequest, HEADER_WORDS } from '../src/features/feature-bundle.js';
+import type { LoadedBundle } from '../src/model/bundle.js';
+
+const config: ModelConfig = {
+  name: 'tiny',
+  version: '1',
+  tasks: ['click', 'save', 'hide'],
+  surfaces: ['home', 'search'],
+  targeting_dims: ['country'],
+  user_dense: 3,
+  ad_dense: 2,
+  dense_clip: 5,
+  user_sparse: [{ name: 'topics', cardinality: 11, dim: 4 }],
+  ad_sparse: [{ name: 'category', cardinality: 7, dim: 3 }],
+  user_embedding_dim: 5,
+  ad_embedding_dim: 6,
+  surface_dim: 2,
+  sequence: { max_len: 6, item_buckets: 13, actions: 3, dim: 8, heads: 2, ffn_dim: 12, layers: 1 },
+  masknet: { blocks: 2, projection_ratio: 0.5, output_dim: 8 },
+  dcn: { layers: 2, rank: 0 },
+  mlp: [8],
+  retrieval: { dim: 4, hidden: [6] },
+};
+const N = 40;
+const T = config.tasks.length;
+const adId = (i: number) => BigInt(1000 + 3 * i);
+const advertiserOf = (i: number) => BigInt(i % 7);
+
+/** mulberry32: a small seeded RNG so the model is the same on every run. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomBundle(seed = 7): LoadedBundle {
+  const r = rng(seed);
+  const tensors: Record<string, TensorArray> = {};
+  const shapes: Record<string, number[]> = {};
+  for (const spec of expectedTensors(config, N)) {
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    shapes[spec.name] = spec.shape;
+    if (spec.name === 'ads.id') tensors[spec.name] = BigInt64Array.from({ length: n }, (_, i) => adId(i));
+    else if (spec.name === 'ads.advertiser') tensors[spec.name] = BigInt64Array.from({ length: n }, (_, i) => advertiserOf(i));
+    else if (spec.name === 'ads.sparse') tensors[spec.name] = BigInt64Array.from({ length: n }, () => BigInt(Math.floor(r() * 100) - 50));
+    else if (spec.name === 'ads.targeting') tensors[spec.name] = new BigUint64Array(n).fill((1n << 64n) - 1n);
+    else if (spec.name === 'ads.bid') tensors[spec.name] = Float32Array.from({ length: n }, () => 0.5 + r());
+    else if (/\.std$/.test(spec.name)) tensors[spec.name] = Float32Array.from({ length: n }, () => 0.5 + r());
+    else if (/norm\d?\.weight$/.test(spec.name)) tensors[spec.name] = Float32Array.from({ length: n }, () => 0.8 + 0.4 * r());
+    else tensors[spec.name] = Float32Array.from({ length: n }, () => r() - 0.5);
+  }
+  const dtypes = Object.fromEntries(expectedTensors(config, N).map((s) => [s.name, s.dtypes[0]]));
+  return { path: '(memory)', config, tensors, shapes, dtypes, numAds: N, sha256: '', fileSize: 0 };
+}
+
+function init(b = randomBundle()): NativeModelInit {
+  return nativeInit(b, 'cpu', 2);
+}
+
+function request(over: Partial<EngineRequest> = {}): EngineRequest {
+  return {
+    requestId: 'req-1',
+    surface: 1,
+    k: 5,
+    cap: 0,
+    mode: 0,
+    partitions: 1,
+    price: false,
+    reserve: 0,
+    retrieveCount: 0,
+    userDense: [0.3, -1.2, 2.0],
+    userEmbedding: [0.1, 0.2, -0.3, 0.4, 0.5],
+    targeting: [3],
+    userSparse: [[4n, -9n, 27n]],
+    seqItems: [5n, -2n, 99n, 7n],
+    seqActions: [0, 2, 1, 1],
+    candidates: BigInt64Array.from({ length: 20 }, (_, i) => adId(i)),
+    excludedAdvertisers: [],
+    excludedAds: [],
+    ...over,
+  };
+}
+
+const pack = (over: Partial<EngineRequest> = {}) => packFeatureBundle(config, request(over));
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected the promise to reject');
+}
+
+describe('25 addon', () => {
+  const native = binding();
+  let engine: NativeEngine;
+
+  beforeEach(() => {
+    engine = new native.Engine(init());
+  });
+  afterEach(() => {
+    try {
+      engine.dispose();
+    } catch {
+      /* already disposed or busy in a failed test */
+    }
+  });
+
+  it('reports capabilities with the documented shape', () => {
+    const caps = native.capabilities();
+    expect(caps.cpu.compiled).to.equal(true);
+    expect(caps.cpu.usable).to.equal(true);
+    expect(['avx512', 'avx2', 'scalar']).to.include(caps.cpu.simd);
+    expect(caps.cpu.threads).to.be.a('number').and.to.be.at.least(1);
+    expect(Number.isInteger(caps.cpu.threads)).to.equal(true);
+    expect(caps.cuda.compiled).to.be.a('boolean');
+    expect(caps.cuda.devices).to.be.a('number');
+    if (!caps.cuda.compiled) {
+      expect(caps.cuda).to.deep.equal({ compiled: false, usable: false, devices: 0, reason: 'not compiled with CUDA' });
+    } else {
+      expect(caps.cuda.usable).to.equal(caps.cuda.devices > 0);
+    }
+    expect(engine.backend).to.equal('cpu');
+    expect(engine.numAds).to.equal(N);
+    expect(engine.description).to.match(/^cpu (avx512|avx2|scalar) x2 threads$/);
+  });
+
+  describe('model validation', () => {
+    it('names a missing tensor', () => {
+      const b = randomBundle();
+      delete b.tensors['dcn.layers.1.bias'];
+      expect(() => new native.Engine(init(b))).to.throw(/missing tensor dcn\.layers\.1\.bias/);
+    });
+
+    it('names a mis-sized tensor and its expected shape', () => {
+      const b = randomBundle();
+      b.tensors['masknet.blocks.1.proj.weight'] = new Float32Array(8 * 10);
+      const d = modelDims(config);
+      expect(() => new native.Engine(init(b))).to.throw(
+        new RegExp(`masknet\\.blocks\\.1\\.proj\\.weight: expected shape \\[8, ${d.input}\\].*got 80 values`),
+      );
+    });
+
+    it('names a tensor of the wrong dtype and repeated ad ids', () => {
+      const b = randomBundle();
+      b.tensors['ads.advertiser'] = new Float32Array(N);
+      expect(() => new native.Engine(init(b))).to.throw(/ads\.advertiser: expected dtype I64, got F32/);
+      const c = randomBundle();
+      (c.tensors['ads.id'] as BigInt64Array)[5] = adId(2);
+      expect(() => new native.Engine(init(c))).to.throw(/ads\.id: expected unique ad ids, got 1006/);
+    });
+
+    it('refuses a cuda device it cannot serve with a clear error', () => {
+      const caps = native.capabilities();
+      const i = { ...init(), device: 'cuda:0' };
+      if (!caps.cuda.compiled) expect(() => new native.Engine(i)).to.throw(/cuda:0.*not compiled with CUDA/);
+      expect(() => new native.Engine({ ...init(), device: 'gpu' })).to.throw(/expected cpu or cuda:N for device, got "gpu"/);
+    });
+  });
+
+  describe('request validation', () => {
+    const header = (u8: Uint8Array, word: number, v: number) => new DataView(u8.buffer, u8.byteOffset).setUint32(word * 4, v, true);
+
+    it('rejects a bad magic', async () => {
+      const u8 = pack();
+      header(u8, 0, 0xdeadbeef);
+      const e = await rejection(engine.rank(u8));
+      expect(e.message).to.match(/^expected 0x51524441.* for feature bundle magic, got 0xdeadbeef$/);
+    });
+
+    it('rejects a buffer whose length differs from what the header implies', async () => {
+      const good = pack();
+      const longer = new Uint8Array(good.length + 8);
+      longer.set(good);
+      const e = await rejection(engine.rank(longer));
+      expect(e.message).to.equal(`expected ${good.length} bytes (from the model dims and header counts) for feature bundle length, got ${good.length + 8}`);
+      const e2 = await rejection(engine.rank(good.subarray(0, 40)));
+      expect(e2.message).to.match(/for feature bundle length, got 40$/);
+    });
+
+    it('rejects a surface out of range and K above 10,000', async () => {
+      const s = await rejection(engine.rank(pack({ surface: 2 })));
+      expect(s.message).to.equal('expected a surface index below 2 for surface, got 2');
+      const k = await rejection(engine.rank(pack({ k: 10001 })));
+      expect(k.message).to.equal('expected at most 10000 for k, got 10001');
+      const u8 = pack();
+      header(u8, 5, 1);
+      header(u8, 6, 0);
+      const p = await rejection(engine.rank(u8));
+      expect(p.message).to.equal('expected at least 1 in local mode for partitions, got 0');
+    });
+
+    it('rejects out-of-range actions, non-finite features and a non-Uint8Array', async () => {
+      const a = await rejection(engine.rank(pack({ seqActions: [0, 3, 1, 1] })));
+      expect(a.message).to.equal('expected an action below 3 for seqActions[1], got 3');
+      const f = await rejection(engine.rank(pack({ userDense: [0, NaN, 1] })));
+      expect(f.message).to.match(/^expected a finite number for userDense\[1\], got nan/);
+      const t = await rejection(engine.rank(new Float32Array(32) as unknown as Uint8Array));
+      expect(t.message).to.equal('expected a Uint8Array for request, got Float32Array(32)');
+    });
+  });
+
+  describe('lifecycle', () => {
+    it('refuses dispose while a call is in flight, then disposes, then rejects calls', async () => {
+      const pending = engine.rank(pack());
+      expect(engine.inflight()).to.equal(1);
+      expect(() => engine.dispose()).to.throw('engine busy: 1 runs in flight');
+      const r = await pending;
+      expect(r.adIds.length).to.equal(5);
+      expect(engine.inflight()).to.equal(0);
+      engine.dispose();
+      const e = await rejection(engine.rank(pack()));
+      expect(e.message).to.equal('engine disposed');
+      expect(() => engine.setAdState(new BigInt64Array(0), new Uint8Array(0), new Uint8Array(0), new Float32Array(0))).to.throw('engine disposed');
+    });
+
+    it('counts a failed call out of flight as well', async () => {
+      const pending = rejection(engine.rank(pack({ k: 20000 })));
+      expect(engine.inflight()).to.equal(1);
+      await pending;
+      expect(engine.inflight()).to.equal(0);
+    });
+  });
+
+  describe('results', () => {
+    it('returns typed arrays of the right lengths, ordered by utility, with intake counts', async () => {
+      const cands = BigInt64Array.from([adId(3), 77n, adId(9), adId(3), adId(12), adId(1), -5n, adId(9)]);
+      const r: NativeResult = await engine.rank(pack({ candidates: cands, k: 3, price: true }));
+      expect(r.adIds).to.be.instanceOf(BigInt64Array).with.lengthOf(3);
+      expect(r.advertisers).to.be.instanceOf(BigInt64Array).with.lengthOf(3);
+      expect(r.rows).to.be.instanceOf(Int32Array).with.lengthOf(3);
+      expect(r.scores).to.be.instanceOf(Float32Array).with.lengthOf(3);
+      expect(r.probs).to.be.instanceOf(Float32Array).with.lengthOf(3 * T);
+      expect(r.prices).to.be.instanceOf(Float32Array).with.lengthOf(3);
+      expect(r.counts).to.include({ received: 8, unknown: 2, duplicate: 2, eligible: 4, inactive: 0, capped: 0 });
+      for (let i = 0; i < 3; i++) {
+        expect(r.adIds[i]).to.equal(adId(r.rows[i]));
+        expect(r.advertisers[i]).to.equal(advertiserOf(r.rows[i]));
+        if (i > 0) expect(r.scores[i]).to.be.at.most(r.scores[i - 1]);
+      }
+      for (const k of ['queue', 'user', 'gather', 'masknet', 'dcn', 'mlp', 'select', 'total'] as const) expect(r.timings[k]).to.be.a('number').at.least(0);
+      expect(r.timings.total).to.be.greaterThan(0);
+
+      // The winners are the top 3 of the 4 known unique candidates by explain()'s utility.
+      const ex = await engine.explain(pack({ candidates: cands }));
+      expect(Array.from(ex.rows)).to.deep.equal([3, 9, 12, 1]);
+      const byUtility = Array.from(ex.rows).map((row, i) => ({ row, u: ex.utility[i] })).sort((a, b) => b.u - a.u);
+      expect(Array.from(r.rows)).to.deep.equal(byUtility.slice(0, 3).map((x) => x.row));
+      byUtility.slice(0, 3).forEach((x, i) => expect(r.scores[i]).to.be.closeTo(x.u, 1e-5 * Math.abs(x.u) + 1e-7));
+    });
+
+    it('explain returns exactly the NativeExplain fields with consistent sizes and utility = bid · Σ w p', async () => {
+      const b = randomBundle();
+      engine.dispose();
+      engine = new native.Engine(init(b));
+      const cands = BigInt64Array.from([adId(0), adId(5), adId(39)]);
+      const ex = await engine.explain(pack({ candidates: cands }));
+      const d = modelDims(config);
+      const m = 3;
+      const sizes: Record<string, number> = {
+        rows: m, user: d.user, sequence: 4 * config.sequence.dim, query: config.retrieval.dim, ad: m * d.ad, targetAttention: m * d.targetAttention,
+        input: m * d.input, masknet: m * d.cross, cross: m * d.cross, hidden: m * d.last, logits: m * T, probs: m * T, utility: m, retrievalScores: m,
+      };
+      expect(Object.keys(ex).sort()).to.deep.equal(Object.keys(sizes).sort());
+      for (const [k, n] of Object.entries(sizes)) expect((ex as unknown as Record<string, ArrayLike<number>>)[k].length, k).to.equal(n);
+      const bid = b.tensors['ads.bid'] as Float32Array;
+      const w = (b.tensors['utility.task_weights'] as Float32Array).subarray(1 * T, 2 * T); // surface 1
+      for (let i = 0; i < m; i++) {
+        let v = 0;
+        for (let t = 0; t < T; t++) v += w[t] * ex.probs[i * T + t];
+        expect(ex.utility[i]).to.be.closeTo(bid[ex.rows[i]] * v, 1e-5);
+        // x = [u ; a_c ; ta_c]
+        expect(Array.from(ex.input.subarray(i * d.input, i * d.input + d.user))).to.deep.equal(Array.from(ex.user));
+        expect(Array.from(ex.input.subarray(i * d.input + d.user, i * d.input + d.user + d.ad))).to.deep.equal(Array.from(ex.ad.subarray(i * d.ad, (i + 1) * d.ad)));
+      }
+      const q = ex.query;
+      expect(Math.hypot(...q)).to.be.closeTo(1, 1e-5);
+    });
+
+    it('setAdState(inactive) removes the ad from the winners and counts it inactive', async () => {
+      const before = await engine.rank(pack({ k: 3 }));
+      const top = before.adIds[0];
+      const unknown = engine.setAdState(BigInt64Array.from([top, 123456n]), Uint8Array.from([0, 1]), Uint8Array.from([1, 1]), Float32Array.from([1, 1]));
+      expect(unknown).to.equal(1);
+      const after = await engine.rank(pack({ k: 3 }));
+      expect(Array.from(after.adIds)).to.not.include(top);
+      expect(after.adIds[0]).to.equal(before.adIds[1]);
+      expect(after.counts.inactive).to.equal(1);
+      expect(after.counts.eligible).to.equal(before.counts.eligible - 1);
+      // Back to active: the same winners as before.
+      engine.setAdState(BigInt64Array.from([top]), Uint8Array.from([1]), Uint8Array.from([1]), Float32Array.from([1]));
+      const again = await engine.rank(pack({ k: 3 }));
+      expect(Array.from(again.adIds)).to.deep.equal(Array.from(before.adIds));
+      expect(() => engine.setAdState(BigInt64Array.from([top]), Uint8Array.from([1]), Uint8Array.from([1]), Float32Array.from([1.5]))).to.throw(
+        /expected a rate in \[0, 1\] for pacingRate\[0\], got 1\.5/,
+      );
+    });
+
+    it('retrieve scores the corpus; retrieveAndRank ranks the retrieved ads and prices them', async () => {
+      const r = await engine.retrieve(pack({ candidates: [], k: 6 }));
+      expect(r.adIds).to.have.lengthOf(6);
+      expect(r.probs).to.have.lengthOf(0);
+      expect(r.prices).to.have.lengthOf(0);
+      expect(r.counts.received).to.equal(N);
+      expect(r.counts.eligible).to.equal(N);
+      for (let i = 1; i < 6; i++) expect(r.scores[i]).to.be.at.most(r.scores[i - 1]);
+      const all = BigInt64Array.from({ length: N }, (_, i) => adId(i));
+      const ex = await engine.explain(pack({ candidates: all }));
+      const best = Array.from(ex.retrievalScores).map((s, row) => ({ s, row })).sort((a, b) => b.s - a.s).slice(0, 6);
+      expect(Array.from(r.rows)).to.deep.equal(best.map((x) => x.row));
+
+      const rr = await engine.retrieveAndRank(pack({ candidates: [], k: 4, retrieveCount: 10 }));
+      expect(rr.retrieved).to.equal(10);
+      expect(rr.adIds).to.have.lengthOf(4);
+      expect(rr.prices).to.have.lengthOf(4);
+      const retrievedRows = new Set(best.map((x) => x.row).concat(Array.from(ex.retrievalScores).map((s, row) => ({ s, row })).sort((a, b) => b.s - a.s).slice(6, 10).map((x) => x.row)));
+      const bid = (randomBundle().tensors['ads.bid'] as Float32Array);
+      for (let i = 0; i < 4; i++) {
+        expect(retrievedRows.has(rr.rows[i])).to.equal(true);
+        expect(rr.prices[i]).to.be.at.most(bid[rr.rows[i]] + 1e-6);
+        expect(rr.prices[i]).to.be.at.least(0);
+      }
+      const bad = await rejection(engine.retrieve(pack({ k: 3 })));
+      expect(bad.message).to.equal('expected no candidate ids for retrieve for candidates, got 20');
+    });
+  });
+});

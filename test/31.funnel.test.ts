@@ -1,0 +1,288 @@
+/**
+ * The funnel (docs/funnel.md) on the CPU engine. Hand-built cases use crafted bundles
+ * (test/support/craft.ts: utility = bid, retrieval score = ads.retrieval[c, 0]) so every answer
+ * below is worked out by hand; randomised runs then compare the engine with test/reference.
+ */
+import { expect } from 'chai';
+import { Engine, type NativeResult } from '../src/engine/index.js';
+import { adRows, type LoadedBundle } from '../src/model/bundle.js';
+import { makeDemoBundle, makeRandomConfig } from '../src/model/demo.js';
+import type { EngineRequest } from '../src/features/feature-bundle.js';
+import { applyAdState, defaultAdState, pacingDraw, refRank, refRetrieve, refRetrieveAndRank, type AdState, type RankScore } from './reference/funnel.js';
+import { requestKey } from '../src/features/feature-bundle.js';
+import { addonBuilt, expectClose, randomRequest, Rng, toLoaded } from './support/index.js';
+import { ALL, craftBundle, craftRequest, type CraftAd } from './support/craft.js';
+
+const ad = (id: number, advertiser: number, bid: number, extra: Partial<CraftAd> = {}): CraftAd => ({ id: BigInt(id), advertiser: BigInt(advertiser), bid, ...extra });
+const ids = (r: NativeResult) => Array.from(r.adIds, Number);
+const counts = (r: NativeResult, ...keys: (keyof NativeResult['counts'])[]) => Object.fromEntries(keys.map((k) => [k, r.counts[k]]));
+
+describe('31 funnel (CPU engine)', function () {
+  let engine: Engine | undefined;
+  before(function () {
+    if (!addonBuilt()) this.skip();
+  });
+  afterEach(() => {
+    engine?.dispose();
+    engine = undefined;
+  });
+  const open = (b: LoadedBundle) => (engine = Engine.fromBundle(b, { device: 'cpu' }));
+
+  describe('hand-built cases', () => {
+    // advertiser 10 has three strong ads; the cap is a greedy walk, not "best ad per advertiser"
+    const capAds = [ad(1, 10, 8), ad(2, 10, 7), ad(3, 10, 6), ad(4, 20, 5), ad(5, 30, 4), ad(6, 20, 3.5)];
+
+    it('sanity: utility = bid and probabilities 0.5 on the crafted bundle', async () => {
+      const b = craftBundle(capAds);
+      const e = open(b);
+      const r = await e.rank(craftRequest(b, { k: 6 }));
+      expect(ids(r)).to.deep.equal([1, 2, 3, 4, 5, 6]);
+      expect(Array.from(r.scores)).to.deep.equal([8, 7, 6, 5, 4, 3.5]);
+      expect(Array.from(r.probs)).to.deep.equal(new Array(12).fill(0.5));
+      expect(Array.from(r.advertisers, Number)).to.deep.equal([10, 10, 10, 20, 30, 20]);
+      expect(r.prices.length).to.equal(0); // price not requested
+    });
+
+    it('per-advertiser cap is the greedy walk (cap 2: the third ad of advertiser 10 is passed over)', async () => {
+      const b = craftBundle(capAds);
+      const e = open(b);
+      const r = await e.rank(craftRequest(b, { k: 4, cap: 2 }));
+      expect(ids(r)).to.deep.equal([1, 2, 4, 5]);
+      expect(counts(r, 'capped', 'eligible')).to.deep.equal({ capped: 1, eligible: 6 });
+      // cap 1 with K = 4: only three advertisers exist, the walk runs out with 3 winners
+      const r1 = await e.rank(craftRequest(b, { k: 4, cap: 1 }));
+      expect(ids(r1)).to.deep.equal([1, 4, 5]);
+      expect(r1.counts.capped).to.equal(3);
+      // the walk stops at K: with K = 2 nothing is passed over by the cap
+      const r2 = await e.rank(craftRequest(b, { k: 2, cap: 2 }));
+      expect(ids(r2)).to.deep.equal([1, 2]);
+      expect(r2.counts.capped).to.equal(0);
+    });
+
+    it('ties are broken by ad id ascending', async () => {
+      const b = craftBundle([ad(30, 1, 2), ad(10, 2, 2), ad(1, 3, 1), ad(20, 4, 2), ad(5_000_000_000, 5, 2)]);
+      const e = open(b);
+      const r = await e.rank(craftRequest(b, { k: 3 }));
+      expect(ids(r)).to.deep.equal([10, 20, 30]);
+      const all = await e.rank(craftRequest(b, { k: 10 }));
+      expect(ids(all)).to.deep.equal([10, 20, 30, 5_000_000_000, 1]);
+    });
+
+    it('local(P) differs from global on a crafted case; the cap is per partition', async () => {
+      // even ids (partition 0) are strong, odd ids (partition 1) weak
+      const b = craftBundle([ad(2, 1, 9), ad(4, 2, 8), ad(6, 3, 7), ad(1, 4, 3), ad(3, 5, 2)]);
+      const e = open(b);
+      expect(ids(await e.rank(craftRequest(b, { k: 2 })))).to.deep.equal([2, 4]);
+      expect(ids(await e.rank(craftRequest(b, { k: 2, mode: 1, partitions: 2 })))).to.deep.equal([2, 1]);
+      // K = 3, P = 2: K' = 2 per partition → {2, 4} and {1, 3}, merged [2, 4, 1, 3] cut to 3
+      expect(ids(await e.rank(craftRequest(b, { k: 3, mode: 1, partitions: 2 })))).to.deep.equal([2, 4, 1]);
+      engine!.dispose();
+      // cap 1, advertiser 7 owns ids 2 and 1 (different partitions): global takes one, local both
+      const b2 = craftBundle([ad(2, 7, 9), ad(1, 7, 8), ad(4, 8, 7)]);
+      const e2 = open(b2);
+      expect(ids(await e2.rank(craftRequest(b2, { k: 2, cap: 1 })))).to.deep.equal([2, 4]);
+      const local = await e2.rank(craftRequest(b2, { k: 2, cap: 1, mode: 1, partitions: 2 }));
+      expect(ids(local)).to.deep.equal([2, 1]);
+      expect(local.counts.capped).to.equal(0); // partition 0 = {2, 4} with K' = 1 stops before 4
+    });
+
+    it('exclusions by ad and by advertiser, counted under the first reason', async () => {
+      const b = craftBundle([ad(1, 10, 5), ad(2, 10, 4), ad(3, 20, 3), ad(4, 30, 2)]);
+      const e = open(b);
+      const r = await e.rank(craftRequest(b, { excludedAds: BigInt64Array.of(1n, 4n, 999n), excludedAdvertisers: BigInt64Array.of(10n) }));
+      expect(ids(r)).to.deep.equal([3]);
+      expect(counts(r, 'excludedAd', 'excludedAdvertiser', 'eligible')).to.deep.equal({ excludedAd: 2, excludedAdvertiser: 1, eligible: 1 });
+    });
+
+    it('targeting: value bits, untargeted ads, and unknown values matching only untargeted ads', async () => {
+      const bit = (...v: number[]) => v.reduce((m, x) => m | (1n << BigInt(x)), 0n);
+      const b = craftBundle([
+        ad(1, 1, 6, { targeting: [ALL, ALL] }),
+        ad(2, 2, 5, { targeting: [bit(3), ALL] }),
+        ad(3, 3, 4, { targeting: [bit(0, 3), bit(1, 2)] }),
+        ad(4, 4, 3, { targeting: [bit(63), ALL] }),
+        ad(5, 5, 2, { targeting: [ALL, bit(5)] }),
+      ]);
+      const e = open(b);
+      const on = async (t: number[]) => e.rank(craftRequest(b, { targeting: Uint32Array.from(t) }));
+      expect(ids(await on([3, 5]))).to.deep.equal([1, 2, 5]);
+      expect(ids(await on([3, 2]))).to.deep.equal([1, 2, 3]);
+      expect(ids(await on([63, 5]))).to.deep.equal([1, 4, 5]);
+      const unknown = await on([70, 1000]);
+      expect(ids(unknown)).to.deep.equal([1]);
+      expect(unknown.counts.targeting).to.equal(4);
+    });
+
+    it('unknown and duplicate candidate ids are skipped and counted', async () => {
+      const b = craftBundle([ad(1, 1, 3), ad(2, 2, 2)]);
+      const e = open(b);
+      const r = await e.rank(craftRequest(b, { candidates: BigInt64Array.of(2n, 999n, 2n, 1n, -5n, 1n, 2n) }));
+      expect(ids(r)).to.deep.equal([1, 2]);
+      expect(counts(r, 'received', 'unknown', 'duplicate', 'eligible')).to.deep.equal({ received: 7, unknown: 2, duplicate: 3, eligible: 2 });
+      const empty = await e.rank(craftRequest(b, { candidates: new BigInt64Array(0) }));
+      expect(ids(empty)).to.deep.equal([]);
+    });
+
+    it('inactive and out-of-budget ads via setAdState (first reason wins; unknown ids counted)', async () => {
+      const b = craftBundle([ad(1, 1, 5), ad(2, 2, 4), ad(3, 3, 3), ad(4, 4, 2)]);
+      const e = open(b);
+      const unknown = e.setAdState(BigInt64Array.of(1n, 2n, 3n, 77n), Uint8Array.of(0, 1, 0, 1), Uint8Array.of(1, 0, 0, 1), Float32Array.of(1, 1, 1, 1));
+      expect(unknown).to.equal(1);
+      const r = await e.rank(craftRequest(b));
+      expect(ids(r)).to.deep.equal([4]);
+      expect(counts(r, 'inactive', 'outOfBudget', 'eligible')).to.deep.equal({ inactive: 2, outOfBudget: 1, eligible: 1 });
+      e.setAdState(BigInt64Array.of(1n, 3n), Uint8Array.of(1, 1), Uint8Array.of(1, 1), Float32Array.of(1, 1));
+      expect(ids(await e.rank(craftRequest(b)))).to.deep.equal([1, 3, 4]);
+    });
+
+    it('pacing rate 0 drops, rate 1 keeps, rate ½ follows the documented hash', async () => {
+      const ads = Array.from({ length: 40 }, (_, i) => ad(1000 + 37 * i, i, 40 - i));
+      const b = craftBundle(ads);
+      const e = open(b);
+      const all = BigInt64Array.from(ads, (a) => a.id);
+      const rate = (v: number) => e.setAdState(all, new Uint8Array(40).fill(1), new Uint8Array(40).fill(1), new Float32Array(40).fill(v));
+      rate(0);
+      const none = await e.rank(craftRequest(b, { k: 40 }));
+      expect(ids(none)).to.deep.equal([]);
+      expect(none.counts.paced).to.equal(40);
+      rate(1);
+      expect((await e.rank(craftRequest(b, { k: 40 }))).counts.paced).to.equal(0);
+      rate(0.5);
+      for (const requestId of ['a', 'b', 'req-7']) {
+        const key = requestKey(requestId);
+        const kept = ads.filter((a) => pacingDraw(key, a.id) < 0.5).map((a) => Number(a.id));
+        expect(kept.length).to.be.within(5, 35); // the hash does split
+        const r = await e.rank(craftRequest(b, { k: 40, requestId }));
+        expect(ids(r), requestId).to.deep.equal(kept);
+        expect(r.counts.paced).to.equal(40 - kept.length);
+      }
+    });
+
+    it('GSP prices: next utility / own value, reserve, cap-skipping runner-up, no runner-up', async () => {
+      const b = craftBundle([ad(1, 1, 8), ad(2, 1, 7), ad(3, 2, 6), ad(4, 3, 5)]);
+      const e = open(b);
+      const price = (o: Partial<EngineRequest>) => e.rank(craftRequest(b, { price: true, ...o }));
+      // value = 1: winner i pays the next utility; the third winner pays the runner-up's (5)
+      let r = await price({ k: 3 });
+      expect(ids(r)).to.deep.equal([1, 2, 3]);
+      expect(Array.from(r.prices)).to.deep.equal([7, 6, 5]);
+      // reserve 6.5: max(reserve, next) capped at own bid
+      r = await price({ k: 3, reserve: 6.5 });
+      expect(Array.from(r.prices)).to.deep.equal([7, 6.5, 6]);
+      // cap 1: ad 2 is passed over; the runner-up of [1, 3] is ad 4, not ad 2
+      r = await price({ k: 2, cap: 1 });
+      expect(ids(r)).to.deep.equal([1, 3]);
+      expect(Array.from(r.prices)).to.deep.equal([6, 5]);
+      // no runner-up: the last winner pays min(bid, reserve)
+      r = await price({ k: 3, cap: 1 });
+      expect(ids(r)).to.deep.equal([1, 3, 4]);
+      expect(Array.from(r.prices)).to.deep.equal([6, 5, 0]);
+      r = await price({ k: 3, cap: 1, reserve: 1.5 });
+      expect(Array.from(r.prices)).to.deep.equal([6, 5, 1.5]);
+      // task-weight override [1, 0]: value = 0.5, utility = bid / 2, price = (bid_next / 2) / 0.5
+      r = await price({ k: 2, taskWeights: Float32Array.of(1, 0) });
+      expect(Array.from(r.scores)).to.deep.equal([4, 3.5]);
+      expect(Array.from(r.prices)).to.deep.equal([7, 6]);
+    });
+
+    it('Retrieve: top K by retrieval score with eligibility and the cap', async () => {
+      const b = craftBundle([ad(1, 1, 1, { score: 0.5 }), ad(2, 1, 9, { score: 0.75 }), ad(3, 2, 2, { score: 0.25 }), ad(4, 3, 3, { score: -0.5 }), ad(5, 4, 4, { score: 0.25 })]);
+      const e = open(b);
+      const r = await e.retrieve(craftRequest(b, { k: 3, candidates: new BigInt64Array(0) }));
+      expect(ids(r)).to.deep.equal([2, 1, 3]);
+      expect(Array.from(r.scores)).to.deep.equal([0.75, 0.5, 0.25]);
+      expect(r.counts.received).to.equal(5);
+      const capped = await e.retrieve(craftRequest(b, { k: 3, cap: 1, candidates: new BigInt64Array(0), excludedAds: BigInt64Array.of(3n) }));
+      expect(ids(capped)).to.deep.equal([2, 5, 4]);
+      expect(counts(capped, 'capped', 'excludedAd', 'eligible')).to.deep.equal({ capped: 1, excludedAd: 1, eligible: 4 });
+    });
+
+    it('RetrieveAndRank: top R by score (no cap), ranked by utility, priced', async () => {
+      const b = craftBundle([ad(1, 1, 1, { score: 0.5 }), ad(2, 1, 2, { score: 0.75 }), ad(3, 2, 8, { score: 0.25 }), ad(4, 3, 9, { score: -0.5 }), ad(5, 1, 4, { score: 0.125 })]);
+      const e = open(b);
+      // R = 4 → {2, 1, 3, 5}; by bid: 3 (8), 5 (4), 2 (2), 1 (1); ad 4 (bid 9) never retrieved
+      const r = await e.retrieveAndRank(craftRequest(b, { k: 2, retrieveCount: 4, candidates: new BigInt64Array(0) }));
+      expect(r.retrieved).to.equal(4);
+      expect(ids(r)).to.deep.equal([3, 5]);
+      expect(Array.from(r.prices)).to.deep.equal([4, 2]);
+      // cap 1 in the ranking stage: 5 and 2 share advertiser 1 → [3, 5], runner-up skips 2 and 1 → none
+      const c = await e.retrieveAndRank(craftRequest(b, { k: 3, cap: 1, retrieveCount: 4, candidates: new BigInt64Array(0) }));
+      expect(ids(c)).to.deep.equal([3, 5]);
+      expect(Array.from(c.prices)).to.deep.equal([4, 0]);
+    });
+  });
+
+  describe('randomised runs vs the reference (selection on the engine’s own scores)', () => {
+    /** Rank scores from explain() over the whole corpus (exact float32 values the engine ranks on). */
+    async function engineScores(e: Engine, b: LoadedBundle, r: EngineRequest) {
+      const ex = await e.explain({ ...r, candidates: b.tensors['ads.id'] as BigInt64Array });
+      const T = b.config.tasks.length;
+      const w = r.taskWeights ? Array.from(r.taskWeights as ArrayLike<number>) : Array.from((b.tensors['utility.task_weights'] as Float32Array).subarray(r.surface * T, (r.surface + 1) * T));
+      const rank = new Map<number, RankScore>();
+      const retrieval = new Map<number, number>();
+      ex.rows.forEach((row, i) => {
+        const probs = ex.probs.subarray(i * T, (i + 1) * T);
+        rank.set(row, { utility: ex.utility[i], value: probs.reduce((s, p, t) => s + w[t] * p, 0), probs });
+        retrieval.set(row, ex.retrievalScores[i]);
+      });
+      return { rank: (row: number) => rank.get(row)!, retrieval: (row: number) => retrieval.get(row)! };
+    }
+
+    function same(label: string, got: NativeResult, want: ReturnType<typeof refRank>) {
+      expect(Array.from(got.adIds), `${label}: ids`).to.deep.equal(want.adIds);
+      expect(Array.from(got.advertisers), `${label}: advertisers`).to.deep.equal(want.advertisers);
+      expect(Array.from(got.rows), `${label}: rows`).to.deep.equal(want.rows);
+      expectClose(`${label}: scores`, got.scores, want.scores, 1e-6, 1e-7);
+      expectClose(`${label}: probs`, got.probs, want.probs.flat(), 1e-6, 1e-7);
+      expectClose(`${label}: prices`, got.prices, want.prices, 1e-5, 1e-6);
+      expect(got.counts, `${label}: counts`).to.deep.include(want.counts);
+    }
+
+    it('Rank, Retrieve and RetrieveAndRank on random bundles, requests and ad states', async () => {
+      let winners = 0;
+      let capped = 0;
+      for (let seed = 0; seed < 3; seed++) {
+        const rng = new Rng(3100 + seed);
+        const config = makeRandomConfig(rng, { surfaces: 2 });
+        config.targeting_dims = ['a', 'b'];
+        const b = toLoaded(config, makeDemoBundle({ config, ads: 150, seed: 3100 + seed }).tensors);
+        // few advertisers so that the cap bites
+        const adv = b.tensors['ads.advertiser'] as BigInt64Array;
+        for (let i = 0; i < adv.length; i++) adv[i] = BigInt(i % 9);
+        const e = open(b);
+        const state: AdState = defaultAdState(b.numAds);
+        const allIds = b.tensors['ads.id'] as BigInt64Array;
+        const pick = (n: number) => BigInt64Array.from({ length: n }, () => allIds[rng.int(0, b.numAds - 1)]);
+        const flags = (n: number, p: number) => Uint8Array.from({ length: n }, () => (rng.uniform() < p ? 0 : 1));
+        const upd = pick(40);
+        const unk = applyAdState(b, state, upd, flags(40, 0.2), flags(40, 0.2), Float32Array.from({ length: 40 }, () => rng.pick([0, 0.3, 0.7, 1])));
+        expect(e.setAdState(upd, Uint8Array.from(upd, (id) => state.active[adRows(b).get(id)!]), Uint8Array.from(upd, (id) => state.inBudget[adRows(b).get(id)!]), Float32Array.from(upd, (id) => state.pacing[adRows(b).get(id)!]))).to.equal(unk);
+        for (let q = 0; q < 6; q++) {
+          const r = randomRequest(rng, b, { candidates: rng.int(20, 120), k: rng.int(1, 15), cap: rng.int(0, 3), taskWeights: q % 2 === 1, unknown: 0.05, duplicate: 0.1 });
+          r.excludedAds = pick(5);
+          r.excludedAdvertisers = BigInt64Array.of(BigInt(rng.int(0, 8)));
+          r.reserve = rng.pick([0, 0.05]);
+          if (q % 3 === 2) {
+            r.mode = 1;
+            r.partitions = rng.int(2, 4);
+          }
+          r.retrieveCount = rng.int(5, 60);
+          const s = await engineScores(e, b, r);
+          const label = `seed ${seed} request ${q}`;
+          same(`${label} rank`, await e.rank(r), refRank(b, r, state, s.rank));
+          same(`${label} retrieve`, await e.retrieve({ ...r, candidates: new BigInt64Array(0) }), refRetrieve(b, r, state, s.retrieval));
+          const rar = await e.retrieveAndRank({ ...r, candidates: new BigInt64Array(0) });
+          const want = refRetrieveAndRank(b, r, state, s.retrieval, s.rank);
+          same(`${label} retrieveAndRank`, rar, want);
+          expect(rar.retrieved, `${label} retrieved`).to.equal(want.retrieved);
+          winners += want.adIds.length;
+          capped += want.counts.capped;
+        }
+        e.dispose();
+        engine = undefined;
+      }
+      expect(winners, 'the runs select something').to.be.greaterThan(50);
+      expect(capped, 'the cap bites somewhere').to.be.greaterThan(0);
+    });
+  });
+});

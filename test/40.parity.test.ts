@@ -1,0 +1,341 @@
+/**
+ * Parity with the PyTorch reference (scripts/reference): for the demo config and small random
+ * configs, `python3 -m scripts.reference.cli make-case` writes a bundle from a freshly initialised
+ * torch module plus random requests and the reference's float64 outputs. Then:
+ *  - the bundle's tensors are exactly expectedTensors(config, N) and loadBundle accepts it;
+ *  - the TypeScript float64 reference (test/reference) computes the same function (1e-9);
+ *  - the engine (device from ADRANK_PARITY_DEVICE, default cpu) matches: explain() per
+ *    candidate, rank(), retrieve(), retrieveAndRank() — ids, counts, scores, prices.
+ *
+ * Tolerances. cpu (fp32): |got − want| ≤ atol + rtol·|want| with rtol 1e-4 and atol 1e-6 for
+ * probabilities/utilities/prices (atol covers probabilities near 0, where fp32 sigmoid has an
+ * absolute error ~1e-7), atol 1e-5 for retrieval scores and intermediate vectors (entries near
+ * 0); winner ids identical except where the two ads' scores are tied within that tolerance.
+ * cuda (bf16 operands, DESIGN §4): probabilities within 2e-2 absolute, value Σ w p within
+ * 2e-2·Σ|w|, top-K overlap ≥ 0.98 over all requests of a config, counts other than `capped`
+ * exact.
+ *
+ * Skips (with a console line saying why) when no python with torch is found (CI installs
+ * python3-torch), and the engine part when the addon is not built or the device is not usable.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { expectedTensors, type ModelConfig } from '../src/model/config.js';
+import { capabilities, Engine, type NativeExplain, type NativeResult } from '../src/engine/index.js';
+import type { EngineRequest, RankingMode } from '../src/features/feature-bundle.js';
+import { RefModel } from './reference/model.js';
+import { applyAdState, defaultAdState, modelScorers, refRank, refRetrieve, refRetrieveAndRank, type AdState, type RefResult } from './reference/funnel.js';
+import { addonBuilt } from './support/index.js';
+import { findTorchPython, runPythonModule } from './support/python.js';
+
+const DEVICE = process.env.ADRANK_PARITY_DEVICE ?? 'cpu';
+const CUDA = DEVICE.startsWith('cuda');
+const RANDOM_SEEDS = Number(process.env.ADRANK_PARITY_RANDOM ?? 6);
+/** demo config once; random configs with seeds 1..N (the seed picks sequence layers 0/1/2,
+ *  full/low-rank DCN, F32/BF16 ads.retrieval, sparse field counts: see cases.py) */
+const SUITES = [{ kind: 'demo', seed: 7 }, ...Array.from({ length: RANDOM_SEEDS }, (_, i) => ({ kind: 'random', seed: i + 1 }))];
+
+interface Tol {
+  rtol: number;
+  atol: number;
+}
+const CPU_TOL = { prob: { rtol: 1e-4, atol: 1e-6 }, score: { rtol: 1e-4, atol: 1e-5 }, vec: { rtol: 1e-4, atol: 1e-5 } };
+const REF_TOL: Tol = { rtol: 1e-9, atol: 1e-10 };
+const BF16_PROB_ATOL = 2e-2;
+const BF16_MIN_OVERLAP = 0.98;
+
+// ---- the JSON written by scripts/reference/cases.py ------------------------------------------
+
+type RequestJson = Omit<EngineRequest, 'taskWeights' | 'userSparse' | 'seqItems' | 'candidates' | 'excludedAdvertisers' | 'excludedAds'> & {
+  taskWeights: number[] | null;
+  userSparse: string[][];
+  seqItems: string[];
+  candidates: string[];
+  excludedAdvertisers: string[];
+  excludedAds: string[];
+};
+interface WinnersJson {
+  adIds: string[];
+  advertisers: string[];
+  rows: number[];
+  scores: number[];
+  probs: number[][];
+  prices: number[];
+  counts: Record<string, number>;
+  retrieved: number;
+}
+interface CaseJson {
+  name: string;
+  request: RequestJson;
+  explain: { rows: number[]; bid: number[]; weights: number[]; probs: number[]; logits: number[]; utility: number[]; retrievalScores: number[]; user: number[]; sequence: number[]; query: number[] };
+  rank: WinnersJson;
+  retrieve: WinnersJson;
+  retrieveAndRank: WinnersJson;
+}
+interface CasesJson {
+  seed: number;
+  kind: string;
+  config: ModelConfig;
+  numAds: number;
+  adState: { ids: string[]; active: number[]; inBudget: number[]; pacingRate: number[] };
+  cases: CaseJson[];
+}
+
+const big = (xs: string[]) => BigInt64Array.from(xs, (x) => BigInt(x));
+
+function toEngineRequest(j: RequestJson): EngineRequest {
+  return {
+    ...j,
+    mode: j.mode as RankingMode,
+    taskWeights: j.taskWeights ? Float32Array.from(j.taskWeights) : undefined,
+    userDense: Float32Array.from(j.userDense),
+    userEmbedding: Float32Array.from(j.userEmbedding),
+    targeting: Uint32Array.from(j.targeting),
+    userSparse: j.userSparse.map(big),
+    seqItems: big(j.seqItems),
+    seqActions: Uint32Array.from(j.seqActions),
+    candidates: big(j.candidates),
+    excludedAdvertisers: big(j.excludedAdvertisers),
+    excludedAds: big(j.excludedAds),
+  };
+}
+
+// ---- comparisons ------------------------------------------------------------------------------
+
+/** |got − want| ≤ atol_i + rtol·|want| elementwise (atol may be per element); names the worst. */
+function close(field: string, got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, atol: number | ((i: number) => number)): void {
+  expect(got.length, `${field}: length`).to.equal(want.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < want.length; i++) {
+    const a = typeof atol === 'number' ? atol : atol(i);
+    const excess = Math.abs(got[i] - want[i]) - (a + rtol * Math.abs(want[i]));
+    if (!(excess <= worstExcess)) {
+      worst = i;
+      worstExcess = Number.isNaN(excess) ? Infinity : excess;
+    }
+  }
+  if (worst >= 0) expect.fail(`${field}[${worst}]: got ${got[worst]}, want ${want[worst]} (rtol ${rtol}, atol ${typeof atol === 'number' ? atol : atol(worst)})`);
+}
+
+const near = (a: number, b: number, t: Tol) => Math.abs(a - b) <= t.atol + t.rtol * Math.abs(b);
+
+/** Winner ids equal position by position, except where the two ads' scores tie within `t`.
+ *  Returns the tied positions (prices there depend on which of the tied ads came first). */
+function sameWinners(field: string, gotIds: ArrayLike<bigint>, gotScores: ArrayLike<number>, want: WinnersJson, t: Tol): Set<number> {
+  expect(gotIds.length, `${field}: winner count`).to.equal(want.adIds.length);
+  const ties = new Set<number>();
+  for (let i = 0; i < want.adIds.length; i++) {
+    if (gotIds[i] === BigInt(want.adIds[i])) continue;
+    if (!near(gotScores[i], want.scores[i], t))
+      expect.fail(`${field}: winner ${i} is ${gotIds[i]} (score ${gotScores[i]}), want ${want.adIds[i]} (score ${want.scores[i]}), not a tie`);
+    ties.add(i);
+  }
+  return ties;
+}
+
+function pricesClose(field: string, got: ArrayLike<number>, want: number[], ties: Set<number>, t: Tol): void {
+  expect(got.length, `${field}: price count`).to.equal(want.length);
+  for (let i = 0; i < want.length; i++) {
+    if (ties.has(i) || ties.has(i + 1)) continue;
+    if (!near(got[i], want[i], t)) expect.fail(`${field}[${i}]: got ${got[i]}, want ${want[i]} (rtol ${t.rtol}, atol ${t.atol})`);
+  }
+}
+
+/** Exact counts; on CUDA `capped` may differ (it depends on near-tied bf16 orders). */
+function countsEqual(field: string, got: object, want: Record<string, number>): void {
+  const g = { ...(got as Record<string, number>) };
+  const w = { ...want };
+  if (CUDA) {
+    delete g.capped;
+    delete w.capped;
+  }
+  for (const k of Object.keys(w)) expect(g[k], `${field}.${k}`).to.equal(w[k]);
+}
+
+// ---- the suite --------------------------------------------------------------------------------
+
+describe('40 parity: PyTorch reference vs bundle contract, TS reference and engine', function () {
+  this.timeout(600_000);
+  const py = findTorchPython();
+
+  before(function () {
+    if (!py.ok) {
+      console.log(`      [40.parity] skipped: ${py.reason}`);
+      this.skip();
+    } else console.log(`      [40.parity] PyTorch reference: ${py.python} (torch ${py.torch}); engine device ${DEVICE}`);
+  });
+
+  /** null when the engine can run here, else why not */
+  function engineUnavailable(): string | null {
+    if (!addonBuilt()) return 'native addon not built (build/Release/adrank.node)';
+    if (CUDA) {
+      const caps = capabilities();
+      if (!caps.cuda.usable) return `ADRANK_PARITY_DEVICE=${DEVICE} but CUDA is not usable: ${caps.cuda.reason}`;
+    }
+    return null;
+  }
+
+  for (const suite of SUITES) {
+    describe(`${suite.kind} config, seed ${suite.seed}`, function () {
+      let dir = '';
+      let doc: CasesJson;
+      let bundlePath = '';
+      let bundle: LoadedBundle | undefined;
+
+      before(function () {
+        if (!py.ok) this.skip();
+        dir = mkdtempSync(join(tmpdir(), 'adrank-parity-'));
+        runPythonModule(py.ok ? py.python : '', 'scripts.reference.cli', ['make-case', '--seed', String(suite.seed), '--config', suite.kind, '--out', dir]);
+        bundlePath = join(dir, 'bundle.safetensors');
+        doc = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as CasesJson;
+      });
+
+      after(() => {
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      });
+
+      it('writes exactly the tensors of expectedTensors(config, N), sorted and contiguous', function () {
+        const buf = readFileSync(bundlePath);
+        const n = Number(buf.readBigUInt64LE(0));
+        expect(n % 8, 'header length is a multiple of 8').to.equal(0);
+        const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, any>;
+        const meta = header.__metadata__ as Record<string, string>;
+        delete header.__metadata__;
+        expect(meta['adrank.format']).to.equal('1');
+        const config = JSON.parse(meta['adrank.config']) as ModelConfig;
+        expect(config).to.deep.equal(doc.config);
+        const specs = expectedTensors(config, doc.numAds);
+        expect(Object.keys(header).sort()).to.deep.equal(specs.map((s) => s.name).sort());
+        for (const s of specs) {
+          expect(header[s.name].shape, `${s.name} shape`).to.deep.equal(s.shape);
+          expect(s.dtypes, `${s.name} dtype ${header[s.name].dtype}`).to.include(header[s.name].dtype);
+        }
+        const names = Object.keys(header).sort();
+        let pos = 0;
+        for (const name of names) {
+          expect(header[name].data_offsets[0], `${name} begins where the previous tensor ended`).to.equal(pos);
+          pos = header[name].data_offsets[1];
+        }
+        expect(8 + n + pos).to.equal(buf.length);
+      });
+
+      it('is accepted by loadBundle with the same config', async function () {
+        bundle = await loadBundle(bundlePath);
+        expect(bundle.numAds).to.equal(doc.numAds);
+        expect(bundle.config).to.deep.equal(doc.config);
+      });
+
+      it('computes the same function as the TypeScript float64 reference (test/reference)', async function () {
+        const b = bundle ?? (await loadBundle(bundlePath));
+        const m = new RefModel(b);
+        const state = adStateOf(b, doc);
+        for (const c of doc.cases) {
+          const r = toEngineRequest(c.request);
+          const sc = modelScorers(m, r);
+          const e = c.explain;
+          close(`${c.name} user`, sc.us.u, e.user, REF_TOL.rtol, REF_TOL.atol);
+          close(`${c.name} sequence`, sc.us.H.flatMap((h) => Array.from(h)), e.sequence, REF_TOL.rtol, REF_TOL.atol);
+          close(`${c.name} query`, sc.us.query, e.query, REF_TOL.rtol, REF_TOL.atol);
+          close(`${c.name} probs`, e.rows.flatMap((row) => Array.from(sc.rank(row).probs)), e.probs, REF_TOL.rtol, REF_TOL.atol);
+          close(`${c.name} utility`, e.rows.map((row) => sc.rank(row).utility), e.utility, REF_TOL.rtol, REF_TOL.atol);
+          close(`${c.name} retrievalScores`, e.rows.map((row) => sc.retrieval(row)), e.retrievalScores, REF_TOL.rtol, REF_TOL.atol);
+          const results: [string, RefResult, WinnersJson][] = [
+            ['rank', refRank(b, r, state, sc.rank), c.rank],
+            ['retrieve', refRetrieve(b, r, state, sc.retrieval), c.retrieve],
+            ['retrieveAndRank', refRetrieveAndRank(b, r, state, sc.retrieval, sc.rank), c.retrieveAndRank],
+          ];
+          for (const [op, g, want] of results) {
+            const f = `${c.name} ${op}`;
+            expect(g.adIds.map(String), `${f} winners`).to.deep.equal(want.adIds);
+            close(`${f} scores`, g.scores, want.scores, REF_TOL.rtol, REF_TOL.atol);
+            close(`${f} prices`, g.prices, want.prices, REF_TOL.rtol, REF_TOL.atol);
+            expect(g.counts, `${f} counts`).to.deep.equal(want.counts);
+            expect(g.retrieved, `${f} retrieved`).to.equal(want.retrieved);
+          }
+        }
+      });
+
+      describe(`engine on ${DEVICE}`, function () {
+        let engine: Engine | undefined;
+
+        before(async function () {
+          const why = engineUnavailable();
+          if (why) {
+            console.log(`      [40.parity] engine part skipped: ${why}`);
+            this.skip();
+          }
+          engine = await Engine.load(bundlePath, { device: DEVICE });
+          const s = doc.adState;
+          const unknown = engine.setAdState(big(s.ids), Uint8Array.from(s.active), Uint8Array.from(s.inBudget), Float32Array.from(s.pacingRate));
+          expect(unknown, 'setAdState unknown ids').to.equal(0);
+        });
+
+        after(() => engine?.dispose());
+
+        it('explain(): per-candidate probabilities, utilities, retrieval scores and request-side vectors', async function () {
+          for (const c of doc.cases) {
+            const x: NativeExplain = await engine!.explain(toEngineRequest(c.request));
+            const e = c.explain;
+            expect(Array.from(x.rows), `${c.name} rows`).to.deep.equal(e.rows);
+            if (CUDA) {
+              close(`${c.name} probs`, x.probs, e.probs, 0, BF16_PROB_ATOL);
+              const sumW = e.weights.reduce((s, v) => s + Math.abs(v), 0);
+              close(`${c.name} value`, Array.from(x.utility, (u, i) => u / e.bid[i]), e.utility.map((u, i) => u / e.bid[i]), 0, BF16_PROB_ATOL * sumW);
+              close(`${c.name} retrievalScores`, x.retrievalScores, e.retrievalScores, 0, BF16_PROB_ATOL);
+            } else {
+              close(`${c.name} user`, x.user, e.user, CPU_TOL.vec.rtol, CPU_TOL.vec.atol);
+              close(`${c.name} sequence`, x.sequence, e.sequence, CPU_TOL.vec.rtol, CPU_TOL.vec.atol);
+              close(`${c.name} query`, x.query, e.query, CPU_TOL.vec.rtol, CPU_TOL.vec.atol);
+              close(`${c.name} probs`, x.probs, e.probs, CPU_TOL.prob.rtol, CPU_TOL.prob.atol);
+              close(`${c.name} utility`, x.utility, e.utility, CPU_TOL.prob.rtol, CPU_TOL.prob.atol);
+              close(`${c.name} retrievalScores`, x.retrievalScores, e.retrievalScores, CPU_TOL.score.rtol, CPU_TOL.score.atol);
+            }
+          }
+        });
+
+        for (const op of ['rank', 'retrieve', 'retrieveAndRank'] as const) {
+          it(`${op}(): winners, counts, scores${op === 'retrieve' ? '' : ', probabilities and GSP prices'}`, async function () {
+            let overlap = 0;
+            let total = 0;
+            for (const c of doc.cases) {
+              const got: NativeResult = await engine![op](toEngineRequest(c.request));
+              const want = c[op];
+              const f = `${c.name} ${op}`;
+              countsEqual(`${f} counts`, got.counts, want.counts);
+              if (op === 'retrieveAndRank') expect(got.retrieved, `${f} retrieved`).to.equal(want.retrieved);
+              if (CUDA) {
+                const ids = new Set(Array.from(got.adIds, String));
+                overlap += want.adIds.filter((id) => ids.has(id)).length;
+                total += want.adIds.length;
+                continue;
+              }
+              const t = op === 'retrieve' ? CPU_TOL.score : CPU_TOL.prob;
+              const ties = sameWinners(f, got.adIds, got.scores, want, t);
+              close(`${f} scores`, got.scores, want.scores, t.rtol, t.atol);
+              expect(Array.from(got.advertisers, String).filter((_, i) => !ties.has(i)), `${f} advertisers`).to.deep.equal(want.advertisers.filter((_, i) => !ties.has(i)));
+              if (op !== 'retrieve') {
+                const probs = want.probs.filter((_, i) => !ties.has(i)).flat();
+                const T = doc.config.tasks.length;
+                close(`${f} probs`, Array.from(got.probs).filter((_, j) => !ties.has(Math.floor(j / T))), probs, CPU_TOL.prob.rtol, CPU_TOL.prob.atol);
+              }
+              pricesClose(`${f} prices`, got.prices, want.prices, ties, CPU_TOL.prob);
+            }
+            if (CUDA && total > 0) expect(overlap / total, `${op} top-K overlap over ${doc.cases.length} requests`).to.be.at.least(BF16_MIN_OVERLAP);
+          });
+        }
+      });
+    });
+  }
+});
+
+/** The live ad state of cases.json applied to a default state (for the TS reference). */
+function adStateOf(b: LoadedBundle, doc: CasesJson): AdState {
+  const s = defaultAdState(b.numAds);
+  const a = doc.adState;
+  applyAdState(b, s, big(a.ids), a.active, a.inBudget, Float32Array.from(a.pacingRate));
+  return s;
+}
