@@ -80,7 +80,7 @@ function requestsFor(b: LoadedBundle, rng: Rng, candidates: number): [string, En
   const c = b.config;
   const opts: [string, RequestOptions][] = [
     ['empty sequence, empty sparse lists', { seqLen: 0, sparseLen: 0, candidates }],
-    ['sequence over max_len, overridden task weights', { seqLen: c.sequence.max_len + 3, taskWeights: true, candidates }],
+    ['full sequence (max_len), overridden task weights', { seqLen: c.sequence.max_len, taskWeights: true, candidates }],
     ['one-item sequence, unknown + duplicate ids', { seqLen: 1, candidates, unknown: 0.2, duplicate: 0.2 }],
   ];
   const out = opts.map(([label, o]) => [label, randomRequest(rng, b, o)] as [string, EngineRequest]);

@@ -84,6 +84,20 @@ describe('31 funnel (CPU engine)', function () {
       const local = await e2.rank(craftRequest(b2, { k: 2, cap: 1, mode: 1, partitions: 2 }));
       expect(ids(local)).to.deep.equal([2, 1]);
       expect(local.counts.capped).to.equal(0); // partition 0 = {2, 4} with K' = 1 stops before 4
+      engine!.dispose();
+      // negative ids use the mathematical modulo: with P = 3, -1 is in partition 2 (not 1 as |id| mod P
+      // or a truncating % would give), 4 and 7 in 1, -3 in 0; K' = 1
+      const b3 = craftBundle([ad(-1, 1, 9), ad(4, 2, 8), ad(-3, 3, 1), ad(7, 4, 5)]);
+      const e3 = open(b3);
+      const neg = await e3.rank(craftRequest(b3, { k: 2, mode: 1, partitions: 3, price: true }));
+      expect(ids(neg)).to.deep.equal([-1, 4]);
+      // merged partition winners [-1, 4, -3]: the runner-up is -3 (utility 1)
+      expect(Array.from(neg.prices)).to.deep.equal([8, 1]);
+      // K = 3: merged winners are exactly K, no runner-up: the last winner pays the reserve (0)
+      const neg3 = await e3.rank(craftRequest(b3, { k: 3, mode: 1, partitions: 3, price: true }));
+      expect(ids(neg3)).to.deep.equal([-1, 4, -3]);
+      expect(Array.from(neg3.prices)).to.deep.equal([8, 1, 0]);
+      expect(ids(await e3.rank(craftRequest(b3, { k: 3 })))).to.deep.equal([-1, 4, 7]);
     });
 
     it('exclusions by ad and by advertiser, counted under the first reason', async () => {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <sstream>
 
 namespace adrank::addon {
 
@@ -9,8 +10,10 @@ std::string describe(const Napi::Value& v) {
   if (v.IsUndefined()) return "undefined";
   if (v.IsNull()) return "null";
   if (v.IsNumber()) {
-    std::string s = std::to_string(v.As<Napi::Number>().DoubleValue());
-    return s;
+    std::ostringstream os;
+    os.precision(17);
+    os << v.As<Napi::Number>().DoubleValue();
+    return os.str();
   }
   if (v.IsString()) return "\"" + v.As<Napi::String>().Utf8Value() + "\"";
   if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";

@@ -20,13 +20,11 @@ Device parse_device(const std::string& s) {
   throw std::runtime_error("expected cpu or cuda:N for device, got \"" + s + "\"");
 }
 
+#ifndef ADRANK_WITH_CUDA
+// CPU-only build: the CUDA backend (native/kernels/cuda/cuda_backend.cu) defines this otherwise.
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model>, int device, cpu::ThreadPool*) {
-#ifdef ADRANK_WITH_CUDA
-  throw std::runtime_error("device cuda:" + std::to_string(device) +
-                           " requested but the CUDA backend is not implemented in this build yet; use device cpu");
-#else
   throw std::runtime_error("device cuda:" + std::to_string(device) + " requested but this addon was not compiled with CUDA");
-#endif
 }
+#endif
 
 }  // namespace adrank

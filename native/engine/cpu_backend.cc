@@ -19,7 +19,8 @@ namespace adrank {
 
 namespace {
 
-constexpr int kChunk = 256;           // candidate rows per forward chunk
+constexpr int kChunk = 256;           // most candidate rows per forward chunk (workspace size)
+constexpr int kMinChunk = 32;         // fewest, so small requests still spread over the threads
 constexpr int64_t kScanChunk = 16384; // ads per retrieval-scan chunk
 
 double now_us() {
@@ -370,7 +371,9 @@ void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, 
 void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t) {
   if (count == 0) return;
   const double t0 = now_us();
-  const int64_t chunks = (count + kChunk - 1) / kChunk;
+  const int64_t threads = pool_ ? pool_->size() : 1;
+  const int64_t rows_per = std::min<int64_t>(kChunk, std::max<int64_t>(kMinChunk, (count + threads - 1) / threads));
+  const int64_t chunks = (count + rows_per - 1) / rows_per;
   std::mutex mu;
   StageTime total;
   auto run = [&](int64_t c0, int64_t c1) {
@@ -378,8 +381,8 @@ void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count
     StageTime st;
     try {
       for (int64_t c = c0; c < c1; c++) {
-        const int64_t r0 = c * kChunk;
-        forward_chunk(us, rows + r0, int(std::min<int64_t>(kChunk, count - r0)), r0, *ws, out, st);
+        const int64_t r0 = c * rows_per;
+        forward_chunk(us, rows + r0, int(std::min<int64_t>(rows_per, count - r0)), r0, *ws, out, st);
       }
     } catch (...) {
       release(std::move(ws));

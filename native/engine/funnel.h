@@ -91,7 +91,9 @@ std::vector<float> gsp_prices(const Selection& s, float reserve, BidOf bid_of, V
       prices[i] = std::min(bid, reserve);
       continue;
     }
-    const float p = next->score / value_of(w.index);
+    // value 0 (all task weights 0, refused by the API, or underflow): ratio 0 (docs/funnel.md).
+    const float value = value_of(w.index);
+    const float p = value > 0.f ? next->score / value : 0.f;
     prices[i] = std::min(bid, std::max(reserve, p));
   }
   return prices;

@@ -12,8 +12,11 @@ struct Counts {
   int64_t capped = 0, eligible = 0;
 };
 
-// Microseconds. The candidate forward runs chunks on several threads; gather/masknet/dcn/mlp split
-// its wall time in proportion to the thread time each stage took, so the stages add up to wall time.
+// Microseconds. queue: from the call to a worker thread picking it up; user: request side (features,
+// sequence encoder, user half of MaskNet layer 1, retrieval query); retrieve: corpus scan with
+// eligibility (Retrieve, RetrieveAndRank); select: Rank intake + eligibility, selection, prices.
+// The candidate forward runs chunks on several threads; gather/masknet/dcn/mlp split its wall time in
+// proportion to the thread time each stage took, so they add up to the forward's wall time.
 struct Timings {
   double queue = 0, user = 0, retrieve = 0, gather = 0, masknet = 0, dcn = 0, mlp = 0, select = 0, total = 0;
 };

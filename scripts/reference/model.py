@@ -144,7 +144,7 @@ class TargetAttention(nn.Module):
         Padded positions (valid 0) get weight exactly 0, so a padded H gives the same result as
         the unpadded one."""
         q = self.query(ad_embedding_n)
-        scores = q @ h.transpose(0, 1) / math.sqrt(h.shape[-1])
+        scores = q @ h.transpose(0, 1) / math.sqrt(self.query.out_features)
         scores = scores + (valid - 1.0) * 1e30
         alpha = torch.softmax(scores, dim=-1) * valid
         return alpha @ h

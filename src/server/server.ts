@@ -4,7 +4,8 @@
  * after a grace period → engine dispose. Also grpc.health.v1.Health and server reflection.
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import * as protoLoader from '@grpc/proto-loader';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import protobuf from 'protobufjs';
 import type { Engine } from '../engine/index.js';
@@ -154,7 +155,8 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
-    new ReflectionService(packageDefinition).addToServer(this.server);
+    const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
+    new ReflectionService({ ...packageDefinition, ...healthDefinition }).addToServer(this.server);
   }
 
   private async load(): Promise<void> {

@@ -192,7 +192,8 @@ function gsp(b: LoadedBundle, winners: Scored[], runnerUp: Scored | undefined, s
     const next = winners[i + 1] ?? runnerUp;
     const b_i = bid[w.row];
     if (!next) return Math.min(b_i, reserve);
-    return Math.min(b_i, Math.max(reserve, next.score / scorer(w.row).value));
+    const value = scorer(w.row).value;
+    return Math.min(b_i, Math.max(reserve, value > 0 ? next.score / value : 0));
   });
 }
 

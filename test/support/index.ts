@@ -28,7 +28,7 @@ export function addonBuilt(): boolean {
 
 export interface RequestOptions {
   candidates?: number;
-  /** engagement sequence length (default random 0..max_len+2, so the cut is exercised) */
+  /** engagement sequence length, at most max_len (default random 0..max_len) */
   seqLen?: number;
   /** ids per user sparse field (default random 0..4) */
   sparseLen?: number;
@@ -52,7 +52,7 @@ export function randomRequest(rng: Rng, b: LoadedBundle, o: RequestOptions = {})
     else if (o.duplicate && candidates.length && x < (o.unknown ?? 0) + o.duplicate) candidates.push(rng.pick(candidates));
     else candidates.push(ids[rng.int(0, b.numAds - 1)]);
   }
-  const seqLen = o.seqLen ?? rng.int(0, c.sequence.max_len + 2);
+  const seqLen = o.seqLen ?? rng.int(0, c.sequence.max_len);
   const seqItems = Array.from({ length: Math.min(seqLen, c.sequence.max_len) }, () => BigInt(rng.int(0, 5 * c.sequence.item_buckets)));
   return {
     requestId: `req-${rng.u32()}`,

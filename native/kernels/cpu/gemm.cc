@@ -4,7 +4,7 @@
 // Blocking (one task = one MC-row × NC-column block of C, all of K):
 //   for K block of kKc                 (W micro-panel kKc × 32 floats = 32 KiB stays in L1/L2)
 //     pack A[rows, K block] into micro-panels [kc][mr]   (contiguous broadcasts; ≤ 240 KiB, L2)
-//     for column tile of nr (32 AVX-512, 16 AVX2/scalar) in the task's columns
+//     for column tile of nr (32 AVX-512, 16 AVX2/scalar; 64 / 32 when m <= 4 / 3) in the task
 //       for row tile of mr (12 AVX-512, 6 AVX2, 4 scalar) in the task's rows
 //         micro-kernel: mr × nr accumulators in registers, one FMA chain per element over p,
 //         C loaded back between K blocks; on the last K block the epilogue is applied in
@@ -49,7 +49,7 @@ struct Tile {
   int64_t wstride;  // floats between consecutive W panels (k * 16)
   float* c;
   int64_t ldc;
-  int ncols;        // valid columns in the tile, 1 .. NP * 16
+  int ncols;        // valid columns in the tile, 1 .. NP * 16 (the tile's W panels are all real)
   bool first;       // first K block: start from 0 instead of loading C
   bool last;        // last K block: apply the epilogue
   const float* bias;
@@ -62,28 +62,43 @@ struct Tile {
 
 using Ukernel = void (*)(const Tile&);
 
-// The micro-kernels of one ISA: uk[mr - 1][np - 1] handles an mr × (np · 16) tile.
+// The micro-kernels of one ISA: uk[mr - 1][np - 1] handles an mr × (np · 16) tile. Full tiles
+// are mr × (np · 16); a call with m <= small_m uses tiles of small_np panels instead, so a
+// single row (the user side) still has enough independent FMA chains to hide their latency.
 struct Isa {
   const char* name;
-  int mr;  // rows per full tile
-  int np;  // W panels per full tile
-  std::array<std::array<Ukernel, 2>, 12> uk;
+  int mr;        // rows per full tile
+  int np;        // W panels per full tile
+  int small_m;   // m up to which wide tiles are used (0: never)
+  int small_np;  // W panels per wide tile
+  std::array<std::array<Ukernel, 4>, 12> uk;
 };
 
-template <template <int, int> class K, int kMr, int kNp, int R>
-constexpr std::array<Ukernel, 2> table_row() {
-  if constexpr (R < kMr) {
-    if constexpr (kNp > 1) return {&K<R + 1, 1>::run, &K<R + 1, 2>::run};
-    else return {&K<R + 1, 1>::run, nullptr};
-  } else {
-    return {nullptr, nullptr};
-  }
+constexpr bool has_kernel(int mr, int np, int mr_max, int np_max, int small_m, int small_np) {
+  return mr <= mr_max && (np <= np_max || (mr <= small_m && np <= small_np));
 }
 
-// The table for a micro-kernel template K<MR, NP> with MR in 1..kMr, NP in 1..kNp.
-template <template <int, int> class K, int kMr, int kNp, size_t... R>
-constexpr std::array<std::array<Ukernel, 2>, 12> make_table(std::index_sequence<R...>) {
-  return {table_row<K, kMr, kNp, int(R)>()...};
+template <template <int, int> class K, int MR, int NP, bool kHas>
+constexpr Ukernel kernel_or_null() {
+  if constexpr (kHas) return &K<MR, NP>::run;
+  else return nullptr;
+}
+
+template <template <int, int> class K, int kMr, int kNp, int kSmallM, int kSmallNp, int MR, size_t... NP>
+constexpr std::array<Ukernel, 4> table_row(std::index_sequence<NP...>) {
+  return {kernel_or_null<K, MR, int(NP) + 1, has_kernel(MR, int(NP) + 1, kMr, kNp, kSmallM, kSmallNp)>()...};
+}
+
+// The table for a micro-kernel template K<MR, NP>: MR in 1..kMr with NP in 1..kNp, plus
+// NP up to kSmallNp for MR <= kSmallM.
+template <template <int, int> class K, int kMr, int kNp, int kSmallM, int kSmallNp, size_t... R>
+constexpr std::array<std::array<Ukernel, 4>, 12> make_table(std::index_sequence<R...>) {
+  return {table_row<K, kMr, kNp, kSmallM, kSmallNp, int(R) + 1>(std::make_index_sequence<4>())...};
+}
+
+template <template <int, int> class K, int kMr, int kNp, int kSmallM, int kSmallNp>
+constexpr Isa make_isa(const char* name) {
+  return {name, kMr, kNp, kSmallM, kSmallNp, make_table<K, kMr, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>())};
 }
 
 // ---- portable scalar path ----------------------------------------------------------------
@@ -116,49 +131,45 @@ struct ScalarKernel {
   }
 };
 
-const Isa kScalar{"scalar", 4, 1, make_table<ScalarKernel, 4, 1>(std::make_index_sequence<12>())};
+const Isa kScalar = make_isa<ScalarKernel, 4, 1, 0, 1>("scalar");
 
 #if defined(__x86_64__)
 
-// ---- AVX2 + FMA: 6 × 16 tile (12 ymm accumulators) -----------------------------------------
+// ---- AVX2 + FMA: 6 × 16 tile (12 ymm accumulators); m <= 3: up to 3 × 32 -----------------------
 
 template <int MR, int NP>
 struct Avx2Kernel {
+  static constexpr int V = 2 * NP;  // ymm vectors per row
   __attribute__((target("avx2,fma"))) static __m256 load(const float* p, bool full, __m256i mask) {
     return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
   }
   __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
-    static_assert(NP == 1, "the AVX2 path uses one panel (two ymm) per tile");
-    const bool full = t.ncols == kPanel;
-    __m256i mask[2];
-    for (int v = 0; v < 2; v++) {
-      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-      mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
-    }
-    __m256 acc[MR][2];
+    const bool full = t.ncols == NP * kPanel;
+    __m256i mask[V];
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < V; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
+    __m256 acc[MR][V];
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
-      for (int v = 0; v < 2; v++)
-        acc[r][v] = t.first ? _mm256_setzero_ps()
-                    : full  ? _mm256_loadu_ps(t.c + r * t.ldc + 8 * v)
-                            : _mm256_maskload_ps(t.c + r * t.ldc + 8 * v, mask[v]);
+      for (int v = 0; v < V; v++)
+        acc[r][v] = t.first ? _mm256_setzero_ps() : load(t.c + r * t.ldc + 8 * v, full, mask[v]);
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
-      __m256 b0 = _mm256_load_ps(w), b1 = _mm256_load_ps(w + 8);
+      __m256 b[V];
+      for (int v = 0; v < V; v++) b[v] = _mm256_load_ps(w + (v / 2) * t.wstride + 8 * (v % 2));
 #pragma GCC unroll 12
       for (int r = 0; r < MR; r++) {
         __m256 ar = _mm256_broadcast_ss(a + r);
-        acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(ar, b[v], acc[r][v]);
       }
     }
     if (t.last) {
-      __m256 bias[2], zero = _mm256_setzero_ps();
-      for (int v = 0; v < 2; v++) bias[v] = t.bias ? load(t.bias + 8 * v, full, mask[v]) : zero;
+      __m256 bias[V], zero = _mm256_setzero_ps();
+      for (int v = 0; v < V; v++) bias[v] = t.bias ? load(t.bias + 8 * v, full, mask[v]) : zero;
 #pragma GCC unroll 12
       for (int r = 0; r < MR; r++)
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < V; v++) {
           __m256 x = _mm256_add_ps(acc[r][v], bias[v]);
           if (t.relu) x = _mm256_max_ps(x, zero);
           if (t.mul) x = _mm256_mul_ps(x, load(t.mul + r * t.ld_mul + 8 * v, full, mask[v]));
@@ -168,7 +179,7 @@ struct Avx2Kernel {
     }
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
-      for (int v = 0; v < 2; v++) {
+      for (int v = 0; v < V; v++) {
         float* c = t.c + r * t.ldc + 8 * v;
         if (full) _mm256_storeu_ps(c, acc[r][v]);
         else _mm256_maskstore_ps(c, mask[v], acc[r][v]);
@@ -176,9 +187,9 @@ struct Avx2Kernel {
   }
 };
 
-const Isa kAvx2{"avx2", 6, 1, make_table<Avx2Kernel, 6, 1>(std::make_index_sequence<12>())};
+const Isa kAvx2 = make_isa<Avx2Kernel, 6, 1, 3, 2>("avx2");
 
-// ---- AVX-512: 12 × 32 tile (24 zmm accumulators over two W panels) -------------------------
+// ---- AVX-512: 12 × 32 tile (24 zmm accumulators over two W panels); m <= 4: up to 4 × 64 ------
 
 template <int MR, int NP>
 struct Avx512Kernel {
@@ -194,12 +205,10 @@ struct Avx512Kernel {
       for (int v = 0; v < NP; v++)
         acc[r][v] = t.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], t.c + r * t.ldc + kPanel * v);
     const float* a = t.a;
-    const float* w0 = t.w;
-    const float* w1 = t.w + (NP > 1 ? t.wstride : 0);
-    for (int p = 0; p < t.kc; p++, a += MR, w0 += kPanel, w1 += kPanel) {
+    const float* w = t.w;
+    for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
       __m512 b[NP];
-      b[0] = _mm512_load_ps(w0);
-      if (NP > 1) b[NP - 1] = _mm512_load_ps(w1);
+      for (int v = 0; v < NP; v++) b[v] = _mm512_load_ps(w + v * t.wstride);
 #pragma GCC unroll 12
       for (int r = 0; r < MR; r++) {
         __m512 ar = _mm512_set1_ps(a[r]);
@@ -225,7 +234,7 @@ struct Avx512Kernel {
   }
 };
 
-const Isa kAvx512{"avx512", 12, 2, make_table<Avx512Kernel, 12, 2>(std::make_index_sequence<12>())};
+const Isa kAvx512 = make_isa<Avx512Kernel, 12, 2, 4, 4>("avx512");
 
 #endif  // __x86_64__
 
@@ -241,7 +250,7 @@ void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedM
   const int n = w.n(), k = w.k();
   if (m <= 0 || n <= 0) return;
   const int mr = isa.mr;
-  const int nr = isa.np * kPanel;
+  const int nr = (m <= isa.small_m ? isa.small_np : isa.np) * kPanel;
 
   // Task grid: row blocks of mc (a multiple of mr), column blocks of ncu tiles of nr columns,
   // both balanced; when threads are used, at least ~4 tasks per thread where the shape allows.

@@ -13,6 +13,10 @@
 //   MaskNet mask product (x̂ ⊙ m)        bias, mul = x̂
 //   DCNv2 cross layer x0 ⊙ (W x_l + b) + x_l    bias, mul = x0, add = x_l
 // C must not alias A, mul or add.
+//
+// Determinism: each element of C is one fp32 FMA chain over p = 0..k-1 in order, so on one ISA
+// path the result is bitwise the same for any thread count, task split or batch (a row computed
+// alone equals that row inside any m). Paths differ from each other only by rounding.
 #pragma once
 
 #include <cstddef>

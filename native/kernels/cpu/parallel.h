@@ -1,6 +1,9 @@
 // A small fork-join thread pool for the CPU kernels. Many callers (one per in-flight request, on
 // libuv worker threads) may call parallel_for at once; each call is its own job, the calling
 // thread works on its own job too, so a call always completes even when every worker is busy.
+// Idle workers sleep on a condition variable (no spinning) and help the oldest job that still has
+// chunks to hand out; chunks are claimed dynamically, so uneven chunks balance. Nested calls from
+// inside fn are fine (the inner call is a job of its own).
 #pragma once
 
 #include <cstdint>
@@ -12,14 +15,17 @@ class ThreadPool {
  public:
   // threads = total workers including the caller; 0 = std::thread::hardware_concurrency().
   explicit ThreadPool(int threads = 0);
+  // Stops and joins the workers; no parallel_for may still be running on the pool.
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const;
 
-  // Calls fn(begin, end) over [0, n) in chunks of at least `grain`, spread over the pool;
-  // returns when all chunks are done. An exception thrown by fn is rethrown here (first one wins).
+  // Calls fn(begin, end) over [0, n) in chunks of at least `grain` (about 4 chunks per thread
+  // when n allows; the last chunk may be shorter), spread over the pool; returns when all chunks
+  // are done. n <= grain or a 1-thread pool runs fn(0, n) on the caller. An exception thrown by
+  // fn is rethrown here (first one wins; chunks not yet started are then skipped).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
  private:

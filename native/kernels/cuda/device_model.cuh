@@ -73,7 +73,7 @@ struct DeviceModel {
   const float *seq_item = nullptr, *seq_action = nullptr, *seq_position = nullptr;
   SeqLayer seq[kMaxSeqLayers] = {};
   const float *seq_norm_w = nullptr, *seq_norm_b = nullptr;
-  DenseLinearF32 target_query;  // [d_s, d_ae]
+  const float* ad_query = nullptr;  // target-attention query q_c = W_ta L2n(emb_c) + b_ta, [N, d_s] (static, from load)
   DenseLinearF32 tower[kMaxTowerLayers];
   int tower_layers = 0;
   int d_r = 0, d_r_pad = 0;     // retrieval dim, padded to 8
@@ -81,7 +81,6 @@ struct DeviceModel {
   // ad side
   const bf16* ad_features = nullptr;  // a_c precomputed at load, [N, da_pad] bf16 (gather source)
   int da_pad = 0;                      // multiple of 8
-  const float* ad_embedding = nullptr; // [N, d_ae] fp32 (target-attention query)
   const int64_t* ad_id = nullptr;
   const int* ad_advertiser = nullptr;  // dense advertiser index [N]
   const int64_t* advertiser_id = nullptr;  // [num_advertisers]

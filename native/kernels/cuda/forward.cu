@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "kernels/cuda/gemm_bf16.cuh"
 
@@ -196,23 +197,19 @@ __global__ void l2n_kernel(float* v, int n, int n_pad) {
   block_l2n(v, n, n_pad, scratch);
 }
 
-// Per candidate (one warp each): target attention ta = Σ_j softmax_j(q·H_j/√d_s) H_j with
-// q = W_ta L2n(ads.embedding[row]) + b_ta, written as bf16 GEMM operand; then x = [u ; a_c ; ta]
-// and x̂ = input_norm(x) in fp32 (zero in padding columns).
+// Per candidate (one warp each): target attention ta = Σ_j softmax_j(q_c·H_j/√d_s) H_j with the
+// static query q_c = W_ta L2n(ads.embedding[c]) + b_ta (precomputed at load, ad_query), written as
+// the bf16 GEMM operand; then x = [u ; a_c ; ta] and x̂ = input_norm(x) in fp32 (0 in padding).
 __global__ void target_attention_xhat_kernel(DeviceModel m, const RequestDesc* desc, const float* H, const float* u,
                                              const int* rows, const int* m_dev, bf16* ta, int ta_w, float* xhat) {
   extern __shared__ float smem[];
-  const int d_s = m.d_s, d_ae = m.d_ae, L = m.seq_max_len;
-  float* Ws = smem;             // [d_s, d_ae]
-  float* Hs = Ws + d_s * d_ae;  // [L, d_s]
-  float* us = Hs + L * d_s;     // [du]
+  const int d_s = m.d_s, L = m.seq_max_len;
+  float* Hs = smem;         // [L, d_s]
+  float* us = Hs + L * d_s; // [du]
   const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  float* e = us + m.du + warp * (d_ae + 2 * d_s + L);
-  float* q = e + d_ae;
-  float* t = q + d_s;
+  float* t = us + m.du + warp * (d_s + L);  // per warp: ta [d_s], scores [L]
   float* sc = t + d_s;
   const int n = seq_len(desc, L);
-  for (int i = threadIdx.x; i < d_s * d_ae; i += blockDim.x) Ws[i] = m.target_query.w[i];
   for (int i = threadIdx.x; i < n * d_s; i += blockDim.x) Hs[i] = H[i];
   for (int i = threadIdx.x; i < m.du; i += blockDim.x) us[i] = u[i];
   __syncthreads();
@@ -222,20 +219,7 @@ __global__ void target_attention_xhat_kernel(DeviceModel m, const RequestDesc* d
     const int row = rows[i];
     bf16* ta_row = ta + int64_t(i) * ta_w;
     if (n > 0) {
-      const float* emb = m.ad_embedding + int64_t(row) * d_ae;
-      float ss = 0.f;
-      for (int c = lane; c < d_ae; c += 32) {
-        e[c] = emb[c];
-        ss += e[c] * e[c];
-      }
-      const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), 1e-12f);
-      __syncwarp();
-      for (int j = lane; j < d_s; j += 32) {
-        float a = 0.f;  // W_ta · L2n(e) + b_ta = (W_ta · e) / ‖e‖ + b_ta
-        for (int c = 0; c < d_ae; ++c) a = fmaf(Ws[j * d_ae + c], e[c], a);
-        q[j] = fmaf(a, inv, m.target_query.b[j]);
-      }
-      __syncwarp();
+      const float* q = m.ad_query + int64_t(row) * d_s;
       float mx = -INFINITY;
       for (int j = lane; j < n; j += 32) {
         float s = 0.f;
@@ -263,7 +247,7 @@ __global__ void target_attention_xhat_kernel(DeviceModel m, const RequestDesc* d
     }
     __syncwarp();
     for (int c = lane; c < ta_w; c += 32) ta_row[c] = __float2bfloat16(c < d_s ? t[c] : 0.f);
-    // x = [u ; a_c ; ta], two-pass LayerNorm statistics.
+    // x = [u ; a_c ; ta], two-pass LayerNorm statistics. a_c is read from the bf16 gather table.
     const bf16* a = m.ad_features + int64_t(row) * m.da_pad;
     auto xval = [&](int c) -> float {
       if (c < m.du) return us[c];
@@ -374,9 +358,10 @@ struct Carver {
   }
 };
 
-ForwardWorkspace carve(const DeviceModel& m, int m_cap, Carver& c) {
+ForwardWorkspace carve(const DeviceModel& m, int m_cap, int chunk, Carver& c) {
   ForwardWorkspace ws;
   ws.m_cap = m_cap;
+  ws.chunk = chunk;
   const size_t L = std::max(m.seq_max_len, 1), ds = std::max(m.d_s, 1);
   ws.seq_x = c.take<float>(L * ds);
   ws.seq_h = c.take<float>(L * ds);
@@ -391,7 +376,7 @@ ForwardWorkspace carve(const DeviceModel& m, int m_cap, Carver& c) {
   ws.tower_a = c.take<float>(tw);
   ws.tower_b = c.take<float>(tw);
   ws.query = c.take<float>(std::max(m.d_r_pad, tw));
-  const size_t M = m_cap;
+  const size_t M = chunk;
   ws.ta = c.take<bf16>(M * (m.k1 - m.da_pad));
   ws.xhat = c.take<float>(M * m.d_pad);
   ws.hidden = c.take<bf16>(M * m.mask_blocks * m.h_pad);
@@ -409,23 +394,24 @@ ForwardWorkspace carve(const DeviceModel& m, int m_cap, Carver& c) {
   ws.mlp_a = c.take<bf16>(M * wmax);
   ws.mlp_b = c.take<bf16>(M * wmax);
   ws.last_f32 = c.take<float>(M * wmax);
-  ws.logits = c.take<float>(M * m.tasks);
-  ws.probs = c.take<float>(M * m.tasks);
-  ws.value = c.take<float>(M);
-  ws.utility = c.take<float>(M);
+  const size_t R = m_cap;
+  ws.logits = c.take<float>(R * m.tasks);
+  ws.probs = c.take<float>(R * m.tasks);
+  ws.value = c.take<float>(R);
+  ws.utility = c.take<float>(R);
   return ws;
 }
 }  // namespace
 
-size_t forward_workspace_bytes(const DeviceModel& m, int m_cap) {
+size_t forward_workspace_bytes(const DeviceModel& m, int m_cap, int chunk) {
   Carver c{nullptr};
-  carve(m, m_cap, c);
+  carve(m, m_cap, chunk, c);
   return c.off;
 }
 
-ForwardWorkspace forward_workspace_carve(const DeviceModel& m, int m_cap, void* base) {
+ForwardWorkspace forward_workspace_carve(const DeviceModel& m, int m_cap, int chunk, void* base) {
   Carver c{static_cast<char*>(base)};
-  return carve(m, m_cap, c);
+  return carve(m, m_cap, chunk, c);
 }
 
 void layer_norm_relu(const float* x, int64_t ldx, int group_stride, int n, int groups, const float* gamma,
@@ -482,20 +468,26 @@ void enqueue_request_side(const DeviceModel& m, const RequestDesc* desc, const u
 }
 
 void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, const int* rows,
-                        const int* m_dev, ForwardWorkspace& ws, cudaStream_t st) {
-  const int M = ws.m_cap, B = m.mask_blocks;
+                        const int* m_dev, int rows_cap, int out_offset, ForwardWorkspace& ws, cudaStream_t st,
+                        const cudaEvent_t* marks) {
+  const int M = rows_cap, C = ws.chunk, B = m.mask_blocks;
+  if (rows_cap > ws.chunk) throw std::invalid_argument("enqueue_candidates: rows_cap > workspace chunk");
   const int ta_w = m.k1 - m.da_pad;
+  auto mark = [&](int i) {
+    if (marks) CUDA_CHECK(cudaEventRecordWithFlags(marks[i], st, cudaEventRecordExternal));
+  };
   {
     NvtxRange range(stage::kGather);
     const int warps = 8;
-    const size_t smem = sizeof(float) * (size_t(m.d_s) * m.d_ae + size_t(m.seq_max_len) * m.d_s + m.du +
-                                         size_t(warps) * (m.d_ae + 2 * m.d_s + m.seq_max_len));
+    const size_t smem = sizeof(float) * (size_t(m.seq_max_len) * m.d_s + m.du + size_t(warps) * (m.d_s + m.seq_max_len));
+    if (smem > 227 * 1024) throw std::invalid_argument("target attention: sequence too large for shared memory");
     static const cudaError_t attr =
-        cudaFuncSetAttribute(target_attention_xhat_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024);
+        cudaFuncSetAttribute(target_attention_xhat_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
     CUDA_CHECK(attr);
-    target_attention_xhat_kernel<<<std::min(ceil_div(M, warps), 4 * 132), warps * 32, smem, st>>>(
+    target_attention_xhat_kernel<<<std::max(1, std::min(ceil_div(M, warps), 4 * 132)), warps * 32, smem, st>>>(
         m, desc, ws.seq_H, ws.u, rows, m_dev, ws.ta, ta_w, ws.xhat);
     CUDA_CHECK_LAUNCH("target_attention_xhat_kernel");
+    mark(0);
   }
   {
     NvtxRange range(stage::kMaskNet);
@@ -513,14 +505,14 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
     a2.seg0 = ws.hidden;
     a2.ld0 = int64_t(B) * m.h_pad;
     a2.z_stride0 = m.h_pad;
-    MaskProductEpilogue e2{m.mask2_b, m.d_pad, ws.xhat, m.d_pad, ws.masked, m.d_pad, int64_t(M) * m.d_pad};
+    MaskProductEpilogue e2{m.mask2_b, m.d_pad, ws.xhat, m.d_pad, ws.masked, m.d_pad, int64_t(C) * m.d_pad};
     gemm_bf16(s2, a2, e2, st);
     // proj per block (z) → fp32, then LayerNorm + ReLU (second pass) into x0.
     GemmShape s3{M, m.o_pad, m.d_pad, m_dev, B, m.proj_w, m.d_pad, int64_t(m.o_pad) * m.d_pad};
     ASource a3;
     a3.seg0 = ws.masked;
     a3.ld0 = m.d_pad;
-    a3.z_stride0 = int64_t(M) * m.d_pad;
+    a3.z_stride0 = int64_t(C) * m.d_pad;
     BiasActEpilogue<false> e3;
     e3.out_f32 = ws.proj;
     e3.ld_f32 = int64_t(B) * m.o_pad;
@@ -528,6 +520,7 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
     gemm_bf16(s3, a3, e3, st);
     layer_norm_relu(ws.proj, int64_t(B) * m.o_pad, m.o_pad, m.o, B, m.block_norm_w, m.block_norm_b, ws.x0_f32, ws.x0_bf16,
                     m.D_pad, m.D_pad, m_dev, M, st);
+    mark(1);
   }
   const float* xl_f32 = ws.x0_f32;
   const bf16* xl_bf16 = ws.x0_bf16;
@@ -555,6 +548,7 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
       xl_f32 = o32;
       xl_bf16 = o16;
     }
+    mark(2);
   }
   const float* h = xl_f32;
   int64_t ldh = m.D_pad;
@@ -585,9 +579,11 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
       ldh = m.mlp_out_pad[m.mlp_layers - 1];
       last = m.mlp_out[m.mlp_layers - 1];
     }
-    heads_utility_kernel<<<ceil_div(M, 8), 256, 0, st>>>(m, desc, bundle, h, ldh, last, rows, m_dev, ws.logits, ws.probs,
-                                                         ws.value, ws.utility);
+    const int64_t o = out_offset;
+    heads_utility_kernel<<<ceil_div(M, 8), 256, 0, st>>>(m, desc, bundle, h, ldh, last, rows, m_dev, ws.logits + o * m.tasks,
+                                                         ws.probs + o * m.tasks, ws.value + o, ws.utility + o);
     CUDA_CHECK_LAUNCH("heads_utility_kernel");
+    mark(3);
   }
 }
 

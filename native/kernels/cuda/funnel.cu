@@ -553,14 +553,15 @@ __global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectSta
                                const unsigned long long* counts, const float* utility, const float* value,
                                const float* probs, unsigned char* result, ResultLayout lay, int* out_rows, int* out_n,
                                const int* retrieved) {
-  const int n = min(st->n_win, lay.k_cap);
   const int T = m.tasks;
-  if (stage == SelectStage::kRetrieveTop) {
+  if (stage == SelectStage::kRetrieveTop) {  // out_rows holds up to the candidate bucket (>= R)
+    const int n = st->n_win;
     for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x)
       out_rows[w] = pos_row(rows, sorted_pos[win[w]]);
     if (blockIdx.x == 0 && threadIdx.x == 0) *out_n = n;
     return;
   }
+  const int n = min(st->n_win, lay.k_cap);
   const bool priced = stage_runner(desc, stage);
   ResultHeader* h = reinterpret_cast<ResultHeader*>(result);
   if (blockIdx.x == 0 && threadIdx.x == 0) {

@@ -1,0 +1,898 @@
+// CUDA backend: device-resident model and ad tables, a pool of streams with preallocated device
+// workspaces and pinned staging, one H2D copy per request (descriptor + feature sections), CUDA
+// graphs per (op, candidate bucket, K bucket, cap?, local?) key, completion through
+// cudaLaunchHostFunc (the worker thread sleeps on a future instead of spinning in
+// cudaStreamSynchronize), only the winners copied back.
+//
+// NOT YET RUN ON A GPU. Compiled for sm_90a with nvcc 13; see docs/cuda.md for what is unverified.
+#include "kernels/cuda/cuda_backend.cuh"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <future>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <stdexcept>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/ad_state.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "engine/request_parser.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/device_model.cuh"
+#include "kernels/cuda/forward.cuh"
+#include "kernels/cuda/funnel.cuh"
+
+namespace adrank::cuda {
+
+namespace {
+
+constexpr int kChunk = 16384;          // candidate rows per forward chunk (workspace rows)
+constexpr int kMinBucket = 256;
+constexpr int kMaxPartitions = 65536;
+
+int next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return int(p);
+}
+int pad8(int v) { return int(round_up(v, 8)); }
+int pad32(int v) { return int(round_up(v, 32)); }
+
+// ---- host-side weight preparation ----------------------------------------------------------------
+
+// PackedMatrix → row-major [n, k]: element (j, p) lives at ((j / 16) * k + p) * 16 + j % 16.
+std::vector<float> unpack_weights(const cpu::PackedMatrix& pm) {
+  const int n = pm.n(), k = pm.k(), P = cpu::PackedMatrix::kPanel;
+  std::vector<float> w(size_t(n) * k);
+  const float* d = pm.data();
+  for (int j = 0; j < n; ++j)
+    for (int p = 0; p < k; ++p) w[size_t(j) * k + p] = d[(size_t(j / P) * k + p) * P + j % P];
+  return w;
+}
+
+// dst[r, dst_col0 + c] = src[r, src_col0 + c] for c < cols, into a zero-initialised bf16 matrix.
+void put_bf16(std::vector<bf16>& dst, int64_t ld_dst, int64_t row0, const float* src, int64_t ld_src, int rows,
+              int src_col0, int dst_col0, int cols) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      dst[(row0 + r) * ld_dst + dst_col0 + c] = __float2bfloat16(src[int64_t(r) * ld_src + src_col0 + c]);
+}
+
+class DeviceArena {
+ public:
+  ~DeviceArena() {
+    for (void* p : ptrs_) cudaFree(p);
+  }
+  void* alloc(size_t bytes) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
+    ptrs_.push_back(p);
+    return p;
+  }
+  template <class T>
+  T* upload(const T* data, size_t count) {
+    T* p = static_cast<T*>(alloc(sizeof(T) * count));
+    if (count) CUDA_CHECK(cudaMemcpy(p, data, sizeof(T) * count, cudaMemcpyHostToDevice));
+    return p;
+  }
+  template <class T>
+  T* upload(const std::vector<T>& v) {
+    return upload(v.data(), v.size());
+  }
+
+ private:
+  std::vector<void*> ptrs_;
+};
+
+uint64_t pack_state(const AdState& s) {
+  uint32_t bits;
+  std::memcpy(&bits, &s.pacing_rate, 4);
+  return uint64_t(bits) | (uint64_t(s.active) << 32) | (uint64_t(s.in_budget) << 33);
+}
+
+__global__ void chunk_counts_kernel(const int* total, int chunk, int n_chunks, int* out) {
+  const int c = threadIdx.x;
+  if (c < n_chunks) out[c] = max(0, min(*total - c * chunk, chunk));
+}
+
+__global__ void scatter_state_kernel(const int32_t* rows, const uint64_t* words, size_t n, uint64_t* state) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    state[rows[i]] = words[i];
+}
+
+double now_us() {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+enum class OpKind : int { kRank = 0, kRetrieve = 1, kRetrieveAndRank = 2 };
+
+struct GraphKey {
+  int op, m_bucket, l0, k_cap, l0_top;
+  bool capped, local;
+  bool operator<(const GraphKey& o) const {
+    return std::tie(op, m_bucket, l0, k_cap, l0_top, capped, local) <
+           std::tie(o.op, o.m_bucket, o.l0, o.k_cap, o.l0_top, o.capped, o.local);
+  }
+};
+
+enum Mark : int { kMarkH2D = 0, kMarkIntake, kMarkUser, kMarkRetrieve, kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp,
+                  kMarkSelect, kMarkEnd, kNumMarks };
+
+// One stream and everything a request needs on it.
+struct Slot {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t marks[kNumMarks] = {};
+  void* dev_ws = nullptr;
+  ForwardWorkspace fw;
+  SelectWorkspace sw;
+  FunnelWorkspace fun;
+  int* chunk_counts = nullptr;      // [m_cap / chunk]
+  int* n_rr = nullptr;              // RetrieveAndRank: retrieved count
+  unsigned char* dev_result = nullptr;
+  unsigned char* host_result = nullptr;  // pinned
+  size_t result_bytes = 0;
+  unsigned char* dev_bundle = nullptr;
+  unsigned char* host_bundle = nullptr;  // pinned staging: RequestDesc + sections
+  size_t bundle_cap = 0;
+  std::map<GraphKey, cudaGraphExec_t> graphs;
+  std::map<GraphKey, int> seen;
+  bool dirty = false;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool);
+  ~CudaBackend() override;
+
+  const char* kind() const override { return "cuda"; }
+  std::string description() const override { return description_; }
+  Result rank(const Request& req, const AdStateTable& state) override { return run(OpKind::kRank, req, state); }
+  Result retrieve(const Request& req, const AdStateTable& state) override { return run(OpKind::kRetrieve, req, state); }
+  Result retrieve_and_rank(const Request& req, const AdStateTable& state) override {
+    return run(OpKind::kRetrieveAndRank, req, state);
+  }
+  // The GPU path keeps no per-stage host copies; explain runs the same function on the CPU backend.
+  Explain explain(const Request& req) override { return cpu_->explain(req); }
+
+  // The engine's hook (cuda_backend_sync_ad_state): upload, and stop the per-request full upload.
+  void sync_state(const AdStateTable& state, const int32_t* rows, size_t n) {
+    upload_state(state, rows, n);
+    state_hooked_.store(true);
+  }
+
+ private:
+  void upload_model();
+  void upload_state(const AdStateTable& state, const int32_t* rows, size_t n);
+  void make_slot(Slot& s);
+  void reset_slot(Slot& s);
+  Slot* acquire();
+  void release(Slot* s);
+  size_t pack(Slot& s, const Request& req);
+  void enqueue_body(Slot& s, OpKind op, const GraphKey& key);
+  void launch(Slot& s, OpKind op, const GraphKey& key);
+  Result run(OpKind op, const Request& req, const AdStateTable& state);
+  Result unpack(Slot& s, OpKind op, const Request& req, const ResultLayout& lay);
+
+  std::shared_ptr<const Model> model_;
+  int device_;
+  std::unique_ptr<Backend> cpu_;
+  std::string description_;
+  DeviceArena arena_;
+  DeviceModel dm_;
+  uint64_t* dev_state_ = nullptr;
+  std::atomic<bool> state_hooked_{false};
+  std::mutex state_mu_;
+  std::vector<uint64_t> state_words_;
+  int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
+  bool graphs_enabled_ = true;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// ---- construction -----------------------------------------------------------------------------------
+
+CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool)
+    : model_(std::move(model)), device_(device) {
+  std::string reason;
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count)
+    throw std::runtime_error("device cuda:" + std::to_string(device) + " is not available");
+  CUDA_CHECK(cudaSetDevice(device_));
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  if (prop.major != 9 || prop.minor != 0)
+    throw std::runtime_error("device cuda:" + std::to_string(device) + " is sm_" + std::to_string(prop.major) +
+                             std::to_string(prop.minor) + "; this build carries sm_90a code only");
+  cpu_ = make_cpu_backend(model_, pool);
+  if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
+  int streams = 4;
+  if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
+  upload_model();
+  m_cap_ = next_pow2(std::max<int64_t>(kMaxCandidates, kMaxRetrieve));
+  k_cap_max_ = next_pow2(kMaxK + 1);
+  l0_cap_ = next_pow2(4 * (int64_t(std::max(kMaxK, kMaxRetrieve)) + 1));
+  for (int i = 0; i < streams; ++i) {
+    slots_.push_back(std::make_unique<Slot>());
+    make_slot(*slots_.back());
+    free_.push_back(slots_.back().get());
+  }
+  description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_90a, " + std::to_string(streams) +
+                 " streams" + (graphs_enabled_ ? ", graphs" : "") + ")";
+}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
+  for (auto& s : slots_) {
+    if (s->stream) cudaStreamSynchronize(s->stream);
+    for (auto& g : s->graphs) cudaGraphExecDestroy(g.second);
+    for (cudaEvent_t e : s->marks)
+      if (e) cudaEventDestroy(e);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    if (s->dev_ws) cudaFree(s->dev_ws);
+    if (s->dev_bundle) cudaFree(s->dev_bundle);
+    if (s->host_bundle) cudaFreeHost(s->host_bundle);
+    if (s->host_result) cudaFreeHost(s->host_result);
+  }
+}
+
+void CudaBackend::upload_model() {
+  const Model& M = *model_;
+  const ModelDims& d = M.dims();
+  DeviceModel& m = dm_;
+  const int64_t N = d.num_ads;
+  if (int(d.user_sparse.size()) > kMaxSparseFields || d.seq_layers > kMaxSeqLayers || d.masknet_blocks > kMaxMaskBlocks ||
+      d.dcn_layers > kMaxDcnLayers || int(d.mlp.size()) > kMaxMlpLayers || int(d.retrieval_hidden.size()) + 1 > kMaxTowerLayers ||
+      d.tasks > kMaxTasks)
+    throw std::runtime_error("model exceeds the CUDA backend's compiled limits (fields/layers/tasks)");
+  if (N >= (int64_t(1) << 31)) throw std::runtime_error("the CUDA backend supports < 2^31 ads");
+
+  m.n_ud = d.user_dense;
+  m.n_ad = d.ad_dense;
+  m.d_ue = d.user_embedding_dim;
+  m.d_ae = d.ad_embedding_dim;
+  m.d_surf = d.surface_dim;
+  m.surfaces = d.surfaces;
+  m.tasks = d.tasks;
+  m.targeting_dims = d.targeting_dims;
+  m.clip = d.dense_clip;
+  m.n_user_sparse = int(d.user_sparse.size());
+  m.n_ad_sparse = int(d.ad_sparse.size());
+  for (int f = 0; f < m.n_user_sparse; ++f) {
+    m.user_sparse_dim[f] = d.user_sparse[f].dim;
+    m.user_sparse_card[f] = int(d.user_sparse[f].cardinality);
+    m.user_sparse_table[f] = arena_.upload(M.user_sparse[f]);
+  }
+  m.du = d.user();
+  m.da = d.ad();
+  m.d = d.input();
+  m.num_ads = N;
+  m.user_dense_mean = arena_.upload(M.ud_mean);
+  m.user_dense_std = arena_.upload(M.ud_std);
+  m.surface_table = arena_.upload(M.surface);
+
+  // sequence encoder (fp32)
+  m.seq_max_len = d.seq_max_len;
+  m.seq_item_buckets = int(d.seq_item_buckets);
+  m.seq_actions = d.seq_actions;
+  m.d_s = d.seq_dim;
+  m.seq_heads = d.seq_heads;
+  m.seq_ffn = d.seq_ffn_dim;
+  m.seq_layers = d.seq_layers;
+  m.seq_item = arena_.upload(M.seq_item);
+  m.seq_action = arena_.upload(M.seq_action);
+  m.seq_position = arena_.upload(M.seq_position);
+  auto lin = [&](const Linear& l) {
+    DenseLinearF32 r;
+    r.out = l.w.n();
+    r.in = l.w.k();
+    r.w = arena_.upload(unpack_weights(l.w));
+    r.b = l.b.empty() ? nullptr : arena_.upload(l.b);
+    return r;
+  };
+  for (int l = 0; l < d.seq_layers; ++l) {
+    const SequenceLayer& s = M.seq_layers[l];
+    SeqLayer& t = m.seq[l];
+    t.norm1_w = arena_.upload(s.norm1_w);
+    t.norm1_b = arena_.upload(s.norm1_b);
+    t.norm2_w = arena_.upload(s.norm2_w);
+    t.norm2_b = arena_.upload(s.norm2_b);
+    t.in_proj = lin(s.in_proj);
+    t.out_proj = lin(s.out_proj);
+    t.linear1 = lin(s.linear1);
+    t.linear2 = lin(s.linear2);
+  }
+  m.seq_norm_w = arena_.upload(M.seq_norm_w);
+  m.seq_norm_b = arena_.upload(M.seq_norm_b);
+  m.tower_layers = int(M.user_tower.size());
+  for (int l = 0; l < m.tower_layers; ++l) m.tower[l] = lin(M.user_tower[l]);
+  m.d_r = d.retrieval_dim;
+  m.d_r_pad = pad8(m.d_r);
+
+  // ad tables
+  m.da_pad = pad8(m.da);
+  {
+    std::vector<bf16> a(size_t(N) * m.da_pad, __float2bfloat16(0.f));
+    put_bf16(a, m.da_pad, 0, M.ad_features.data(), m.da, int(N), 0, 0, m.da);
+    m.ad_features = arena_.upload(a);
+    std::vector<bf16> r(size_t(N) * m.d_r_pad, __float2bfloat16(0.f));
+    put_bf16(r, m.d_r_pad, 0, M.ad_retrieval.data(), m.d_r, int(N), 0, 0, m.d_r);
+    m.ad_retrieval = arena_.upload(r);
+  }
+  m.ad_query = arena_.upload(M.ad_query);
+  m.ad_id = arena_.upload(M.ad_id);
+  m.ad_bid = arena_.upload(M.ad_bid);
+  m.ad_targeting = arena_.upload(M.ad_targeting);
+  {
+    std::unordered_map<int64_t, int> adv_index;
+    std::vector<int64_t> adv_ids;
+    std::vector<int> adv(N);
+    for (int64_t r = 0; r < N; ++r) {
+      auto it = adv_index.emplace(M.ad_advertiser[r], int(adv_ids.size()));
+      if (it.second) adv_ids.push_back(M.ad_advertiser[r]);
+      adv[r] = it.first->second;
+    }
+    m.num_advertisers = int(adv_ids.size());
+    m.ad_advertiser = arena_.upload(adv);
+    m.advertiser_id = arena_.upload(adv_ids);
+    std::vector<int64_t> hk;
+    std::vector<int> hv;
+    build_hash_table(adv_ids.data(), int64_t(adv_ids.size()), hk, hv, m.adv_hash_mask);
+    m.adv_hash_keys = arena_.upload(hk);
+    m.adv_hash_vals = arena_.upload(hv);
+    build_hash_table(M.ad_id.data(), N, hk, hv, m.ad_hash_mask);
+    m.ad_hash_keys = arena_.upload(hk);
+    m.ad_hash_rows = arena_.upload(hv);
+    std::vector<int> order(N), rank(N);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return M.ad_id[a] < M.ad_id[b]; });
+    for (int64_t i = 0; i < N; ++i) rank[order[i]] = int(i);
+    m.ad_id_rank = arena_.upload(rank);
+  }
+  state_words_.assign(size_t(N), pack_state(AdState{}));
+  dev_state_ = arena_.upload(state_words_);
+  m.ad_state = dev_state_;
+
+  // MaskNet
+  const int B = d.masknet_blocks, h = d.masknet_hidden, o = d.masknet_output, ds = d.seq_dim;
+  m.mask_blocks = B;
+  m.h = h;
+  m.h_pad = pad32(h);
+  m.o = o;
+  m.o_pad = pad32(o);
+  m.d_pad = pad32(m.d);
+  m.k1 = pad32(m.da_pad + ds);
+  m.input_norm_w = arena_.upload(M.input_norm_w);
+  m.input_norm_b = arena_.upload(M.input_norm_b);
+  {
+    const std::vector<float> wu = unpack_weights(M.mask1_user.w);  // [B·h, du]
+    const std::vector<float> wa = unpack_weights(M.mask1_ad);      // [B·h, da + d_s]
+    std::vector<float> wu_p(size_t(B) * m.h_pad * m.du, 0.f), b_p(size_t(B) * m.h_pad, 0.f);
+    std::vector<bf16> wa_p(size_t(B) * m.h_pad * m.k1, __float2bfloat16(0.f));
+    for (int i = 0; i < B; ++i)
+      for (int r = 0; r < h; ++r) {
+        const size_t src = size_t(i) * h + r, dst = size_t(i) * m.h_pad + r;
+        std::copy_n(wu.data() + src * m.du, m.du, wu_p.data() + dst * m.du);
+        if (!M.mask1_user.b.empty()) b_p[dst] = M.mask1_user.b[src];
+        put_bf16(wa_p, m.k1, int64_t(dst), wa.data() + src * (m.da + ds), m.da + ds, 1, 0, 0, m.da);
+        put_bf16(wa_p, m.k1, int64_t(dst), wa.data() + src * (m.da + ds), m.da + ds, 1, m.da, m.da_pad, ds);
+      }
+    m.mask1_user_w = arena_.upload(wu_p);
+    m.mask1_b = arena_.upload(b_p);
+    m.mask1_w = arena_.upload(wa_p);
+    std::vector<bf16> w2(size_t(B) * m.d_pad * m.h_pad, __float2bfloat16(0.f));
+    std::vector<float> b2(size_t(B) * m.d_pad, 0.f);
+    std::vector<bf16> wp(size_t(B) * m.o_pad * m.d_pad, __float2bfloat16(0.f));
+    std::vector<float> nw, nb;
+    for (int i = 0; i < B; ++i) {
+      const MaskBlock& blk = M.blocks[i];
+      const std::vector<float> a = unpack_weights(blk.mask2.w);  // [d, h]
+      put_bf16(w2, m.h_pad, int64_t(i) * m.d_pad, a.data(), h, m.d, 0, 0, h);
+      for (int r = 0; r < m.d; ++r) b2[size_t(i) * m.d_pad + r] = blk.mask2.b.empty() ? 0.f : blk.mask2.b[r];
+      const std::vector<float> p = unpack_weights(blk.proj);  // [o, d]
+      put_bf16(wp, m.d_pad, int64_t(i) * m.o_pad, p.data(), m.d, o, 0, 0, m.d);
+      nw.insert(nw.end(), blk.norm_w.begin(), blk.norm_w.end());
+      nb.insert(nb.end(), blk.norm_b.begin(), blk.norm_b.end());
+    }
+    m.mask2_w = arena_.upload(w2);
+    m.mask2_b = arena_.upload(b2);
+    m.proj_w = arena_.upload(wp);
+    m.block_norm_w = arena_.upload(nw);
+    m.block_norm_b = arena_.upload(nb);
+  }
+  // DCN
+  m.dcn_layers = d.dcn_layers;
+  m.dcn_rank = d.dcn_rank;
+  m.dcn_rank_pad = d.dcn_rank > 0 ? pad32(d.dcn_rank) : 0;
+  m.D = d.cross();
+  m.D_pad = pad32(m.D);
+  for (int l = 0; l < d.dcn_layers; ++l) {
+    const CrossLayer& c = M.cross[l];
+    std::vector<float> b(m.D_pad, 0.f);
+    std::copy(c.b.begin(), c.b.end(), b.begin());
+    m.dcn_b[l] = arena_.upload(b);
+    if (m.dcn_rank == 0) {
+      std::vector<bf16> w(size_t(m.D_pad) * m.D_pad, __float2bfloat16(0.f));
+      put_bf16(w, m.D_pad, 0, unpack_weights(c.w).data(), m.D, m.D, 0, 0, m.D);
+      m.dcn_w[l] = arena_.upload(w);
+    } else {
+      const int r = m.dcn_rank, rp = m.dcn_rank_pad;
+      std::vector<bf16> v(size_t(rp) * m.D_pad, __float2bfloat16(0.f)), u(size_t(m.D_pad) * rp, __float2bfloat16(0.f));
+      put_bf16(v, m.D_pad, 0, unpack_weights(c.v).data(), m.D, r, 0, 0, m.D);
+      put_bf16(u, rp, 0, unpack_weights(c.u).data(), r, m.D, 0, 0, r);
+      m.dcn_v[l] = arena_.upload(v);
+      m.dcn_u[l] = arena_.upload(u);
+    }
+  }
+  // MLP + heads
+  m.mlp_layers = int(d.mlp.size());
+  int in = m.D, in_pad = m.D_pad;
+  for (int l = 0; l < m.mlp_layers; ++l) {
+    const int out = d.mlp[l], out_pad = pad32(out);
+    m.mlp_out[l] = out;
+    m.mlp_out_pad[l] = out_pad;
+    std::vector<bf16> w(size_t(out_pad) * in_pad, __float2bfloat16(0.f));
+    put_bf16(w, in_pad, 0, unpack_weights(M.mlp[l].w).data(), in, out, 0, 0, in);
+    std::vector<float> b(out_pad, 0.f);
+    std::copy(M.mlp[l].b.begin(), M.mlp[l].b.end(), b.begin());
+    m.mlp_w[l] = arena_.upload(w);
+    m.mlp_b[l] = arena_.upload(b);
+    in = out;
+    in_pad = out_pad;
+  }
+  m.heads_w = arena_.upload(unpack_weights(M.heads.w));
+  std::vector<float> hb(d.tasks, 0.f);
+  std::copy(M.heads.b.begin(), M.heads.b.end(), hb.begin());
+  m.heads_b = arena_.upload(hb);
+  m.calib_scale = arena_.upload(M.calib_scale);
+  m.calib_bias = arena_.upload(M.calib_bias);
+  m.task_weights = arena_.upload(M.task_weights);
+}
+
+void CudaBackend::make_slot(Slot& s) {
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  for (cudaEvent_t& e : s.marks) CUDA_CHECK(cudaEventCreate(&e));
+  const DeviceModel& m = dm_;
+  const int64_t N = m.num_ads;
+  const int n_keys = int(std::max<int64_t>(N, m_cap_));
+  const size_t fw_bytes = forward_workspace_bytes(m, m_cap_, kChunk);
+  const size_t sw_bytes = select_workspace_bytes(n_keys, l0_cap_, kMaxPartitions);
+  const ResultLayout lay = ResultLayout::make(k_cap_max_, m.tasks);
+  s.result_bytes = lay.bytes;
+  auto r = [](size_t b) { return size_t(round_up(int64_t(b), 256)); };
+  const size_t fun_bytes = r(sizeof(int) * N) + r(N) + r(std::max(m.num_advertisers, 1)) + r(sizeof(unsigned long long) * kNumCounts) +
+                           2 * r(sizeof(int) * m_cap_) + r(sizeof(int)) + r(sizeof(unsigned long long) * n_keys) +
+                           r(sizeof(int) * (m_cap_ / kChunk + 1)) + r(sizeof(int)) + r(lay.bytes);
+  const size_t total = r(fw_bytes) + r(sw_bytes) + fun_bytes;
+  CUDA_CHECK(cudaMalloc(&s.dev_ws, total));
+  char* p = static_cast<char*>(s.dev_ws);
+  s.fw = forward_workspace_carve(m, m_cap_, kChunk, p);
+  p += r(fw_bytes);
+  s.sw = select_workspace_carve(n_keys, l0_cap_, kMaxPartitions, p);
+  p += r(sw_bytes);
+  auto take = [&](size_t b) {
+    char* q = p;
+    p += r(b);
+    return q;
+  };
+  s.fun.first_seen = reinterpret_cast<int*>(take(sizeof(int) * N));
+  s.fun.excl_ad = reinterpret_cast<uint8_t*>(take(N));
+  s.fun.excl_adv = reinterpret_cast<uint8_t*>(take(std::max(m.num_advertisers, 1)));
+  s.fun.counts = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long) * kNumCounts));
+  s.fun.cand_rows = reinterpret_cast<int*>(take(sizeof(int) * m_cap_));
+  s.fun.elig_rows = reinterpret_cast<int*>(take(sizeof(int) * m_cap_));
+  s.fun.n_elig = reinterpret_cast<int*>(take(sizeof(int)));
+  s.fun.keys = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long) * n_keys));
+  s.chunk_counts = reinterpret_cast<int*>(take(sizeof(int) * (m_cap_ / kChunk + 1)));
+  s.n_rr = reinterpret_cast<int*>(take(sizeof(int)));
+  s.dev_result = reinterpret_cast<unsigned char*>(take(lay.bytes));
+  CUDA_CHECK(cudaMallocHost(&s.host_result, lay.bytes));
+  s.bundle_cap = 1 << 20;
+  CUDA_CHECK(cudaMalloc(&s.dev_bundle, s.bundle_cap));
+  CUDA_CHECK(cudaMallocHost(&s.host_bundle, s.bundle_cap));
+  reset_slot(s);
+}
+
+// Restores the between-request invariants (first_seen = "unseen", no exclusions) after a failure.
+void CudaBackend::reset_slot(Slot& s) {
+  cudaStreamSynchronize(s.stream);  // drain whatever was queued; its error (if any) is reported below
+  cudaGetLastError();
+  CUDA_CHECK(cudaMemsetAsync(s.fun.first_seen, 0x7f, sizeof(int) * dm_.num_ads, s.stream));  // 0x7f7f7f7f > any index
+  CUDA_CHECK(cudaMemsetAsync(s.fun.excl_ad, 0, dm_.num_ads, s.stream));
+  CUDA_CHECK(cudaMemsetAsync(s.fun.excl_adv, 0, std::max(dm_.num_advertisers, 1), s.stream));
+  CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  s.dirty = false;
+}
+
+Slot* CudaBackend::acquire() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !free_.empty(); });
+  Slot* s = free_.back();
+  free_.pop_back();
+  return s;
+}
+
+void CudaBackend::release(Slot* s) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(s);
+  }
+  cv_.notify_one();
+}
+
+void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, size_t n) {
+  std::lock_guard<std::mutex> lock(state_mu_);
+  CUDA_CHECK(cudaSetDevice(device_));
+  if (!rows || n > size_t(dm_.num_ads) / 8) {
+    for (int64_t r = 0; r < dm_.num_ads; ++r) state_words_[r] = pack_state(state.get(r));
+    CUDA_CHECK(cudaMemcpy(dev_state_, state_words_.data(), sizeof(uint64_t) * state_words_.size(), cudaMemcpyHostToDevice));
+  } else if (n > 0) {
+    std::vector<uint64_t> words(n);
+    for (size_t i = 0; i < n; ++i) words[i] = state_words_[rows[i]] = pack_state(state.get(rows[i]));
+    int32_t* d_rows = nullptr;
+    uint64_t* d_words = nullptr;
+    CUDA_CHECK(cudaMalloc(&d_rows, sizeof(int32_t) * n));
+    CUDA_CHECK(cudaMalloc(&d_words, sizeof(uint64_t) * n));
+    try {
+      CUDA_CHECK(cudaMemcpy(d_rows, rows, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(d_words, words.data(), sizeof(uint64_t) * n, cudaMemcpyHostToDevice));
+      scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256>>>(d_rows, d_words, n, dev_state_);
+      CUDA_CHECK_LAUNCH("scatter_state_kernel");
+      CUDA_CHECK(cudaDeviceSynchronize());
+    } catch (...) {
+      cudaFree(d_rows);
+      cudaFree(d_words);
+      throw;
+    }
+    CUDA_CHECK(cudaFree(d_rows));
+    CUDA_CHECK(cudaFree(d_words));
+  }
+}
+
+// ---- per request ------------------------------------------------------------------------------------
+
+// Writes RequestDesc + sections into the slot's pinned staging buffer; returns the byte count.
+size_t CudaBackend::pack(Slot& s, const Request& req) {
+  RequestDesc desc{};
+  desc.surface = req.surface;
+  desc.k = req.k;
+  desc.cap = req.cap;
+  desc.mode = req.mode;
+  desc.partitions = std::max<uint32_t>(req.partitions, 1);
+  desc.flags = req.flags;
+  desc.retrieve_count = req.retrieve_count;
+  desc.seq_len = uint32_t(req.seq_items.size);
+  desc.num_candidates = uint32_t(req.candidates.size);
+  desc.num_excluded_advertisers = uint32_t(req.excluded_advertisers.size);
+  desc.num_excluded_ads = uint32_t(req.excluded_ads.size);
+  desc.reserve = req.reserve;
+  desc.key = req.key;
+  size_t total_ids = 0;
+  for (const auto& f : req.user_sparse) total_ids += f.size;
+  desc.num_user_sparse_ids = uint32_t(total_ids);
+  size_t off = sizeof(RequestDesc);
+  auto place = [&](uint64_t& field, size_t bytes) {
+    field = off;
+    off = align8(off + bytes);
+  };
+  place(desc.off_user_dense, 4 * req.user_dense.size);
+  place(desc.off_user_embedding, 4 * req.user_embedding.size);
+  place(desc.off_task_weights, 4 * req.task_weights.size);
+  place(desc.off_targeting, 4 * req.targeting.size);
+  place(desc.off_sparse_len, 4 * req.user_sparse.size());
+  place(desc.off_sparse_ids, 8 * total_ids);
+  place(desc.off_seq_items, 8 * req.seq_items.size);
+  place(desc.off_seq_actions, 4 * req.seq_actions.size);
+  place(desc.off_candidates, 8 * req.candidates.size);
+  place(desc.off_excluded_advertisers, 8 * req.excluded_advertisers.size);
+  place(desc.off_excluded_ads, 8 * req.excluded_ads.size);
+  if (off > s.bundle_cap) {  // grow; the graphs captured the old device pointer, so drop them
+    const size_t cap = size_t(next_pow2(int64_t(off)));
+    for (auto& g : s.graphs) cudaGraphExecDestroy(g.second);
+    s.graphs.clear();
+    s.seen.clear();
+    CUDA_CHECK(cudaFree(s.dev_bundle));
+    CUDA_CHECK(cudaFreeHost(s.host_bundle));
+    s.dev_bundle = nullptr;
+    s.host_bundle = nullptr;
+    CUDA_CHECK(cudaMalloc(&s.dev_bundle, cap));
+    CUDA_CHECK(cudaMallocHost(&s.host_bundle, cap));
+    s.bundle_cap = cap;
+  }
+  unsigned char* b = s.host_bundle;
+  auto copy = [&](uint64_t at, const void* src, size_t bytes) {
+    if (bytes) std::memcpy(b + at, src, bytes);
+  };
+  copy(desc.off_user_dense, req.user_dense.data, 4 * req.user_dense.size);
+  copy(desc.off_user_embedding, req.user_embedding.data, 4 * req.user_embedding.size);
+  copy(desc.off_task_weights, req.task_weights.data, 4 * req.task_weights.size);
+  copy(desc.off_targeting, req.targeting.data, 4 * req.targeting.size);
+  size_t at = desc.off_sparse_ids;
+  for (size_t f = 0; f < req.user_sparse.size(); ++f) {
+    const uint32_t len = uint32_t(req.user_sparse[f].size);
+    std::memcpy(b + desc.off_sparse_len + 4 * f, &len, 4);
+    copy(at, req.user_sparse[f].data, 8 * len);
+    at += 8 * len;
+  }
+  copy(desc.off_seq_items, req.seq_items.data, 8 * req.seq_items.size);
+  copy(desc.off_seq_actions, req.seq_actions.data, 4 * req.seq_actions.size);
+  copy(desc.off_candidates, req.candidates.data, 8 * req.candidates.size);
+  copy(desc.off_excluded_advertisers, req.excluded_advertisers.data, 8 * req.excluded_advertisers.size);
+  copy(desc.off_excluded_ads, req.excluded_ads.data, 8 * req.excluded_ads.size);
+  // Offsets are relative to the bundle start, which is right after the descriptor on the device.
+  for (uint64_t* f : {&desc.off_user_dense, &desc.off_user_embedding, &desc.off_task_weights, &desc.off_targeting,
+                      &desc.off_sparse_len, &desc.off_sparse_ids, &desc.off_seq_items, &desc.off_seq_actions,
+                      &desc.off_candidates, &desc.off_excluded_advertisers, &desc.off_excluded_ads})
+    *f -= sizeof(RequestDesc);
+  std::memcpy(b, &desc, sizeof(desc));
+  return off;
+}
+
+// Everything after the H2D copy, stream-ordered and request-independent given the key (so it can
+// be captured once per key and replayed).
+void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
+  const DeviceModel& m = dm_;
+  cudaStream_t st = s.stream;
+  const RequestDesc* desc = reinterpret_cast<const RequestDesc*>(s.dev_bundle);
+  const unsigned char* bundle = s.dev_bundle + sizeof(RequestDesc);
+  const ResultLayout lay = ResultLayout::make(key.k_cap, m.tasks);
+  // External event records become event nodes when captured (a plain record would only be a
+  // capture dependency), so the stage timings also work for graph replays.
+  auto mark = [&](int i) { CUDA_CHECK(cudaEventRecordWithFlags(s.marks[i], st, cudaEventRecordExternal)); };
+  CUDA_CHECK(cudaMemsetAsync(s.fun.counts, 0, sizeof(unsigned long long) * kNumCounts, st));
+  CUDA_CHECK(cudaMemsetAsync(s.fun.n_elig, 0, sizeof(int), st));
+  enqueue_exclusions(m, desc, bundle, s.fun, true, st);
+
+  // Forward over rows[0, *count) in chunks, then order keys for the selection.
+  auto forward = [&](const int* rows, const int* count, int bucket) {
+    const int n_chunks = ceil_div(bucket, kChunk);
+    chunk_counts_kernel<<<1, 32 * ceil_div(n_chunks, 32), 0, st>>>(count, kChunk, n_chunks, s.chunk_counts);
+    CUDA_CHECK_LAUNCH("chunk_counts_kernel");
+    for (int c = 0; c < n_chunks; ++c) {
+      const int rows_cap = std::min(kChunk, bucket - c * kChunk);
+      enqueue_candidates(m, desc, bundle, rows + int64_t(c) * kChunk, s.chunk_counts + c, rows_cap, c * kChunk, s.fw, st,
+                         c == n_chunks - 1 ? &s.marks[kMarkGather] : nullptr);
+    }
+    enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
+  };
+
+  if (op == OpKind::kRank) {
+    enqueue_rank_intake(m, desc, bundle, s.fun, key.m_bucket, st);
+    mark(kMarkIntake);
+    enqueue_request_side(m, desc, bundle, s.fw, false, true, st);
+    mark(kMarkUser);
+    mark(kMarkRetrieve);
+    forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket);
+    SelectPlan plan;
+    plan.stage = SelectStage::kRank;
+    plan.local = key.local;
+    plan.capped = key.capped;
+    plan.n_static = key.m_bucket;
+    plan.l0 = key.l0;
+    plan.e_dev = s.fun.n_elig;
+    plan.keys = s.fun.keys;
+    plan.rows = s.fun.elig_rows;
+    enqueue_select(m, desc, plan, s.sw, s.fun, st);
+    enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, nullptr, st);
+    enqueue_rank_intake_reset(desc, s.fun, key.m_bucket, st);
+  } else {
+    mark(kMarkIntake);
+    const bool rr = op == OpKind::kRetrieveAndRank;
+    enqueue_request_side(m, desc, bundle, s.fw, true, rr, st);
+    mark(kMarkUser);
+    {
+      NvtxRange range("retrieve");
+      enqueue_retrieve_scan(m, desc, bundle, s.fw.query, s.fun, st);
+    }
+    SelectPlan top;
+    top.stage = rr ? SelectStage::kRetrieveTop : SelectStage::kRetrieve;
+    top.capped = rr ? false : key.capped;
+    top.n_static = int(m.num_ads);
+    top.l0 = rr ? key.l0_top : key.l0;
+    top.e_dev = s.fun.n_elig;
+    top.keys = s.fun.keys;
+    enqueue_select(m, desc, top, s.sw, s.fun, st);
+    enqueue_results(m, desc, top, s.sw, s.fun, nullptr, nullptr, nullptr, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
+    mark(kMarkRetrieve);
+    if (rr) {
+      const int bucket = next_pow2(std::max<int64_t>(kMaxRetrieve, kMinBucket));
+      forward(s.fun.elig_rows, s.n_rr, bucket);
+      SelectPlan plan;
+      plan.stage = SelectStage::kRankPriced;
+      plan.local = key.local;
+      plan.capped = key.capped;
+      plan.n_static = bucket;
+      plan.l0 = key.l0;
+      plan.e_dev = s.n_rr;
+      plan.keys = s.fun.keys;
+      plan.rows = s.fun.elig_rows;
+      enqueue_select(m, desc, plan, s.sw, s.fun, st);
+      enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, s.n_rr, st);
+    } else {
+      for (int i : {kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp}) mark(i);
+    }
+  }
+  enqueue_exclusions(m, desc, bundle, s.fun, false, st);
+  mark(kMarkSelect);
+}
+
+// First use of a key runs eagerly (warm-up: lazy module loading, cudaFuncSetAttribute, cub's
+// queries happen outside any capture); the second captures a graph; later ones replay it.
+void CudaBackend::launch(Slot& s, OpKind op, const GraphKey& key) {
+  if (!graphs_enabled_ || s.seen[key]++ == 0) {
+    enqueue_body(s, op, key);
+    return;
+  }
+  auto it = s.graphs.find(key);
+  if (it == s.graphs.end()) {
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      enqueue_body(s, op, key);
+    } catch (...) {
+      cudaStreamEndCapture(s.stream, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(s.stream, &g));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    CUDA_CHECK(e);
+    it = s.graphs.emplace(key, exec).first;
+  }
+  CUDA_CHECK(cudaGraphLaunch(it->second, s.stream));
+}
+
+void CUDART_CB signal_done(void* p) { static_cast<std::promise<void>*>(p)->set_value(); }
+
+Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state) {
+  const double t_queue = now_us();
+  Slot* s = acquire();
+  const double queue_us = now_us() - t_queue;
+  Result r;
+  try {
+    CUDA_CHECK(cudaSetDevice(device_));
+    if (s->dirty) reset_slot(*s);
+    if (!state_hooked_.load()) upload_state(state, nullptr, 0);  // engine hook not wired: full upload per request
+    const bool local = op != OpKind::kRetrieve && req.local() && req.partitions > 1;
+    if (local && req.partitions > uint32_t(kMaxPartitions)) throw std::runtime_error("expected at most 65536 for partitions");
+    const bool capped = req.cap > 0;
+    const uint32_t k = req.k;
+    GraphKey key{int(op), 0, 0, 0, 0, capped, local};
+    if (op == OpKind::kRetrieveAndRank) key.l0_top = next_pow2(std::max<int64_t>(int64_t(req.retrieve_count) + 1, 64));
+    if (op == OpKind::kRank) key.m_bucket = next_pow2(std::max<int64_t>(int64_t(req.candidates.size), kMinBucket));
+    key.l0 = next_pow2(std::max<int64_t>(capped ? 4 * (int64_t(k) + 1) : int64_t(k) + 1, 64));
+    key.k_cap = next_pow2(std::max<int64_t>(k, 64));
+    if (key.l0 > l0_cap_ || key.l0_top > l0_cap_ || key.k_cap > k_cap_max_ || key.m_bucket > m_cap_)
+      throw std::runtime_error("expected K <= 10000 and at most 100000 candidates");
+    const ResultLayout lay = ResultLayout::make(key.k_cap, dm_.tasks);
+    {
+      NvtxRange range(stage::kBundle);
+      const size_t bytes = pack(*s, req);
+      NvtxRange h2d(stage::kH2D);
+      CUDA_CHECK(cudaMemcpyAsync(s->dev_bundle, s->host_bundle, bytes, cudaMemcpyHostToDevice, s->stream));  // the one copy
+      CUDA_CHECK(cudaEventRecord(s->marks[kMarkH2D], s->stream));
+    }
+    launch(*s, op, key);
+    {
+      NvtxRange range(stage::kD2H);
+      CUDA_CHECK(cudaMemcpyAsync(s->host_result, s->dev_result, lay.bytes, cudaMemcpyDeviceToHost, s->stream));
+      CUDA_CHECK(cudaEventRecord(s->marks[kMarkEnd], s->stream));
+    }
+    std::promise<void> done;
+    std::future<void> fut = done.get_future();
+    CUDA_CHECK(cudaLaunchHostFunc(s->stream, signal_done, &done));
+    // Sleep until the host function fires; poll the stream on each timeout so that a device fault
+    // (after which the host function may never run) becomes an exception instead of a hang.
+    while (fut.wait_for(std::chrono::milliseconds(2)) != std::future_status::ready) {
+      const cudaError_t q = cudaStreamQuery(s->stream);
+      if (q != cudaErrorNotReady && q != cudaSuccess) CUDA_CHECK(q);
+    }
+    CUDA_CHECK(cudaStreamQuery(s->stream));
+    r = unpack(*s, op, req, lay);
+    r.timings.queue = queue_us;
+  } catch (...) {
+    s->dirty = true;  // drained and re-initialised on its next use
+    cudaStreamSynchronize(s->stream);
+    cudaGetLastError();
+    release(s);
+    throw;
+  }
+  release(s);
+  return r;
+}
+
+Result CudaBackend::unpack(Slot& s, OpKind op, const Request& req, const ResultLayout& lay) {
+  Result r;
+  const ResultHeader* h = reinterpret_cast<const ResultHeader*>(s.host_result);
+  const unsigned long long* c = h->counts;
+  r.counts.received = int64_t(c[kCntReceived]);
+  r.counts.unknown = int64_t(c[kCntUnknown]);
+  r.counts.duplicate = int64_t(c[kCntDuplicate]);
+  r.counts.inactive = int64_t(c[kCntInactive]);
+  r.counts.out_of_budget = int64_t(c[kCntOutOfBudget]);
+  r.counts.paced = int64_t(c[kCntPaced]);
+  r.counts.targeting = int64_t(c[kCntTargeting]);
+  r.counts.excluded_ad = int64_t(c[kCntExcludedAd]);
+  r.counts.excluded_advertiser = int64_t(c[kCntExcludedAdvertiser]);
+  r.counts.capped = int64_t(c[kCntCapped]);
+  r.counts.eligible = int64_t(c[kCntEligible]);
+  if (op == OpKind::kRetrieve) r.counts.received = dm_.num_ads;  // the kernel's 32-bit tally saturates for huge N
+  const int n = std::min(h->n_win, lay.k_cap);
+  const int T = dm_.tasks;
+  auto arr = [&](size_t off) { return s.host_result + off; };
+  r.ad_ids.assign(reinterpret_cast<const int64_t*>(arr(lay.off_ids)), reinterpret_cast<const int64_t*>(arr(lay.off_ids)) + n);
+  r.advertisers.assign(reinterpret_cast<const int64_t*>(arr(lay.off_adv)), reinterpret_cast<const int64_t*>(arr(lay.off_adv)) + n);
+  r.rows.assign(reinterpret_cast<const int32_t*>(arr(lay.off_rows)), reinterpret_cast<const int32_t*>(arr(lay.off_rows)) + n);
+  r.scores.assign(reinterpret_cast<const float*>(arr(lay.off_scores)), reinterpret_cast<const float*>(arr(lay.off_scores)) + n);
+  if (op != OpKind::kRetrieve)
+    r.probs.assign(reinterpret_cast<const float*>(arr(lay.off_probs)), reinterpret_cast<const float*>(arr(lay.off_probs)) + size_t(n) * T);
+  if (op == OpKind::kRetrieveAndRank || (op == OpKind::kRank && req.price()))
+    r.prices.assign(reinterpret_cast<const float*>(arr(lay.off_prices)), reinterpret_cast<const float*>(arr(lay.off_prices)) + n);
+  r.retrieved = op == OpKind::kRetrieveAndRank ? h->retrieved : 0;
+  // Device stage times from the events (graph replays record them as event nodes).
+  auto ms = [&](int a, int b) {
+    float v = 0.f;
+    return cudaEventElapsedTime(&v, s.marks[a], s.marks[b]) == cudaSuccess ? double(v) * 1000.0 : 0.0;
+  };
+  r.timings.select = ms(kMarkH2D, kMarkIntake) + ms(kMarkMlp, kMarkSelect);
+  r.timings.user = ms(kMarkIntake, kMarkUser);
+  r.timings.retrieve = ms(kMarkUser, kMarkRetrieve);
+  if (op != OpKind::kRetrieve) {
+    r.timings.gather = ms(kMarkRetrieve, kMarkGather);
+    r.timings.masknet = ms(kMarkGather, kMarkMaskNet);
+    r.timings.dcn = ms(kMarkMaskNet, kMarkDcn);
+    r.timings.mlp = ms(kMarkDcn, kMarkMlp);
+  }
+  cudaGetLastError();  // an elapsed-time query on an unrecorded event must not leak into the next call
+  return r;
+}
+
+}  // namespace
+
+// ---- entry points -------------------------------------------------------------------------------------
+
+int cuda_device_count(std::string* reason) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (reason) *reason = std::string("CUDA runtime: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+    cudaGetLastError();
+    return 0;
+  }
+  int usable = 0;
+  std::string why = n == 0 ? "no CUDA device" : "";
+  for (int i = 0; i < n; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    if (p.major == 9 && p.minor == 0)
+      ++usable;
+    else if (why.empty())
+      why = "device " + std::to_string(i) + " is sm_" + std::to_string(p.major) + std::to_string(p.minor) +
+            "; this build carries sm_90a code only";
+  }
+  if (reason) *reason = usable > 0 ? "" : why;
+  return usable;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool) {
+  return std::make_unique<CudaBackend>(std::move(model), device, pool);
+}
+
+void cuda_backend_sync_ad_state(Backend& backend, const AdStateTable& state, const int32_t* rows, size_t n) {
+  auto* b = dynamic_cast<CudaBackend*>(&backend);
+  if (!b) throw std::invalid_argument("cuda_backend_sync_ad_state: not a CUDA backend");
+  b->sync_state(state, rows, n);
+}
+
+}  // namespace adrank::cuda
