@@ -17,8 +17,10 @@
  *
  * Skips (with a console line saying why) when no python with torch is found (CI installs
  * python3-torch), and the engine part when the addon is not built or the device is not usable.
+ * Environment: ADRANK_PYTHON, ADRANK_PARITY_DEVICE (cpu | cuda | cuda:N), ADRANK_PARITY_RANDOM
+ * (random configs, default 6), ADRANK_PARITY_CASES_DIR (pre-generated cases, no python needed).
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
@@ -33,6 +35,9 @@ import { findTorchPython, runPythonModule } from './support/python.js';
 
 const DEVICE = process.env.ADRANK_PARITY_DEVICE ?? 'cpu';
 const CUDA = DEVICE.startsWith('cuda');
+/** Optional: a directory of pre-generated `<kind>-<seed>/{bundle.safetensors,cases.json}` (made
+ *  with make-case elsewhere), for machines without torch, e.g. a GPU box. */
+const CASES_DIR = process.env.ADRANK_PARITY_CASES_DIR;
 const RANDOM_SEEDS = Number(process.env.ADRANK_PARITY_RANDOM ?? 6);
 /** demo config once; random configs with seeds 1..N (the seed picks sequence layers 0/1/2,
  *  full/low-rank DCN, F32/BF16 ads.retrieval, sparse field counts: see cases.py) */
@@ -169,7 +174,8 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
   const py = findTorchPython();
 
   before(function () {
-    if (!py.ok) {
+    if (CASES_DIR) console.log(`      [40.parity] using pre-generated cases from ${CASES_DIR}`);
+    else if (!py.ok) {
       console.log(`      [40.parity] skipped: ${py.reason}`);
       this.skip();
     } else console.log(`      [40.parity] PyTorch reference: ${py.python} (torch ${py.torch}); engine device ${DEVICE}`);
@@ -193,9 +199,16 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
       let bundle: LoadedBundle | undefined;
 
       before(function () {
+        if (CASES_DIR) {
+          const pre = join(CASES_DIR, `${suite.kind}-${suite.seed}`);
+          if (!existsSync(join(pre, 'cases.json'))) this.skip();
+          bundlePath = join(pre, 'bundle.safetensors');
+          doc = JSON.parse(readFileSync(join(pre, 'cases.json'), 'utf8')) as CasesJson;
+          return;
+        }
         if (!py.ok) this.skip();
         dir = mkdtempSync(join(tmpdir(), 'adrank-parity-'));
-        runPythonModule(py.ok ? py.python : '', 'scripts.reference.cli', ['make-case', '--seed', String(suite.seed), '--config', suite.kind, '--out', dir]);
+        runPythonModule(py.python, 'scripts.reference.cli', ['make-case', '--seed', String(suite.seed), '--config', suite.kind, '--out', dir]);
         bundlePath = join(dir, 'bundle.safetensors');
         doc = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as CasesJson;
       });

@@ -431,7 +431,8 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
   }
   std::vector<int> order(N);
   std::iota(order.begin(), order.end(), 0);
-  const int64_t prefix = std::min<int64_t>(N, std::max<int64_t>(int64_t(K) * 64, 100000));
+  // Full order for small corpora (exact `capped` even when the walk never stops); a long prefix otherwise.
+  const int64_t prefix = N <= 2000000 ? N : std::min<int64_t>(N, std::max<int64_t>(int64_t(K) * 64, 100000));
   std::partial_sort(order.begin(), order.begin() + prefix, order.end(),
                     [&](int a, int b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
   std::vector<int> adv_in_order(prefix);
