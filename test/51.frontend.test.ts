@@ -1,0 +1,183 @@
+/**
+ * The front end without the addon: the packed-id decoder against protobufjs, the response
+ * encoder's appended timings, validation details (truncation, task-weight order, defaults) and
+ * the handler path's deadline / error mapping with a stand-in engine.
+ */
+import { expect } from 'chai';
+import { status } from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import { defaultDecoder, readInt64Field, requestDecoder, responseEncoder } from '../src/server/codec.js';
+import { loadProto } from '../src/server/proto.js';
+import { execute, emptyResult, responseOf, toServiceError, type CallState } from '../src/handlers/engine-rpc.js';
+import { rank } from '../src/handlers/rank.js';
+import { InflightLimit, Stats, type HandlerContext } from '../src/handlers/context.js';
+import { RequestError, defaultRetrieveCount, validateRank, validateRetrieveAndRank, type RankInput } from '../src/handlers/validate.js';
+import { silentLogger } from '../src/server/log.js';
+import { EngineError, type Engine } from '../src/engine/index.js';
+import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
+import { protoRequest, smallConfig } from './50.server.helpers.js';
+
+const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '2147483648', '-2147483648', '4294967295', '4294967296', '9007199254740993', '9223372036854775807', '-9223372036854775808', '-123456789012345'];
+
+function encodeRank(obj: object): Buffer {
+  const type = loadProto().root.lookupType('adrank.v1.RankRequest');
+  return Buffer.from(type.encode(type.fromObject(obj) as protobuf.Message).finish());
+}
+
+describe('51 front end (no addon)', () => {
+  const c = smallConfig();
+
+  describe('packed int64 decoding', () => {
+    it('matches protobufjs on edge values (packed)', () => {
+      const got = readInt64Field(encodeRank({ candidateAdIds: EDGE }), 15);
+      expect(Array.from(got, String)).to.deep.equal(EDGE);
+    });
+
+    it('accepts unpacked elements and lists split over several occurrences', () => {
+      const w = protobuf.Writer.create();
+      w.uint32((15 << 3) | 0).int64('5'); // unpacked
+      w.uint32((1 << 3) | 2).string('id'); // another field in between
+      w.uint32((15 << 3) | 2).fork().int64('-7').int64('9007199254740993').ldelim(); // packed
+      w.uint32((15 << 3) | 0).int64('300');
+      expect(Array.from(readInt64Field(w.finish(), 15), String)).to.deep.equal(['5', '-7', '9007199254740993', '300']);
+    });
+
+    it('refuses truncated input', () => {
+      expect(() => readInt64Field(Uint8Array.from([0x7a, 0x02, 0x01, 0x80]), 15)).to.throw(/truncated/);
+      expect(() => readInt64Field(Uint8Array.from([0x7a, 0x05, 0x80, 0x80]), 15)).to.throw(/range/);
+      expect(() => readInt64Field(Uint8Array.from([0x7d, 0, 0, 0, 0]), 15)).to.throw(/wire type/);
+    });
+
+    it('the request decoder gives proto-loader objects with the id list as BigInt64Array', () => {
+      const req = protoRequest(c, { candidateAdIds: ['3', '-4', '9223372036854775807'], reserve: 0.5, price: true });
+      const bytes = encodeRank(req);
+      const fast = requestDecoder<RankInput>('adrank.v1.RankRequest', ['candidateAdIds'])(bytes);
+      const plain = defaultDecoder<Record<string, unknown>>('adrank.v1.RankRequest')(bytes);
+      expect(fast.candidateAdIds).to.be.instanceOf(BigInt64Array);
+      expect(Array.from(fast.candidateAdIds, String)).to.deep.equal(plain.candidateAdIds);
+      const { candidateAdIds: _a, ...rest } = fast;
+      const { candidateAdIds: _b, ...restPlain } = plain;
+      expect(Object.fromEntries(Object.entries(rest))).to.deep.equal(restPlain); // less the decode-time stamps
+      expect(fast.reserve).to.equal(0.5);
+    });
+  });
+
+  describe('response encoding', () => {
+    it('ids survive as 64-bit words; timings are appended with encode and total time', () => {
+      const r = emptyResult();
+      r.adIds = BigInt64Array.from([9223372036854775807n, -5n, 300n]);
+      r.advertisers = BigInt64Array.from([-9223372036854775808n, 7n, 4294967296n]);
+      r.scores = Float32Array.from([3, 2, 1]);
+      r.probs = Float32Array.from({ length: 3 * c.tasks.length }, (_, i) => i / 16);
+      r.prices = Float32Array.from([0.5, 0.25, 0]);
+      const bytes = responseEncoder('adrank.v1.RankResponse')(responseOf('q', r, c), { decodeUs: 1.5 }, performance.now() - 1);
+      const back = defaultDecoder<RankResponse__Output>('adrank.v1.RankResponse')(bytes);
+      expect(back.winners.map((w) => w.adId)).to.deep.equal(['9223372036854775807', '-5', '300']);
+      expect(back.winners.map((w) => w.advertiserId)).to.deep.equal(['-9223372036854775808', '7', '4294967296']);
+      expect(back.winners[1].taskProbabilities).to.deep.equal([4, 5, 6, 7].map((i) => i / 16));
+      expect(back.winners.map((w) => w.price)).to.deep.equal([0.5, 0.25, 0]);
+      expect(back.timings!.decodeUs).to.equal(1.5);
+      expect(back.timings!.encodeUs).to.be.greaterThan(0);
+      expect(back.timings!.totalUs).to.be.at.least(1000); // started 1 ms before
+      expect(back.model).to.deep.equal({ name: 'adrank-test', version: '7' });
+    });
+  });
+
+  describe('validation', () => {
+    const decode = (o: object) => rank.decode(encodeRank(o));
+
+    it('keeps the max_len most recent engagements (the first ones)', () => {
+      const e = validateRank(decode(protoRequest(c, { candidateAdIds: ['1'] })), c, { maxCandidates: 10 });
+      expect(Array.from(e.seqItems, String)).to.deep.equal(['11', '12', '13', '14', '15', '16']);
+      expect(Array.from(e.seqActions)).to.deep.equal([0, 1, 2, 3, 0, 1]);
+    });
+
+    it('puts task weights by name into task order, others 0', () => {
+      const e = validateRank(decode(protoRequest(c, { taskWeights: { conversion: 3, click: 1 } })), c, { maxCandidates: 10 });
+      expect(Array.from(e.taskWeights!)).to.deep.equal([1, 0, 0, 3]);
+    });
+
+    it('fills sparse fields in config order, absent ones empty; reserve defaults to the bundle', () => {
+      const e = validateRank(decode(protoRequest(c)), c, { maxCandidates: 10 });
+      expect(e.userSparse.map((l) => Array.from(l, String))).to.deep.equal([['5', '77', '-3'], [], ['9']]);
+      expect(e.reserve).to.be.closeTo(0.01, 1e-9);
+      expect(e.surface).to.equal(1);
+      expect(Array.from(e.targeting)).to.deep.equal([0, 1, 99]);
+    });
+
+    it('the candidate limit is the server’s', () => {
+      expect(() => validateRank(decode(protoRequest(c, { candidateAdIds: ['1', '2', '3'] })), c, { maxCandidates: 2 })).to.throw(
+        'expected at most 2 ids for candidate_ad_ids, got "3 ids"',
+      );
+    });
+
+    it('RetrieveAndRank: retrieve_count 0 means max(K, min(10K, 10000))', () => {
+      expect(defaultRetrieveCount(5)).to.equal(50);
+      expect(defaultRetrieveCount(5000)).to.equal(10000);
+      const e = validateRetrieveAndRank({ ...decode(protoRequest(c, { k: 7 })), retrieveCount: 0 }, c);
+      expect(e.retrieveCount).to.equal(70);
+      expect(e.price).to.equal(true);
+    });
+  });
+
+  describe('handler path with a stand-in engine', () => {
+    let calls = 0;
+    const engine = {
+      config: c,
+      rank: async () => {
+        calls++;
+        return emptyResult();
+      },
+    } as unknown as Engine;
+    const ctx = (e: Engine | undefined): HandlerContext => ({
+      engine: () => e,
+      limits: { maxCandidates: 100 },
+      inflight: new InflightLimit(1),
+      log: silentLogger,
+      stats: new Stats(),
+    });
+    const req = () => rank.decode(encodeRank(protoRequest(c, { candidateAdIds: ['1', '2'] })));
+    const fails = async (p: Promise<unknown>) => {
+      try {
+        await p;
+      } catch (e) {
+        return e;
+      }
+      throw new Error('expected a failure');
+    };
+
+    it('a passed deadline fails with DEADLINE_EXCEEDED before the engine is called', async () => {
+      calls = 0;
+      const past: CallState = { deadline: Date.now() - 1, cancelled: () => false };
+      const e = await fails(execute(ctx(engine), rank, req(), past));
+      expect(toServiceError(e).code).to.equal(status.DEADLINE_EXCEEDED);
+      expect(calls).to.equal(0);
+      await execute(ctx(engine), rank, req(), { deadline: Date.now() + 10_000, cancelled: () => false });
+      expect(calls).to.equal(1);
+    });
+
+    it('no engine yet → UNAVAILABLE', async () => {
+      expect(toServiceError(await fails(execute(ctx(undefined), rank, req()))).code).to.equal(status.UNAVAILABLE);
+    });
+
+    it('maps engine errors to statuses', () => {
+      const code = (c: EngineError['code']) => status[toServiceError(new EngineError('x', c)).code];
+      expect([code('INVALID_REQUEST'), code('DEVICE'), code('DISPOSED'), code('INTERNAL'), code('BUNDLE')]).to.deep.equal([
+        'INVALID_ARGUMENT',
+        'UNAVAILABLE',
+        'UNAVAILABLE',
+        'INTERNAL',
+        'INTERNAL',
+      ]);
+      expect(status[toServiceError(new RequestError(status.NOT_FOUND, 'v')).code]).to.equal('NOT_FOUND');
+      expect(status[toServiceError(new TypeError('boom')).code]).to.equal('INTERNAL');
+    });
+
+    it('the in-flight bound admits up to its limit', () => {
+      const l = new InflightLimit(2);
+      expect([l.tryAcquire(), l.tryAcquire(), l.tryAcquire()]).to.deep.equal([true, true, false]);
+      l.release();
+      expect(l.tryAcquire()).to.equal(true);
+    });
+  });
+});
