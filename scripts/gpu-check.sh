@@ -6,11 +6,11 @@
 #                                   the built addon are present, PyTorch peer, comparison table
 #   scripts/gpu-check.sh --quick    harness validation only (no 10M-ad retrieval, no peer)
 #
-# Outputs go to $OUT when set (else ./gpu-check-out): harness.log, mocha.log, peer.log,
+# Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check): harness.log, mocha.log, peer.log,
 # nvidia-smi.txt, summary.txt. Builds into that directory, never into build/.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${OUT:-$root/gpu-check-out}"
+out="${OUT:-${TMPDIR:-/tmp}/adrank-gpu-check}"
 mkdir -p "$out"
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1

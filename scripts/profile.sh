@@ -4,10 +4,10 @@
 # request path. Needs a built addon and dist/ (npm run build) on a GPU machine.
 #
 #   scripts/profile.sh [requests=300] [device=cuda]   (each request is one `adrank client` run: 4 RPCs)
-# Writes $OUT/adrank.nsys-rep (or ./profile-out/) and an nsys stats summary.
+# Writes $OUT/adrank.nsys-rep (or $TMPDIR/adrank-profile/) and an nsys stats summary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${OUT:-$root/profile-out}"
+out="${OUT:-${TMPDIR:-/tmp}/adrank-profile}"
 requests="${1:-300}"
 device="${2:-cuda}"
 port="${ADRANK_PROFILE_PORT:-50571}"

@@ -10,7 +10,7 @@
 #include "kernels/cpu/layer_norm.h"
 
 #ifdef ADRANK_WITH_CUDA
-#include <cuda_runtime.h>
+#include "kernels/cuda/cuda_backend.cuh"
 #endif
 
 namespace adrank::addon {
@@ -31,14 +31,13 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("threads", double(std::max(1u, std::thread::hardware_concurrency())));
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef ADRANK_WITH_CUDA
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  const bool usable = err == cudaSuccess && count > 0;
+  // Only devices the build carries code for (sm_90a) count as usable.
+  std::string reason;
+  const int count = cuda::cuda_device_count(&reason);
   cuda.Set("compiled", true);
-  cuda.Set("usable", usable);
-  cuda.Set("devices", double(err == cudaSuccess ? count : 0));
-  cuda.Set("reason", usable ? std::string("") : err != cudaSuccess ? std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err)
-                                                                   : std::string("no CUDA devices"));
+  cuda.Set("usable", count > 0);
+  cuda.Set("devices", double(count));
+  cuda.Set("reason", count > 0 ? std::string("") : reason);
 #else
   cuda.Set("compiled", false);
   cuda.Set("usable", false);

@@ -4,8 +4,12 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include "engine/request_parser.h"
+#ifdef ADRANK_WITH_CUDA
+#include "kernels/cuda/cuda_backend.cuh"
+#endif
 
 namespace adrank {
 
@@ -23,6 +27,17 @@ Engine::Engine(const ModelInit& init, const std::string& device, int threads)
   model_ = std::make_shared<const Model>(init, pool_.get());
   state_ = AdStateTable(model_->num_ads());
   backend_ = dev.cuda ? make_cuda_backend(model_, dev.index, pool_.get()) : make_cpu_backend(model_, pool_.get());
+  sync_device_state(nullptr, 0);
+}
+
+// The CUDA backend keeps a device mirror of the live ad state; rows = null uploads all of it.
+void Engine::sync_device_state(const int32_t* rows, size_t n) {
+#ifdef ADRANK_WITH_CUDA
+  if (std::string(backend_->kind()) == "cuda") cuda::cuda_backend_sync_ad_state(*backend_, state_, rows, n);
+#else
+  (void)rows;
+  (void)n;
+#endif
 }
 
 Engine::~Engine() = default;
@@ -59,6 +74,8 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
     }
   }
   int64_t unknown = 0;
+  std::vector<int32_t> rows;
+  rows.reserve(n);
   for (size_t i = 0; i < n; i++) {
     const int32_t row = model_->id_to_row.find(ids[i]);
     if (row < 0) {
@@ -66,7 +83,9 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
       continue;
     }
     state_.set(row, AdState{active[i] != 0, in_budget[i] != 0, rate[i]});
+    rows.push_back(row);
   }
+  if (!rows.empty()) sync_device_state(rows.data(), rows.size());
   return unknown;
 }
 

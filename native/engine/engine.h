@@ -34,6 +34,7 @@ class Engine {
   const Model& model() const { return *model_; }
 
  private:
+  void sync_device_state(const int32_t* rows, size_t n);
   template <typename F>
   Result timed(const uint8_t* bundle, size_t len, Op op, F&& run);
 

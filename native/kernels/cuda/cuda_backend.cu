@@ -886,10 +886,6 @@ int cuda_device_count(std::string* reason) {
   return usable;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool) {
-  return std::make_unique<CudaBackend>(std::move(model), device, pool);
-}
-
 void cuda_backend_sync_ad_state(Backend& backend, const AdStateTable& state, const int32_t* rows, size_t n) {
   auto* b = dynamic_cast<CudaBackend*>(&backend);
   if (!b) throw std::invalid_argument("cuda_backend_sync_ad_state: not a CUDA backend");
@@ -897,3 +893,12 @@ void cuda_backend_sync_ad_state(Backend& backend, const AdStateTable& state, con
 }
 
 }  // namespace adrank::cuda
+
+namespace adrank {
+
+// Declared in engine/backend.h; engine/backend.cc defines the throwing stub only without CUDA.
+std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool) {
+  return std::make_unique<cuda::CudaBackend>(std::move(model), device, pool);
+}
+
+}  // namespace adrank

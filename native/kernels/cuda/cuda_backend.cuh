@@ -25,11 +25,11 @@ namespace adrank::cuda {
 // code only). 0 with *reason set when none (driver missing, no device, wrong architecture).
 int cuda_device_count(std::string* reason);
 
-// The backend for device `device`. Copies the model's tables and weights to the device (bf16 where
-// they are GEMM operands), builds the id hash tables, allocates the stream pool. Throws
-// std::runtime_error (CUDA errors carry file:line and the CUDA error name). `pool` is only used by
-// explain(), which runs on the CPU backend.
-std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, int device, cpu::ThreadPool* pool);
+// The backend itself is created through adrank::make_cuda_backend (engine/backend.h), which
+// cuda_backend.cu defines when ADRANK_WITH_CUDA is set: it copies the model's tables and weights to
+// the device (bf16 where they are GEMM operands), builds the id hash tables and allocates the stream
+// pool; it throws std::runtime_error (CUDA errors carry file:line and the CUDA error name). The CPU
+// thread pool is only used by explain(), which runs on the CPU backend.
 
 // Live ad state → device mirror. rows = null: the whole table; else only those rows. Synchronous:
 // later requests see the update. Until this is called once, every request re-uploads the whole

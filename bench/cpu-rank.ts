@@ -1,0 +1,400 @@
+/**
+ * CPU ranking benchmark (DESIGN §8: "CPU fallback, Rank of 1,000, 2 cores: at least the
+ * throughput of ONNX Runtime (onnxruntime-node) running the same model").
+ *
+ * One bundle (the demo config, 20,000 ads, seed 1, or --bundle), exported to ONNX with
+ * scripts/export_onnx.py. One request of C untargeted, known, distinct candidates (so every
+ * candidate is eligible and all runners do the same work), timed in interleaved rounds:
+ *
+ *   adrank   engine.rank() on the CPU backend (--threads, default 2): request side, gather,
+ *            MaskNet + DCNv2 + MLP + heads, top-K selection and GSP prices, all inside the engine
+ *   ONNX     onnxruntime-node InferenceSession.run (intraOpNumThreads = --threads) plus the
+ *            per-request work ONNX needs around it: id → row lookup, gathering the candidates'
+ *            ad-side features into input tensors, and a top-K of the utilities. The request-side
+ *            vectors (user vector, encoded sequence) are computed once, by the engine, outside
+ *            the timed loop: not in the graph, so ONNX gets them for free.
+ *   PyTorch  the reference module (scripts/reference) in eval/no_grad with
+ *            torch.set_num_threads(--threads), same candidates, same request-side vectors,
+ *            gather + score_candidates timed in a python subprocess (skip with --no-torch).
+ *
+ * Before timing, ONNX Runtime's and PyTorch's probabilities are checked against the engine's
+ * (explain and rank) within 1e-3; the benchmark refuses to report numbers when they differ.
+ *
+ * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
+ *   npm install --no-save onnxruntime-node
+ *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 1000] [--runs 30]
+ *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch]
+ * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine, type EngineRequest } from '../src/engine/index.js';
+import { randomRequest } from '../src/features/random-request.js';
+import { adRows, type LoadedBundle } from '../src/model/bundle.js';
+import { writeDemoBundle } from '../src/model/demo.js';
+import { Rng } from '../src/model/random.js';
+
+const TOLERANCE = 1e-3; // |Δp| allowed between runners, absolute
+const K = 10;
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const opt = {
+  bundle: flag('bundle', ''),
+  onnx: flag('onnx', ''),
+  candidates: Number(flag('candidates', '1000')),
+  runs: Number(flag('runs', '30')),
+  warmup: Number(flag('warmup', '5')),
+  threads: Number(flag('threads', '2')),
+  concurrency: Number(flag('concurrency', '4')),
+  seed: Number(flag('seed', '1')),
+  torch: !args.includes('--no-torch'),
+};
+
+// ---- onnxruntime-node, loaded dynamically (not a project dependency)
+
+/** The part of onnxruntime-node's API used here (declared locally: the package is optional). */
+interface OrtTensor {
+  readonly data: Float32Array | BigInt64Array;
+}
+interface OrtSession {
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+}
+interface Ort {
+  InferenceSession: { create(path: string, options: Record<string, unknown>): Promise<OrtSession> };
+  Tensor: new (type: 'float32' | 'int64', data: Float32Array | BigInt64Array, dims: number[]) => OrtTensor;
+  env: { versions: { node?: string; common: string } };
+}
+const ORT_MODULE = 'onnxruntime-node'; // a variable, so no type checker or bundler resolves it
+
+async function loadOrt(): Promise<Ort> {
+  try {
+    const m = (await import(ORT_MODULE)) as Ort & { default?: Ort };
+    return m.InferenceSession ? m : m.default!;
+  } catch (e) {
+    console.error(
+      `bench:cpu needs onnxruntime-node, which is not a dependency of adrank (${(e as Error).message.split('\n')[0]}).\n` +
+        'Install it without touching package.json / package-lock.json:\n' +
+        '  npm install --no-save onnxruntime-node\n' +
+        '(its postinstall only fetches CUDA binaries, which this benchmark does not use; add\n' +
+        ' --onnxruntime-node-install-cuda=skip if that download fails.)',
+    );
+    process.exit(2);
+  }
+}
+const ort = await loadOrt();
+
+// ---- statistics
+
+interface Stats {
+  median: number;
+  p90: number;
+  runs: number;
+  /** requests/s, sequential */
+  rps1: number;
+  /** requests/s with `concurrency` in flight */
+  rpsN?: number;
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const i = (s.length - 1) * q;
+  const lo = Math.floor(i);
+  return s[lo] + (s[Math.ceil(i)] - s[lo]) * (i - lo);
+}
+
+function stats(ms: number[]): Stats {
+  return { median: quantile(ms, 0.5), p90: quantile(ms, 0.9), runs: ms.length, rps1: 1000 / (ms.reduce((a, b) => a + b, 0) / ms.length) };
+}
+
+/** Latencies (ms) of `n` sequential calls. */
+async function timeSequential(fn: () => Promise<unknown>, n: number): Promise<number[]> {
+  const t: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    t.push(performance.now() - t0);
+  }
+  return t;
+}
+
+/** Requests/s for `n` calls with `inFlight` overlapping promises. */
+async function throughput(fn: () => Promise<unknown>, n: number, inFlight: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next++ < n) await fn();
+    }),
+  );
+  return (n * 1000) / (performance.now() - t0);
+}
+
+// ---- setup: bundle, ONNX export, engine, request
+
+function python(): string {
+  const env = process.env.ADRANK_PYTHON;
+  if (env) return env;
+  return existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+}
+
+function run(cmd: string, argv: string[], input?: string): string {
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', input, maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr || r.error?.message}`);
+  return r.stdout;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'adrank-bench-cpu-'));
+const py = python();
+let bundlePath = opt.bundle;
+if (!bundlePath) {
+  bundlePath = join(work, 'demo.safetensors');
+  await writeDemoBundle({ ads: 20_000, seed: opt.seed, out: bundlePath });
+  console.log(`demo bundle (20,000 ads, seed ${opt.seed}): ${bundlePath}`);
+}
+let onnxPath = opt.onnx;
+if (!onnxPath) {
+  onnxPath = join(work, 'rank.onnx');
+  const t0 = performance.now();
+  const report = JSON.parse(run(py, ['scripts/export_onnx.py', '--bundle', bundlePath, '--out', onnxPath]));
+  console.log(`ONNX export: ${onnxPath}, ${report.bytes} bytes, opset ${report.opset}, torch ${report.torch}, checker ${report.onnx_checker} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads });
+const b = engine.bundle;
+const c = engine.config;
+const T = c.tasks.length;
+console.log(`adrank: ${engine.description}, ${engine.numAds} ads`);
+
+/** C distinct candidates among the untargeted ads (every targeting dim all ones): all eligible. */
+function untargetedCandidates(bundle: LoadedBundle, n: number, rng: Rng): BigInt64Array {
+  const nt = bundle.config.targeting_dims.length;
+  const targeting = bundle.tensors['ads.targeting'] as BigUint64Array;
+  const ids = bundle.tensors['ads.id'] as BigInt64Array;
+  const rows: number[] = [];
+  for (let r = 0; r < bundle.numAds; r++) if (targeting.subarray(r * nt, (r + 1) * nt).every((m) => m === 0xffffffffffffffffn)) rows.push(r);
+  if (rows.length < n) throw new Error(`the bundle has ${rows.length} untargeted ads, fewer than --candidates ${n}`);
+  for (let i = rows.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [rows[i], rows[j]] = [rows[j], rows[i]];
+  }
+  return BigInt64Array.from(rows.slice(0, n), (r) => ids[r]);
+}
+
+const rng = new Rng(7);
+const candidates = untargetedCandidates(b, opt.candidates, rng);
+const request: EngineRequest = {
+  ...randomRequest(rng, b, { candidates: 1, k: K, cap: 0, seqLen: 16, sparseLen: 3 }),
+  candidates,
+  targeting: Uint32Array.from(c.targeting_dims, () => 0),
+  surface: 0,
+};
+const ex = await engine.explain(request);
+const ranked = await engine.rank(request);
+if (ex.rows.length !== opt.candidates || ranked.counts.eligible !== opt.candidates)
+  throw new Error(`expected ${opt.candidates} eligible candidates, got ${ex.rows.length} scored and ${ranked.counts.eligible} eligible`);
+
+// ---- ONNX Runtime: session, per-request input preparation, check
+
+const session = await ort.InferenceSession.create(onnxPath, {
+  intraOpNumThreads: opt.threads,
+  interOpNumThreads: 1,
+  executionMode: 'sequential',
+  graphOptimizationLevel: 'all',
+});
+const ds = c.sequence.dim;
+const seqRows = ex.sequence.length / ds;
+const surfaceRow = (name: string) => (b.tensors[name] as Float32Array).slice(request.surface * T, (request.surface + 1) * T);
+/** Request-side inputs: computed once by the engine (not part of the ONNX graph). */
+const requestFeeds = {
+  user: new ort.Tensor('float32', ex.user, [ex.user.length]),
+  sequence: new ort.Tensor('float32', ex.sequence, [seqRows, ds]),
+  sequence_valid: new ort.Tensor('float32', new Float32Array(seqRows).fill(1), [seqRows]),
+  cal_scale: new ort.Tensor('float32', surfaceRow('calibration.scale'), [T]),
+  cal_bias: new ort.Tensor('float32', surfaceRow('calibration.bias'), [T]),
+  task_weights: new ort.Tensor('float32', surfaceRow('utility.task_weights'), [T]),
+};
+const rowOf = adRows(b);
+const adTables = {
+  dense: b.tensors['ads.dense'] as Float32Array,
+  sparse: b.tensors['ads.sparse'] as BigInt64Array,
+  embedding: b.tensors['ads.embedding'] as Float32Array,
+  bid: b.tensors['ads.bid'] as Float32Array,
+};
+
+/** Candidate ids → rows → the ad-side input tensors (what adrank does inside the engine). */
+function gatherAdFeeds(candidates: BigInt64Array) {
+  const n = candidates.length;
+  const nd = c.ad_dense;
+  const nf = c.ad_sparse.length;
+  const de = c.ad_embedding_dim;
+  const dense = new Float32Array(n * nd);
+  const sparse = new BigInt64Array(n * nf);
+  const embedding = new Float32Array(n * de);
+  const bid = new Float32Array(n);
+  const rows = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = rowOf.get(candidates[i])!;
+    rows[i] = r;
+    dense.set(adTables.dense.subarray(r * nd, (r + 1) * nd), i * nd);
+    sparse.set(adTables.sparse.subarray(r * nf, (r + 1) * nf), i * nf);
+    embedding.set(adTables.embedding.subarray(r * de, (r + 1) * de), i * de);
+    bid[i] = adTables.bid[r];
+  }
+  return {
+    rows,
+    feeds: {
+      ad_dense: new ort.Tensor('float32', dense, [n, nd]),
+      ad_sparse: new ort.Tensor('int64', sparse, [n, nf]),
+      ad_embedding: new ort.Tensor('float32', embedding, [n, de]),
+      bid: new ort.Tensor('float32', bid, [n]),
+    },
+  };
+}
+
+/** One ONNX Runtime request: gather, run, top-K candidates by utility. */
+async function ortRank(candidates: BigInt64Array) {
+  const { rows, feeds } = gatherAdFeeds(candidates);
+  const out = await session.run({ ...requestFeeds, ...feeds });
+  const utility = out.utility.data as Float32Array;
+  const top = Array.from(utility.keys())
+    .sort((x, y) => utility[y] - utility[x])
+    .slice(0, K);
+  return { rows, probs: out.probs.data as Float32Array, utility, top };
+}
+
+/** Largest |Δp| between `probs` (one row per rows[i]) and the engine's, by ad-table row. */
+function worstDiff(rows: Int32Array, probs: Float32Array, refRows: Int32Array, refProbs: Float32Array): number {
+  const at = new Map(Array.from(rows, (r, i) => [r, i] as [number, number]));
+  let worst = 0;
+  for (let j = 0; j < refRows.length; j++) {
+    const i = at.get(refRows[j]);
+    if (i === undefined) return Infinity;
+    for (let t = 0; t < T; t++) worst = Math.max(worst, Math.abs(probs[i * T + t] - refProbs[j * T + t]));
+  }
+  return worst;
+}
+
+function refuse(what: string, diff: number): never {
+  console.error(`REFUSED: ${what} differs from adrank's engine by ${diff} in probability (tolerance ${TOLERANCE}); no timings reported.`);
+  process.exit(1);
+}
+
+const check = await ortRank(candidates);
+const ortVsExplain = worstDiff(check.rows, check.probs, ex.rows, ex.probs);
+const ortVsRank = worstDiff(check.rows, check.probs, ranked.rows, ranked.probs);
+const sameWinners = check.top.every((i, j) => check.rows[i] === ranked.rows[j]);
+console.log(`check ONNX Runtime vs adrank: max |Δp| ${ortVsExplain.toExponential(2)} over ${ex.rows.length}×${T} (explain), ${ortVsRank.toExponential(2)} on the ${ranked.rows.length} winners; same top ${K} in the same order: ${sameWinners}`);
+if (!(ortVsExplain <= TOLERANCE && ortVsRank <= TOLERANCE)) refuse('ONNX Runtime', Math.max(ortVsExplain, ortVsRank));
+
+// ---- PyTorch (subprocess): check and timing loop
+
+const TORCH_SCRIPT = String.raw`
+import json, sys, time, torch
+sys.path.insert(0, ".")
+from scripts.reference.bundle import import_bundle
+a = json.load(open(sys.argv[1]))
+torch.set_num_threads(a["threads"])
+model, _, ads = import_bundle(a["bundle"])
+model.eval()
+rows = torch.tensor(a["rows"], dtype=torch.int64)
+user = torch.tensor(a["user"]); seq = torch.tensor(a["sequence"]).reshape(-1, a["ds"])
+valid = torch.ones(seq.shape[0])
+s = a["surface"]
+scale, bias, w = model.calibration.scale[s], model.calibration.bias[s], model.utility.task_weights[s]
+def step():
+    o = model.score_candidates(user, seq, valid, ads.dense[rows].float(), ads.sparse[rows],
+                               ads.embedding[rows].float(), ads.bid[rows].float(), scale, bias, w)
+    torch.topk(o["utility"], a["k"])
+    return o
+times = []
+with torch.no_grad():
+    probs = step()["probs"]
+    for i in range(a["warmup"]):
+        step()
+    for i in range(a["runs"]):
+        t0 = time.perf_counter(); step(); times.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "times": times, "probs": probs.reshape(-1).tolist()}))
+`;
+
+interface TorchOut {
+  torch: string;
+  threads: number;
+  times: number[];
+  probs: number[];
+}
+function runTorch(): TorchOut {
+  const input = join(work, 'torch-input.json');
+  writeFileSync(
+    input,
+    JSON.stringify({
+      bundle: bundlePath,
+      threads: opt.threads,
+      rows: Array.from(check.rows),
+      user: Array.from(ex.user),
+      sequence: Array.from(ex.sequence),
+      ds,
+      surface: request.surface,
+      k: K,
+      warmup: opt.warmup,
+      runs: opt.runs,
+    }),
+  );
+  writeFileSync(join(work, 'torch-bench.py'), TORCH_SCRIPT);
+  return JSON.parse(run(py, [join(work, 'torch-bench.py'), input])) as TorchOut;
+}
+
+// ---- timing: adrank and ONNX Runtime in interleaved rounds, then PyTorch
+
+const adrankCall = () => engine.rank(request);
+const ortCall = () => ortRank(candidates);
+for (let i = 0; i < opt.warmup; i++) {
+  await adrankCall();
+  await ortCall();
+}
+const rounds = 3;
+const perRound = Math.ceil(opt.runs / rounds);
+const lat = { adrank: [] as number[], ort: [] as number[] };
+const engineUs: number[] = [];
+for (let r = 0; r < rounds; r++) {
+  lat.adrank.push(...(await timeSequential(async () => engineUs.push((await adrankCall()).timings.total), perRound)));
+  lat.ort.push(...(await timeSequential(ortCall, perRound)));
+}
+const adrank = stats(lat.adrank);
+const onnx = stats(lat.ort);
+adrank.rpsN = await throughput(adrankCall, opt.runs, opt.concurrency);
+onnx.rpsN = await throughput(ortCall, opt.runs, opt.concurrency);
+
+let torchStats: Stats | undefined;
+let torchVersion = 'not run';
+if (opt.torch) {
+  const t = runTorch();
+  const d = worstDiff(check.rows, Float32Array.from(t.probs), ex.rows, ex.probs);
+  console.log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
+  if (!(d <= TOLERANCE)) refuse('PyTorch', d);
+  torchStats = stats(t.times);
+  torchVersion = `${t.torch} (${t.threads} threads)`;
+}
+engine.dispose();
+
+// ---- report
+
+const f = (x: number | undefined, digits = 2) => (x === undefined ? '—' : x.toFixed(digits));
+const line = (name: string, s: Stats | undefined) =>
+  `| ${name} | ${f(s?.median)} | ${f(s?.p90)} | ${s?.runs ?? '—'} | ${f(s?.rps1)} | ${f(s?.rpsN)} |`;
+console.log(`
+machine: ${cpus()[0]?.model ?? '?'} (${cpus().length} hardware threads); node ${process.version}; onnxruntime-node ${ort.env.versions.node}; torch ${torchVersion}
+Rank of ${opt.candidates} candidates (all eligible), top ${K}, ${opt.threads} threads, ${opt.warmup} warm-up + ${opt.runs} timed runs each; adrank engine time (timings.total) median ${f(quantile(engineUs, 0.5) / 1000)} ms
+ratios adrank/ONNX: throughput at concurrency 1 ${f(adrank.rps1 / onnx.rps1)}×, at concurrency ${opt.concurrency} ${f(adrank.rpsN! / onnx.rpsN!)}×; median latency ${f(adrank.median / onnx.median)}×
+
+| runner | median ms | p90 ms | runs | req/s (conc. 1) | req/s (conc. ${opt.concurrency}) |
+| --- | ---: | ---: | ---: | ---: | ---: |
+${line(`adrank engine.rank (cpu, ${opt.threads} threads)`, adrank)}
+${line(`onnxruntime-node ${ort.env.versions.node} (intra-op ${opt.threads}) + gather`, onnx)}
+${line(`PyTorch ${torchVersion} eager, no_grad`, torchStats)}`);
