@@ -23,8 +23,12 @@
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
  *   npm install --no-save onnxruntime-node
  *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 1000] [--runs 30]
- *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch]
+ *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60]
  * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
+ * Debian's python3-torch links the reference (netlib) BLAS, ~5 GFLOP/s: PyTorch then takes ~10 s a
+ * request and its loop stops after --torch-budget seconds. For a fair PyTorch figure, point the
+ * subprocess at OpenBLAS, e.g. `apt-get download libopenblas0-pthread`, `dpkg-deb -x` it to DIR and
+ * run with LD_LIBRARY_PATH=DIR/usr/lib/x86_64-linux-gnu/openblas-pthread (the table says which).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -54,6 +58,8 @@ const opt = {
   concurrency: Number(flag('concurrency', '4')),
   seed: Number(flag('seed', '1')),
   torch: !args.includes('--no-torch'),
+  /** seconds for PyTorch's timing loop: Debian's torch uses the reference BLAS (~10 s a request) */
+  torchBudget: Number(flag('torch-budget', '60')),
 };
 
 // ---- onnxruntime-node, loaded dynamically (not a project dependency)
@@ -312,20 +318,26 @@ def step():
                                ads.embedding[rows].float(), ads.bid[rows].float(), scale, bias, w)
     torch.topk(o["utility"], a["k"])
     return o
-times = []
+times, start = [], time.perf_counter()
+budget = lambda share: time.perf_counter() - start > share * a["budget_s"]
 with torch.no_grad():
     probs = step()["probs"]
     for i in range(a["warmup"]):
+        if budget(0.2): break
         step()
     for i in range(a["runs"]):
+        if len(times) >= 3 and budget(1.0): break
         t0 = time.perf_counter(); step(); times.append((time.perf_counter() - t0) * 1e3)
+libs = sorted({"/".join(l.split()[-1].split("/")[-2:]) for l in open("/proc/self/maps") if "/libblas" in l})
 print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "blas": ",".join(libs) or "?",
                   "times": times, "probs": probs.reshape(-1).tolist()}))
 `;
 
 interface TorchOut {
   torch: string;
   threads: number;
+  blas: string;
   times: number[];
   probs: number[];
 }
@@ -344,6 +356,7 @@ function runTorch(): TorchOut {
       k: K,
       warmup: opt.warmup,
       runs: opt.runs,
+      budget_s: opt.torchBudget,
     }),
   );
   writeFileSync(join(work, 'torch-bench.py'), TORCH_SCRIPT);
@@ -379,7 +392,8 @@ if (opt.torch) {
   console.log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
   if (!(d <= TOLERANCE)) refuse('PyTorch', d);
   torchStats = stats(t.times);
-  torchVersion = `${t.torch} (${t.threads} threads)`;
+  torchVersion = `${t.torch} (${t.threads} threads, BLAS ${t.blas})`;
+  if (t.times.length < opt.runs) console.log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
 }
 engine.dispose();
 
@@ -397,4 +411,4 @@ ratios adrank/ONNX: throughput at concurrency 1 ${f(adrank.rps1 / onnx.rps1)}×,
 | --- | ---: | ---: | ---: | ---: | ---: |
 ${line(`adrank engine.rank (cpu, ${opt.threads} threads)`, adrank)}
 ${line(`onnxruntime-node ${ort.env.versions.node} (intra-op ${opt.threads}) + gather`, onnx)}
-${line(`PyTorch ${torchVersion} eager, no_grad`, torchStats)}`);
+${line(torchStats ? `PyTorch ${torchVersion} eager, no_grad` : 'PyTorch (not run: --no-torch)', torchStats)}`);

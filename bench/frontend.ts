@@ -12,7 +12,7 @@ import { loadProto } from '../src/server/proto.js';
 import { requestDecoder } from '../src/server/codec.js';
 import { rank } from '../src/handlers/rank.js';
 import { responseOf, emptyResult } from '../src/handlers/engine-rpc.js';
-import { sampleRank } from '../src/handlers/sample.js';
+import { modelShape, sampleRank } from '../src/handlers/sample.js';
 import { packFeatureBundle } from '../src/features/feature-bundle.js';
 import { makeDemoConfig } from '../src/model/demo.js';
 import type { ModelConfig } from '../src/model/config.js';
@@ -38,17 +38,6 @@ function time(fn: () => unknown): number {
   return median(t);
 }
 
-function shapeOf(c: ModelConfig) {
-  return {
-    surfaces: c.surfaces,
-    targetingDims: c.targeting_dims,
-    userSparseFields: c.user_sparse.map((f) => f.name),
-    userDense: c.user_dense,
-    userEmbeddingDim: c.user_embedding_dim,
-    sequenceMaxLen: c.sequence.max_len,
-    sequenceActions: c.sequence.actions,
-  };
-}
 
 /** Demo-like ad ids: up to 2^43 (7-byte varints). */
 function adIds(n: number): string[] {
@@ -93,7 +82,7 @@ out('');
 out('| N | proto-loader (longs: String) + BigInt64Array | longs: Number (lossy > 2^53) | packed varints → BigInt64Array (used) |');
 out('| ---: | ---: | ---: | ---: |');
 for (const n of [1000, 10000]) {
-  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(shapeOf(config), adIds(n), 100)) as protobuf.Message).finish());
+  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(modelShape(config), adIds(n), 100)) as protobuf.Message).finish());
   const viaStrings = time(() => {
     const o = protoLoaderDecode.Rank.requestDeserialize(bytes);
     const ids = new BigInt64Array(o.candidateAdIds.length);
@@ -115,7 +104,7 @@ for (const [n, k] of [
   [1000, 100],
   [10000, 100],
 ] as const) {
-  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(shapeOf(config), adIds(n), k)) as protobuf.Message).finish());
+  const bytes = Buffer.from(rankType.encode(rankType.fromObject(sampleRank(modelShape(config), adIds(n), k)) as protobuf.Message).finish());
   const decoded = rank.decode(bytes);
   const er = rank.validate(decoded, config, { maxCandidates: 100_000 });
   const result = fakeResult(er.candidates as BigInt64Array, k, config.tasks.length);

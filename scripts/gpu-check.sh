@@ -36,7 +36,7 @@ if command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" ]]; the
   tests=()
   for t in test/21.kernels-gpu.test.ts test/40.parity.test.ts; do [[ -f "$root/$t" ]] && tests+=("$t"); done
   if (( ${#tests[@]} )); then
-    (cd "$root" && ADRANK_PARITY_DEVICE=cuda npx mocha "${tests[@]}") 2>&1 | tee "$out/mocha.log"
+    (cd "$root" && ADRANK_PARITY_DEVICE=cuda npx mocha --no-config -n import=tsx --timeout 300000 "${tests[@]}") 2>&1 | tee "$out/mocha.log"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
   else
     echo "no GPU test files found" | tee "$out/mocha.log"

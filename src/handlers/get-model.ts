@@ -5,6 +5,7 @@ import type { GetModelRequest__Output } from '../generated/adrank/v1/GetModelReq
 import type { GetModelResponse, GetModelResponse__Output } from '../generated/adrank/v1/GetModelResponse.js';
 import type { HandlerContext } from './context.js';
 import { serviceError } from './engine-rpc.js';
+import { modelShape } from './sample.js';
 
 export function describeModel(engine: Engine): GetModelResponse__Output {
   const c = engine.config;
@@ -17,13 +18,7 @@ export function describeModel(engine: Engine): GetModelResponse__Output {
     numAds: String(engine.numAds),
     configJson: JSON.stringify(c),
     tasks: c.tasks,
-    surfaces: c.surfaces,
-    targetingDims: c.targeting_dims,
-    userSparseFields: c.user_sparse.map((f) => f.name),
-    userDense: c.user_dense,
-    userEmbeddingDim: c.user_embedding_dim,
-    sequenceMaxLen: c.sequence.max_len,
-    sequenceActions: c.sequence.actions,
+    ...modelShape(c),
     bundleSha256: engine.bundle.sha256,
   };
 }

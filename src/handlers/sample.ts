@@ -2,6 +2,7 @@
  * Sample requests built from a model's description (GetModel): the server's warm-up and
  * `adrank client` send these. Values are deterministic for a seed.
  */
+import type { ModelConfig } from '../model/config.js';
 import type { GetModelResponse__Output } from '../generated/adrank/v1/GetModelResponse.js';
 import type { UserFeatures } from '../generated/adrank/v1/UserFeatures.js';
 import type { RankRequest } from '../generated/adrank/v1/RankRequest.js';
@@ -12,6 +13,19 @@ export type ModelShape = Pick<
   GetModelResponse__Output,
   'surfaces' | 'targetingDims' | 'userSparseFields' | 'userDense' | 'userEmbeddingDim' | 'sequenceMaxLen' | 'sequenceActions'
 >;
+
+/** The shape fields of GetModel for a config (what sample requests are built from). */
+export function modelShape(c: ModelConfig): ModelShape {
+  return {
+    surfaces: c.surfaces,
+    targetingDims: c.targeting_dims,
+    userSparseFields: c.user_sparse.map((f) => f.name),
+    userDense: c.user_dense,
+    userEmbeddingDim: c.user_embedding_dim,
+    sequenceMaxLen: c.sequence.max_len,
+    sequenceActions: c.sequence.actions,
+  };
+}
 
 /** xorshift32 in [0, 1) */
 function rng(seed: number): () => number {

@@ -69,6 +69,19 @@ constexpr const char* kD2H = "d2h";
 inline constexpr int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
 inline constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+// Carves one preallocated workspace into 256-byte-aligned arrays. With base = null it only adds up
+// the size, so the same carving code both sizes and lays out a workspace.
+struct Carver {
+  char* base;
+  size_t off = 0;
+  template <class T>
+  T* take(size_t count) {
+    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
+    off += round_up(int64_t(count * sizeof(T)), 256);
+    return p;
+  }
+};
+
 // Grid size for a grid-stride loop over n items with `threads` per block, capped.
 inline int grid_for(int64_t n, int threads, int cap = 65535) {
   int64_t g = (n + threads - 1) / threads;

@@ -347,16 +347,6 @@ void layernorm_rows(const float* x, float* y, int d, const float* g, const float
 // ---- launchers ------------------------------------------------------------------------------------
 
 namespace {
-struct Carver {
-  char* base;
-  size_t off = 0;
-  template <class T>
-  T* take(size_t count) {
-    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
-    off += round_up(int64_t(count * sizeof(T)), 256);
-    return p;
-  }
-};
 
 ForwardWorkspace carve(const DeviceModel& m, int m_cap, int chunk, Carver& c) {
   ForwardWorkspace ws;

@@ -602,16 +602,6 @@ __global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectSta
 // ---- launchers --------------------------------------------------------------------------------------
 
 namespace {
-struct Carver {
-  char* base;
-  size_t off = 0;
-  template <class T>
-  T* take(size_t count) {
-    T* p = base ? reinterpret_cast<T*>(base + off) : nullptr;
-    off += round_up(int64_t(count * sizeof(T)), 256);
-    return p;
-  }
-};
 
 size_t cub_temp_bytes(int n_cap, int l0_cap) {
   size_t a = 0, b = 0;
