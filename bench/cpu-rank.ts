@@ -23,7 +23,7 @@
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
  *   npm install --no-save onnxruntime-node
  *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 1000] [--runs 30]
- *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60]
+ *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep]
  * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
  * Debian's python3-torch links the reference (netlib) BLAS, ~5 GFLOP/s: PyTorch then takes ~10 s a
  * request and its loop stops after --torch-budget seconds. For a fair PyTorch figure, point the
@@ -31,7 +31,7 @@
  * run with LD_LIBRARY_PATH=DIR/usr/lib/x86_64-linux-gnu/openblas-pthread (the table says which).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, type EngineRequest } from '../src/engine/index.js';
@@ -155,7 +155,9 @@ function run(cmd: string, argv: string[], input?: string): string {
   return r.stdout;
 }
 
+/** scratch files (demo bundle, ONNX export, PyTorch input); removed at exit unless --keep */
 const work = mkdtempSync(join(tmpdir(), 'adrank-bench-cpu-'));
+if (!args.includes('--keep')) process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 const py = python();
 let bundlePath = opt.bundle;
 if (!bundlePath) {
