@@ -10,12 +10,18 @@ import { defaultDecoder, readInt64Field, requestDecoder, responseEncoder } from 
 import { loadProto } from '../src/server/proto.js';
 import { execute, emptyResult, responseOf, toServiceError, type CallState } from '../src/handlers/engine-rpc.js';
 import { rank } from '../src/handlers/rank.js';
+import { retrieveAndRank } from '../src/handlers/retrieve-and-rank.js';
+import { modelShape, sampleRetrieveAndRank } from '../src/handlers/sample.js';
 import { InflightLimit, Stats, type HandlerContext } from '../src/handlers/context.js';
 import { RequestError, defaultRetrieveCount, validateRank, validateRetrieveAndRank, type RankInput } from '../src/handlers/validate.js';
 import { silentLogger } from '../src/server/log.js';
 import { EngineError, type Engine } from '../src/engine/index.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { AdrankServer } from '../src/server/server.js';
 
 const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '2147483648', '-2147483648', '4294967295', '4294967296', '9007199254740993', '9223372036854775807', '-9223372036854775808', '-123456789012345'];
 
@@ -111,6 +117,15 @@ describe('51 front end (no addon)', () => {
       );
     });
 
+    it('the sample RetrieveAndRank (warm-up, `adrank client --k`) is valid for every K', () => {
+      const rar = loadProto().root.lookupType('adrank.v1.RetrieveAndRankRequest');
+      for (const k of [1, 10, 1000, 2000, 10_000]) {
+        const bytes = Buffer.from(rar.encode(rar.fromObject(sampleRetrieveAndRank(modelShape(c), k)) as protobuf.Message).finish());
+        const e = validateRetrieveAndRank(retrieveAndRank.decode(bytes), c);
+        expect([e.k, e.retrieveCount >= k]).to.deep.equal([k, true]);
+      }
+    });
+
     it('RetrieveAndRank: retrieve_count 0 means max(K, min(10K, 10000))', () => {
       expect(defaultRetrieveCount(5)).to.equal(50);
       expect(defaultRetrieveCount(5000)).to.equal(10000);
@@ -179,5 +194,68 @@ describe('51 front end (no addon)', () => {
       l.release();
       expect(l.tryAcquire()).to.equal(true);
     });
+  });
+
+  describe('server options', () => {
+    const never = () => new Promise<Engine>(() => {});
+    const startFails = async (opts: Parameters<typeof AdrankServer.start>[0]) => {
+      const r = await AdrankServer.start(opts).then((s) => s, (e: Error) => e);
+      if (r instanceof AdrankServer) {
+        await r.shutdown('test end');
+        throw new Error('expected AdrankServer.start to refuse the options');
+      }
+      return r;
+    };
+
+    it('refuses max candidates above the engine’s 100,000', async () => {
+      const e = await startFails({ port: 0, engine: never, maxCandidates: 100_001, log: silentLogger });
+      expect(e.message).to.equal('expected an integer in 1..100000 for max candidates, got 100001');
+    });
+
+    it('a refused option leaves no port bound', async () => {
+      const port = await new Promise<number>((resolve) => {
+        const s = createServer().listen(0, 'localhost', () => {
+          const p = (s.address() as { port: number }).port;
+          s.close(() => resolve(p));
+        });
+      });
+      await startFails({ port, engine: never, maxInflight: 0, log: silentLogger });
+      const s = await AdrankServer.start({ port, engine: never, log: silentLogger });
+      expect(s.port).to.equal(port);
+      await s.shutdown('test end');
+    });
+  });
+
+  describe('CLI flags from the environment', () => {
+    /** `adrank serve` with a bundle that does not exist: runs until the flags are parsed and the load fails. */
+    const serve = (env: Record<string, string>, args: string[] = []) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'src', 'cli', 'main.ts'), 'serve', ...args], {
+          env: { ...process.env, ADRANK_BUNDLE: '/nonexistent/adrank.safetensors', ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('exit', (code) => resolve({ code, stdout, stderr }));
+      });
+
+    it('are applied', async () => {
+      const r = await serve({ ADRANK_MAX_INFLIGHT: '3', ADRANK_MAX_CANDIDATES: '5', ADRANK_MAX_MESSAGE_BYTES: '2048', ADRANK_SHUTDOWN_GRACE_MS: '7' });
+      const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+      expect(events.find((e) => e.event === 'listening')).to.include({ maxInflight: 3, maxCandidates: 5, maxReceiveBytes: 2048 });
+      expect(events.find((e) => e.event === 'shutting_down')).to.include({ graceMs: 7 });
+      expect(r.code).to.equal(1); // no such bundle
+    });
+
+    for (const [name, value] of [['ADRANK_PORT', ''], ['ADRANK_SHUTDOWN_GRACE_MS', ' '], ['ADRANK_MAX_INFLIGHT', '0x10'], ['ADRANK_MAX_CANDIDATES', '100001']]) {
+      it(`refuses ${name}=${JSON.stringify(value)} before binding`, async () => {
+        const r = await serve({ [name]: value });
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.include(name);
+        expect(r.stdout).to.not.include('listening');
+      });
+    }
   });
 });

@@ -18,7 +18,7 @@ import {
   DEFAULT_SHUTDOWN_GRACE_MS,
 } from '../server/server.js';
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
-import { DEFAULT_MAX_CANDIDATES } from '../handlers/validate.js';
+import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
 import { formatBytes, table } from './table.js';
 
@@ -27,7 +27,8 @@ const DEMO_ADS = 100_000;
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
-    const n = Number(v);
+    // digits only: Number() would also take '' and ' ' (as 0), '0x10', '1e3'
+    const n = /^\d+$/.test(v) ? Number(v) : NaN;
     if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
     return n;
   };
@@ -64,11 +65,13 @@ interface ServeFlags {
   logLevel: string;
 }
 
-async function serve(f: ServeFlags): Promise<void> {
+/** `bundleSource` is commander's source of --bundle: 'cli', 'env' (ADRANK_BUNDLE) or undefined. */
+async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
   const log = jsonLogger(parseLevel(f.logLevel));
   let bundle = f.bundle;
   if (f.demo) {
-    if (bundle) throw new InvalidArgumentError('give either --bundle or --demo, not both');
+    // A flag wins over the environment: --demo overrides ADRANK_BUNDLE, not --bundle.
+    if (bundle && bundleSource === 'cli') throw new InvalidArgumentError('give either --bundle or --demo, not both');
     bundle = resolve(DEMO_BUNDLE);
     await ensureDemoBundle(bundle, f.demoAds, log);
   }
@@ -138,11 +141,11 @@ function program(): Command {
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(new Option('--max-inflight <n>', 'concurrent engine requests; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
-    .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, 10_000_000)))
+    .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
-    .action((f: ServeFlags) => serve(f));
+    .action((f: ServeFlags, cmd: Command) => serve(f, cmd.getOptionValueSource('bundle')));
 
   p.command('demo-bundle')
     .description('write a synthetic bundle with the demo config (DESIGN §4)')

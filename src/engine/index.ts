@@ -161,7 +161,9 @@ export class Engine {
     } catch (e) {
       if (e instanceof EngineError) throw e;
       const msg = (e as Error).message ?? String(e);
-      const code = /disposed/i.test(msg) ? 'DISPOSED' : /cuda|device/i.test(msg) ? 'DEVICE' : /expected|invalid|request/i.test(msg) ? 'INVALID_REQUEST' : 'INTERNAL';
+      // The native side's messages: bad input is "expected <what> for <field>, got <value>" (the
+      // one shape, STYLE.md); a disposed engine says so; CUDA errors carry the CUDA error name.
+      const code = /^engine (disposed|busy)/.test(msg) ? 'DISPOSED' : /^expected /.test(msg) ? 'INVALID_REQUEST' : /cuda/i.test(msg) ? 'DEVICE' : 'INTERNAL';
       throw new EngineError(msg, code);
     }
   }

@@ -77,5 +77,6 @@ export function sampleRank(m: ModelShape, candidateAdIds: string[], k = 10, seed
 }
 
 export function sampleRetrieveAndRank(m: ModelShape, k = 10, seed = 1): RetrieveAndRankRequest {
-  return { ...common(m, `sample-retrieve-and-rank-${seed}`, k, seed), retrieveCount: Math.min(10 * k, 1000) };
+  // R must be at least K (validate.ts); up to 10 K, capped at 1000 for K <= 1000
+  return { ...common(m, `sample-retrieve-and-rank-${seed}`, k, seed), retrieveCount: Math.max(k, Math.min(10 * k, 1000)) };
 }

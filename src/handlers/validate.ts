@@ -15,7 +15,9 @@ import type { RetrieveAndRankRequest__Output } from '../generated/adrank/v1/Retr
 /** Limits of the API (docs/api.md, docs/funnel.md "Limits"). */
 export const MAX_K = 10_000;
 export const MAX_RETRIEVE_COUNT = 10_000;
-export const DEFAULT_MAX_CANDIDATES = 100_000;
+/** candidate ids per Rank the engine accepts (native kMaxCandidates); --max-candidates may only lower it */
+export const MAX_CANDIDATES = 100_000;
+export const DEFAULT_MAX_CANDIDATES = MAX_CANDIDATES;
 export const MAX_PARTITIONS = 1024;
 export const MAX_REQUEST_ID_BYTES = 256;
 /** per user sparse field, and per exclusion list */

@@ -16,7 +16,7 @@ import { rank } from '../handlers/rank.js';
 import { retrieve } from '../handlers/retrieve.js';
 import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
-import { DEFAULT_MAX_CANDIDATES } from '../handlers/validate.js';
+import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { jsonLogger, type Logger } from './log.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
@@ -30,7 +30,7 @@ export interface ServerOptions {
   engine: Engine | (() => Promise<Engine>);
   /** concurrent engine RPCs; more fail at once with RESOURCE_EXHAUSTED (default 256) */
   maxInflight?: number;
-  /** candidate ids per Rank (default 100,000) */
+  /** candidate ids per Rank, 1..100,000 (the engine's limit; default 100,000) */
   maxCandidates?: number;
   /** largest request message accepted; larger → RESOURCE_EXHAUSTED (default 8 MiB) */
   maxReceiveBytes?: number;
@@ -46,6 +46,8 @@ export const DEFAULT_HOST = 'localhost';
 export const DEFAULT_MAX_INFLIGHT = 256;
 export const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** How long past the grace period shutdown waits for native runs before giving up on dispose. */
+const NATIVE_RUN_WAIT_MS = 60_000;
 
 /** The three engine RPCs by their method names in the proto service. */
 const ENGINE_RPCS = { Retrieve: retrieve, Rank: rank, RetrieveAndRank: retrieveAndRank } as const;
@@ -81,11 +83,12 @@ export class AdrankServer {
     readonly port: number,
     private readonly opts: ServerOptions,
     readonly log: Logger,
+    inflight: InflightLimit,
   ) {
     this.ctx = {
       engine: () => this.engineNow,
       limits: { maxCandidates: opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES },
-      inflight: new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT),
+      inflight,
       log,
       stats: this.stats,
     };
@@ -97,6 +100,11 @@ export class AdrankServer {
   /** Binds (bindAsync) and starts loading the engine; await `ready` for SERVING. */
   static async start(opts: ServerOptions): Promise<AdrankServer> {
     const log = opts.log ?? jsonLogger();
+    // check the options before binding, so that a refused option leaves no port bound
+    const maxCandidates = opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES;
+    if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES)
+      throw new Error(`expected an integer in 1..${MAX_CANDIDATES} for max candidates, got ${maxCandidates}`);
+    const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
     const server = new grpc.Server({
@@ -111,7 +119,7 @@ export class AdrankServer {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    const s = new AdrankServer(server, host, port, opts, log);
+    const s = new AdrankServer(server, host, port, opts, log, inflight);
     log.info('listening', { address: `${host}:${port}`, maxReceiveBytes: maxReceive, maxInflight: s.ctx.inflight.max, maxCandidates: s.ctx.limits.maxCandidates });
     return s;
   }
@@ -191,7 +199,8 @@ export class AdrankServer {
     const { root } = loadProto();
     const shape = describeModel(engine);
     const ids = engine.bundle.tensors['ads.id'] as BigInt64Array;
-    const candidates = Array.from(ids.subarray(0, 1000), String);
+    // no more candidates than the server accepts (--max-candidates may be below 1000)
+    const candidates = Array.from(ids.subarray(0, Math.min(1000, this.ctx.limits.maxCandidates)), String);
     const send = <R>(rpc: EngineRpc<R>, req: object) => {
       const type = root.lookupType(`adrank.v1.${rpc.name}Request`);
       return execute(this.ctx, rpc as EngineRpc<R & { requestId: string }>, rpc.decode(Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish())) as R & { requestId: string });
@@ -228,7 +237,10 @@ export class AdrankServer {
       const engine = this.engineNow;
       this.engineNow = undefined;
       if (engine) {
-        const until = Date.now() + grace;
+        // Native runs cannot be cut: after the grace period, keep waiting (bounded) so the engine's
+        // memory is freed rather than leaked by a failed dispose.
+        const until = Date.now() + grace + NATIVE_RUN_WAIT_MS;
+        if (engine.inflight() > 0) this.log.info('waiting_for_native_runs', { inflight: engine.inflight() });
         while (engine.inflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
         try {
           engine.dispose();
