@@ -154,7 +154,12 @@ ModelInit model_init(const Napi::Object& init) {
   m.tasks = get_int(d, "tasks", "dims.tasks");
   m.targeting_dims = get_int(d, "targetingDims", "dims.targetingDims");
   m.seq_max_len = get_int(d, "seqMaxLen", "dims.seqMaxLen");
-  m.seq_item_buckets = int64_t(get_number(d, "seqItemBuckets", "dims.seqItemBuckets"));
+  {
+    const double b = get_number(d, "seqItemBuckets", "dims.seqItemBuckets");
+    if (!(b >= 1 && b == std::floor(b) && b < 9.0e15))
+      throw Napi::TypeError::New(init.Env(), "expected a positive integer for dims.seqItemBuckets, got " + describe(d.Get("seqItemBuckets")));
+    m.seq_item_buckets = int64_t(b);
+  }
   m.seq_actions = get_int(d, "seqActions", "dims.seqActions");
   m.seq_dim = get_int(d, "seqDim", "dims.seqDim");
   m.seq_heads = get_int(d, "seqHeads", "dims.seqHeads");

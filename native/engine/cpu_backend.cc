@@ -162,7 +162,10 @@ void CpuBackend::encode_sequence(const Request& req, UserState& us) const {
       ffn(size_t(n) * d.seq_ffn_dim), scratch(n);
   for (int j = 0; j < n; j++) {
     const float* it = m_.seq_item.data() + bucket_of(req.seq_items[j], d.seq_item_buckets) * ds;
-    const float* ac = m_.seq_action.data() + size_t(req.seq_actions[j]) * ds;
+    // Validated by parse_request, but read again from the caller's buffer: clamp (as the CUDA path
+    // does) so a buffer changed after validation cannot index past sequence.action.
+    const uint32_t action = std::min<uint32_t>(req.seq_actions[j], uint32_t(d.seq_actions - 1));
+    const float* ac = m_.seq_action.data() + size_t(action) * ds;
     const float* ps = m_.seq_position.data() + size_t(j) * ds;
     for (int k = 0; k < ds; k++) x[size_t(j) * ds + k] = it[k] + ac[k] + ps[k];
   }

@@ -139,7 +139,7 @@ Selection select_global(std::vector<Candidate>& c, uint32_t k, uint32_t cap, boo
 
 Selection select_local(std::vector<Candidate>& c, uint32_t k, uint32_t cap, uint32_t partitions, bool want_runner_up) {
   Selection s;
-  const uint32_t kp = (k + partitions - 1) / partitions;
+  const uint32_t kp = uint32_t((uint64_t(k) + partitions - 1) / partitions);  // no 32-bit wrap for large P
   auto part = [&](const Candidate& x) { return bucket_of(x.id, partitions); };
   std::stable_sort(c.begin(), c.end(), [&](const Candidate& a, const Candidate& b) { return part(a) < part(b); });
   std::vector<Candidate> merged;

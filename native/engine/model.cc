@@ -58,7 +58,9 @@ class Tensors {
       throw std::runtime_error("tensor " + name + ": expected dtype " + want + ", got " + dtype_name(t.dtype));
     }
     int64_t n = 1;
-    for (int64_t s : shape) n *= s;
+    for (int64_t s : shape)
+      if (__builtin_mul_overflow(n, s, &n))
+        throw std::runtime_error("tensor " + name + ": expected shape " + shape_str(shape) + " overflows 64 bits");
     if (int64_t(t.count) != n)
       throw std::runtime_error("tensor " + name + ": expected shape " + shape_str(shape) + " (" + std::to_string(n) +
                                " values), got " + std::to_string(t.count) + " values");

@@ -115,7 +115,10 @@ Request parse_request(const uint8_t* data, size_t len, const ModelDims& d, Op op
   r.user_embedding = c.take<float>(d.user_embedding_dim);
   r.task_weights = c.take<float>(d.tasks);
   r.targeting = c.take<uint32_t>(d.targeting_dims);
-  const Span<uint32_t> lens = c.take<uint32_t>(d.user_sparse.size());
+  // Copied once: the caller's buffer may change under us (JS owns it), so the lengths that are
+  // summed and checked must be the ones used.
+  const Span<uint32_t> lens_in = c.take<uint32_t>(d.user_sparse.size());
+  const std::vector<uint32_t> lens(lens_in.begin(), lens_in.end());
   uint64_t total = 0;
   for (uint32_t l : lens) total += l;
   if (total != h[kNumUserSparseIds])
