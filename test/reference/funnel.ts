@@ -4,23 +4,13 @@
  * RetrieveAndRank. Scores come from a `Scorer` so a test can run the selection logic on the
  * engine's own float32 scores (exact comparison) or on the float64 model (candidate()).
  */
+import type { NativeCounts } from '../../src/engine/binding.js';
 import { adRows, type LoadedBundle } from '../../src/model/bundle.js';
 import { requestKey, type EngineRequest } from '../../src/features/feature-bundle.js';
 import { candidate, retrievalScore, userSide, type RefModel, type UserSide } from './model.js';
 
-export interface Counts {
-  received: number;
-  unknown: number;
-  duplicate: number;
-  inactive: number;
-  outOfBudget: number;
-  paced: number;
-  targeting: number;
-  excludedAd: number;
-  excludedAdvertiser: number;
-  capped: number;
-  eligible: number;
-}
+/** The same counts the engine reports (docs/funnel.md). */
+export type Counts = NativeCounts;
 
 export type DropReason = 'excludedAd' | 'excludedAdvertiser' | 'inactive' | 'outOfBudget' | 'targeting' | 'paced';
 
