@@ -103,6 +103,13 @@ class CpuBackend final : public Backend {
                      StageTime& st) const;
   // Eligibility over the whole corpus with retrieval scores for the eligible ads.
   std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts);
+  // Retrieval's first half, shared by Retrieve and RetrieveAndRank: the request side, then scan();
+  // sets r.timings.user and r.timings.retrieve and r.counts.
+  struct Scanned {
+    UserState us;
+    std::vector<Candidate> cands;
+  };
+  Scanned scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r);
   Result finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us, Result r,
                        bool want_prices);
 
@@ -508,16 +515,21 @@ Result CpuBackend::rank(const Request& req, const AdStateTable& state) {
   return finish_ranked(req, rows, us, std::move(r), req.price());
 }
 
+CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r) {
+  const double t0 = now_us();
+  Scanned s{compute_user(req, for_ranking), {}};
+  const double t1 = now_us();
+  r.timings.user = t1 - t0;
+  s.cands = scan(req, state, s.us, r.counts);
+  r.timings.retrieve = now_us() - t1;
+  return s;
+}
+
 Result CpuBackend::retrieve(const Request& req, const AdStateTable& state) {
   Result r;
-  double t0 = now_us();
-  const UserState us = compute_user(req, false);
-  double t1 = now_us();
-  r.timings.user = t1 - t0;
-  std::vector<Candidate> cands = scan(req, state, us, r.counts);
-  double t2 = now_us();
-  r.timings.retrieve = t2 - t1;
-  const Selection s = select_global(cands, req.k, req.cap, false);
+  Scanned sc = scan_corpus(req, state, false, r);
+  const double t2 = now_us();
+  const Selection s = select_global(sc.cands, req.k, req.cap, false);
   r.counts.capped += s.capped;
   for (const Candidate& c : s.winners) {
     r.ad_ids.push_back(c.id);
@@ -531,18 +543,15 @@ Result CpuBackend::retrieve(const Request& req, const AdStateTable& state) {
 
 Result CpuBackend::retrieve_and_rank(const Request& req, const AdStateTable& state) {
   Result r;
-  double t0 = now_us();
-  const UserState us = compute_user(req, true);
-  double t1 = now_us();
-  r.timings.user = t1 - t0;
-  std::vector<Candidate> cands = scan(req, state, us, r.counts);
-  const Selection top = select_global(cands, req.retrieve_count, 0, false);
+  Scanned sc = scan_corpus(req, state, true, r);
+  const double t1 = now_us();
+  const Selection top = select_global(sc.cands, req.retrieve_count, 0, false);
   std::vector<int32_t> rows;
   rows.reserve(top.winners.size());
   for (const Candidate& c : top.winners) rows.push_back(c.index);
   r.retrieved = int64_t(rows.size());
-  r.timings.retrieve = now_us() - t1;
-  return finish_ranked(req, rows, us, std::move(r), true);
+  r.timings.retrieve += now_us() - t1;
+  return finish_ranked(req, rows, sc.us, std::move(r), true);
 }
 
 Explain CpuBackend::explain(const Request& req) {

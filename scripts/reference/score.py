@@ -227,14 +227,20 @@ def rank(model: AdRankModel, ads: AdTable, req: Request, state: Optional[AdState
     return _rank_rows(model, ads, rows, req, eligible, counts, req.price)
 
 
-def retrieve(model: AdRankModel, ads: AdTable, req: Request, state: Optional[AdState] = None) -> FunnelResult:
-    """Retrieve: score the whole corpus, eligibility, top K with the cap (mode does not apply)."""
+def _retrieval_pass(model: AdRankModel, ads: AdTable, req: Request, state: Optional[AdState]):
+    """Retrieval's first half, shared by retrieve and retrieve_and_rank: every ad scored and
+    tested for eligibility. Returns (scores, eligible rows, counts)."""
     state = state or AdState.default(len(ads))
     counts = _zero_counts()
     counts["received"] = len(ads)
-    st = model.request_state(req)
-    scores = model.retrieval_scores(ads, st).tolist()
+    scores = model.retrieval_scores(ads, model.request_state(req)).tolist()
     eligible = _filter(ads, range(len(ads)), req, state, counts)
+    return scores, eligible, counts
+
+
+def retrieve(model: AdRankModel, ads: AdTable, req: Request, state: Optional[AdState] = None) -> FunnelResult:
+    """Retrieve: score the whole corpus, eligibility, top K with the cap (mode does not apply)."""
+    scores, eligible, counts = _retrieval_pass(model, ads, req, state)
     ids = ads.id.tolist()
     adv = ads.advertiser.tolist()
     w = walk(order(eligible, scores, ids), req.k, req.cap, adv)
@@ -247,12 +253,7 @@ def retrieve_and_rank(model: AdRankModel, ads: AdTable, req: Request,
                       state: Optional[AdState] = None) -> FunnelResult:
     """RetrieveAndRank: the top R eligible ads by retrieval score (no cap), ranked, K selected with
     the request's cap and mode, always priced."""
-    state = state or AdState.default(len(ads))
-    counts = _zero_counts()
-    counts["received"] = len(ads)
-    st = model.request_state(req)
-    scores = model.retrieval_scores(ads, st).tolist()
-    eligible = _filter(ads, range(len(ads)), req, state, counts)
+    scores, eligible, counts = _retrieval_pass(model, ads, req, state)
     ids = ads.id.tolist()
     top = order(eligible, scores, ids)[:req.retrieve_count]
     res = _rank_rows(model, ads, top, req, top, counts, True)
