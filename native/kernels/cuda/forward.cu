@@ -92,19 +92,17 @@ __global__ void rows_linear_kernel(const float* x, int ldx, DenseLinearF32 L, fl
   *out = accumulate ? *out + acc : acc;
 }
 
-// Multi-head self-attention core over the n tokens (no mask): one warp per (head, query).
-__global__ void seq_attention_kernel(const float* qkv, float* out, int d, int heads, int max_len, const RequestDesc* desc) {
-  extern __shared__ float sc[];  // [max_len]
-  const int hd = blockIdx.x, i = blockIdx.y, lane = threadIdx.x, n = seq_len(desc, max_len);
-  if (i >= n) return;
-  const int dh = d / heads;
-  const float scale = rsqrtf(float(dh));
-  const float* q = qkv + int64_t(i) * 3 * d + hd * dh;
+// One warp: the softmax numerators of scaled dot-product attention, sc[j] = exp(scale·(q·k_j) − max)
+// for the n keys k_j = keys + j·stride (dim values each); returns Σ_j sc[j], reduced over the warp.
+// Shared by the sequence encoder's self-attention and the candidates' target attention.
+__device__ float warp_attention_weights(const float* q, const float* keys, int64_t stride, int dim, int n, float scale,
+                                        float* sc) {
+  const int lane = threadIdx.x & 31;
   float mx = -INFINITY;
   for (int j = lane; j < n; j += 32) {
-    const float* k = qkv + int64_t(j) * 3 * d + d + hd * dh;
+    const float* k = keys + j * stride;
     float s = 0.f;
-    for (int t = 0; t < dh; ++t) s = fmaf(q[t], k[t], s);
+    for (int t = 0; t < dim; ++t) s = fmaf(q[t], k[t], s);
     s *= scale;
     sc[j] = s;
     mx = fmaxf(mx, s);
@@ -116,7 +114,18 @@ __global__ void seq_attention_kernel(const float* qkv, float* out, int d, int he
     sc[j] = e;
     sum += e;
   }
-  sum = warp_sum(sum);
+  return warp_sum(sum);
+}
+
+// Multi-head self-attention core over the n tokens (no mask): one warp per (head, query).
+__global__ void seq_attention_kernel(const float* qkv, float* out, int d, int heads, int max_len, const RequestDesc* desc) {
+  extern __shared__ float sc[];  // [max_len]
+  const int hd = blockIdx.x, i = blockIdx.y, lane = threadIdx.x, n = seq_len(desc, max_len);
+  if (i >= n) return;
+  const int dh = d / heads;
+  const float scale = rsqrtf(float(dh));
+  const float* q = qkv + int64_t(i) * 3 * d + hd * dh;
+  const float sum = warp_attention_weights(q, qkv + d + hd * dh, int64_t(3) * d, dh, n, scale, sc);
   __syncwarp();
   const float inv = 1.f / sum;
   for (int t = lane; t < dh; t += 32) {
@@ -220,22 +229,7 @@ __global__ void target_attention_xhat_kernel(DeviceModel m, const RequestDesc* d
     bf16* ta_row = ta + int64_t(i) * ta_w;
     if (n > 0) {
       const float* q = m.ad_query + int64_t(row) * d_s;
-      float mx = -INFINITY;
-      for (int j = lane; j < n; j += 32) {
-        float s = 0.f;
-        for (int c = 0; c < d_s; ++c) s = fmaf(q[c], Hs[j * d_s + c], s);
-        s *= inv_sqrt;
-        sc[j] = s;
-        mx = fmaxf(mx, s);
-      }
-      mx = warp_max(mx);
-      float sum = 0.f;
-      for (int j = lane; j < n; j += 32) {
-        const float ex = __expf(sc[j] - mx);
-        sc[j] = ex;
-        sum += ex;
-      }
-      const float isum = 1.f / warp_sum(sum);
+      const float isum = 1.f / warp_attention_weights(q, Hs, d_s, d_s, n, inv_sqrt, sc);
       __syncwarp();
       for (int c = lane; c < d_s; c += 32) {
         float a = 0.f;
