@@ -1,5 +1,5 @@
 /**
- * CPU ranking benchmark (DESIGN §8: "CPU fallback, Rank of 1,000, 2 cores: at least the
+ * CPU ranking benchmark (docs/design.md §8: "CPU fallback, Rank of 1,000, 2 cores: at least the
  * throughput of ONNX Runtime (onnxruntime-node) running the same model").
  *
  * One bundle (the demo config, 20,000 ads, seed 1, or --bundle), exported to ONNX with

@@ -1,5 +1,5 @@
 /**
- * Front-end micro-benchmark (DESIGN §8: decode + validate + bundle + encode ≤ 100 µs for a Rank
+ * Front-end micro-benchmark (docs/design.md §8: decode + validate + bundle + encode ≤ 100 µs for a Rank
  * of 1,000 ids). No engine and no network: the request bytes go through the server's own
  * decoder, validator, feature-bundle packer and response encoder, with a synthetic engine
  * result of K winners. Also compares ways of decoding the candidate id list.

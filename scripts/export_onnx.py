@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Exports the ranking model of a bundle to ONNX, for the CPU benchmark against ONNX Runtime
-(DESIGN §8: "CPU fallback, Rank of 1,000, 2 cores: at least the throughput of ONNX Runtime").
+(docs/design.md §8: "CPU fallback, Rank of 1,000, 2 cores: at least the throughput of ONNX Runtime").
 
-The ONNX graph is the per-candidate part of DESIGN §4 (the part whose cost grows with the
+The ONNX graph is the per-candidate part of docs/design.md §4 (the part whose cost grows with the
 candidate count); the request side (user features, sequence encoder, user tower) runs once per
 request and is fed in as vectors, like the engine broadcasts it:
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { adRows, BundleError, loadBundle, parseBundle, writeBundle, bundleMetadata } from '../src/model/bundle.js';
-import { expectedTensors, type ModelConfig } from '../src/model/config.js';
+import { expectedTensors, modelDims, type ModelConfig } from '../src/model/config.js';
 import { makeDemoBundle, makeDemoConfig, makeRandomConfig, writeDemoBundle } from '../src/model/demo.js';
 import { encodeSafetensors, readSafetensors, MAX_HEADER_BYTES, type Tensor } from '../src/model/safetensors.js';
 import { candidate, RefModel, userSide } from './reference/model.js';
@@ -315,6 +315,30 @@ describe('10 bundle', () => {
       refused(() => parseBundle(encodeSafetensors(tensors, { 'adrank.format': '1' })), 'no "adrank.config"');
     });
 
+    it('masknet.hidden wins over the ratio; without it h = ⌊ratio · d + ½⌋ and a mismatch names the rule', () => {
+      // make d odd so that 0.5 · d ends in .5: the rule gives (d + 1) / 2, Python's round() may give (d − 1) / 2
+      const base = small().config;
+      const even = modelDims(base).input % 2 === 0;
+      const cfg = { ...base, user_dense: base.user_dense + (even ? 1 : 0), masknet: { ...base.masknet, projection_ratio: 0.5 } };
+      const d = modelDims(cfg).input;
+      expect(d % 2).to.equal(1);
+      expect(modelDims(cfg).maskHidden).to.equal((d + 1) / 2);
+      const pythonH = (d - 1) / 2;
+      const explicit = { ...cfg, masknet: { ...cfg.masknet, hidden: pythonH } };
+      const b = makeDemoBundle({ config: explicit, ads: 30, seed: 5 });
+      const loaded = parseBundle(encodeSafetensors(b.tensors, b.metadata));
+      expect(loaded.config.masknet.hidden).to.equal(pythonH);
+      expect(loaded.shapes['masknet.blocks.0.mask.0.weight']).to.deep.equal([pythonH, d]);
+      // the same tensors under a config without masknet.hidden: refused, naming the rule and the key
+      refused(
+        () => parseBundle(withConfig(explicit, b.tensors, (c) => delete c.masknet.hidden)),
+        'tensor "masknet.blocks.0.mask.0.weight": expected shape',
+        `⌊0.5 · ${d} + ½⌋ = ${(d + 1) / 2}`,
+        'set masknet.hidden',
+      );
+      refused(() => parseBundle(withConfig(explicit, b.tensors, (c) => (c.masknet.hidden = 0))), 'expected a positive integer for adrank.config.masknet.hidden, got 0');
+    });
+
     it('a config change that implies other shapes names the first mismatching tensor', () => {
       const { config, tensors } = small();
       refused(() => parseBundle(withConfig(config, tensors, (c) => (c.surface_dim += 1))), 'tensor "features.surface": expected shape');
@@ -322,7 +346,7 @@ describe('10 bundle', () => {
   });
 
   describe('demo bundle', () => {
-    it('the demo config is DESIGN §4 reference shape', () => {
+    it('the demo config is docs/design.md §4 reference shape', () => {
       const c = makeDemoConfig();
       expect(c.masknet).to.deep.equal({ blocks: 3, projection_ratio: 2, output_dim: 512 });
       expect(c.dcn).to.deep.equal({ layers: 4, rank: 0 });

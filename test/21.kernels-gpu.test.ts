@@ -1,5 +1,5 @@
 /**
- * The CUDA backend against the CPU backend (the reference it must agree with), DESIGN §4–§6:
+ * The CUDA backend against the CPU backend (the reference it must agree with), docs/design.md §4–§6:
  * bf16 operands with fp32 accumulation on the GPU, fp32 on the CPU. Tolerances of the CUDA issue:
  * calibrated probabilities within 2e-2 absolute, utility order agreeing, top-K overlap ≥ 0.98,
  * eligibility counts and the per-advertiser cap exact.

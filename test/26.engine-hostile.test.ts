@@ -66,7 +66,7 @@ describe('26 engine against hostile input', () => {
   });
   describe('environment teardown', () => {
     // A worker thread terminated with runs in flight tears its env down while napi calls fail;
-    // that must never abort the process (DESIGN §9: native exceptions never abort).
+    // that must never abort the process (docs/design.md §9: native exceptions never abort).
     it('survives worker.terminate() with rank calls in flight', async function () {
       this.timeout(120000);
       const addon = process.env.ADRANK_ADDON ?? fileURLToPath(new URL('../build/Release/adrank.node', import.meta.url));

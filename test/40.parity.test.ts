@@ -11,7 +11,7 @@
  * probabilities/utilities/prices (atol covers probabilities near 0, where fp32 sigmoid has an
  * absolute error ~1e-7), atol 1e-5 for retrieval scores and intermediate vectors (entries near
  * 0); winner ids identical except where the two ads' scores are tied within that tolerance.
- * cuda (bf16 operands, DESIGN §4): probabilities within 2e-2 absolute, value Σ w p within
+ * cuda (bf16 operands, docs/design.md §4): probabilities within 2e-2 absolute, value Σ w p within
  * 2e-2·Σ|w|, top-K overlap ≥ 0.98 over all requests of a config, counts other than `capped`
  * exact.
  *

@@ -1,7 +1,7 @@
 /**
  * The gRPC server end to end over real connections on localhost:0 with a small demo bundle:
  * each RPC's answer against the engine called directly on the same request, GetModel, and
- * every DESIGN §9 row that belongs to this layer (bad input, oversized and malformed messages,
+ * every docs/design.md §9 row that belongs to this layer (bad input, oversized and malformed messages,
  * expired deadlines, the in-flight bound) — after each bad request the server still answers.
  *
  * One server and bundle for the file (loading and warming a model per test would dominate the

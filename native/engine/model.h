@@ -1,4 +1,4 @@
-// The model of DESIGN §3–§4 held in host memory, built from the flattened dims and tensors the
+// The model of docs/design.md §3–§4 held in host memory, built from the flattened dims and tensors the
 // addon hands over (src/engine/binding.ts NativeModelInit). Everything kept is copied; weights are
 // packed for cpu::gemm at load, and the static ad side (a_c, the target-attention query q_c, the
 // f32 retrieval table) is precomputed once for all N ads.

@@ -1,4 +1,4 @@
-"""Write and read adrank model bundles (DESIGN §3) with torch and the standard library only.
+"""Write and read adrank model bundles (docs/design.md §3) with torch and the standard library only.
 
 A bundle is a safetensors file: 8-byte little-endian header length, a JSON header
 `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {"adrank.format": "1",

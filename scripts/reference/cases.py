@@ -26,7 +26,7 @@ from .bundle import export_bundle
 from .model import AdRankModel, AdTable, Request, l2n, model_dims
 from . import score
 
-DEMO_CONFIG = {  # = makeDemoConfig() in src/model/demo.ts (DESIGN §4 reference shape)
+DEMO_CONFIG = {  # = makeDemoConfig() in src/model/demo.ts (docs/design.md §4 reference shape)
     "name": "adrank-demo",
     "version": "1",
     "tasks": ["click", "long_click", "save", "conversion"],

@@ -1,10 +1,10 @@
-"""The adrank ranking and retrieval model (DESIGN §4) as a PyTorch module.
+"""The adrank ranking and retrieval model (docs/design.md §4) as a PyTorch module.
 
 `AdRankModel(config).state_dict()` keys are exactly the bundle tensor names of
 `expectedTensors` (src/model/config.ts) minus the `ads.*` tables, which live in an `AdTable`
 next to the module: they are data about the ad corpus, not parameters.
 
-Notation (DESIGN §4): `L2n(v) = v / max(‖v‖₂, 1e-12)`; LayerNorm eps 1e-5 with affine
+Notation (docs/design.md §4): `L2n(v) = v / max(‖v‖₂, 1e-12)`; LayerNorm eps 1e-5 with affine
 parameters; `z(x) = clamp((x − mean) / std, −clip, clip)`; bucket of an id = `id mod
 cardinality` (mathematical modulo, as Python's `%` and `torch.remainder` compute it).
 
@@ -45,8 +45,10 @@ def model_dims(config: dict) -> Dict[str, int]:
         "ad": ad,
         "target_attention": ta,
         "input": inp,
-        # JS Math.round rounds .5 up; Python round() is banker's rounding: use floor(x + 0.5).
-        "mask_hidden": int(math.floor(c["masknet"]["projection_ratio"] * inp + 0.5)),
+        # masknet.hidden wins; else h = floor(ratio * d + 0.5): half rounds up. Python's round() is
+        # banker's rounding (round(1.5 * 311) == 466, the rule gives 467), so it must not be used.
+        "mask_hidden": int(c["masknet"]["hidden"]) if "hidden" in c["masknet"]
+        else int(math.floor(c["masknet"]["projection_ratio"] * inp + 0.5)),
         "cross": cross,
         "last": c["mlp"][-1] if c["mlp"] else cross,
         "tasks": len(c["tasks"]),
@@ -55,7 +57,7 @@ def model_dims(config: dict) -> Dict[str, int]:
 
 
 def with_defaults(config: dict) -> dict:
-    """The config with DESIGN §3 defaults filled in (`dense_clip` 5)."""
+    """The config with docs/design.md §3 defaults filled in (`dense_clip` 5)."""
     c = dict(config)
     c.setdefault("dense_clip", 5.0)
     return c
@@ -362,7 +364,7 @@ class RequestState:
 
 class AdRankModel(nn.Module):
     """MaskNet + DCNv2 multi-task ranking model with target attention, and the user tower of the
-    two-tower retrieval (DESIGN §4). See the module docstring for notation."""
+    two-tower retrieval (docs/design.md §4). See the module docstring for notation."""
 
     def __init__(self, config: dict):
         super().__init__()

@@ -148,7 +148,7 @@ function program(): Command {
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd.getOptionValueSource('bundle')));
 
   p.command('demo-bundle')
-    .description('write a synthetic bundle with the demo config (DESIGN §4)')
+    .description('write a synthetic bundle with the demo config (docs/design.md §4)')
     .addOption(new Option('--ads <n>', 'ad count').default(DEMO_ADS).argParser(int(1)))
     .addOption(new Option('--seed <s>', 'random seed').default(1).argParser(int(0)))
     .requiredOption('--out <file>', 'output .safetensors file')

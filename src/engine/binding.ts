@@ -59,7 +59,7 @@ export interface NativeDims {
   numAds: number;
 }
 
-/** Counts of what the funnel dropped and why (DESIGN §2, §5). */
+/** Counts of what the funnel dropped and why (docs/design.md §2, §5). */
 export interface NativeCounts {
   /** candidate ids received (Rank) or ads scanned (Retrieve) */
   received: number;
@@ -136,7 +136,7 @@ export interface NativeEngine {
   retrieve(request: Uint8Array): Promise<NativeResult>;
   retrieveAndRank(request: Uint8Array): Promise<NativeResult>;
   explain(request: Uint8Array): Promise<NativeExplain>;
-  /** Live ad state (DESIGN §5). Returns how many ids were unknown (and ignored). */
+  /** Live ad state (docs/design.md §5). Returns how many ids were unknown (and ignored). */
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number;
   /** Runs in flight. */
   inflight(): number;

@@ -1,4 +1,4 @@
-/** Rank: score the caller's candidate ids and return the top K by utility (DESIGN §2). */
+/** Rank: score the caller's candidate ids and return the top K by utility (docs/design.md §2). */
 import { requestDecoder, responseEncoder } from '../server/codec.js';
 import type { RankResponse } from '../generated/adrank/v1/RankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';

@@ -1,4 +1,4 @@
-/** RetrieveAndRank: retrieve top R, rank them, select K, price (GSP), on the device (DESIGN §2). */
+/** RetrieveAndRank: retrieve top R, rank them, select K, price (GSP), on the device (docs/design.md §2). */
 import { requestDecoder, responseEncoder } from '../server/codec.js';
 import type { RetrieveAndRankResponse } from '../generated/adrank/v1/RetrieveAndRankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';

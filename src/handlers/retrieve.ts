@@ -1,4 +1,4 @@
-/** Retrieve: two-tower retrieval over the whole corpus, eligibility, cap, top K (DESIGN §2). */
+/** Retrieve: two-tower retrieval over the whole corpus, eligibility, cap, top K (docs/design.md §2). */
 import { requestDecoder, responseEncoder } from '../server/codec.js';
 import type { RetrieveResponse } from '../generated/adrank/v1/RetrieveResponse.js';
 import type { EngineRpc } from './engine-rpc.js';

@@ -1,5 +1,5 @@
 /**
- * Model bundle loading (DESIGN §3, docs/bundle-format.md): a safetensors file whose metadata
+ * Model bundle loading (docs/design.md §3, docs/bundle-format.md): a safetensors file whose metadata
  * carries the adrank config. Loading is all-or-nothing: the whole file is read, hashed and
  * validated (container, config, every tensor's presence/shape/dtype, no extra tensors, finite
  * weights, unique ad ids, sane ad tables) before a LoadedBundle exists.
@@ -86,7 +86,7 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
     if (!t) throw new BundleError(`tensor ${JSON.stringify(spec.name)}: missing (expected shape ${JSON.stringify(spec.shape)})`, where);
     if (!spec.dtypes.includes(t.dtype)) throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected dtype ${spec.dtypes.join(' or ')}, got ${t.dtype}`, where);
     if (t.shape.length !== spec.shape.length || t.shape.some((s, i) => s !== spec.shape[i]))
-      throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected shape ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}`, where);
+      throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected shape ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}${spec.derivation ? ` (${spec.derivation})` : ''}`, where);
     checkFinite(spec.name, t);
   }
   const extra = [...tensors.keys()].filter((n) => !expectedNames.has(n));
@@ -254,7 +254,7 @@ export function validateConfig(raw: unknown): ModelConfig {
   for (const o of ['sequence', 'masknet', 'dcn', 'retrieval']) r.object(o);
   r.known('', CONFIG_KEYS);
   r.known('sequence', ['max_len', 'item_buckets', 'actions', 'dim', 'heads', 'ffn_dim', 'layers']);
-  r.known('masknet', ['blocks', 'projection_ratio', 'output_dim']);
+  r.known('masknet', ['blocks', 'projection_ratio', 'output_dim', 'hidden']);
   r.known('dcn', ['layers', 'rank']);
   r.known('retrieval', ['dim', 'hidden']);
   const targeting = r.names('targeting_dims', 0);
@@ -292,7 +292,8 @@ export function validateConfig(raw: unknown): ModelConfig {
   };
   if (c.sequence.dim % c.sequence.heads !== 0) r.fail('sequence.heads', `a divisor of sequence.dim (${c.sequence.dim})`, c.sequence.heads);
   if (r.get('reserve_price') !== undefined) c.reserve_price = r.num('reserve_price', false);
-  if (modelDims(c).maskHidden < 1) r.fail('masknet.projection_ratio', 'a ratio giving a mask width round(ratio · d) >= 1', c.masknet.projection_ratio);
+  if (r.get('masknet.hidden') !== undefined) c.masknet.hidden = r.int('masknet.hidden', 1);
+  if (modelDims(c).maskHidden < 1) r.fail('masknet.projection_ratio', 'a ratio giving a mask width ⌊ratio · d + ½⌋ >= 1 (or masknet.hidden)', c.masknet.projection_ratio);
   return c;
 }
 

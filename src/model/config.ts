@@ -1,5 +1,5 @@
 /**
- * The model configuration carried in a bundle's `__metadata__["adrank.config"]` (DESIGN §3),
+ * The model configuration carried in a bundle's `__metadata__["adrank.config"]` (docs/design.md §3),
  * and the shapes it implies. This is the one place that turns a config into dimensions.
  */
 
@@ -34,7 +34,8 @@ export interface ModelConfig {
   ad_embedding_dim: number;
   surface_dim: number;
   sequence: SequenceConfig;
-  masknet: { blocks: number; projection_ratio: number; output_dim: number };
+  /** `hidden`, when given, is the mask hidden width h; otherwise h = ⌊projection_ratio · d + ½⌋. */
+  masknet: { blocks: number; projection_ratio: number; output_dim: number; hidden?: number };
   dcn: { layers: number; rank: number };
   mlp: number[];
   retrieval: { dim: number; hidden: number[] };
@@ -42,7 +43,7 @@ export interface ModelConfig {
   reserve_price?: number;
 }
 
-/** Derived widths of the model of DESIGN §4. */
+/** Derived widths of the model of docs/design.md §4. */
 export interface ModelDims {
   /** u = [z_ud ; user sparse ; L2n(user_embedding) ; seq ; surface] */
   user: number;
@@ -52,7 +53,7 @@ export interface ModelDims {
   targetAttention: number;
   /** d = dim([u ; a_c ; ta_c]) */
   input: number;
-  /** h = round(projection_ratio · d), the MaskNet mask hidden width */
+  /** h, the MaskNet mask hidden width: masknet.hidden, else ⌊projection_ratio · d + ½⌋ (maskHiddenRule) */
   maskHidden: number;
   /** D = blocks · output_dim, the DCN width */
   cross: number;
@@ -74,12 +75,28 @@ export function modelDims(c: ModelConfig): ModelDims {
     ad,
     targetAttention,
     input,
-    maskHidden: Math.round(c.masknet.projection_ratio * input),
+    maskHidden: c.masknet.hidden ?? maskHiddenFromRatio(c.masknet.projection_ratio, input),
     cross,
     last: c.mlp.length > 0 ? c.mlp[c.mlp.length - 1] : cross,
     tasks: c.tasks.length,
     surfaces: c.surfaces.length,
   };
+}
+
+/**
+ * h = ⌊ratio · d + ½⌋: half rounds up. Python's round() rounds half to even (round(1.5 · 311) is
+ * 466, this gives 467): exporters should write `masknet.hidden` or use this rule.
+ */
+export function maskHiddenFromRatio(ratio: number, input: number): number {
+  return Math.floor(ratio * input + 0.5);
+}
+
+/** How h was obtained, for shape errors on the mask tensors. */
+export function maskHiddenRule(c: ModelConfig): string {
+  const d = modelDims(c);
+  return c.masknet.hidden !== undefined
+    ? `h = masknet.hidden = ${c.masknet.hidden}`
+    : `h = ⌊masknet.projection_ratio · d + ½⌋ = ⌊${c.masknet.projection_ratio} · ${d.input} + ½⌋ = ${d.maskHidden} (half rounds up; set masknet.hidden to give h explicitly)`;
 }
 
 export type DType = 'F32' | 'BF16' | 'I64' | 'U64';
@@ -89,10 +106,12 @@ export interface TensorSpec {
   shape: number[];
   /** Allowed dtypes; the first is what the writer produces by default. */
   dtypes: DType[];
+  /** how the shape follows from the config, added to shape errors */
+  derivation?: string;
 }
 
 /**
- * Every tensor the config implies, with its shape (DESIGN §3). `numAds` is N, the ad count
+ * Every tensor the config implies, with its shape (docs/design.md §3). `numAds` is N, the ad count
  * (taken from `ads.id`). `mlp.<k>` and `user_tower.<k>` count linear layers 0, 1, 2, ...
  * (a ModuleList of nn.Linear with ReLU applied between them, no ReLU after the user tower's last).
  */
@@ -132,10 +151,11 @@ export function expectedTensors(c: ModelConfig, numAds: number): TensorSpec[] {
   out.push(f32('masknet.input_norm.weight', d.input), f32('masknet.input_norm.bias', d.input));
   for (let i = 0; i < c.masknet.blocks; i++) {
     const p = `masknet.blocks.${i}.`;
+    const derivation = maskHiddenRule(c);
     out.push(
-      f32(p + 'mask.0.weight', d.maskHidden, d.input),
-      f32(p + 'mask.0.bias', d.maskHidden),
-      f32(p + 'mask.2.weight', d.input, d.maskHidden),
+      { ...f32(p + 'mask.0.weight', d.maskHidden, d.input), derivation },
+      { ...f32(p + 'mask.0.bias', d.maskHidden), derivation },
+      { ...f32(p + 'mask.2.weight', d.input, d.maskHidden), derivation },
       f32(p + 'mask.2.bias', d.input),
       f32(p + 'proj.weight', c.masknet.output_dim, d.input),
       f32(p + 'norm.weight', c.masknet.output_dim),

@@ -1,5 +1,5 @@
 /**
- * Synthetic bundles: the demo model of DESIGN §4 (Pinterest's published shape) with a random ad
+ * Synthetic bundles: the demo model of docs/design.md §4 (Pinterest's published shape) with a random ad
  * corpus, and small random configs for tests. Deterministic for a seed: same seed, same bytes.
  *
  * Initialisation is chosen so that the served model behaves like a trained one numerically:
@@ -13,7 +13,7 @@ import { bundleMetadata } from './bundle.js';
 import { Rng } from './random.js';
 import { writeSafetensors, type Tensor } from './safetensors.js';
 
-/** The reference demo config of DESIGN §4. */
+/** The reference demo config of docs/design.md §4. */
 export function makeDemoConfig(): ModelConfig {
   return {
     name: 'adrank-demo',

@@ -1,5 +1,5 @@
 /**
- * The gRPC server's lifecycle (DESIGN §7): bind, report NOT_SERVING while the model loads and
+ * The gRPC server's lifecycle (docs/design.md §7): bind, report NOT_SERVING while the model loads and
  * warms up, SERVING after, and on shutdown NOT_SERVING → drain (tryShutdown) → forceShutdown
  * after a grace period → engine dispose. Also grpc.health.v1.Health and server reflection.
  */

@@ -1,5 +1,5 @@
 /**
- * Float64 reference of the model math (DESIGN §4), written from the spec, not from the engine.
+ * Float64 reference of the model math (docs/design.md §4), written from the spec, not from the engine.
  * Slow and plain on purpose: every layer is a loop over Float64Arrays.
  */
 import type { LoadedBundle } from '../../src/model/bundle.js';

@@ -1,6 +1,6 @@
 // Row-vector helpers shared by the CPU engine: dot products, L2 normalisation, softmax.
 //   dot(a, b, n)            Σ a_i b_i
-//   l2_normalize(x, n)      x ← x / max(‖x‖₂, 1e-12)              (DESIGN §4 L2n)
+//   l2_normalize(x, n)      x ← x / max(‖x‖₂, 1e-12)              (docs/design.md §4 L2n)
 //   softmax_inplace(x, n)   x ← exp(x − max x) / Σ exp(x − max x)
 #pragma once
 

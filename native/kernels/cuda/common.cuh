@@ -42,7 +42,7 @@ inline void check(cudaError_t code, const char* what, const char* file, int line
 
 namespace adrank::cuda {
 
-// Scoped NVTX range. Stage names used across the pipeline (DESIGN §6): decode, bundle, h2d, user,
+// Scoped NVTX range. Stage names used across the pipeline (docs/design.md §6): decode, bundle, h2d, user,
 // gather, masknet, dcn, mlp, select, d2h. Host-side ranges: they bracket the enqueue, and with
 // `nsys --cuda-graph-trace=node` the kernels launched inside them are attributed to the range.
 class NvtxRange {

@@ -1,4 +1,4 @@
-// Model forward on the device (DESIGN §4). Layout: CPU references, kernels, launchers.
+// Model forward on the device (docs/design.md §4). Layout: CPU references, kernels, launchers.
 // fp32 for norms, softmax, attention and epilogues; bf16 operands with fp32 accumulation for the
 // candidate GEMMs (gemm_bf16.cu). NOT YET RUN ON A GPU: compiled for sm_90a only.
 #include "kernels/cuda/forward.cuh"

@@ -1,4 +1,4 @@
-// The ranking model's forward pass on the device (DESIGN §4), for one request on one stream:
+// The ranking model's forward pass on the device (docs/design.md §4), for one request on one stream:
 //   enqueue_request_side   once per request: sequence encoder, u, the user half of MaskNet's first
 //                          layer (as a per-request bias), and the retrieval query.
 //   enqueue_candidates     per candidate row list: target attention + x̂, MaskNet, DCN, MLP, heads,

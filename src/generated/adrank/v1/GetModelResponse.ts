@@ -16,7 +16,7 @@ export interface GetModelResponse {
   'deviceReason'?: (string);
   'numAds'?: (number | string | Long);
   /**
-   * The bundle's adrank.config, as JSON (DESIGN §3).
+   * The bundle's adrank.config, as JSON (docs/design.md §3).
    */
   'configJson'?: (string);
   /**
@@ -50,7 +50,7 @@ export interface GetModelResponse__Output {
   'deviceReason': (string);
   'numAds': (string);
   /**
-   * The bundle's adrank.config, as JSON (DESIGN §3).
+   * The bundle's adrank.config, as JSON (docs/design.md §3).
    */
   'configJson': (string);
   /**

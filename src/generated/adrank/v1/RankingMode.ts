@@ -31,7 +31,7 @@ export type _adrank_v1_RankingMode_Mode =
 export type _adrank_v1_RankingMode_Mode__Output = typeof _adrank_v1_RankingMode_Mode[keyof typeof _adrank_v1_RankingMode_Mode]
 
 /**
- * How the candidate set is ranked (DESIGN §5, docs/funnel.md).
+ * How the candidate set is ranked (docs/design.md §5, docs/funnel.md).
  */
 export interface RankingMode {
   'mode'?: (_adrank_v1_RankingMode_Mode);
@@ -42,7 +42,7 @@ export interface RankingMode {
 }
 
 /**
- * How the candidate set is ranked (DESIGN §5, docs/funnel.md).
+ * How the candidate set is ranked (docs/design.md §5, docs/funnel.md).
  */
 export interface RankingMode__Output {
   'mode': (_adrank_v1_RankingMode_Mode__Output);

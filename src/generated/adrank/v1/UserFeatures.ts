@@ -5,7 +5,7 @@ import type { EngagementSequence as _adrank_v1_EngagementSequence, EngagementSeq
 
 /**
  * What is known about the user making the page view. Computed once per request and
- * broadcast to every candidate (DESIGN §1 "request-level broadcasting").
+ * broadcast to every candidate (docs/design.md §1 "request-level broadcasting").
  */
 export interface UserFeatures {
   /**
@@ -33,7 +33,7 @@ export interface UserFeatures {
 
 /**
  * What is known about the user making the page view. Computed once per request and
- * broadcast to every candidate (DESIGN §1 "request-level broadcasting").
+ * broadcast to every candidate (docs/design.md §1 "request-level broadcasting").
  */
 export interface UserFeatures__Output {
   /**
