@@ -141,6 +141,14 @@ describe('10 bundle', () => {
       refused(() => parseBundle(Buffer.alloc(5)), 'too short', 'truncated');
     });
 
+    it('a file of another kind is "not a safetensors file", not a nonsense header length', () => {
+      const text = Buffer.from('{"name": "a JSON file, not a bundle", "weights": [1, 2, 3]}\n');
+      const e = refused(() => parseBundle(text), 'not a safetensors file', 'got the text "{\\"name\\": \\"a JSON');
+      expect(e.message).to.not.match(/header length \d/);
+      const binary = Buffer.from('0800120a6f6e6e782d6578616d706c65', 'hex'); // an ONNX protobuf's first bytes
+      refused(() => parseBundle(Buffer.concat([binary, Buffer.alloc(64, 1)])), 'not a safetensors file', 'got bytes 0800120a6f6e6e78');
+    });
+
     it('header length larger than the file', () => {
       const { buf } = small();
       const b = Buffer.from(buf);

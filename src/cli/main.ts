@@ -3,14 +3,18 @@
  * The adrank command line: serve, demo-bundle, inspect, client. Every serve flag has an
  * ADRANK_* environment equivalent (flags win); see README.md "Configuration".
  */
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { format } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { Engine } from '../engine/index.js';
-import { loadBundle } from '../model/bundle.js';
+import { capabilities, Engine, resolveDevice } from '../engine/index.js';
+import { checkBundleFile, loadBundle } from '../model/bundle.js';
 import { writeDemoBundle } from '../model/demo.js';
+import { readSafetensorsHeaderFile } from '../model/safetensors.js';
 import {
   AdrankServer,
+  BindError,
   DEFAULT_HOST,
   DEFAULT_MAX_INFLIGHT,
   DEFAULT_MAX_RECEIVE_BYTES,
@@ -39,15 +43,43 @@ function device(v: string): string {
   return v;
 }
 
-/** Writes the demo bundle to `out` unless it exists (via a temporary file, so a crash leaves none). */
-async function ensureDemoBundle(out: string, ads: number, log: Logger): Promise<void> {
-  if (existsSync(out)) return;
+/** The ad count of an existing bundle file, from its header alone (undefined if unreadable). */
+async function bundleAdCount(path: string): Promise<number | undefined> {
+  try {
+    const shape = (await readSafetensorsHeaderFile(path)).entries.find((e) => e.name === 'ads.id')?.shape;
+    return shape?.[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes the demo bundle to `out` (via a temporary file, so a crash leaves none) unless it exists.
+ * An existing file with another ad count is rewritten when --demo-ads was given, and kept (saying
+ * so, and how to rewrite it) when the count is only the default.
+ */
+async function ensureDemoBundle(out: string, ads: number, adsGiven: boolean, log: Logger): Promise<void> {
+  if (existsSync(out)) {
+    const have = await bundleAdCount(out);
+    if (have === ads) return;
+    if (!adsGiven) {
+      log.info('demo_bundle_kept', { path: out, ads: have, hint: `the existing demo bundle has ${have ?? 'an unknown number of'} ads; pass --demo-ads N to rewrite it with N ads` });
+      return;
+    }
+    log.info('demo_bundle_rewriting', { path: out, had: have ?? null, ads });
+  }
   mkdirSync(dirname(out), { recursive: true });
   const t0 = performance.now();
   const tmp = `${out}.tmp-${process.pid}`;
   const r = await writeDemoBundle({ ads, seed: 1, out: tmp });
   renameSync(tmp, out);
   log.info('demo_bundle_written', { path: out, ads, bytes: r.size, sha256: r.sha256, ms: Math.round(performance.now() - t0) });
+}
+
+/** grpc-js's own log lines go into the JSON log at debug level, so a failure is reported once, by us. */
+function routeGrpcLogs(log: Logger): void {
+  const line = (...args: unknown[]) => log.debug('grpc_js', { message: format(...args) });
+  grpc.setLogger({ error: line, info: line, debug: line } as unknown as Partial<Console>);
 }
 
 interface ServeFlags {
@@ -65,28 +97,52 @@ interface ServeFlags {
   logLevel: string;
 }
 
-/** `bundleSource` is commander's source of --bundle: 'cli', 'env' (ADRANK_BUNDLE) or undefined. */
-async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
+/** Flag problems are reported the way commander reports its own (`error: ...`, then the help hint). */
+async function serve(f: ServeFlags, cmd: Command): Promise<void> {
   const log = jsonLogger(parseLevel(f.logLevel));
+  routeGrpcLogs(log);
   let bundle = f.bundle;
   if (f.demo) {
     // A flag wins over the environment: --demo overrides ADRANK_BUNDLE, not --bundle.
-    if (bundle && bundleSource === 'cli') throw new InvalidArgumentError('give either --bundle or --demo, not both');
+    if (bundle && cmd.getOptionValueSource('bundle') === 'cli') cmd.error('error: give either --bundle or --demo, not both');
     bundle = resolve(DEMO_BUNDLE);
-    await ensureDemoBundle(bundle, f.demoAds, log);
+    await ensureDemoBundle(bundle, f.demoAds, cmd.getOptionValueSource('demoAds') === 'cli', log);
   }
-  if (!bundle) throw new InvalidArgumentError('expected a bundle: --bundle FILE (or ADRANK_BUNDLE), or --demo');
+  if (!bundle) cmd.error('error: expected a bundle: --bundle FILE (or ADRANK_BUNDLE), or --demo');
   const path = bundle;
-  const server = await AdrankServer.start({
-    host: f.host,
-    port: f.port,
-    engine: () => Engine.load(path, { device: f.device, threads: f.threads }),
-    maxInflight: f.maxInflight,
-    maxCandidates: f.maxCandidates,
-    maxReceiveBytes: f.maxMessageBytes,
-    shutdownGraceMs: f.shutdownGraceMs,
-    log,
-  });
+  // a device that cannot be had, or a missing, unreadable or foreign file, fails here, before the
+  // port is bound
+  try {
+    resolveDevice(f.device);
+  } catch (e) {
+    log.error('device_unavailable', { device: f.device, error: e });
+    log.debug('device_detail', { cuda: capabilities().cuda.reason });
+    process.exit(1);
+  }
+  try {
+    await checkBundleFile(path);
+  } catch (e) {
+    log.error('model_load_failed', { bundle: path, error: e });
+    process.exit(1);
+  }
+  let server: AdrankServer;
+  try {
+    server = await AdrankServer.start({
+      host: f.host,
+      port: f.port,
+      engine: () => Engine.load(path, { device: f.device, threads: f.threads }),
+      maxInflight: f.maxInflight,
+      maxCandidates: f.maxCandidates,
+      maxReceiveBytes: f.maxMessageBytes,
+      shutdownGraceMs: f.shutdownGraceMs,
+      log,
+    });
+  } catch (e) {
+    if (!(e instanceof BindError)) throw e;
+    const hint = e.code === 'EADDRINUSE' ? 'another process is listening on it; choose another with --port N (0 = any free port)' : 'check --host and --port';
+    log.error(e.code === 'EADDRINUSE' ? 'port_in_use' : 'bind_failed', { address: e.address, port: f.port, error: e.message, hint });
+    process.exit(1);
+  }
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     if (++signals > 1) {
@@ -128,12 +184,28 @@ async function inspect(path: string): Promise<void> {
   out(`${names.length} tensors, ${formatBytes(rows.reduce((s, r) => s + (r[3] as number), 0))}`);
 }
 
+/** The version in package.json (two levels above src/cli in both the source and dist trees). */
+function packageVersion(): string {
+  for (const up of ['../..', '../../..']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(`${up}/package.json`, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'adrank' && pkg.version) return pkg.version;
+    } catch {
+      // try the next level
+    }
+  }
+  return 'unknown';
+}
+
 function program(): Command {
-  const p = new Command('adrank').description('GPU/CPU inference server for ad retrieval and ranking').showHelpAfterError();
+  const p = new Command('adrank')
+    .description('GPU/CPU inference server for ad retrieval and ranking')
+    .version(packageVersion(), '-V, --version', 'print the adrank version')
+    .showHelpAfterError();
 
   p.command('serve')
     .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, reflection)')
-    .addOption(new Option('--bundle <file>', 'model bundle (.safetensors)').env('ADRANK_BUNDLE'))
+    .addOption(new Option('--bundle <file>', 'model bundle (.safetensors); required unless --demo').env('ADRANK_BUNDLE'))
     .addOption(new Option('--demo', `serve ./${DEMO_BUNDLE}, writing it on first start`))
     .addOption(new Option('--demo-ads <n>', 'ads in the demo bundle when it is written').default(DEMO_ADS).argParser(int(1)))
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
@@ -145,13 +217,13 @@ function program(): Command {
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
-    .action((f: ServeFlags, cmd: Command) => serve(f, cmd.getOptionValueSource('bundle')));
+    .action((f: ServeFlags, cmd: Command) => serve(f, cmd));
 
   p.command('demo-bundle')
     .description('write a synthetic bundle with the demo config (docs/design.md §4)')
     .addOption(new Option('--ads <n>', 'ad count').default(DEMO_ADS).argParser(int(1)))
     .addOption(new Option('--seed <s>', 'random seed').default(1).argParser(int(0)))
-    .requiredOption('--out <file>', 'output .safetensors file')
+    .requiredOption('--out <file>', 'output .safetensors file (required)')
     .action(async (f: { ads: number; seed: number; out: string }) => {
       const r = await writeDemoBundle({ ads: f.ads, seed: f.seed, out: f.out });
       console.log(`wrote ${f.out}: ${f.ads} ads, ${formatBytes(r.size)}, sha256 ${r.sha256}`);

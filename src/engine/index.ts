@@ -33,18 +33,35 @@ export function capabilities(): Capabilities {
   return binding().capabilities();
 }
 
+/** Why CUDA cannot be used, in words a user acts on; the raw CUDA error is `detail`. */
+export function cudaUnavailable(caps: Capabilities): string {
+  if (!caps.cuda.compiled) return 'this build has no CUDA backend (nvcc was not found when it was built)';
+  if (/InsufficientDriver|NoDevice|no CUDA-capable|driver/i.test(caps.cuda.reason)) return 'no NVIDIA GPU/driver found';
+  return `no usable NVIDIA GPU (${caps.cuda.reason})`;
+}
+
+export interface DeviceChoice {
+  device: string;
+  /** why, for logs and GetModel.device_reason */
+  reason: string;
+  /** the raw CUDA status behind the choice, for debug logs ('' when none) */
+  detail: string;
+}
+
 /** 'auto' → 'cuda:0' when a usable GPU is found, else 'cpu'; 'cuda' → 'cuda:0'. */
-export function resolveDevice(device: string): { device: string; reason: string } {
+export function resolveDevice(device: string): DeviceChoice {
   const caps = capabilities();
+  const detail = caps.cuda.reason;
   if (device === 'auto') {
-    if (caps.cuda.usable) return { device: 'cuda:0', reason: 'auto: CUDA device usable' };
-    return { device: 'cpu', reason: `auto: no usable CUDA device (${caps.cuda.reason}), using the CPU backend` };
+    if (caps.cuda.usable) return { device: 'cuda:0', reason: 'auto: CUDA device usable', detail };
+    return { device: 'cpu', reason: `auto: ${cudaUnavailable(caps)}; using the CPU backend`, detail };
   }
-  if (device === 'cpu') return { device, reason: 'requested' };
+  if (device === 'cpu') return { device, reason: 'requested', detail };
   const m = /^cuda(?::(\d+))?$/.exec(device);
   if (!m) throw new EngineError(`expected auto, cpu, cuda or cuda:N for device, got ${JSON.stringify(device)}`, 'INVALID_REQUEST');
-  if (!caps.cuda.usable) throw new EngineError(`device ${device} requested but CUDA is not usable: ${caps.cuda.reason}`, 'DEVICE');
-  return { device: `cuda:${m[1] ?? '0'}`, reason: 'requested' };
+  if (!caps.cuda.usable)
+    throw new EngineError(`device ${device} requested but ${cudaUnavailable(caps)}; use --device auto (CUDA when usable, else the CPU) or --device cpu`, 'DEVICE');
+  return { device: `cuda:${m[1] ?? '0'}`, reason: 'requested', detail };
 }
 
 export function nativeInit(b: LoadedBundle, device: string, threads: number): NativeModelInit {
@@ -97,6 +114,8 @@ export class Engine {
     readonly bundle: LoadedBundle,
     /** why this device was chosen, for logs */
     readonly deviceReason: string,
+    /** the raw CUDA status behind the choice, for debug logs */
+    readonly deviceDetail = '',
   ) {}
 
   /** Loads and validates a bundle file and builds the engine on the chosen device. */
@@ -106,7 +125,7 @@ export class Engine {
   }
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
-    const { device, reason } = resolveDevice(options.device ?? 'auto');
+    const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
     const Native = binding().Engine;
     let native: NativeEngine;
     try {
@@ -114,7 +133,7 @@ export class Engine {
     } catch (e) {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
-    return new Engine(native, bundle, reason);
+    return new Engine(native, bundle, reason, detail);
   }
 
   get config(): ModelConfig {

@@ -5,10 +5,10 @@
  * weights, unique ad ids, sane ad tables) before a LoadedBundle exists.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import type { TensorArray } from '../engine/binding.js';
 import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
-import { BundleError, readSafetensors, writeSafetensors, type Tensor } from './safetensors.js';
+import { BundleError, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type Tensor } from './safetensors.js';
 
 export { BundleError } from './safetensors.js';
 
@@ -38,6 +38,30 @@ export function adRows(b: LoadedBundle): Map<bigint, number> {
     b.adRow = new Map(Array.from(ids, (id, i) => [id, i] as [bigint, number]));
   }
   return b.adRow;
+}
+
+/**
+ * A cheap check before a server binds its port: the bundle is a readable regular file that starts
+ * like a safetensors file. The full validation runs when it is loaded.
+ */
+export async function checkBundleFile(path: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error('not a regular file');
+    const start = Buffer.alloc(Math.min(SAFETENSORS_START_BYTES, st.size));
+    await fh.read(start, 0, start.length, 0);
+    checkSafetensorsStart(start, st.size);
+  } catch (e) {
+    if (e instanceof BundleError) {
+      e.message = `bundle ${path}: ${e.message}`;
+      throw e;
+    }
+    throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message}`);
+  } finally {
+    await fh?.close();
+  }
 }
 
 export async function loadBundle(path: string): Promise<LoadedBundle> {

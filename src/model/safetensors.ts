@@ -58,10 +58,32 @@ export interface Tensor {
 const quote = (s: string) => JSON.stringify(s);
 const isDType = (s: unknown): s is DType => typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_SIZE, s);
 
+/** The first bytes of a file, for messages: printable ASCII as text, else hex. */
+function describeStart(buf: Uint8Array): string {
+  const head = buf.subarray(0, 16);
+  const printable = head.every((b) => b >= 0x20 && b < 0x7f);
+  return printable ? `the text ${JSON.stringify(Buffer.from(head).toString('latin1'))}…` : `bytes ${Buffer.from(head).toString('hex')}…`;
+}
+
+/** Bytes of a file's start that `checkSafetensorsStart` looks at. */
+export const SAFETENSORS_START_BYTES = 16;
+
+/**
+ * Refuses a file that is not safetensors at all, from its first bytes and its size: every
+ * safetensors header is a JSON object right after the 8-byte length, so an impossible length with
+ * no '{' after it is another kind of file (ONNX, pickle, text). Saying so beats quoting the length.
+ */
+export function checkSafetensorsStart(start: Uint8Array, fileSize: number): void {
+  if (fileSize < 8) throw new BundleError(`file is ${fileSize} bytes, too short for the 8-byte safetensors header length (truncated?)`);
+  const n64 = new DataView(start.buffer, start.byteOffset, 8).getBigUint64(0, true);
+  if ((n64 > BigInt(MAX_HEADER_BYTES) || 8n + n64 > BigInt(fileSize)) && (start.byteLength < 9 || start[8] !== 0x7b))
+    throw new BundleError(`not a safetensors file: expected an 8-byte header length followed by a JSON header starting with "{", got ${describeStart(start)}`);
+}
+
 /** Parses and validates the header of a safetensors file held in `buf` (the whole file). */
 export function parseSafetensorsHeader(buf: Uint8Array): SafetensorsHeader {
   const fileSize = buf.byteLength;
-  if (fileSize < 8) throw new BundleError(`file is ${fileSize} bytes, too short for the 8-byte safetensors header length (truncated?)`);
+  checkSafetensorsStart(buf.subarray(0, SAFETENSORS_START_BYTES), fileSize);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const n64 = dv.getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw new BundleError(`header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
@@ -232,4 +254,24 @@ export async function writeSafetensors(
     await fh.close();
   }
   return { sha256: hash.digest('hex'), size: header.length + dataBytes };
+}
+
+/** The tensor names and shapes of a safetensors file, from its header alone (no data is read,
+ *  nothing is validated beyond the header being a JSON object): for quick looks such as an ad count. */
+export async function readSafetensorsHeaderFile(path: string): Promise<{ entries: { name: string; shape: number[] }[] }> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const start = Buffer.alloc(Math.min(SAFETENSORS_START_BYTES, size));
+    await fh.read(start, 0, start.length, 0);
+    checkSafetensorsStart(start, size);
+    const n = Number(start.readBigUInt64LE(0));
+    if (n > MAX_HEADER_BYTES || 8 + n > size) throw new BundleError(`header length ${n} is not within the ${size}-byte file`);
+    const text = Buffer.alloc(n);
+    await fh.read(text, 0, n, 8);
+    const header = JSON.parse(text.toString('utf8')) as Record<string, { shape?: number[] }>;
+    return { entries: Object.entries(header).filter(([k]) => k !== '__metadata__').map(([name, v]) => ({ name, shape: v.shape ?? [] })) };
+  } finally {
+    await fh.close();
+  }
 }

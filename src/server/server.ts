@@ -49,6 +49,25 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 /** How long past the grace period shutdown waits for native runs before giving up on dispose. */
 const NATIVE_RUN_WAIT_MS = 60_000;
 
+/** The port could not be bound; `code` is the system error (EADDRINUSE, EACCES, ...) when known. */
+export class BindError extends Error {
+  constructor(
+    message: string,
+    readonly address: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'BindError';
+  }
+
+  /** grpc-js reports "No address added ... errors: [listen EADDRINUSE: ...]". */
+  static from(err: Error, address: string): BindError {
+    const code = /\b(E[A-Z]{4,})\b/.exec(err.message)?.[1] ?? 'UNKNOWN';
+    const what = code === 'EADDRINUSE' ? `address ${address} is already in use` : `cannot listen on ${address}: ${err.message}`;
+    return new BindError(what, address, code);
+  }
+}
+
 /** The three engine RPCs by their method names in the proto service. */
 const ENGINE_RPCS = { Retrieve: retrieve, Rank: rank, RetrieveAndRank: retrieveAndRank } as const;
 
@@ -117,7 +136,7 @@ export class AdrankServer {
     });
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${opts.port ?? DEFAULT_PORT}` : `${host}:${opts.port ?? DEFAULT_PORT}`;
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))),
     );
     const s = new AdrankServer(server, host, port, opts, log, inflight);
     log.info('listening', { address: `${host}:${port}`, maxReceiveBytes: maxReceive, maxInflight: s.ctx.inflight.max, maxCandidates: s.ctx.limits.maxCandidates });
@@ -186,6 +205,7 @@ export class AdrankServer {
       sha256: engine.bundle.sha256,
       loadMs: Math.round(performance.now() - t0),
     });
+    if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
     this.engineNow = engine;
     if (this.opts.warmup ?? true) await this.warmup(engine);
     if (this.closing) return;
