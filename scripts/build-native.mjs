@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+// The install step: builds the native addon with cmake-js, quietly. On success it prints one line
+// (what was built); on failure, everything the build printed. To watch the build as it runs:
+//   npm install --foreground-scripts --loglevel verbose     (or ADRANK_BUILD_VERBOSE=1 npm install)
+// Extra arguments go to `cmake-js compile` (e.g. --CDADRANK_CUDA=OFF).
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+
+const verbose = process.env.ADRANK_BUILD_VERBOSE === '1' || ['verbose', 'silly'].includes(process.env.npm_config_loglevel ?? '');
+const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
+const args = [cmakeJs, 'compile', ...(verbose ? [] : ['--log-level', 'error']), ...process.argv.slice(2)];
+
+const child = spawn(process.execPath, args, { stdio: verbose ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
+let output = '';
+child.stdout?.on('data', (d) => (output += d));
+child.stderr?.on('data', (d) => (output += d));
+child.on('error', (e) => {
+  console.error(`adrank: cannot run cmake-js: ${e.message}`);
+  process.exit(1);
+});
+child.on('exit', (code, signal) => {
+  if (code === 0) {
+    if (!verbose) {
+      const cuda = /adrank: CUDA backend enabled/.test(output) ? 'CPU + CUDA backends' : 'CPU backend (no nvcc found, or CUDA turned off)';
+      console.log(`adrank: native addon built: build/Release/adrank.node, ${cuda}`);
+    }
+    return;
+  }
+  if (!verbose) process.stderr.write(output);
+  console.error(`adrank: the native build failed (${signal ?? `exit ${code}`}); prerequisites: a C++17 compiler and cmake >= 3.18 (README "Prerequisites")`);
+  process.exit(code ?? 1);
+});
