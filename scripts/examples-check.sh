@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the README's quick start and both examples as a user would, against `npm start`:
+# the server on the demo bundle at localhost:50051, `adrank client`, examples/node/rank.mjs and
+# examples/python/rank.py (stubs from Debian's protoc). CI runs it after the tests.
+#   bash scripts/examples-check.sh      (PYTHON=/usr/bin/python3 by default: Debian's grpcio)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-/usr/bin/python3}"
+log="$(mktemp)"
+npm start > "$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  grep -q '"event":"serving"' "$log" && break
+  kill -0 $server 2>/dev/null || { cat "$log"; echo "examples-check: the server exited"; exit 1; }
+  sleep 1
+done
+grep -q '"event":"serving"' "$log" || { cat "$log"; echo "examples-check: the server did not become SERVING in 120 s"; exit 1; }
+
+echo "::: adrank client"
+node dist/src/cli/main.js client --rpc rank --k 3
+echo "::: examples/node/rank.mjs"
+node examples/node/rank.mjs | tee "$log.node"
+echo "::: examples/python/rank.py"
+bash examples/python/gen-stubs.sh
+"$PYTHON" examples/python/rank.py | tee "$log.py"
+# the two clients sent the same requests: the winners' ad ids must agree
+node_ids=$(grep -Eo '^-?[0-9]+ -?[0-9]+ ' "$log.node" | awk '{print $1}')
+py_ids=$(grep -Eo '^-?[0-9]+ -?[0-9]+ ' "$log.py" | awk '{print $1}')
+[ -n "$node_ids" ] && [ "$node_ids" = "$py_ids" ] || { echo "examples-check: Node and Python winners differ: [$node_ids] vs [$py_ids]"; exit 1; }
+echo "examples-check: ok (winners $(echo $node_ids))"
