@@ -20,7 +20,9 @@ import type { RankResponse__Output } from '../src/generated/adrank/v1/RankRespon
 import { protoRequest, smallConfig } from './50.server.helpers.js';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { AdrankServer } from '../src/server/server.js';
 
 const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '2147483648', '-2147483648', '4294967295', '4294967296', '9007199254740993', '9223372036854775807', '-9223372036854775808', '-123456789012345'];
@@ -227,11 +229,20 @@ describe('51 front end (no addon)', () => {
   });
 
   describe('CLI flags from the environment', () => {
-    /** `adrank serve` with a bundle that does not exist: runs until the flags are parsed and the load fails. */
+    // A file that starts like a bundle (so serve binds) but is truncated (so the load fails).
+    const truncated = join(mkdtempSync(join(tmpdir(), 'adrank-51-')), 'truncated.safetensors');
+    before(() => {
+      const head = Buffer.alloc(8);
+      head.writeBigUInt64LE(100n);
+      writeFileSync(truncated, Buffer.concat([head, Buffer.from('{"ads.id": ')]));
+    });
+    after(() => rmSync(dirname(truncated), { recursive: true, force: true }));
+
+    /** `adrank serve` with a truncated bundle: runs until the flags are parsed and the load fails. */
     const serve = (env: Record<string, string>, args: string[] = []) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'src', 'cli', 'main.ts'), 'serve', ...args], {
-          env: { ...process.env, ADRANK_BUNDLE: '/nonexistent/adrank.safetensors', ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
+          env: { ...process.env, ADRANK_BUNDLE: truncated, ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';
@@ -246,7 +257,7 @@ describe('51 front end (no addon)', () => {
       const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
       expect(events.find((e) => e.event === 'listening')).to.include({ maxInflight: 3, maxCandidates: 5, maxReceiveBytes: 2048 });
       expect(events.find((e) => e.event === 'shutting_down')).to.include({ graceMs: 7 });
-      expect(r.code).to.equal(1); // no such bundle
+      expect(r.code).to.equal(1); // the bundle is truncated
     });
 
     for (const [name, value] of [['ADRANK_PORT', ''], ['ADRANK_SHUTDOWN_GRACE_MS', ' '], ['ADRANK_MAX_INFLIGHT', '0x10'], ['ADRANK_MAX_CANDIDATES', '100001']]) {
