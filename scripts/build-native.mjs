@@ -22,7 +22,10 @@ child.on('exit', (code, signal) => {
   if (code === 0) {
     if (!verbose) {
       const cuda = /adrank: CUDA backend enabled/.test(output) ? 'CPU + CUDA backends' : 'CPU backend (no nvcc found, or CUDA turned off)';
-      console.log(`adrank: native addon built: build/Release/adrank.node, ${cuda}`);
+      const args = process.argv.slice(2);
+      const at = args.findIndex((a) => a === '--out' || a === '-O');
+      const out = at >= 0 && args[at + 1] ? args[at + 1] : 'build';
+      console.log(`adrank: native addon built: ${out}/Release/adrank.node, ${cuda}`);
     }
     return;
   }
