@@ -1,6 +1,7 @@
 #include "engine/fallback.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -15,7 +16,7 @@ FallbackPlan make_fallback_plan(const Model& m, const int32_t* listed, size_t n_
   const int64_t n = m.num_ads();
   if (n_probs != size_t(m.dims().tasks))
     throw std::runtime_error("expected " + std::to_string(m.dims().tasks) + " values for fallback probs, got " + std::to_string(n_probs));
-  if (!(value >= 0.f)) throw std::runtime_error("expected a finite value >= 0 for fallback value, got " + std::to_string(value));
+  if (!std::isfinite(value)) throw std::runtime_error("expected a finite number for fallback value, got " + std::to_string(value));
   FallbackPlan p;
   p.value = value;
   p.probs.assign(probs, probs + n_probs);

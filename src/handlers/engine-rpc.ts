@@ -22,11 +22,13 @@ export interface EngineResponse {
   counts: DropCounts;
   retrieved?: number;
   fallback?: boolean;
-  fallbackReason?: FallbackReason;
+  /** the proto's FallbackReason as its number (the encoder writes numbers) */
+  fallbackReason?: (typeof FALLBACK_REASON)[FallbackReason];
 }
 
-/** Why an answer came from the fallback (the proto's FallbackReason). */
-export type FallbackReason = 'ENGINE_ERROR' | 'DEADLINE';
+/** Why an answer came from the fallback: the proto's FallbackReason values. */
+const FALLBACK_REASON = { ENGINE_ERROR: 1, DEADLINE: 2 } as const;
+export type FallbackReason = keyof typeof FALLBACK_REASON;
 
 export interface EngineRpc<Req> {
   /** the RPC's name as in the proto ("Rank") */
@@ -126,7 +128,7 @@ export async function execute<Req extends { requestId: string; allowFallback?: b
     engineTotalUs: result.timings.total,
   };
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved);
-  if (fallback) Object.assign(response, { fallback: true, fallbackReason: fallback });
+  if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
 }
 
