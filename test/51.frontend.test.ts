@@ -13,6 +13,7 @@ import { rank } from '../src/handlers/rank.js';
 import { retrieveAndRank } from '../src/handlers/retrieve-and-rank.js';
 import { modelShape, sampleRetrieveAndRank } from '../src/handlers/sample.js';
 import { InflightLimit, Stats, type HandlerContext } from '../src/handlers/context.js';
+import { RecentLatency } from '../src/fallback/recent-latency.js';
 import { RequestError, defaultRetrieveCount, validateRank, validateRetrieveAndRank, type RankInput } from '../src/handlers/validate.js';
 import { silentLogger } from '../src/server/log.js';
 import { EngineError, type Engine } from '../src/engine/index.js';
@@ -152,6 +153,7 @@ describe('51 front end (no addon)', () => {
       inflight: new InflightLimit(1),
       log: silentLogger,
       stats: new Stats(),
+      latency: new RecentLatency(),
     });
     const req = () => rank.decode(encodeRank(protoRequest(c, { candidateAdIds: ['1', '2'] })));
     const fails = async (p: Promise<unknown>) => {

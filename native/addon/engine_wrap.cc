@@ -102,6 +102,11 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::RetrieveAndRank>("retrieveAndRank"),
                                         InstanceMethod<&EngineWrap::Explain>("explain"),
                                         InstanceMethod<&EngineWrap::SetAdState>("setAdState"),
+                                        InstanceMethod<&EngineWrap::SetFallback>("setFallback"),
+                                        InstanceMethod<&EngineWrap::Fallback>("fallback"),
+#ifdef ADRANK_TEST_HOOKS
+                                        InstanceMethod<&EngineWrap::InjectDeviceErrors>("injectDeviceErrors"),
+#endif
                                         InstanceMethod<&EngineWrap::Inflight>("inflight"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
@@ -181,6 +186,60 @@ Napi::Value EngineWrap::SetAdState(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
 }
+
+// A non-negative integer argument.
+static int64_t count_arg(const Napi::CallbackInfo& info, size_t i, const std::string& field) {
+  const Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
+  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= 2147483647.0 && d == double(int64_t(d)))) type_error(info.Env(), field, "a non-negative integer", v);
+  return int64_t(d);
+}
+
+Napi::Value EngineWrap::SetFallback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) throw Napi::Error::New(env, "engine disposed");
+  const int64_t surface = count_arg(info, 0, "surface");
+  const Napi::TypedArray rows = typed_array(info[1], napi_int32_array, -1, "rows");
+  if (info.Length() < 3 || !info[2].IsNumber()) type_error(env, "value", "a number", info[2]);
+  const Napi::TypedArray probs = typed_array(info[3], napi_float32_array, -1, "probs");
+  if (rows.ByteOffset() % 4 || probs.ByteOffset() % 4) throw Napi::TypeError::New(env, "expected element-aligned typed arrays for setFallback");
+  try {
+    engine_->set_fallback(uint32_t(surface), typed_data<int32_t>(rows), rows.ElementLength(), info[2].As<Napi::Number>().FloatValue(),
+                          typed_data<float>(probs), probs.ElementLength());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+// Synchronous: host memory only, well under a millisecond for K = 100 (bench/RESULTS.md).
+Napi::Value EngineWrap::Fallback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) throw Napi::Error::New(env, "engine disposed");
+  const Napi::TypedArray req = typed_array(info[0], napi_uint8_array, -1, "request");
+  if (req.ByteOffset() % 8 != 0) throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
+  const std::string name = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  Op op;
+  if (name == "rank") op = Op::kRank;
+  else if (name == "retrieve") op = Op::kRetrieve;
+  else if (name == "retrieveAndRank") op = Op::kRetrieveAndRank;
+  else type_error(env, "op", "rank, retrieve or retrieveAndRank", info.Length() > 1 ? info[1] : env.Undefined());
+  try {
+    return to_js(env, engine_->fallback(typed_data<uint8_t>(req), req.ByteLength(), op), tasks_);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+#ifdef ADRANK_TEST_HOOKS
+Napi::Value EngineWrap::InjectDeviceErrors(const Napi::CallbackInfo& info) {
+  if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
+  engine_->inject_device_errors(int(count_arg(info, 0, "n")));
+  return info.Env().Undefined();
+}
+#endif
 
 Napi::Value EngineWrap::Inflight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), inflight_); }
 

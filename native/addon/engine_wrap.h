@@ -40,6 +40,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Explain(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info, Op op);
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
+  Napi::Value SetFallback(const Napi::CallbackInfo& info);
+  Napi::Value Fallback(const Napi::CallbackInfo& info);
+#ifdef ADRANK_TEST_HOOKS
+  Napi::Value InjectDeviceErrors(const Napi::CallbackInfo& info);
+#endif
   Napi::Value Inflight(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Backend(const Napi::CallbackInfo& info);

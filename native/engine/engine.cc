@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <sstream>
@@ -46,6 +47,12 @@ template <typename F>
 Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   const double t0 = now_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
+#ifdef ADRANK_TEST_HOOKS
+  int pending = injected_errors_.load();
+  while (pending > 0 && !injected_errors_.compare_exchange_weak(pending, pending - 1)) {
+  }
+  if (pending > 0) throw std::runtime_error("CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered (injected by a test hook)");
+#endif
   Result r = run(req);
   r.timings.total = now_us() - t0;
   return r;
@@ -63,6 +70,24 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
   return backend_->explain(req);
+}
+
+void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs) {
+  if (surface >= uint32_t(model_->dims().surfaces))
+    throw std::runtime_error("expected a surface index < " + std::to_string(model_->dims().surfaces) + " for fallback surface, got " + std::to_string(surface));
+  FallbackPlan plan = make_fallback_plan(*model_, listed, n_listed, value, probs, n_probs);
+  if (fallback_.size() < size_t(model_->dims().surfaces)) fallback_.resize(size_t(model_->dims().surfaces));
+  fallback_[surface] = std::move(plan);
+}
+
+Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
+  const double t0 = now_us();
+  const Request req = parse_request(bundle, len, model_->dims(), op);
+  if (req.surface >= fallback_.size() || fallback_[req.surface].order.empty())
+    throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
+  Result r = fallback_answer(*model_, state_, req, op, fallback_[req.surface]);
+  r.timings.select = r.timings.total = now_us() - t0;
+  return r;
 }
 
 int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate, size_t n) {

@@ -5,9 +5,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+#ifdef ADRANK_TEST_HOOKS
+#include <atomic>
+#endif
 
 #include "engine/ad_state.h"
 #include "engine/backend.h"
+#include "engine/fallback.h"
 #include "engine/model.h"
 #include "engine/results.h"
 #include "kernels/cpu/parallel.h"
@@ -24,6 +29,15 @@ class Engine {
   Result retrieve(const uint8_t* bundle, size_t len);
   Result retrieve_and_rank(const uint8_t* bundle, size_t len);
   Explain explain(const uint8_t* bundle, size_t len);
+
+  // Fallback answers (engine/fallback.h): set one surface's plan (at load), answer from it.
+  void set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs);
+  Result fallback(const uint8_t* bundle, size_t len, Op op) const;
+
+#ifdef ADRANK_TEST_HOOKS
+  // Test builds only (cmake -DADRANK_TEST_HOOKS=ON): the next n model runs fail as a device error.
+  void inject_device_errors(int n) { injected_errors_ = n; }
+#endif
 
   // Validates everything first, then applies; returns how many ids were unknown.
   int64_t set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* pacing_rate, size_t n);
@@ -42,6 +56,10 @@ class Engine {
   std::shared_ptr<const Model> model_;
   AdStateTable state_;
   std::unique_ptr<Backend> backend_;
+  std::vector<FallbackPlan> fallback_;  // per surface; empty until set
+#ifdef ADRANK_TEST_HOOKS
+  std::atomic<int> injected_errors_{0};
+#endif
 };
 
 }  // namespace adrank

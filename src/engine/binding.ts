@@ -138,6 +138,13 @@ export interface NativeEngine {
   explain(request: Uint8Array): Promise<NativeExplain>;
   /** Live ad state (docs/design.md §5). Returns how many ids were unknown (and ignored). */
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number;
+  /** One surface's fallback plan: `rows` first, in order, then every other ad by bid; `value` the
+   *  surface's estimated Σ_t w_t p̄_t and `probs` its mean probabilities [T]. */
+  setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;
+  /** The fallback answer to a feature bundle (synchronous, host memory only). */
+  fallback(request: Uint8Array, op: 'rank' | 'retrieve' | 'retrieveAndRank'): NativeResult;
+  /** Test builds only (ADRANK_TEST_HOOKS): the next n model runs fail as a device error. */
+  injectDeviceErrors?(n: number): void;
   /** Runs in flight. */
   inflight(): number;
   /** Frees the engine; throws if runs are in flight. */
@@ -178,6 +185,13 @@ function findAddon(): string {
 }
 
 let cached: NativeBinding | undefined;
+
+/** Loads an addon from an explicit path (the test-hooks build in test/54); `binding()` is the one
+ *  everything else uses. */
+export function loadBinding(path: string): NativeBinding {
+  if (!existsSync(path)) throw new Error(`adrank: no addon at ${path}`);
+  return createRequire(import.meta.url)(resolve(path)) as NativeBinding;
+}
 
 /** Loads the addon once. Throws a clear error when it has not been built. */
 export function binding(): NativeBinding {

@@ -3,7 +3,7 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
+import { binding, type Capabilities, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
@@ -16,7 +16,26 @@ export interface EngineOptions {
   device?: string;
   /** CPU threads, 0 = all hardware threads. */
   threads?: number;
+  /** The addon to build the engine with (default: the one `binding()` loads). Tests pass the
+   *  test-hooks build here; nothing else does. */
+  binding?: NativeBinding;
 }
+
+/** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
+export interface FallbackEstimate {
+  surface: string;
+  /** ads listed by the bundle's `fallback.<surface>` (0 = ordered by bid alone) */
+  listed: number;
+  value: number;
+  probs: number[];
+  /** ads the estimate averaged over */
+  sample: number;
+}
+
+/** Ads scored (with a neutral request) to estimate each surface's mean probabilities. */
+export const FALLBACK_SAMPLE = 512;
+
+export type FallbackOp = 'rank' | 'retrieve' | 'retrieveAndRank';
 
 /** Error from the engine, with a code the handlers map to a gRPC status. */
 export class EngineError extends Error {
@@ -108,6 +127,32 @@ export function nativeInit(b: LoadedBundle, device: string, threads: number): Na
   };
 }
 
+/** A request that says nothing about the user: z-scored dense features 0, no sparse ids, no
+ *  sequence, untargeted, no cap; used to estimate a surface's mean probabilities. */
+function neutralRequest(engine: Engine, surface: number, candidates: BigInt64Array): EngineRequest {
+  const c = engine.config;
+  return {
+    requestId: 'adrank-fallback-estimate',
+    surface,
+    k: 1,
+    cap: 0,
+    mode: 0,
+    partitions: 1,
+    price: false,
+    reserve: 0,
+    retrieveCount: 0,
+    userDense: engine.bundle.tensors['features.user_dense.mean'] as Float32Array,
+    userEmbedding: new Float32Array(c.user_embedding_dim),
+    targeting: c.targeting_dims.map(() => 64),
+    userSparse: c.user_sparse.map(() => new BigInt64Array(0)),
+    seqItems: new BigInt64Array(0),
+    seqActions: new Uint32Array(0),
+    candidates,
+    excludedAdvertisers: new BigInt64Array(0),
+    excludedAds: new BigInt64Array(0),
+  };
+}
+
 export class Engine {
   private constructor(
     private readonly native: NativeEngine,
@@ -126,7 +171,7 @@ export class Engine {
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
     const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
-    const Native = binding().Engine;
+    const Native = (options.binding ?? binding()).Engine;
     let native: NativeEngine;
     try {
       native = new Native(nativeInit(bundle, device, options.threads ?? 0));
@@ -160,6 +205,53 @@ export class Engine {
   }
   explain(r: EngineRequest): Promise<NativeExplain> {
     return this.call(() => this.native.explain(packFeatureBundle(this.config, r)));
+  }
+
+  /** Set by prepareFallback(); undefined until then (fallback() refuses). */
+  fallbackPlan: FallbackEstimate[] | undefined;
+
+  /**
+   * Builds each surface's fallback plan (docs/funnel.md "Fallback"): the bundle's
+   * `fallback.<surface>` ids first, then every other ad by bid; the surface's mean probabilities
+   * p̄ over an evenly spaced sample of up to FALLBACK_SAMPLE ads, scored with a neutral request
+   * (mean user features, no sparse ids, no sequence), and value = Σ_t w_t p̄_t with the surface's
+   * default task weights. Run once at load, before serving.
+   */
+  async prepareFallback(): Promise<FallbackEstimate[]> {
+    const c = this.config;
+    const ids = this.bundle.tensors['ads.id'] as BigInt64Array;
+    const n = ids.length;
+    const step = Math.max(1, Math.floor(n / FALLBACK_SAMPLE));
+    const sample = BigInt64Array.from({ length: Math.min(n, FALLBACK_SAMPLE) }, (_, i) => ids[i * step]);
+    const weights = this.bundle.tensors['utility.task_weights'] as Float32Array;
+    const T = c.tasks.length;
+    const plan: FallbackEstimate[] = [];
+    for (let s = 0; s < c.surfaces.length; s++) {
+      const ex = await this.explain(neutralRequest(this, s, sample));
+      const probs = new Float32Array(T);
+      const rows = ex.rows.length;
+      for (let i = 0; i < rows; i++) for (let t = 0; t < T; t++) probs[t] += ex.probs[i * T + t] / rows;
+      let value = 0;
+      for (let t = 0; t < T; t++) value += weights[s * T + t] * probs[t];
+      const list = this.bundle.tensors[`fallback.${c.surfaces[s]}`] as BigInt64Array | undefined;
+      const listed = list ? Int32Array.from(list, (id) => this.bundle.adRow!.get(id)!) : new Int32Array(0);
+      this.native.setFallback(s, listed, value, probs);
+      plan.push({ surface: c.surfaces[s], listed: listed.length, value, probs: Array.from(probs), sample: rows });
+    }
+    this.fallbackPlan = plan;
+    return plan;
+  }
+
+  /** The fallback answer (synchronous; host memory only, so it also works when the device failed). */
+  fallback(op: FallbackOp, r: EngineRequest): NativeResult {
+    if (!this.fallbackPlan) throw new EngineError('no fallback plan: prepareFallback() was not run', 'INTERNAL');
+    return this.native.fallback(packFeatureBundle(this.config, r), op);
+  }
+
+  /** Test builds only: the next n model runs fail as a device error (throws on a release addon). */
+  injectDeviceErrors(n: number): void {
+    if (!this.native.injectDeviceErrors) throw new Error('this addon has no test hooks (build it with npm run build:test-hooks)');
+    this.native.injectDeviceErrors(n);
   }
 
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number {

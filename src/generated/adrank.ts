@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import type { MessageTypeDefinition } from '@grpc/proto-loader';
+import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdRankerClient as _adrank_v1_AdRankerClient, AdRankerDefinition as _adrank_v1_AdRankerDefinition } from './adrank/v1/AdRanker.js';
 import type { DropCounts as _adrank_v1_DropCounts, DropCounts__Output as _adrank_v1_DropCounts__Output } from './adrank/v1/DropCounts.js';
@@ -31,6 +31,7 @@ export interface ProtoGrpcType {
       DropCounts: MessageTypeDefinition<_adrank_v1_DropCounts, _adrank_v1_DropCounts__Output>
       EngagementSequence: MessageTypeDefinition<_adrank_v1_EngagementSequence, _adrank_v1_EngagementSequence__Output>
       Exclusions: MessageTypeDefinition<_adrank_v1_Exclusions, _adrank_v1_Exclusions__Output>
+      FallbackReason: EnumTypeDefinition
       GetModelRequest: MessageTypeDefinition<_adrank_v1_GetModelRequest, _adrank_v1_GetModelRequest__Output>
       GetModelResponse: MessageTypeDefinition<_adrank_v1_GetModelResponse, _adrank_v1_GetModelResponse__Output>
       IdList: MessageTypeDefinition<_adrank_v1_IdList, _adrank_v1_IdList__Output>

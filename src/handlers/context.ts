@@ -5,6 +5,7 @@
 import type { Engine } from '../engine/index.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
+import type { RecentLatency } from '../fallback/recent-latency.js';
 
 export interface HandlerContext {
   /** the serving engine, or undefined while the model loads or after shutdown began */
@@ -13,6 +14,8 @@ export interface HandlerContext {
   inflight: InflightLimit;
   log: Logger;
   stats: Stats;
+  /** the model path's recent latency by RPC and size (fallback's deadline trigger) */
+  latency: RecentLatency;
 }
 
 /** Counters by RPC and outcome, for tests and logs. */
@@ -21,9 +24,14 @@ export class Stats {
   readonly engineCalls: Record<string, number> = {};
   /** finished calls by "rpc status" (e.g. "Rank OK", "Rank INVALID_ARGUMENT") */
   readonly outcomes: Record<string, number> = {};
+  /** fallback answers by reason (ENGINE_ERROR, DEADLINE) */
+  readonly fallbacks: Record<string, number> = {};
 
   engineCall(rpc: string): void {
     this.engineCalls[rpc] = (this.engineCalls[rpc] ?? 0) + 1;
+  }
+  fallback(reason: string): void {
+    this.fallbacks[reason] = (this.fallbacks[reason] ?? 0) + 1;
   }
   outcome(rpc: string, code: string): void {
     const key = `${rpc} ${code}`;

@@ -5,7 +5,7 @@
  * errors to gRPC statuses (docs/api.md "Status codes").
  */
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
-import { EngineError, type Engine, type EngineRequest, type NativeResult } from '../engine/index.js';
+import { EngineError, type Engine, type EngineRequest, type FallbackOp, type NativeResult } from '../engine/index.js';
 import type { ModelConfig } from '../model/config.js';
 import { DECODE_START, DECODE_US, type DecodeStamp } from '../server/codec.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
@@ -21,7 +21,14 @@ export interface EngineResponse {
   model: { name: string; version: string };
   counts: DropCounts;
   retrieved?: number;
+  fallback?: boolean;
+  /** the proto's FallbackReason as its number (the encoder writes numbers) */
+  fallbackReason?: (typeof FALLBACK_REASON)[FallbackReason];
 }
+
+/** Why an answer came from the fallback: the proto's FallbackReason values. */
+const FALLBACK_REASON = { ENGINE_ERROR: 1, DEADLINE: 2 } as const;
+export type FallbackReason = keyof typeof FALLBACK_REASON;
 
 export interface EngineRpc<Req> {
   /** the RPC's name as in the proto ("Rank") */
@@ -34,6 +41,10 @@ export interface EngineRpc<Req> {
   encode(response: EngineResponse, timings: ServerTimings, started: number): Buffer;
   /** RetrieveAndRank reports the retrieval count */
   withRetrieved?: boolean;
+  /** the engine's fallback answer for this RPC (docs/funnel.md "Fallback") */
+  fallbackOp: FallbackOp;
+  /** the request's size for the recent-latency buckets (candidates, retrieve count) */
+  size(request: EngineRequest): number;
 }
 
 export interface CallState {
@@ -55,8 +66,15 @@ function checkDeadline(call: CallState): void {
   if (call.deadline <= Date.now()) throw new RequestError(status.DEADLINE_EXCEEDED, 'deadline exceeded before the request reached the engine');
 }
 
-/** One request through validate → engine → encode; resolves to the response bytes. */
-export async function execute<Req extends { requestId: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>, request: Req, call: CallState = NO_CALL): Promise<Buffer> {
+/** One request through validate → engine → encode; resolves to the response bytes. When the model
+ *  path cannot answer (an engine error, or too little deadline left for a request of this size) and
+ *  the request allows it, the answer comes from the fallback (docs/funnel.md "Fallback"). */
+export async function execute<Req extends { requestId: string; allowFallback?: boolean | null } & DecodeStamp>(
+  ctx: HandlerContext,
+  rpc: EngineRpc<Req>,
+  request: Req,
+  call: CallState = NO_CALL,
+): Promise<Buffer> {
   const started = request[DECODE_START] ?? performance.now();
   const engine = ctx.engine();
   if (!engine) throw new RequestError(status.UNAVAILABLE, 'the model is not loaded yet (health: NOT_SERVING)');
@@ -67,17 +85,38 @@ export async function execute<Req extends { requestId: string } & DecodeStamp>(c
   const er = rpc.validate(request, config, ctx.limits);
   const t1 = performance.now();
   checkDeadline(call);
+  const allowFallback = request.allowFallback ?? true;
+  const size = rpc.size(er);
 
-  const pending = rpc.run(engine, er);
-  const t2 = performance.now(); // packing the feature bundle and submitting it is synchronous
-  if (pending) ctx.stats.engineCall(rpc.name);
-  const result = pending ? await pending : emptyResult();
+  let result: NativeResult;
+  let fallback: FallbackReason | undefined;
+  let pending: Promise<NativeResult> | undefined;
+  let packed = t1; // packing the feature bundle and submitting it is synchronous
+  const p99 = ctx.latency.p99(rpc.name, size);
+  if (allowFallback && p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
+    fallback = 'DEADLINE';
+    result = engine.fallback(rpc.fallbackOp, er);
+  } else {
+    pending = rpc.run(engine, er);
+    packed = performance.now();
+    if (pending) ctx.stats.engineCall(rpc.name);
+    try {
+      result = pending ? await pending : emptyResult();
+      if (pending) ctx.latency.record(rpc.name, size, performance.now() - started);
+    } catch (e) {
+      if (!(allowFallback && isModelPathFailure(e) && engine.fallbackPlan)) throw e;
+      ctx.log.warn('fallback_served', { rpc: rpc.name, reason: 'ENGINE_ERROR', requestId: request.requestId, error: e });
+      fallback = 'ENGINE_ERROR';
+      result = engine.fallback(rpc.fallbackOp, er);
+    }
+  }
+  if (fallback) ctx.stats.fallback(fallback);
   if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
 
   const timings: ServerTimings = {
     decodeUs: request[DECODE_US] ?? 0,
     validateUs: us(t0, t1),
-    bundleUs: pending ? us(t1, t2) : 0,
+    bundleUs: pending ? us(t1, packed) : 0,
     queueUs: result.timings.queue,
     userUs: result.timings.user,
     retrieveUs: result.timings.retrieve,
@@ -88,7 +127,14 @@ export async function execute<Req extends { requestId: string } & DecodeStamp>(c
     selectUs: result.timings.select,
     engineTotalUs: result.timings.total,
   };
-  return rpc.encode(responseOf(request.requestId, result, config, rpc.withRetrieved), timings, started);
+  const response = responseOf(request.requestId, result, config, rpc.withRetrieved);
+  if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
+  return rpc.encode(response, timings, started);
+}
+
+/** A failure of the model path itself (engine or device), not of the request or of shutdown. */
+function isModelPathFailure(e: unknown): boolean {
+  return e instanceof EngineError && (e.code === 'DEVICE' || e.code === 'INTERNAL');
 }
 
 /** The response message (less timings) for an engine result. */

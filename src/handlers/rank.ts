@@ -13,4 +13,6 @@ export const rank: EngineRpc<RankInput> = {
   // An empty candidate list is OK with no winners and needs no engine work.
   run: (engine, r) => (r.candidates.length === 0 ? undefined : engine.rank(r)),
   encode,
+  fallbackOp: 'rank',
+  size: (r) => r.candidates.length,
 };

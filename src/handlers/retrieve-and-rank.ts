@@ -12,5 +12,7 @@ export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
   validate: (r, c) => validateRetrieveAndRank(r, c),
   run: (engine, r) => engine.retrieveAndRank(r),
   encode,
+  fallbackOp: 'retrieveAndRank',
+  size: (r) => r.retrieveCount,
   withRetrieved: true,
 };

@@ -12,4 +12,6 @@ export const retrieve: EngineRpc<RetrieveInput> = {
   validate: (r, c) => validateRetrieve(r, c),
   run: (engine, r) => engine.retrieve(r),
   encode,
+  fallbackOp: 'retrieve',
+  size: (_r) => 1,
 };

@@ -113,12 +113,16 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
       throw new BundleError(`tensor ${JSON.stringify(spec.name)}: expected shape ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}${spec.derivation ? ` (${spec.derivation})` : ''}`, where);
     checkFinite(spec.name, t);
   }
-  const extra = [...tensors.keys()].filter((n) => !expectedNames.has(n));
+  // optional: one fallback list per surface (docs/bundle-format.md "Fallback lists")
+  const fallbackNames = new Set(config.surfaces.map((s) => `fallback.${s}`));
+  const optional = [...tensors.keys()].filter((n) => fallbackNames.has(n));
+  const extra = [...tensors.keys()].filter((n) => !expectedNames.has(n) && !fallbackNames.has(n));
   if (extra.length > 0)
     throw new BundleError(`unexpected tensor${extra.length > 1 ? 's' : ''} ${extra.map((n) => JSON.stringify(n)).join(', ')} not implied by the config`, { tensor: extra[0] });
 
   const arr = (name: string) => tensors.get(name)!.data;
   const adRow = checkAds(config, numAds, arr);
+  for (const name of optional) checkFallbackList(name, tensors.get(name)!, adRow);
 
   const out: LoadedBundle = {
     path,
@@ -132,13 +136,28 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
     metadata,
     adRow,
   };
-  for (const spec of expected) {
-    const t = tensors.get(spec.name)!;
-    out.tensors[spec.name] = t.data;
-    out.shapes[spec.name] = t.shape;
-    out.dtypes[spec.name] = t.dtype;
+  for (const name of [...expected.map((spec) => spec.name), ...optional]) {
+    const t = tensors.get(name)!;
+    out.tensors[name] = t.data;
+    out.shapes[name] = t.shape;
+    out.dtypes[name] = t.dtype;
   }
   return out;
+}
+
+/** `fallback.<surface>`: I64 [L], ad ids of the bundle in priority order, each once. */
+function checkFallbackList(name: string, t: Tensor, adRow: Map<bigint, number>): void {
+  const where = { tensor: name };
+  if (t.dtype !== 'I64') throw new BundleError(`tensor ${JSON.stringify(name)}: expected dtype I64, got ${t.dtype}`, where);
+  if (t.shape.length !== 1) throw new BundleError(`tensor ${JSON.stringify(name)}: expected shape [L], got ${JSON.stringify(t.shape)}`, where);
+  const ids = t.data as BigInt64Array;
+  const seen = new Map<bigint, number>();
+  for (let i = 0; i < ids.length; i++) {
+    if (!adRow.has(ids[i])) throw new BundleError(`tensor ${JSON.stringify(name)}: ad id ${ids[i]} at index ${i} is not in ads.id`, where);
+    const first = seen.get(ids[i]);
+    if (first !== undefined) throw new BundleError(`tensor ${JSON.stringify(name)}: duplicate ad id ${ids[i]} at indices ${first} and ${i}`, where);
+    seen.set(ids[i], i);
+  }
 }
 
 function checkFinite(name: string, t: Tensor): void {

@@ -18,6 +18,7 @@ import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { jsonLogger, type Logger } from './log.js';
+import { RecentLatency } from '../fallback/recent-latency.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
 export interface ServerOptions {
@@ -110,6 +111,7 @@ export class AdrankServer {
       inflight,
       log,
       stats: this.stats,
+      latency: new RecentLatency(),
     };
     this.addServices();
     this.ready = this.load();
@@ -206,6 +208,8 @@ export class AdrankServer {
       loadMs: Math.round(performance.now() - t0),
     });
     if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
+    const fallback = await engine.prepareFallback();
+    this.log.info('fallback_ready', { surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
     this.engineNow = engine;
     if (this.opts.warmup ?? true) await this.warmup(engine);
     if (this.closing) return;

@@ -61,7 +61,12 @@ export interface RankRequest {
    * Compute GSP prices for the winners (docs/funnel.md "Auction").
    */
   'price'?: (boolean);
+  /**
+   * as RetrieveRequest
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }
 
 export interface RankRequest__Output {
@@ -120,5 +125,10 @@ export interface RankRequest__Output {
    * Compute GSP prices for the winners (docs/funnel.md "Auction").
    */
   'price': (boolean);
+  /**
+   * as RetrieveRequest
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }

@@ -54,7 +54,12 @@ export interface RetrieveAndRankRequest {
    * 0 = default max(K, min(10 * K, 10,000)).
    */
   'retrieveCount'?: (number);
+  /**
+   * as RetrieveRequest
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }
 
 export interface RetrieveAndRankRequest__Output {
@@ -107,5 +112,10 @@ export interface RetrieveAndRankRequest__Output {
    * 0 = default max(K, min(10 * K, 10,000)).
    */
   'retrieveCount': (number);
+  /**
+   * as RetrieveRequest
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }

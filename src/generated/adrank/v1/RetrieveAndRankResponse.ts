@@ -4,6 +4,7 @@ import type { Winner as _adrank_v1_Winner, Winner__Output as _adrank_v1_Winner__
 import type { ModelRef as _adrank_v1_ModelRef, ModelRef__Output as _adrank_v1_ModelRef__Output } from '../../adrank/v1/ModelRef.js';
 import type { DropCounts as _adrank_v1_DropCounts, DropCounts__Output as _adrank_v1_DropCounts__Output } from '../../adrank/v1/DropCounts.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from '../../adrank/v1/ServerTimings.js';
+import type { FallbackReason as _adrank_v1_FallbackReason, FallbackReason__Output as _adrank_v1_FallbackReason__Output } from '../../adrank/v1/FallbackReason.js';
 
 export interface RetrieveAndRankResponse {
   'requestId'?: (string);
@@ -15,6 +16,14 @@ export interface RetrieveAndRankResponse {
    * Ads the retrieval stage passed to ranking (<= retrieve_count).
    */
   'retrieved'?: (number);
+  /**
+   * as RetrieveResponse
+   */
+  'fallback'?: (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'fallbackReason'?: (_adrank_v1_FallbackReason);
 }
 
 export interface RetrieveAndRankResponse__Output {
@@ -27,4 +36,12 @@ export interface RetrieveAndRankResponse__Output {
    * Ads the retrieval stage passed to ranking (<= retrieve_count).
    */
   'retrieved': (number);
+  /**
+   * as RetrieveResponse
+   */
+  'fallback': (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'fallbackReason': (_adrank_v1_FallbackReason__Output);
 }

@@ -55,7 +55,14 @@ export interface RetrieveRequest {
    * with NOT_FOUND when the server has a different version loaded. Empty = the loaded model.
    */
   'modelVersion'?: (string);
+  /**
+   * Whether the server may answer from the fallback (docs/funnel.md "Fallback") when the model path
+   * cannot: an engine or device error, or a deadline shorter than the model's recent p99 for a
+   * request of this size. Unset = true. When false those cases fail as they would without fallback.
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }
 
 export interface RetrieveRequest__Output {
@@ -109,5 +116,12 @@ export interface RetrieveRequest__Output {
    * with NOT_FOUND when the server has a different version loaded. Empty = the loaded model.
    */
   'modelVersion': (string);
+  /**
+   * Whether the server may answer from the fallback (docs/funnel.md "Fallback") when the model path
+   * cannot: an engine or device error, or a deadline shorter than the model's recent p99 for a
+   * request of this size. Unset = true. When false those cases fail as they would without fallback.
+   */
+  'allowFallback'?: (boolean);
   '_reserve'?: "reserve";
+  '_allowFallback'?: "allowFallback";
 }

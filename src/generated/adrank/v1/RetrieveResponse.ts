@@ -4,6 +4,7 @@ import type { Winner as _adrank_v1_Winner, Winner__Output as _adrank_v1_Winner__
 import type { ModelRef as _adrank_v1_ModelRef, ModelRef__Output as _adrank_v1_ModelRef__Output } from '../../adrank/v1/ModelRef.js';
 import type { DropCounts as _adrank_v1_DropCounts, DropCounts__Output as _adrank_v1_DropCounts__Output } from '../../adrank/v1/DropCounts.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from '../../adrank/v1/ServerTimings.js';
+import type { FallbackReason as _adrank_v1_FallbackReason, FallbackReason__Output as _adrank_v1_FallbackReason__Output } from '../../adrank/v1/FallbackReason.js';
 
 export interface RetrieveResponse {
   'requestId'?: (string);
@@ -14,6 +15,12 @@ export interface RetrieveResponse {
   'model'?: (_adrank_v1_ModelRef | null);
   'counts'?: (_adrank_v1_DropCounts | null);
   'timings'?: (_adrank_v1_ServerTimings | null);
+  /**
+   * True when the winners come from the surface's fallback list, not from the model: scores are
+   * bid × the surface's mean value, probabilities the surface's means, prices second bids.
+   */
+  'fallback'?: (boolean);
+  'fallbackReason'?: (_adrank_v1_FallbackReason);
 }
 
 export interface RetrieveResponse__Output {
@@ -25,4 +32,10 @@ export interface RetrieveResponse__Output {
   'model': (_adrank_v1_ModelRef__Output | null);
   'counts': (_adrank_v1_DropCounts__Output | null);
   'timings': (_adrank_v1_ServerTimings__Output | null);
+  /**
+   * True when the winners come from the surface's fallback list, not from the model: scores are
+   * bid × the surface's mean value, probabilities the surface's means, prices second bids.
+   */
+  'fallback': (boolean);
+  'fallbackReason': (_adrank_v1_FallbackReason__Output);
 }
