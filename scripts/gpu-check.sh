@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with an NVIDIA Hopper GPU (sm_90; the build carries sm_90a code only).
-# Nothing under native/kernels/cuda has run before this script runs it (docs/cuda.md).
+# GPU check, for a machine with an NVIDIA GPU (sm_80 or newer; the harness is compiled for the GPU
+# present). Nothing under native/kernels/cuda has run before this script runs it (docs/cuda.md).
+# On a machine without Node.js, carry .gpu-kit/ (bash scripts/gpu-kit.sh, on the build machine):
+# this script unpacks node, the CUDA addon, dist/ and node_modules from it first.
 #
 #   scripts/gpu-check.sh            harness (validation + timings), addon GPU tests when node and
 #                                   the built addon are present, PyTorch peer, comparison table
@@ -20,8 +22,29 @@ echo "== machine" | tee "$out/summary.txt"
 { date -u; uname -a; nvidia-smi || echo "nvidia-smi not found"; nvcc --version | tail -1; } > "$out/nvidia-smi.txt" 2>&1
 head -20 "$out/nvidia-smi.txt"
 
-echo "== build harness (nvcc)"
-nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -lineinfo -I "$root/native" \
+if ! command -v node >/dev/null && [[ -d "$root/.gpu-kit" ]]; then
+  echo "== unpacking .gpu-kit (node, CUDA addon, dist/, node_modules/)"
+  mkdir -p "$out/kit-bin"
+  python3 - "$root/.gpu-kit" "$out/kit-bin" "$root" <<'PY'
+import lzma, os, shutil, sys, tarfile
+kit, bindir, root = sys.argv[1:4]
+def unxz(src, dst, mode):
+    with lzma.open(os.path.join(kit, src)) as f, open(dst, "wb") as o:
+        shutil.copyfileobj(f, o)
+    os.chmod(dst, mode)
+unxz("node.xz", os.path.join(bindir, "node"), 0o755)
+os.makedirs(os.path.join(root, "build", "Release"), exist_ok=True)
+unxz("adrank.node.xz", os.path.join(root, "build", "Release", "adrank.node"), 0o755)
+for t in ("dist.tar.xz", "modules.tar.xz"):
+    with tarfile.open(os.path.join(kit, t)) as tf:
+        tf.extractall(root)
+print(open(os.path.join(kit, "MANIFEST")).read().strip())
+PY
+  export PATH="$out/kit-bin:$PATH"
+fi
+
+echo "== build harness (nvcc, for the GPU present)"
+nvcc -std=c++17 -O3 -arch=native --expt-relaxed-constexpr -lineinfo -I "$root/native" \
   "$root/native/kernels/cuda/harness/harness.cu" "$root/native/kernels/cuda/gemm_bf16.cu" \
   "$root/native/kernels/cuda/forward.cu" "$root/native/kernels/cuda/funnel.cu" \
   -o "$out/harness" 2>&1 | tee "$out/build.log"
@@ -33,10 +56,13 @@ if (( quick )); then "$out/harness" --quick 2>&1 | tee "$out/harness.log"; else 
 
 echo "== addon GPU tests"
 if command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" ]]; then
+  node -e "console.log(JSON.stringify(require('$root/build/Release/adrank.node').capabilities()))" 2>&1 | tee "$out/capabilities.json"
+  # the compiled tests (dist/test, from tsc or the kit): no TypeScript loader needed on the device
+  [[ -d "$root/dist/test" ]] || (cd "$root" && npx tsc -p tsconfig.json)
   tests=()
-  for t in test/21.kernels-gpu.test.ts test/40.parity.test.ts; do [[ -f "$root/$t" ]] && tests+=("$t"); done
+  for t in dist/test/21.kernels-gpu.test.js dist/test/40.parity.test.js; do [[ -f "$root/$t" ]] && tests+=("$t"); done
   if (( ${#tests[@]} )); then
-    (cd "$root" && ADRANK_PARITY_DEVICE=cuda npx mocha --no-config -n import=tsx --timeout 300000 "${tests[@]}") 2>&1 | tee "$out/mocha.log"
+    (cd "$root" && ADRANK_PARITY_DEVICE=cuda node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 "${tests[@]}") 2>&1 | tee "$out/mocha.log"
     [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
   else
     echo "no GPU test files found" | tee "$out/mocha.log"

@@ -142,7 +142,7 @@ describe('53 cli first run', function () {
     });
 
     it('maps CUDA statuses to words a user acts on', () => {
-      const cuda = (reason: string, compiled = true) => ({ cpu: caps.cpu, cuda: { compiled, usable: false, devices: 0, reason } });
+      const cuda = (reason: string, compiled = true) => ({ cpu: caps.cpu, cuda: { compiled, usable: false, devices: 0, reason, targets: '' } });
       expect(cudaUnavailable(cuda('CUDA runtime: cudaErrorInsufficientDriver (CUDA driver version is insufficient)'))).to.equal('no NVIDIA GPU/driver found');
       expect(cudaUnavailable(cuda('CUDA runtime: cudaErrorNoDevice (no CUDA-capable device is detected)'))).to.equal('no NVIDIA GPU/driver found');
       expect(cudaUnavailable(cuda('not compiled with CUDA', false))).to.include('no CUDA backend');

@@ -31,10 +31,11 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("threads", double(std::max(1u, std::thread::hardware_concurrency())));
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef ADRANK_WITH_CUDA
-  // Only devices the build carries code for (sm_90a) count as usable.
+  // Only devices the build has code for (a cubin for their architecture, or PTX they can JIT) count.
   std::string reason;
   const int count = cuda::cuda_device_count(&reason);
   cuda.Set("compiled", true);
+  cuda.Set("targets", ADRANK_CUDA_TARGETS);
   cuda.Set("usable", count > 0);
   cuda.Set("devices", double(count));
   cuda.Set("reason", count > 0 ? std::string("") : reason);
@@ -43,6 +44,7 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cuda.Set("usable", false);
   cuda.Set("devices", 0.0);
   cuda.Set("reason", "not compiled with CUDA");
+  cuda.Set("targets", "");
 #endif
   Napi::Object out = Napi::Object::New(env);
   out.Set("cpu", cpu);

@@ -153,7 +153,8 @@ export interface NativeEngine {
 
 export interface Capabilities {
   cpu: { compiled: true; usable: true; simd: 'avx512' | 'avx2' | 'scalar'; threads: number };
-  cuda: { compiled: boolean; usable: boolean; devices: number; reason: string };
+  /** targets: the GPU code the build carries, e.g. "sm_80, sm_89, sm_90a, PTX compute_90" */
+  cuda: { compiled: boolean; usable: boolean; devices: number; reason: string; targets: string };
 }
 
 /** CPU kernels exposed for the kernel tests (test/20.kernels-cpu). */

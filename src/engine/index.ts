@@ -72,7 +72,7 @@ export function resolveDevice(device: string): DeviceChoice {
   const caps = capabilities();
   const detail = caps.cuda.reason;
   if (device === 'auto') {
-    if (caps.cuda.usable) return { device: 'cuda:0', reason: 'auto: CUDA device usable', detail };
+    if (caps.cuda.usable) return { device: 'cuda:0', reason: `auto: a CUDA device this build has code for (${caps.cuda.targets})`, detail };
     return { device: 'cpu', reason: `auto: ${cudaUnavailable(caps)}; using the CPU backend`, detail };
   }
   if (device === 'cpu') return { device, reason: 'requested', detail };

@@ -8,8 +8,13 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root (scripts.reference is imported from there). */
-export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The repository root (scripts.reference is imported from there): the nearest folder above this
+ *  file with a package.json, so that the compiled tests (dist/test, run on a GPU machine) find it too. */
+export const repoRoot = ((): string => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+})();
 
 export type TorchPython = { ok: true; python: string; torch: string } | { ok: false; reason: string };
 

@@ -1,8 +1,8 @@
 // Shared helpers for the CUDA kernels and backend: error checks that throw (never abort), NVTX
 // ranges named after the pipeline stages, small device utilities.
 //
-// Honesty note: everything under native/kernels/cuda was written and compiled for sm_90a
-// without access to a GPU. None of it has run yet; see docs/cuda.md.
+// Honesty note: everything under native/kernels/cuda was written and compiled (for sm_80, sm_89,
+// sm_90a and PTX compute_90) without access to a GPU. None of it has run yet; see docs/cuda.md.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -10,8 +10,11 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace adrank::cuda {
 
@@ -41,6 +44,33 @@ inline void check(cudaError_t code, const char* what, const char* file, int line
 #define CUDA_CHECK_LAUNCH(name) ::adrank::cuda::check(cudaGetLastError(), "launch " name, __FILE__, __LINE__)
 
 namespace adrank::cuda {
+
+// The most dynamic shared memory one block may opt in to on the current device (227 KiB on
+// sm_90, 163 KiB on sm_80, 99 KiB on sm_89).
+inline int max_smem_optin() {
+  int dev = 0, bytes = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice", __FILE__, __LINE__);
+  check(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute", __FILE__, __LINE__);
+  return bytes;
+}
+
+// Opts `kernel` in to `bytes` of dynamic shared memory on the current device. The attribute is per
+// device, so this remembers the largest value set per (kernel, device) rather than running once per
+// process. Not a stream operation: call it before any graph capture (the backend warms up first).
+inline void opt_in_smem(const void* kernel, int bytes, const char* name) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> done;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice", __FILE__, __LINE__);
+  std::lock_guard<std::mutex> lock(mu);
+  int& have = done[{kernel, dev}];
+  if (have >= bytes) return;
+  if (bytes > max_smem_optin())
+    throw std::invalid_argument(std::string(name) + ": needs " + std::to_string(bytes) + " bytes of shared memory, the device allows " +
+                                std::to_string(max_smem_optin()));
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), name, __FILE__, __LINE__);
+  have = bytes;
+}
 
 // Scoped NVTX range. Stage names used across the pipeline (docs/design.md §6): decode, bundle, h2d, user,
 // gather, masknet, dcn, mlp, select, d2h. Host-side ranges: they bracket the enqueue, and with

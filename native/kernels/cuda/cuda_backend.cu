@@ -4,7 +4,7 @@
 // cudaLaunchHostFunc (the worker thread sleeps on a future instead of spinning in
 // cudaStreamSynchronize), only the winners copied back.
 //
-// NOT YET RUN ON A GPU. Compiled for sm_90a with nvcc 13; see docs/cuda.md for what is unverified.
+// NOT YET RUN ON A GPU. Compiled for sm_80, sm_89, sm_90a (+ PTX) with nvcc 13; see docs/cuda.md for what is unverified.
 #include "kernels/cuda/cuda_backend.cuh"
 
 #include <algorithm>
@@ -34,6 +34,9 @@
 namespace adrank::cuda {
 
 namespace {
+
+// "" when device `dev` can run this build's kernels, else why not (defined below).
+std::string no_code_reason(int dev);
 
 constexpr int kChunk = 16384;          // candidate rows per forward chunk (workspace rows)
 constexpr int kMinBucket = 256;
@@ -211,9 +214,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   CUDA_CHECK(cudaSetDevice(device_));
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-  if (prop.major != 9 || prop.minor != 0)
-    throw std::runtime_error("device cuda:" + std::to_string(device) + " is sm_" + std::to_string(prop.major) +
-                             std::to_string(prop.minor) + "; this build carries sm_90a code only");
+  if (const std::string no = no_code_reason(device_); !no.empty()) throw std::runtime_error("device cuda:" + std::to_string(device) + ": " + no);
   cpu_ = make_cpu_backend(model_, pool);
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
   int streams = 4;
@@ -227,7 +228,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
     make_slot(*slots_.back());
     free_.push_back(slots_.back().get());
   }
-  description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_90a, " + std::to_string(streams) +
+  description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " + std::to_string(streams) +
                  " streams" + (graphs_enabled_ ? ", graphs" : "") + ")";
 }
 
@@ -863,6 +864,38 @@ Result CudaBackend::unpack(Slot& s, OpKind op, const Request& req, const ResultL
 
 // ---- entry points -------------------------------------------------------------------------------------
 
+namespace {
+
+// An empty kernel: cudaFuncGetAttributes on it tells whether this build has code that runs on the
+// current device (a cubin for its architecture, or PTX the driver can compile for it).
+__global__ void probe_kernel() {}
+
+#ifndef ADRANK_CUDA_TARGETS
+#define ADRANK_CUDA_TARGETS "sm_80, sm_89, sm_90a, PTX compute_90"
+#endif
+
+// "" when device `dev` can run this build's kernels, else why not.
+std::string no_code_reason(int dev) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return "device " + std::to_string(dev) + ": cannot read its properties";
+  }
+  const std::string arch = "sm_" + std::to_string(p.major) + std::to_string(p.minor);
+  int prev = 0;
+  cudaGetDevice(&prev);
+  cudaError_t e = cudaSetDevice(dev);
+  cudaFuncAttributes a{};
+  if (e == cudaSuccess) e = cudaFuncGetAttributes(&a, probe_kernel);
+  cudaSetDevice(prev);
+  if (e == cudaSuccess) return "";
+  cudaGetLastError();
+  return "device " + std::to_string(dev) + " (" + p.name + ") is " + arch + "; this build has code for " + ADRANK_CUDA_TARGETS +
+         " (" + cudaGetErrorName(e) + ")";
+}
+
+}  // namespace
+
 int cuda_device_count(std::string* reason) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
@@ -874,13 +907,11 @@ int cuda_device_count(std::string* reason) {
   int usable = 0;
   std::string why = n == 0 ? "no CUDA device" : "";
   for (int i = 0; i < n; ++i) {
-    cudaDeviceProp p{};
-    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
-    if (p.major == 9 && p.minor == 0)
+    const std::string no = no_code_reason(i);
+    if (no.empty())
       ++usable;
     else if (why.empty())
-      why = "device " + std::to_string(i) + " is sm_" + std::to_string(p.major) + std::to_string(p.minor) +
-            "; this build carries sm_90a code only";
+      why = no;
   }
   if (reason) *reason = usable > 0 ? "" : why;
   return usable;

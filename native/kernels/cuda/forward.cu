@@ -464,10 +464,7 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
     NvtxRange range(stage::kGather);
     const int warps = 8;
     const size_t smem = sizeof(float) * (size_t(m.seq_max_len) * m.d_s + m.du + size_t(warps) * (m.d_s + m.seq_max_len));
-    if (smem > 227 * 1024) throw std::invalid_argument("target attention: sequence too large for shared memory");
-    static const cudaError_t attr =
-        cudaFuncSetAttribute(target_attention_xhat_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024);
-    CUDA_CHECK(attr);
+    opt_in_smem(reinterpret_cast<const void*>(target_attention_xhat_kernel), int(smem), "target_attention_xhat_kernel");
     target_attention_xhat_kernel<<<std::max(1, std::min(ceil_div(M, warps), 4 * 132)), warps * 32, smem, st>>>(
         m, desc, ws.seq_H, ws.u, rows, m_dev, ws.ta, ta_w, ws.xhat);
     CUDA_CHECK_LAUNCH("target_attention_xhat_kernel");

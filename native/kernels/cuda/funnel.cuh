@@ -171,6 +171,7 @@ __host__ __device__ __forceinline__ float bits_float(unsigned u) {
 __host__ __device__ __forceinline__ unsigned long long order_key(float score, int id_rank) {
   unsigned bits = float_bits(score);
   if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) bits = 0xff800000u;  // NaN → −inf
+  if (bits == 0x80000000u) bits = 0;  // −0 orders as +0 (ties by ad id, as on the CPU)
   const unsigned o = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return (static_cast<unsigned long long>(~o) << 32) | static_cast<unsigned>(id_rank);
 }

@@ -223,11 +223,8 @@ bool prefer_big(const GemmShape& s) {
 
 template <class Cfg, class Epi>
 void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
-  // Opt in to > 48 KiB of dynamic shared memory once per instantiation (not a stream operation, so
-  // it must happen before any graph capture: the backend warms every path up before capturing).
-  static const cudaError_t attr = cudaFuncSetAttribute(gemm_bf16_kernel<Cfg, Epi>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmemBytes));
-  CUDA_CHECK(attr);
+  // > 48 KiB of dynamic shared memory, opted in per device (common.cuh).
+  opt_in_smem(reinterpret_cast<const void*>(gemm_bf16_kernel<Cfg, Epi>), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
   const dim3 grid(ceil_div(s.n, Cfg::BN), ceil_div(s.m, Cfg::BM), s.batch);
   gemm_bf16_kernel<Cfg, Epi><<<grid, Cfg::kThreads, Cfg::kSmemBytes, st>>>(s, a, ep);
   CUDA_CHECK_LAUNCH("gemm_bf16_kernel");

@@ -475,7 +475,27 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
 
 }  // namespace
 
+// Host-side: the selection's order keys (funnel.cuh) order by score descending, then ad id rank
+// ascending; −0 and +0 are the same score, so they tie and the id decides (as on the CPU).
+static int order_key_cases() {
+  int bad = 0;
+  const auto expect_before = [&](float sa, int ia, float sb, int ib) {
+    if (!(order_key(sa, ia) < order_key(sb, ib))) {
+      std::printf("  order_key: (%g, %d) should come before (%g, %d)\n", sa, ia, sb, ib);
+      ++bad;
+    }
+  };
+  expect_before(1.f, 9, 0.5f, 1);
+  expect_before(0.f, 1, -0.f, 2);
+  expect_before(-0.f, 1, 0.f, 2);
+  expect_before(-0.f, 3, -1e-30f, 0);
+  expect_before(-1.f, 0, std::nanf(""), 0);  // NaN orders as −inf
+  std::printf("order_key: %s\n", bad ? "FAIL" : "ok");
+  return bad;
+}
+
 int main(int argc, char** argv) {
+  if (order_key_cases()) return 1;
   bool quick = false;
   int64_t retrieval_ads = 10000000;
   for (int i = 1; i < argc; ++i) {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Prepares, on a machine without a GPU, the ignored folder .gpu-kit/ that a GPU machine without
+# Node.js runs scripts/gpu-check.sh from (docs/cuda.md "Running the checks"):
+#   node.xz          this machine's node binary, xz-compressed (the GPU machine may have none)
+#   adrank.node.xz   the addon as built here, with the CUDA backend (cudart is linked statically)
+#   dist.tar.xz      the compiled TypeScript (src, tests, benches) and the demo-bundle writer
+#   modules.tar.xz   node_modules without what only building needs (typescript, esbuild, node-gyp,
+#                    cmake-js, types)
+# Everything else gpu-check needs (sources, proto/, scripts/reference) is in the working tree.
+#
+#   bash scripts/gpu-kit.sh [DIR]        (default DIR: .gpu-kit; must stay under 64 MiB)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+kit="${1:-$root/.gpu-kit}"
+cd "$root"
+
+addon=build/Release/adrank.node
+[[ -f "$addon" ]] || { echo "gpu-kit: $addon missing: run npm install (with nvcc on PATH)"; exit 1; }
+node -e "const c=require('./$addon').capabilities(); if(!c.cuda.compiled){console.error('gpu-kit: the addon was built without CUDA (no nvcc?)');process.exit(1)} console.log('addon: CUDA targets', c.cuda.targets || '(unknown)')"
+npx tsc -p tsconfig.json
+
+rm -rf "$kit"
+mkdir -p "$kit"
+xz -T2 -6 -c "$(command -v node)" > "$kit/node.xz"
+xz -T2 -6 -c "$addon" > "$kit/adrank.node.xz"
+tar -C "$root" -cf - dist | xz -T2 -6 > "$kit/dist.tar.xz"
+tar -C "$root" -cf - \
+  --exclude='node_modules/typescript' --exclude='node_modules/@esbuild' --exclude='node_modules/esbuild' \
+  --exclude='node_modules/node-gyp' --exclude='node_modules/cmake-js' --exclude='node_modules/@types' \
+  --exclude='node_modules/node-api-headers' --exclude='node_modules/.cache' node_modules | xz -T2 -6 > "$kit/modules.tar.xz"
+{
+  echo "made $(date -u +%FT%TZ) on $(uname -m), node $(node --version), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
+} > "$kit/MANIFEST"
+du -b "$kit"/* | awk '{printf "%-40s %6.1f MiB\n", $2, $1/1048576}'
+total=$(du -sb "$kit" | awk '{print $1}')
+printf 'total %.1f MiB (limit 64)\n' "$(echo "$total / 1048576" | bc -l)"
+(( total < 64 * 1024 * 1024 )) || { echo "gpu-kit: over 64 MiB"; exit 1; }
