@@ -22,6 +22,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { AdrankServer } from '../src/server/server.js';
+import { fixedLeases } from '../src/lifecycle/registry.js';
 
 const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '2147483648', '-2147483648', '4294967295', '4294967296', '9007199254740993', '9223372036854775807', '-9223372036854775808', '-123456789012345'];
 
@@ -146,6 +147,7 @@ describe('51 front end (no addon)', () => {
     } as unknown as Engine;
     const ctx = (e: Engine | undefined): HandlerContext => ({
       engine: () => e,
+      models: fixedLeases(e),
       limits: { maxCandidates: 100 },
       inflight: new InflightLimit(1),
       log: silentLogger,
