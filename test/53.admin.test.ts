@@ -6,10 +6,12 @@
  * never seen half-applied, GetAdStates, ListModels, ReloadModels without a repository.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/server/log.js';
@@ -26,6 +28,7 @@ import { engineRequest, protoRequest, smallConfig, writeSmallBundle } from './50
 import { defaultAdState, refRank, refRetrieve, type AdState } from './reference/funnel.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
+const require = createRequire(import.meta.url);
 const c = smallConfig();
 
 function expectStatus(p: Promise<unknown>, code: grpc.status, detail?: string | RegExp): Promise<void> {
@@ -248,5 +251,32 @@ describe('53 admin: live ad state', function () {
     expect(models.models[0]).to.deep.include({ version: c.version, state: 'READY', isDefault: true, sha256: bundle.sha256, numAds: '2000', modelName: c.name });
     expect(Number(models.models[0].loadTimeUnixMs)).to.be.greaterThan(Date.now() - 120_000);
     await expectStatus(reloadModels(admin), grpc.status.FAILED_PRECONDITION, '--model-repository');
+  });
+
+  it('server reflection serves admin.proto (what grpcurl needs to call AdRankerAdmin)', async () => {
+    const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
+      includeDirs: [join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto')],
+      keepCase: true,
+      defaults: true,
+      oneofs: true,
+    });
+    const Reflection = (grpc.loadPackageDefinition(def) as any).grpc.reflection.v1.ServerReflection;
+    const r = new Reflection(`localhost:${server.port}`, grpc.credentials.createInsecure());
+    try {
+      const files = await new Promise<Buffer[]>((resolve, reject) => {
+        const st = r.ServerReflectionInfo();
+        st.on('data', (m: any) => {
+          if (m.error_response) reject(new Error(m.error_response.error_message));
+          else resolve(m.file_descriptor_response.file_descriptor_proto);
+          st.end();
+        });
+        st.on('error', reject);
+        st.write({ file_containing_symbol: 'adrank.v1.AdRankerAdmin' });
+      });
+      const text = Buffer.concat(files).toString('latin1');
+      for (const m of ['UpdateAdStates', 'GetAdStates', 'ListModels', 'ReloadModels', 'AdStateUpdate', 'bidOverride']) expect(text).to.include(m);
+    } finally {
+      r.close();
+    }
   });
 });

@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from '../generated/admin.js';
 import { serviceError, toServiceError } from '../handlers/engine-rpc.js';
-import { LOADER_OPTIONS, PROTO_DIR } from '../server/proto.js';
+import { LOADER_OPTIONS, PROTO_DIR, PROTO_FILE } from '../server/proto.js';
 import { StateUnavailableError } from '../state/store.js';
 import type { AdminContext } from './context.js';
 import { getAdStates } from './get-ad-states.js';
@@ -27,6 +27,13 @@ export function adminPackageDefinition(): protoLoader.PackageDefinition {
   if (!existsSync(join(PROTO_DIR, ADMIN_PROTO_FILE))) throw new Error(`adrank: cannot find proto/${ADMIN_PROTO_FILE}`);
   cached ??= protoLoader.loadSync(ADMIN_PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
   return cached;
+}
+
+/** adrank.proto and admin.proto loaded together, for server reflection: proto-loader merges the
+ *  files of one package into one descriptor, and reflection keeps only the first descriptor of a
+ *  name, so two separate loads would hide the admin service. */
+export function reflectionPackageDefinition(): protoLoader.PackageDefinition {
+  return protoLoader.loadSync([PROTO_FILE, ADMIN_PROTO_FILE], { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
 }
 
 /** One admin RPC: request → response (or a thrown RequestError / StateUnavailableError). */

@@ -9,7 +9,7 @@ import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus 
 import { ReflectionService } from '@grpc/reflection';
 import protobuf from 'protobufjs';
 import type { Engine } from '../engine/index.js';
-import { addAdminService, adminPackageDefinition } from '../admin/service.js';
+import { addAdminService, reflectionPackageDefinition } from '../admin/service.js';
 import { InflightLimit, Stats, type HandlerContext } from '../handlers/context.js';
 import { fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
 import { ModelRepository, type RepositoryOptions } from '../lifecycle/repository.js';
@@ -183,7 +183,7 @@ export class AdrankServer {
     });
     addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats });
     const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
-    new ReflectionService({ ...packageDefinition, ...adminPackageDefinition(), ...healthDefinition }).addToServer(this.server);
+    new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
   }
 
   private async load(): Promise<void> {
