@@ -20,6 +20,8 @@ import type { RankResponse__Output } from '../src/generated/adrank/v1/RankRespon
 import { protoRequest, smallConfig } from './50.server.helpers.js';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AdrankServer } from '../src/server/server.js';
 import { fixedLeases } from '../src/lifecycle/registry.js';
@@ -233,14 +235,18 @@ describe('51 front end (no addon)', () => {
     const serve = (env: Record<string, string>, args: string[] = []) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'src', 'cli', 'main.ts'), 'serve', ...args], {
-          env: { ...process.env, ADRANK_BUNDLE: '/nonexistent/adrank.safetensors', ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
+          // the state file is opened before binding, so it needs a directory that exists
+          env: { ...process.env, ADRANK_BUNDLE: '/nonexistent/adrank.safetensors', ADRANK_STATE_FILE: join(tmpdir(), `adrank-51-${process.pid}.adstate`), ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => (stdout += d));
         child.stderr.on('data', (d) => (stderr += d));
-        child.on('exit', (code) => resolve({ code, stdout, stderr }));
+        child.on('exit', (code) => {
+          rmSync(join(tmpdir(), `adrank-51-${process.pid}.adstate`), { force: true });
+          resolve({ code, stdout, stderr });
+        });
       });
 
     it('are applied', async () => {
