@@ -195,11 +195,13 @@ export class AdStateStore {
     const ix = [...this.engines].map((e) => this.indexOf(e));
     for (const id of this.ads.keys()) if (!ix.some((x) => x.rows.has(id))) goneAds.push(id);
     for (const id of this.advertisers.keys()) if (!ix.some((x) => x.byAdvertiser.has(id))) goneAdvertisers.push(id);
+    const goneAdSet = new Set(goneAds);
+    const goneAdvertiserSet = new Set(goneAdvertisers);
     const snapshot = {
       t: 'snapshot',
       seq: this.seq,
-      ads: [...this.ads].filter(([id]) => !goneAds.includes(id)).map(([id, e]) => [String(id), e]),
-      advertisers: [...this.advertisers].filter(([id]) => !goneAdvertisers.includes(id)).map(([id, e]) => [String(id), e]),
+      ads: [...this.ads].filter(([id]) => !goneAdSet.has(id)).map(([id, e]) => [String(id), e]),
+      advertisers: [...this.advertisers].filter(([id]) => !goneAdvertiserSet.has(id)).map(([id, e]) => [String(id), e]),
     };
     try {
       await this.file.compact([snapshot]);
