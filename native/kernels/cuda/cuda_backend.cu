@@ -162,7 +162,10 @@ class CudaBackend final : public Backend {
   Explain explain(const Request& req) override { return cpu_->explain(req); }
 
   // The engine's hook (cuda_backend_sync_ad_state): upload, and stop the per-request full upload.
+  // The upload waits for the running requests and holds new ones back (StateGate), so a request's
+  // kernels see one batch or the other, never part of one.
   void sync_state(const AdStateTable& state, const int32_t* rows, size_t n) {
+    StateGate::Writer w(gate_);
     upload_state(state, rows, n);
     state_hooked_.store(true);
   }
@@ -189,6 +192,49 @@ class CudaBackend final : public Backend {
   uint64_t* dev_state_ = nullptr;
   float* dev_bid_ = nullptr;
   std::atomic<bool> state_hooked_{false};
+  // Requests share the device's live-state mirror; an upload takes it alone. Writer first: a
+  // waiting upload holds new requests back, so a stream of requests cannot starve it.
+  class StateGate {
+   public:
+    struct Reader {
+      explicit Reader(StateGate& g) : g_(g) {
+        std::unique_lock<std::mutex> l(g_.mu_);
+        g_.cv_.wait(l, [&] { return !g_.writer_; });
+        g_.readers_++;
+      }
+      ~Reader() {
+        {
+          std::lock_guard<std::mutex> l(g_.mu_);
+          g_.readers_--;
+        }
+        g_.cv_.notify_all();
+      }
+      StateGate& g_;
+    };
+    struct Writer {
+      explicit Writer(StateGate& g) : g_(g) {
+        std::unique_lock<std::mutex> l(g_.mu_);
+        g_.cv_.wait(l, [&] { return !g_.writer_; });
+        g_.writer_ = true;
+        g_.cv_.wait(l, [&] { return g_.readers_ == 0; });
+      }
+      ~Writer() {
+        {
+          std::lock_guard<std::mutex> l(g_.mu_);
+          g_.writer_ = false;
+        }
+        g_.cv_.notify_all();
+      }
+      StateGate& g_;
+    };
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int readers_ = 0;
+    bool writer_ = false;
+  };
+  StateGate gate_;
   std::mutex state_mu_;
   std::vector<uint64_t> state_words_;
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
@@ -769,6 +815,7 @@ void CUDART_CB signal_done(void* p) { static_cast<std::promise<void>*>(p)->set_v
 
 Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state) {
   const double t_queue = now_us();
+  StateGate::Reader state_share(gate_);  // the live state stays put until this request is done
   Slot* s = acquire();
   const double queue_us = now_us() - t_queue;
   Result r;
