@@ -162,7 +162,6 @@ export class AdrankServer {
   }
 
   private addServices(): void {
-    const { packageDefinition } = loadProto();
     this.server.addService(serviceDefinition(), {
       Retrieve: unaryHandler(this.ctx, retrieve),
       Rank: unaryHandler(this.ctx, rank),
@@ -218,6 +217,12 @@ export class AdrankServer {
       });
       const v = this.models.loading(c.version, engine.bundle.path);
       await this.prepare(engine, c.version);
+      if (this.closing) {
+        // shutdown began during the warm-up and has already retired the READY versions
+        this.adState.detach(engine);
+        if (engine.inflight() === 0) engine.dispose();
+        return;
+      }
       this.models.markReady(v, engine, Math.round(performance.now() - t0));
     }
     if (this.closing) return;
