@@ -14,7 +14,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, existsSync } from 'node:fs';
 import { open, rename, truncate, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from 'node:zlib'; // Node >= 20.15 (package.json engines)
 
 export const MAGIC = Buffer.from('ADRSTAT1', 'latin1');
 const HEADER = 8;
