@@ -42,9 +42,11 @@ describe('25 addon', () => {
     expect(caps.cuda.compiled).to.be.a('boolean');
     expect(caps.cuda.devices).to.be.a('number');
     if (!caps.cuda.compiled) {
-      expect(caps.cuda).to.deep.equal({ compiled: false, usable: false, devices: 0, reason: 'not compiled with CUDA' });
+      expect(caps.cuda).to.deep.equal({ compiled: false, usable: false, devices: 0, reason: 'not compiled with CUDA', targets: '' });
     } else {
       expect(caps.cuda.usable).to.equal(caps.cuda.devices > 0);
+      // what the build carries, e.g. "sm_80, sm_89, sm_90a, PTX compute_90"
+      expect(caps.cuda.targets).to.match(/^(sm_\d+a?|PTX compute_\d+a?)(, (sm_\d+a?|PTX compute_\d+a?))*$/);
     }
     expect(engine.backend).to.equal('cpu');
     expect(engine.numAds).to.equal(N);

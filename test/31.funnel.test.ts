@@ -252,7 +252,7 @@ describe('31 funnel (CPU engine)', function () {
       expect(got.counts, `${label}: counts`).to.deep.include(want.counts);
     }
 
-    it('Rank, Retrieve and RetrieveAndRank on random bundles, requests and ad states', async () => {
+    it('Rank, Retrieve and RetrieveAndRank on random bundles, requests and ad states (bid overrides included)', async () => {
       let winners = 0;
       let capped = 0;
       for (let seed = 0; seed < 3; seed++) {
@@ -269,8 +269,11 @@ describe('31 funnel (CPU engine)', function () {
         const pick = (n: number) => BigInt64Array.from({ length: n }, () => allIds[rng.int(0, b.numAds - 1)]);
         const flags = (n: number, p: number) => Uint8Array.from({ length: n }, () => (rng.uniform() < p ? 0 : 1));
         const upd = pick(40);
-        const unk = applyAdState(b, state, upd, flags(40, 0.2), flags(40, 0.2), Float32Array.from({ length: 40 }, () => rng.pick([0, 0.3, 0.7, 1])));
-        expect(e.setAdState(upd, Uint8Array.from(upd, (id) => state.active[adRows(b).get(id)!]), Uint8Array.from(upd, (id) => state.inBudget[adRows(b).get(id)!]), Float32Array.from(upd, (id) => state.pacing[adRows(b).get(id)!]))).to.equal(unk);
+        // live bid overrides on some ads (NaN = the bundle's bid): utility and GSP prices follow them
+        const bids = Float32Array.from({ length: 40 }, () => rng.pick([NaN, NaN, 0, 0.37, 2.5]));
+        const unk = applyAdState(b, state, upd, flags(40, 0.2), flags(40, 0.2), Float32Array.from({ length: 40 }, () => rng.pick([0, 0.3, 0.7, 1])), bids);
+        const at = (id: bigint) => adRows(b).get(id)!;
+        expect(e.setAdState(upd, Uint8Array.from(upd, (id) => state.active[at(id)]), Uint8Array.from(upd, (id) => state.inBudget[at(id)]), Float32Array.from(upd, (id) => state.pacing[at(id)]), Float32Array.from(upd, (id) => state.bid[at(id)]))).to.equal(unk);
         for (let q = 0; q < 6; q++) {
           const r = randomRequest(rng, b, { candidates: rng.int(20, 120), k: rng.int(1, 15), cap: rng.int(0, 3), taskWeights: q % 2 === 1, unknown: 0.05, duplicate: 0.1 });
           r.excludedAds = pick(5);

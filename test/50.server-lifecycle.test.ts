@@ -138,7 +138,7 @@ describe('50 server lifecycle', function () {
           s.on('error', reject);
           s.write({ list_services: '' });
         });
-        expect(names).to.include.members(['adrank.v1.AdRanker', 'grpc.health.v1.Health']);
+        expect(names).to.include.members(['adrank.v1.AdRanker', 'adrank.v1.AdRankerAdmin', 'grpc.health.v1.Health']);
       } finally {
         r.close();
       }

@@ -25,6 +25,7 @@ import { dirname, join } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { AdrankServer } from '../src/server/server.js';
+import { fixedLeases } from '../src/lifecycle/registry.js';
 
 const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '2147483648', '-2147483648', '4294967295', '4294967296', '9007199254740993', '9223372036854775807', '-9223372036854775808', '-123456789012345'];
 
@@ -149,6 +150,7 @@ describe('51 front end (no addon)', () => {
     } as unknown as Engine;
     const ctx = (e: Engine | undefined): HandlerContext => ({
       engine: () => e,
+      models: fixedLeases(e),
       limits: { maxCandidates: 100 },
       inflight: new InflightLimit(1),
       log: silentLogger,
@@ -244,14 +246,18 @@ describe('51 front end (no addon)', () => {
     const serve = (env: Record<string, string>, args: string[] = []) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'src', 'cli', 'main.ts'), 'serve', ...args], {
-          env: { ...process.env, ADRANK_BUNDLE: truncated, ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
+          // the state file is opened before binding, so it needs a directory that exists
+          env: { ...process.env, ADRANK_BUNDLE: truncated, ADRANK_STATE_FILE: join(tmpdir(), `adrank-51-${process.pid}.adstate`), ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (d) => (stdout += d));
         child.stderr.on('data', (d) => (stderr += d));
-        child.on('exit', (code) => resolve({ code, stdout, stderr }));
+        child.on('exit', (code) => {
+          rmSync(join(tmpdir(), `adrank-51-${process.pid}.adstate`), { force: true });
+          resolve({ code, stdout, stderr });
+        });
       });
 
     it('are applied', async () => {

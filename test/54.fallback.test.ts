@@ -15,6 +15,7 @@ import { rank } from '../src/handlers/rank.js';
 import { retrieve } from '../src/handlers/retrieve.js';
 import { retrieveAndRank } from '../src/handlers/retrieve-and-rank.js';
 import { RecentLatency, MIN_SAMPLES } from '../src/fallback/recent-latency.js';
+import { fixedLeases } from '../src/lifecycle/registry.js';
 import { silentLogger } from '../src/server/log.js';
 import { loadProto } from '../src/server/proto.js';
 import { parseBundle } from '../src/model/bundle.js';
@@ -159,6 +160,7 @@ describe('54 fallback', function () {
     const decodeRank = (bytes: Buffer) => root.lookupType('adrank.v1.RankResponse').toObject(root.lookupType('adrank.v1.RankResponse').decode(bytes), { longs: String, enums: String, defaults: true }) as RankResponse__Output;
     const ctxFor = (engine: Engine): HandlerContext => ({
       engine: () => engine,
+      models: fixedLeases(engine, engine.config.version),
       limits: { maxCandidates: 1000 },
       inflight: new InflightLimit(8),
       log: silentLogger,

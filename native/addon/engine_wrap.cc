@@ -177,10 +177,14 @@ Napi::Value EngineWrap::SetAdState(const Napi::CallbackInfo& info) {
   const Napi::TypedArray active = typed_array(info[1], napi_uint8_array, n, "active");
   const Napi::TypedArray in_budget = typed_array(info[2], napi_uint8_array, n, "inBudget");
   const Napi::TypedArray rate = typed_array(info[3], napi_float32_array, n, "pacingRate");
-  if (ids.ByteOffset() % 8 || rate.ByteOffset() % 4) throw Napi::TypeError::New(env, "expected element-aligned typed arrays for setAdState");
+  // bid overrides are optional: absent = every listed ad bids the bundle's bid
+  const bool has_bid = info.Length() > 4 && !info[4].IsUndefined();
+  const Napi::TypedArray bid = has_bid ? typed_array(info[4], napi_float32_array, n, "bid") : Napi::TypedArray();
+  if (ids.ByteOffset() % 8 || rate.ByteOffset() % 4 || (has_bid && bid.ByteOffset() % 4))
+    throw Napi::TypeError::New(env, "expected element-aligned typed arrays for setAdState");
   try {
     const int64_t unknown = engine_->set_ad_state(typed_data<int64_t>(ids), typed_data<uint8_t>(active), typed_data<uint8_t>(in_budget),
-                                                  typed_data<float>(rate), size_t(n));
+                                                  typed_data<float>(rate), has_bid ? typed_data<float>(bid) : nullptr, size_t(n));
     return Napi::Number::New(env, double(unknown));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());

@@ -1,13 +1,12 @@
-// Live ad state (docs/funnel.md): active, in_budget, pacing_rate per ad row, defaults 1, 1, 1.
-// One 64-bit word per ad (rate bits | active << 32 | in_budget << 33), read and written with relaxed
-// atomics: setAdState (JS thread) never blocks a running request, and a request always sees each
-// ad's three fields from one update.
+// Live ad state (docs/funnel.md): active, in_budget, pacing_rate and the effective bid per ad row;
+// defaults active, in budget, rate 1 and the bundle's bid. A table is one immutable snapshot: the
+// engine publishes a new one per update batch (copy, apply, swap) and every request reads the one
+// it started with, so no request sees half of a batch.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
+#include <vector>
 
 namespace adrank {
 
@@ -18,15 +17,20 @@ struct AdState {
 
 class AdStateTable {
  public:
-  explicit AdStateTable(int64_t n) : n_(n), words_(new std::atomic<uint64_t>[size_t(n > 0 ? n : 1)]) {
-    const uint64_t def = pack(AdState{});
-    for (int64_t i = 0; i < n; i++) words_[i].store(def, std::memory_order_relaxed);
+  // n rows with the default state; the effective bids start as the bundle's bids (n floats).
+  AdStateTable(int64_t n, const float* bundle_bid) : words_(size_t(n > 0 ? n : 0), pack(AdState{})), bids_(bundle_bid, bundle_bid + (n > 0 ? n : 0)) {}
+  int64_t size() const { return int64_t(words_.size()); }
+  AdState get(int64_t row) const { return unpack(words_[size_t(row)]); }
+  // The bid in effect: the live override, or the bundle's bid.
+  float bid(int64_t row) const { return bids_[size_t(row)]; }
+  const float* bids() const { return bids_.data(); }
+  // The packed word (rate bits | active << 32 | in_budget << 33), as the CUDA mirror stores it.
+  uint64_t word(int64_t row) const { return words_[size_t(row)]; }
+  void set(int64_t row, const AdState& s, float bid) {
+    words_[size_t(row)] = pack(s);
+    bids_[size_t(row)] = bid;
   }
-  int64_t size() const { return n_; }
-  AdState get(int64_t row) const { return unpack(words_[row].load(std::memory_order_relaxed)); }
-  void set(int64_t row, const AdState& s) { words_[row].store(pack(s), std::memory_order_relaxed); }
 
- private:
   static uint64_t pack(const AdState& s) {
     uint32_t bits;
     std::memcpy(&bits, &s.pacing_rate, 4);
@@ -40,8 +44,10 @@ class AdStateTable {
     s.in_budget = (w >> 33) & 1;
     return s;
   }
-  int64_t n_;
-  std::unique_ptr<std::atomic<uint64_t>[]> words_;
+
+ private:
+  std::vector<uint64_t> words_;
+  std::vector<float> bids_;
 };
 
 }  // namespace adrank

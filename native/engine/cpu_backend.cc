@@ -71,6 +71,7 @@ struct Workspace {
 
 // Where a forward writes; every pointer is [candidates × width] row-major, null = not wanted.
 struct ForwardOut {
+  const float* bid = nullptr;  // input: the bid per ad row (live state, or the bundle's for explain)
   float* probs = nullptr;    // [× T]
   float* utility = nullptr;  // [×]
   float* value = nullptr;    // Σ_t w_t p_t, [×]
@@ -110,8 +111,8 @@ class CpuBackend final : public Backend {
     std::vector<Candidate> cands;
   };
   Scanned scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r);
-  Result finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us, Result r,
-                       bool want_prices);
+  Result finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us, const float* bids,
+                       Result r, bool want_prices);
 
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
@@ -373,7 +374,7 @@ void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, 
       value += us.weights[t] * p;
     }
     if (out.value) out.value[r0 + i] = value;
-    if (out.utility) out.utility[r0 + i] = m_.ad_bid[rows[i]] * value;
+    if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
   }
   st.mlp += now_us() - t3;
 }
@@ -458,12 +459,13 @@ std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& 
 }
 
 // Ranks `rows` (all eligible), selects K with the request's cap and mode, prices if asked.
-Result CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us, Result r,
-                                 bool want_prices) {
+Result CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us,
+                                 const float* bids, Result r, bool want_prices) {
   const int T = m_.dims().tasks;
   const size_t n = rows.size();
   std::vector<float> probs(n * T), utility(n), value(n);
   ForwardOut out;
+  out.bid = bids;
   out.probs = probs.data();
   out.utility = utility.data();
   out.value = value.data();
@@ -490,7 +492,7 @@ Result CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>&
     std::memcpy(r.probs.data() + i * T, probs.data() + size_t(idx) * T, sizeof(float) * T);
   }
   if (want_prices)
-    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return m_.ad_bid[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
+    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return bids[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
   r.timings.select += now_us() - t0;
   return r;
 }
@@ -512,7 +514,7 @@ Result CpuBackend::rank(const Request& req, const AdStateTable& state) {
   if (rows.empty()) return r;
   const UserState us = compute_user(req, true);
   r.timings.user = now_us() - t1;
-  return finish_ranked(req, rows, us, std::move(r), req.price());
+  return finish_ranked(req, rows, us, state.bids(), std::move(r), req.price());
 }
 
 CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r) {
@@ -551,7 +553,7 @@ Result CpuBackend::retrieve_and_rank(const Request& req, const AdStateTable& sta
   for (const Candidate& c : top.winners) rows.push_back(c.index);
   r.retrieved = int64_t(rows.size());
   r.timings.retrieve += now_us() - t1;
-  return finish_ranked(req, rows, sc.us, std::move(r), true);
+  return finish_ranked(req, rows, sc.us, state.bids(), std::move(r), true);
 }
 
 Explain CpuBackend::explain(const Request& req) {
@@ -575,6 +577,7 @@ Explain CpuBackend::explain(const Request& req) {
   e.utility.resize(n);
   e.retrieval_scores.resize(n);
   ForwardOut out;
+  out.bid = m_.ad_bid.data();
   out.probs = e.probs.data();
   out.utility = e.utility.data();
   out.ad = e.ad.data();

@@ -21,21 +21,22 @@ double now_us() {
 }  // namespace
 
 Engine::Engine(const ModelInit& init, const std::string& device, int threads)
-    : pool_(nullptr), model_(nullptr), state_(0) {
+    : pool_(nullptr), model_(nullptr) {
   const Device dev = parse_device(device);
   if (threads < 0) throw std::runtime_error("expected a non-negative thread count for threads, got " + std::to_string(threads));
   pool_ = std::make_unique<cpu::ThreadPool>(threads);
   model_ = std::make_shared<const Model>(init, pool_.get());
-  state_ = AdStateTable(model_->num_ads());
+  state_ = std::make_shared<const AdStateTable>(model_->num_ads(), model_->ad_bid.data());
   backend_ = dev.cuda ? make_cuda_backend(model_, dev.index, pool_.get()) : make_cpu_backend(model_, pool_.get());
-  sync_device_state(nullptr, 0);
+  sync_device_state(*state_, nullptr, 0);
 }
 
 // The CUDA backend keeps a device mirror of the live ad state; rows = null uploads all of it.
-void Engine::sync_device_state(const int32_t* rows, size_t n) {
+void Engine::sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n) {
 #ifdef ADRANK_WITH_CUDA
-  if (std::string(backend_->kind()) == "cuda") cuda::cuda_backend_sync_ad_state(*backend_, state_, rows, n);
+  if (std::string(backend_->kind()) == "cuda") cuda::cuda_backend_sync_ad_state(*backend_, state, rows, n);
 #else
+  (void)state;
   (void)rows;
   (void)n;
 #endif
@@ -58,14 +59,20 @@ Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   return r;
 }
 
+std::shared_ptr<const AdStateTable> Engine::ad_state() const {
+  std::lock_guard<std::mutex> lock(state_mu_);
+  return state_;
+}
+
+// Each request holds the snapshot it started with until it ends.
 Result Engine::rank(const uint8_t* b, size_t n) {
-  return timed(b, n, Op::kRank, [&](const Request& q) { return backend_->rank(q, state_); });
+  return timed(b, n, Op::kRank, [&](const Request& q) { return backend_->rank(q, *ad_state()); });
 }
 Result Engine::retrieve(const uint8_t* b, size_t n) {
-  return timed(b, n, Op::kRetrieve, [&](const Request& q) { return backend_->retrieve(q, state_); });
+  return timed(b, n, Op::kRetrieve, [&](const Request& q) { return backend_->retrieve(q, *ad_state()); });
 }
 Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
-  return timed(b, n, Op::kRetrieveAndRank, [&](const Request& q) { return backend_->retrieve_and_rank(q, state_); });
+  return timed(b, n, Op::kRetrieveAndRank, [&](const Request& q) { return backend_->retrieve_and_rank(q, *ad_state()); });
 }
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
@@ -85,19 +92,28 @@ Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
   const Request req = parse_request(bundle, len, model_->dims(), op);
   if (req.surface >= fallback_.size() || fallback_[req.surface].order.empty())
     throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
-  Result r = fallback_answer(*model_, state_, req, op, fallback_[req.surface]);
+  const std::shared_ptr<const AdStateTable> state = ad_state();
+  Result r = fallback_answer(*model_, *state, req, op, fallback_[req.surface]);
   r.timings.select = r.timings.total = now_us() - t0;
   return r;
 }
 
-int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate, size_t n) {
+int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate,
+                             const float* bid, size_t n) {
   for (size_t i = 0; i < n; i++) {
     if (!(rate[i] >= 0.0f && rate[i] <= 1.0f)) {
       std::ostringstream os;
       os << "expected a rate in [0, 1] for pacingRate[" << i << "], got " << rate[i];
       throw std::runtime_error(os.str());
     }
+    if (bid && !std::isnan(bid[i]) && !(bid[i] >= 0.0f && std::isfinite(bid[i]))) {
+      std::ostringstream os;
+      os << "expected a finite bid >= 0 (or NaN for the bundle's bid) for bid[" << i << "], got " << bid[i];
+      throw std::runtime_error(os.str());
+    }
   }
+  std::lock_guard<std::mutex> writer(write_mu_);
+  auto next = std::make_shared<AdStateTable>(*ad_state());
   int64_t unknown = 0;
   std::vector<int32_t> rows;
   rows.reserve(n);
@@ -107,10 +123,15 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
       unknown++;
       continue;
     }
-    state_.set(row, AdState{active[i] != 0, in_budget[i] != 0, rate[i]});
+    const float b = bid && !std::isnan(bid[i]) ? bid[i] : model_->ad_bid[size_t(row)];
+    next->set(row, AdState{active[i] != 0, in_budget[i] != 0, rate[i]}, b);
     rows.push_back(row);
   }
-  if (!rows.empty()) sync_device_state(rows.data(), rows.size());
+  if (!rows.empty()) {
+    sync_device_state(*next, rows.data(), rows.size());
+    std::lock_guard<std::mutex> lock(state_mu_);
+    state_ = std::move(next);
+  }
   return unknown;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 #ifdef ADRANK_TEST_HOOKS
@@ -39,8 +40,13 @@ class Engine {
   void inject_device_errors(int n) { injected_errors_ = n; }
 #endif
 
-  // Validates everything first, then applies; returns how many ids were unknown.
-  int64_t set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* pacing_rate, size_t n);
+  // Sets the whole live state of each listed ad; bid[i] is the live bid override, NaN = the
+  // bundle's bid (bid may be null: no overrides). Validates everything first, then publishes one
+  // new snapshot, so a request sees all of the batch or none of it. Returns the unknown id count.
+  int64_t set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* pacing_rate,
+                       const float* bid, size_t n);
+  // The snapshot a request runs with.
+  std::shared_ptr<const AdStateTable> ad_state() const;
 
   const char* backend_kind() const { return backend_->kind(); }
   std::string description() const { return backend_->description(); }
@@ -48,13 +54,15 @@ class Engine {
   const Model& model() const { return *model_; }
 
  private:
-  void sync_device_state(const int32_t* rows, size_t n);
+  void sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n);
   template <typename F>
   Result timed(const uint8_t* bundle, size_t len, Op op, F&& run);
 
   std::unique_ptr<cpu::ThreadPool> pool_;
   std::shared_ptr<const Model> model_;
-  AdStateTable state_;
+  mutable std::mutex state_mu_;  // guards the state_ pointer (held only to copy or swap it)
+  std::mutex write_mu_;          // one writer at a time (copy → apply → publish)
+  std::shared_ptr<const AdStateTable> state_;
   std::unique_ptr<Backend> backend_;
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
 #ifdef ADRANK_TEST_HOOKS

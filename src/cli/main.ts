@@ -22,6 +22,8 @@ import {
   DEFAULT_SHUTDOWN_GRACE_MS,
 } from '../server/server.js';
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
+import { DEFAULT_KEEP_VERSIONS, DEFAULT_POLL_MS } from '../lifecycle/repository.js';
+import { AdStateStore } from '../state/store.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
 import { formatBytes, table } from './table.js';
@@ -84,6 +86,10 @@ function routeGrpcLogs(log: Logger): void {
 
 interface ServeFlags {
   bundle?: string;
+  modelRepository?: string;
+  repositoryPollMs: number;
+  keepVersions: number;
+  stateFile?: string;
   demo?: boolean;
   demoAds: number;
   host: string;
@@ -102,16 +108,20 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
   const log = jsonLogger(parseLevel(f.logLevel));
   routeGrpcLogs(log);
   let bundle = f.bundle;
+  const repository = f.modelRepository;
+  if (repository && (f.demo || (bundle && cmd.getOptionValueSource('bundle') === 'cli'))) cmd.error('error: give one of --bundle, --demo or --model-repository');
   if (f.demo) {
     // A flag wins over the environment: --demo overrides ADRANK_BUNDLE, not --bundle.
     if (bundle && cmd.getOptionValueSource('bundle') === 'cli') cmd.error('error: give either --bundle or --demo, not both');
     bundle = resolve(DEMO_BUNDLE);
     await ensureDemoBundle(bundle, f.demoAds, cmd.getOptionValueSource('demoAds') === 'cli', log);
   }
-  if (!bundle) cmd.error('error: expected a bundle: --bundle FILE (or ADRANK_BUNDLE), or --demo');
+  if (repository) bundle = undefined; // --model-repository wins over ADRANK_BUNDLE
+  if (!bundle && !repository) cmd.error('error: expected a model: --bundle FILE (or ADRANK_BUNDLE), --model-repository DIR, or --demo');
   const path = bundle;
-  // a device that cannot be had, or a missing, unreadable or foreign file, fails here, before the
-  // port is bound
+  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads });
+  // A device that cannot be had, a missing, unreadable or foreign bundle, or a corrupt state file
+  // fails here, before the port is bound.
   try {
     resolveDevice(f.device);
   } catch (e) {
@@ -119,10 +129,21 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
     log.debug('device_detail', { cuda: capabilities().cuda.reason });
     process.exit(1);
   }
+  if (path) {
+    try {
+      await checkBundleFile(path);
+    } catch (e) {
+      log.error('model_load_failed', { bundle: path, error: e });
+      process.exit(1);
+    }
+  }
+  // The live ad state is replayed before the port is bound: a corrupt state file refuses to start.
+  const stateFile = resolve(f.stateFile ?? defaultStateFile(repository, path!));
+  let adState: AdStateStore;
   try {
-    await checkBundleFile(path);
+    adState = await AdStateStore.open(stateFile, { log });
   } catch (e) {
-    log.error('model_load_failed', { bundle: path, error: e });
+    log.error('state_file_refused', { path: stateFile, error: e });
     process.exit(1);
   }
   let server: AdrankServer;
@@ -130,7 +151,10 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
     server = await AdrankServer.start({
       host: f.host,
       port: f.port,
-      engine: () => Engine.load(path, { device: f.device, threads: f.threads }),
+      ...(repository
+        ? { repository: { dir: repository, load, keepVersions: f.keepVersions, pollMs: f.repositoryPollMs } }
+        : { engine: () => load(path!) }),
+      adState,
       maxInflight: f.maxInflight,
       maxCandidates: f.maxCandidates,
       maxReceiveBytes: f.maxMessageBytes,
@@ -159,13 +183,24 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => {
+    const repo = server.repository;
+    if (!repo) return log.warn('sighup_ignored', { why: 'no --model-repository' });
+    log.info('sighup', { action: 'rescanning the model repository' });
+    repo.rescan('SIGHUP').catch((e) => log.error('repository_scan_failed', { error: e }));
+  });
   try {
     await server.ready;
   } catch (e) {
-    log.error('model_load_failed', { bundle: path, error: e });
+    log.error('model_load_failed', { bundle: path, repository, error: e });
     await server.shutdown('model load failed');
     process.exit(1);
   }
+}
+
+/** The state file's default place: beside the bundle (FILE.adstate) or the repository (DIR.adstate). */
+function defaultStateFile(repository: string | undefined, bundle: string): string {
+  return `${resolve(repository ?? bundle).replace(/\/+$/, '')}.adstate`;
 }
 
 async function inspect(path: string): Promise<void> {
@@ -205,7 +240,11 @@ function program(): Command {
 
   p.command('serve')
     .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, reflection)')
-    .addOption(new Option('--bundle <file>', 'model bundle (.safetensors); required unless --demo').env('ADRANK_BUNDLE'))
+    .addOption(new Option('--bundle <file>', 'model bundle (.safetensors); one of --bundle, --demo or --model-repository is required').env('ADRANK_BUNDLE'))
+    .addOption(new Option('--model-repository <dir>', 'serve the numbered versions <dir>/<N>/model.safetensors, with hot reload').env('ADRANK_MODEL_REPOSITORY'))
+    .addOption(new Option('--repository-poll-ms <ms>', 'rescan the repository this often (0 = only on SIGHUP and ReloadModels)').env('ADRANK_REPOSITORY_POLL_MS').default(DEFAULT_POLL_MS).argParser(int(0)))
+    .addOption(new Option('--keep-versions <n>', 'the n highest versions that load stay loaded (pinnable); the highest is the default').env('ADRANK_KEEP_VERSIONS').default(DEFAULT_KEEP_VERSIONS).argParser(int(1, 64)))
+    .addOption(new Option('--state-file <file>', 'durable live ad state (default: beside the bundle or repository, <path>.adstate)').env('ADRANK_STATE_FILE'))
     .addOption(new Option('--demo', `serve ./${DEMO_BUNDLE}, writing it on first start`))
     .addOption(new Option('--demo-ads <n>', 'ads in the demo bundle when it is written').default(DEMO_ADS).argParser(int(1)))
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))

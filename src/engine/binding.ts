@@ -136,8 +136,10 @@ export interface NativeEngine {
   retrieve(request: Uint8Array): Promise<NativeResult>;
   retrieveAndRank(request: Uint8Array): Promise<NativeResult>;
   explain(request: Uint8Array): Promise<NativeExplain>;
-  /** Live ad state (docs/design.md §5). Returns how many ids were unknown (and ignored). */
-  setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number;
+  /** Live ad state (docs/funnel.md): the whole state of each listed ad, applied as one batch that
+   *  no request sees half of. `bid` is the live bid override per ad, NaN (or no array) = the
+   *  bundle's bid. Returns how many ids were unknown (and ignored). */
+  setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array, bid?: Float32Array): number;
   /** One surface's fallback plan: `rows` first, in order, then every other ad by bid; `value` the
    *  surface's estimated Σ_t w_t p̄_t and `probs` its mean probabilities [T]. */
   setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;

@@ -254,8 +254,9 @@ export class Engine {
     this.native.injectDeviceErrors(n);
   }
 
-  setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array): number {
-    return this.native.setAdState(ids, active, inBudget, pacingRate);
+  /** See NativeEngine.setAdState: one atomic batch; bid NaN = the bundle's bid. */
+  setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array, bid?: Float32Array): number {
+    return bid ? this.native.setAdState(ids, active, inBudget, pacingRate, bid) : this.native.setAdState(ids, active, inBudget, pacingRate);
   }
 
   inflight(): number {

@@ -3,13 +3,18 @@
  * bound, the logger and counters. The server (src/server/server.ts) owns one of these.
  */
 import type { Engine } from '../engine/index.js';
+import type { ModelLeases } from '../lifecycle/registry.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
 
 export interface HandlerContext {
-  /** the serving engine, or undefined while the model loads or after shutdown began */
+  /** the default version's engine, or undefined while no version is ready. Dispatch a native
+   *  call on it in the same turn (a swapped-out version is freed once its runs end); to hold a
+   *  version across awaits, take a lease from `models`. */
   engine(): Engine | undefined;
+  /** leases on model versions by pin ('' = the default); see src/lifecycle/registry.ts */
+  models: ModelLeases;
   limits: Limits;
   inflight: InflightLimit;
   log: Logger;

@@ -66,18 +66,34 @@ function checkDeadline(call: CallState): void {
   if (call.deadline <= Date.now()) throw new RequestError(status.DEADLINE_EXCEEDED, 'deadline exceeded before the request reached the engine');
 }
 
-/** One request through validate → engine → encode; resolves to the response bytes. When the model
+/** One request through validate → engine → encode; resolves to the response bytes. The request
+ *  holds a lease on its model version (the pinned one, else the default) until it ends, so a
+ *  version swapped out meanwhile is freed only after it (src/lifecycle/registry.ts). When the model
  *  path cannot answer (an engine error, or too little deadline left for a request of this size) and
  *  the request allows it, the answer comes from the fallback (docs/funnel.md "Fallback"). */
-export async function execute<Req extends { requestId: string; allowFallback?: boolean | null } & DecodeStamp>(
+export async function execute<Req extends { requestId: string; modelVersion?: string; allowFallback?: boolean | null } & DecodeStamp>(
   ctx: HandlerContext,
   rpc: EngineRpc<Req>,
   request: Req,
   call: CallState = NO_CALL,
 ): Promise<Buffer> {
+  const lease = ctx.models.acquire(request.modelVersion ?? '');
+  try {
+    return await executeOn(ctx, rpc, request, call, lease.engine, lease.version);
+  } finally {
+    lease.release();
+  }
+}
+
+async function executeOn<Req extends { requestId: string; allowFallback?: boolean | null } & DecodeStamp>(
+  ctx: HandlerContext,
+  rpc: EngineRpc<Req>,
+  request: Req,
+  call: CallState,
+  engine: Engine,
+  version: string,
+): Promise<Buffer> {
   const started = request[DECODE_START] ?? performance.now();
-  const engine = ctx.engine();
-  if (!engine) throw new RequestError(status.UNAVAILABLE, 'the model is not loaded yet (health: NOT_SERVING)');
   checkDeadline(call);
   const config = engine.config;
 
@@ -127,7 +143,7 @@ export async function execute<Req extends { requestId: string; allowFallback?: b
     selectUs: result.timings.select,
     engineTotalUs: result.timings.total,
   };
-  const response = responseOf(request.requestId, result, config, rpc.withRetrieved);
+  const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
 }
@@ -137,12 +153,13 @@ function isModelPathFailure(e: unknown): boolean {
   return e instanceof EngineError && (e.code === 'DEVICE' || e.code === 'INTERNAL');
 }
 
-/** The response message (less timings) for an engine result. */
-export function responseOf(requestId: string, result: NativeResult, config: ModelConfig, withRetrieved = false): EngineResponse {
+/** The response message (less timings) for an engine result; `version` is the served version's
+ *  label (the repository directory name; config.version for a single bundle). */
+export function responseOf(requestId: string, result: NativeResult, config: ModelConfig, withRetrieved = false, version = config.version): EngineResponse {
   const response: EngineResponse = {
     requestId,
     winners: winners(result, config.tasks.length),
-    model: { name: config.name, version: config.version },
+    model: { name: config.name, version },
     counts: result.counts,
   };
   if (withRetrieved) response.retrieved = result.retrieved;
@@ -150,7 +167,7 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
 }
 
 /** The gRPC unary handler for an engine RPC. */
-export function unaryHandler<Req extends { requestId: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
+export function unaryHandler<Req extends { requestId: string; modelVersion?: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
   return (call: ServerUnaryCall<Req, Buffer>, callback: sendUnaryData<Buffer>): void => {
     if (!ctx.inflight.tryAcquire()) {
       ctx.stats.outcome(rpc.name, 'RESOURCE_EXHAUSTED');

@@ -7,11 +7,12 @@ import type { HandlerContext } from './context.js';
 import { serviceError } from './engine-rpc.js';
 import { modelShape } from './sample.js';
 
-export function describeModel(engine: Engine): GetModelResponse__Output {
+/** `version`: the served version's name (repository directory; config.version for one bundle). */
+export function describeModel(engine: Engine, version = engine.config.version): GetModelResponse__Output {
   const c = engine.config;
   return {
     name: c.name,
-    version: c.version,
+    version,
     backend: engine.backend,
     device: engine.description,
     deviceReason: engine.deviceReason,
@@ -28,6 +29,6 @@ export function getModelHandler(ctx: HandlerContext) {
     const engine = ctx.engine();
     if (!engine) return callback(serviceError(status.UNAVAILABLE, 'the model is not loaded yet (health: NOT_SERVING)'));
     ctx.stats.outcome('GetModel', 'OK');
-    callback(null, describeModel(engine));
+    callback(null, describeModel(engine, ctx.models.defaultVersion()));
   };
 }

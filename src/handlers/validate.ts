@@ -84,12 +84,6 @@ function integerIn(field: string, v: number, lo: number, hi: number): number {
   return v;
 }
 
-/** Checks the model version pin: a pin of another version is NOT_FOUND (docs/api.md). */
-export function checkVersion(pin: string, config: ModelConfig): void {
-  if (pin !== '' && pin !== config.version)
-    throw new RequestError(status.NOT_FOUND, `model version ${show(pin)} is not loaded (serving ${config.name} version ${show(config.version)})`);
-}
-
 export type RpcKind = 'retrieve' | 'rank' | 'retrieveAndRank';
 
 /**
@@ -97,8 +91,6 @@ export type RpcKind = 'retrieve' | 'rank' | 'retrieveAndRank';
  * candidates, no pricing and no retrieve count (the per-RPC validators fill those in).
  */
 export function validateCommon(r: CommonInput, c: ModelConfig, kind: RpcKind): EngineRequest {
-  checkVersion(r.modelVersion, c);
-
   const requestId = r.requestId;
   const idBytes = Buffer.byteLength(requestId, 'utf8');
   if (idBytes < 1 || idBytes > MAX_REQUEST_ID_BYTES) throw invalid('request_id', `1..${MAX_REQUEST_ID_BYTES} bytes`, `${idBytes} bytes`);

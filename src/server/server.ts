@@ -9,7 +9,11 @@ import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus 
 import { ReflectionService } from '@grpc/reflection';
 import protobuf from 'protobufjs';
 import type { Engine } from '../engine/index.js';
+import { addAdminService, reflectionPackageDefinition } from '../admin/service.js';
 import { InflightLimit, Stats, type HandlerContext } from '../handlers/context.js';
+import { fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
+import { ModelRepository, type RepositoryOptions } from '../lifecycle/repository.js';
+import { AdStateStore } from '../state/store.js';
 import { execute, unaryHandler, type EngineRpc } from '../handlers/engine-rpc.js';
 import { describeModel, getModelHandler } from '../handlers/get-model.js';
 import { rank } from '../handlers/rank.js';
@@ -26,9 +30,13 @@ export interface ServerOptions {
   host?: string;
   /** default 50051; 0 = any free port (see AdrankServer.port) */
   port?: number;
-  /** The engine, or a function that loads it. Loading starts after the port is bound, so
-   *  health answers NOT_SERVING meanwhile. */
-  engine: Engine | (() => Promise<Engine>);
+  /** One bundle's engine, or a function that loads it (named by its config.version). Loading
+   *  starts after the port is bound, so health answers NOT_SERVING meanwhile. */
+  engine?: Engine | (() => Promise<Engine>);
+  /** Instead of `engine`: serve the versions of a model repository (src/lifecycle/repository.ts). */
+  repository?: Pick<RepositoryOptions, 'dir' | 'load' | 'keepVersions' | 'pollMs' | 'settleMs'>;
+  /** The live ad state (opened, i.e. replayed, by the caller); default: in memory only. */
+  adState?: AdStateStore;
   /** concurrent engine RPCs; more fail at once with RESOURCE_EXHAUSTED (default 256) */
   maxInflight?: number;
   /** candidate ids per Rank, 1..100,000 (the engine's limit; default 100,000) */
@@ -47,8 +55,6 @@ export const DEFAULT_HOST = 'localhost';
 export const DEFAULT_MAX_INFLIGHT = 256;
 export const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
-/** How long past the grace period shutdown waits for native runs before giving up on dispose. */
-const NATIVE_RUN_WAIT_MS = 60_000;
 
 /** The port could not be bound; `code` is the system error (EADDRINUSE, EACCES, ...) when known. */
 export class BindError extends Error {
@@ -90,7 +96,11 @@ export class AdrankServer {
   readonly stats = new Stats();
   /** resolves once the model is loaded and warmed up and health says SERVING */
   readonly ready: Promise<void>;
-  private engineNow: Engine | undefined;
+  /** the model versions: leases for requests, the default, states */
+  readonly models: ModelRegistry;
+  readonly adState: AdStateStore;
+  private repo: ModelRepository | undefined;
+  private loaded = false;
   private healthNow: ServingStatus = 'NOT_SERVING';
   private closing: Promise<void> | undefined;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -105,8 +115,11 @@ export class AdrankServer {
     readonly log: Logger,
     inflight: InflightLimit,
   ) {
+    this.adState = opts.adState ?? AdStateStore.memory({ log });
+    this.models = new ModelRegistry(log, { onRetire: (e) => this.adState.detach(e), onChange: () => this.modelsChanged() });
     this.ctx = {
-      engine: () => this.engineNow,
+      engine: () => this.models.defaultEngine(),
+      models: this.models,
       limits: { maxCandidates: opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES },
       inflight,
       log,
@@ -149,9 +162,14 @@ export class AdrankServer {
     return this.healthNow;
   }
 
-  /** The engine now serving (undefined while loading or after shutdown). */
+  /** The default version's engine (undefined while loading or after shutdown). */
   get engine(): Engine | undefined {
-    return this.engineNow;
+    return this.models.defaultEngine();
+  }
+
+  /** The model repository, when serving one (SIGHUP → repository.rescan). */
+  get repository(): ModelRepository | undefined {
+    return this.repo;
   }
 
   get inflight(): number {
@@ -165,7 +183,6 @@ export class AdrankServer {
   }
 
   private addServices(): void {
-    const { packageDefinition } = loadProto();
     this.server.addService(serviceDefinition(), {
       Retrieve: unaryHandler(this.ctx, retrieve),
       Rank: unaryHandler(this.ctx, rank),
@@ -184,42 +201,80 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
+    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats });
     const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
-    new ReflectionService({ ...packageDefinition, ...healthDefinition }).addToServer(this.server);
+    new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
   }
 
   private async load(): Promise<void> {
-    const t0 = performance.now();
-    const engine = typeof this.opts.engine === 'function' ? await this.opts.engine() : this.opts.engine;
-    if (this.closing) {
-      if (engine.inflight() === 0) engine.dispose();
-      throw new Error('server shut down while the model was loading');
+    if (this.opts.repository) {
+      this.repo = new ModelRepository({
+        ...this.opts.repository,
+        registry: this.models,
+        log: this.log,
+        prepare: (engine, version) => this.prepare(engine, version),
+        discard: (engine) => this.adState.detach(engine),
+      });
+      await this.repo.start();
+    } else {
+      if (!this.opts.engine) throw new Error('expected an engine or a model repository in the server options');
+      const t0 = performance.now();
+      const engine = typeof this.opts.engine === 'function' ? await this.opts.engine() : this.opts.engine;
+      if (this.closing) {
+        if (engine.inflight() === 0) engine.dispose();
+        throw new Error('server shut down while the model was loading');
+      }
+      const c = engine.config;
+      this.log.info('model_loaded', {
+        model: c.name,
+        version: c.version,
+        ads: engine.numAds,
+        backend: engine.backend,
+        device: engine.description,
+        deviceReason: engine.deviceReason,
+        bundle: engine.bundle.path,
+        sha256: engine.bundle.sha256,
+        loadMs: Math.round(performance.now() - t0),
+      });
+      if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
+      const v = this.models.loading(c.version, engine.bundle.path);
+      await this.prepare(engine, c.version);
+      if (this.closing) {
+        // shutdown began during the warm-up and has already retired the READY versions
+        this.adState.detach(engine);
+        if (engine.inflight() === 0) engine.dispose();
+        return;
+      }
+      this.models.markReady(v, engine, Math.round(performance.now() - t0));
     }
-    const c = engine.config;
-    this.log.info('model_loaded', {
-      model: c.name,
-      version: c.version,
-      ads: engine.numAds,
-      backend: engine.backend,
-      device: engine.description,
-      deviceReason: engine.deviceReason,
-      bundle: engine.bundle.path,
-      sha256: engine.bundle.sha256,
-      loadMs: Math.round(performance.now() - t0),
-    });
-    if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
-    const fallback = await engine.prepareFallback();
-    this.log.info('fallback_ready', { surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
-    this.engineNow = engine;
-    if (this.opts.warmup ?? true) await this.warmup(engine);
     if (this.closing) return;
+    this.loaded = true;
     this.setHealth('SERVING');
-    this.log.info('serving', { address: `${this.host}:${this.port}` });
+    this.log.info('serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
+    void this.adState.compact('start');
+  }
+
+  /** Before a version serves: the live ad state, the fallback plan, then the warm-up (on its own device). */
+  private async prepare(engine: Engine, version: string): Promise<void> {
+    const ads = this.adState.attach(engine);
+    this.log.info('ad_state_applied', { version, ads, stateFile: this.adState.path ?? null });
+    const fallback = await engine.prepareFallback();
+    this.log.info('fallback_ready', { version, surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
+    if (this.opts.warmup ?? true) await this.warmup(engine, version);
+  }
+
+  /** Health follows the READY versions once the first load is done; state compaction drops ads
+   *  no loaded version has. */
+  private modelsChanged(): void {
+    if (!this.loaded || this.closing) return;
+    this.setHealth(this.models.defaultEngine() ? 'SERVING' : 'NOT_SERVING');
+    void this.adState.compact('model versions changed');
   }
 
   /** One request of each RPC through the whole path (decode → validate → engine → encode). */
-  private async warmup(engine: Engine): Promise<void> {
+  private async warmup(engine: Engine, version: string): Promise<void> {
     const t0 = performance.now();
+    const ctx: HandlerContext = { ...this.ctx, engine: () => engine, models: fixedLeases(engine, version) };
     const { root } = loadProto();
     const shape = describeModel(engine);
     const ids = engine.bundle.tensors['ads.id'] as BigInt64Array;
@@ -227,12 +282,12 @@ export class AdrankServer {
     const candidates = Array.from(ids.subarray(0, Math.min(1000, this.ctx.limits.maxCandidates)), String);
     const send = <R>(rpc: EngineRpc<R>, req: object) => {
       const type = root.lookupType(`adrank.v1.${rpc.name}Request`);
-      return execute(this.ctx, rpc as EngineRpc<R & { requestId: string }>, rpc.decode(Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish())) as R & { requestId: string });
+      return execute(ctx, rpc as EngineRpc<R & { requestId: string }>, rpc.decode(Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish())) as R & { requestId: string });
     };
     await send(retrieve, sampleRetrieve(shape));
     await send(rank, sampleRank(shape, candidates));
     await send(retrieveAndRank, sampleRetrieveAndRank(shape));
-    this.log.info('warmed_up', { ms: Math.round(performance.now() - t0) });
+    this.log.info('warmed_up', { version, ms: Math.round(performance.now() - t0) });
   }
 
   /**
@@ -258,19 +313,14 @@ export class AdrankServer {
         });
       });
       if (!drained) this.log.warn('drain_timeout', { inflight: this.ctx.inflight.current, graceMs: grace });
-      const engine = this.engineNow;
-      this.engineNow = undefined;
-      if (engine) {
-        // Native runs cannot be cut: after the grace period, keep waiting (bounded) so the engine's
-        // memory is freed rather than leaked by a failed dispose.
-        const until = Date.now() + grace + NATIVE_RUN_WAIT_MS;
-        if (engine.inflight() > 0) this.log.info('waiting_for_native_runs', { inflight: engine.inflight() });
-        while (engine.inflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-        try {
-          engine.dispose();
-        } catch (e) {
-          this.log.error('dispose_failed', { error: e });
-        }
+      // Native runs cannot be cut: each version is freed once its runs have ended (bounded wait
+      // in ModelRegistry.retire), so its memory is not leaked by a failed dispose.
+      await this.repo?.stop();
+      await this.models.close();
+      try {
+        await this.adState.close();
+      } catch (e) {
+        this.log.error('state_file_close_failed', { error: e });
       }
       this.log.info('stopped', { drained });
     })();

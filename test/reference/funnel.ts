@@ -19,14 +19,22 @@ export interface AdState {
   active: Uint8Array;
   inBudget: Uint8Array;
   pacing: Float32Array;
+  /** live bid override, NaN = the bundle's bid */
+  bid: Float32Array;
 }
 
 export function defaultAdState(n: number): AdState {
-  return { active: new Uint8Array(n).fill(1), inBudget: new Uint8Array(n).fill(1), pacing: new Float32Array(n).fill(1) };
+  return { active: new Uint8Array(n).fill(1), inBudget: new Uint8Array(n).fill(1), pacing: new Float32Array(n).fill(1), bid: new Float32Array(n).fill(NaN) };
+}
+
+/** The bid in effect for a row: the live override, else the bundle's bid. */
+export function effectiveBid(b: LoadedBundle, s: AdState, row: number): number {
+  const o = s.bid[row];
+  return Number.isNaN(o) ? (b.tensors['ads.bid'] as Float32Array)[row] : o;
 }
 
 /** Mirror of Engine.setAdState: returns the number of unknown ids. */
-export function applyAdState(b: LoadedBundle, s: AdState, ids: ArrayLike<bigint>, active: ArrayLike<number>, inBudget: ArrayLike<number>, pacing: ArrayLike<number>): number {
+export function applyAdState(b: LoadedBundle, s: AdState, ids: ArrayLike<bigint>, active: ArrayLike<number>, inBudget: ArrayLike<number>, pacing: ArrayLike<number>, bid?: ArrayLike<number>): number {
   let unknown = 0;
   for (let i = 0; i < ids.length; i++) {
     const r = adRows(b).get(ids[i]);
@@ -37,6 +45,7 @@ export function applyAdState(b: LoadedBundle, s: AdState, ids: ArrayLike<bigint>
     s.active[r] = active[i];
     s.inBudget[r] = inBudget[i];
     s.pacing[r] = pacing[i];
+    s.bid[r] = bid ? bid[i] : NaN;
   }
   return unknown;
 }
@@ -176,11 +185,16 @@ export function modelScorers(m: RefModel, r: EngineRequest): { us: UserSide; ran
   };
 }
 
-function gsp(b: LoadedBundle, winners: Scored[], runnerUp: Scored | undefined, scorer: RankScorer, reserve: number): number[] {
-  const bid = b.tensors['ads.bid'] as Float32Array;
+/** utility = bid in effect × value: the scorer's utility (bundle bid) unless the bid is overridden */
+function utilityOf(s: AdState, scorer: RankScorer, row: number): number {
+  const o = s.bid[row];
+  return Number.isNaN(o) ? scorer(row).utility : o * scorer(row).value;
+}
+
+function gsp(b: LoadedBundle, s: AdState, winners: Scored[], runnerUp: Scored | undefined, scorer: RankScorer, reserve: number): number[] {
   return winners.map((w, i) => {
     const next = winners[i + 1] ?? runnerUp;
-    const b_i = bid[w.row];
+    const b_i = effectiveBid(b, s, w.row);
     if (!next) return Math.min(b_i, reserve);
     const value = scorer(w.row).value;
     return Math.min(b_i, Math.max(reserve, value > 0 ? next.score / value : 0));
@@ -221,7 +235,7 @@ function rankRows(b: LoadedBundle, r: EngineRequest, s: AdState, scorer: RankSco
   for (const row of rows) {
     const why = eligibilityDone ? null : dropReason(b, r, s, row, key, exAds, exAdv);
     if (why) counts[why]++;
-    else eligible.push(scored(b, row, scorer(row).utility));
+    else eligible.push(scored(b, row, utilityOf(s, scorer, row)));
   }
   if (!eligibilityDone) counts.eligible = eligible.length;
   const sel = select(eligible, r.k, r.cap, r.mode === 1, r.partitions);
@@ -232,7 +246,7 @@ function rankRows(b: LoadedBundle, r: EngineRequest, s: AdState, scorer: RankSco
     rows: sel.winners.map((w) => w.row),
     scores: sel.winners.map((w) => w.score),
     probs: sel.winners.map((w) => Array.from(scorer(w.row).probs)),
-    prices: price ? gsp(b, sel.winners, sel.runnerUp, scorer, r.reserve) : [],
+    prices: price ? gsp(b, s, sel.winners, sel.runnerUp, scorer, r.reserve) : [],
     retrieved: 0,
     counts,
   };

@@ -96,20 +96,18 @@ class DeviceArena {
   std::vector<void*> ptrs_;
 };
 
-uint64_t pack_state(const AdState& s) {
-  uint32_t bits;
-  std::memcpy(&bits, &s.pacing_rate, 4);
-  return uint64_t(bits) | (uint64_t(s.active) << 32) | (uint64_t(s.in_budget) << 33);
-}
 
 __global__ void chunk_counts_kernel(const int* total, int chunk, int n_chunks, int* out) {
   const int c = threadIdx.x;
   if (c < n_chunks) out[c] = max(0, min(*total - c * chunk, chunk));
 }
 
-__global__ void scatter_state_kernel(const int32_t* rows, const uint64_t* words, size_t n, uint64_t* state) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+__global__ void scatter_state_kernel(const int32_t* rows, const uint64_t* words, const float* bids, size_t n, uint64_t* state,
+                                     float* bid) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     state[rows[i]] = words[i];
+    bid[rows[i]] = bids[i];
+  }
 }
 
 double now_us() {
@@ -167,7 +165,10 @@ class CudaBackend final : public Backend {
   Explain explain(const Request& req) override { return cpu_->explain(req); }
 
   // The engine's hook (cuda_backend_sync_ad_state): upload, and stop the per-request full upload.
+  // The upload waits for the running requests and holds new ones back (StateGate), so a request's
+  // kernels see one batch or the other, never part of one.
   void sync_state(const AdStateTable& state, const int32_t* rows, size_t n) {
+    StateGate::Writer w(gate_);
     upload_state(state, rows, n);
     state_hooked_.store(true);
   }
@@ -192,7 +193,51 @@ class CudaBackend final : public Backend {
   DeviceArena arena_;
   DeviceModel dm_;
   uint64_t* dev_state_ = nullptr;
+  float* dev_bid_ = nullptr;
   std::atomic<bool> state_hooked_{false};
+  // Requests share the device's live-state mirror; an upload takes it alone. Writer first: a
+  // waiting upload holds new requests back, so a stream of requests cannot starve it.
+  class StateGate {
+   public:
+    struct Reader {
+      explicit Reader(StateGate& g) : g_(g) {
+        std::unique_lock<std::mutex> l(g_.mu_);
+        g_.cv_.wait(l, [&] { return !g_.writer_; });
+        g_.readers_++;
+      }
+      ~Reader() {
+        {
+          std::lock_guard<std::mutex> l(g_.mu_);
+          g_.readers_--;
+        }
+        g_.cv_.notify_all();
+      }
+      StateGate& g_;
+    };
+    struct Writer {
+      explicit Writer(StateGate& g) : g_(g) {
+        std::unique_lock<std::mutex> l(g_.mu_);
+        g_.cv_.wait(l, [&] { return !g_.writer_; });
+        g_.writer_ = true;
+        g_.cv_.wait(l, [&] { return g_.readers_ == 0; });
+      }
+      ~Writer() {
+        {
+          std::lock_guard<std::mutex> l(g_.mu_);
+          g_.writer_ = false;
+        }
+        g_.cv_.notify_all();
+      }
+      StateGate& g_;
+    };
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int readers_ = 0;
+    bool writer_ = false;
+  };
+  StateGate gate_;
   std::mutex state_mu_;
   std::vector<uint64_t> state_words_;
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
@@ -332,7 +377,9 @@ void CudaBackend::upload_model() {
   }
   m.ad_query = arena_.upload(M.ad_query);
   m.ad_id = arena_.upload(M.ad_id);
-  m.ad_bid = arena_.upload(M.ad_bid);
+  // the effective bids (bundle bid or live override), written by upload_state like the state words
+  dev_bid_ = arena_.upload(M.ad_bid);
+  m.ad_bid = dev_bid_;
   m.ad_targeting = arena_.upload(M.ad_targeting);
   {
     std::unordered_map<int64_t, int> adv_index;
@@ -360,7 +407,7 @@ void CudaBackend::upload_model() {
     for (int64_t i = 0; i < N; ++i) rank[order[i]] = int(i);
     m.ad_id_rank = arena_.upload(rank);
   }
-  state_words_.assign(size_t(N), pack_state(AdState{}));
+  state_words_.assign(size_t(N), AdStateTable::pack(AdState{}));
   dev_state_ = arena_.upload(state_words_);
   m.ad_state = dev_state_;
 
@@ -535,28 +582,38 @@ void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, s
   std::lock_guard<std::mutex> lock(state_mu_);
   CUDA_CHECK(cudaSetDevice(device_));
   if (!rows || n > size_t(dm_.num_ads) / 8) {
-    for (int64_t r = 0; r < dm_.num_ads; ++r) state_words_[r] = pack_state(state.get(r));
+    for (int64_t r = 0; r < dm_.num_ads; ++r) state_words_[r] = state.word(r);
     CUDA_CHECK(cudaMemcpy(dev_state_, state_words_.data(), sizeof(uint64_t) * state_words_.size(), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dev_bid_, state.bids(), sizeof(float) * size_t(dm_.num_ads), cudaMemcpyHostToDevice));
   } else if (n > 0) {
     std::vector<uint64_t> words(n);
-    for (size_t i = 0; i < n; ++i) words[i] = state_words_[rows[i]] = pack_state(state.get(rows[i]));
+    std::vector<float> bids(n);
+    for (size_t i = 0; i < n; ++i) {
+      words[i] = state_words_[rows[i]] = state.word(rows[i]);
+      bids[i] = state.bid(rows[i]);
+    }
     int32_t* d_rows = nullptr;
     uint64_t* d_words = nullptr;
+    float* d_bids = nullptr;
     CUDA_CHECK(cudaMalloc(&d_rows, sizeof(int32_t) * n));
     CUDA_CHECK(cudaMalloc(&d_words, sizeof(uint64_t) * n));
+    CUDA_CHECK(cudaMalloc(&d_bids, sizeof(float) * n));
     try {
       CUDA_CHECK(cudaMemcpy(d_rows, rows, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaMemcpy(d_words, words.data(), sizeof(uint64_t) * n, cudaMemcpyHostToDevice));
-      scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256>>>(d_rows, d_words, n, dev_state_);
+      CUDA_CHECK(cudaMemcpy(d_bids, bids.data(), sizeof(float) * n, cudaMemcpyHostToDevice));
+      scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256>>>(d_rows, d_words, d_bids, n, dev_state_, dev_bid_);
       CUDA_CHECK_LAUNCH("scatter_state_kernel");
       CUDA_CHECK(cudaDeviceSynchronize());
     } catch (...) {
       cudaFree(d_rows);
       cudaFree(d_words);
+      cudaFree(d_bids);
       throw;
     }
     CUDA_CHECK(cudaFree(d_rows));
     CUDA_CHECK(cudaFree(d_words));
+    CUDA_CHECK(cudaFree(d_bids));
   }
 }
 
@@ -759,6 +816,7 @@ void CUDART_CB signal_done(void* p) { static_cast<std::promise<void>*>(p)->set_v
 
 Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state) {
   const double t_queue = now_us();
+  StateGate::Reader state_share(gate_);  // the live state stays put until this request is done
   Slot* s = acquire();
   const double queue_us = now_us() - t_queue;
   Result r;

@@ -4,6 +4,9 @@ import type { Long } from '@grpc/proto-loader';
 
 export interface GetModelResponse {
   'name'?: (string);
+  /**
+   * the default version, as `model_version` pins it
+   */
   'version'?: (string);
   /**
    * "cuda" or "cpu".
@@ -38,6 +41,9 @@ export interface GetModelResponse {
 
 export interface GetModelResponse__Output {
   'name': (string);
+  /**
+   * the default version, as `model_version` pins it
+   */
   'version': (string);
   /**
    * "cuda" or "cpu".

@@ -3,10 +3,16 @@
 
 export interface ModelRef {
   'name'?: (string);
+  /**
+   * the version that answered, as `model_version` pins it
+   */
   'version'?: (string);
 }
 
 export interface ModelRef__Output {
   'name': (string);
+  /**
+   * the version that answered, as `model_version` pins it
+   */
   'version': (string);
 }

@@ -51,8 +51,9 @@ export interface RetrieveRequest {
    */
   'reserve'?: (number | string);
   /**
-   * Model version pin: when non-empty, the request runs only on that config.version and fails
-   * with NOT_FOUND when the server has a different version loaded. Empty = the loaded model.
+   * Model version pin: when non-empty, the request runs on that loaded version (its repository
+   * directory name, or config.version when serving one bundle) and fails with NOT_FOUND when it
+   * is not loaded. Empty = the default version (the highest loaded).
    */
   'modelVersion'?: (string);
   /**
@@ -112,8 +113,9 @@ export interface RetrieveRequest__Output {
    */
   'reserve'?: (number);
   /**
-   * Model version pin: when non-empty, the request runs only on that config.version and fails
-   * with NOT_FOUND when the server has a different version loaded. Empty = the loaded model.
+   * Model version pin: when non-empty, the request runs on that loaded version (its repository
+   * directory name, or config.version when serving one bundle) and fails with NOT_FOUND when it
+   * is not loaded. Empty = the default version (the highest loaded).
    */
   'modelVersion': (string);
   /**

@@ -1,0 +1,71 @@
+/**
+ * adrank.v1.AdRankerAdmin (proto/adrank/v1/admin.proto) on the server's port: the service
+ * definition, and the one wrapper every admin RPC goes through (outcome counters, errors →
+ * gRPC status). Each RPC is one file beside this one.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from '../generated/admin.js';
+import { serviceError, toServiceError } from '../handlers/engine-rpc.js';
+import { LOADER_OPTIONS, PROTO_DIR, PROTO_FILE } from '../server/proto.js';
+import { StateUnavailableError } from '../state/store.js';
+import type { AdminContext } from './context.js';
+import { getAdStates } from './get-ad-states.js';
+import { listModels } from './list-models.js';
+import { reloadModels } from './reload-models.js';
+import { updateAdStates } from './update-ad-states.js';
+
+export const ADMIN_PROTO_FILE = 'adrank/v1/admin.proto';
+export const ADMIN_SERVICE_NAME = 'adrank.v1.AdRankerAdmin';
+
+let cached: protoLoader.PackageDefinition | undefined;
+
+/** admin.proto with the server's proto-loader options (for the service and for reflection). */
+export function adminPackageDefinition(): protoLoader.PackageDefinition {
+  if (!existsSync(join(PROTO_DIR, ADMIN_PROTO_FILE))) throw new Error(`adrank: cannot find proto/${ADMIN_PROTO_FILE}`);
+  cached ??= protoLoader.loadSync(ADMIN_PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
+  return cached;
+}
+
+/** adrank.proto and admin.proto loaded together, for server reflection: proto-loader merges the
+ *  files of one package into one descriptor, and reflection keeps only the first descriptor of a
+ *  name, so two separate loads would hide the admin service. */
+export function reflectionPackageDefinition(): protoLoader.PackageDefinition {
+  return protoLoader.loadSync([PROTO_FILE, ADMIN_PROTO_FILE], { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
+}
+
+/** One admin RPC: request → response (or a thrown RequestError / StateUnavailableError). */
+export type AdminRpc<Req, Res> = (ctx: AdminContext, request: Req) => Res | Promise<Res>;
+
+function handler<Req, Res>(ctx: AdminContext, name: string, rpc: AdminRpc<Req, Res>) {
+  return (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
+    Promise.resolve()
+      .then(() => rpc(ctx, call.request))
+      .then(
+        (res) => {
+          ctx.stats.outcome(name, 'OK');
+          callback(null, res);
+        },
+        (e: unknown) => {
+          const err = e instanceof StateUnavailableError ? serviceError(grpc.status.UNAVAILABLE, e.message) : toServiceError(e);
+          ctx.stats.outcome(name, grpc.status[err.code]);
+          if (err.code === grpc.status.INTERNAL || err.code === grpc.status.UNAVAILABLE) ctx.log.warn('rpc_failed', { rpc: name, code: grpc.status[err.code], details: err.details });
+          else ctx.log.debug('rpc_refused', { rpc: name, code: grpc.status[err.code], details: err.details });
+          callback(err);
+        },
+      );
+  };
+}
+
+/** Registers AdRankerAdmin on `server`. */
+export function addAdminService(server: grpc.Server, ctx: AdminContext): void {
+  const proto = grpc.loadPackageDefinition(adminPackageDefinition()) as unknown as ProtoGrpcType;
+  server.addService(proto.adrank.v1.AdRankerAdmin.service, {
+    UpdateAdStates: handler(ctx, 'UpdateAdStates', updateAdStates),
+    GetAdStates: handler(ctx, 'GetAdStates', getAdStates),
+    ListModels: handler(ctx, 'ListModels', listModels),
+    ReloadModels: handler(ctx, 'ReloadModels', reloadModels),
+  } as grpc.UntypedServiceImplementation);
+}

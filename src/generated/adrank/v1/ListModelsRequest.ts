@@ -1,0 +1,8 @@
+// Original file: proto/adrank/v1/admin.proto
+
+
+export interface ListModelsRequest {
+}
+
+export interface ListModelsRequest__Output {
+}
