@@ -20,6 +20,7 @@ import {
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
+import { addBenchCommand } from '../bench/command.js';
 import { formatBytes, table } from './table.js';
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
@@ -168,6 +169,8 @@ function program(): Command {
     .addOption(new Option('--rpc <rpc>', 'which RPC').choices(['all', 'rank', 'retrieve', 'retrieve-and-rank', 'get-model']).default('all'))
     .addOption(new Option('--k <k>', 'winners per request').default(10).argParser(int(1, 10_000)))
     .action((f: { address: string; rpc: ClientRpc; k: number }) => runClient(f.address, f.rpc, f.k));
+
+  addBenchCommand(p);
 
   return p;
 }
