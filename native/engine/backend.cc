@@ -5,6 +5,20 @@
 
 namespace adrank {
 
+std::vector<Result> Backend::run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state) {
+  std::vector<Result> out;
+  out.reserve(entries.size());
+  for (const BatchEntry& e : entries) {
+    switch (e.op) {
+      case Op::kRank: out.push_back(rank(*e.req, state)); break;
+      case Op::kRetrieve: out.push_back(retrieve(*e.req, state)); break;
+      case Op::kRetrieveAndRank: out.push_back(retrieve_and_rank(*e.req, state)); break;
+      default: throw std::runtime_error(std::string("expected rank, retrieve or retrieveAndRank for a batch entry's op, got ") + op_name(e.op));
+    }
+  }
+  return out;
+}
+
 Device parse_device(const std::string& s) {
   Device d;
   if (s == "cpu") return d;

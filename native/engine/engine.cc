@@ -65,6 +65,31 @@ Explain Engine::explain(const uint8_t* b, size_t n) {
   return backend_->explain(req);
 }
 
+std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
+  const double t0 = now_us();
+  std::vector<BatchOutput> out(in.size());
+  std::vector<Request> reqs;
+  std::vector<size_t> index;
+  reqs.reserve(in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    try {
+      reqs.push_back(parse_request(in[i].data, in[i].len, model_->dims(), in[i].op));
+      index.push_back(i);
+    } catch (const std::exception& e) {
+      out[i].error = e.what();
+    }
+  }
+  std::vector<BatchEntry> entries(reqs.size());
+  for (size_t j = 0; j < reqs.size(); j++) entries[j] = BatchEntry{&reqs[j], in[index[j]].op};
+  std::vector<Result> results = backend_->run_batch(entries, state_);
+  const double total = now_us() - t0;
+  for (size_t j = 0; j < results.size(); j++) {
+    out[index[j]].result = std::move(results[j]);
+    out[index[j]].result.timings.total = total;
+  }
+  return out;
+}
+
 int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate, size_t n) {
   for (size_t i = 0; i < n; i++) {
     if (!(rate[i] >= 0.0f && rate[i] <= 1.0f)) {

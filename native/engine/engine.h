@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/ad_state.h"
 #include "engine/backend.h"
@@ -13,6 +14,18 @@
 #include "kernels/cpu/parallel.h"
 
 namespace adrank {
+
+// One request of a micro-batch (Engine::run_batch): a feature bundle and its op.
+struct BatchInput {
+  Op op = Op::kRank;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+};
+// Its answer: the result, or why this request alone was refused (error non-empty).
+struct BatchOutput {
+  Result result;
+  std::string error;
+};
 
 class Engine {
  public:
@@ -24,6 +37,10 @@ class Engine {
   Result retrieve(const uint8_t* bundle, size_t len);
   Result retrieve_and_rank(const uint8_t* bundle, size_t len);
   Explain explain(const uint8_t* bundle, size_t len);
+  // Several requests as one backend run. A request that fails to parse gets its error and the rest
+  // still run; an error in the run itself throws (the whole batch fails). timings.total of every
+  // result is the batch's wall time.
+  std::vector<BatchOutput> run_batch(const std::vector<BatchInput>& in);
 
   // Validates everything first, then applies; returns how many ids were unknown.
   int64_t set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* pacing_rate, size_t n);

@@ -5,6 +5,7 @@
 import type { Engine } from '../engine/index.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
+import type { Batcher } from '../batcher/index.js';
 
 export interface HandlerContext {
   /** the serving engine, or undefined while the model loads or after shutdown began */
@@ -13,6 +14,8 @@ export interface HandlerContext {
   inflight: InflightLimit;
   log: Logger;
   stats: Stats;
+  /** the micro-batcher for the engine now serving (src/batcher/); absent = every request alone */
+  batcher?: Batcher;
 }
 
 /** Counters by RPC and outcome, for tests and logs. */

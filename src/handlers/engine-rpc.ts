@@ -12,6 +12,7 @@ import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
 import type { HandlerContext } from './context.js';
+import type { BatchOp } from '../batcher/index.js';
 import { RequestError, type Limits } from './validate.js';
 
 /** The response fields the three engine RPCs share (RetrieveAndRank adds `retrieved`). */
@@ -34,12 +35,17 @@ export interface EngineRpc<Req> {
   encode(response: EngineResponse, timings: ServerTimings, started: number): Buffer;
   /** RetrieveAndRank reports the retrieval count */
   withRetrieved?: boolean;
+  /** Rank and RetrieveAndRank can be micro-batched (src/batcher/): the engine op and the
+   *  request's candidate count (0 = no engine work) */
+  batch?: { op: BatchOp; size(request: EngineRequest): number };
 }
 
 export interface CallState {
   /** ms since the epoch; Infinity = none */
   deadline: number;
   cancelled(): boolean;
+  /** registers a callback for the call's cancellation (the batcher drops queued requests) */
+  onCancel?(fn: () => void): void;
 }
 
 const NO_CALL: CallState = { deadline: Infinity, cancelled: () => false };
@@ -68,7 +74,8 @@ export async function execute<Req extends { requestId: string } & DecodeStamp>(c
   const t1 = performance.now();
   checkDeadline(call);
 
-  const pending = rpc.run(engine, er);
+  const size = rpc.batch && ctx.batcher?.enabled ? rpc.batch.size(er) : 0;
+  const pending = size > 0 ? ctx.batcher!.submit(engine, rpc.batch!.op, engine.pack(er), size, call) : rpc.run(engine, er);
   const t2 = performance.now(); // packing the feature bundle and submitting it is synchronous
   if (pending) ctx.stats.engineCall(rpc.name);
   const result = pending ? await pending : emptyResult();
@@ -111,7 +118,7 @@ export function unaryHandler<Req extends { requestId: string } & DecodeStamp>(ct
       callback(serviceError(status.RESOURCE_EXHAUSTED, `too many requests in flight (limit ${ctx.inflight.max})`));
       return;
     }
-    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled };
+    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
     execute(ctx, rpc, call.request, state).then(
       (bytes) => {
         ctx.inflight.release();

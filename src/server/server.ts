@@ -18,6 +18,7 @@ import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { jsonLogger, type Logger } from './log.js';
+import { batcherFor, type BatchingOptions, type BatcherStats } from '../batcher/index.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
 export interface ServerOptions {
@@ -36,6 +37,8 @@ export interface ServerOptions {
   maxReceiveBytes?: number;
   /** drain time on shutdown before in-flight calls are cut (default 10 s) */
   shutdownGraceMs?: number;
+  /** micro-batching of Rank / RetrieveAndRank (src/batcher/); defaults by backend */
+  batching?: BatchingOptions;
   /** run one request of each RPC before reporting SERVING (default true) */
   warmup?: boolean;
   log?: Logger;
@@ -137,6 +140,12 @@ export class AdrankServer {
     return this.ctx.inflight.current;
   }
 
+  /** The micro-batcher's numbers (queueDepth, lastBatchCandidates, ...) for metrics; undefined
+   *  until the model is loaded. */
+  batchStats(): Readonly<BatcherStats> | undefined {
+    return this.ctx.batcher?.stats();
+  }
+
   private setHealth(s: ServingStatus): void {
     this.healthNow = s;
     this.health.setStatus('', s);
@@ -186,6 +195,8 @@ export class AdrankServer {
       sha256: engine.bundle.sha256,
       loadMs: Math.round(performance.now() - t0),
     });
+    this.ctx.batcher = batcherFor(this.opts.batching ?? {}, engine);
+    this.log.info('batching', { ...this.ctx.batcher.options, enabled: this.ctx.batcher.enabled });
     this.engineNow = engine;
     if (this.opts.warmup ?? true) await this.warmup(engine);
     if (this.closing) return;
