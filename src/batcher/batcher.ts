@@ -171,7 +171,7 @@ export class Batcher {
       if (this.queuedCandidates < this.options.maxCandidates && waitedUs < this.options.maxDelayUs) {
         const leftMs = (this.options.maxDelayUs - waitedUs) / 1000;
         // timers have 1 ms granularity: shorter waits poll once per event-loop turn
-        if (leftMs >= 1) this.timer = setTimeout(() => this.pump(), Math.floor(leftMs));
+        if (leftMs >= 1) this.timer = setTimeout(() => this.pump(), Math.floor(leftMs)).unref();
         else this.immediate = setImmediate(() => this.pump());
         return;
       }
