@@ -35,9 +35,11 @@ class Backend {
   virtual Result retrieve_and_rank(const Request& req, const AdStateTable& state) = 0;
   virtual Explain explain(const Request& req) = 0;
   // Runs several requests as one batch (src/batcher/): results[i] answers entries[i] exactly as
-  // running it alone would. This default runs them one after another; the CPU backend overrides it
-  // to share the request-side GEMMs and run every candidate of the batch through one forward.
-  virtual std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state);
+  // running it alone would. This default runs them side by side on `pool` (one entry per pool
+  // thread; the CUDA backend then runs them on its stream pool as separate requests); the CPU
+  // backend overrides it to share the request-side GEMMs and run every candidate of the batch
+  // through one forward. pool may be null (one after another).
+  virtual std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool);
 };
 
 // A parsed device string: "cpu" or "cuda:N".

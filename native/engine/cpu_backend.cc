@@ -103,7 +103,7 @@ class CpuBackend final : public Backend {
   Result retrieve(const Request& req, const AdStateTable& state) override;
   Result retrieve_and_rank(const Request& req, const AdStateTable& state) override;
   Explain explain(const Request& req) override;
-  std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state) override;
+  std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool) override;
 
  private:
   UserState compute_user(const Request& req, bool for_ranking) const;
@@ -646,7 +646,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
   }
 }
 
-std::vector<Result> CpuBackend::run_batch(const std::vector<BatchEntry>& es, const AdStateTable& state) {
+std::vector<Result> CpuBackend::run_batch(const std::vector<BatchEntry>& es, const AdStateTable& state, cpu::ThreadPool*) {
   std::vector<Result> res(es.size());
   std::vector<size_t> ranked;
   for (size_t i = 0; i < es.size(); i++) {

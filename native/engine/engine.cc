@@ -81,7 +81,7 @@ std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
   }
   std::vector<BatchEntry> entries(reqs.size());
   for (size_t j = 0; j < reqs.size(); j++) entries[j] = BatchEntry{&reqs[j], in[index[j]].op};
-  std::vector<Result> results = backend_->run_batch(entries, state_);
+  std::vector<Result> results = backend_->run_batch(entries, state_, pool_.get());
   const double total = now_us() - t0;
   for (size_t j = 0; j < results.size(); j++) {
     out[index[j]].result = std::move(results[j]);

@@ -36,6 +36,7 @@ interface BenchFlags {
   deadlineMs: number;
   channels: number;
   pool: number;
+  repeat: number;
   json?: boolean;
   svg?: string;
   markdown?: string;
@@ -62,6 +63,15 @@ export interface CellResult extends LoadResult {
   mixLabel: string;
   /** server CPU ms per OK request (spawned servers only) */
   serverCpuMsPerReq?: number;
+  /** with --repeat: throughput and p99 (µs) of every run of this cell, in run order */
+  runs?: { throughput: number; p99: number }[];
+}
+
+/** The run with the median throughput (the lower middle one for an even count). */
+function medianRun(runs: CellResult[]): CellResult {
+  const sorted = [...runs].sort((a, b) => a.throughput - b.throughput);
+  const m = sorted[(sorted.length - 1) >> 1];
+  return runs.length > 1 ? { ...m, runs: runs.map((r) => ({ throughput: r.throughput, p99: r.latency.p99 })) } : m;
 }
 
 /** Registers `bench` on the adrank program. */
@@ -81,6 +91,7 @@ export function addBenchCommand(p: Command): void {
     .addOption(new Option('--deadline-ms <ms>', 'per-call deadline').default(10_000).argParser(posInt))
     .addOption(new Option('--channels <n>', 'gRPC channels the calls spread over').default(1).argParser(posInt))
     .addOption(new Option('--pool <n>', 'distinct pre-encoded requests per mix entry').default(64).argParser(posInt))
+    .addOption(new Option('--repeat <n>', 'runs per cell, servers alternating run by run; the run with the median throughput is reported (all runs in --json)').default(1).argParser(posInt))
     .option('--json', 'print the results as JSON (one array of cells)')
     .option('--svg <file>', 'write the latency–throughput plot (p99 vs req/s, one line per server × mix)')
     .option('--markdown <file>', 'write the results table as Markdown')
@@ -127,7 +138,7 @@ function stageLine(r: CellResult): string {
 }
 
 export function markdownTable(cells: CellResult[]): string {
-  const head = '| server | mix | load | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server µs total−engine | server CPU ms/req | generator CPU |';
+  const head = '| server | mix | load | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server µs total−engine | server CPU ms/req | generator CPU | all runs req/s |';
   const rows = cells.map((r) =>
     [
       r.server,
@@ -142,9 +153,10 @@ export function markdownTable(cells: CellResult[]): string {
       (r.stages.totalUs - r.stages.engineTotalUs).toFixed(0),
       r.serverCpuMsPerReq !== undefined ? r.serverCpuMsPerReq.toFixed(2) : '-',
       `${r.generatorCpuPct.toFixed(0)}%`,
+      r.runs ? r.runs.map((x) => x.throughput.toFixed(1)).join(', ') : '-',
     ].join(' | '),
   );
-  return [head, '|' + ' --- |'.repeat(12), ...rows.map((r) => `| ${r} |`)].join('\n') + '\n';
+  return [head, '|' + ' --- |'.repeat(13), ...rows.map((r) => `| ${r} |`)].join('\n') + '\n';
 }
 
 export function plotOf(cells: CellResult[], subtitle: string): string {
@@ -191,8 +203,10 @@ async function bench(f: BenchFlags): Promise<void> {
       const label = mixLabel(mix);
       const loads: { concurrency: number; rate?: number }[] = f.rate !== undefined ? [{ concurrency: concurrencies[0], rate: f.rate }] : concurrencies.map((c) => ({ concurrency: c }));
       for (const load of loads) {
-        // servers alternate within each cell, so their numbers share the machine's state
-        for (const t of targets) {
+        // servers alternate within each cell (and run by run with --repeat), so their numbers
+        // share the machine's state
+        const byServer = new Map<string, CellResult[]>(targets.map((t) => [t.name, []]));
+        for (let rep = 0; rep < f.repeat; rep++) for (const t of targets) {
           const cpu0 = t.proc?.cpuSeconds();
           const r = await runLoad(clients.get(t.name)!, root, mix, pool, {
             concurrency: load.concurrency,
@@ -208,8 +222,13 @@ async function bench(f: BenchFlags): Promise<void> {
           // the server's CPU over warm-up + measurement, per request sent in that window
           if (cpu0 !== undefined && cpu1 !== undefined && Number.isFinite(cpu0) && r.ok > 0)
             cell.serverCpuMsPerReq = ((cpu1 - cpu0) * 1000) / (r.ok * (1 + f.warmup / f.duration));
+          byServer.get(t.name)!.push(cell);
+          if (f.repeat > 1) say(`  run ${rep + 1}/${f.repeat}: ${cellLine(cell)}`);
+        }
+        for (const t of targets) {
+          const cell = medianRun(byServer.get(t.name)!);
           cells.push(cell);
-          say(cellLine(cell));
+          say(cellLine(cell) + (cell.runs ? `  (median of ${cell.runs.length} runs by throughput: ${cell.runs.map((r) => r.throughput.toFixed(1)).join(', ')} req/s)` : ''));
           say(stageLine(cell));
         }
       }
