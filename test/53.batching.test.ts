@@ -184,6 +184,12 @@ describe('53 batching', function () {
         (e: unknown) => (e instanceof RequestError ? grpc.status[e.code] : String(e)),
       );
 
+    it('batches only requests below half a batch, and nothing when the delay is 0', () => {
+      const b = new Batcher({ maxCandidates: 1024, maxDelayUs: 200, maxQueue: 8 });
+      expect([0, 1, 10, 511, 512, 1000, 5000].map((n) => b.wants(n))).to.deep.equal([false, true, true, true, false, false, false]);
+      expect(new Batcher({ maxCandidates: 1024, maxDelayUs: 0, maxQueue: 8 }).wants(10)).to.equal(false);
+    });
+
     it('refuses at once when the queue is full', async () => {
       const { engine, runs } = fakeEngine();
       const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 10_000_000, maxQueue: 3 });

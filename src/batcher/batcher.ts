@@ -109,6 +109,16 @@ export class Batcher {
     return this.options.maxDelayUs > 0;
   }
 
+  /**
+   * Whether a request of `size` candidates should be batched: batching is on, the request needs
+   * engine work, and it fills less than half a batch. A bigger one already amortises the weights
+   * over its own candidates, so it runs at once on its own, as with batching off (waiting in the
+   * queue could only delay it and serialise it behind other batches).
+   */
+  wants(size: number): boolean {
+    return this.enabled && size > 0 && 2 * size < this.options.maxCandidates;
+  }
+
   /** Queue depth, batch sizes and refusals (the accessor for metrics). */
   stats(): Readonly<BatcherStats> {
     this.s.queueDepth = this.queue.length;

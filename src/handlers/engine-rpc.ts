@@ -74,8 +74,8 @@ export async function execute<Req extends { requestId: string } & DecodeStamp>(c
   const t1 = performance.now();
   checkDeadline(call);
 
-  const size = rpc.batch && ctx.batcher?.enabled ? rpc.batch.size(er) : 0;
-  const pending = size > 0 ? ctx.batcher!.submit(engine, rpc.batch!.op, engine.pack(er), size, call) : rpc.run(engine, er);
+  const size = rpc.batch ? rpc.batch.size(er) : 0;
+  const pending = ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch!.op, engine.pack(er), size, call) : rpc.run(engine, er);
   const t2 = performance.now(); // packing the feature bundle and submitting it is synchronous
   if (pending) ctx.stats.engineCall(rpc.name);
   const result = pending ? await pending : emptyResult();
