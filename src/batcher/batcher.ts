@@ -14,8 +14,8 @@
  *     request is never starved and small ones wait for at most the batches ahead of them;
  *   - the queue is bounded (`maxQueue` requests): a full queue refuses at once
  *     (RESOURCE_EXHAUSTED);
- *   - a request whose deadline cannot be met (deadline ≤ now + the recent batch run time) is
- *     refused when its batch forms, without engine work (DEADLINE_EXCEEDED);
+ *   - a request whose deadline cannot be met (deadline ≤ now + the fastest of the last 16
+ *     batches) is refused when its batch forms, without engine work (DEADLINE_EXCEEDED);
  *   - a cancelled call leaves the queue at once (CANCELLED).
  */
 import { status } from '@grpc/grpc-js';
@@ -77,13 +77,16 @@ export interface BatcherStats {
   refused: { queueFull: number; deadline: number; cancelled: number };
 }
 
+const RECENT = 16;
+
 export class Batcher {
   private readonly queue: Pending[] = [];
   private queuedCandidates = 0;
   private inflight = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
-  /** recent batch run time, ms (exponentially weighted) */
+  /** run times (ms) of the last RECENT batches; the fastest is a lower bound for the next one */
+  private readonly recentMs: number[] = [];
   private runMs = 0;
   private readonly s: BatcherStats = {
     queueDepth: 0,
@@ -202,7 +205,7 @@ export class Batcher {
       this.queuedCandidates -= p.size;
       if (p.deadline <= nowEpoch + this.runMs) {
         this.s.refused.deadline++;
-        this.settle(p, new RequestError(status.DEADLINE_EXCEEDED, `deadline cannot be met: ${Math.max(0, p.deadline - nowEpoch).toFixed(0)} ms left, a batch takes about ${this.runMs.toFixed(1)} ms`));
+        this.settle(p, new RequestError(status.DEADLINE_EXCEEDED, `deadline cannot be met: ${Math.max(0, p.deadline - nowEpoch).toFixed(0)} ms left, a batch takes at least ${this.runMs.toFixed(1)} ms`));
         continue;
       }
       batch.push(p);
@@ -220,8 +223,9 @@ export class Batcher {
     const ops = Uint8Array.from(batch, (p) => p.op);
     engine.runBatch(ops, batch.map((p) => p.bundle)).then(
       (results) => {
-        const ms = performance.now() - t0;
-        this.runMs = this.runMs === 0 ? ms : 0.8 * this.runMs + 0.2 * ms;
+        this.recentMs.push(performance.now() - t0);
+        if (this.recentMs.length > RECENT) this.recentMs.shift();
+        this.runMs = Math.min(...this.recentMs);
         batch.forEach((p, i) => {
           const r = results[i] as NativeResult | EngineError;
           if (r instanceof Error) p.reject(r);
