@@ -8,7 +8,7 @@
  *       --candidates 10,100,1000 -c 1,4,16,64 --svg bench/load.svg --markdown bench/load-table.md
  *   adrank bench --address localhost:50051 --rate 200 --duration 20      (open loop)
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -37,6 +37,7 @@ interface BenchFlags {
   channels: number;
   pool: number;
   repeat: number;
+  fromJson?: string;
   json?: boolean;
   svg?: string;
   markdown?: string;
@@ -93,6 +94,7 @@ export function addBenchCommand(p: Command): void {
     .addOption(new Option('--pool <n>', 'distinct pre-encoded requests per mix entry').default(64).argParser(posInt))
     .addOption(new Option('--repeat <n>', 'runs per cell, servers alternating run by run; the run with the median throughput is reported (all runs in --json)').default(1).argParser(posInt))
     .option('--json', 'print the results as JSON (one array of cells)')
+    .option('--from-json <file>', 'run nothing: write --markdown / --svg from the output of an earlier --json run')
     .option('--svg <file>', 'write the latency–throughput plot (p99 vs req/s, one line per server × mix)')
     .option('--markdown <file>', 'write the results table as Markdown')
     .option('--no-progress', 'no progress line (it is only drawn on a TTY anyway)')
@@ -172,6 +174,12 @@ export function plotOf(cells: CellResult[], subtitle: string): string {
 }
 
 async function bench(f: BenchFlags): Promise<void> {
+  if (f.fromJson) {
+    const saved = JSON.parse(readFileSync(f.fromJson, 'utf8')) as { machine: string; cells: CellResult[] };
+    if (f.markdown) writeFileSync(f.markdown, markdownTable(saved.cells));
+    if (f.svg) writeFileSync(f.svg, plotOf(saved.cells, saved.machine));
+    return;
+  }
   const mixes: MixEntry[][] = f.candidates ? list(f.candidates).map((n) => [{ rpc: 'rank', n, weight: 1 }]) : [parseMix(f.mix)];
   const concurrencies = list(f.concurrency);
   const say = f.json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => console.log(s);

@@ -1,7 +1,7 @@
 /**
- * The latency–throughput plot the benchmark writes itself: one SVG, x = throughput (req/s),
- * y = p99 latency (ms, log scale), one line per series (e.g. "Rank(10) batching on"), one point
- * per concurrency, labelled with C. No dependency.
+ * The latency–throughput plot the benchmark writes itself: one SVG, x = throughput (req/s, log
+ * scale, so Rank(10) and Rank(1,000) share it), y = p99 latency (ms, log scale), one line per
+ * series (e.g. "Rank(10) on"), one point per concurrency, labelled with C. No dependency.
  */
 export interface PlotPoint {
   x: number;
@@ -20,13 +20,10 @@ const COLOURS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-function niceTicks(min: number, max: number, n = 6): number[] {
-  const span = max - min || 1;
-  const step0 = span / n;
-  const mag = 10 ** Math.floor(Math.log10(step0));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= step0) ?? mag * 10;
-  const out: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + 1e-9; v += step) out.push(+v.toPrecision(12));
+/** 1, 2, 5 × 10^e ticks within [10^lo, 10^hi]. */
+function logTicks(lo: number, hi: number): { v: number; major: boolean }[] {
+  const out: { v: number; major: boolean }[] = [];
+  for (let e = lo; e <= hi; e++) for (const m of [1, 2, 5]) if (m * 10 ** e <= 10 ** hi) out.push({ v: +(m * 10 ** e).toPrecision(3), major: m === 1 });
   return out;
 }
 
@@ -38,12 +35,13 @@ export function latencyThroughputSvg(title: string, series: PlotSeries[], subtit
   const T = 60;
   const B = 60;
   const pts = series.flatMap((s) => s.points).filter((p) => p.x > 0 && p.y > 0);
-  const xmax = Math.max(1, ...pts.map((p) => p.x)) * 1.05;
+  const xlo = Math.floor(Math.log10(Math.min(...pts.map((p) => p.x), 1)));
+  const xhi = Math.ceil(Math.log10(Math.max(...pts.map((p) => p.x), 1)));
   const ymin = Math.min(...pts.map((p) => p.y), 1);
   const ymax = Math.max(...pts.map((p) => p.y), 1);
   const lo = Math.floor(Math.log10(ymin));
   const hi = Math.ceil(Math.log10(ymax));
-  const sx = (x: number) => L + ((W - L - R) * x) / xmax;
+  const sx = (x: number) => L + ((W - L - R) * (Math.log10(x) - xlo)) / Math.max(1, xhi - xlo);
   const sy = (y: number) => T + (H - T - B) * (1 - (Math.log10(y) - lo) / Math.max(1, hi - lo));
   const groups = [...new Set(series.map((s) => s.group))];
   const colour = (g: string) => COLOURS[groups.indexOf(g) % COLOURS.length];
@@ -53,20 +51,16 @@ export function latencyThroughputSvg(title: string, series: PlotSeries[], subtit
   o.push(`<text x="${L}" y="24" font-size="16" font-weight="bold">${esc(title)}</text>`);
   if (subtitle) o.push(`<text x="${L}" y="42" fill="#555">${esc(subtitle)}</text>`);
   // axes and grid
-  for (const x of niceTicks(0, xmax)) {
-    o.push(`<line x1="${sx(x)}" y1="${T}" x2="${sx(x)}" y2="${H - B}" stroke="#eee"/>`);
-    o.push(`<text x="${sx(x)}" y="${H - B + 16}" text-anchor="middle">${x}</text>`);
+  for (const { v, major } of logTicks(xlo, xhi)) {
+    o.push(`<line x1="${sx(v).toFixed(1)}" y1="${T}" x2="${sx(v).toFixed(1)}" y2="${H - B}" stroke="${major ? '#ddd' : '#f3f3f3'}"/>`);
+    o.push(`<text x="${sx(v).toFixed(1)}" y="${H - B + 16}" text-anchor="middle">${v}</text>`);
   }
-  for (let e = lo; e <= hi; e++) {
-    for (const m of [1, 2, 5]) {
-      const v = m * 10 ** e;
-      if (v < 10 ** lo || v > 10 ** hi) continue;
-      o.push(`<line x1="${L}" y1="${sy(v)}" x2="${W - R}" y2="${sy(v)}" stroke="${m === 1 ? '#ddd' : '#f3f3f3'}"/>`);
-      o.push(`<text x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${+v.toPrecision(3)}</text>`);
-    }
+  for (const { v, major } of logTicks(lo, hi)) {
+    o.push(`<line x1="${L}" y1="${sy(v).toFixed(1)}" x2="${W - R}" y2="${sy(v).toFixed(1)}" stroke="${major ? '#ddd' : '#f3f3f3'}"/>`);
+    o.push(`<text x="${L - 6}" y="${sy(v) + 4}" text-anchor="end">${v}</text>`);
   }
   o.push(`<line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="black"/>`);
-  o.push(`<text x="${(L + W - R) / 2}" y="${H - 16}" text-anchor="middle">throughput (requests/s, OK)</text>`);
+  o.push(`<text x="${(L + W - R) / 2}" y="${H - 16}" text-anchor="middle">throughput (requests/s answered OK, log scale)</text>`);
   o.push(`<text x="18" y="${(T + H - B) / 2}" text-anchor="middle" transform="rotate(-90 18 ${(T + H - B) / 2})">p99 latency (ms, log scale)</text>`);
   // series
   series.forEach((s, i) => {
