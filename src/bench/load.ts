@@ -8,9 +8,12 @@
  * server's per-stage timings from each response (medians), and the generator's own CPU use.
  */
 import * as grpc from '@grpc/grpc-js';
-import hdr from 'hdr-histogram-js';
+import { createRequire } from 'node:module';
 import protobuf from 'protobufjs';
 import { METHOD, picker, type EncodedRequest, type MixEntry } from './requests.js';
+
+// CommonJS package: required, so that its exports are the same under node's ESM loader and tsx's
+const hdr = createRequire(import.meta.url)('hdr-histogram-js') as typeof import('hdr-histogram-js');
 
 export interface LoadOptions {
   /** open loop: requests per second; undefined = closed loop */
