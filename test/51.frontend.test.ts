@@ -6,7 +6,8 @@
 import { expect } from 'chai';
 import { status } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { defaultDecoder, readInt64Field, requestDecoder, responseEncoder } from '../src/server/codec.js';
+import { defaultDecoder, readInt64Field, requestDecoder, responseEncoder, TooManyIds } from '../src/server/codec.js';
+import { requestKey } from '../src/features/feature-bundle.js';
 import { loadProto } from '../src/server/proto.js';
 import { execute, emptyResult, responseOf, toServiceError, type CallState } from '../src/handlers/engine-rpc.js';
 import { rank } from '../src/handlers/rank.js';
@@ -32,6 +33,14 @@ const EDGE = ['0', '1', '-1', '127', '128', '16383', '16384', '2147483647', '214
 function encodeRank(obj: object): Buffer {
   const type = loadProto().root.lookupType('adrank.v1.RankRequest');
   return Buffer.from(type.encode(type.fromObject(obj) as protobuf.Message).finish());
+}
+
+/** The object with every BigInt64Array turned into an array of decimal strings (proto-loader's longs). */
+function strings(v: unknown): unknown {
+  if (v instanceof BigInt64Array) return Array.from(v, String);
+  if (Array.isArray(v)) return v.map(strings);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, strings(x)]));
+  return v;
 }
 
 describe('51 front end (no addon)', () => {
@@ -67,8 +76,71 @@ describe('51 front end (no addon)', () => {
       expect(Array.from(fast.candidateAdIds, String)).to.deep.equal(plain.candidateAdIds);
       const { candidateAdIds: _a, ...rest } = fast;
       const { candidateAdIds: _b, ...restPlain } = plain;
-      expect(Object.fromEntries(Object.entries(rest))).to.deep.equal(restPlain); // less the decode-time stamps
+      // every nested id list is a BigInt64Array too; as strings, the object is proto-loader's
+      expect(rest.user!.sequence!.itemIds).to.be.instanceOf(BigInt64Array);
+      expect(Object.fromEntries(Object.entries(strings(rest) as object))).to.deep.equal(restPlain); // less the decode-time stamps
       expect(fast.reserve).to.equal(0.5);
+    });
+
+    it('decodes every nested id list like protobufjs: edge values, exclusions, repeated messages and map keys', () => {
+      const req = protoRequest(c, {
+        exclusions: { advertiserIds: EDGE, adIds: ['-1', '5'] },
+        candidateAdIds: ['1'],
+      });
+      req.user!.sparse = { [c.user_sparse[0].name]: { ids: EDGE }, [c.user_sparse[1].name]: { ids: [] } };
+      req.user!.sequence = { itemIds: EDGE.slice(0, 4), actions: [0, 1, 0, 1] };
+      const type = loadProto().root.lookupType('adrank.v1.RankRequest');
+      const once = Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish());
+      // the same user and exclusions again: protobuf merges them (lists concatenate, the later
+      // map entry for a key wins)
+      const again = Buffer.from(
+        type.encode(
+          type.fromObject({
+            user: { sparse: { [c.user_sparse[0].name]: { ids: ['42'] } }, sequence: { itemIds: ['7'], actions: [2] } },
+            exclusions: { adIds: ['9'] },
+          }) as protobuf.Message,
+        ).finish(),
+      );
+      const bytes = Buffer.concat([once, again]);
+      const fast = rank.decode(bytes);
+      const plain = defaultDecoder<Record<string, unknown>>('adrank.v1.RankRequest')(bytes);
+      expect(strings(fast)).to.deep.equal({ ...plain, candidateAdIds: ['1'] });
+      expect(Array.from(fast.user!.sparse![c.user_sparse[0].name].ids as unknown as BigInt64Array, String)).to.deep.equal(['42']);
+      expect(Array.from(fast.exclusions!.adIds as unknown as BigInt64Array, String)).to.deep.equal(['-1', '5', '9']);
+    });
+
+    it('counts a huge id list before materialising it and refuses it by count; a long sequence keeps its head', () => {
+      const n = 250_000;
+      const w = protobuf.Writer.create();
+      w.uint32((1 << 3) | 2).string('q');
+      w.uint32((5 << 3) | 2).fork().uint32((2 << 3) | 2).fork();
+      for (let i = 0; i < n; i++) w.int64(i % 100); // one-byte varints
+      w.ldelim().ldelim();
+      const bytes = Buffer.from(w.finish());
+      const decode = (o: object) => rank.decode(encodeRank(o));
+      const r = rank.decode(bytes);
+      const adIds = r.exclusions!.adIds as unknown as TooManyIds;
+      expect(adIds).to.be.instanceOf(TooManyIds);
+      expect(adIds.length).to.equal(n);
+      expect(adIds.head.length).to.equal(100_000);
+      const req = decode(protoRequest(c, { candidateAdIds: ['1'] }));
+      expect(() => validateRank({ ...req, exclusions: r.exclusions }, c, { maxCandidates: 10 })).to.throw(RequestError, 'expected at most 100000 ids for exclusions.ad_ids, got "250000 ids"');
+      // a sequence of 150,000 engagements is valid and cut to the max_len most recent
+      const seqReq = protoRequest(c, { candidateAdIds: ['1'] });
+      seqReq.user!.sequence = { itemIds: Array.from({ length: 150_000 }, (_, i) => String(i + 3)), actions: Array.from({ length: 150_000 }, () => 1) };
+      const e = validateRank(decode(seqReq), c, { maxCandidates: 10 });
+      expect(Array.from(e.seqItems, String)).to.deep.equal(['3', '4', '5', '6', '7', '8'].slice(0, c.sequence.max_len));
+    });
+
+    it('computes the FNV-1a 64 pacing key without BigInt, equal to the BigInt definition', () => {
+      const ref = (s: string) => {
+        let h = 0xcbf29ce484222325n;
+        for (const b of Buffer.from(s, 'utf8')) h = ((h ^ BigInt(b)) * 0x100000001b3n) & ((1n << 64n) - 1n);
+        return h;
+      };
+      const ids = ['', 'a', 'req-1', 'pv-123', 'ünïcødé ✓ 🎯', '\ud800 lone', 'x'.repeat(256), 'y'.repeat(3000)];
+      for (let i = 0; i < 500; i++) ids.push(`r${i * 7919}-${String.fromCharCode(i * 37)}`);
+      for (const id of ids) expect(requestKey(id), JSON.stringify(id.slice(0, 20))).to.equal(ref(id));
     });
   });
 

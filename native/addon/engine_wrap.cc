@@ -92,6 +92,73 @@ class RunWorker final : public Napi::AsyncWorker {
   adrank::Explain explain_;
 };
 
+// One micro-batch (runBatch), off the JS thread: one libuv worker for the whole batch, not one per
+// request. Resolves to an array with, per request, its NativeResult or an Error.
+class BatchWorker final : public Napi::AsyncWorker {
+ public:
+  BatchWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
+              const Napi::Array& requests, std::vector<BatchInput> inputs, int tasks)
+      : Napi::AsyncWorker(env, "adrank.engine.batch"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        owner_(owner),
+        engine_(std::move(engine)),
+        inputs_(std::move(inputs)),
+        tasks_(tasks),
+        created_(now_us()) {
+    self_ = Napi::Persistent(self);
+    requests_ = Napi::Persistent(static_cast<Napi::Object>(requests));
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    const double queue = now_us() - created_;
+    try {
+      outputs_ = engine_->run_batch(inputs_);
+      for (BatchOutput& o : outputs_) o.result.timings.queue = queue;
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("adrank: unknown native error");
+    }
+  }
+
+  void OnOK() override {
+    owner_->RunFinished();
+    engine_.reset();
+    Napi::Env env = Env();
+    try {
+      Napi::Array out = Napi::Array::New(env, outputs_.size());
+      for (size_t i = 0; i < outputs_.size(); i++) {
+        if (outputs_[i].error.empty()) out.Set(uint32_t(i), to_js(env, outputs_[i].result, tasks_));
+        else out.Set(uint32_t(i), Napi::Error::New(env, outputs_[i].error).Value());
+      }
+      deferred_.Resolve(out);
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (const std::exception& e) {
+      deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override {
+    owner_->RunFinished();
+    engine_.reset();
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  EngineWrap* owner_;              // kept alive by self_
+  Napi::ObjectReference self_;     // the JS Engine object
+  Napi::ObjectReference requests_; // the array of request Uint8Arrays, read in place by Execute
+  std::shared_ptr<Engine> engine_;
+  std::vector<BatchInput> inputs_;
+  int tasks_;
+  double created_;
+  std::vector<BatchOutput> outputs_;
+};
+
 }  // namespace
 
 Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* registry) {
@@ -101,6 +168,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::Retrieve>("retrieve"),
                                         InstanceMethod<&EngineWrap::RetrieveAndRank>("retrieveAndRank"),
                                         InstanceMethod<&EngineWrap::Explain>("explain"),
+                                        InstanceMethod<&EngineWrap::RunBatch>("runBatch"),
                                         InstanceMethod<&EngineWrap::SetAdState>("setAdState"),
                                         InstanceMethod<&EngineWrap::SetFallback>("setFallback"),
                                         InstanceMethod<&EngineWrap::Fallback>("fallback"),
@@ -163,6 +231,39 @@ Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
     return rejected(env, e);
   }
   auto* w = new RunWorker(env, this, Value(), engine_, op, req, tasks_);
+  Napi::Promise p = w->Promise();
+  inflight_++;
+  w->Queue();
+  return p;
+}
+
+// runBatch(ops: Uint8Array (0 rank, 1 retrieve, 2 retrieveAndRank), requests: Uint8Array[]).
+Napi::Value EngineWrap::RunBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) return rejected(env, Napi::Error::New(env, "engine disposed"));
+  std::vector<BatchInput> inputs;
+  Napi::Array requests;
+  try {
+    if (info.Length() < 2 || !info[1].IsArray()) type_error(env, "requests", "an array of Uint8Array", info.Length() < 2 ? env.Undefined() : info[1]);
+    requests = info[1].As<Napi::Array>();
+    const uint32_t n = requests.Length();
+    const Napi::TypedArray ops = typed_array(info[0], napi_uint8_array, int64_t(n), "ops");
+    const uint8_t* op = typed_data<uint8_t>(ops);
+    inputs.resize(n);
+    for (uint32_t i = 0; i < n; i++) {
+      const std::string field = "requests[" + std::to_string(i) + "]";
+      const Napi::TypedArray req = typed_array(requests.Get(i), napi_uint8_array, -1, field);
+      if (req.ByteOffset() % 8 != 0)
+        throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for " + field + ", got " + std::to_string(req.ByteOffset()));
+      if (op[i] > 2) throw Napi::TypeError::New(env, "expected 0 (rank), 1 (retrieve) or 2 (retrieveAndRank) for ops[" + std::to_string(i) + "], got " + std::to_string(op[i]));
+      inputs[i].op = op[i] == 0 ? Op::kRank : op[i] == 1 ? Op::kRetrieve : Op::kRetrieveAndRank;
+      inputs[i].data = typed_data<uint8_t>(req);
+      inputs[i].len = req.ByteLength();
+    }
+  } catch (const Napi::Error& e) {
+    return rejected(env, e);
+  }
+  auto* w = new BatchWorker(env, this, Value(), engine_, requests, std::move(inputs), tasks_);
   Napi::Promise p = w->Promise();
   inflight_++;
   w->Queue();

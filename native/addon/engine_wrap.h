@@ -39,6 +39,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value RetrieveAndRank(const Napi::CallbackInfo& info);
   Napi::Value Explain(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info, Op op);
+  Napi::Value RunBatch(const Napi::CallbackInfo& info);
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
   Napi::Value SetFallback(const Napi::CallbackInfo& info);
   Napi::Value Fallback(const Napi::CallbackInfo& info);

@@ -3,7 +3,27 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "kernels/cpu/parallel.h"
+
 namespace adrank {
+
+std::vector<Result> Backend::run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool) {
+  std::vector<Result> out(entries.size());
+  auto run = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      const BatchEntry& e = entries[size_t(i)];
+      switch (e.op) {
+        case Op::kRank: out[size_t(i)] = rank(*e.req, state); break;
+        case Op::kRetrieve: out[size_t(i)] = retrieve(*e.req, state); break;
+        case Op::kRetrieveAndRank: out[size_t(i)] = retrieve_and_rank(*e.req, state); break;
+        default: throw std::runtime_error(std::string("expected rank, retrieve or retrieveAndRank for a batch entry's op, got ") + op_name(e.op));
+      }
+    }
+  };
+  const int64_t n = int64_t(entries.size());
+  if (pool && n > 1) pool->parallel_for(n, run, 1); else run(0, n);
+  return out;
+}
 
 Device parse_device(const std::string& s) {
   Device d;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/ad_state.h"
 #include "engine/model.h"
@@ -17,6 +18,12 @@ namespace cpu {
 class ThreadPool;
 }
 
+// One entry of a micro-batch: a parsed request and what to do with it.
+struct BatchEntry {
+  const Request* req = nullptr;
+  Op op = Op::kRank;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -27,6 +34,12 @@ class Backend {
   virtual Result retrieve(const Request& req, const AdStateTable& state) = 0;
   virtual Result retrieve_and_rank(const Request& req, const AdStateTable& state) = 0;
   virtual Explain explain(const Request& req) = 0;
+  // Runs several requests as one batch (src/batcher/): results[i] answers entries[i] exactly as
+  // running it alone would. This default runs them side by side on `pool` (one entry per pool
+  // thread; the CUDA backend then runs them on its stream pool as separate requests); the CPU
+  // backend overrides it to share the request-side GEMMs and run every candidate of the batch
+  // through one forward. pool may be null (one after another).
+  virtual std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool);
 };
 
 // A parsed device string: "cpu" or "cuda:N".

@@ -1,10 +1,12 @@
-// The CPU backend: docs/design.md §4 in fp32 on cpu::gemm with fused epilogues, candidates in chunks of
+// The CPU backend: DESIGN §4 in fp32 on cpu::gemm with fused epilogues, candidates in chunks of
 // kChunk rows spread over the engine's ThreadPool, per-chunk scratch from a reusable pool.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
+#include <vector>
 #include <string>
 
 #include "engine/backend.h"
@@ -51,7 +53,7 @@ void layer_norm_rows(const float* x, int64_t ldx, float* y, int64_t ldy, int m, 
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
-// Everything about the request that every candidate shares (docs/design.md §4 "request side").
+// Everything about the request that every candidate shares (DESIGN §4 "request side").
 struct UserState {
   int surface = 0;
   std::vector<float> u;        // [du]
@@ -82,6 +84,13 @@ struct StageTime {
   double gather = 0, masknet = 0, dcn = 0, mlp = 0;
 };
 
+// Rows [begin, end) of a forward's candidate list belong to the request whose request side is `us`
+// (a micro-batch runs the candidates of several requests through one forward).
+struct Segment {
+  const UserState* us = nullptr;
+  int64_t begin = 0, end = 0;
+};
+
 class CpuBackend final : public Backend {
  public:
   CpuBackend(std::shared_ptr<const Model> model, cpu::ThreadPool* pool) : model_(std::move(model)), m_(*model_), pool_(pool) {}
@@ -95,13 +104,23 @@ class CpuBackend final : public Backend {
   Result retrieve(const Request& req, const AdStateTable& state) override;
   Result retrieve_and_rank(const Request& req, const AdStateTable& state) override;
   Explain explain(const Request& req) override;
+  std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool) override;
 
  private:
   UserState compute_user(const Request& req, bool for_ranking) const;
+  // The request side of several requests: features and sequence encoders per request (spread over
+  // the pool), then the user tower and the user half of MaskNet layer 1 as one GEMM each over the
+  // stacked user vectors. users[i] is filled for reqs[i].
+  void compute_users(const std::vector<const Request*>& reqs, bool for_ranking, std::vector<UserState>& users) const;
+  void user_features(const Request& req, bool for_ranking, UserState& us) const;
   void encode_sequence(const Request& req, UserState& us) const;
   void forward(const UserState& us, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t);
-  void forward_chunk(const UserState& us, const int32_t* rows, int m, int64_t r0, Workspace& ws, const ForwardOut& out,
-                     StageTime& st) const;
+  void forward(const std::vector<Segment>& segs, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t);
+  void forward_chunk(const std::vector<Segment>& segs, const int32_t* rows, int m, int64_t r0, Workspace& ws,
+                     const ForwardOut& out, StageTime& st) const;
+  // Rank and RetrieveAndRank requests of one batch (entries[i] for i in `which`) into res[i].
+  void rank_many(const std::vector<BatchEntry>& entries, const std::vector<size_t>& which, const AdStateTable& state,
+                 std::vector<Result>& res);
   // Eligibility over the whole corpus with retrieval scores for the eligible ads.
   std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts);
   // Retrieval's first half, shared by Retrieve and RetrieveAndRank: the request side, then scan();
@@ -111,8 +130,9 @@ class CpuBackend final : public Backend {
     std::vector<Candidate> cands;
   };
   Scanned scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r);
-  Result finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us, const float* bids,
-                       Result r, bool want_prices);
+  // Selection, winners and prices for one request from its rows' forward outputs.
+  void finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
+                     const float* value, const float* bids, Result& r, bool want_prices) const;
 
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
@@ -207,9 +227,8 @@ void CpuBackend::encode_sequence(const Request& req, UserState& us) const {
   layer_norm_rows(x.data(), ds, us.H.data(), ds, n, ds, m_.seq_norm_w, m_.seq_norm_b, false);
 }
 
-UserState CpuBackend::compute_user(const Request& req, bool for_ranking) const {
+void CpuBackend::user_features(const Request& req, bool for_ranking, UserState& us) const {
   const ModelDims& d = m_.dims();
-  UserState us;
   us.surface = int(req.surface);
   us.u.assign(d.user(), 0.f);
   float* u = us.u.data();
@@ -243,39 +262,66 @@ UserState CpuBackend::compute_user(const Request& req, bool for_ranking) const {
   off += d.seq_dim;
   std::memcpy(u + off, m_.surface.data() + size_t(us.surface) * d.surface_dim, sizeof(float) * d.surface_dim);
 
-  // Retrieval query: user tower (ReLU between layers, none after the last), then L2n.
-  std::vector<float> a(us.u), b;
-  for (size_t k = 0; k < m_.user_tower.size(); k++) {
-    const Linear& l = m_.user_tower[k];
-    b.assign(l.w.n(), 0.f);
-    linear(a.data(), 1, l.w.k(), l, b.data(), l.w.n(), k + 1 < m_.user_tower.size());
-    std::swap(a, b);
-  }
-  cpu::l2_normalize(a.data(), int64_t(a.size()));
-  us.query = std::move(a);
-
   const int T = d.tasks;
   const float* w = req.weights_override() ? req.task_weights.data : m_.task_weights.data() + size_t(us.surface) * T;
   us.weights.assign(w, w + T);
 
-  if (for_ranking) {
-    us.bias1.assign(size_t(d.masknet_blocks) * d.masknet_hidden, 0.f);
-    linear(us.u.data(), 1, d.user(), m_.mask1_user, us.bias1.data(), int64_t(us.bias1.size()), false);
-    if (us.n > 0) {
-      const int ds = d.seq_dim;
-      const float scale = 1.0f / std::sqrt(float(ds));
-      std::vector<float> hs(us.H), ht(size_t(ds) * us.n);
-      for (float& v : hs) v *= scale;
-      for (int j = 0; j < us.n; j++)
-        for (int k = 0; k < ds; k++) ht[size_t(k) * us.n + j] = us.H[size_t(j) * ds + k];
-      us.h_scaled = cpu::PackedMatrix(hs.data(), us.n, ds);
-      us.h_t = cpu::PackedMatrix(ht.data(), ds, us.n);
-    }
+  if (for_ranking && us.n > 0) {
+    const int ds = d.seq_dim;
+    const float scale = 1.0f / std::sqrt(float(ds));
+    std::vector<float> hs(us.H), ht(size_t(ds) * us.n);
+    for (float& v : hs) v *= scale;
+    for (int j = 0; j < us.n; j++)
+      for (int k = 0; k < ds; k++) ht[size_t(k) * us.n + j] = us.H[size_t(j) * ds + k];
+    us.h_scaled = cpu::PackedMatrix(hs.data(), us.n, ds);
+    us.h_t = cpu::PackedMatrix(ht.data(), ds, us.n);
   }
-  return us;
 }
 
-void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, int64_t r0, Workspace& ws,
+void CpuBackend::compute_users(const std::vector<const Request*>& reqs, bool for_ranking, std::vector<UserState>& users) const {
+  const ModelDims& d = m_.dims();
+  const int64_t R = int64_t(reqs.size());
+  users.resize(reqs.size());
+  if (R == 0) return;
+  auto features = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) user_features(*reqs[i], for_ranking, users[i]);
+  };
+  if (pool_ && R > 1) pool_->parallel_for(R, features, 1); else features(0, R);
+
+  // One GEMM per layer over the stacked user vectors: GEMM rows are independent (gemm.h), so row i
+  // is bitwise what the request alone would get.
+  const int du = d.user();
+  std::vector<float> U(size_t(R) * du);
+  for (int64_t i = 0; i < R; i++) std::memcpy(U.data() + size_t(i) * du, users[i].u.data(), sizeof(float) * du);
+  // Retrieval query: user tower (ReLU between layers, none after the last), then L2n.
+  std::vector<float> a(U), b;
+  int width = du;
+  for (size_t k = 0; k < m_.user_tower.size(); k++) {
+    const Linear& l = m_.user_tower[k];
+    b.assign(size_t(R) * l.w.n(), 0.f);
+    linear(a.data(), int(R), l.w.k(), l, b.data(), l.w.n(), k + 1 < m_.user_tower.size());
+    std::swap(a, b);
+    width = l.w.n();
+  }
+  for (int64_t i = 0; i < R; i++) {
+    users[i].query.assign(a.begin() + i * width, a.begin() + (i + 1) * width);
+    cpu::l2_normalize(users[i].query.data(), int64_t(width));
+  }
+  if (for_ranking) {
+    const int64_t Bh = int64_t(d.masknet_blocks) * d.masknet_hidden;
+    std::vector<float> bias(size_t(R) * Bh, 0.f);
+    linear(U.data(), int(R), du, m_.mask1_user, bias.data(), Bh, false);
+    for (int64_t i = 0; i < R; i++) users[i].bias1.assign(bias.begin() + i * Bh, bias.begin() + (i + 1) * Bh);
+  }
+}
+
+UserState CpuBackend::compute_user(const Request& req, bool for_ranking) const {
+  std::vector<UserState> users;
+  compute_users({&req}, for_ranking, users);
+  return std::move(users[0]);
+}
+
+void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* rows, int m, int64_t r0, Workspace& ws,
                                const ForwardOut& out, StageTime& st) const {
   const ModelDims& d = m_.dims();
   const int du = d.user(), da = d.ad(), ds = d.seq_dim, din = d.input(), D = d.cross(), T = d.tasks;
@@ -286,19 +332,34 @@ void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, 
   };
   double t0 = now_us();
 
-  // Gather x = [u ; a_c ; ta_c]; target attention ta = softmax(q_c Hᵀ / √d_s) H.
-  float* x = ws.x.data();
-  for (int i = 0; i < m; i++) {
-    std::memcpy(x + size_t(i) * din, us.u.data(), sizeof(float) * du);
-    std::memcpy(x + size_t(i) * din + du, m_.ad_features.data() + size_t(rows[i]) * da, sizeof(float) * da);
+  // The requests this chunk's rows [0, m) belong to: rows [lo, hi) use *us.
+  struct Part {
+    const UserState* us;
+    int lo, hi;
+  };
+  std::vector<Part> parts;
+  {
+    auto it = std::upper_bound(segs.begin(), segs.end(), r0, [](int64_t r, const Segment& g) { return r < g.begin; });
+    for (--it; it != segs.end() && it->begin < r0 + m; ++it)
+      if (it->end > r0) parts.push_back(Part{it->us, int(std::max(it->begin, r0) - r0), int(std::min(it->end, r0 + m) - r0)});
   }
-  if (us.n > 0) {
-    for (int i = 0; i < m; i++) std::memcpy(ws.qc.data() + size_t(i) * ds, m_.ad_query.data() + size_t(rows[i]) * ds, sizeof(float) * ds);
-    cpu::gemm(ws.qc.data(), m, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, nullptr);
-    for (int i = 0; i < m; i++) cpu::softmax_inplace(ws.att.data() + size_t(i) * us.n, us.n);
-    cpu::gemm(ws.att.data(), m, us.n, us.h_t, x + du + da, din, cpu::Epilogue{}, nullptr);
-  } else {
-    for (int i = 0; i < m; i++) std::memset(x + size_t(i) * din + du + da, 0, sizeof(float) * ds);
+
+  // Gather x = [u ; a_c ; ta_c]; target attention ta = softmax(q_c Hᵀ / √d_s) H, per request.
+  float* x = ws.x.data();
+  for (const Part& p : parts)
+    for (int i = p.lo; i < p.hi; i++) std::memcpy(x + size_t(i) * din, p.us->u.data(), sizeof(float) * du);
+  for (int i = 0; i < m; i++) std::memcpy(x + size_t(i) * din + du, m_.ad_features.data() + size_t(rows[i]) * da, sizeof(float) * da);
+  for (const Part& p : parts) {
+    const UserState& us = *p.us;
+    const int mm = p.hi - p.lo;
+    if (us.n > 0) {
+      for (int i = p.lo; i < p.hi; i++) std::memcpy(ws.qc.data() + size_t(i) * ds, m_.ad_query.data() + size_t(rows[i]) * ds, sizeof(float) * ds);
+      cpu::gemm(ws.qc.data() + size_t(p.lo) * ds, mm, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, nullptr);
+      for (int i = 0; i < mm; i++) cpu::softmax_inplace(ws.att.data() + size_t(i) * us.n, us.n);
+      cpu::gemm(ws.att.data(), mm, us.n, us.h_t, x + size_t(p.lo) * din + du + da, din, cpu::Epilogue{}, nullptr);
+    } else {
+      for (int i = p.lo; i < p.hi; i++) std::memset(x + size_t(i) * din + du + da, 0, sizeof(float) * ds);
+    }
   }
   capture(out.ad, x + du, din, da);
   capture(out.ta, x + du + da, din, ds);
@@ -310,10 +371,16 @@ void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, 
   // x̂ ⊙ m_i in the epilogue of W_i2; o_i = ReLU(LN_i(proj_i(·))) into x0[:, i·o].
   layer_norm_rows(x, din, ws.xhat.data(), din, m, din, m_.input_norm_w, m_.input_norm_b, false);
   {
-    cpu::Epilogue ep;
-    ep.bias = us.bias1.data();
-    ep.relu = true;
-    cpu::gemm(x + du, m, din, m_.mask1_ad, ws.hid.data(), Bh, ep, nullptr);
+    // The bias (user half of layer 1) differs per request, so it is added after the GEMM, row by
+    // row, for a batch of one as for many: acc + bias then ReLU, the epilogue's arithmetic.
+    cpu::gemm(x + du, m, din, m_.mask1_ad, ws.hid.data(), Bh, cpu::Epilogue{}, nullptr);
+    for (const Part& p : parts) {
+      const float* b1 = p.us->bias1.data();
+      for (int i = p.lo; i < p.hi; i++) {
+        float* hrow = ws.hid.data() + size_t(i) * Bh;
+        for (int j = 0; j < Bh; j++) hrow[j] = std::max(hrow[j] + b1[j], 0.f);
+      }
+    }
   }
   float* x0 = ws.x0.data();
   for (int i = 0; i < B; i++) {
@@ -364,22 +431,29 @@ void CpuBackend::forward_chunk(const UserState& us, const int32_t* rows, int m, 
   capture(out.hidden, cur, width, width);
   linear(cur, m, width, m_.heads, ws.logits.data(), T, false);
   capture(out.logits, ws.logits.data(), T, T);
-  const float* scale = m_.calib_scale.data() + size_t(us.surface) * T;
-  const float* bias = m_.calib_bias.data() + size_t(us.surface) * T;
-  for (int i = 0; i < m; i++) {
-    float value = 0;
-    for (int t = 0; t < T; t++) {
-      const float p = sigmoid(scale[t] * ws.logits[size_t(i) * T + t] + bias[t]);
-      if (out.probs) out.probs[(r0 + i) * T + t] = p;
-      value += us.weights[t] * p;
+  for (const Part& part : parts) {
+    const UserState& us = *part.us;
+    const float* scale = m_.calib_scale.data() + size_t(us.surface) * T;
+    const float* bias = m_.calib_bias.data() + size_t(us.surface) * T;
+    for (int i = part.lo; i < part.hi; i++) {
+      float value = 0;
+      for (int t = 0; t < T; t++) {
+        const float p = sigmoid(scale[t] * ws.logits[size_t(i) * T + t] + bias[t]);
+        if (out.probs) out.probs[(r0 + i) * T + t] = p;
+        value += us.weights[t] * p;
+      }
+      if (out.value) out.value[r0 + i] = value;
+      if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
     }
-    if (out.value) out.value[r0 + i] = value;
-    if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
   }
   st.mlp += now_us() - t3;
 }
 
 void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t) {
+  forward(std::vector<Segment>{Segment{&us, 0, count}}, rows, count, out, t);
+}
+
+void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t) {
   if (count == 0) return;
   const double t0 = now_us();
   const int64_t threads = pool_ ? pool_->size() : 1;
@@ -396,7 +470,7 @@ void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count
     try {
       for (int64_t c = c0; c < c1; c++) {
         const int64_t r0 = c * rows_per;
-        forward_chunk(us, rows + r0, int(std::min<int64_t>(rows_per, count - r0)), r0, *ws, out, st);
+        forward_chunk(segs, rows + r0, int(std::min<int64_t>(rows_per, count - r0)), r0, *ws, out, st);
       }
     } catch (...) {
       release(std::move(ws));
@@ -458,19 +532,12 @@ std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& 
   return all;
 }
 
-// Ranks `rows` (all eligible), selects K with the request's cap and mode, prices if asked.
-Result CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const UserState& us,
-                                 const float* bids, Result r, bool want_prices) {
+// Selects K of `rows` (all eligible, forward outputs in probs/utility/value) with the request's cap
+// and mode, prices if asked.
+void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
+                               const float* value, const float* bids, Result& r, bool want_prices) const {
   const int T = m_.dims().tasks;
   const size_t n = rows.size();
-  std::vector<float> probs(n * T), utility(n), value(n);
-  ForwardOut out;
-  out.bid = bids;
-  out.probs = probs.data();
-  out.utility = utility.data();
-  out.value = value.data();
-  forward(us, rows.data(), int64_t(n), out, r.timings);
-
   const double t0 = now_us();
   std::vector<Candidate> cands;
   cands.reserve(n);
@@ -489,32 +556,114 @@ Result CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>&
     r.advertisers[i] = s.winners[i].advertiser;
     r.rows[i] = rows[idx];
     r.scores[i] = utility[idx];
-    std::memcpy(r.probs.data() + i * T, probs.data() + size_t(idx) * T, sizeof(float) * T);
+    std::memcpy(r.probs.data() + i * T, probs + size_t(idx) * T, sizeof(float) * T);
   }
   if (want_prices)
     r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return bids[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
   r.timings.select += now_us() - t0;
-  return r;
+}
+
+// A micro-batch of Rank / RetrieveAndRank requests: intake and eligibility per request, the request
+// sides together (compute_users), corpus scans per request, then ONE forward over the concatenated
+// candidates (each row with its own request side) and selection per request. A batch of one is the
+// single-request path, so a request's answer does not depend on what it was batched with.
+void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<size_t>& which, const AdStateTable& state,
+                           std::vector<Result>& res) {
+  std::vector<std::vector<int32_t>> rows(es.size());
+  std::vector<size_t> need;  // requests that need the request side and the forward
+  for (size_t i : which) {
+    const Request& req = *es[i].req;
+    if (es[i].op == Op::kRetrieveAndRank) {
+      need.push_back(i);
+      continue;
+    }
+    Result& r = res[i];
+    const double t0 = now_us();
+    const std::vector<int32_t> known = intake(m_, req.candidates, r.counts);
+    const Eligibility el(m_, state, req);
+    rows[i].reserve(known.size());
+    for (int32_t row : known) {
+      const Drop drop = el.check(row);
+      Eligibility::count(drop, r.counts);
+      if (drop == Drop::kEligible) rows[i].push_back(row);
+    }
+    r.timings.select += now_us() - t0;
+    if (!rows[i].empty()) need.push_back(i);
+  }
+  if (need.empty()) return;
+
+  const double t1 = now_us();
+  std::vector<const Request*> reqs;
+  for (size_t i : need) reqs.push_back(es[i].req);
+  std::vector<UserState> users;
+  compute_users(reqs, true, users);
+  const double user_us = now_us() - t1;
+  for (size_t i : need) res[i].timings.user = user_us;
+
+  for (size_t j = 0; j < need.size(); j++) {
+    const size_t i = need[j];
+    if (es[i].op != Op::kRetrieveAndRank) continue;
+    const Request& req = *es[i].req;
+    Result& r = res[i];
+    const double t2 = now_us();
+    std::vector<Candidate> cands = scan(req, state, users[j], r.counts);
+    const Selection top = select_global(cands, req.retrieve_count, 0, false);
+    rows[i].reserve(top.winners.size());
+    for (const Candidate& c : top.winners) rows[i].push_back(c.index);
+    r.retrieved = int64_t(rows[i].size());
+    r.timings.retrieve = now_us() - t2;
+  }
+
+  std::vector<Segment> segs;
+  std::vector<int32_t> all;
+  int64_t total = 0;
+  for (size_t i : need) total += int64_t(rows[i].size());
+  all.reserve(size_t(total));
+  for (size_t j = 0; j < need.size(); j++) {
+    const std::vector<int32_t>& rj = rows[need[j]];
+    if (rj.empty()) continue;
+    segs.push_back(Segment{&users[j], int64_t(all.size()), int64_t(all.size() + rj.size())});
+    all.insert(all.end(), rj.begin(), rj.end());
+  }
+  const int T = m_.dims().tasks;
+  std::vector<float> probs(size_t(total) * T), utility(static_cast<size_t>(total)), value(static_cast<size_t>(total));
+  ForwardOut out;
+  out.bid = state.bids();
+  out.probs = probs.data();
+  out.utility = utility.data();
+  out.value = value.data();
+  Timings ft;
+  forward(segs, all.data(), total, out, ft);
+
+  int64_t off = 0;
+  for (size_t i : need) {
+    Result& r = res[i];
+    r.timings.gather += ft.gather;
+    r.timings.masknet += ft.masknet;
+    r.timings.dcn += ft.dcn;
+    r.timings.mlp += ft.mlp;
+    const bool price = es[i].op == Op::kRetrieveAndRank || es[i].req->price();
+    finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state.bids(), r, price);
+    off += int64_t(rows[i].size());
+  }
+}
+
+std::vector<Result> CpuBackend::run_batch(const std::vector<BatchEntry>& es, const AdStateTable& state, cpu::ThreadPool*) {
+  std::vector<Result> res(es.size());
+  std::vector<size_t> ranked;
+  for (size_t i = 0; i < es.size(); i++) {
+    if (es[i].op == Op::kRank || es[i].op == Op::kRetrieveAndRank) ranked.push_back(i);
+    else if (es[i].op == Op::kRetrieve) res[i] = retrieve(*es[i].req, state);
+    else throw std::runtime_error(std::string("expected rank, retrieve or retrieveAndRank for a batch entry's op, got ") + op_name(es[i].op));
+  }
+  rank_many(es, ranked, state, res);
+  return res;
 }
 
 Result CpuBackend::rank(const Request& req, const AdStateTable& state) {
-  Result r;
-  double t0 = now_us();
-  const std::vector<int32_t> known = intake(m_, req.candidates, r.counts);
-  const Eligibility el(m_, state, req);
-  std::vector<int32_t> rows;
-  rows.reserve(known.size());
-  for (int32_t row : known) {
-    const Drop drop = el.check(row);
-    Eligibility::count(drop, r.counts);
-    if (drop == Drop::kEligible) rows.push_back(row);
-  }
-  double t1 = now_us();
-  r.timings.select += t1 - t0;
-  if (rows.empty()) return r;
-  const UserState us = compute_user(req, true);
-  r.timings.user = now_us() - t1;
-  return finish_ranked(req, rows, us, state.bids(), std::move(r), req.price());
+  std::vector<Result> res(1);
+  rank_many({BatchEntry{&req, Op::kRank}}, {0}, state, res);
+  return std::move(res[0]);
 }
 
 CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r) {
@@ -544,16 +693,9 @@ Result CpuBackend::retrieve(const Request& req, const AdStateTable& state) {
 }
 
 Result CpuBackend::retrieve_and_rank(const Request& req, const AdStateTable& state) {
-  Result r;
-  Scanned sc = scan_corpus(req, state, true, r);
-  const double t1 = now_us();
-  const Selection top = select_global(sc.cands, req.retrieve_count, 0, false);
-  std::vector<int32_t> rows;
-  rows.reserve(top.winners.size());
-  for (const Candidate& c : top.winners) rows.push_back(c.index);
-  r.retrieved = int64_t(rows.size());
-  r.timings.retrieve += now_us() - t1;
-  return finish_ranked(req, rows, sc.us, state.bids(), std::move(r), true);
+  std::vector<Result> res(1);
+  rank_many({BatchEntry{&req, Op::kRetrieveAndRank}}, {0}, state, res);
+  return std::move(res[0]);
 }
 
 Explain CpuBackend::explain(const Request& req) {

@@ -48,15 +48,20 @@ template <typename F>
 Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   const double t0 = now_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
+  maybe_inject_device_error();
+  Result r = run(req);
+  r.timings.total = now_us() - t0;
+  return r;
+}
+
+// Test builds only: fail this run as a device error while injected errors are pending.
+void Engine::maybe_inject_device_error() {
 #ifdef ADRANK_TEST_HOOKS
   int pending = injected_errors_.load();
   while (pending > 0 && !injected_errors_.compare_exchange_weak(pending, pending - 1)) {
   }
   if (pending > 0) throw std::runtime_error("CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered (injected by a test hook)");
 #endif
-  Result r = run(req);
-  r.timings.total = now_us() - t0;
-  return r;
 }
 
 std::shared_ptr<const AdStateTable> Engine::ad_state() const {
@@ -96,6 +101,33 @@ Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
   Result r = fallback_answer(*model_, *state, req, op, fallback_[req.surface]);
   r.timings.select = r.timings.total = now_us() - t0;
   return r;
+}
+
+std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
+  const double t0 = now_us();
+  std::vector<BatchOutput> out(in.size());
+  std::vector<Request> reqs;
+  std::vector<size_t> index;
+  reqs.reserve(in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    try {
+      reqs.push_back(parse_request(in[i].data, in[i].len, model_->dims(), in[i].op));
+      index.push_back(i);
+    } catch (const std::exception& e) {
+      out[i].error = e.what();
+    }
+  }
+  std::vector<BatchEntry> entries(reqs.size());
+  for (size_t j = 0; j < reqs.size(); j++) entries[j] = BatchEntry{&reqs[j], in[index[j]].op};
+  maybe_inject_device_error();
+  const std::shared_ptr<const AdStateTable> state = ad_state();  // the snapshot the whole batch runs with
+  std::vector<Result> results = backend_->run_batch(entries, *state, pool_.get());
+  const double total = now_us() - t0;
+  for (size_t j = 0; j < results.size(); j++) {
+    out[index[j]].result = std::move(results[j]);
+    out[index[j]].result.timings.total = total;
+  }
+  return out;
 }
 
 int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate,

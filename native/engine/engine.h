@@ -20,6 +20,18 @@
 
 namespace adrank {
 
+// One request of a micro-batch (Engine::run_batch): a feature bundle and its op.
+struct BatchInput {
+  Op op = Op::kRank;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+};
+// Its answer: the result, or why this request alone was refused (error non-empty).
+struct BatchOutput {
+  Result result;
+  std::string error;
+};
+
 class Engine {
  public:
   // device: "cpu" or "cuda:N"; threads: CPU threads, 0 = all hardware threads.
@@ -30,6 +42,10 @@ class Engine {
   Result retrieve(const uint8_t* bundle, size_t len);
   Result retrieve_and_rank(const uint8_t* bundle, size_t len);
   Explain explain(const uint8_t* bundle, size_t len);
+  // Several requests as one backend run. A request that fails to parse gets its error and the rest
+  // still run; an error in the run itself throws (the whole batch fails). timings.total of every
+  // result is the batch's wall time.
+  std::vector<BatchOutput> run_batch(const std::vector<BatchInput>& in);
 
   // Fallback answers (engine/fallback.h): set one surface's plan (at load), answer from it.
   void set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs);
@@ -54,6 +70,7 @@ class Engine {
   const Model& model() const { return *model_; }
 
  private:
+  void maybe_inject_device_error();
   void sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n);
   template <typename F>
   Result timed(const uint8_t* bundle, size_t len, Op op, F&& run);

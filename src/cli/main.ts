@@ -26,6 +26,8 @@ import { DEFAULT_KEEP_VERSIONS, DEFAULT_POLL_MS } from '../lifecycle/repository.
 import { AdStateStore } from '../state/store.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
+import { addBenchCommand } from '../bench/command.js';
+import { DEFAULT_BATCH_MAX_QUEUE } from '../batcher/index.js';
 import { formatBytes, table } from './table.js';
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
@@ -101,6 +103,9 @@ interface ServeFlags {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   logLevel: string;
+  batchMaxCandidates?: number;
+  batchMaxDelayUs?: number;
+  batchMaxQueue: number;
 }
 
 /** Flag problems are reported the way commander reports its own (`error: ...`, then the help hint). */
@@ -159,6 +164,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       maxCandidates: f.maxCandidates,
       maxReceiveBytes: f.maxMessageBytes,
       shutdownGraceMs: f.shutdownGraceMs,
+      batching: { maxCandidates: f.batchMaxCandidates, maxDelayUs: f.batchMaxDelayUs, maxQueue: f.batchMaxQueue },
       log,
     });
   } catch (e) {
@@ -255,6 +261,9 @@ function program(): Command {
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
+    .addOption(new Option('--batch-max-candidates <n>', 'candidates per micro-batch (default: cpu 1024, cuda 4096)').env('ADRANK_BATCH_MAX_CANDIDATES').argParser(int(1, MAX_CANDIDATES)))
+    .addOption(new Option('--batch-max-delay-us <us>', 'longest wait for a micro-batch to fill; 0 = off (default: cpu 0, cuda 200)').env('ADRANK_BATCH_MAX_DELAY_US').argParser(int(0, 1_000_000)))
+    .addOption(new Option('--batch-max-queue <n>', 'requests waiting for a batch; beyond → RESOURCE_EXHAUSTED').env('ADRANK_BATCH_MAX_QUEUE').default(DEFAULT_BATCH_MAX_QUEUE).argParser(int(1)))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd));
 
@@ -279,6 +288,8 @@ function program(): Command {
     .addOption(new Option('--rpc <rpc>', 'which RPC').choices(['all', 'rank', 'retrieve', 'retrieve-and-rank', 'get-model']).default('all'))
     .addOption(new Option('--k <k>', 'winners per request').default(10).argParser(int(1, 10_000)))
     .action((f: { address: string; rpc: ClientRpc; k: number }) => runClient(f.address, f.rpc, f.k));
+
+  addBenchCommand(p);
 
   return p;
 }

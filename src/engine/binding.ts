@@ -136,6 +136,9 @@ export interface NativeEngine {
   retrieve(request: Uint8Array): Promise<NativeResult>;
   retrieveAndRank(request: Uint8Array): Promise<NativeResult>;
   explain(request: Uint8Array): Promise<NativeExplain>;
+  /** One micro-batch (src/batcher/): ops[i] 0 = rank, 1 = retrieve, 2 = retrieveAndRank for
+   *  requests[i]; per request its result, or an Error when that request alone was refused. */
+  runBatch(ops: Uint8Array, requests: Uint8Array[]): Promise<(NativeResult | Error)[]>;
   /** Live ad state (docs/funnel.md): the whole state of each listed ad, applied as one batch that
    *  no request sees half of. `bid` is the live bid override per ad, NaN (or no array) = the
    *  bundle's bid. Returns how many ids were unknown (and ignored). */

@@ -203,6 +203,19 @@ export class Engine {
   retrieveAndRank(r: EngineRequest): Promise<NativeResult> {
     return this.call(() => this.native.retrieveAndRank(packFeatureBundle(this.config, r)));
   }
+  /** The feature bundle of a validated request (what rank / retrieve / runBatch send). */
+  pack(r: EngineRequest): Uint8Array {
+    return packFeatureBundle(this.config, r);
+  }
+  /**
+   * Several packed requests as one engine run (src/batcher/): each answer is what the request
+   * would get alone. Per request: its result, or an EngineError when that request was refused; a
+   * failure of the run itself rejects.
+   */
+  async runBatch(ops: Uint8Array, requests: Uint8Array[]): Promise<(NativeResult | EngineError)[]> {
+    const out = await this.call(() => this.native.runBatch(ops, requests));
+    return out.map((r) => (r instanceof Error ? toEngineError(r) : r));
+  }
   explain(r: EngineRequest): Promise<NativeExplain> {
     return this.call(() => this.native.explain(packFeatureBundle(this.config, r)));
   }
@@ -271,12 +284,17 @@ export class Engine {
     try {
       return await run();
     } catch (e) {
-      if (e instanceof EngineError) throw e;
-      const msg = (e as Error).message ?? String(e);
-      // The native side's messages: bad input is "expected <what> for <field>, got <value>" (the
-      // one shape, STYLE.md); a disposed engine says so; CUDA errors carry the CUDA error name.
-      const code = /^engine (disposed|busy)/.test(msg) ? 'DISPOSED' : /^expected /.test(msg) ? 'INVALID_REQUEST' : /cuda/i.test(msg) ? 'DEVICE' : 'INTERNAL';
-      throw new EngineError(msg, code);
+      throw toEngineError(e);
     }
   }
+}
+
+/** A native error as an EngineError with the code the handlers map to a status. */
+function toEngineError(e: unknown): EngineError {
+  if (e instanceof EngineError) return e;
+  const msg = (e as Error).message ?? String(e);
+  // The native side's messages: bad input is "expected <what> for <field>, got <value>" (the
+  // one shape, STYLE.md); a disposed engine says so; CUDA errors carry the CUDA error name.
+  const code = /^engine (disposed|busy)/.test(msg) ? 'DISPOSED' : /^expected /.test(msg) ? 'INVALID_REQUEST' : /cuda/i.test(msg) ? 'DEVICE' : 'INTERNAL';
+  return new EngineError(msg, code);
 }

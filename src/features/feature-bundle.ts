@@ -45,18 +45,41 @@ export interface EngineRequest {
 
 const align8 = (n: number) => (n + 7) & ~7;
 
-const FNV_OFFSET = 0xcbf29ce484222325n;
-const FNV_PRIME = 0x100000001b3n;
-const MASK64 = (1n << 64n) - 1n;
+/** UTF-8 scratch for requestKeyWords (request ids are at most 256 bytes; longer ones get their own). */
+const keyScratch = new Uint8Array(1024);
+const utf8 = new TextEncoder();
+
+/**
+ * FNV-1a 64 of the request id's UTF-8 bytes as its two 32-bit words [low, high], in plain
+ * double arithmetic (no BigInt): h·prime mod 2^64 with prime = 2^40 + 0x1b3 is
+ * h·0x1b3 + (h << 40), and every partial product stays below 2^53.
+ */
+export function requestKeyWords(requestId: string): [number, number] {
+  let bytes: Uint8Array;
+  let n: number;
+  if (requestId.length * 3 <= keyScratch.length) {
+    n = utf8.encodeInto(requestId, keyScratch).written;
+    bytes = keyScratch;
+  } else {
+    bytes = utf8.encode(requestId);
+    n = bytes.length;
+  }
+  let lo = 0x84222325;
+  let hi = 0xcbf29ce4;
+  for (let i = 0; i < n; i++) {
+    lo = (lo ^ bytes[i]) >>> 0;
+    const a = lo * 0x1b3; // < 2^41
+    const carry = Math.floor(a / 4294967296);
+    hi = (hi * 0x1b3 + carry + ((lo << 8) >>> 0)) >>> 0; // (lo << 40) lands in the high word as lo << 8
+    lo = a >>> 0;
+  }
+  return [lo, hi];
+}
 
 /** FNV-1a 64 of the request id's UTF-8 bytes: the request half of the pacing hash (docs/funnel.md). */
 export function requestKey(requestId: string): bigint {
-  let h = FNV_OFFSET;
-  for (const b of Buffer.from(requestId, 'utf8')) {
-    h ^= BigInt(b);
-    h = (h * FNV_PRIME) & MASK64;
-  }
-  return h;
+  const [lo, hi] = requestKeyWords(requestId);
+  return (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 /** Byte length of the bundle for these variable counts under a model config. */
@@ -91,7 +114,9 @@ export function packFeatureBundle(c: ModelConfig, r: EngineRequest): Uint8Array 
   ];
   header.forEach((v, i) => dv.setUint32(i * 4, v, true));
   dv.setFloat32(14 * 4, r.reserve, true);
-  dv.setBigUint64(HEADER_WORDS * 4, requestKey(r.requestId), true);
+  const [keyLo, keyHi] = requestKeyWords(r.requestId);
+  dv.setUint32(HEADER_WORDS * 4, keyLo, true);
+  dv.setUint32(HEADER_WORDS * 4 + 4, keyHi, true);
   let off = HEADER_WORDS * 4 + 8;
   const f32 = (src: ArrayLike<number>, len: number) => {
     const dst = new Float32Array(buf, off, len);

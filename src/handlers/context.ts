@@ -7,6 +7,7 @@ import type { ModelLeases } from '../lifecycle/registry.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
+import type { Batcher } from '../batcher/index.js';
 
 export interface HandlerContext {
   /** the default version's engine, or undefined while no version is ready. Dispatch a native
@@ -21,6 +22,8 @@ export interface HandlerContext {
   stats: Stats;
   /** the model path's recent latency by RPC and size (fallback's deadline trigger) */
   latency: RecentLatency;
+  /** the micro-batcher for the engine now serving (src/batcher/); absent = every request alone */
+  batcher?: Batcher;
 }
 
 /** Counters by RPC and outcome, for tests and logs. */

@@ -12,6 +12,7 @@ import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
 import type { HandlerContext } from './context.js';
+import type { BatchOp } from '../batcher/index.js';
 import { RequestError, type Limits } from './validate.js';
 
 /** The response fields the three engine RPCs share (RetrieveAndRank adds `retrieved`). */
@@ -43,14 +44,19 @@ export interface EngineRpc<Req> {
   withRetrieved?: boolean;
   /** the engine's fallback answer for this RPC (docs/funnel.md "Fallback") */
   fallbackOp: FallbackOp;
-  /** the request's size for the recent-latency buckets (candidates, retrieve count) */
+  /** the request's size: candidates (Rank), retrieve count (RetrieveAndRank); it sizes micro-batches
+   *  and keys the recent-latency buckets of the fallback's deadline trigger */
   size(request: EngineRequest): number;
+  /** Rank and RetrieveAndRank can be micro-batched (src/batcher/): the engine op */
+  batch?: { op: BatchOp };
 }
 
 export interface CallState {
   /** ms since the epoch; Infinity = none */
   deadline: number;
   cancelled(): boolean;
+  /** registers a callback for the call's cancellation (the batcher drops queued requests) */
+  onCancel?(fn: () => void): void;
 }
 
 const NO_CALL: CallState = { deadline: Infinity, cancelled: () => false };
@@ -113,7 +119,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     fallback = 'DEADLINE';
     result = engine.fallback(rpc.fallbackOp, er);
   } else {
-    pending = rpc.run(engine, er);
+    pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, engine.pack(er), size, call) : rpc.run(engine, er);
     packed = performance.now();
     if (pending) ctx.stats.engineCall(rpc.name);
     try {
@@ -174,7 +180,7 @@ export function unaryHandler<Req extends { requestId: string; modelVersion?: str
       callback(serviceError(status.RESOURCE_EXHAUSTED, `too many requests in flight (limit ${ctx.inflight.max})`));
       return;
     }
-    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled };
+    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
     execute(ctx, rpc, call.request, state).then(
       (bytes) => {
         ctx.inflight.release();

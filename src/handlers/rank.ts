@@ -3,6 +3,7 @@ import { requestDecoder, responseEncoder } from '../server/codec.js';
 import type { RankResponse } from '../generated/adrank/v1/RankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';
 import { validateRank, type RankInput } from './validate.js';
+import { BATCH_OP } from '../batcher/batcher.js';
 
 const encode = responseEncoder<RankResponse>('adrank.v1.RankResponse');
 
@@ -12,6 +13,7 @@ export const rank: EngineRpc<RankInput> = {
   validate: validateRank,
   // An empty candidate list is OK with no winners and needs no engine work.
   run: (engine, r) => (r.candidates.length === 0 ? undefined : engine.rank(r)),
+  batch: { op: BATCH_OP.rank },
   encode,
   fallbackOp: 'rank',
   size: (r) => r.candidates.length,

@@ -3,6 +3,7 @@ import { requestDecoder, responseEncoder } from '../server/codec.js';
 import type { RetrieveAndRankResponse } from '../generated/adrank/v1/RetrieveAndRankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';
 import { validateRetrieveAndRank, type RetrieveAndRankInput } from './validate.js';
+import { BATCH_OP } from '../batcher/batcher.js';
 
 const encode = responseEncoder<RetrieveAndRankResponse>('adrank.v1.RetrieveAndRankResponse');
 
@@ -11,6 +12,7 @@ export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
   decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', []),
   validate: (r, c) => validateRetrieveAndRank(r, c),
   run: (engine, r) => engine.retrieveAndRank(r),
+  batch: { op: BATCH_OP.retrieveAndRank },
   encode,
   fallbackOp: 'retrieveAndRank',
   size: (r) => r.retrieveCount,

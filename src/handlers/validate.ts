@@ -7,7 +7,7 @@
 import { status } from '@grpc/grpc-js';
 import { RankingMode, type EngineRequest } from '../features/feature-bundle.js';
 import type { ModelConfig } from '../model/config.js';
-import type { Decoded } from '../server/codec.js';
+import { MAX_DECODED_IDS, TooManyIds, type Decoded, type Int64List } from '../server/codec.js';
 import type { RetrieveRequest__Output } from '../generated/adrank/v1/RetrieveRequest.js';
 import type { RankRequest__Output } from '../generated/adrank/v1/RankRequest.js';
 import type { RetrieveAndRankRequest__Output } from '../generated/adrank/v1/RetrieveAndRankRequest.js';
@@ -69,11 +69,12 @@ function floats(field: string, values: number[] | null | undefined, length: numb
   return out;
 }
 
-/** int64 ids as decoded with longs: String → BigInt64Array, at most `max`. */
-export function ids(field: string, values: string[] | BigInt64Array | null | undefined, max: number): BigInt64Array {
+/** int64 ids as decoded (src/server/codec.ts: BigInt64Array, or TooManyIds) or as strings → BigInt64Array, at most `max`. */
+export function ids(field: string, values: string[] | Int64List | null | undefined, max: number): BigInt64Array {
   if (!values) return new BigInt64Array(0);
   if (values.length > max) throw invalid(field, `at most ${max} ids`, `${values.length} ids`);
   if (values instanceof BigInt64Array) return values;
+  if (values instanceof TooManyIds) throw invalid(field, `at most ${MAX_DECODED_IDS} ids`, `${values.length} ids`);
   const out = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i]);
   return out;
@@ -107,10 +108,10 @@ export function validateCommon(r: CommonInput, c: ModelConfig, kind: RpcKind): E
   const given = user.sparse ?? {};
   for (const name of Object.keys(given))
     if (!sparseNames.includes(name)) throw invalid('user.sparse', `field names among ${sparseNames.join(', ') || '(none)'}`, name);
-  const userSparse = sparseNames.map((name) => ids(`user.sparse[${name}].ids`, given[name]?.ids, MAX_ID_LIST));
+  const userSparse = sparseNames.map((name) => ids(`user.sparse[${name}].ids`, given[name]?.ids as string[] | Int64List | undefined, MAX_ID_LIST));
 
   const seq = user.sequence;
-  const itemIds = seq?.itemIds ?? [];
+  const itemIds = (seq?.itemIds ?? []) as string[] | Int64List;
   const actions = seq?.actions ?? [];
   if (itemIds.length !== actions.length)
     throw invalid('user.sequence.actions', `one action per item id (${itemIds.length})`, `${actions.length} actions`);
@@ -129,8 +130,8 @@ export function validateCommon(r: CommonInput, c: ModelConfig, kind: RpcKind): E
     throw invalid('targeting', `${dims.length} values (${dims.join(', ') || 'no targeting dimensions'})`, `${r.targeting.length} values`);
   const targeting = Uint32Array.from(r.targeting);
 
-  const excludedAdvertisers = ids('exclusions.advertiser_ids', r.exclusions?.advertiserIds, MAX_ID_LIST);
-  const excludedAds = ids('exclusions.ad_ids', r.exclusions?.adIds, MAX_ID_LIST);
+  const excludedAdvertisers = ids('exclusions.advertiser_ids', r.exclusions?.advertiserIds as string[] | Int64List | undefined, MAX_ID_LIST);
+  const excludedAds = ids('exclusions.ad_ids', r.exclusions?.adIds as string[] | Int64List | undefined, MAX_ID_LIST);
 
   const k = integerIn('k', r.k, 1, MAX_K);
   const cap = r.perAdvertiserCap;

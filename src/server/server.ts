@@ -23,6 +23,7 @@ import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/s
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { jsonLogger, type Logger } from './log.js';
 import { RecentLatency } from '../fallback/recent-latency.js';
+import { batcherFor, type BatchingOptions, type BatcherStats } from '../batcher/index.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
 export interface ServerOptions {
@@ -45,6 +46,8 @@ export interface ServerOptions {
   maxReceiveBytes?: number;
   /** drain time on shutdown before in-flight calls are cut (default 10 s) */
   shutdownGraceMs?: number;
+  /** micro-batching of Rank / RetrieveAndRank (src/batcher/); defaults by backend */
+  batching?: BatchingOptions;
   /** run one request of each RPC before reporting SERVING (default true) */
   warmup?: boolean;
   log?: Logger;
@@ -176,6 +179,12 @@ export class AdrankServer {
     return this.ctx.inflight.current;
   }
 
+  /** The micro-batcher's numbers (queueDepth, lastBatchCandidates, ...) for metrics; undefined
+   *  until the model is loaded. */
+  batchStats(): Readonly<BatcherStats> | undefined {
+    return this.ctx.batcher?.stats();
+  }
+
   private setHealth(s: ServingStatus): void {
     this.healthNow = s;
     this.health.setStatus('', s);
@@ -260,6 +269,12 @@ export class AdrankServer {
     this.log.info('ad_state_applied', { version, ads, stateFile: this.adState.path ?? null });
     const fallback = await engine.prepareFallback();
     this.log.info('fallback_ready', { version, surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
+    if (!this.ctx.batcher) {
+      // one batcher for the server, its defaults set by the first version's backend; it never mixes
+      // versions in a batch
+      this.ctx.batcher = batcherFor(this.opts.batching ?? {}, engine);
+      this.log.info('batching', { ...this.ctx.batcher.options, enabled: this.ctx.batcher.enabled });
+    }
     if (this.opts.warmup ?? true) await this.warmup(engine, version);
   }
 
