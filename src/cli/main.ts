@@ -16,7 +16,10 @@ import {
   DEFAULT_MAX_RECEIVE_BYTES,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  SHUTDOWN_BOUND_MS,
 } from '../server/server.js';
+import { DEFAULT_METRICS_PORT } from '../metrics/index.js';
+import { TokenFile } from '../auth/tokens.js';
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
@@ -32,6 +35,12 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER) {
     if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
     return n;
   };
+}
+
+function fraction(v: string): number {
+  const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a fraction in 0..1, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 function device(v: string): string {
@@ -63,6 +72,23 @@ interface ServeFlags {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   logLevel: string;
+  metricsPort: number;
+  accessLogSample: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  authTokenFile?: string;
+  adminTokenFile?: string;
+  adminInsecure?: boolean;
+  reflection?: boolean;
+  maxConnectionAgeMs?: number;
+}
+
+/** TLS files from the flags: both of --tls-cert and --tls-key, or neither. */
+function tlsOf(f: ServeFlags) {
+  if (!f.tlsCert !== !f.tlsKey) throw new InvalidArgumentError('give both --tls-cert and --tls-key, or neither');
+  if (f.tlsClientCa && !f.tlsCert) throw new InvalidArgumentError('--tls-client-ca needs TLS: give --tls-cert and --tls-key too');
+  return f.tlsCert && f.tlsKey ? { cert: f.tlsCert, key: f.tlsKey, clientCa: f.tlsClientCa } : undefined;
 }
 
 /** `bundleSource` is commander's source of --bundle: 'cli', 'env' (ADRANK_BUNDLE) or undefined. */
@@ -77,6 +103,7 @@ async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
   }
   if (!bundle) throw new InvalidArgumentError('expected a bundle: --bundle FILE (or ADRANK_BUNDLE), or --demo');
   const path = bundle;
+  const tokenFiles = { data: f.authTokenFile ? new TokenFile(f.authTokenFile) : undefined, admin: f.adminTokenFile ? new TokenFile(f.adminTokenFile) : undefined };
   const server = await AdrankServer.start({
     host: f.host,
     port: f.port,
@@ -86,6 +113,23 @@ async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
     maxReceiveBytes: f.maxMessageBytes,
     shutdownGraceMs: f.shutdownGraceMs,
     log,
+    tls: tlsOf(f),
+    auth: { dataTokens: tokenFiles.data, adminTokens: tokenFiles.admin, adminInsecure: f.adminInsecure },
+    reflection: f.reflection,
+    metrics: f.metricsPort > 0 ? { port: f.metricsPort } : undefined,
+    accessLogSample: f.accessLogSample,
+    maxConnectionAgeMs: f.maxConnectionAgeMs,
+  });
+  // SIGHUP: reread the token files (a file that cannot be read keeps its old tokens)
+  process.on('SIGHUP', () => {
+    for (const t of [tokenFiles.data, tokenFiles.admin]) {
+      if (!t) continue;
+      try {
+        log.info('auth_reloaded', { file: t.path, tokens: t.reload() });
+      } catch (e) {
+        log.error('auth_reload_failed', { file: t.path, error: e, tokensKept: t.size });
+      }
+    }
   });
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -93,6 +137,11 @@ async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
       log.warn('forced_exit', { signal: sig });
       process.exit(1);
     }
+    // a backstop: shutdown resolves within the grace period plus SHUTDOWN_BOUND_MS
+    setTimeout(() => {
+      log.error('forced_exit', { signal: sig, reason: 'shutdown overran its bound' });
+      process.exit(1);
+    }, f.shutdownGraceMs + SHUTDOWN_BOUND_MS + 2_000).unref();
     server.shutdown(sig).then(
       () => process.exit(0),
       (e) => {
@@ -132,7 +181,7 @@ function program(): Command {
   const p = new Command('adrank').description('GPU/CPU inference server for ad retrieval and ranking').showHelpAfterError();
 
   p.command('serve')
-    .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, reflection)')
+    .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, opt-in reflection) with Prometheus metrics')
     .addOption(new Option('--bundle <file>', 'model bundle (.safetensors)').env('ADRANK_BUNDLE'))
     .addOption(new Option('--demo', `serve ./${DEMO_BUNDLE}, writing it on first start`))
     .addOption(new Option('--demo-ads <n>', 'ads in the demo bundle when it is written').default(DEMO_ADS).argParser(int(1)))
@@ -145,6 +194,16 @@ function program(): Command {
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
+    .addOption(new Option('--access-log-sample <fraction>', 'fraction of engine calls logged as "access" lines (0..1)').env('ADRANK_ACCESS_LOG_SAMPLE').default(0).argParser(fraction))
+    .addOption(new Option('--metrics-port <port>', 'Prometheus GET /metrics on --host (0 = off)').env('ADRANK_METRICS_PORT').default(DEFAULT_METRICS_PORT).argParser(int(0, 65535)))
+    .addOption(new Option('--tls-cert <file>', 'PEM certificate chain: serve TLS (with --tls-key)').env('ADRANK_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('ADRANK_TLS_KEY'))
+    .addOption(new Option('--tls-client-ca <file>', 'mTLS: clients must present a certificate signed by this CA').env('ADRANK_TLS_CLIENT_CA'))
+    .addOption(new Option('--auth-token-file <file>', 'data RPCs need "authorization: Bearer <token>", one token a line; reread on SIGHUP').env('ADRANK_AUTH_TOKEN_FILE'))
+    .addOption(new Option('--admin-token-file <file>', 'the admin service needs an admin token; reread on SIGHUP').env('ADRANK_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--admin-insecure', 'the admin service without a token (trusted networks only)').env('ADRANK_ADMIN_INSECURE'))
+    .addOption(new Option('--reflection', 'serve gRPC server reflection').env('ADRANK_REFLECTION'))
+    .addOption(new Option('--max-connection-age-ms <ms>', 'GOAWAY connections after this age so load balancers rebalance (default: never)').env('ADRANK_MAX_CONNECTION_AGE_MS').argParser(int(1)))
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd.getOptionValueSource('bundle')));
 
   p.command('demo-bundle')

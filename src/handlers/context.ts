@@ -2,7 +2,9 @@
  * What the handlers need from the server: the engine now serving, limits, the in-flight
  * bound, the logger and counters. The server (src/server/server.ts) owns one of these.
  */
+import type { ServerUnaryCall, status } from '@grpc/grpc-js';
 import type { Engine } from '../engine/index.js';
+import type { CallState } from './engine-rpc.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 
@@ -13,7 +15,12 @@ export interface HandlerContext {
   inflight: InflightLimit;
   log: Logger;
   stats: Stats;
+  /** called once per engine RPC answered (metrics, access log); absent = nothing to record */
+  observe?: EngineCallObserver;
 }
+
+/** An engine RPC finished with `code`; `state.done` is set when the engine answered. */
+export type EngineCallObserver = (rpc: string, code: status, call: ServerUnaryCall<{ requestId: string }, unknown>, state: CallState) => void;
 
 /** Counters by RPC and outcome, for tests and logs. */
 export class Stats {

@@ -1,7 +1,9 @@
 /**
- * The gRPC server's lifecycle (DESIGN §7): bind, report NOT_SERVING while the model loads and
- * warms up, SERVING after, and on shutdown NOT_SERVING → drain (tryShutdown) → forceShutdown
- * after a grace period → engine dispose. Also grpc.health.v1.Health and server reflection.
+ * The gRPC server's lifecycle: bind (plaintext, TLS or mTLS), report NOT_SERVING while the model
+ * loads and warms up, SERVING after, and on shutdown NOT_SERVING → GOAWAY and drain → calls
+ * still running at the end of the grace period answered UNAVAILABLE → engine dispose (bounded
+ * wait). Every call passes the interceptors: metrics (src/metrics), call tracking for the drain
+ * (./drain.ts), token auth (src/auth). Also grpc.health.v1.Health and, opt-in, reflection.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -19,6 +21,14 @@ import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/s
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { jsonLogger, type Logger } from './log.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
+import { CallTracker, ConnectionCloser } from './drain.js';
+import { Metrics } from '../metrics/index.js';
+import { serveMetrics, type MetricsEndpoint } from '../metrics/http.js';
+import { metricsInterceptor } from '../metrics/interceptor.js';
+import { checkSample, engineCallObserver } from '../metrics/observe.js';
+import { authInterceptor } from '../auth/interceptor.js';
+import type { AuthConfig } from '../auth/policy.js';
+import { serverCredentials, type TlsFiles } from '../auth/tls.js';
 
 export interface ServerOptions {
   /** default 'localhost' */
@@ -39,6 +49,27 @@ export interface ServerOptions {
   /** run one request of each RPC before reporting SERVING (default true) */
   warmup?: boolean;
   log?: Logger;
+  /** TLS, or mTLS with `clientCa`; absent = plaintext */
+  tls?: TlsFiles;
+  /** bearer-token auth (src/auth/policy.ts); absent = data plane open, admin service refused */
+  auth?: AuthConfig;
+  /** grpc.reflection (default off) */
+  reflection?: boolean;
+  /** Prometheus endpoint GET /metrics on `host` (default: the gRPC host), port 0 = any free
+   *  port; absent = no metrics */
+  metrics?: { port: number; host?: string };
+  /** fraction of engine calls written as `access` log lines, 0..1 (default 0) */
+  accessLogSample?: number;
+  /** GOAWAY each connection after this many ms so that load balancers can rebalance (default: never) */
+  maxConnectionAgeMs?: number;
+}
+
+/** What start() builds around the grpc-js server and hands to the instance. */
+interface Parts {
+  tracker: CallTracker;
+  closer: ConnectionCloser;
+  metrics?: Metrics;
+  endpoint?: MetricsEndpoint;
 }
 
 export const DEFAULT_PORT = 50051;
@@ -46,8 +77,14 @@ export const DEFAULT_HOST = 'localhost';
 export const DEFAULT_MAX_INFLIGHT = 256;
 export const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
-/** How long past the grace period shutdown waits for native runs before giving up on dispose. */
-const NATIVE_RUN_WAIT_MS = 60_000;
+/** After the calls cut at the end of the grace period: time for their statuses to be flushed
+ *  before the remaining connections are destroyed. */
+const CUT_FLUSH_MS = 250;
+/** How long after the drain shutdown waits for native runs (which cannot be cut) before it
+ *  stops waiting and leaves the engine to be disposed when they finish. */
+const NATIVE_RUN_WAIT_MS = 2_000;
+/** Shutdown takes at most --shutdown-grace-ms plus this (docs/operations.md "Shutdown"). */
+export const SHUTDOWN_BOUND_MS = CUT_FLUSH_MS + NATIVE_RUN_WAIT_MS + 250;
 
 /** The three engine RPCs by their method names in the proto service. */
 const ENGINE_RPCS = { Retrieve: retrieve, Rank: rank, RetrieveAndRank: retrieveAndRank } as const;
@@ -84,6 +121,7 @@ export class AdrankServer {
     private readonly opts: ServerOptions,
     readonly log: Logger,
     inflight: InflightLimit,
+    private readonly parts: Parts,
   ) {
     this.ctx = {
       engine: () => this.engineNow,
@@ -91,9 +129,17 @@ export class AdrankServer {
       inflight,
       log,
       stats: this.stats,
+      observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
     };
+    if (parts.metrics) {
+      parts.metrics.inflight.read = () => this.ctx.inflight.current;
+      parts.metrics.queueDepth.read = () => this.engineNow?.inflight();
+    }
     this.addServices();
-    this.ready = this.load();
+    this.ready = this.load().catch((e: unknown) => {
+      if (!this.closing) parts.metrics?.modelLoadFailures.inc();
+      throw e;
+    });
     this.ready.catch(() => {}); // the caller decides; an unhandled rejection must not kill the process
   }
 
@@ -105,9 +151,18 @@ export class AdrankServer {
     if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES)
       throw new Error(`expected an integer in 1..${MAX_CANDIDATES} for max candidates, got ${maxCandidates}`);
     const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+    checkSample(opts.accessLogSample ?? 0);
+    const maxAge = opts.maxConnectionAgeMs;
+    if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
+    const credentials = serverCredentials(opts.tls);
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
+    const metrics = opts.metrics ? new Metrics() : undefined;
+    const tracker = new CallTracker();
     const server = new grpc.Server({
+      // nearest the wire first: metrics see every status, including the cuts and the refusals
+      interceptors: [...(metrics ? [metricsInterceptor(metrics)] : []), tracker.interceptor, authInterceptor(opts.auth ?? {}, log)],
+      ...(maxAge !== undefined ? { 'grpc.max_connection_age_ms': maxAge } : {}),
       'grpc.max_receive_message_length': maxReceive,
       // ping idle clients so dead connections are noticed; tolerate client pings every 10 s
       'grpc.keepalive_time_ms': 60_000,
@@ -117,11 +172,41 @@ export class AdrankServer {
     });
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${opts.port ?? DEFAULT_PORT}` : `${host}:${opts.port ?? DEFAULT_PORT}`;
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(address, credentials, (err, p) => (err ? reject(err) : resolve(p))),
     );
-    const s = new AdrankServer(server, host, port, opts, log, inflight);
-    log.info('listening', { address: `${host}:${port}`, maxReceiveBytes: maxReceive, maxInflight: s.ctx.inflight.max, maxCandidates: s.ctx.limits.maxCandidates });
+    const closer = new ConnectionCloser(server);
+    let endpoint: MetricsEndpoint | undefined;
+    if (metrics) {
+      try {
+        endpoint = await serveMetrics(metrics, opts.metrics?.host ?? host, opts.metrics!.port);
+      } catch (e) {
+        server.forceShutdown();
+        throw e;
+      }
+    }
+    const s = new AdrankServer(server, host, port, opts, log, inflight, { tracker, closer, metrics, endpoint });
+    log.info('listening', {
+      address: `${host}:${port}`,
+      tls: opts.tls ? (opts.tls.clientCa ? 'mtls' : 'tls') : 'off',
+      auth: { data: opts.auth?.dataTokens ? 'token' : 'open', admin: opts.auth?.adminTokens ? 'token' : opts.auth?.adminInsecure ? 'insecure' : 'off' },
+      reflection: opts.reflection ?? false,
+      metricsPort: endpoint?.port ?? null,
+      maxReceiveBytes: maxReceive,
+      maxInflight: s.ctx.inflight.max,
+      maxCandidates: s.ctx.limits.maxCandidates,
+    });
+    if (!closer.available) log.warn('idle_close_unavailable', { reason: 'this grpc-js does not expose its HTTP/2 servers; idle connections close when clients close them' });
     return s;
+  }
+
+  /** The metrics (undefined when the server was started without `metrics`). */
+  get metrics(): Metrics | undefined {
+    return this.parts.metrics;
+  }
+
+  /** The port GET /metrics is served on (undefined without metrics). */
+  get metricsPort(): number | undefined {
+    return this.parts.endpoint?.port;
   }
 
   get healthStatus(): ServingStatus {
@@ -163,8 +248,10 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
-    const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
-    new ReflectionService({ ...packageDefinition, ...healthDefinition }).addToServer(this.server);
+    if (this.opts.reflection) {
+      const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
+      new ReflectionService({ ...packageDefinition, ...healthDefinition }).addToServer(this.server);
+    }
   }
 
   private async load(): Promise<void> {
@@ -175,6 +262,7 @@ export class AdrankServer {
       throw new Error('server shut down while the model was loading');
     }
     const c = engine.config;
+    this.parts.metrics?.modelLoaded({ version: c.version, backend: engine.backend, device: engine.description });
     this.log.info('model_loaded', {
       model: c.name,
       version: c.version,
@@ -212,44 +300,71 @@ export class AdrankServer {
   }
 
   /**
-   * Graceful shutdown: health NOT_SERVING (watchers are told, then their streams end), stop
-   * accepting calls and let in-flight ones finish (tryShutdown), cut them after the grace
-   * period (forceShutdown), then dispose the engine once no native run is in flight.
+   * Graceful shutdown (docs/operations.md "Shutdown"): health NOT_SERVING (watchers are told,
+   * then their streams end); GOAWAY to every connection and no new calls (tryShutdown), each
+   * connection closed as soon as its calls are answered; at the end of the grace period the
+   * calls still running are answered UNAVAILABLE; then the engine is disposed once no native
+   * run is in flight (waiting at most NATIVE_RUN_WAIT_MS). Resolves within the grace period
+   * plus SHUTDOWN_BOUND_MS.
    */
   shutdown(reason = 'shutdown'): Promise<void> {
     this.closing ??= (async () => {
       const grace = this.opts.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+      const { tracker, closer } = this.parts;
       this.log.info('shutting_down', { reason, inflight: this.ctx.inflight.current, graceMs: grace });
       this.setHealth('NOT_SERVING');
       for (const w of this.watches) w.end();
       this.watches.clear();
-      const drained = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
+      const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      closer.closeWhenDone();
+      const drained = await within(closed, grace);
+      if (!drained) {
+        const cut = tracker.cutAll('the server is shutting down: the call was cut at the end of the grace period; retry on another replica');
+        this.log.warn('drain_timeout', { inflight: this.ctx.inflight.current, cut, graceMs: grace });
+        if (!(await within(closed, CUT_FLUSH_MS))) {
           this.server.forceShutdown();
-          resolve(false);
-        }, grace);
-        this.server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-      });
-      if (!drained) this.log.warn('drain_timeout', { inflight: this.ctx.inflight.current, graceMs: grace });
+          closer.destroyAll();
+        }
+      }
       const engine = this.engineNow;
       this.engineNow = undefined;
       if (engine) {
-        // Native runs cannot be cut: after the grace period, keep waiting (bounded) so the engine's
-        // memory is freed rather than leaked by a failed dispose.
-        const until = Date.now() + grace + NATIVE_RUN_WAIT_MS;
+        // Native runs cannot be cut: wait for them (bounded) so that dispose frees the engine;
+        // past the bound, dispose when they finish (a CLI process exits before that).
+        const until = Date.now() + NATIVE_RUN_WAIT_MS;
         if (engine.inflight() > 0) this.log.info('waiting_for_native_runs', { inflight: engine.inflight() });
-        while (engine.inflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-        try {
-          engine.dispose();
-        } catch (e) {
-          this.log.error('dispose_failed', { error: e });
-        }
+        while (engine.inflight() > 0 && Date.now() < until) await sleep(5);
+        if (engine.inflight() > 0) {
+          this.log.warn('dispose_deferred', { inflight: engine.inflight(), waitedMs: NATIVE_RUN_WAIT_MS });
+          const poll = setInterval(() => {
+            if (engine.inflight() > 0) return;
+            clearInterval(poll);
+            this.dispose(engine);
+          }, 20);
+          poll.unref();
+        } else this.dispose(engine);
+        this.parts.metrics?.modelUnloaded({ version: engine.config.version, backend: engine.backend, device: engine.description });
       }
+      await this.parts.endpoint?.close();
       this.log.info('stopped', { drained });
     })();
     return this.closing;
   }
+
+  private dispose(engine: Engine): void {
+    try {
+      engine.dispose();
+    } catch (e) {
+      this.log.error('dispose_failed', { error: e });
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** true if `p` resolves within `ms`, else false (the timer does not outlive the answer). */
+function within(p: Promise<true>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
