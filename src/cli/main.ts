@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Engine } from '../engine/index.js';
+import { binding } from '../engine/binding.js';
 import { loadBundle } from '../model/bundle.js';
 import { writeDemoBundle } from '../model/demo.js';
 import {
@@ -131,22 +132,25 @@ async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
       }
     }
   });
+  // process.exit() would first finish every native run still queued (libuv joins its thread
+  // pool at exit); with runs left after the shutdown bound, end the process at once instead.
+  const exit = (code: number): never => (server.nativeRunsLeft > 0 ? binding().exitNow(code) : process.exit(code));
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     if (++signals > 1) {
       log.warn('forced_exit', { signal: sig });
-      process.exit(1);
+      binding().exitNow(1);
     }
     // a backstop: shutdown resolves within the grace period plus SHUTDOWN_BOUND_MS
     setTimeout(() => {
       log.error('forced_exit', { signal: sig, reason: 'shutdown overran its bound' });
-      process.exit(1);
+      binding().exitNow(1);
     }, f.shutdownGraceMs + SHUTDOWN_BOUND_MS + 2_000).unref();
     server.shutdown(sig).then(
-      () => process.exit(0),
+      () => exit(0),
       (e) => {
         log.error('shutdown_failed', { error: e });
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -110,6 +110,8 @@ export class AdrankServer {
   private engineNow: Engine | undefined;
   private healthNow: ServingStatus = 'NOT_SERVING';
   private closing: Promise<void> | undefined;
+  /** the engine shutdown stopped waiting for (its runs outlasted NATIVE_RUN_WAIT_MS) */
+  private leftBehind: Engine | undefined;
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly ctx: HandlerContext;
@@ -335,6 +337,7 @@ export class AdrankServer {
         if (engine.inflight() > 0) this.log.info('waiting_for_native_runs', { inflight: engine.inflight() });
         while (engine.inflight() > 0 && Date.now() < until) await sleep(5);
         if (engine.inflight() > 0) {
+          this.leftBehind = engine;
           this.log.warn('dispose_deferred', { inflight: engine.inflight(), waitedMs: NATIVE_RUN_WAIT_MS });
           const poll = setInterval(() => {
             if (engine.inflight() > 0) return;
@@ -349,6 +352,12 @@ export class AdrankServer {
       this.log.info('stopped', { drained });
     })();
     return this.closing;
+  }
+
+  /** Native runs still in flight after shutdown resolved (past its bound). A process exiting
+   *  now should not wait for them: the CLI then ends with the addon's exitNow. */
+  get nativeRunsLeft(): number {
+    return this.leftBehind?.inflight() ?? 0;
   }
 
   private dispose(engine: Engine): void {
