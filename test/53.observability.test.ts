@@ -17,7 +17,7 @@ import { connect } from '../src/cli/client.js';
 import { loadBundle } from '../src/model/bundle.js';
 import { TokenFile } from '../src/auth/tokens.js';
 import { FastHistogram } from '../src/metrics/collectors.js';
-import { Metrics, OUTCOMES } from '../src/metrics/index.js';
+import { Metrics, OUTCOMES, PREDICTION_BUCKETS } from '../src/metrics/index.js';
 import { engineCallObserver } from '../src/metrics/observe.js';
 import { emptyResult, type CallState } from '../src/handlers/engine-rpc.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
@@ -228,6 +228,26 @@ describe('53 observability', function () {
         't_seconds_count{} 5',
       ]);
       expect(lines[0].labels.x).to.equal('a\\"b'); // label values escaped
+    });
+
+    it('the O(1) bucket lookup agrees with a linear search, on the bounds and next to them', () => {
+      const bounds = PREDICTION_BUCKETS;
+      const values: number[] = [0, -1, 2, NaN, 1e-9, 1 - 1e-12];
+      for (const b of bounds) values.push(b, b * (1 - 1e-12), b * (1 + 1e-12), Math.fround(b));
+      let s = 12345;
+      for (let i = 0; i < 20_000; i++) values.push((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      const h = new FastHistogram('p', 'p', [], bounds).child({});
+      const strided = new FastHistogram('q', 'q', [], bounds).child({});
+      for (const v of values) h.observe(v);
+      strided.observeStrided(Float64Array.from(values), 0, 1, values.length);
+      const want = new Float64Array(bounds.length + 1);
+      for (const v of values) {
+        let i = 0;
+        while (i < bounds.length && v > bounds[i]) i++;
+        want[i]++;
+      }
+      expect(Array.from(h.counts)).to.deep.equal(Array.from(want));
+      expect(Array.from(strided.counts)).to.deep.equal(Array.from(want));
     });
   });
 

@@ -100,21 +100,84 @@ export class CallbackGauge {
   reset(): void {}
 }
 
+/** Bucket lookup in O(1) for values in [0, bounds[last]): a table of cells no wider than the
+ *  narrowest bucket, each holding the first bucket that can contain its values (one fix-up). */
+const LUT_CELLS_MAX = 8192;
+
+function lookupTable(bounds: Float64Array): { lut: Uint8Array; scale: number } | undefined {
+  const n = bounds.length;
+  if (n === 0 || n > 255 || !(bounds[0] > 0)) return undefined;
+  let gap = bounds[0];
+  for (let i = 1; i < n; i++) gap = Math.min(gap, bounds[i] - bounds[i - 1]);
+  const cells = Math.ceil(bounds[n - 1] / gap);
+  if (cells > LUT_CELLS_MAX) return undefined;
+  const scale = cells / bounds[n - 1];
+  const lut = new Uint8Array(cells);
+  for (let c = 0, i = 0; c < cells; c++) {
+    const start = c / scale;
+    while (i < n - 1 && bounds[i] < start) i++;
+    lut[c] = i;
+  }
+  return { lut, scale };
+}
+
 export class HistogramChild {
   /** counts[i]: observations in (bounds[i-1], bounds[i]]; the last slot is +Inf */
   readonly counts: Float64Array;
   sum = 0;
   count = 0;
+  private readonly lut: Uint8Array | undefined;
+  private readonly scale: number;
+  private readonly cells: number;
   constructor(private readonly bounds: Float64Array) {
     this.counts = new Float64Array(bounds.length + 1);
+    const t = lookupTable(bounds);
+    this.lut = t?.lut;
+    this.scale = t?.scale ?? 0;
+    this.cells = t?.lut.length ?? 0;
   }
   observe(v: number): void {
     const b = this.bounds;
-    let i = 0;
-    while (i < b.length && v > b[i]) i++;
+    let i: number;
+    const cell = (v * this.scale) | 0;
+    if (this.lut !== undefined && v >= 0 && cell < this.cells) {
+      i = this.lut[cell];
+      if (v > b[i]) i++;
+    } else {
+      i = 0;
+      while (i < b.length && v > b[i]) i++;
+    }
     this.counts[i]++;
     this.sum += v;
     this.count++;
+  }
+
+  /** observe(values[start + j * stride]) for j < n, with the lookups hoisted out of the loop
+   *  (one column of a row-major matrix: a task's probabilities over the winners). */
+  observeStrided(values: ArrayLike<number>, start: number, stride: number, n: number): void {
+    const b = this.bounds;
+    const counts = this.counts;
+    const lut = this.lut;
+    const scale = this.scale;
+    const cells = this.cells;
+    const nb = b.length;
+    let sum = 0;
+    for (let j = 0, at = start; j < n; j++, at += stride) {
+      const v = values[at];
+      let i: number;
+      const cell = (v * scale) | 0;
+      if (lut !== undefined && v >= 0 && cell < cells) {
+        i = lut[cell];
+        if (v > b[i]) i++;
+      } else {
+        i = 0;
+        while (i < nb && v > b[i]) i++;
+      }
+      counts[i]++;
+      sum += v;
+    }
+    this.sum += sum;
+    this.count += n;
   }
 }
 

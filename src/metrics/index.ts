@@ -56,6 +56,10 @@ export const OUTCOMES = [
   ['eligible', 'eligible'],
 ] as const satisfies readonly (readonly [string, keyof NativeResult['counts']])[];
 
+function stage(h: HistogramChild, us: number | string | undefined): void {
+  if (typeof us === 'number' && us > 0) h.observe(us * 1e-6);
+}
+
 /** What the request path records for one gRPC method (resolved once per method). */
 export class MethodMetrics {
   private readonly byCode: (CounterChild | undefined)[] = [];
@@ -143,19 +147,25 @@ export class Metrics {
     const n = result.adIds.length;
     oc[OUTCOMES.length].value += n;
 
-    for (let i = 0; i < STAGES.length; i++) {
-      const us = timings[STAGES[i][1]] as number | undefined;
-      if (us !== undefined && us > 0) this.stages[i].observe(us * 1e-6); // a stage the RPC did not run reads 0
-    }
+    // field by field (monomorphic loads), in STAGES order; a stage the RPC did not run reads 0
+    const st = this.stages;
+    stage(st[0], timings.decodeUs);
+    stage(st[1], timings.validateUs);
+    stage(st[2], timings.queueUs);
+    stage(st[3], timings.userUs);
+    stage(st[4], timings.retrieveUs);
+    stage(st[5], timings.gatherUs);
+    stage(st[6], timings.masknetUs);
+    stage(st[7], timings.dcnUs);
+    stage(st[8], timings.mlpUs);
+    stage(st[9], timings.selectUs);
+    stage(st[10], timings.encodeUs);
 
     const probs = result.probs;
     if (probs.length === 0 || surface < 0 || surface >= config.surfaces.length) return;
     const byTask = this.predictionChildren(config)[surface];
     const tasks = byTask.length;
-    for (let t = 0; t < tasks; t++) {
-      const h = byTask[t];
-      for (let i = 0; i < n; i++) h.observe(probs[i * tasks + t]);
-    }
+    for (let t = 0; t < tasks; t++) byTask[t].observeStrided(probs, t, tasks, n);
   }
 
   private predictionChildren(config: ModelConfig): HistogramChild[][] {

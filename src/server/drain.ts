@@ -1,10 +1,12 @@
 /**
  * What shutdown needs beyond grpc-js's tryShutdown/forceShutdown:
  *
- * - `CallTracker` (a server interceptor) knows the calls in flight, so that the calls still
- *   running at the end of the grace period are answered UNAVAILABLE ("the server is shutting
- *   down; retry elsewhere"), which clients and routers retry, instead of being reset with
- *   RST_STREAM CANCEL by forceShutdown, which they do not.
+ * - `CallTracker` (a server interceptor, nearest the wire) knows the calls in flight, so that
+ *   the calls still running at the end of the grace period are answered UNAVAILABLE ("the
+ *   server is shutting down; retry elsewhere"), which clients and routers retry, instead of
+ *   being reset with RST_STREAM CANCEL by forceShutdown, which they do not. As it sees every
+ *   status sent (answers, auth refusals, cuts, cancels), it also times and records each call
+ *   for the metrics, without a second wrapper per call.
  * - `ConnectionCloser` closes each connection as soon as it has nothing left to send. After
  *   tryShutdown's GOAWAY, Node's HTTP/2 session ends its side of the socket and then waits for
  *   the client to close its side; a client that keeps an idle connection open (Python grpcio
@@ -16,26 +18,38 @@ import type { Socket } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
 import { ServerInterceptingCall, status, type Server, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
 
+/** Records how each call ended (src/metrics: adrank_requests_total and the duration histogram). */
+export interface CallRecorder {
+  finished(code: number, seconds: number): void;
+}
+
 export class CallTracker {
-  /** the wire-side call of each call in flight → marks it answered */
-  private readonly calls = new Map<ServerInterceptingCallInterface, () => void>();
+  /** the wire-side call of each call in flight → ends it with a status code */
+  private readonly calls = new Map<ServerInterceptingCallInterface, (code: number) => boolean>();
   private idle: (() => void)[] = [];
 
-  readonly interceptor: ServerInterceptor = (_method, call) => {
+  /** `recorderFor` (optional) gives the recorder for a method path, or null for none: this
+   *  interceptor sees every status sent, so it is also where per-call metrics are taken. */
+  constructor(private readonly recorderFor?: (path: string) => CallRecorder | null) {}
+
+  readonly interceptor: ServerInterceptor = (method, call) => {
+    const rec = this.recorderFor?.(method.path) ?? null;
+    const t0 = rec ? performance.now() : 0;
     let live = true;
-    const end = () => {
-      if (!live) return;
+    const end = (code: number): boolean => {
+      if (!live) return false;
       live = false;
       this.calls.delete(call);
-      if (this.calls.size === 0) for (const f of this.idle.splice(0)) f();
+      if (rec) rec.finished(code, (performance.now() - t0) / 1000);
+      if (this.calls.size === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
+      return true;
     };
     this.calls.set(call, end);
     return new ServerInterceptingCall(call, {
-      start: (next) => next({ onCancel: end }),
+      // ended without a status through the interceptors: a client cancel, or the deadline
+      start: (next) => next({ onCancel: () => live && end(Number(call.getDeadline()) <= Date.now() ? status.DEADLINE_EXCEEDED : status.CANCELLED) }),
       sendStatus: (s, next) => {
-        if (!live) return; // already answered (cut at the end of the grace period)
-        end();
-        next(s);
+        if (end(s.code)) next(s); // else already answered (cut at the end of the grace period)
       },
     });
   };
@@ -53,7 +67,7 @@ export class CallTracker {
   cutAll(details: string, code: status = status.UNAVAILABLE): number {
     const n = this.calls.size;
     for (const [call, end] of [...this.calls]) {
-      end();
+      end(code);
       call.sendStatus({ code, details });
     }
     return n;

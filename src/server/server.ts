@@ -2,8 +2,8 @@
  * The gRPC server's lifecycle: bind (plaintext, TLS or mTLS), report NOT_SERVING while the model
  * loads and warms up, SERVING after, and on shutdown NOT_SERVING → GOAWAY and drain → calls
  * still running at the end of the grace period answered UNAVAILABLE → engine dispose (bounded
- * wait). Every call passes the interceptors: metrics (src/metrics), call tracking for the drain
- * (./drain.ts), token auth (src/auth). Also grpc.health.v1.Health and, opt-in, reflection.
+ * wait). Every call passes the interceptors: call tracking for the drain and the metrics
+ * (./drain.ts, src/metrics), then token auth (src/auth). Also grpc.health.v1.Health and, opt-in, reflection.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -24,7 +24,6 @@ import { loadProto, SERVICE_NAME } from './proto.js';
 import { CallTracker, ConnectionCloser } from './drain.js';
 import { Metrics } from '../metrics/index.js';
 import { serveMetrics, type MetricsEndpoint } from '../metrics/http.js';
-import { metricsInterceptor } from '../metrics/interceptor.js';
 import { checkSample, engineCallObserver } from '../metrics/observe.js';
 import { authInterceptor } from '../auth/interceptor.js';
 import type { AuthConfig } from '../auth/policy.js';
@@ -160,10 +159,10 @@ export class AdrankServer {
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
     const metrics = opts.metrics ? new Metrics() : undefined;
-    const tracker = new CallTracker();
+    const tracker = new CallTracker(metrics && ((path) => metrics.method(path)));
     const server = new grpc.Server({
-      // nearest the wire first: metrics see every status, including the cuts and the refusals
-      interceptors: [...(metrics ? [metricsInterceptor(metrics)] : []), tracker.interceptor, authInterceptor(opts.auth ?? {}, log)],
+      // nearest the wire first: the tracker (drain, metrics) sees every status, auth refusals included
+      interceptors: [tracker.interceptor, authInterceptor(opts.auth ?? {}, log)],
       ...(maxAge !== undefined ? { 'grpc.max_connection_age_ms': maxAge } : {}),
       'grpc.max_receive_message_length': maxReceive,
       // ping idle clients so dead connections are noticed; tolerate client pings every 10 s
