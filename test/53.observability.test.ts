@@ -4,7 +4,7 @@
  * the pino JSON logs, the sampled access log and the W3C traceparent in the log lines.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,6 +206,11 @@ describe('53 observability', function () {
         const mean = await prom.query('sum by (task) (adrank_prediction_sum) / sum by (task) (adrank_prediction_count)');
         expect(mean.length).to.equal(c.tasks.length);
         for (const s of mean) expect(s.value).to.be.within(0, 1);
+        // every PromQL expression in docs/observability.md is valid and runs
+        const doc = readFileSync(join(repoRoot, 'docs', 'observability.md'), 'utf8');
+        const exprs = [...doc.matchAll(/```promql\n([\s\S]*?)```/g)].map((m) => m[1].trim());
+        expect(exprs.length).to.be.at.least(8);
+        for (const expr of exprs) await prom.query(expr);
       } finally {
         prom.stop();
       }
