@@ -5,6 +5,7 @@
 import type { ServerUnaryCall, status } from '@grpc/grpc-js';
 import type { Engine } from '../engine/index.js';
 import type { CallState } from './engine-rpc.js';
+import type { Metrics } from '../metrics/index.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 
@@ -17,6 +18,8 @@ export interface HandlerContext {
   stats: Stats;
   /** called once per engine RPC answered (metrics, access log); absent = nothing to record */
   observe?: EngineCallObserver;
+  /** the server's metrics, for handlers that record their own (admin: adrank_ad_state_updates_total) */
+  metrics?: Metrics;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

@@ -131,6 +131,7 @@ export class AdrankServer {
       log,
       stats: this.stats,
       observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
+      metrics: parts.metrics,
     };
     if (parts.metrics) {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
