@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { connect as http2Connect } from 'node:http2';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -24,6 +25,7 @@ import { writeDemoBundle } from '../src/model/demo.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { addonBuilt } from './support/index.js';
 import { repoRoot } from './support/python.js';
+import { haveOpenssl, makeCerts, pem } from './support/certs.js';
 import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 
 const PYTHON = process.env.ADRANK_PYTHON ?? '/usr/bin/python3';
@@ -155,6 +157,25 @@ describe('55 shutdown', function () {
     expect(exit.code).to.equal(0);
     expect(exit.at - killedAt, 'exit after SIGTERM with idle connections (grace 10 s)').to.be.below(1500);
     expect(server.events.find((e) => e.event === 'stopped')?.drained).to.equal(true);
+  });
+
+  it('TLS: an idle connection whose client never closes it does not hold the drain either', async function () {
+    if (!haveOpenssl()) this.skip();
+    const certs = makeCerts(mkdtempSync(join(dir, 'certs-')));
+    const s = await AdrankServer.start({ port: 0, engine: () => Engine.load(smallPath, { device: 'cpu', threads: 1 }), log: silentLogger, warmup: false, tls: { cert: certs.serverCert, key: certs.serverKey } });
+    await s.ready;
+    const raw = netConnect({ port: s.port, host: 'localhost', allowHalfOpen: true });
+    const sock = tlsConnect({ socket: raw, servername: 'localhost', ca: pem(certs.caCert), ALPNProtocols: ['h2'] });
+    raw.on('end', () => {}); // half-open: the client never ends its side
+    cleanups.push(() => raw.destroy());
+    await new Promise((r) => sock.once('secureConnect', r));
+    sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+    sock.on('data', () => {});
+    sock.on('error', () => {});
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    await s.shutdown(); // default grace: 10 s
+    expect(performance.now() - t0, 'shutdown with an idle half-open TLS connection').to.be.below(1000);
   });
 
   it('--max-connection-age-ms: a connection gets GOAWAY once it is that old', async () => {
