@@ -17,7 +17,8 @@ import { connect } from '../src/cli/client.js';
 import { loadBundle } from '../src/model/bundle.js';
 import { TokenFile } from '../src/auth/tokens.js';
 import { FastHistogram } from '../src/metrics/collectors.js';
-import { Metrics, OUTCOMES, PREDICTION_BUCKETS } from '../src/metrics/index.js';
+import { Metrics, OUTCOMES, PREDICTION_BUCKETS, STAGES } from '../src/metrics/index.js';
+import { makeDemoConfig } from '../src/model/demo.js';
 import { engineCallObserver } from '../src/metrics/observe.js';
 import { emptyResult, type CallState } from '../src/handlers/engine-rpc.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
@@ -233,6 +234,30 @@ describe('53 observability', function () {
         't_seconds_count{} 5',
       ]);
       expect(lines[0].labels.x).to.equal('a\\"b'); // label values escaped
+    });
+
+    it('engineResult: each stage histogram reads its own timings field; zero stages are not observed; outcomes and winners counted', async () => {
+      const m = new Metrics({ defaults: false });
+      const timings: Record<string, number> = {};
+      STAGES.forEach(([, field], i) => (timings[field] = (i + 1) * 1000)); // stage i took (i+1) ms
+      timings.retrieveUs = 0; // a stage the RPC did not run
+      const r = emptyResult();
+      r.adIds = new BigInt64Array(3);
+      r.probs = Float32Array.from([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.01, 0.02, 0.03]); // 3 winners × 4 tasks
+      r.counts = { ...r.counts, received: 10, unknown: 1, duplicate: 2, inactive: 3, outOfBudget: 4, paced: 5, targeting: 6, excludedAd: 7, excludedAdvertiser: 8, capped: 9, eligible: 11 };
+      const config = makeDemoConfig();
+      m.engineResult('Rank', r, timings, config, 1);
+      const lines = parseExposition(await m.text());
+      STAGES.forEach(([stage], i) => {
+        const sum = value(lines, 'adrank_stage_duration_seconds_sum', { stage });
+        if (stage === 'retrieve') expect([sum, value(lines, 'adrank_stage_duration_seconds_count', { stage })], stage).to.deep.equal([0, 0]);
+        else expect(sum, stage).to.be.closeTo((i + 1) * 1e-3, 1e-12);
+      });
+      expect(OUTCOMES.map(([outcome]) => value(lines, 'adrank_candidates_total', { rpc: 'Rank', outcome }))).to.deep.equal([10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+      expect(value(lines, 'adrank_candidates_total', { rpc: 'Rank', outcome: 'won' })).to.equal(3);
+      // task t of winner i is probs[i * 4 + t]; surface index 1
+      const surface = config.surfaces[1];
+      expect(config.tasks.map((task) => value(lines, 'adrank_prediction_sum', { task, surface })!.toFixed(4))).to.deep.equal(['1.5000', '0.8100', '1.0200', '1.2300']);
     });
 
     it('the O(1) bucket lookup agrees with a linear search, on the bounds and next to them', () => {
