@@ -70,6 +70,7 @@ describe('50 server lifecycle', function () {
           return Engine.load(bundlePath, { device: DEVICE, threads: 1 });
         },
         log: silentLogger,
+        reflection: true,
       });
       health = healthClient(`localhost:${server.port}`);
     });
@@ -117,7 +118,7 @@ describe('50 server lifecycle', function () {
       expect(server.engine).to.equal(undefined); // disposed
     });
 
-    it('server reflection lists adrank.v1.AdRanker and the health service', async () => {
+    it('server reflection (--reflection) lists adrank.v1.AdRanker and the health service', async () => {
       release();
       await server.ready;
       const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
@@ -157,7 +158,7 @@ describe('50 server lifecycle', function () {
       const c: ModelConfig = { ...smallConfig(), masknet: { blocks: 2, projection_ratio: 1, output_dim: 256 }, dcn: { layers: 3, rank: 0 } };
       await writeDemoBundle({ ads: 2000, seed: 3, out: heavyPath, config: c });
       const cli = join(process.cwd(), 'src', 'cli', 'main.ts');
-      child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', heavyPath, '--port', '0', '--device', DEVICE, '--threads', '1'], {
+      child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', heavyPath, '--port', '0', '--device', DEVICE, '--threads', '1', '--metrics-port', '0'], {
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       const events: Record<string, any>[] = [];

@@ -319,7 +319,7 @@ describe('51 front end (no addon)', () => {
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
         const child = spawn(process.execPath, ['--import', 'tsx', join(process.cwd(), 'src', 'cli', 'main.ts'), 'serve', ...args], {
           // the state file is opened before binding, so it needs a directory that exists
-          env: { ...process.env, ADRANK_BUNDLE: truncated, ADRANK_STATE_FILE: join(tmpdir(), `adrank-51-${process.pid}.adstate`), ADRANK_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
+          env: { ...process.env, ADRANK_BUNDLE: truncated, ADRANK_STATE_FILE: join(tmpdir(), `adrank-51-${process.pid}.adstate`), ADRANK_PORT: '0', ADRANK_METRICS_PORT: '0', ADRANK_LOG_LEVEL: 'info', ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
         let stdout = '';

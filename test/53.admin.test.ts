@@ -75,7 +75,7 @@ describe('53 admin: live ad state', function () {
 
   beforeEach(async () => {
     const adState = await AdStateStore.open(join(dir, `state-${Date.now()}-${Math.random()}.adstate`), { log: silentLogger });
-    server = await AdrankServer.start({ port: 0, engine: () => Engine.load(bundle.path, { device: DEVICE, threads: 2 }), adState, log: silentLogger });
+    server = await AdrankServer.start({ port: 0, engine: () => Engine.load(bundle.path, { device: DEVICE, threads: 2 }), adState, log: silentLogger, auth: { adminInsecure: true }, reflection: true });
     await server.ready;
     client = connect(`localhost:${server.port}`);
     admin = adminClient(`localhost:${server.port}`);

@@ -96,6 +96,7 @@ describe('54 model repository and hot reload', function () {
       repository: { dir: repo, load: (p) => Engine.load(p, { device: DEVICE, threads: 1 }), keepVersions, pollMs, settleMs: 50 },
       shutdownGraceMs: 5000,
       log,
+      auth: { adminInsecure: true },
     });
     await server.ready;
     return server;

@@ -162,7 +162,7 @@ describe('55 durable live ad state', function () {
     /** Starts `adrank serve` and collects its JSON log lines. */
     function serve(stateFile: string) {
       const cli = join(process.cwd(), 'src', 'cli', 'main.ts');
-      const proc = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile], {
+      const proc = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile, '--admin-insecure', '--metrics-port', '0'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child = proc;

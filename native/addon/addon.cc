@@ -2,6 +2,8 @@
 // (NativeBinding in src/engine/binding.ts).
 #include <napi.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "addon/convert.h"
@@ -119,6 +121,15 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   return y;
 }
 
+// exitNow(code): ends the process at once. process.exit() runs libuv's exit-time thread-pool
+// join, which first finishes every native run still queued; the CLI's shutdown calls this
+// instead once its bound is spent with runs still in flight (docs/operations.md "Shutdown").
+Napi::Value ExitNow(const Napi::CallbackInfo& info) {
+  const int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData(data);
@@ -132,6 +143,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->engine = Napi::Persistent(engine);
   exports.Set("Engine", engine);
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
+  exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
   Napi::Object kernels = Napi::Object::New(env);
   kernels.Set("linear", Napi::Function::New<Linear>(env, "linear"));
   kernels.Set("crossLayer", Napi::Function::New<CrossLayer>(env, "crossLayer"));

@@ -5,6 +5,7 @@
 import type { Stats } from '../handlers/context.js';
 import type { ModelRegistry } from '../lifecycle/registry.js';
 import type { ModelRepository } from '../lifecycle/repository.js';
+import type { Metrics } from '../metrics/index.js';
 import type { Logger } from '../server/log.js';
 import type { AdStateStore } from '../state/store.js';
 
@@ -15,4 +16,6 @@ export interface AdminContext {
   repository(): ModelRepository | undefined;
   log: Logger;
   stats: Stats;
+  /** the server's metrics (adrank_ad_state_updates_total), when on */
+  metrics?: Metrics;
 }

@@ -40,6 +40,7 @@ export async function updateAdStates(ctx: AdminContext, req: UpdateAdStatesReque
   const changes = validateUpdates(req.updates ?? []);
   const t0 = performance.now();
   const r = await ctx.state.update(changes);
+  ctx.metrics?.adStateUpdates.inc(changes.length);
   ctx.log.info('ad_states_updated', {
     updates: changes.length,
     applied: r.applied,

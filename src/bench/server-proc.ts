@@ -42,7 +42,7 @@ export function parseServerSpec(spec: string): { name: string; flags: string[] }
 }
 
 export async function startServer(name: string, flags: string[], baseFlags: string[], timeoutMs = 300_000): Promise<ServerProc> {
-  const args = [...process.execArgv, cliMain(), 'serve', '--host', 'localhost', '--port', '0', '--log-level', 'info', ...baseFlags, ...flags];
+  const args = [...process.execArgv, cliMain(), 'serve', '--host', 'localhost', '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...baseFlags, ...flags];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   const address = await new Promise<string>((resolve, reject) => {

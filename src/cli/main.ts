@@ -9,6 +9,7 @@ import { format } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { capabilities, Engine, resolveDevice } from '../engine/index.js';
+import { binding } from '../engine/binding.js';
 import { checkBundleFile, loadBundle } from '../model/bundle.js';
 import { writeDemoBundle } from '../model/demo.js';
 import { readSafetensorsHeaderFile } from '../model/safetensors.js';
@@ -20,7 +21,10 @@ import {
   DEFAULT_MAX_RECEIVE_BYTES,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  SHUTDOWN_BOUND_MS,
 } from '../server/server.js';
+import { DEFAULT_METRICS_PORT } from '../metrics/index.js';
+import { TokenFile } from '../auth/tokens.js';
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
 import { DEFAULT_KEEP_VERSIONS, DEFAULT_POLL_MS } from '../lifecycle/repository.js';
 import { AdStateStore } from '../state/store.js';
@@ -40,6 +44,12 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER) {
     if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
     return n;
   };
+}
+
+function fraction(v: string): number {
+  const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a fraction in 0..1, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 function device(v: string): string {
@@ -106,6 +116,23 @@ interface ServeFlags {
   batchMaxCandidates?: number;
   batchMaxDelayUs?: number;
   batchMaxQueue: number;
+  metricsPort: number;
+  accessLogSample: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  authTokenFile?: string;
+  adminTokenFile?: string;
+  adminInsecure?: boolean;
+  reflection?: boolean;
+  maxConnectionAgeMs?: number;
+}
+
+/** TLS files from the flags: both of --tls-cert and --tls-key, or neither. */
+function tlsOf(f: ServeFlags) {
+  if (!f.tlsCert !== !f.tlsKey) throw new InvalidArgumentError('give both --tls-cert and --tls-key, or neither');
+  if (f.tlsClientCa && !f.tlsCert) throw new InvalidArgumentError('--tls-client-ca needs TLS: give --tls-cert and --tls-key too');
+  return f.tlsCert && f.tlsKey ? { cert: f.tlsCert, key: f.tlsKey, clientCa: f.tlsClientCa } : undefined;
 }
 
 /** Flag problems are reported the way commander reports its own (`error: ...`, then the help hint). */
@@ -151,6 +178,13 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
     log.error('state_file_refused', { path: stateFile, error: e });
     process.exit(1);
   }
+  let tls: ReturnType<typeof tlsOf>;
+  try {
+    tls = tlsOf(f);
+  } catch (e) {
+    cmd.error(`error: ${(e as Error).message}`);
+  }
+  const tokenFiles = { data: f.authTokenFile ? new TokenFile(f.authTokenFile) : undefined, admin: f.adminTokenFile ? new TokenFile(f.adminTokenFile) : undefined };
   let server: AdrankServer;
   try {
     server = await AdrankServer.start({
@@ -166,6 +200,12 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       shutdownGraceMs: f.shutdownGraceMs,
       batching: { maxCandidates: f.batchMaxCandidates, maxDelayUs: f.batchMaxDelayUs, maxQueue: f.batchMaxQueue },
       log,
+      tls,
+      auth: { dataTokens: tokenFiles.data, adminTokens: tokenFiles.admin, adminInsecure: f.adminInsecure },
+      reflection: f.reflection,
+      metrics: f.metricsPort > 0 ? { port: f.metricsPort } : undefined,
+      accessLogSample: f.accessLogSample,
+      maxConnectionAgeMs: f.maxConnectionAgeMs,
     });
   } catch (e) {
     if (!(e instanceof BindError)) throw e;
@@ -173,17 +213,36 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
     log.error(e.code === 'EADDRINUSE' ? 'port_in_use' : 'bind_failed', { address: e.address, port: f.port, error: e.message, hint });
     process.exit(1);
   }
+  // SIGHUP: reread the token files (a file that cannot be read keeps its old tokens)
+  process.on('SIGHUP', () => {
+    for (const t of [tokenFiles.data, tokenFiles.admin]) {
+      if (!t) continue;
+      try {
+        log.info('auth_reloaded', { file: t.path, tokens: t.reload() });
+      } catch (e) {
+        log.error('auth_reload_failed', { file: t.path, error: e, tokensKept: t.size });
+      }
+    }
+  });
+  // process.exit() would first finish every native run still queued (libuv joins its thread
+  // pool at exit); with runs left after the shutdown bound, end the process at once instead.
+  const exit = (code: number): never => (server.nativeRunsLeft > 0 ? binding().exitNow(code) : process.exit(code));
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     if (++signals > 1) {
       log.warn('forced_exit', { signal: sig });
-      process.exit(1);
+      binding().exitNow(1);
     }
+    // a backstop: shutdown resolves within the grace period plus SHUTDOWN_BOUND_MS
+    setTimeout(() => {
+      log.error('forced_exit', { signal: sig, reason: 'shutdown overran its bound' });
+      binding().exitNow(1);
+    }, f.shutdownGraceMs + SHUTDOWN_BOUND_MS + 2_000).unref();
     server.shutdown(sig).then(
-      () => process.exit(0),
+      () => exit(0),
       (e) => {
         log.error('shutdown_failed', { error: e });
-        process.exit(1);
+        exit(1);
       },
     );
   };
@@ -245,7 +304,7 @@ function program(): Command {
     .showHelpAfterError();
 
   p.command('serve')
-    .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, reflection)')
+    .description('serve a model bundle over gRPC (adrank.v1.AdRanker, health, opt-in reflection) with Prometheus metrics')
     .addOption(new Option('--bundle <file>', 'model bundle (.safetensors); one of --bundle, --demo or --model-repository is required').env('ADRANK_BUNDLE'))
     .addOption(new Option('--model-repository <dir>', 'serve the numbered versions <dir>/<N>/model.safetensors, with hot reload').env('ADRANK_MODEL_REPOSITORY'))
     .addOption(new Option('--repository-poll-ms <ms>', 'rescan the repository this often (0 = only on SIGHUP and ReloadModels)').env('ADRANK_REPOSITORY_POLL_MS').default(DEFAULT_POLL_MS).argParser(int(0)))
@@ -265,6 +324,16 @@ function program(): Command {
     .addOption(new Option('--batch-max-delay-us <us>', 'longest wait for a micro-batch to fill; 0 = off (default: cpu 0, cuda 200)').env('ADRANK_BATCH_MAX_DELAY_US').argParser(int(0, 1_000_000)))
     .addOption(new Option('--batch-max-queue <n>', 'requests waiting for a batch; beyond → RESOURCE_EXHAUSTED').env('ADRANK_BATCH_MAX_QUEUE').default(DEFAULT_BATCH_MAX_QUEUE).argParser(int(1)))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
+    .addOption(new Option('--access-log-sample <fraction>', 'fraction of engine calls logged as "access" lines (0..1)').env('ADRANK_ACCESS_LOG_SAMPLE').default(0).argParser(fraction))
+    .addOption(new Option('--metrics-port <port>', 'Prometheus GET /metrics on --host (0 = off)').env('ADRANK_METRICS_PORT').default(DEFAULT_METRICS_PORT).argParser(int(0, 65535)))
+    .addOption(new Option('--tls-cert <file>', 'PEM certificate chain: serve TLS (with --tls-key)').env('ADRANK_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'PEM private key for --tls-cert').env('ADRANK_TLS_KEY'))
+    .addOption(new Option('--tls-client-ca <file>', 'mTLS: clients must present a certificate signed by this CA').env('ADRANK_TLS_CLIENT_CA'))
+    .addOption(new Option('--auth-token-file <file>', 'data RPCs need "authorization: Bearer <token>", one token a line; reread on SIGHUP').env('ADRANK_AUTH_TOKEN_FILE'))
+    .addOption(new Option('--admin-token-file <file>', 'the admin service needs an admin token; reread on SIGHUP').env('ADRANK_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--admin-insecure', 'the admin service without a token (trusted networks only)').env('ADRANK_ADMIN_INSECURE'))
+    .addOption(new Option('--reflection', 'serve gRPC server reflection').env('ADRANK_REFLECTION'))
+    .addOption(new Option('--max-connection-age-ms <ms>', 'GOAWAY connections after this age so load balancers rebalance (default: never)').env('ADRANK_MAX_CONNECTION_AGE_MS').argParser(int(1)))
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd));
 
   p.command('demo-bundle')

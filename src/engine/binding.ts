@@ -176,6 +176,9 @@ export interface NativeBinding {
   Engine: new (init: NativeModelInit) => NativeEngine;
   capabilities(): Capabilities;
   kernels: NativeKernels;
+  /** Ends the process now with `code`, without waiting for queued native runs (process.exit
+   *  would: libuv joins its thread pool at exit). */
+  exitNow(code: number): never;
 }
 
 function findAddon(): string {

@@ -2,8 +2,11 @@
  * What the handlers need from the server: the engine now serving, limits, the in-flight
  * bound, the logger and counters. The server (src/server/server.ts) owns one of these.
  */
+import type { ServerUnaryCall, status } from '@grpc/grpc-js';
 import type { Engine } from '../engine/index.js';
 import type { ModelLeases } from '../lifecycle/registry.js';
+import type { CallState } from './engine-rpc.js';
+import type { Metrics } from '../metrics/index.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
@@ -24,7 +27,14 @@ export interface HandlerContext {
   latency: RecentLatency;
   /** the micro-batcher for the engine now serving (src/batcher/); absent = every request alone */
   batcher?: Batcher;
+  /** called once per engine RPC answered (metrics, access log); absent = nothing to record */
+  observe?: EngineCallObserver;
+  /** the server's metrics, for handlers that record their own (admin: adrank_ad_state_updates_total) */
+  metrics?: Metrics;
 }
+
+/** An engine RPC finished with `code`; `state.done` is set when the engine answered. */
+export type EngineCallObserver = (rpc: string, code: status, call: ServerUnaryCall<{ requestId: string }, unknown>, state: CallState) => void;
 
 /** Counters by RPC and outcome, for tests and logs. */
 export class Stats {

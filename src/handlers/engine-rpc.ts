@@ -57,9 +57,9 @@ export interface CallState {
   cancelled(): boolean;
   /** registers a callback for the call's cancellation (the batcher drops queued requests) */
   onCancel?(fn: () => void): void;
+  /** set by execute once the engine answered: what metrics and the access log read */
+  done?: { result: NativeResult; timings: ServerTimings; config: ModelConfig; surface: number };
 }
-
-const NO_CALL: CallState = { deadline: Infinity, cancelled: () => false };
 
 const us = (from: number, to: number) => (to - from) * 1000;
 
@@ -81,7 +81,7 @@ export async function execute<Req extends { requestId: string; modelVersion?: st
   ctx: HandlerContext,
   rpc: EngineRpc<Req>,
   request: Req,
-  call: CallState = NO_CALL,
+  call: CallState = { deadline: Infinity, cancelled: () => false },
 ): Promise<Buffer> {
   const lease = ctx.models.acquire(request.modelVersion ?? '');
   try {
@@ -132,7 +132,10 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
       result = engine.fallback(rpc.fallbackOp, er);
     }
   }
-  if (fallback) ctx.stats.fallback(fallback);
+  if (fallback) {
+    ctx.stats.fallback(fallback);
+    ctx.metrics?.fallbacks.inc({ rpc: rpc.name, reason: fallback });
+  }
   if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
 
   const timings: ServerTimings = {
@@ -149,6 +152,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     selectUs: result.timings.select,
     engineTotalUs: result.timings.total,
   };
+  call.done = { result, timings, config, surface: er.surface };
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
@@ -175,28 +179,38 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
 /** The gRPC unary handler for an engine RPC. */
 export function unaryHandler<Req extends { requestId: string; modelVersion?: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
   return (call: ServerUnaryCall<Req, Buffer>, callback: sendUnaryData<Buffer>): void => {
+    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
     if (!ctx.inflight.tryAcquire()) {
       ctx.stats.outcome(rpc.name, 'RESOURCE_EXHAUSTED');
+      ctx.observe?.(rpc.name, status.RESOURCE_EXHAUSTED, call, state);
       callback(serviceError(status.RESOURCE_EXHAUSTED, `too many requests in flight (limit ${ctx.inflight.max})`));
       return;
     }
-    const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
     execute(ctx, rpc, call.request, state).then(
       (bytes) => {
         ctx.inflight.release();
         ctx.stats.outcome(rpc.name, 'OK');
+        ctx.observe?.(rpc.name, status.OK, call, state);
         if (!call.cancelled) callback(null, bytes);
       },
       (e: unknown) => {
         ctx.inflight.release();
         const err = toServiceError(e);
         ctx.stats.outcome(rpc.name, status[err.code]);
-        if (err.code === status.INTERNAL || err.code === status.UNAVAILABLE) ctx.log.warn('rpc_failed', { rpc: rpc.name, code: status[err.code], details: err.details });
-        else ctx.log.debug('rpc_refused', { rpc: rpc.name, code: status[err.code], details: err.details });
+        ctx.observe?.(rpc.name, err.code, call, state);
+        const fields = { rpc: rpc.name, code: status[err.code], details: err.details, requestId: call.request?.requestId, traceparent: traceparent(call.metadata) };
+        if (err.code === status.INTERNAL || err.code === status.UNAVAILABLE) ctx.log.warn('rpc_failed', fields);
+        else ctx.log.debug('rpc_refused', fields);
         if (!call.cancelled) callback(err);
       },
     );
   };
+}
+
+/** The W3C trace context of a call (`traceparent` metadata), when sent and well formed. */
+export function traceparent(metadata: Metadata): string | undefined {
+  const v = metadata.get('traceparent')[0];
+  return typeof v === 'string' && /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/.test(v) ? v : undefined;
 }
 
 export function serviceError(code: status, details: string): ServiceError {

@@ -73,6 +73,8 @@ export interface RegistryHooks {
   onRetire?(engine: Engine): void;
   /** the set of READY versions or the default changed */
   onChange?(): void;
+  /** a version failed to load (the metric adrank_model_load_failures_total) */
+  onFailed?(v: ModelVersion): void;
 }
 
 /** How long retiring waits for native runs after the leases are gone (they end on their own). */
@@ -150,6 +152,7 @@ export class ModelRegistry implements ModelLeases {
     v.loadedAt = Date.now();
     v.loadMs = loadMs;
     this.log.error('model_load_failed', { version: v.version, path: v.path, reason, serving: this.current?.version ?? null });
+    this.hooks.onFailed?.(v);
   }
 
   /** Forgets a version that is not serving (a FAILED one whose directory went away). */
@@ -160,32 +163,52 @@ export class ModelRegistry implements ModelLeases {
 
   /**
    * Stops routing requests to `v`, waits for its leases and native runs to end, then disposes it
-   * and forgets it. Resolves when its memory is freed.
+   * and forgets it. Resolves when its memory is freed, or after `waitMs` with the engine still
+   * running (it is then disposed when its runs end, and returned so that a process about to exit
+   * knows native work is left).
    */
-  async retire(v: ModelVersion, why: string): Promise<void> {
-    if (v.state !== 'READY') return;
+  async retire(v: ModelVersion, why: string, waitMs = NATIVE_RUN_WAIT_MS): Promise<Engine | undefined> {
+    if (v.state !== 'READY') return undefined;
     v.state = 'UNLOADING';
     const engine = v.engine!;
     this.hooks.onRetire?.(engine);
     this.log.info('model_version_unloading', { version: v.version, why, leases: v.refs });
     this.pickDefault();
     this.hooks.onChange?.();
-    await v.whenUnheld();
-    const until = Date.now() + NATIVE_RUN_WAIT_MS;
+    const until = Date.now() + waitMs;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([v.whenUnheld(), new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
     while (engine.inflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-    try {
-      engine.dispose();
-      this.log.info('model_version_unloaded', { version: v.version });
-    } catch (e) {
-      this.log.error('dispose_failed', { version: v.version, error: e });
+    const free = () => {
+      try {
+        engine.dispose();
+        this.log.info('model_version_unloaded', { version: v.version });
+      } catch (e) {
+        this.log.error('dispose_failed', { version: v.version, error: e });
+      }
+      v.engine = undefined;
+      this.versions.delete(v.version);
+    };
+    if (v.refs === 0 && engine.inflight() === 0) {
+      free();
+      return undefined;
     }
-    v.engine = undefined;
-    this.versions.delete(v.version);
+    this.log.warn('dispose_deferred', { version: v.version, leases: v.refs, inflight: engine.inflight(), waitedMs: waitMs });
+    const poll = setInterval(() => {
+      if (v.refs > 0 || engine.inflight() > 0) return;
+      clearInterval(poll);
+      free();
+    }, 20);
+    poll.unref();
+    return engine;
   }
 
-  /** Retires every version (shutdown). */
-  async close(): Promise<void> {
-    await Promise.all(this.all().map((v) => this.retire(v, 'shutdown')));
+  /** Retires every version (shutdown), waiting at most `waitMs`; returns the engines whose runs
+   *  outlasted it. */
+  async close(waitMs = NATIVE_RUN_WAIT_MS): Promise<Engine[]> {
+    const left = await Promise.all(this.all().map((v) => this.retire(v, 'shutdown', waitMs)));
+    return left.filter((e): e is Engine => e !== undefined);
   }
 
   private pickDefault(): void {

@@ -160,7 +160,7 @@ export class ModelRepository {
   }
 
   private retire(v: ModelVersion, why: string): void {
-    const p = this.o.registry.retire(v, why);
+    const p = this.o.registry.retire(v, why).then(() => undefined);
     this.retiring.add(p);
     p.finally(() => this.retiring.delete(p));
   }

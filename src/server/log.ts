@@ -1,8 +1,13 @@
 /**
- * JSON logs: one line per event, `{"ts","level","event",...fields}`, to stdout. No dependency.
+ * JSON logs through pino: one line per event, `{"level","ts","event",...fields}`, to stdout.
+ * The `Logger` interface (`log.info(event, fields)`) is what the rest of the code uses; pino is
+ * the writer behind it (levels, fast serialisation, synchronous writes so that the last lines
+ * before `process.exit` are not lost).
  */
+import { pino, stdSerializers } from 'pino';
+
 export type Level = 'debug' | 'info' | 'warn' | 'error';
-const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const LEVELS: readonly Level[] = ['debug', 'info', 'warn', 'error'];
 
 export interface Logger {
   debug(event: string, fields?: Record<string, unknown>): void;
@@ -11,26 +16,37 @@ export interface Logger {
   error(event: string, fields?: Record<string, unknown>): void;
 }
 
-function replacer(_key: string, v: unknown): unknown {
-  if (typeof v === 'bigint') return v.toString();
-  if (v instanceof Error) return { name: v.name, message: v.message };
-  return v;
-}
-
 /** A logger writing JSON lines at `level` and above to `write` (default: stdout). */
-export function jsonLogger(level: Level = 'info', write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
-  const min = ORDER[level];
-  const emit = (lvl: Level) => (event: string, fields: Record<string, unknown> = {}) => {
-    if (ORDER[lvl] < min) return;
-    write(JSON.stringify({ ts: new Date().toISOString(), level: lvl, event, ...fields }, replacer) + '\n');
+export function jsonLogger(level: Level = 'info', write?: (line: string) => void): Logger {
+  const p = pino(
+    {
+      level,
+      base: null, // no pid/hostname on every line
+      messageKey: 'event',
+      timestamp: () => `,"ts":"${new Date().toISOString()}"`,
+      formatters: { level: (label) => ({ level: label }) },
+      // errors as {type, message, stack}; ids (bigint) as strings, as the API writes them
+      serializers: { error: stdSerializers.err, err: stdSerializers.err },
+      hooks: { logMethod(args, method) {
+        const fields = args[0] as Record<string, unknown>;
+        for (const k in fields) if (typeof fields[k] === 'bigint') fields[k] = String(fields[k]);
+        method.apply(this, args);
+      } },
+    },
+    write ? { write } : pino.destination({ dest: 1, sync: true }),
+  );
+  return {
+    debug: (event, fields) => p.debug({ ...fields }, event),
+    info: (event, fields) => p.info({ ...fields }, event),
+    warn: (event, fields) => p.warn({ ...fields }, event),
+    error: (event, fields) => p.error({ ...fields }, event),
   };
-  return { debug: emit('debug'), info: emit('info'), warn: emit('warn'), error: emit('error') };
 }
 
 /** Discards everything (tests, benchmarks). */
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export function parseLevel(s: string): Level {
-  if (s in ORDER) return s as Level;
+  if ((LEVELS as readonly string[]).includes(s)) return s as Level;
   throw new Error(`expected debug, info, warn or error for log level, got ${JSON.stringify(s)}`);
 }

@@ -1,7 +1,9 @@
 /**
- * The gRPC server's lifecycle (docs/design.md §7): bind, report NOT_SERVING while the model loads and
- * warms up, SERVING after, and on shutdown NOT_SERVING → drain (tryShutdown) → forceShutdown
- * after a grace period → engine dispose. Also grpc.health.v1.Health and server reflection.
+ * The gRPC server's lifecycle: bind (plaintext, TLS or mTLS), report NOT_SERVING while the model
+ * loads and warms up, SERVING after, and on shutdown NOT_SERVING → GOAWAY and drain → calls
+ * still running at the end of the grace period answered UNAVAILABLE → engine dispose (bounded
+ * wait). Every call passes the interceptors: call tracking for the drain and the metrics
+ * (./drain.ts, src/metrics), then token auth (src/auth). Also grpc.health.v1.Health and, opt-in, reflection.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -25,6 +27,13 @@ import { jsonLogger, type Logger } from './log.js';
 import { RecentLatency } from '../fallback/recent-latency.js';
 import { batcherFor, type BatchingOptions, type BatcherStats } from '../batcher/index.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
+import { CallTracker, ConnectionCloser } from './drain.js';
+import { Metrics } from '../metrics/index.js';
+import { serveMetrics, type MetricsEndpoint } from '../metrics/http.js';
+import { checkSample, engineCallObserver } from '../metrics/observe.js';
+import { authInterceptor } from '../auth/interceptor.js';
+import type { AuthConfig } from '../auth/policy.js';
+import { serverCredentials, type TlsFiles } from '../auth/tls.js';
 
 export interface ServerOptions {
   /** default 'localhost' */
@@ -51,6 +60,27 @@ export interface ServerOptions {
   /** run one request of each RPC before reporting SERVING (default true) */
   warmup?: boolean;
   log?: Logger;
+  /** TLS, or mTLS with `clientCa`; absent = plaintext */
+  tls?: TlsFiles;
+  /** bearer-token auth (src/auth/policy.ts); absent = data plane open, admin service refused */
+  auth?: AuthConfig;
+  /** grpc.reflection (default off) */
+  reflection?: boolean;
+  /** Prometheus endpoint GET /metrics on `host` (default: the gRPC host), port 0 = any free
+   *  port; absent = no metrics */
+  metrics?: { port: number; host?: string };
+  /** fraction of engine calls written as `access` log lines, 0..1 (default 0) */
+  accessLogSample?: number;
+  /** GOAWAY each connection after this many ms so that load balancers can rebalance (default: never) */
+  maxConnectionAgeMs?: number;
+}
+
+/** What start() builds around the grpc-js server and hands to the instance. */
+interface Parts {
+  tracker: CallTracker;
+  closer: ConnectionCloser;
+  metrics?: Metrics;
+  endpoint?: MetricsEndpoint;
 }
 
 export const DEFAULT_PORT = 50051;
@@ -77,6 +107,14 @@ export class BindError extends Error {
     return new BindError(what, address, code);
   }
 }
+/** After the calls cut at the end of the grace period: time for their statuses to be flushed
+ *  before the remaining connections are destroyed. */
+const CUT_FLUSH_MS = 250;
+/** How long after the drain shutdown waits for native runs (which cannot be cut) before it
+ *  stops waiting and leaves the engine to be disposed when they finish. */
+const NATIVE_RUN_WAIT_MS = 2_000;
+/** Shutdown takes at most --shutdown-grace-ms plus this (docs/operations.md "Shutdown"). */
+export const SHUTDOWN_BOUND_MS = CUT_FLUSH_MS + NATIVE_RUN_WAIT_MS + 250;
 
 /** The three engine RPCs by their method names in the proto service. */
 const ENGINE_RPCS = { Retrieve: retrieve, Rank: rank, RetrieveAndRank: retrieveAndRank } as const;
@@ -106,6 +144,10 @@ export class AdrankServer {
   private loaded = false;
   private healthNow: ServingStatus = 'NOT_SERVING';
   private closing: Promise<void> | undefined;
+  /** the versions in adrank_model_info */
+  private modelInfo = new Map<string, { version: string; backend: string; device: string }>();
+  /** the engines shutdown stopped waiting for (their runs outlasted NATIVE_RUN_WAIT_MS) */
+  private leftBehind: Engine[] = [];
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly ctx: HandlerContext;
@@ -117,9 +159,14 @@ export class AdrankServer {
     private readonly opts: ServerOptions,
     readonly log: Logger,
     inflight: InflightLimit,
+    private readonly parts: Parts,
   ) {
     this.adState = opts.adState ?? AdStateStore.memory({ log });
-    this.models = new ModelRegistry(log, { onRetire: (e) => this.adState.detach(e), onChange: () => this.modelsChanged() });
+    this.models = new ModelRegistry(log, {
+      onRetire: (e) => this.adState.detach(e),
+      onChange: () => this.modelsChanged(),
+      onFailed: () => this.parts.metrics?.modelLoadFailures.inc(),
+    });
     this.ctx = {
       engine: () => this.models.defaultEngine(),
       models: this.models,
@@ -128,9 +175,20 @@ export class AdrankServer {
       log,
       stats: this.stats,
       latency: new RecentLatency(),
+      observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
+      metrics: parts.metrics,
     };
+    if (parts.metrics) {
+      parts.metrics.inflight.read = () => this.ctx.inflight.current;
+      // requests waiting for a micro-batch; with batching off, native runs of the default version
+      parts.metrics.queueDepth.read = () => (this.ctx.batcher?.enabled ? this.ctx.batcher.stats().queueDepth : this.models.defaultEngine()?.inflight());
+    }
     this.addServices();
-    this.ready = this.load();
+    this.ready = this.load().catch((e: unknown) => {
+      // a repository's failed versions are counted as they fail (ModelRegistry.markFailed)
+      if (!this.closing && !opts.repository) parts.metrics?.modelLoadFailures.inc();
+      throw e;
+    });
     this.ready.catch(() => {}); // the caller decides; an unhandled rejection must not kill the process
   }
 
@@ -142,9 +200,18 @@ export class AdrankServer {
     if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES)
       throw new Error(`expected an integer in 1..${MAX_CANDIDATES} for max candidates, got ${maxCandidates}`);
     const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+    checkSample(opts.accessLogSample ?? 0);
+    const maxAge = opts.maxConnectionAgeMs;
+    if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
+    const credentials = serverCredentials(opts.tls);
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
+    const metrics = opts.metrics ? new Metrics() : undefined;
+    const tracker = new CallTracker(metrics && ((path) => metrics.method(path)));
     const server = new grpc.Server({
+      // nearest the wire first: the tracker (drain, metrics) sees every status, auth refusals included
+      interceptors: [tracker.interceptor, authInterceptor(opts.auth ?? {}, log)],
+      ...(maxAge !== undefined ? { 'grpc.max_connection_age_ms': maxAge } : {}),
       'grpc.max_receive_message_length': maxReceive,
       // ping idle clients so dead connections are noticed; tolerate client pings every 10 s
       'grpc.keepalive_time_ms': 60_000,
@@ -154,11 +221,41 @@ export class AdrankServer {
     });
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${opts.port ?? DEFAULT_PORT}` : `${host}:${opts.port ?? DEFAULT_PORT}`;
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))),
+      server.bindAsync(address, credentials, (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))),
     );
-    const s = new AdrankServer(server, host, port, opts, log, inflight);
-    log.info('listening', { address: `${host}:${port}`, maxReceiveBytes: maxReceive, maxInflight: s.ctx.inflight.max, maxCandidates: s.ctx.limits.maxCandidates });
+    const closer = new ConnectionCloser(server);
+    let endpoint: MetricsEndpoint | undefined;
+    if (metrics) {
+      try {
+        endpoint = await serveMetrics(metrics, opts.metrics?.host ?? host, opts.metrics!.port);
+      } catch (e) {
+        server.forceShutdown();
+        throw e;
+      }
+    }
+    const s = new AdrankServer(server, host, port, opts, log, inflight, { tracker, closer, metrics, endpoint });
+    log.info('listening', {
+      address: `${host}:${port}`,
+      tls: opts.tls ? (opts.tls.clientCa ? 'mtls' : 'tls') : 'off',
+      auth: { data: opts.auth?.dataTokens ? 'token' : 'open', admin: opts.auth?.adminTokens ? 'token' : opts.auth?.adminInsecure ? 'insecure' : 'off' },
+      reflection: opts.reflection ?? false,
+      metricsPort: endpoint?.port ?? null,
+      maxReceiveBytes: maxReceive,
+      maxInflight: s.ctx.inflight.max,
+      maxCandidates: s.ctx.limits.maxCandidates,
+    });
+    if (!closer.available) log.warn('idle_close_unavailable', { reason: 'this grpc-js does not expose its HTTP/2 servers; idle connections close when clients close them' });
     return s;
+  }
+
+  /** The metrics (undefined when the server was started without `metrics`). */
+  get metrics(): Metrics | undefined {
+    return this.parts.metrics;
+  }
+
+  /** The port GET /metrics is served on (undefined without metrics). */
+  get metricsPort(): number | undefined {
+    return this.parts.endpoint?.port;
   }
 
   get healthStatus(): ServingStatus {
@@ -210,9 +307,11 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
-    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats });
-    const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
-    new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
+    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats, metrics: this.parts.metrics });
+    if (this.opts.reflection) {
+      const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
+      new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
+    }
   }
 
   private async load(): Promise<void> {
@@ -273,6 +372,8 @@ export class AdrankServer {
       // one batcher for the server, its defaults set by the first version's backend; it never mixes
       // versions in a batch
       this.ctx.batcher = batcherFor(this.opts.batching ?? {}, engine);
+      const metrics = this.parts.metrics;
+      if (metrics) this.ctx.batcher.onBatch = (b) => metrics.batchCandidates.observe(b.candidates);
       this.log.info('batching', { ...this.ctx.batcher.options, enabled: this.ctx.batcher.enabled });
     }
     if (this.opts.warmup ?? true) await this.warmup(engine, version);
@@ -281,9 +382,20 @@ export class AdrankServer {
   /** Health follows the READY versions once the first load is done; state compaction drops ads
    *  no loaded version has. */
   private modelsChanged(): void {
+    this.syncModelInfo();
     if (!this.loaded || this.closing) return;
     this.setHealth(this.models.defaultEngine() ? 'SERVING' : 'NOT_SERVING');
     void this.adState.compact('model versions changed');
+  }
+
+  /** adrank_model_info follows the READY versions. */
+  private syncModelInfo(): void {
+    const m = this.parts.metrics;
+    if (!m) return;
+    const ready = new Map(this.models.ready().map((v) => [v.version, { version: v.version, backend: v.engine!.backend, device: v.engine!.description }]));
+    for (const [version, info] of this.modelInfo) if (!ready.has(version)) m.modelUnloaded(info);
+    for (const [version, info] of ready) if (!this.modelInfo.has(version)) m.modelLoaded(info);
+    this.modelInfo = ready;
   }
 
   /** One request of each RPC through the whole path (decode → validate → engine → encode). */
@@ -306,39 +418,71 @@ export class AdrankServer {
   }
 
   /**
-   * Graceful shutdown: health NOT_SERVING (watchers are told, then their streams end), stop
-   * accepting calls and let in-flight ones finish (tryShutdown), cut them after the grace
-   * period (forceShutdown), then dispose the engine once no native run is in flight.
+   * Graceful shutdown (docs/operations.md "Shutdown"): health NOT_SERVING (watchers are told,
+   * then their streams end); GOAWAY to every connection and no new calls (tryShutdown), each
+   * connection closed as soon as its calls are answered; at the end of the grace period the
+   * calls still running are answered UNAVAILABLE; then the engine is disposed once no native
+   * run is in flight (waiting at most NATIVE_RUN_WAIT_MS). Resolves within the grace period
+   * plus SHUTDOWN_BOUND_MS.
    */
   shutdown(reason = 'shutdown'): Promise<void> {
     this.closing ??= (async () => {
       const grace = this.opts.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+      const { tracker, closer } = this.parts;
       this.log.info('shutting_down', { reason, inflight: this.ctx.inflight.current, graceMs: grace });
       this.setHealth('NOT_SERVING');
       for (const w of this.watches) w.end();
       this.watches.clear();
-      const drained = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
+      const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      closer.closeWhenDone();
+      const drained = await within(closed, grace);
+      if (!drained) {
+        const cut = tracker.cutAll('the server is shutting down: the call was cut at the end of the grace period; retry on another replica');
+        this.log.warn('drain_timeout', { inflight: this.ctx.inflight.current, cut, graceMs: grace });
+        if (!(await within(closed, CUT_FLUSH_MS))) {
           this.server.forceShutdown();
-          resolve(false);
-        }, grace);
-        this.server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-      });
-      if (!drained) this.log.warn('drain_timeout', { inflight: this.ctx.inflight.current, graceMs: grace });
-      // Native runs cannot be cut: each version is freed once its runs have ended (bounded wait
-      // in ModelRegistry.retire), so its memory is not leaked by a failed dispose.
+          closer.destroyAll();
+        }
+      }
+      // Native runs cannot be cut: each version is disposed once its runs have ended, waiting at
+      // most NATIVE_RUN_WAIT_MS here; a version whose runs outlast that is disposed when they end
+      // (a CLI process exits before that, see nativeRunsLeft).
       await this.repo?.stop();
-      await this.models.close();
+      this.leftBehind = await this.models.close(NATIVE_RUN_WAIT_MS);
       try {
-        await this.adState.close();
+        // Closing the file is a libuv thread-pool job, queued behind native runs still left: skip it
+        // then (every acknowledged update is already fsync'd; the process is about to exit).
+        if (this.nativeRunsLeft === 0) await this.adState.close();
+        else this.log.info('state_file_close_skipped', { why: 'native runs still hold the thread pool' });
       } catch (e) {
         this.log.error('state_file_close_failed', { error: e });
       }
+      await this.parts.endpoint?.close();
       this.log.info('stopped', { drained });
     })();
     return this.closing;
   }
+
+  /** Native runs still in flight after shutdown resolved (past its bound). A process exiting
+   *  now should not wait for them: the CLI then ends with the addon's exitNow. */
+  get nativeRunsLeft(): number {
+    return this.leftBehind.reduce((n, e) => n + e.inflight(), 0);
+  }
+
+  private dispose(engine: Engine): void {
+    try {
+      engine.dispose();
+    } catch (e) {
+      this.log.error('dispose_failed', { error: e });
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** true if `p` resolves within `ms`, else false (the timer does not outlive the answer). */
+function within(p: Promise<true>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
