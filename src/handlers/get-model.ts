@@ -6,6 +6,7 @@ import type { GetModelResponse, GetModelResponse__Output } from '../generated/ad
 import type { HandlerContext } from './context.js';
 import { serviceError } from './engine-rpc.js';
 import { modelShape } from './sample.js';
+import { shardMeta } from '../model/shard.js';
 
 export function describeModel(engine: Engine): GetModelResponse__Output {
   const c = engine.config;
@@ -20,6 +21,11 @@ export function describeModel(engine: Engine): GetModelResponse__Output {
     tasks: c.tasks,
     ...modelShape(c),
     bundleSha256: engine.bundle.sha256,
+    shard: (() => {
+      const s = shardMeta(engine.bundle);
+      return s ? { index: s.index, count: s.count, sourceSha256: s.source_sha256 } : null;
+    })(),
+    shardVersions: [],
   };
 }
 

@@ -11,6 +11,14 @@ export interface RankResponse {
   'model'?: (_adrank_v1_ModelRef | null);
   'counts'?: (_adrank_v1_DropCounts | null);
   'timings'?: (_adrank_v1_ServerTimings | null);
+  /**
+   * as RetrieveResponse
+   */
+  'partial'?: (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards'?: (number)[];
 }
 
 export interface RankResponse__Output {
@@ -19,4 +27,12 @@ export interface RankResponse__Output {
   'model': (_adrank_v1_ModelRef__Output | null);
   'counts': (_adrank_v1_DropCounts__Output | null);
   'timings': (_adrank_v1_ServerTimings__Output | null);
+  /**
+   * as RetrieveResponse
+   */
+  'partial': (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards': (number)[];
 }

@@ -15,6 +15,14 @@ export interface RetrieveAndRankResponse {
    * Ads the retrieval stage passed to ranking (<= retrieve_count).
    */
   'retrieved'?: (number);
+  /**
+   * as RetrieveResponse
+   */
+  'partial'?: (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards'?: (number)[];
 }
 
 export interface RetrieveAndRankResponse__Output {
@@ -27,4 +35,12 @@ export interface RetrieveAndRankResponse__Output {
    * Ads the retrieval stage passed to ranking (<= retrieve_count).
    */
   'retrieved': (number);
+  /**
+   * as RetrieveResponse
+   */
+  'partial': (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards': (number)[];
 }

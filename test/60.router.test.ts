@@ -1,0 +1,183 @@
+/**
+ * The router over 3 shard processes equals one server on the unsharded bundle (winners, order,
+ * scores, probabilities, values, prices, every count) for random requests of every RPC and
+ * mode; a killed or stalled shard gives partial answers naming it, and the router recovers
+ * when the shard returns.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import type * as grpc from '@grpc/grpc-js';
+import { call, connect } from '../src/cli/client.js';
+import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { Rng } from '../src/model/random.js';
+import { shardMeta, shardOf, writeShards } from '../src/model/shard.js';
+import { RouterServer } from '../src/router/router.js';
+import { silentLogger } from '../src/server/log.js';
+import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetModelResponse.js';
+import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
+import { addonBuilt } from './support/index.js';
+import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './60.router.helpers.js';
+
+const S = 3;
+const ADS = 3000;
+/** requests per RPC in the equality test */
+const PER_RPC = Number(process.env.ADRANK_ROUTER_REQUESTS ?? 150);
+
+type Answer = Record<string, unknown> & { winners: { adId: string }[]; partial: boolean; missingShards: number[]; counts: Record<string, number> };
+
+describe('60 router: sharded corpus, exact merge', function () {
+  this.timeout(240_000);
+  if (!addonBuilt()) return;
+
+  let dir: string;
+  let source: LoadedBundle;
+  let single: ServeProcess;
+  let shards: ServeProcess[];
+  let shardPaths: string[];
+  let router: RouterServer;
+  let direct: AdRankerClient;
+  let routed: AdRankerClient;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'adrank-router-'));
+    const path = join(dir, 'corpus.safetensors');
+    await writeSmallBundle(path, ADS);
+    source = await loadBundle(path);
+    shardPaths = (await writeShards(source, S, join(dir, 'shards'))).map((s) => s.path);
+    single = new ServeProcess(path);
+    shards = shardPaths.map((p) => new ServeProcess(p));
+    const ports = await Promise.all(shards.map((s) => s.ready()));
+    const port = await single.ready();
+    router = await RouterServer.start({ shards: ports.map((p) => `localhost:${p}`), port: 0, log: silentLogger, refreshMs: 500 });
+    await router.ready;
+    direct = connect(`localhost:${port}`);
+    routed = connect(`localhost:${router.port}`);
+  });
+
+  after(async () => {
+    direct?.close();
+    routed?.close();
+    await router?.shutdown('test end');
+    for (const p of [single, ...(shards ?? [])]) p?.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('writes S valid shard bundles that partition the corpus by splitmix64(ad_id) mod S', async () => {
+    const ids = source.tensors['ads.id'] as BigInt64Array;
+    let total = 0;
+    for (let i = 0; i < S; i++) {
+      const b = await loadBundle(shardPaths[i]);
+      expect(shardMeta(b)).to.deep.equal({ index: i, count: S, source_sha256: source.sha256 });
+      expect(b.config).to.deep.equal(source.config);
+      const mine = b.tensors['ads.id'] as BigInt64Array;
+      for (const id of mine) expect(shardOf(id, S)).to.equal(i);
+      // the rows keep their ads' data: same bid and advertiser as in the source
+      const row = source.adRow!.get(mine[0])!;
+      expect((b.tensors['ads.bid'] as Float32Array)[0]).to.equal((source.tensors['ads.bid'] as Float32Array)[row]);
+      expect((b.tensors['ads.advertiser'] as BigInt64Array)[0]).to.equal((source.tensors['ads.advertiser'] as BigInt64Array)[row]);
+      total += mine.length;
+    }
+    expect(total).to.equal(ids.length);
+  });
+
+  it('GetModel: the corpus summed, the shards\' versions, the source sha256', async () => {
+    const m = await call<object, GetModelResponse__Output>(routed, 'GetModel', {});
+    const d = await call<object, GetModelResponse__Output>(direct, 'GetModel', {});
+    expect(m.numAds).to.equal(String(ADS));
+    expect(m.shardVersions).to.deep.equal([d.version, d.version, d.version]);
+    expect(m.bundleSha256).to.equal(d.bundleSha256);
+    expect(m.shard).to.equal(null);
+    expect(JSON.parse(m.configJson)).to.deep.equal(JSON.parse(d.configJson));
+  });
+
+  for (const rpc of ['Retrieve', 'Rank', 'RetrieveAndRank'] as Rpc[]) {
+    it(`${rpc}: ${PER_RPC} random requests (global and local(P), caps, exclusions) equal one server's answers`, async () => {
+      const c = smallConfig();
+      const rng = new Rng(rpc.length * 7919);
+      const ids = Array.from(source.tensors['ads.id'] as BigInt64Array, String);
+      const advertisers = [...new Set(Array.from(source.tensors['ads.advertiser'] as BigInt64Array, String))];
+      let capped = 0;
+      let local = 0;
+      for (let n = 0; n < PER_RPC; n++) {
+        const req = randomRequest(rng, c, ids, advertisers, rpc, n);
+        const [want, got] = await Promise.all([call<object, Answer>(direct, rpc, req), call<object, Answer>(routed, rpc, req)]);
+        expect(got.partial, `request ${n}`).to.equal(false);
+        expectSameAnswer(got, want, `${rpc} request ${n}: ${JSON.stringify({ k: req.k, cap: req.perAdvertiserCap, ranking: req.ranking, r: req.retrieveCount })}`);
+        if (want.counts.capped > 0) capped++;
+        if (req.ranking?.mode === 'LOCAL') local++;
+      }
+      // the random requests exercise what the merge has to get right
+      expect(capped, 'requests with capped ads').to.be.greaterThan(PER_RPC / 10);
+      if (rpc !== 'Retrieve') expect(local, 'local(P) requests').to.be.greaterThan(PER_RPC / 4);
+    });
+  }
+
+  it('bad input gets the single server\'s status and message', async () => {
+    const c = smallConfig();
+    const bad = { ...randomRequest(new Rng(1), c, ['1'], ['1'], 'Rank', 0), k: 0 };
+    const err = (p: Promise<unknown>) => p.then(() => expect.fail('expected an error'), (e: grpc.ServiceError) => ({ code: e.code, details: e.details }));
+    expect(await err(call(routed, 'Rank', bad))).to.deep.equal(await err(call(direct, 'Rank', bad)));
+    const pinned = { ...randomRequest(new Rng(2), c, ['1'], ['1'], 'Retrieve', 0), modelVersion: 'nope' };
+    expect(await err(call(routed, 'Retrieve', pinned))).to.deep.equal(await err(call(direct, 'Retrieve', pinned)));
+  });
+
+  describe('a shard that fails or misses the deadline', () => {
+    const c = smallConfig();
+    const req = () => ({ ...randomRequest(new Rng(3), c, ['1'], ['1'], 'Retrieve', 0), k: 200, perAdvertiserCap: 0 });
+
+    /** Polls until a call answers without `partial` (bounded: 100 tries, 30 s). */
+    async function untilWhole(): Promise<Answer> {
+      const until = Date.now() + 30_000;
+      for (let i = 0; i < 100 && Date.now() < until; i++) {
+        const a = await call<object, Answer>(routed, 'Retrieve', req()).catch(() => undefined);
+        if (a && !a.partial) return a;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      throw new Error('the router did not recover');
+    }
+
+    it('killed: answers from the others, partial with the shard named and counted; whole again when it returns', async () => {
+      const want = await call<object, Answer>(direct, 'Retrieve', req());
+      const port = await shards[1].port;
+      const failuresBefore = router.shardFailures[1];
+      shards[1].kill('SIGKILL');
+      await shards[1].exited;
+      for (const rpc of ['Retrieve', 'Rank', 'RetrieveAndRank'] as Rpc[]) {
+        const r = rpc === 'Rank' ? { ...req(), candidateAdIds: Array.from(source.tensors['ads.id'] as BigInt64Array, String).slice(0, 900), price: true } : req();
+        const a = await call<object, Answer>(routed, rpc, r);
+        expect(a.partial, rpc).to.equal(true);
+        expect(a.missingShards, rpc).to.deep.equal([1]);
+        expect(a.winners.length, rpc).to.be.greaterThan(0);
+        for (const w of a.winners) expect(shardOf(BigInt(w.adId), S), `${rpc} winner ${w.adId}`).to.not.equal(1);
+      }
+      // Retrieve's partial answer is exactly the single server's winners less shard 1's
+      const a = await call<object, Answer>(routed, 'Retrieve', req());
+      const wantLess = want.winners.filter((w) => shardOf(BigInt(w.adId), S) !== 1).map((w) => w.adId);
+      expect(a.winners.map((w) => w.adId).slice(0, wantLess.length)).to.deep.equal(wantLess);
+      expect(router.shardFailures[1]).to.be.greaterThan(failuresBefore);
+      expect(router.outcomes['Retrieve OK partial']).to.be.greaterThan(0);
+
+      shards[1] = new ServeProcess(shardPaths[1], port);
+      await shards[1].ready();
+      expectSameAnswer(await untilWhole(), want, 'after the shard returned');
+    });
+
+    it('stalled past the deadline: partial within the caller\'s deadline, whole once it resumes', async () => {
+      const want = await call<object, Answer>(direct, 'Retrieve', req());
+      shards[2].kill('SIGSTOP');
+      try {
+        const t0 = Date.now();
+        const a = await call<object, Answer>(routed, 'Retrieve', req(), 800);
+        expect(Date.now() - t0).to.be.lessThan(800);
+        expect(a.partial).to.equal(true);
+        expect(a.missingShards).to.deep.equal([2]);
+      } finally {
+        shards[2].kill('SIGCONT');
+      }
+      expectSameAnswer(await untilWhole(), want, 'after the shard resumed');
+    });
+  });
+});
