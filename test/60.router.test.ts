@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { call, connect } from '../src/cli/client.js';
 import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
 import { Rng } from '../src/model/random.js';
-import { shardMeta, shardOf, writeShards } from '../src/model/shard.js';
+import { shardMeta, shardOf, splitmix64, writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
 import { silentLogger } from '../src/server/log.js';
 import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetModelResponse.js';
@@ -63,6 +63,12 @@ describe('60 router: sharded corpus, exact merge', function () {
     await router?.shutdown('test end');
     for (const p of [single, ...(shards ?? [])]) p?.kill();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shardOf = splitmix64(uint64(id)) mod S, also at the edges of int64', () => {
+    expect(splitmix64(0n)).to.equal(0xe220a8397b1dcdafn); // the published first output for seed 0
+    const edges = [0n, 1n, -1n, 2n ** 31n, -(2n ** 31n), 2n ** 32n - 1n, 2n ** 53n + 1n, 2n ** 63n - 1n, -(2n ** 63n), 1228523304105n];
+    for (const id of edges) for (const s of [1, 2, 3, 5, 7, 64, 1000, 1024]) expect(shardOf(id, s), `${id} mod ${s}`).to.equal(Number(splitmix64(BigInt.asUintN(64, id)) % BigInt(s)));
   });
 
   it('writes S valid shard bundles that partition the corpus by splitmix64(ad_id) mod S', async () => {

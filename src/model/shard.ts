@@ -39,19 +39,17 @@ export function shardOf(id: bigint, count: number): number {
   return shardOfWords(Number(u & 0xffffffffn), Number(u >> 32n), count);
 }
 
-/** Low 32 bits of a·b for uint32 a, b, and the high 32 bits, without BigInt. */
-function mulWide(a: number, b: number): [number, number] {
-  const a0 = a & 0xffff, a1 = a >>> 16, b0 = b & 0xffff, b1 = b >>> 16;
+/** (hi, lo) · (ch, cl) mod 2^64, into mulHi / mulLo (no allocation). */
+let mulHi = 0;
+let mulLo = 0;
+function mul64(hi: number, lo: number, ch: number, cl: number): void {
+  // lo · cl in full (16-bit limbs keep every partial product exact in a double)
+  const a0 = lo & 0xffff, a1 = lo >>> 16, b0 = cl & 0xffff, b1 = cl >>> 16;
   const mid = a0 * b1 + a1 * b0; // < 2^33
   const low = a0 * b0 + (mid % 65536) * 65536; // < 2^33
-  const hi = a1 * b1 + Math.floor(mid / 65536) + Math.floor(low / 4294967296);
-  return [low >>> 0, hi >>> 0];
-}
-
-/** (hi, lo) · (ch, cl) mod 2^64. */
-function mul64(hi: number, lo: number, ch: number, cl: number): [number, number] {
-  const [l, h] = mulWide(lo, cl);
-  return [(h + Math.imul(hi, cl) + Math.imul(lo, ch)) >>> 0, l];
+  const carry = a1 * b1 + Math.floor(mid / 65536) + Math.floor(low / 4294967296);
+  mulLo = low >>> 0;
+  mulHi = (carry + Math.imul(hi, cl) + Math.imul(lo, ch)) >>> 0;
 }
 
 /** shardOf for the id's two 32-bit words (the Uint32Array view of a BigInt64Array): the router's
@@ -64,11 +62,15 @@ export function shardOfWords(lo: number, hi: number, count: number): number {
   // z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
   l = (l ^ ((l >>> 30) | (h << 2))) >>> 0;
   h = (h ^ (h >>> 30)) >>> 0;
-  [h, l] = mul64(h, l, 0xbf58476d, 0x1ce4e5b9);
+  mul64(h, l, 0xbf58476d, 0x1ce4e5b9);
+  h = mulHi;
+  l = mulLo;
   // z = (z ^ (z >> 27)) * 0x94d049bb133111eb
   l = (l ^ ((l >>> 27) | (h << 5))) >>> 0;
   h = (h ^ (h >>> 27)) >>> 0;
-  [h, l] = mul64(h, l, 0x94d049bb, 0x133111eb);
+  mul64(h, l, 0x94d049bb, 0x133111eb);
+  h = mulHi;
+  l = mulLo;
   // z ^ (z >> 31)
   l = (l ^ ((l >>> 31) | (h << 1))) >>> 0;
   h = (h ^ (h >>> 31)) >>> 0;

@@ -6,10 +6,15 @@
  * double quotient of two float32s is the correctly rounded float32 quotient).
  */
 
-/** A scored candidate as a shard returned it. */
+/** A scored candidate as a shard returned it. Ids are kept as their two 32-bit words (hi
+ *  signed, lo unsigned), which order like the int64 and cost no BigInt. */
 export interface Cand {
-  id: bigint;
-  advertiser: bigint;
+  idHi: number;
+  idLo: number;
+  advHi: number;
+  advLo: number;
+  /** the advertiser as a Map key (a number when exact, else text) */
+  advKey: number | string;
   /** utility (ranking) or retrieval score; NaN orders as −∞, like the engine */
   score: number;
   /** order key: score with NaN → −∞ */
@@ -22,13 +27,23 @@ export interface Cand {
   bid: number;
 }
 
-export function cand(id: bigint, advertiser: bigint, score: number, shard: number, probs: number[] = [], value = 0, bid = 0): Cand {
-  return { id, advertiser, score, key: Number.isNaN(score) ? -Infinity : score, shard, probs, value, bid };
+/** An int64's words → a Map key: the exact number when |value| < 2^53, else text. */
+export function int64Key(hi: number, lo: number): number | string {
+  return hi >= -0x200000 && hi < 0x200000 ? hi * 4294967296 + lo : `${hi}:${lo}`;
+}
+
+export function cand(idHi: number, idLo: number, advHi: number, advLo: number, score: number, shard: number, probs: number[] = [], value = 0, bid = 0): Cand {
+  return { idHi, idLo, advHi, advLo, advKey: int64Key(advHi, advLo), score, key: Number.isNaN(score) ? -Infinity : score, shard, probs, value, bid };
+}
+
+/** The id as a BigInt (tests, logs). */
+export function idOf(c: Cand): bigint {
+  return (BigInt(c.idHi) << 32n) | BigInt(c.idLo);
 }
 
 /** score descending, ad id ascending (docs/funnel.md "Order and selection"). */
 export function before(a: Cand, b: Cand): boolean {
-  return a.key > b.key || (a.key === b.key && a.id < b.id);
+  return a.key > b.key || (a.key === b.key && (a.idHi < b.idHi || (a.idHi === b.idHi && a.idLo < b.idLo)));
 }
 
 export function byOrder(a: Cand, b: Cand): number {
@@ -44,18 +59,18 @@ export interface Selection {
 
 /** The greedy walk over `sorted` (in order): take while the advertiser has < cap taken (0 = no
  *  cap), stop at k; with wantRunnerUp, go on to the next ad the walk would take. */
-export function walk(sorted: readonly Cand[], k: number, cap: number, wantRunnerUp: boolean): Selection {
+export function walk(sorted: Iterable<Cand>, k: number, cap: number, wantRunnerUp: boolean): Selection {
   const s: Selection = { winners: [], capped: 0 };
   if (k === 0) return s;
-  const taken = new Map<bigint, number>();
+  const taken = new Map<number | string, number>();
   for (const x of sorted) {
     if (cap > 0) {
-      const t = taken.get(x.advertiser) ?? 0;
+      const t = taken.get(x.advKey) ?? 0;
       if (t >= cap) {
         if (s.winners.length < k) s.capped++;
         continue;
       }
-      taken.set(x.advertiser, t + 1);
+      taken.set(x.advKey, t + 1);
     }
     if (s.winners.length < k) {
       s.winners.push(x);
@@ -68,19 +83,18 @@ export function walk(sorted: readonly Cand[], k: number, cap: number, wantRunner
   return s;
 }
 
-/** ad_id mod P, mathematical (0 ≤ partition < P). */
-export function partitionOf(id: bigint, p: number): number {
-  const r = Number(id % BigInt(p));
-  return r < 0 ? r + p : r;
+/** ad_id mod P, mathematical (0 ≤ partition < P), from the id's words: id = hi·2^32 + lo. */
+export function partitionOf(hi: number, lo: number, p: number): number {
+  return ((((hi % p) + p) % p) * (4294967296 % p) + (lo % p)) % p;
 }
 
 /** local(P): each partition's walk to ⌈k/P⌉ with the cap inside it, merged in order and cut to
  *  k; the runner-up is the (k+1)-th merged partition winner. */
-export function selectLocal(sorted: readonly Cand[], k: number, cap: number, partitions: number, wantRunnerUp: boolean): Selection {
+export function selectLocal(sorted: Iterable<Cand>, k: number, cap: number, partitions: number, wantRunnerUp: boolean): Selection {
   const kp = Math.ceil(k / partitions);
   const groups = new Map<number, Cand[]>();
   for (const x of sorted) {
-    const p = partitionOf(x.id, partitions);
+    const p = partitionOf(x.idHi, x.idLo, partitions);
     const g = groups.get(p);
     if (g) g.push(x);
     else groups.set(p, [x]);
@@ -98,7 +112,7 @@ export function selectLocal(sorted: readonly Cand[], k: number, cap: number, par
   return s;
 }
 
-export function select(sorted: readonly Cand[], k: number, cap: number, local: boolean, partitions: number, wantRunnerUp: boolean): Selection {
+export function select(sorted: Iterable<Cand>, k: number, cap: number, local: boolean, partitions: number, wantRunnerUp: boolean): Selection {
   return local ? selectLocal(sorted, k, cap, partitions, wantRunnerUp) : walk(sorted, k, cap, wantRunnerUp);
 }
 
@@ -114,9 +128,33 @@ export function gspPrices(s: Selection, reserve: number): number[] {
   });
 }
 
-/** Merges shard lists that are each in order into one list in order. */
-export function mergeSorted(lists: readonly Cand[][]): Cand[] {
-  const all = lists.flat();
-  all.sort(byOrder);
-  return all;
+/** The candidates' ad ids as a BigInt64Array (written as words). */
+export function idsOf(cs: readonly Cand[]): BigInt64Array {
+  const out = new BigInt64Array(cs.length);
+  const w = new Uint32Array(out.buffer);
+  for (let i = 0; i < cs.length; i++) {
+    w[2 * i] = cs[i].idLo;
+    w[2 * i + 1] = cs[i].idHi;
+  }
+  return out;
+}
+
+/** The first n of an ordered sequence. */
+export function take(xs: Iterable<Cand>, n: number): Cand[] {
+  const out: Cand[] = [];
+  if (n <= 0) return out;
+  for (const x of xs) if (out.push(x) >= n) break;
+  return out;
+}
+
+/** Merges shard lists that are each in order into one sequence in order, lazily: a walk that
+ *  stops at K reads only the heads of the lists. */
+export function* merged(lists: readonly Cand[][]): Generator<Cand> {
+  const at = lists.map(() => 0);
+  for (;;) {
+    let best = -1;
+    for (let i = 0; i < lists.length; i++) if (at[i] < lists[i].length && (best < 0 || before(lists[i][at[i]], lists[best][at[best]]))) best = i;
+    if (best < 0) return;
+    yield lists[best][at[best]++];
+  }
 }

@@ -8,7 +8,7 @@ import { requestDecoder } from '../server/codec.js';
 import { MAX_K, validateRank, type RankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
 import { shardOfWords } from '../model/shard.js';
-import { gspPrices, mergeSorted, select } from './merge.js';
+import { gspPrices, merged, select } from './merge.js';
 import { F, FLT_MAX, stripFields, sumCounts, withFields } from './shard-rpc.js';
 import { winnerOf, type RouteRpc } from './route-rpc.js';
 
@@ -22,10 +22,19 @@ export function splitCandidates(ids: BigInt64Array, shards: number): { shard: nu
   const per: number[][] = Array.from({ length: shards }, () => []);
   for (let i = 0; i < ids.length; i++) per[shardOfWords(words[2 * i], words[2 * i + 1], shards)].push(i);
   const out: { shard: number; ids: BigInt64Array }[] = [];
+  const pick = (idx: number[]) => {
+    const a = new BigInt64Array(idx.length);
+    const w = new Uint32Array(a.buffer);
+    for (let j = 0; j < idx.length; j++) {
+      w[2 * j] = words[2 * idx[j]];
+      w[2 * j + 1] = words[2 * idx[j] + 1];
+    }
+    return a;
+  };
   per.forEach((idx, shard) => {
     if (idx.length === 0) return;
     if (idx.length <= MAX_K) {
-      out.push({ shard, ids: BigInt64Array.from(idx, (i) => ids[i]) });
+      out.push({ shard, ids: pick(idx) });
       return;
     }
     const chunkOf = new Map<bigint, number>();
@@ -55,11 +64,12 @@ export const routeRank: RouteRpc<RankInput> = {
     const base = stripFields(raw, [F.k, F.cap, F.ranking, F.reserve, F.modelVersion, F.candidates, F.price]);
     const calls = splitCandidates(BigInt64Array.from(er.candidates), ctx.shards.length).map((c) => ({
       shard: c.shard,
-      bytes: withFields(base, { k: Math.min(MAX_K, c.ids.length), cap: 0, reserve: FLT_MAX, modelVersion: ctx.version, candidates: c.ids, price: true }),
+      // priced against FLT_MAX only when the caller wants prices: then each price is the bid
+      bytes: withFields(base, { k: Math.min(MAX_K, c.ids.length), cap: 0, modelVersion: ctx.version, candidates: c.ids, ...(er.price ? { reserve: FLT_MAX, price: true } : {}) }),
     }));
-    const answers = calls.length > 0 ? await fan.phase('Rank', 'adrank.v1.RankResponse', calls, true) : [];
+    const answers = calls.length > 0 ? await fan.phase('Rank', 'adrank.v1.RankResponse', calls, er.price) : [];
     const counts = sumCounts(answers.map((a) => a.counts));
-    const sel = select(mergeSorted(answers.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, er.price);
+    const sel = select(merged(answers.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, er.price);
     counts.capped = sel.capped;
     const prices = er.price ? gspPrices(sel, Math.fround(er.reserve)) : undefined;
     return { winners: sel.winners.map((c, i) => winnerOf(c, true, prices?.[i])), counts };

@@ -9,7 +9,7 @@
 import { requestDecoder } from '../server/codec.js';
 import { validateRetrieveAndRank, type RetrieveAndRankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
-import { gspPrices, mergeSorted, select } from './merge.js';
+import { gspPrices, idsOf, merged, select, take, type Cand } from './merge.js';
 import { F, FLT_MAX, stripFields, sumCounts, withFields } from './shard-rpc.js';
 import { winnerOf, type RouteRpc } from './route-rpc.js';
 
@@ -23,21 +23,21 @@ export const routeRetrieveAndRank: RouteRpc<RetrieveAndRankInput> = {
     const retrieve = withFields(stripFields(raw, [F.k, F.cap, F.ranking, F.modelVersion, F.retrieveCount]), { k: R, cap: 0, modelVersion: ctx.version });
     const first = await fan.phase('Retrieve', 'adrank.v1.RetrieveResponse', ctx.shards.map((_, shard) => ({ shard, bytes: retrieve })), false);
     const counts = sumCounts(first.map((a) => a.counts));
-    const top = mergeSorted(first.map((a) => a.cands)).slice(0, R);
+    const top = take(merged(first.map((a) => a.cands)), R);
 
-    const owned = new Map<number, bigint[]>();
+    const owned = new Map<number, Cand[]>();
     for (const c of top) {
       const l = owned.get(c.shard);
-      if (l) l.push(c.id);
-      else owned.set(c.shard, [c.id]);
+      if (l) l.push(c);
+      else owned.set(c.shard, [c]);
     }
     const base = stripFields(raw, [F.k, F.cap, F.ranking, F.reserve, F.modelVersion, F.retrieveCount]);
-    const calls = [...owned].map(([shard, ids]) => ({
+    const calls = [...owned].map(([shard, cs]) => ({
       shard,
-      bytes: withFields(base, { k: ids.length, cap: 0, reserve: FLT_MAX, modelVersion: ctx.version, candidates: BigInt64Array.from(ids), price: true }),
+      bytes: withFields(base, { k: cs.length, cap: 0, reserve: FLT_MAX, modelVersion: ctx.version, candidates: idsOf(cs), price: true }),
     }));
     const second = calls.length > 0 ? await fan.phase('Rank', 'adrank.v1.RankResponse', calls, true) : [];
-    const sel = select(mergeSorted(second.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, true);
+    const sel = select(merged(second.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, true);
     counts.capped = sel.capped;
     const prices = gspPrices(sel, Math.fround(er.reserve));
     return { winners: sel.winners.map((c, i) => winnerOf(c, true, prices[i])), counts, retrieved: top.length };

@@ -10,7 +10,7 @@
 import { status } from '@grpc/grpc-js';
 import { requestDecoder } from '../server/codec.js';
 import { MAX_ID_LIST, MAX_K, RequestError, validateRetrieve, type RetrieveInput } from '../handlers/validate.js';
-import { before, mergeSorted, walk, type Cand } from './merge.js';
+import { before, idsOf, merged, walk, type Cand } from './merge.js';
 import { F, stripFields, sumCounts, withFields, type Fanout, type ShardAnswer } from './shard-rpc.js';
 import { winnerOf, type RouteContext, type RouteRpc } from './route-rpc.js';
 
@@ -18,25 +18,31 @@ const RESPONSE = 'adrank.v1.RetrieveResponse';
 
 /** Eligible ads of one shard ranked strictly before `t`, from its uncapped list (phase 2);
  *  undefined when the shard stopped answering. */
-async function countBefore(ctx: RouteContext, raw: Buffer, excludedAlready: number, a: ShardAnswer, t: Cand, fan: Fanout): Promise<number | undefined> {
+async function countBefore(ctx: RouteContext, raw: Buffer, excludedAlready: number, a: ShardAnswer, t: Cand, K: number, fan: Fanout): Promise<number | undefined> {
+  // An upper bound on the count, so that the listing asks for no more than it needs: with j the
+  // position in the shard's capped list of its first ad not before t, the ads before t are all
+  // before that ad, and at most `capped` of those were passed over; a complete list (fewer than
+  // K) had `capped` more; otherwise only `eligible` bounds it.
+  const j = a.cands.findIndex((c) => !before(c, t));
+  const bound = j >= 0 ? a.counts.capped + j : a.cands.length < K ? a.cands.length + a.counts.capped : a.counts.eligible;
   const base = stripFields(raw, [F.k, F.cap, F.modelVersion]);
-  const listed: bigint[] = [];
+  const listed: Cand[] = [];
   let count = 0;
   for (let page = 0; ; page++) {
-    const k = Math.min(MAX_K, a.counts.eligible - listed.length);
+    const k = Math.min(MAX_K, bound - listed.length, a.counts.eligible - listed.length);
     if (k <= 0) return count;
     if (excludedAlready + listed.length > MAX_ID_LIST)
       throw new RequestError(
         status.RESOURCE_EXHAUSTED,
         `the exact capped count needs more than ${listed.length} ads of shard ${a.shard} ranked above the K-th winner (the router pages with exclusions.ad_ids, at most ${MAX_ID_LIST}); lower per_advertiser_cap's effect or K`,
       );
-    const bytes = withFields(base, { k, cap: 0, modelVersion: ctx.version, excludeAds: BigInt64Array.from(listed) });
+    const bytes = withFields(base, { k, cap: 0, modelVersion: ctx.version, excludeAds: idsOf(listed) });
     const [ans] = await fan.phase('Retrieve', RESPONSE, [{ shard: a.shard, bytes }], false);
     if (!ans) return undefined;
     for (const c of ans.cands) {
       if (!before(c, t)) return count;
       count++;
-      listed.push(c.id);
+      listed.push(c);
     }
     if (ans.cands.length < k) return count;
   }
@@ -51,7 +57,7 @@ export const routeRetrieve: RouteRpc<RetrieveInput> = {
     const bytes = withFields(stripFields(raw, [F.modelVersion]), { modelVersion: ctx.version });
     const answers = await fan.phase('Retrieve', RESPONSE, ctx.shards.map((_, shard) => ({ shard, bytes })), false);
     const counts = sumCounts(answers.map((a) => a.counts));
-    const sel = walk(mergeSorted(answers.map((a) => a.cands)), er.k, er.cap, false);
+    const sel = walk(merged(answers.map((a) => a.cands)), er.k, er.cap, false);
     const K = er.k;
     if (er.cap === 0) counts.capped = 0;
     else if (sel.winners.length < K) counts.capped = counts.eligible - sel.winners.length;
@@ -65,7 +71,7 @@ export const routeRetrieve: RouteRpc<RetrieveInput> = {
         if (complete) above += a.cands.filter((c) => before(c, t)).length;
         else ask.push(a);
       }
-      const more = await Promise.all(ask.map((a) => countBefore(ctx, raw, er.excludedAds.length, a, t, fan)));
+      const more = await Promise.all(ask.map((a) => countBefore(ctx, raw, er.excludedAds.length, a, t, K, fan)));
       for (const m of more) above += m ?? 0;
       counts.capped = above - (K - 1);
     }

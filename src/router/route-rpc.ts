@@ -49,7 +49,13 @@ export interface RawRequest<Req> {
 }
 
 export function winnerOf(c: Cand, ranked: boolean, price?: number): Winner {
-  const w: Winner = { adId: c.id.toString(), advertiserId: c.advertiser.toString(), score: c.score, taskProbabilities: ranked ? c.probs : [] };
+  // int64s as their words (protobufjs writes Long-like objects without strings)
+  const w: Winner = {
+    adId: { low: c.idLo | 0, high: c.idHi, unsigned: false } as unknown as Winner['adId'],
+    advertiserId: { low: c.advLo | 0, high: c.advHi, unsigned: false } as unknown as Winner['advertiserId'],
+    score: c.score,
+    taskProbabilities: ranked ? c.probs : [],
+  };
   if (price !== undefined) w.price = price;
   if (ranked) w.value = c.value;
   return w;

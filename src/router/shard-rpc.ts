@@ -80,15 +80,6 @@ export function withFields(base: Buffer, o: Overrides): Buffer {
   return Buffer.concat([base, tail]);
 }
 
-interface WinnerObj {
-  adId: string;
-  advertiserId: string;
-  score: number;
-  taskProbabilities?: number[];
-  price?: number;
-  value?: number;
-}
-
 export interface ShardAnswer {
   shard: number;
   cands: Cand[];
@@ -99,15 +90,78 @@ export interface ShardAnswer {
 
 const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: String, defaults: false };
 
-/** Decodes a Retrieve/Rank/RetrieveAndRank response into candidates; `bidFromPrice` reads the
- *  price as the bid (requests sent with reserve = FLT_MAX, see docs/funnel.md). */
+/** Words of the varint at r.pos (an int64 as two's complement), advancing r. */
+function varintWords(r: protobuf.Reader, out: { hi: number; lo: number }): void {
+  const buf = r.buf;
+  let lo = 0;
+  let hi = 0;
+  let shift = 0;
+  let b: number;
+  do {
+    if (r.pos >= r.len) throw new Error('truncated varint in a shard response');
+    b = buf[r.pos++];
+    if (shift < 28) lo |= (b & 127) << shift;
+    else if (shift === 28) {
+      lo |= (b & 15) << 28;
+      hi |= (b & 127) >>> 4;
+    } else hi |= (b & 127) << (shift - 32);
+    shift += 7;
+  } while (b >= 128 && shift < 70);
+  out.lo = lo >>> 0;
+  out.hi = hi | 0;
+}
+
+const words = { hi: 0, lo: 0 };
+
+/** One Winner message (fields 1 ad_id, 2 advertiser_id, 3 score, 4 probabilities, 5 price, 6 value). */
+function decodeWinner(r: protobuf.Reader, end: number, shard: number, bidFromPrice: boolean): Cand {
+  let idHi = 0, idLo = 0, advHi = 0, advLo = 0, score = 0, price = 0, value = 0;
+  const probs: number[] = [];
+  while (r.pos < end) {
+    const tag = r.uint32();
+    switch (tag) {
+      case (1 << 3) | 0: varintWords(r, words); idHi = words.hi; idLo = words.lo; break;
+      case (2 << 3) | 0: varintWords(r, words); advHi = words.hi; advLo = words.lo; break;
+      case (3 << 3) | 5: score = r.float(); break;
+      case (4 << 3) | 2: { const e = r.uint32() + r.pos; while (r.pos < e) probs.push(r.float()); break; }
+      case (4 << 3) | 5: probs.push(r.float()); break;
+      case (5 << 3) | 5: price = r.float(); break;
+      case (6 << 3) | 5: value = r.float(); break;
+      default: r.skipType(tag & 7);
+    }
+  }
+  return cand(idHi, idLo, advHi, advLo, score, shard, probs, value, bidFromPrice ? price : 0);
+}
+
+/** Decodes a Retrieve/Rank/RetrieveAndRank response into candidates (winners read by hand: no
+ *  per-id strings or BigInts); `bidFromPrice` reads the price as the bid (requests sent with
+ *  reserve = FLT_MAX, see docs/funnel.md "Sharded serving"). */
 export function decodeAnswer(typeName: string, shard: number, bytes: Buffer, bidFromPrice: boolean): ShardAnswer {
-  const type = loadProto().root.lookupType(typeName);
-  const o = type.toObject(type.decode(bytes), TO_OBJECT) as { winners?: WinnerObj[]; counts?: DropCounts; timings?: ServerTimings; model?: { name: string; version: string } };
-  const cands = (o.winners ?? []).map((w) =>
-    cand(BigInt(w.adId ?? '0'), BigInt(w.advertiserId ?? '0'), w.score ?? 0, shard, w.taskProbabilities ?? [], w.value ?? 0, bidFromPrice ? (w.price ?? 0) : 0),
-  );
-  return { shard, cands, counts: fullCounts(o.counts), timings: o.timings ?? {}, model: o.model ?? { name: '', version: '' } };
+  const root = loadProto().root;
+  const r = protobuf.Reader.create(bytes);
+  const cands: Cand[] = [];
+  let counts: DropCounts | undefined;
+  let timings: ServerTimings = {};
+  let model = { name: '', version: '' };
+  const sub = (name: string, len: number) => {
+    const t = root.lookupType(name);
+    const o = t.toObject(t.decode(bytes.subarray(r.pos, r.pos + len)), TO_OBJECT);
+    r.pos += len;
+    return o;
+  };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    if (tag === ((2 << 3) | 2)) {
+      const end = r.uint32() + r.pos;
+      cands.push(decodeWinner(r, end, shard, bidFromPrice));
+      r.pos = end;
+    } else if (tag === ((3 << 3) | 2)) model = sub('adrank.v1.ModelRef', r.uint32()) as typeof model;
+    else if (tag === ((4 << 3) | 2)) counts = sub('adrank.v1.DropCounts', r.uint32()) as DropCounts;
+    else if (tag === ((5 << 3) | 2)) timings = sub('adrank.v1.ServerTimings', r.uint32()) as ServerTimings;
+    else r.skipType(tag & 7);
+  }
+  void typeName;
+  return { shard, cands, counts: fullCounts(counts), timings, model };
 }
 
 const COUNT_KEYS = ['received', 'unknown', 'duplicate', 'inactive', 'outOfBudget', 'paced', 'targeting', 'excludedAd', 'excludedAdvertiser', 'capped', 'eligible'] as const;
