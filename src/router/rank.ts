@@ -67,7 +67,7 @@ export const routeRank: RouteRpc<RankInput> = {
       // priced against FLT_MAX only when the caller wants prices: then each price is the bid
       bytes: withFields(base, { k: Math.min(MAX_K, c.ids.length), cap: 0, modelVersion: ctx.version, candidates: c.ids, ...(er.price ? { reserve: FLT_MAX, price: true } : {}) }),
     }));
-    const answers = calls.length > 0 ? await fan.phase('Rank', 'adrank.v1.RankResponse', calls, er.price) : [];
+    const answers = calls.length > 0 ? await fan.phase('Rank', calls, er.price) : [];
     const counts = sumCounts(answers.map((a) => a.counts));
     const sel = select(merged(answers.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, er.price);
     counts.capped = sel.capped;

@@ -21,7 +21,7 @@ export const routeRetrieveAndRank: RouteRpc<RetrieveAndRankInput> = {
     const er = validateRetrieveAndRank(req, ctx.config);
     const R = er.retrieveCount;
     const retrieve = withFields(stripFields(raw, [F.k, F.cap, F.ranking, F.modelVersion, F.retrieveCount]), { k: R, cap: 0, modelVersion: ctx.version });
-    const first = await fan.phase('Retrieve', 'adrank.v1.RetrieveResponse', ctx.shards.map((_, shard) => ({ shard, bytes: retrieve })), false);
+    const first = await fan.phase('Retrieve', ctx.shards.map((_, shard) => ({ shard, bytes: retrieve })), false);
     const counts = sumCounts(first.map((a) => a.counts));
     const top = take(merged(first.map((a) => a.cands)), R);
 
@@ -36,7 +36,7 @@ export const routeRetrieveAndRank: RouteRpc<RetrieveAndRankInput> = {
       shard,
       bytes: withFields(base, { k: cs.length, cap: 0, reserve: FLT_MAX, modelVersion: ctx.version, candidates: idsOf(cs), price: true }),
     }));
-    const second = calls.length > 0 ? await fan.phase('Rank', 'adrank.v1.RankResponse', calls, true) : [];
+    const second = calls.length > 0 ? await fan.phase('Rank', calls, true) : [];
     const sel = select(merged(second.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, true);
     counts.capped = sel.capped;
     const prices = gspPrices(sel, Math.fround(er.reserve));

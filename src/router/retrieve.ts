@@ -14,8 +14,6 @@ import { before, idsOf, merged, walk, type Cand } from './merge.js';
 import { F, stripFields, sumCounts, withFields, type Fanout, type ShardAnswer } from './shard-rpc.js';
 import { winnerOf, type RouteContext, type RouteRpc } from './route-rpc.js';
 
-const RESPONSE = 'adrank.v1.RetrieveResponse';
-
 /** Eligible ads of one shard ranked strictly before `t`, from its uncapped list (phase 2);
  *  undefined when the shard stopped answering. */
 async function countBefore(ctx: RouteContext, raw: Buffer, excludedAlready: number, a: ShardAnswer, t: Cand, K: number, fan: Fanout): Promise<number | undefined> {
@@ -37,7 +35,7 @@ async function countBefore(ctx: RouteContext, raw: Buffer, excludedAlready: numb
         `the exact capped count needs more than ${listed.length} ads of shard ${a.shard} ranked above the K-th winner (the router pages with exclusions.ad_ids, at most ${MAX_ID_LIST}); lower per_advertiser_cap's effect or K`,
       );
     const bytes = withFields(base, { k, cap: 0, modelVersion: ctx.version, excludeAds: idsOf(listed) });
-    const [ans] = await fan.phase('Retrieve', RESPONSE, [{ shard: a.shard, bytes }], false);
+    const [ans] = await fan.phase('Retrieve', [{ shard: a.shard, bytes }], false);
     if (!ans) return undefined;
     for (const c of ans.cands) {
       if (!before(c, t)) return count;
@@ -51,11 +49,11 @@ async function countBefore(ctx: RouteContext, raw: Buffer, excludedAlready: numb
 export const routeRetrieve: RouteRpc<RetrieveInput> = {
   name: 'Retrieve',
   decode: requestDecoder('adrank.v1.RetrieveRequest'),
-  responseType: RESPONSE,
+  responseType: 'adrank.v1.RetrieveResponse',
   async route(ctx, raw, req, fan) {
     const er = validateRetrieve(req, ctx.config);
     const bytes = withFields(stripFields(raw, [F.modelVersion]), { modelVersion: ctx.version });
-    const answers = await fan.phase('Retrieve', RESPONSE, ctx.shards.map((_, shard) => ({ shard, bytes })), false);
+    const answers = await fan.phase('Retrieve', ctx.shards.map((_, shard) => ({ shard, bytes })), false);
     const counts = sumCounts(answers.map((a) => a.counts));
     const sel = walk(merged(answers.map((a) => a.cands)), er.k, er.cap, false);
     const K = er.k;

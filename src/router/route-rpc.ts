@@ -8,7 +8,7 @@ import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js'
 import type { ModelConfig } from '../model/config.js';
 import type { Limits } from '../handlers/validate.js';
 import { RequestError } from '../handlers/validate.js';
-import { serviceError, toServiceError } from '../handlers/engine-rpc.js';
+import { toServiceError } from '../handlers/engine-rpc.js';
 import { DECODE_START, DECODE_US, responseEncoder, type DecodeStamp } from '../server/codec.js';
 import type { Logger } from '../server/log.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
@@ -130,5 +130,3 @@ function sumPhases(phases: ServerTimings[]): ServerTimings {
   for (const k of keys) out[k] = phases.reduce((s, p) => s + Number(p[k] ?? 0), 0);
   return out;
 }
-
-export { serviceError };

@@ -123,8 +123,10 @@ export class ShardClient {
 
   /** Round robin over the SERVING replicas (all of them when none says SERVING yet). */
   private pick(skip?: Replica): Replica {
-    const ok = this.replicas.filter((r) => r.serving && r !== skip);
-    const pool = ok.length > 0 ? ok : this.replicas.filter((r) => r !== skip).length > 0 ? this.replicas.filter((r) => r !== skip) : this.replicas;
+    const others = this.replicas.filter((r) => r !== skip);
+    const candidates = others.length > 0 ? others : this.replicas;
+    const serving = candidates.filter((r) => r.serving);
+    const pool = serving.length > 0 ? serving : candidates;
     return pool[this.next++ % pool.length];
   }
 

@@ -136,7 +136,7 @@ function decodeWinner(r: protobuf.Reader, end: number, shard: number, bidFromPri
 /** Decodes a Retrieve/Rank/RetrieveAndRank response into candidates (winners read by hand: no
  *  per-id strings or BigInts); `bidFromPrice` reads the price as the bid (requests sent with
  *  reserve = FLT_MAX, see docs/funnel.md "Sharded serving"). */
-export function decodeAnswer(typeName: string, shard: number, bytes: Buffer, bidFromPrice: boolean): ShardAnswer {
+export function decodeAnswer(shard: number, bytes: Buffer, bidFromPrice: boolean): ShardAnswer {
   const root = loadProto().root;
   const r = protobuf.Reader.create(bytes);
   const cands: Cand[] = [];
@@ -160,7 +160,6 @@ export function decodeAnswer(typeName: string, shard: number, bytes: Buffer, bid
     else if (tag === ((5 << 3) | 2)) timings = sub('adrank.v1.ServerTimings', r.uint32()) as ServerTimings;
     else r.skipType(tag & 7);
   }
-  void typeName;
   return { shard, cands, counts: fullCounts(counts), timings, model };
 }
 
@@ -197,7 +196,7 @@ export class Fanout {
   ) {}
 
   /** Sends `calls` in parallel; failed or late shards are marked missing and left out. */
-  async phase(method: string, responseType: string, calls: { shard: number; bytes: Buffer }[], bidFromPrice: boolean): Promise<ShardAnswer[]> {
+  async phase(method: string, calls: { shard: number; bytes: Buffer }[], bidFromPrice: boolean): Promise<ShardAnswer[]> {
     const live = calls.filter((c) => !this.missing.has(c.shard));
     if (Date.now() >= this.deadline) throw new RequestError(status.DEADLINE_EXCEEDED, 'deadline exceeded before the shards were asked');
     const settled = await Promise.allSettled(live.map((c) => this.shards[c.shard].call(method, c.bytes, this.deadline)));
@@ -206,7 +205,7 @@ export class Fanout {
     settled.forEach((s, i) => {
       const shard = live[i].shard;
       if (s.status === 'fulfilled') {
-        const a = decodeAnswer(responseType, shard, s.value, bidFromPrice);
+        const a = decodeAnswer(shard, s.value, bidFromPrice);
         if ((a.timings.engineTotalUs ?? 0) >= (slowest.engineTotalUs ?? 0)) slowest = a.timings;
         out.push(a);
         return;
@@ -220,10 +219,5 @@ export class Fanout {
     if (out.length === 0 && live.length > 0 && this.missing.size >= this.shards.length)
       throw new RequestError(status.UNAVAILABLE, `no shard answered (${this.shards.length} shards; see the router's shard_failed logs)`);
     return out;
-  }
-
-  /** Shards that answered every phase so far, of `of`. */
-  answered(of: readonly number[]): number[] {
-    return of.filter((s) => !this.missing.has(s));
   }
 }
