@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type * as grpc from '@grpc/grpc-js';
 import { call, connect } from '../src/cli/client.js';
-import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { loadBundle, parseBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { encodeSafetensors, readSafetensors } from '../src/model/safetensors.js';
+import { readFileSync } from 'node:fs';
 import { Rng } from '../src/model/random.js';
 import { shardMeta, shardOf, splitmix64, writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
@@ -88,6 +90,32 @@ describe('60 router: sharded corpus, exact merge', function () {
       total += mine.length;
     }
     expect(total).to.equal(ids.length);
+  });
+
+  it('a bundle with malformed shard metadata is refused, naming the field', () => {
+    const { metadata, tensors } = readSafetensors(readFileSync(shardPaths[0]));
+    for (const [meta, field] of [
+      [{ index: 3, count: 3, source_sha256: source.sha256 }, 'adrank.shard.index'],
+      [{ index: 0, count: 0, source_sha256: source.sha256 }, 'adrank.shard.count'],
+      [{ index: 0, count: 3, source_sha256: 'abc' }, 'adrank.shard.source_sha256'],
+    ] as const) {
+      const buf = encodeSafetensors(tensors, { ...metadata, 'adrank.shard': JSON.stringify(meta) });
+      expect(() => parseBundle(buf), field).to.throw(new RegExp(`for ${field.replace(/\./g, '\\.')}, got`));
+    }
+  });
+
+  it('shards given out of order: the router stays NOT_SERVING (and says why in its logs)', async () => {
+    const ports = await Promise.all(shards.map((s) => s.port));
+    const errors: string[] = [];
+    const log = { ...silentLogger, error: (event: string, f?: Record<string, unknown>) => void errors.push(`${event} ${String(f?.problem ?? '')}`) };
+    const wrong = await RouterServer.start({ shards: [ports[1], ports[0], ports[2]].map((p) => `localhost:${p}`), port: 0, log, refreshMs: 200 });
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(wrong.healthStatus).to.equal('NOT_SERVING');
+      expect(errors.some((e) => e.startsWith('shard_mismatch') && e.includes('shard i goes i-th'))).to.equal(true);
+    } finally {
+      await wrong.shutdown('test end');
+    }
   });
 
   it('GetModel: the corpus summed, the shards\' versions, the source sha256', async () => {

@@ -20,7 +20,7 @@ import {
 import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { runClient, type ClientRpc } from './client.js';
-import { shardBundleFile, MAX_SHARDS } from '../model/shard.js';
+import { shardBundleFile, shardMeta, MAX_SHARDS } from '../model/shard.js';
 import { RouterServer } from '../router/router.js';
 import { formatBytes, table } from './table.js';
 
@@ -154,6 +154,8 @@ async function inspect(path: string): Promise<void> {
   out(`sha256   ${b.sha256}`);
   out(`model    ${b.config.name} version ${b.config.version}`);
   out(`ads      ${b.numAds}`);
+  const shard = shardMeta(b);
+  if (shard) out(`shard    ${shard.index} of ${shard.count} (source sha256 ${shard.source_sha256})`);
   out(`config   ${JSON.stringify(b.config, null, 2).replace(/\n/g, '\n         ')}`);
   const names = Object.keys(b.tensors).sort();
   const rows = names.map((n) => [n, b.dtypes[n], `[${b.shapes[n].join(', ')}]`, b.tensors[n].byteLength]);

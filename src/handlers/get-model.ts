@@ -6,7 +6,7 @@ import type { GetModelResponse, GetModelResponse__Output } from '../generated/ad
 import type { HandlerContext } from './context.js';
 import { serviceError } from './engine-rpc.js';
 import { modelShape } from './sample.js';
-import { shardMeta } from '../model/shard.js';
+import { shardMeta } from '../model/shard-meta.js';
 
 export function describeModel(engine: Engine): GetModelResponse__Output {
   const c = engine.config;

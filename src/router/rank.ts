@@ -7,7 +7,7 @@
 import { requestDecoder } from '../server/codec.js';
 import { MAX_K, validateRank, type RankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
-import { shardOfWords } from '../model/shard.js';
+import { shardOfWords } from '../model/shard-meta.js';
 import { gspPrices, merged, select } from './merge.js';
 import { F, FLT_MAX, stripFields, sumCounts, withFields } from './shard-rpc.js';
 import { winnerOf, type RouteRpc } from './route-rpc.js';
