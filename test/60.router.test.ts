@@ -21,7 +21,8 @@ import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetMod
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import { addonBuilt } from './support/index.js';
 import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
-import { writeDemoBundle } from '../src/model/demo.js';
+import { makeDemoBundle, writeDemoBundle } from '../src/model/demo.js';
+import { writeSafetensors } from '../src/model/safetensors.js';
 import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './60.router.helpers.js';
 
 const S = 3;
@@ -260,5 +261,47 @@ describe('60 router: sharded corpus, exact merge', function () {
     const m = await call<object, GetModelResponse__Output>(routed, 'GetModel', {});
     expect(m.shardVersions).to.deep.equal(['8', '8', '8']);
   });
+  });
+
+  describe('Retrieve: a capped count past one listing page (one advertiser owns 90% of the ads)', () => {
+    let skewDir: string;
+    const procs: ServeProcess[] = [];
+    let skewRouter: RouterServer | undefined;
+    after(async () => {
+      await skewRouter?.shutdown('test end');
+      for (const p of procs) p.kill();
+      rmSync(skewDir, { recursive: true, force: true });
+    });
+
+    it('pages the second phase with exclusions and still counts exactly', async () => {
+      skewDir = mkdtempSync(join(tmpdir(), 'adrank-skew-'));
+      const b = makeDemoBundle({ ads: 25_000, seed: 9, config: smallConfig() });
+      const adv = b.tensors.get('ads.advertiser')!.data as BigInt64Array;
+      const rng = new Rng(4);
+      for (let i = 0; i < adv.length; i++) if (rng.uniform() < 0.9) adv[i] = 999n;
+      const path = join(skewDir, 'skew.safetensors');
+      await writeSafetensors(path, b.tensors, b.metadata);
+      const [shardPath] = (await writeShards(await loadBundle(path), 1, join(skewDir, 'shards'))).map((s) => s.path);
+      const one = new ServeProcess(path);
+      const shard = new ServeProcess(shardPath);
+      procs.push(one, shard);
+      const [p1, p2] = await Promise.all([one.ready(), shard.ready()]);
+      skewRouter = await RouterServer.start({ shards: [`localhost:${p2}`], port: 0, log: silentLogger });
+      await skewRouter.ready;
+      const d = connect(`localhost:${p1}`);
+      const r = connect(`localhost:${skewRouter.port}`);
+      try {
+        const c = smallConfig();
+        for (let n = 0; n < 3; n++) {
+          const req = { ...randomRequest(new Rng(100 + n), c, ['1'], ['1'], 'Retrieve', n), k: 2000, perAdvertiserCap: 1, targeting: c.targeting_dims.map(() => 70), exclusions: undefined };
+          const [want, got] = await Promise.all([call<object, Answer>(d, 'Retrieve', req), call<object, Answer>(r, 'Retrieve', req)]);
+          expect(want.counts.capped, 'capped ads above the K-th winner: more than one 10,000-ad page').to.be.greaterThan(10_000);
+          expectSameAnswer(got, want, `skewed Retrieve ${n}`);
+        }
+      } finally {
+        d.close();
+        r.close();
+      }
+    });
   });
 });
