@@ -263,7 +263,7 @@ describe('60 router: sharded corpus, exact merge', function () {
   });
   });
 
-  describe('Retrieve: a capped count past one listing page (one advertiser owns 90% of the ads)', () => {
+  describe('Retrieve: a capped count past one listing page (one advertiser owns 90% of the ads, 2 shards)', () => {
     let skewDir: string;
     const procs: ServeProcess[] = [];
     let skewRouter: RouterServer | undefined;
@@ -275,18 +275,18 @@ describe('60 router: sharded corpus, exact merge', function () {
 
     it('pages the second phase with exclusions and still counts exactly', async () => {
       skewDir = mkdtempSync(join(tmpdir(), 'adrank-skew-'));
-      const b = makeDemoBundle({ ads: 25_000, seed: 9, config: smallConfig() });
+      const b = makeDemoBundle({ ads: 80_000, seed: 9, config: smallConfig() });
       const adv = b.tensors.get('ads.advertiser')!.data as BigInt64Array;
       const rng = new Rng(4);
       for (let i = 0; i < adv.length; i++) if (rng.uniform() < 0.9) adv[i] = 999n;
       const path = join(skewDir, 'skew.safetensors');
       await writeSafetensors(path, b.tensors, b.metadata);
-      const [shardPath] = (await writeShards(await loadBundle(path), 1, join(skewDir, 'shards'))).map((s) => s.path);
+      const paths = (await writeShards(await loadBundle(path), 2, join(skewDir, 'shards'))).map((s) => s.path);
       const one = new ServeProcess(path);
-      const shard = new ServeProcess(shardPath);
-      procs.push(one, shard);
-      const [p1, p2] = await Promise.all([one.ready(), shard.ready()]);
-      skewRouter = await RouterServer.start({ shards: [`localhost:${p2}`], port: 0, log: silentLogger });
+      const two = paths.map((p) => new ServeProcess(p));
+      procs.push(one, ...two);
+      const [p1, ...ps] = await Promise.all([one.ready(), ...two.map((s) => s.ready())]);
+      skewRouter = await RouterServer.start({ shards: ps.map((p) => `localhost:${p}`), port: 0, log: silentLogger });
       await skewRouter.ready;
       const d = connect(`localhost:${p1}`);
       const r = connect(`localhost:${skewRouter.port}`);
@@ -294,8 +294,11 @@ describe('60 router: sharded corpus, exact merge', function () {
         const c = smallConfig();
         for (let n = 0; n < 3; n++) {
           const req = { ...randomRequest(new Rng(100 + n), c, ['1'], ['1'], 'Retrieve', n), k: 2000, perAdvertiserCap: 1, targeting: c.targeting_dims.map(() => 70), exclusions: undefined };
+          const calls = skewRouter.shardCalls.Retrieve ?? 0;
           const [want, got] = await Promise.all([call<object, Answer>(d, 'Retrieve', req), call<object, Answer>(r, 'Retrieve', req)]);
-          expect(want.counts.capped, 'capped ads above the K-th winner: more than one 10,000-ad page').to.be.greaterThan(10_000);
+          // phase 1 on both shards, then at least two pages on one of them
+          expect((skewRouter.shardCalls.Retrieve ?? 0) - calls, 'shard calls').to.be.at.least(4);
+          expect(want.counts.capped, 'capped ads above the K-th winner').to.be.greaterThan(10_000);
           expectSameAnswer(got, want, `skewed Retrieve ${n}`);
         }
       } finally {

@@ -2,10 +2,11 @@
  * Retrieve through the router (docs/funnel.md "Sharded serving"). Phase 1: every shard runs the
  * request as is (its own capped walk to K); the global walk over the merged lists gives exactly
  * the single server's winners. `capped` counts the eligible ads ranked above the K-th winner T
- * that the cap passed over: Σ_s (eligible ads of shard s before T) − (K − 1). A shard whose
- * phase-1 list already shows all its eligible ads before T (nothing capped locally, and its list
- * reaches T or is complete) needs nothing more; the others are asked, in phase 2, for their
- * uncapped top list until it passes T (paged by excluding what was listed, at most MAX_ID_LIST ids).
+ * that the cap passed over: Σ_s (eligible ads of shard s before T) − (K − 1). A shard's count is
+ * known from phase 1 when its list shows all its eligible ads before T (nothing capped locally,
+ * and the list reaches T or is complete), or when T is its own K-th take (then its `capped` is
+ * exactly what it passed over before T); the others are asked, in phase 2, for their uncapped top
+ * list until it passes T (paged by excluding what was listed, at most MAX_ID_LIST ids).
  */
 import { status } from '@grpc/grpc-js';
 import { requestDecoder } from '../server/codec.js';
@@ -65,8 +66,11 @@ export const routeRetrieve: RouteRpc<RetrieveInput> = {
       const ask: ShardAnswer[] = [];
       for (const a of answers) {
         const n = a.cands.length;
-        const complete = a.counts.capped === 0 && (n < K || !before(a.cands[n - 1], t));
-        if (complete) above += a.cands.filter((c) => before(c, t)).length;
+        const last = a.cands[n - 1];
+        // nothing capped locally, and the list reaches t or holds all the shard's eligible ads
+        if (a.counts.capped === 0 && (n < K || !before(last, t))) above += a.cands.filter((c) => before(c, t)).length;
+        // t is this shard's own K-th take: its capped count is exactly what it passed over before t
+        else if (n === K && last === t) above += a.counts.capped + (K - 1);
         else ask.push(a);
       }
       const more = await Promise.all(ask.map((a) => countBefore(ctx, raw, er.excludedAds.length, a, t, K, fan)));

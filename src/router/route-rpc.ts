@@ -69,6 +69,8 @@ export interface RouterHooks {
   /** a shard did not answer (counted and logged by the router) */
   onShardFailure(shard: number, code: status, details: string): void;
   onOutcome(rpc: string, code: string, partial: boolean): void;
+  /** shard calls one request made (phases × shards, pages) */
+  onShardCalls(rpc: string, calls: number): void;
 }
 
 /** Time kept back from the caller's deadline for the merge and the answer. */
@@ -93,7 +95,7 @@ export function routeHandler<Req extends { requestId: string } & DecodeStamp>(ho
       const d = call.getDeadline();
       const deadline = d instanceof Date ? d.getTime() : Number(d);
       const fan = new Fanout(ctx.shards, shardDeadline(deadline, Date.now(), hooks.defaultShardTimeoutMs), hooks.onShardFailure);
-      const r = await rpc.route(ctx, raw, req, fan);
+      const r = await rpc.route(ctx, raw, req, fan).finally(() => hooks.onShardCalls(rpc.name, fan.calls));
       const missing = [...fan.missing].sort((a, b) => a - b);
       partial = missing.length > 0;
       const timings: ServerTimings = { decodeUs: req[DECODE_US] ?? 0, ...sumPhases(fan.timings) };

@@ -51,6 +51,8 @@ export class RouterServer {
   /** shard failures by shard index, and answers by "rpc code" / "rpc partial" */
   readonly shardFailures: number[];
   readonly outcomes: Record<string, number> = {};
+  /** shard calls made, by RPC (more than one per shard: second phases and pages) */
+  readonly shardCalls: Record<string, number> = {};
   readonly ready: Promise<void>;
   private view: View | undefined;
   private readonly clients: ShardClient[];
@@ -107,6 +109,9 @@ export class RouterServer {
         this.shardFailures[shard]++;
         this.log.warn('shard_failed', { shard, target: this.opts.shards[shard], code: grpc.status[code], details });
         if (code === grpc.status.NOT_FOUND) void this.refresh();
+      },
+      onShardCalls: (rpc: string, calls: number) => {
+        this.shardCalls[rpc] = (this.shardCalls[rpc] ?? 0) + calls;
       },
       onOutcome: (rpc: string, code: string, partial: boolean) => {
         const key = `${rpc} ${code}${partial ? ' partial' : ''}`;

@@ -185,6 +185,8 @@ const CALLER_ERRORS = new Set([status.INVALID_ARGUMENT, status.OUT_OF_RANGE]);
 /** One request's fan-out state: the caller's deadline and the shards that did not answer. */
 export class Fanout {
   readonly missing = new Set<number>();
+  /** shard calls made for this request */
+  calls = 0;
   /** per phase: the slowest shard's engine timings */
   readonly timings: ServerTimings[] = [];
 
@@ -199,6 +201,7 @@ export class Fanout {
   async phase(method: string, calls: { shard: number; bytes: Buffer }[], bidFromPrice: boolean): Promise<ShardAnswer[]> {
     const live = calls.filter((c) => !this.missing.has(c.shard));
     if (Date.now() >= this.deadline) throw new RequestError(status.DEADLINE_EXCEEDED, 'deadline exceeded before the shards were asked');
+    this.calls += live.length;
     const settled = await Promise.allSettled(live.map((c) => this.shards[c.shard].call(method, c.bytes, this.deadline)));
     const out: ShardAnswer[] = [];
     let slowest: ServerTimings = {};
