@@ -5,13 +5,17 @@
  * that fail or miss the deadline are left out, named in `missing_shards`, with `partial = true`,
  * and counted.
  *
+ * It also answers grpc.health.v1 and server reflection, like `adrank serve`.
+ *
  * The router learns the model from the shards' GetModel: every shard must be shard i of S (in
  * --shard order) of the same source bundle, with the same config. It reports SERVING once it
  * has seen all of them, re-reads them every `refreshMs`, and pins every shard request to one
  * model version (the one all shards last agreed on), so one answer never mixes versions.
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import protobuf from 'protobufjs';
 import { validateConfig } from '../model/bundle.js';
 import type { ModelConfig } from '../model/config.js';
@@ -58,6 +62,7 @@ export class RouterServer {
   private readonly clients: ShardClient[];
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private healthNow: ServingStatus = 'NOT_SERVING';
+  private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private timer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly getModelType: protobuf.Type;
@@ -125,7 +130,20 @@ export class RouterServer {
       impl[method] = routeHandler(hooks, r) as grpc.handleUnaryCall<unknown, unknown>;
     }
     this.server.addService(def as grpc.ServiceDefinition, impl);
-    this.health.addToServer(this.server);
+    // Health, with Watch streams tracked so that shutdown can end them (they would hold the drain).
+    this.health.addToServer({
+      addService: (svc, hImpl) =>
+        this.server.addService(svc as grpc.ServiceDefinition, {
+          ...hImpl,
+          watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+            this.watches.add(call);
+            call.on('cancelled', () => this.watches.delete(call));
+            (hImpl.watch as (c: unknown) => void)(call);
+          },
+        } as grpc.UntypedServiceImplementation),
+    });
+    const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
+    new ReflectionService({ ...loadProto().packageDefinition, ...healthDefinition }).addToServer(this.server);
   }
 
   /** Reads every shard's GetModel until all have answered consistently, then SERVING. */
@@ -214,6 +232,8 @@ export class RouterServer {
       this.log.info('router_shutting_down', { reason, graceMs: grace });
       clearInterval(this.timer);
       this.setHealth('NOT_SERVING');
+      for (const w of this.watches) w.end();
+      this.watches.clear();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => {
           this.server.forceShutdown();
