@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs the README's quick start and both examples as a user would, against `npm start`:
+# Runs the README's quick start and the examples as a user would, against `npm start`:
 # the server on the demo bundle at localhost:50051, `adrank client`, examples/node/rank.mjs and
-# examples/python/rank.py (stubs from Debian's protoc). CI runs it after the tests.
+# examples/python/rank.py and examples/python/pause_advertiser.py (stubs from Debian's protoc; the server runs
+# with --admin-insecure for the admin example). CI runs it after the tests.
 #   bash scripts/examples-check.sh      (PYTHON=/usr/bin/python3 by default: Debian's grpcio)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-/usr/bin/python3}"
 log="$(mktemp)"
-npm start > "$log" 2>&1 &
+# the admin example needs the admin service: --admin-insecure (loopback only, as npm start binds)
+npm start -- --admin-insecure > "$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do
@@ -28,4 +30,6 @@ bash examples/python/gen-stubs.sh
 node_ids=$(grep -Eo '^-?[0-9]+ -?[0-9]+ ' "$log.node" | awk '{print $1}')
 py_ids=$(grep -Eo '^-?[0-9]+ -?[0-9]+ ' "$log.py" | awk '{print $1}')
 [ -n "$node_ids" ] && [ "$node_ids" = "$py_ids" ] || { echo "examples-check: Node and Python winners differ: [$node_ids] vs [$py_ids]"; exit 1; }
+echo "::: examples/python/pause_advertiser.py (admin API)"
+"$PYTHON" examples/python/pause_advertiser.py
 echo "examples-check: ok (winners $(echo $node_ids))"

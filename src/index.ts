@@ -9,3 +9,5 @@ export { Engine, EngineError, type EngineOptions, type EngineRequest, type Nativ
 export { loadBundle, type LoadedBundle } from './model/bundle.js';
 export type { ModelConfig } from './model/config.js';
 export type { ProtoGrpcType } from './generated/adrank.js';
+export { RouterServer, type RouterOptions } from './router/router.js';
+export { writeShards, shardOf, shardMeta, type ShardMeta } from './model/shard.js';

@@ -8,5 +8,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="$root/examples/python/generated"
 mkdir -p "$out"
 protoc -I "$root/proto" --python_out="$out" --grpc_out="$out" \
-  --plugin=protoc-gen-grpc="$(command -v grpc_python_plugin)" adrank/v1/adrank.proto
+  --plugin=protoc-gen-grpc="$(command -v grpc_python_plugin)" $(cd "$root/proto" && ls adrank/v1/*.proto)
 echo "stubs written to $out"

@@ -230,6 +230,7 @@ Napi::Object to_js(Napi::Env env, const Result& r, int) {
   o.Set("scores", f32(env, r.scores));
   o.Set("probs", f32(env, r.probs));
   o.Set("prices", f32(env, r.prices));
+  o.Set("values", f32(env, r.values));
   o.Set("retrieved", Napi::Number::New(env, double(r.retrieved)));
   Napi::Object c = Napi::Object::New(env);
   const Counts& k = r.counts;

@@ -550,12 +550,14 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
   r.rows.resize(k);
   r.scores.resize(k);
   r.probs.resize(k * T);
+  r.values.resize(k);
   for (size_t i = 0; i < k; i++) {
     const int32_t idx = s.winners[i].index;
     r.ad_ids[i] = s.winners[i].id;
     r.advertisers[i] = s.winners[i].advertiser;
     r.rows[i] = rows[idx];
     r.scores[i] = utility[idx];
+    r.values[i] = value[idx];
     std::memcpy(r.probs.data() + i * T, probs + size_t(idx) * T, sizeof(float) * T);
   }
   if (want_prices)

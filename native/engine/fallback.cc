@@ -96,7 +96,10 @@ Result fallback_answer(const Model& m, const AdStateTable& state, const Request&
     r.advertisers.push_back(c.advertiser);
     r.rows.push_back(c.index);
     r.scores.push_back(utility(c.index));
-    if (op != Op::kRetrieve) r.probs.insert(r.probs.end(), p.probs.begin(), p.probs.end());
+    if (op != Op::kRetrieve) {
+      r.probs.insert(r.probs.end(), p.probs.begin(), p.probs.end());
+      r.values.push_back(p.value);
+    }
   }
   if (priced) {
     // GSP on the estimated utilities (bid × value): with one value for every ad, each winner pays

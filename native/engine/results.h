@@ -25,6 +25,7 @@ struct Result {
   std::vector<int64_t> ad_ids, advertisers;
   std::vector<int32_t> rows;
   std::vector<float> scores, probs, prices;
+  std::vector<float> values;  // Rank, RetrieveAndRank: Σ_t w_t p_t per winner (the GSP divisor)
   int64_t retrieved = 0;
   Counts counts;
   Timings timings;

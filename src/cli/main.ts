@@ -32,6 +32,8 @@ import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js'
 import { runClient, type ClientRpc } from './client.js';
 import { addBenchCommand } from '../bench/command.js';
 import { DEFAULT_BATCH_MAX_QUEUE } from '../batcher/index.js';
+import { shardBundleFile, shardMeta, MAX_SHARDS } from '../model/shard.js';
+import { RouterServer } from '../router/router.js';
 import { formatBytes, table } from './table.js';
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
@@ -268,6 +270,38 @@ function defaultStateFile(repository: string | undefined, bundle: string): strin
   return `${resolve(repository ?? bundle).replace(/\/+$/, '')}.adstate`;
 }
 
+interface RouteFlags {
+  shard: string[];
+  host: string;
+  port: number;
+  shardTimeoutMs: number;
+  refreshMs: number;
+  maxMessageBytes: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+async function route(f: RouteFlags): Promise<void> {
+  const log = jsonLogger(parseLevel(f.logLevel));
+  const router = await RouterServer.start({
+    shards: f.shard,
+    host: f.host,
+    port: f.port,
+    shardTimeoutMs: f.shardTimeoutMs,
+    refreshMs: f.refreshMs,
+    maxReceiveBytes: f.maxMessageBytes,
+    shutdownGraceMs: f.shutdownGraceMs,
+    log,
+  });
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) process.exit(1);
+    router.shutdown(sig).then(() => process.exit(0));
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
 async function inspect(path: string): Promise<void> {
   const b = await loadBundle(path);
   const out = console.log;
@@ -276,6 +310,8 @@ async function inspect(path: string): Promise<void> {
   out(`sha256   ${b.sha256}`);
   out(`model    ${b.config.name} version ${b.config.version}`);
   out(`ads      ${b.numAds}`);
+  const shard = shardMeta(b);
+  if (shard) out(`shard    ${shard.index} of ${shard.count} (source sha256 ${shard.source_sha256})`);
   out(`config   ${JSON.stringify(b.config, null, 2).replace(/\n/g, '\n         ')}`);
   const names = Object.keys(b.tensors).sort();
   const rows = names.map((n) => [n, b.dtypes[n], `[${b.shapes[n].join(', ')}]`, b.tensors[n].byteLength]);
@@ -350,6 +386,27 @@ function program(): Command {
     .description('validate a bundle and print its config, tensors, ad count and sha256')
     .argument('<bundle>', 'bundle file')
     .action((path: string) => inspect(path));
+
+  p.command('shard')
+    .description('split a bundle into S shard bundles DIR/shard-<i>.safetensors (ads by splitmix64(ad_id) mod S)')
+    .argument('<bundle>', 'bundle file')
+    .requiredOption('--shards <n>', 'number of shards', int(1, MAX_SHARDS))
+    .requiredOption('--out <dir>', 'output directory')
+    .action(async (path: string, f: { shards: number; out: string }) => {
+      for (const s of await shardBundleFile(path, f.shards, f.out)) console.log(`wrote ${s.path}: ${s.ads} ads, ${formatBytes(s.size)}, sha256 ${s.sha256}`);
+    });
+
+  p.command('route')
+    .description('serve adrank.v1.AdRanker over shard servers, merging their answers exactly (docs/deploy.md)')
+    .requiredOption('--shard <target>', 'shard i\'s gRPC target, i-th (repeat): host:port, dns:///name:port, or host:port,host:port replicas', (v: string, prev: string[] = []) => [...prev, v])
+    .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
+    .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
+    .addOption(new Option('--shard-timeout-ms <ms>', 'shard deadline when the caller sets none').env('ADRANK_SHARD_TIMEOUT_MS').default(1000).argParser(int(1)))
+    .addOption(new Option('--refresh-ms <ms>', 'how often the shards\' models are re-read').env('ADRANK_REFRESH_MS').default(5000).argParser(int(100)))
+    .addOption(new Option('--max-message-bytes <n>', 'largest request accepted').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
+    .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
+    .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
+    .action(route);
 
   p.command('client')
     .description('send a sample request of each RPC to a server and print the winners')

@@ -102,6 +102,8 @@ export interface NativeResult {
   probs: Float32Array;
   /** GSP price per winner when pricing was requested, else empty */
   prices: Float32Array;
+  /** Rank, RetrieveAndRank: Σ_t w_t p_t per winner (utility = bid × value); empty for Retrieve */
+  values: Float32Array;
   /** RetrieveAndRank: how many ads the retrieval stage passed to ranking */
   retrieved: number;
   counts: NativeCounts;

@@ -17,6 +17,7 @@ import type { RetrieveAndRankResponse as _adrank_v1_RetrieveAndRankResponse, Ret
 import type { RetrieveRequest as _adrank_v1_RetrieveRequest, RetrieveRequest__Output as _adrank_v1_RetrieveRequest__Output } from './adrank/v1/RetrieveRequest.js';
 import type { RetrieveResponse as _adrank_v1_RetrieveResponse, RetrieveResponse__Output as _adrank_v1_RetrieveResponse__Output } from './adrank/v1/RetrieveResponse.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from './adrank/v1/ServerTimings.js';
+import type { ShardInfo as _adrank_v1_ShardInfo, ShardInfo__Output as _adrank_v1_ShardInfo__Output } from './adrank/v1/ShardInfo.js';
 import type { UserFeatures as _adrank_v1_UserFeatures, UserFeatures__Output as _adrank_v1_UserFeatures__Output } from './adrank/v1/UserFeatures.js';
 import type { Winner as _adrank_v1_Winner, Winner__Output as _adrank_v1_Winner__Output } from './adrank/v1/Winner.js';
 
@@ -44,6 +45,7 @@ export interface ProtoGrpcType {
       RetrieveRequest: MessageTypeDefinition<_adrank_v1_RetrieveRequest, _adrank_v1_RetrieveRequest__Output>
       RetrieveResponse: MessageTypeDefinition<_adrank_v1_RetrieveResponse, _adrank_v1_RetrieveResponse__Output>
       ServerTimings: MessageTypeDefinition<_adrank_v1_ServerTimings, _adrank_v1_ServerTimings__Output>
+      ShardInfo: MessageTypeDefinition<_adrank_v1_ShardInfo, _adrank_v1_ShardInfo__Output>
       UserFeatures: MessageTypeDefinition<_adrank_v1_UserFeatures, _adrank_v1_UserFeatures__Output>
       Winner: MessageTypeDefinition<_adrank_v1_Winner, _adrank_v1_Winner__Output>
     }

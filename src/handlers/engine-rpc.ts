@@ -239,6 +239,7 @@ function winners(r: NativeResult, tasks: number): Winner[] {
   const adv32 = new Uint32Array(r.advertisers.buffer, r.advertisers.byteOffset, 2 * n);
   const probs = r.probs.length > 0;
   const prices = r.prices.length > 0;
+  const values = r.values.length > 0;
   for (let i = 0; i < n; i++) {
     out[i] = {
       adId: { low: ad32[2 * i] | 0, high: ad32[2 * i + 1] | 0, unsigned: false } satisfies Int64Words as unknown as Winner['adId'],
@@ -246,6 +247,7 @@ function winners(r: NativeResult, tasks: number): Winner[] {
       score: r.scores[i],
       taskProbabilities: (probs ? r.probs.subarray(i * tasks, (i + 1) * tasks) : []) as number[],
       price: prices ? r.prices[i] : undefined,
+      value: values ? r.values[i] : undefined,
     };
   }
   return out;
@@ -261,6 +263,7 @@ export function emptyResult(): NativeResult {
     scores: z,
     probs: z,
     prices: z,
+    values: z,
     retrieved: 0,
     counts: { received: 0, unknown: 0, duplicate: 0, inactive: 0, outOfBudget: 0, paced: 0, targeting: 0, excludedAd: 0, excludedAdvertiser: 0, capped: 0, eligible: 0 },
     timings: { queue: 0, user: 0, retrieve: 0, gather: 0, masknet: 0, dcn: 0, mlp: 0, select: 0, total: 0 },

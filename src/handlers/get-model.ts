@@ -6,6 +6,7 @@ import type { GetModelResponse, GetModelResponse__Output } from '../generated/ad
 import type { HandlerContext } from './context.js';
 import { serviceError } from './engine-rpc.js';
 import { modelShape } from './sample.js';
+import { shardMeta } from '../model/shard-meta.js';
 
 /** `version`: the served version's name (repository directory; config.version for one bundle). */
 export function describeModel(engine: Engine, version = engine.config.version): GetModelResponse__Output {
@@ -21,6 +22,11 @@ export function describeModel(engine: Engine, version = engine.config.version): 
     tasks: c.tasks,
     ...modelShape(c),
     bundleSha256: engine.bundle.sha256,
+    shard: (() => {
+      const s = shardMeta(engine.bundle);
+      return s ? { index: s.index, count: s.count, sourceSha256: s.source_sha256 } : null;
+    })(),
+    shardVersions: [],
   };
 }
 

@@ -9,6 +9,7 @@ import { open, readFile, type FileHandle } from 'node:fs/promises';
 import type { TensorArray } from '../engine/binding.js';
 import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
 import { BundleError, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type Tensor } from './safetensors.js';
+import { shardMeta } from './shard-meta.js';
 
 export { BundleError } from './safetensors.js';
 
@@ -96,6 +97,7 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
     throw new BundleError(`__metadata__["adrank.config"] is not valid JSON: ${(e as Error).message}`, { field: 'adrank.config' });
   }
   const config = validateConfig(parsed);
+  shardMeta({ metadata }); // a shard's `adrank.shard` metadata, when present, must be well formed
 
   const ids = tensors.get('ads.id');
   if (!ids) throw new BundleError('tensor "ads.id": missing (the ad count N comes from it)', { tensor: 'ads.id' });

@@ -895,8 +895,10 @@ Result CudaBackend::unpack(Slot& s, OpKind op, const Request& req, const ResultL
   r.advertisers.assign(reinterpret_cast<const int64_t*>(arr(lay.off_adv)), reinterpret_cast<const int64_t*>(arr(lay.off_adv)) + n);
   r.rows.assign(reinterpret_cast<const int32_t*>(arr(lay.off_rows)), reinterpret_cast<const int32_t*>(arr(lay.off_rows)) + n);
   r.scores.assign(reinterpret_cast<const float*>(arr(lay.off_scores)), reinterpret_cast<const float*>(arr(lay.off_scores)) + n);
-  if (op != OpKind::kRetrieve)
+  if (op != OpKind::kRetrieve) {
     r.probs.assign(reinterpret_cast<const float*>(arr(lay.off_probs)), reinterpret_cast<const float*>(arr(lay.off_probs)) + size_t(n) * T);
+    r.values.assign(reinterpret_cast<const float*>(arr(lay.off_values)), reinterpret_cast<const float*>(arr(lay.off_values)) + n);
+  }
   if (op == OpKind::kRetrieveAndRank || (op == OpKind::kRank && req.price()))
     r.prices.assign(reinterpret_cast<const float*>(arr(lay.off_prices)), reinterpret_cast<const float*>(arr(lay.off_prices)) + n);
   r.retrieved = op == OpKind::kRetrieveAndRank ? h->retrieved : 0;

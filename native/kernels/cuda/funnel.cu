@@ -35,6 +35,7 @@ ResultLayout ResultLayout::make(int k_cap, int tasks) {
   l.off_rows = take(sizeof(int) * k_cap);
   l.off_scores = take(sizeof(float) * k_cap);
   l.off_prices = take(sizeof(float) * k_cap);
+  l.off_values = take(sizeof(float) * k_cap);
   l.off_probs = take(sizeof(float) * size_t(k_cap) * std::max(tasks, 1));
   l.bytes = off;
   return l;
@@ -575,6 +576,7 @@ __global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectSta
   int* rws = reinterpret_cast<int*>(result + lay.off_rows);
   float* scores = reinterpret_cast<float*>(result + lay.off_scores);
   float* prices = reinterpret_cast<float*>(result + lay.off_prices);
+  float* values = reinterpret_cast<float*>(result + lay.off_values);
   float* pr = reinterpret_cast<float*>(result + lay.off_probs);
   for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x) {
     const int s = win[w], pos = sorted_pos[s], row = pos_row(rows, pos);
@@ -586,6 +588,7 @@ __global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectSta
       continue;
     }
     scores[w] = utility[pos];
+    values[w] = value[pos];
     for (int t = 0; t < T; ++t) pr[int64_t(w) * T + t] = probs[int64_t(pos) * T + t];
     if (priced) {
       const float bid = m.ad_bid[row], reserve = desc->reserve;

@@ -52,7 +52,7 @@ struct ResultHeader {
 
 struct ResultLayout {
   int k_cap = 0, tasks = 0;
-  size_t off_ids = 0, off_adv = 0, off_rows = 0, off_scores = 0, off_prices = 0, off_probs = 0, bytes = 0;
+  size_t off_ids = 0, off_adv = 0, off_rows = 0, off_scores = 0, off_prices = 0, off_values = 0, off_probs = 0, bytes = 0;
   static ResultLayout make(int k_cap, int tasks);
 };
 

@@ -1,5 +1,6 @@
 // Original file: proto/adrank/v1/adrank.proto
 
+import type { ShardInfo as _adrank_v1_ShardInfo, ShardInfo__Output as _adrank_v1_ShardInfo__Output } from '../../adrank/v1/ShardInfo.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface GetModelResponse {
@@ -37,6 +38,15 @@ export interface GetModelResponse {
    * sha256 of the bundle file, hex.
    */
   'bundleSha256'?: (string);
+  /**
+   * Set when the bundle is one shard of a corpus (`adrank shard`): which shard of how many, and
+   * the sha256 of the unsharded bundle. A router's GetModel leaves it unset and sums num_ads.
+   */
+  'shard'?: (_adrank_v1_ShardInfo | null);
+  /**
+   * Router only: the model version each shard serves, in shard order (they must agree).
+   */
+  'shardVersions'?: (string)[];
 }
 
 export interface GetModelResponse__Output {
@@ -74,4 +84,13 @@ export interface GetModelResponse__Output {
    * sha256 of the bundle file, hex.
    */
   'bundleSha256': (string);
+  /**
+   * Set when the bundle is one shard of a corpus (`adrank shard`): which shard of how many, and
+   * the sha256 of the unsharded bundle. A router's GetModel leaves it unset and sums num_ads.
+   */
+  'shard': (_adrank_v1_ShardInfo__Output | null);
+  /**
+   * Router only: the model version each shard serves, in shard order (they must agree).
+   */
+  'shardVersions': (string)[];
 }

@@ -15,6 +15,14 @@ export interface RankResponse {
   /**
    * as RetrieveResponse
    */
+  'partial'?: (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards'?: (number)[];
+  /**
+   * as RetrieveResponse
+   */
   'fallback'?: (boolean);
   /**
    * as RetrieveResponse
@@ -28,6 +36,14 @@ export interface RankResponse__Output {
   'model': (_adrank_v1_ModelRef__Output | null);
   'counts': (_adrank_v1_DropCounts__Output | null);
   'timings': (_adrank_v1_ServerTimings__Output | null);
+  /**
+   * as RetrieveResponse
+   */
+  'partial': (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards': (number)[];
   /**
    * as RetrieveResponse
    */

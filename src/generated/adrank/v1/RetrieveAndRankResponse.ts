@@ -19,6 +19,14 @@ export interface RetrieveAndRankResponse {
   /**
    * as RetrieveResponse
    */
+  'partial'?: (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards'?: (number)[];
+  /**
+   * as RetrieveResponse
+   */
   'fallback'?: (boolean);
   /**
    * as RetrieveResponse
@@ -36,6 +44,14 @@ export interface RetrieveAndRankResponse__Output {
    * Ads the retrieval stage passed to ranking (<= retrieve_count).
    */
   'retrieved': (number);
+  /**
+   * as RetrieveResponse
+   */
+  'partial': (boolean);
+  /**
+   * as RetrieveResponse
+   */
+  'missingShards': (number)[];
   /**
    * as RetrieveResponse
    */

@@ -16,6 +16,16 @@ export interface RetrieveResponse {
   'counts'?: (_adrank_v1_DropCounts | null);
   'timings'?: (_adrank_v1_ServerTimings | null);
   /**
+   * Router only (docs/deploy.md): true when some shard did not answer in time or failed, so the
+   * answer was merged from the other shards and may differ from the full corpus's; never set by
+   * a single server.
+   */
+  'partial'?: (boolean);
+  /**
+   * The indices of the shards that did not answer (shard-<i>.safetensors), ascending.
+   */
+  'missingShards'?: (number)[];
+  /**
    * True when the winners come from the surface's fallback list, not from the model: scores are
    * bid × the surface's mean value, probabilities the surface's means, prices second bids.
    */
@@ -32,6 +42,16 @@ export interface RetrieveResponse__Output {
   'model': (_adrank_v1_ModelRef__Output | null);
   'counts': (_adrank_v1_DropCounts__Output | null);
   'timings': (_adrank_v1_ServerTimings__Output | null);
+  /**
+   * Router only (docs/deploy.md): true when some shard did not answer in time or failed, so the
+   * answer was merged from the other shards and may differ from the full corpus's; never set by
+   * a single server.
+   */
+  'partial': (boolean);
+  /**
+   * The indices of the shards that did not answer (shard-<i>.safetensors), ascending.
+   */
+  'missingShards': (number)[];
   /**
    * True when the winners come from the surface's fallback list, not from the model: scores are
    * bid × the surface's mean value, probabilities the surface's means, prices second bids.

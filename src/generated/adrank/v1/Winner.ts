@@ -17,7 +17,13 @@ export interface Winner {
    * GSP price in bid units (RetrieveAndRank, and Rank with price = true); unset otherwise.
    */
   'price'?: (number | string);
+  /**
+   * Rank, RetrieveAndRank: the value per unit of bid, sum_t w_t p_t (score = bid x value), the
+   * divisor of the GSP price (docs/funnel.md "Auction"). Unset for Retrieve.
+   */
+  'value'?: (number | string);
   '_price'?: "price";
+  '_value'?: "value";
 }
 
 export interface Winner__Output {
@@ -35,5 +41,11 @@ export interface Winner__Output {
    * GSP price in bid units (RetrieveAndRank, and Rank with price = true); unset otherwise.
    */
   'price'?: (number);
+  /**
+   * Rank, RetrieveAndRank: the value per unit of bid, sum_t w_t p_t (score = bid x value), the
+   * divisor of the GSP price (docs/funnel.md "Auction"). Unset for Retrieve.
+   */
+  'value'?: (number);
   '_price'?: "price";
+  '_value'?: "value";
 }
