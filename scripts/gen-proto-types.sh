@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Generates the TypeScript types of proto/adrank/v1/adrank.proto into src/generated, with the
+# Generates the TypeScript types of proto/adrank/v1/adrank.proto and admin.proto into src/generated, with the
 # same proto-loader options the server loads the proto with (proto/loader-options.json).
 # Run after changing the proto; the output is committed.
 set -euo pipefail
@@ -20,5 +20,5 @@ rm -rf src/generated
 # shellcheck disable=SC2086
 npx --no-install proto-loader-gen-types $flags \
   --grpcLib=@grpc/grpc-js --includeComments --importFileExtension=.js \
-  -I proto -O src/generated adrank/v1/adrank.proto
+  -I proto -O src/generated adrank/v1/adrank.proto adrank/v1/admin.proto
 echo "generated src/generated with: $flags"

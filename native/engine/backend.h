@@ -26,7 +26,7 @@ class Backend {
   virtual Result rank(const Request& req, const AdStateTable& state) = 0;
   virtual Result retrieve(const Request& req, const AdStateTable& state) = 0;
   virtual Result retrieve_and_rank(const Request& req, const AdStateTable& state) = 0;
-  virtual Explain explain(const Request& req) = 0;
+  virtual Explain explain(const Request& req, const AdStateTable& state) = 0;
 };
 
 // A parsed device string: "cpu" or "cuda:N".

@@ -93,7 +93,7 @@ class CpuBackend final : public Backend {
   Result rank(const Request& req, const AdStateTable& state) override;
   Result retrieve(const Request& req, const AdStateTable& state) override;
   Result retrieve_and_rank(const Request& req, const AdStateTable& state) override;
-  Explain explain(const Request& req) override;
+  Explain explain(const Request& req, const AdStateTable& state) override;
 
  private:
   UserState compute_user(const Request& req, bool for_ranking) const;
@@ -554,11 +554,14 @@ Result CpuBackend::retrieve_and_rank(const Request& req, const AdStateTable& sta
   return finish_ranked(req, rows, sc.us, std::move(r), true);
 }
 
-Explain CpuBackend::explain(const Request& req) {
+Explain CpuBackend::explain(const Request& req, const AdStateTable& state) {
   const ModelDims& d = m_.dims();
   Explain e;
   Counts ignored;
   e.rows = intake(m_, req.candidates, ignored);
+  const Eligibility eligible(m_, state, req);
+  e.drops.reserve(e.rows.size());
+  for (const int32_t row : e.rows) e.drops.push_back(uint8_t(eligible.check(row)));
   const UserState us = compute_user(req, true);
   e.user = us.u;
   e.sequence = us.H;

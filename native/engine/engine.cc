@@ -62,7 +62,7 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 }
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
-  return backend_->explain(req);
+  return backend_->explain(req, state_);
 }
 
 int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const uint8_t* in_budget, const float* rate, size_t n) {
