@@ -17,6 +17,7 @@ import { retrieve } from '../handlers/retrieve.js';
 import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
+import { addAdminService } from '../admin/service.js';
 import { jsonLogger, type Logger } from './log.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
@@ -151,6 +152,7 @@ export class AdrankServer {
       RetrieveAndRank: unaryHandler(this.ctx, retrieveAndRank),
       GetModel: getModelHandler(this.ctx),
     });
+    addAdminService(this.server, this.ctx);
     // Health, with Watch streams tracked so that shutdown can end them (they would hold the drain).
     this.health.addToServer({
       addService: (svc, impl) =>
