@@ -3,6 +3,7 @@
  * bound, the logger and counters. The server (src/server/server.ts) owns one of these.
  */
 import type { Engine } from '../engine/index.js';
+import type { FeatureLog } from '../featurelog/writer.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 
@@ -13,6 +14,8 @@ export interface HandlerContext {
   inflight: InflightLimit;
   log: Logger;
   stats: Stats;
+  /** feature logging of served calls (--feature-log), when on */
+  featureLog?: FeatureLog;
 }
 
 /** Counters by RPC and outcome, for tests and logs. */

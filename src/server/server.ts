@@ -18,6 +18,7 @@ import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
 import { addAdminService } from '../admin/service.js';
+import { FeatureLog, type FeatureLogOptions } from '../featurelog/writer.js';
 import { jsonLogger, type Logger } from './log.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
 
@@ -40,6 +41,8 @@ export interface ServerOptions {
   /** run one request of each RPC before reporting SERVING (default true) */
   warmup?: boolean;
   log?: Logger;
+  /** feature logging of served calls (docs/feature-log.md); off when absent */
+  featureLog?: Omit<FeatureLogOptions, 'log'>;
 }
 
 export const DEFAULT_PORT = 50051;
@@ -92,6 +95,7 @@ export class AdrankServer {
       inflight,
       log,
       stats: this.stats,
+      featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
     };
     this.addServices();
     this.ready = this.load();
@@ -106,6 +110,8 @@ export class AdrankServer {
     if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES)
       throw new Error(`expected an integer in 1..${MAX_CANDIDATES} for max candidates, got ${maxCandidates}`);
     const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+    const sample = opts.featureLog?.sample ?? 0;
+    if (!(sample >= 0 && sample <= 1)) throw new Error(`expected a rate in 0..1 for feature log sample, got ${sample}`);
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
     const server = new grpc.Server({
@@ -250,6 +256,7 @@ export class AdrankServer {
           this.log.error('dispose_failed', { error: e });
         }
       }
+      await this.ctx.featureLog?.close();
       this.log.info('stopped', { drained });
     })();
     return this.closing;
