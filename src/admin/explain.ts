@@ -206,7 +206,7 @@ function explainOne(engine: Engine, facts: Facts, id: bigint, duplicateOf: boole
   if (facts.kind !== 'retrieve') e.taskProbabilities = Array.from(ex.probs.subarray(i * c.tasks.length, (i + 1) * c.tasks.length));
   const beyond = facts.truncated && s >= MAX_K;
   e.position = beyond ? 0 : w.position[s];
-  const where = beyond ? `beyond the first ${MAX_K} of the order` : `position ${w.position[s]} of ${facts.stage.length}${facts.truncated ? '+' : ''} eligible`;
+  const where = beyond ? `beyond the first ${MAX_K} of the order` : `position ${w.position[s]} of ${facts.stage.length}${facts.truncated ? '+' : ''} ${facts.kind === 'retrieveAndRank' ? 'retrieved' : 'eligible'}`;
   const st: WalkStatus = w.status[s];
   const slot = Array.from(result.adIds).indexOf(id);
   if (slot >= 0) {

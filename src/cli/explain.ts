@@ -75,7 +75,7 @@ export async function runExplain(f: ExplainFlags, out: (s: string) => void = con
     }
     const answer = res[FIELD[rpc]] as RankResponse__Output | null | undefined;
     const model = await call<object, GetModelResponse__Output>(client, 'GetModel', {});
-    if (answer) printAnswer(`${rpc} as served`, answer, model.tasks, out);
+    if (answer) printAnswer(`${rpc} as served`, { ...answer, timings: null }, model.tasks, out);
     out(`\nExplain — ${res.explanations.length} ads`);
     out(explanationTable(res));
     const byOutcome = new Map<string, number>();
