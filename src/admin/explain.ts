@@ -28,15 +28,10 @@ export const MAX_EXPLAIN_ADS = 10_000;
 
 type OutcomeName = Exclude<Outcome, number>;
 
-/** Engine.explain drop codes (NativeExplain.drops) → outcome. */
-const DROP_OUTCOME: OutcomeName[] = ['WON', 'EXCLUDED_AD', 'EXCLUDED_ADVERTISER', 'INACTIVE', 'OUT_OF_BUDGET', 'TARGETING', 'PACED'];
+/** Engine.explain drop codes (NativeExplain.drops) → outcome; 0 (eligible) is not a drop. */
+const DROP_OUTCOME: OutcomeName[] = ['OUTCOME_UNSPECIFIED', 'EXCLUDED_AD', 'EXCLUDED_ADVERTISER', 'INACTIVE', 'OUT_OF_BUDGET', 'TARGETING', 'PACED'];
 
 const ALL_ONES = (1n << 64n) - 1n;
-
-interface StageCandidate extends WalkCandidate {
-  /** row in the explain arrays, or -1 */
-  x: number;
-}
 
 /** What one explained RPC produced: its answer and the facts per asked ad. */
 interface Facts {
@@ -47,8 +42,8 @@ interface Facts {
   /** ad id → index into ex arrays */
   exIndex: Map<bigint, number>;
   /** the selection stage: eligible candidates with their scores */
-  stage: StageCandidate[];
-  walk: Walk<StageCandidate>;
+  stage: WalkCandidate[];
+  walk: Walk<WalkCandidate>;
   stageIndex: Map<bigint, number>;
   /** Retrieve: the stage is the first MAX_K of the order only */
   truncated: boolean;
@@ -63,10 +58,10 @@ const f = (x: number) => (Number.isInteger(x) ? String(x) : x.toPrecision(5));
 function validateExplain(r: ExplainRequest__Output, engine: Engine, limits: Limits) {
   const c = engine.config;
   const asked = ids('ad_ids', r.adIds, MAX_EXPLAIN_ADS);
-  if (r.request === 'rank' && r.rank) return { kind: 'rank' as const, er: validateRank(r.rank as unknown as RankInput, c, limits), asked, inner: r.rank };
-  if (r.request === 'retrieve' && r.retrieve) return { kind: 'retrieve' as const, er: validateRetrieve(r.retrieve as RetrieveInput, c), asked, inner: r.retrieve };
+  if (r.request === 'rank' && r.rank) return { kind: 'rank' as const, er: validateRank(r.rank as unknown as RankInput, c, limits), asked };
+  if (r.request === 'retrieve' && r.retrieve) return { kind: 'retrieve' as const, er: validateRetrieve(r.retrieve as RetrieveInput, c), asked };
   if (r.request === 'retrieveAndRank' && r.retrieveAndRank)
-    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as RetrieveAndRankInput, c), asked, inner: r.retrieveAndRank };
+    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as RetrieveAndRankInput, c), asked };
   throw invalid('request', 'one of rank, retrieve, retrieve_and_rank', r.request ?? null);
 }
 
@@ -104,26 +99,26 @@ async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, as
   const exIndex = new Map<bigint, number>();
   ex.rows.forEach((row, i) => exIndex.set(idsOf[row], i));
 
-  const stage: StageCandidate[] = [];
+  const stage: WalkCandidate[] = [];
   let truncated = false;
   let retrievedSet: Set<bigint> | undefined;
   let retrievedThreshold: number | undefined;
   if (kind === 'rank') {
     ex.rows.forEach((row, i) => {
-      if (ex.drops[i] === 0) stage.push({ id: idsOf[row], advertiser: adv[row], score: ex.utility[i], x: i });
+      if (ex.drops[i] === 0) stage.push({ id: idsOf[row], advertiser: adv[row], score: ex.utility[i] });
     });
   } else if (kind === 'retrieve') {
     const o = order!;
     const inOrder = new Set<bigint>();
     o.adIds.forEach((id, j) => {
       inOrder.add(id);
-      stage.push({ id, advertiser: o.advertisers[j], score: o.scores[j], x: exIndex.get(id) ?? -1 });
+      stage.push({ id, advertiser: o.advertisers[j], score: o.scores[j] });
     });
     truncated = o.adIds.length === Math.min(MAX_K, engine.numAds) && o.adIds.length < engine.numAds;
     // asked eligible ads beyond the first MAX_K come after all of them
     for (const a of uniqueAsked) {
       const i = exIndex.get(a);
-      if (i !== undefined && ex.drops[i] === 0 && !inOrder.has(a)) stage.push({ id: a, advertiser: adv[ex.rows[i]], score: ex.retrievalScores[i], x: i });
+      if (i !== undefined && ex.drops[i] === 0 && !inOrder.has(a)) stage.push({ id: a, advertiser: adv[ex.rows[i]], score: ex.retrievalScores[i] });
     }
   } else {
     const o = order!;
@@ -131,7 +126,7 @@ async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, as
     if (o.adIds.length > 0) retrievedThreshold = o.scores[o.adIds.length - 1];
     o.adIds.forEach((id, j) => {
       const i = exIndex.get(id)!;
-      stage.push({ id, advertiser: o.advertisers[j], score: ex.utility[i], x: i });
+      stage.push({ id, advertiser: o.advertisers[j], score: ex.utility[i] });
     });
   }
   const priced = er.price;

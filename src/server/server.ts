@@ -17,7 +17,7 @@ import { retrieve } from '../handlers/retrieve.js';
 import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
-import { addAdminService } from '../admin/service.js';
+import { addAdminService, loadAdminProto } from '../admin/service.js';
 import { FeatureLog, type FeatureLogOptions } from '../featurelog/writer.js';
 import { jsonLogger, type Logger } from './log.js';
 import { loadProto, SERVICE_NAME } from './proto.js';
@@ -172,7 +172,7 @@ export class AdrankServer {
         } as grpc.UntypedServiceImplementation),
     });
     const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
-    new ReflectionService({ ...packageDefinition, ...healthDefinition }).addToServer(this.server);
+    new ReflectionService({ ...packageDefinition, ...loadAdminProto().packageDefinition, ...healthDefinition }).addToServer(this.server);
   }
 
   private async load(): Promise<void> {
