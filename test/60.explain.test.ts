@@ -12,6 +12,7 @@ import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/server/log.js';
 import { connectAdmin } from '../src/admin/service.js';
 import { call, connect } from '../src/cli/client.js';
+import { runExplain } from '../src/cli/explain.js';
 import type { ExplainResponse__Output } from '../src/generated/adrank/v1/ExplainResponse.js';
 import type { AdExplanation__Output } from '../src/generated/adrank/v1/AdExplanation.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
@@ -178,6 +179,21 @@ for (const device of devices()) {
       expect(outcomes(r)).to.deep.equal({ '2': 'WON', '4': 'WON', '6': 'OUTRANKED', '1': 'WON', '3': 'OUTRANKED' });
       expect(byId(r).get('3')!.detail).to.match(/won its partition .* cut/);
       expect(byId(r).get('6')!.detail).to.match(/below the last winner/);
+    });
+
+    it('adrank explain prints the served answer and one table row per explained ad', async () => {
+      await openCrafted();
+      const lines: string[] = [];
+      await runExplain({ address: `localhost:${server!.port}`, rpc: 'rank', k: 2 }, (s) => lines.push(s));
+      const text = lines.join('\n');
+      expect(text).to.match(/ad_id\s+advertiser\s+outcome\s+position\s+score\s+threshold\s+price\s+detail/);
+      // the sample Rank: the 6 best eligible ads by retrieval score (6 and 7 lead, bid 9), the first
+      // one again, and an unknown id
+      expect(text).to.match(/^\s*6\s+50\s+WON\s+1\s+9\.00000\s+9\.00000\s+9\.0000\s+won slot 1 of 2/m);
+      expect(text).to.match(/^\s*4\s+30\s+OUTRANKED\s+6\s+5\.00000\s/m);
+      expect(text).to.match(/^\s*-1\s+-\s+UNKNOWN\s/m);
+      expect(text).to.match(/DUPLICATE 1/);
+      expect(lines.at(-1)).to.match(/WON 2/);
     });
 
     it('bad input: a clear INVALID_ARGUMENT naming the field, and the server keeps serving', async () => {

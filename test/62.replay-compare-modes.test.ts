@@ -15,7 +15,7 @@ import { writeDemoBundle } from '../src/model/demo.js';
 import { loadBundle, writeBundle } from '../src/model/bundle.js';
 import { call, connect } from '../src/cli/client.js';
 import { replay } from '../src/cli/replay.js';
-import { compareModes } from '../src/cli/compare-modes.js';
+import { compareModes, printCompareModes } from '../src/cli/compare-modes.js';
 import { kendallTau, overlapAtK } from '../src/cli/compare.js';
 import { readFeatureLog } from '../src/featurelog/reader.js';
 import { addonBuilt } from './support/index.js';
@@ -140,6 +140,10 @@ describe('62 replay and compare-modes', function () {
       expect(m.totalExpectedValue).to.be.closeTo(m.meanUtility * m.winners, 1e-6 * m.totalExpectedValue);
       expect(r.histogram.counts[m.mode].reduce((x, y) => x + y, 0)).to.equal(m.winners);
     }
+    const printed: string[] = [];
+    printCompareModes(r, (s) => printed.push(s));
+    expect(printed.join('\n')).to.match(/^LOCAL\(3\)\s+8\s+0\s+40\s/m);
+    expect(printed.join('\n')).to.match(/share of winner slots by advertiser size/);
     const svg = readFileSync(plot, 'utf8');
     expect(svg.startsWith('<svg')).to.equal(true);
     expect(svg.match(/class="panel"/g)?.length).to.equal(3);

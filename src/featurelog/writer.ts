@@ -62,6 +62,7 @@ export class FeatureLog {
   private writtenTotal = 0;
   private closing: Promise<void> | undefined;
   private closed = false;
+  private exited = false;
   private readonly files: string[] = [];
 
   constructor(private readonly opts: FeatureLogOptions) {
@@ -76,6 +77,10 @@ export class FeatureLog {
     this.worker.on('error', (e) => {
       this.closed = true;
       opts.log.error('feature_log_failed', { error: e });
+    });
+    this.worker.on('exit', () => {
+      this.closed = true;
+      this.exited = true;
     });
     opts.log.info('feature_log', { dir: opts.dir, sample: this.sample, maxBytes: init.maxBytes, maxAgeMs: init.maxAgeMs, queueMax: this.queueMax });
   }
@@ -155,10 +160,10 @@ export class FeatureLog {
         if (this.droppedUnlogged > 0) this.opts.log.warn('feature_log_dropped', { dropped: this.droppedUnlogged, droppedTotal: this.droppedTotal, queueMax: this.queueMax });
         resolve();
       };
+      if (this.exited) return done(); // the writer failed earlier
       this.worker.on('message', (m: FromWorker) => {
         if (m.type === 'closed') void this.worker.terminate().then(done, done);
       });
-      this.worker.once('error', done);
       this.worker.once('exit', done);
       this.worker.postMessage({ type: 'close' } satisfies ToWorker);
     });
