@@ -5,9 +5,11 @@
  * logging off and logging at sample 1.0 (FeatureLog.record on every request, a real writer
  * thread and real files); the event loop turns every BURST requests so batches reach the writer,
  * and the wall time of each round, turns included, is what is compared.
- * Reports, as median µs per request: the serving thread's time (the requests plus the batch posts)
- * and the wall time of a round (which also feels the writer thread competing for the cores), their
- * ratios, and what the writer wrote or dropped.
+ * Reports, as median µs per request: the serving thread's time (the requests plus the batch posts),
+ * the part of it spent in FeatureLog.record and the batch posts (logging's own cost, measured
+ * directly, so less noisy than the difference of two medians), the wall time of a round (which
+ * also feels the writer thread competing for the cores), the ratios, and what the writer wrote or
+ * dropped.
  *
  *   npm run bench:feature-log            (results: bench/RESULTS.md)
  */
@@ -62,8 +64,8 @@ async function main(): Promise<void> {
   say(`machine: ${cpus()[0]?.model ?? 'unknown cpu'}, ${cpus().length} cores, ${platform()} ${release()}, node ${process.version}`);
   say(`date: ${new Date().toISOString()}; command: npm run bench:feature-log (ROUNDS=${ROUNDS}, PER_ROUND=${PER_ROUND}); median over rounds of µs per request`);
   say('');
-  say('| candidates | K | serving thread, off | serving thread, 1.0 | ratio | wall, off | wall, 1.0 | ratio | records written | dropped (queue full) |');
-  say('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  say('| candidates | K | serving thread, off | serving thread, 1.0 | ratio | of which record() + batch posts | wall, off | wall, 1.0 | ratio | records written | dropped (queue full) |');
+  say('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const [n, k] of [
     [1000, 10],
     [1000, 100],
@@ -71,12 +73,17 @@ async function main(): Promise<void> {
     const { bytes, result } = case_(n, k);
     const dir = mkdtempSync(join(tmpdir(), 'adrank-bench-fl-'));
     const fl = new FeatureLog({ dir, sample: 1, log: silentLogger });
+    let recording = 0; // time inside FeatureLog.record
     const once = (log: boolean) => {
       const r = rank.decode(bytes);
       const q = rank.validate(r, config, { maxCandidates: 100_000 });
       packFeatureBundle(config, q);
       const res = rank.encode(responseOf(r.requestId, result, config), {}, performance.now());
-      if (log) fl.record('Rank', r.requestId, r[WIRE], res);
+      if (log) {
+        const t = performance.now();
+        fl.record('Rank', r.requestId, r[WIRE], res);
+        recording += performance.now() - t;
+      }
     };
     // the serving thread's time: the requests, plus the batch posts made in the event-loop turns
     let posting = 0;
@@ -90,6 +97,7 @@ async function main(): Promise<void> {
     const round = async (log: boolean) => {
       let busy = 0;
       posting = 0;
+      recording = 0;
       const w0 = performance.now();
       for (let i = 0; i < PER_ROUND; i += BURST) {
         const t0 = performance.now();
@@ -98,12 +106,13 @@ async function main(): Promise<void> {
         await turn();
       }
       const wall = performance.now() - w0;
-      return { thread: ((busy + posting) * 1000) / PER_ROUND, wall: (wall * 1000) / PER_ROUND };
+      return { thread: ((busy + posting) * 1000) / PER_ROUND, wall: (wall * 1000) / PER_ROUND, logging: ((recording + posting) * 1000) / PER_ROUND };
     };
     await round(false); // warm-up
     await round(true);
-    const off: { thread: number; wall: number }[] = [];
-    const on: { thread: number; wall: number }[] = [];
+    type Round = Awaited<ReturnType<typeof round>>;
+    const off: Round[] = [];
+    const on: Round[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       off.push(await round(false));
       on.push(await round(true));
@@ -113,7 +122,8 @@ async function main(): Promise<void> {
     const b = median(on.map((x) => x.thread));
     const wa = median(off.map((x) => x.wall));
     const wb = median(on.map((x) => x.wall));
-    say(`| ${n.toLocaleString('en-US')} | ${k} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b / a).toFixed(3)} | ${wa.toFixed(1)} | ${wb.toFixed(1)} | ${(wb / wa).toFixed(3)} | ${fl.written} | ${fl.dropped} |`);
+    const own = median(on.map((x) => x.logging));
+    say(`| ${n.toLocaleString('en-US')} | ${k} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b / a).toFixed(3)} | ${own.toFixed(2)} (${((100 * own) / a).toFixed(1)}%) | ${wa.toFixed(1)} | ${wb.toFixed(1)} | ${(wb / wa).toFixed(3)} | ${fl.written} | ${fl.dropped} |`);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -9,6 +9,7 @@
  * Format: docs/feature-log.md.
  */
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { gzipSync } from 'node:zlib';
@@ -21,16 +22,18 @@ export interface WorkerInit {
   maxAgeMs: number;
 }
 
-/** One logged call, as the serving thread posts it: request bytes then response bytes in `buf`. */
+/** One logged call, as the serving thread posts it: its request's and response's wire bytes
+ *  lie at [offset, offset + requestBytes + responseBytes) of the batch's buffer. */
 export interface RawRecord {
   rpc: string;
   /** ms since the epoch when the response was sent */
   t: number;
+  offset: number;
   requestBytes: number;
-  buf: ArrayBuffer;
+  responseBytes: number;
 }
 
-export type ToWorker = { type: 'batch'; items: RawRecord[] } | { type: 'close' };
+export type ToWorker = { type: 'batch'; items: RawRecord[]; buf: ArrayBuffer } | { type: 'close' };
 export type FromWorker =
   | { type: 'ack'; n: number }
   | { type: 'rotated'; file: string; records: number; bytes: number }
@@ -102,15 +105,14 @@ class FileWriter {
 }
 
 /** The JSON record of one call (docs/feature-log.md). */
-export function toRecord(rpcs: Map<string, Rpc>, root: protobuf.Root, raw: RawRecord): Record<string, unknown> {
+export function toRecord(rpcs: Map<string, Rpc>, root: protobuf.Root, raw: RawRecord, buf: ArrayBuffer): Record<string, unknown> {
   let r = rpcs.get(raw.rpc);
   if (!r) {
     r = { request: root.lookupType(`adrank.v1.${raw.rpc}Request`), response: root.lookupType(`adrank.v1.${raw.rpc}Response`) };
     rpcs.set(raw.rpc, r);
   }
-  const bytes = new Uint8Array(raw.buf);
-  const request = r.request.toObject(r.request.decode(bytes.subarray(0, raw.requestBytes)), TO_OBJECT) as Record<string, unknown>;
-  const response = r.response.toObject(r.response.decode(bytes.subarray(raw.requestBytes)), TO_OBJECT) as {
+  const request = r.request.toObject(r.request.decode(new Uint8Array(buf, raw.offset, raw.requestBytes)), TO_OBJECT) as Record<string, unknown>;
+  const response = r.response.toObject(r.response.decode(new Uint8Array(buf, raw.offset + raw.requestBytes, raw.responseBytes)), TO_OBJECT) as {
     model: unknown;
     counts: unknown;
     timings: unknown;
@@ -144,6 +146,13 @@ function main(): void {
   if (!port) throw new Error('src/featurelog/worker.ts runs as a worker thread');
   const init = workerData as WorkerInit;
   const post = (m: FromWorker) => port.postMessage(m);
+  // Lowest CPU priority for this thread only (on Linux setpriority(2) with pid 0 is per thread):
+  // when cores are short, the serving thread wins and the queue drops instead.
+  try {
+    setPriority(19);
+  } catch {
+    // not permitted or not supported: run at normal priority
+  }
   const file = new FileWriter(init, post);
   const { root } = loadProto();
   const rpcs = new Map<string, Rpc>();
@@ -182,7 +191,7 @@ function main(): void {
       for (const raw of m.items) {
         let line: string;
         try {
-          line = JSON.stringify(toRecord(rpcs, root, raw)) + '\n';
+          line = JSON.stringify(toRecord(rpcs, root, raw, m.buf)) + '\n';
         } catch (e) {
           post({ type: 'error', message: `cannot decode a logged ${raw.rpc}: ${(e as Error).message}` });
           line = '';

@@ -2,9 +2,9 @@
  * Feature logging of served requests (docs/feature-log.md), the serving thread's side.
  *
  * On the request path it only decides (deterministically by request id, src/featurelog/sampler.ts)
- * and copies the request's and the response's wire bytes into one buffer; batches go to a
- * worker thread (src/featurelog/worker.ts) once per event-loop turn, which decodes, writes and
- * rotates. The queue is bounded: past `queueMax` records not yet written, records are dropped
+ * and keeps a reference to the request's and the response's wire bytes; once per event-loop turn
+ * the batch is copied into one buffer and transferred to a worker thread
+ * (src/featurelog/worker.ts), which decodes, writes and rotates. The queue is bounded: past `queueMax` records not yet written, records are dropped
  * and counted (`dropped`), with a rate-limited log line.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -52,7 +52,8 @@ export class FeatureLog {
   readonly sample: number;
   private readonly queueMax: number;
   private readonly worker: Worker;
-  private batch: RawRecord[] = [];
+  /** records of this event-loop turn: views of the served call's buffers, copied at post() */
+  private batch: { rpc: string; t: number; request: Uint8Array; response: Uint8Array }[] = [];
   private scheduled = false;
   /** records posted to the worker and not yet acknowledged */
   private inWorker = 0;
@@ -100,16 +101,14 @@ export class FeatureLog {
 
   /**
    * Called once per served call with its decoded request's wire bytes and the response bytes.
-   * Cheap when not sampled; otherwise one copy of both buffers.
+   * A hash of the request id, and for a sampled call a push onto this turn's batch.
    */
   record(rpc: string, requestId: string, request: Uint8Array | undefined, response: Uint8Array): void {
     if (!request || !sampled(requestId, this.sample)) return;
     if (this.closed || this.batch.length + this.inWorker >= this.queueMax) return this.drop();
-    const buf = new ArrayBuffer(request.length + response.length);
-    const u8 = new Uint8Array(buf);
-    u8.set(request, 0);
-    u8.set(response, request.length);
-    this.batch.push({ rpc, t: Date.now(), requestBytes: request.length, buf });
+    // no copy here: the buffers are not reused by grpc-js or the encoder, and post() copies
+    // the whole batch into one transferable buffer later in this event-loop turn
+    this.batch.push({ rpc, t: Date.now(), request, response });
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.post());
@@ -119,11 +118,23 @@ export class FeatureLog {
   private post(): void {
     this.scheduled = false;
     if (this.batch.length === 0) return;
-    const items = this.batch;
+    const batch = this.batch;
     this.batch = [];
+    let size = 0;
+    for (const r of batch) size += r.request.length + r.response.length;
+    const buf = new ArrayBuffer(size);
+    const u8 = new Uint8Array(buf);
+    let offset = 0;
+    const items: RawRecord[] = batch.map((r) => {
+      const item = { rpc: r.rpc, t: r.t, offset, requestBytes: r.request.length, responseBytes: r.response.length };
+      u8.set(r.request, offset);
+      u8.set(r.response, offset + r.request.length);
+      offset += r.request.length + r.response.length;
+      return item;
+    });
     this.inWorker += items.length;
-    const m: ToWorker = { type: 'batch', items };
-    this.worker.postMessage(m, items.map((i) => i.buf));
+    const m: ToWorker = { type: 'batch', items, buf };
+    this.worker.postMessage(m, [buf]);
   }
 
   /** The one place a record is dropped: counted, and logged at most once per DROP_LOG_MS.
