@@ -18,15 +18,12 @@ import { ids, invalid, MAX_K, validateRank, validateRetrieve, validateRetrieveAn
 import type { Logger } from '../server/log.js';
 import type { ExplainRequest__Output } from '../generated/adrank/v1/ExplainRequest.js';
 import type { ExplainResponse } from '../generated/adrank/v1/ExplainResponse.js';
-import type { AdExplanation } from '../generated/adrank/v1/AdExplanation.js';
-import type { Outcome } from '../generated/adrank/v1/Outcome.js';
+import type { AdExplanation, _adrank_v1_AdExplanation_Outcome__Output as OutcomeName } from '../generated/adrank/v1/AdExplanation.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import { walk, type Walk, type WalkCandidate, type WalkStatus } from './selection.js';
 
 /** Ads one Explain may ask about. */
 export const MAX_EXPLAIN_ADS = 10_000;
-
-type OutcomeName = Exclude<Outcome, number>;
 
 /** Engine.explain drop codes (NativeExplain.drops) → outcome; 0 (eligible) is not a drop. */
 const DROP_OUTCOME: OutcomeName[] = ['OUTCOME_UNSPECIFIED', 'EXCLUDED_AD', 'EXCLUDED_ADVERTISER', 'INACTIVE', 'OUT_OF_BUDGET', 'TARGETING', 'PACED'];

@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
+import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdExplanation as _adrank_v1_AdExplanation, AdExplanation__Output as _adrank_v1_AdExplanation__Output } from './adrank/v1/AdExplanation.js';
 import type { AdRankerClient as _adrank_v1_AdRankerClient, AdRankerDefinition as _adrank_v1_AdRankerDefinition } from './adrank/v1/AdRanker.js';
@@ -43,7 +43,6 @@ export interface ProtoGrpcType {
       GetModelResponse: MessageTypeDefinition<_adrank_v1_GetModelResponse, _adrank_v1_GetModelResponse__Output>
       IdList: MessageTypeDefinition<_adrank_v1_IdList, _adrank_v1_IdList__Output>
       ModelRef: MessageTypeDefinition<_adrank_v1_ModelRef, _adrank_v1_ModelRef__Output>
-      Outcome: EnumTypeDefinition
       RankRequest: MessageTypeDefinition<_adrank_v1_RankRequest, _adrank_v1_RankRequest__Output>
       RankResponse: MessageTypeDefinition<_adrank_v1_RankResponse, _adrank_v1_RankResponse__Output>
       RankingMode: MessageTypeDefinition<_adrank_v1_RankingMode, _adrank_v1_RankingMode__Output>
