@@ -2,9 +2,9 @@
  * Feature logging of served requests (docs/feature-log.md), the serving thread's side.
  *
  * On the request path it only decides (deterministically by request id, src/featurelog/sampler.ts)
- * and keeps a reference to the request's and the response's wire bytes; once per event-loop turn
- * the batch is copied into one buffer and transferred to a worker thread
- * (src/featurelog/worker.ts), which decodes, writes and rotates. The queue is bounded: past `queueMax` records not yet written, records are dropped
+ * and copies the request's and the response's wire bytes into the current batch buffer; every
+ * POST_MS (or when the buffer is full) the batch is transferred to a worker thread
+ * (src/featurelog/worker.ts), which decodes, writes and rotates, and hands the buffer back. The queue is bounded: past `queueMax` records not yet written, records are dropped
  * and counted (`dropped`), with a rate-limited log line.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -33,6 +33,12 @@ export interface FeatureLogOptions {
 export const DEFAULT_FEATURE_LOG_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_FEATURE_LOG_MAX_AGE_MS = 3600_000;
 export const DEFAULT_FEATURE_LOG_QUEUE = 10_000;
+/** batch buffer size (larger records get a buffer of their own), and how many handed-back
+ *  buffers are kept for reuse */
+const BATCH_BYTES = 1 << 20;
+const MAX_FREE_BUFFERS = 4;
+/** a batch goes to the writer this long after its first record, or when its buffer is full */
+const POST_MS = 20;
 /** at most one `feature_log_dropped` line per this many ms */
 const DROP_LOG_MS = 10_000;
 
@@ -52,9 +58,11 @@ export class FeatureLog {
   readonly sample: number;
   private readonly queueMax: number;
   private readonly worker: Worker;
-  /** records of this event-loop turn: views of the served call's buffers, copied at post() */
-  private batch: { rpc: string; t: number; request: Uint8Array; response: Uint8Array }[] = [];
-  private scheduled = false;
+  /** the batch being filled: the records' bytes, copied into one transferable buffer */
+  private slab: Uint8Array | undefined;
+  private used = 0;
+  private items: RawRecord[] = [];
+  private timer: NodeJS.Timeout | undefined;
   /** records posted to the worker and not yet acknowledged */
   private inWorker = 0;
   private droppedTotal = 0;
@@ -64,6 +72,8 @@ export class FeatureLog {
   private closing: Promise<void> | undefined;
   private closed = false;
   private exited = false;
+  /** batch buffers the writer handed back, reused so that steady logging allocates nothing */
+  private readonly free: ArrayBuffer[] = [];
   private readonly files: string[] = [];
 
   constructor(private readonly opts: FeatureLogOptions) {
@@ -101,39 +111,36 @@ export class FeatureLog {
 
   /**
    * Called once per served call with its decoded request's wire bytes and the response bytes.
-   * A hash of the request id, and for a sampled call a push onto this turn's batch.
+   * A hash of the request id; for a sampled call, a copy of both into the batch buffer.
    */
   record(rpc: string, requestId: string, request: Uint8Array | undefined, response: Uint8Array): void {
     if (!request || !sampled(requestId, this.sample)) return;
-    if (this.closed || this.batch.length + this.inWorker >= this.queueMax) return this.drop();
-    // no copy here: the buffers are not reused by grpc-js or the encoder, and post() copies
-    // the whole batch into one transferable buffer later in this event-loop turn
-    this.batch.push({ rpc, t: Date.now(), request, response });
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.post());
+    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop();
+    const n = request.length + response.length;
+    if (this.slab && this.used + n > this.slab.length) this.post();
+    if (!this.slab) {
+      const i = this.free.findIndex((b) => b.byteLength >= n);
+      // a handed-back buffer, else a fresh one without zero-filling (every byte used is written)
+      this.slab = new Uint8Array(i >= 0 ? this.free.splice(i, 1)[0] : Buffer.allocUnsafeSlow(Math.max(n, BATCH_BYTES)).buffer);
     }
+    this.slab.set(request, this.used);
+    this.slab.set(response, this.used + request.length);
+    this.items.push({ rpc, t: Date.now(), offset: this.used, requestBytes: request.length, responseBytes: response.length });
+    this.used += n;
+    // one postMessage per POST_MS (waking the writer costs tens of µs), or when the buffer is full
+    this.timer ??= setTimeout(() => this.post(), POST_MS);
   }
 
   private post(): void {
-    this.scheduled = false;
-    if (this.batch.length === 0) return;
-    const batch = this.batch;
-    this.batch = [];
-    let size = 0;
-    for (const r of batch) size += r.request.length + r.response.length;
-    const buf = new ArrayBuffer(size);
-    const u8 = new Uint8Array(buf);
-    let offset = 0;
-    const items: RawRecord[] = batch.map((r) => {
-      const item = { rpc: r.rpc, t: r.t, offset, requestBytes: r.request.length, responseBytes: r.response.length };
-      u8.set(r.request, offset);
-      u8.set(r.response, offset + r.request.length);
-      offset += r.request.length + r.response.length;
-      return item;
-    });
-    this.inWorker += items.length;
-    const m: ToWorker = { type: 'batch', items, buf };
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.slab || this.items.length === 0) return;
+    const buf = this.slab.buffer as ArrayBuffer;
+    const m: ToWorker = { type: 'batch', items: this.items, buf };
+    this.inWorker += this.items.length;
+    this.slab = undefined;
+    this.used = 0;
+    this.items = [];
     this.worker.postMessage(m, [buf]);
   }
 
@@ -154,6 +161,8 @@ export class FeatureLog {
     if (m.type === 'ack') {
       this.inWorker -= m.n;
       this.writtenTotal += m.n;
+    } else if (m.type === 'free') {
+      if (this.free.length < MAX_FREE_BUFFERS) this.free.push(m.buf);
     } else if (m.type === 'rotated') {
       this.files.push(m.file);
       this.opts.log.info('feature_log_rotated', { file: m.file, records: m.records, bytes: m.bytes });
