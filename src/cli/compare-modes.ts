@@ -78,7 +78,7 @@ async function requestsFrom(f: CompareModesFlags, model: GetModelResponse__Outpu
     const reqs = records.filter((r) => r.rpc === 'Rank' || r.rpc === 'RetrieveAndRank').map((r) => ({ rpc: r.rpc as Req['rpc'], request: r.request }));
     return { source: `feature log ${f.log} (${reqs.length} Rank/RetrieveAndRank of ${records.length} records)`, reqs };
   }
-  const n = f.generate ?? 200;
+  const n = f.generate ?? 100;
   const reqs: Req[] = Array.from({ length: n }, (_, i) => ({
     rpc: 'RetrieveAndRank',
     request: {
@@ -115,10 +115,14 @@ export async function compareModes(f: CompareModesFlags): Promise<CompareModesRe
     const answers = new Map<string, (RankResponse__Output | undefined)[]>();
     for (const m of modes) answers.set(m.name, []);
     for (const r of reqs) {
-      for (const m of modes) {
-        const req = { ...r.request, ranking: m.ranking, modelVersion: '', ...(r.rpc === 'Rank' ? { price: true } : {}) };
-        answers.get(m.name)!.push(await call<object, RankResponse__Output>(client, r.rpc, req).catch(() => undefined));
-      }
+      // the modes of one request concurrently (the engine runs them side by side)
+      const got = await Promise.all(
+        modes.map((m) => {
+          const req = { ...r.request, ranking: m.ranking, modelVersion: '', ...(r.rpc === 'Rank' ? { price: true } : {}) };
+          return call<object, RankResponse__Output>(client, r.rpc, req).catch(() => undefined);
+        }),
+      );
+      modes.forEach((m, i) => answers.get(m.name)!.push(got[i]));
     }
     const global = answers.get('GLOBAL')!;
     const allScores = [...answers.values()].flatMap((list) => list.flatMap((a) => a?.winners.map((w) => w.score) ?? []));

@@ -210,7 +210,7 @@ function program(): Command {
     .description('run the same requests in GLOBAL and LOCAL(P) ranking and report the shift, with an SVG plot (docs/funnel.md)')
     .option('--address <host:port>', 'server address', `localhost:${DEFAULT_PORT}`)
     .option('--log <file>', 'take the Rank and RetrieveAndRank requests of a feature log (file or directory)')
-    .addOption(new Option('--generate <n>', 'generate N RetrieveAndRank requests on the served model (default 200 without --log)').argParser(int(1, 100_000)))
+    .addOption(new Option('--generate <n>', 'generate N RetrieveAndRank requests on the served model (default 100 without --log)').argParser(int(1, 100_000)))
     .addOption(new Option('--partitions <list>', 'P values for LOCAL(P), comma-separated').default([2, 4, 8]).argParser(intList(1, 1024)))
     .addOption(new Option('--k <k>', 'winners per generated request').default(10).argParser(int(1, 10_000)))
     .addOption(new Option('--retrieve-count <r>', 'R of generated requests').default(1000).argParser(int(1, 10_000)))
