@@ -187,7 +187,7 @@ describe('25 addon', () => {
       const m = 3;
       const sizes: Record<string, number> = {
         rows: m, user: d.user, sequence: 4 * config.sequence.dim, query: config.retrieval.dim, ad: m * d.ad, targetAttention: m * d.targetAttention,
-        input: m * d.input, masknet: m * d.cross, cross: m * d.cross, hidden: m * d.last, logits: m * T, probs: m * T, utility: m, retrievalScores: m,
+        input: m * d.input, masknet: m * d.cross, cross: m * d.cross, hidden: m * d.last, logits: m * T, probs: m * T, utility: m, retrievalScores: m, drops: m,
       };
       expect(Object.keys(ex).sort()).to.deep.equal(Object.keys(sizes).sort());
       for (const [k, n] of Object.entries(sizes)) expect((ex as unknown as Record<string, ArrayLike<number>>)[k].length, k).to.equal(n);

@@ -220,6 +220,11 @@ Napi::Int32Array i32(Napi::Env env, const std::vector<int32_t>& v) {
   if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
   return a;
 }
+Napi::Uint8Array u8(Napi::Env env, const std::vector<uint8_t>& v) {
+  auto a = Napi::Uint8Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size());
+  return a;
+}
 }  // namespace
 
 Napi::Object to_js(Napi::Env env, const Result& r, int) {
@@ -277,6 +282,7 @@ Napi::Object to_js(Napi::Env env, const Explain& e) {
   o.Set("probs", f32(env, e.probs));
   o.Set("utility", f32(env, e.utility));
   o.Set("retrievalScores", f32(env, e.retrieval_scores));
+  o.Set("drops", u8(env, e.drops));
   return o;
 }
 

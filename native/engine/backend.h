@@ -33,7 +33,7 @@ class Backend {
   virtual Result rank(const Request& req, const AdStateTable& state) = 0;
   virtual Result retrieve(const Request& req, const AdStateTable& state) = 0;
   virtual Result retrieve_and_rank(const Request& req, const AdStateTable& state) = 0;
-  virtual Explain explain(const Request& req) = 0;
+  virtual Explain explain(const Request& req, const AdStateTable& state) = 0;
   // Runs several requests as one batch (src/batcher/): results[i] answers entries[i] exactly as
   // running it alone would. This default runs them side by side on `pool` (one entry per pool
   // thread; the CUDA backend then runs them on its stream pool as separate requests); the CPU

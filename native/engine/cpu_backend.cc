@@ -73,7 +73,7 @@ struct Workspace {
 
 // Where a forward writes; every pointer is [candidates × width] row-major, null = not wanted.
 struct ForwardOut {
-  const float* bid = nullptr;  // input: the bid per ad row (live state, or the bundle's for explain)
+  const float* bid = nullptr;  // input: the bid per ad row (the live state)
   float* probs = nullptr;    // [× T]
   float* utility = nullptr;  // [×]
   float* value = nullptr;    // Σ_t w_t p_t, [×]
@@ -103,7 +103,7 @@ class CpuBackend final : public Backend {
   Result rank(const Request& req, const AdStateTable& state) override;
   Result retrieve(const Request& req, const AdStateTable& state) override;
   Result retrieve_and_rank(const Request& req, const AdStateTable& state) override;
-  Explain explain(const Request& req) override;
+  Explain explain(const Request& req, const AdStateTable& state) override;
   std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool) override;
 
  private:
@@ -700,11 +700,14 @@ Result CpuBackend::retrieve_and_rank(const Request& req, const AdStateTable& sta
   return std::move(res[0]);
 }
 
-Explain CpuBackend::explain(const Request& req) {
+Explain CpuBackend::explain(const Request& req, const AdStateTable& state) {
   const ModelDims& d = m_.dims();
   Explain e;
   Counts ignored;
   e.rows = intake(m_, req.candidates, ignored);
+  const Eligibility eligible(m_, state, req);
+  e.drops.reserve(e.rows.size());
+  for (const int32_t row : e.rows) e.drops.push_back(uint8_t(eligible.check(row)));
   const UserState us = compute_user(req, true);
   e.user = us.u;
   e.sequence = us.H;
@@ -721,7 +724,7 @@ Explain CpuBackend::explain(const Request& req) {
   e.utility.resize(n);
   e.retrieval_scores.resize(n);
   ForwardOut out;
-  out.bid = m_.ad_bid.data();
+  out.bid = state.bids();  // the live bids, as the RPC it explains uses
   out.probs = e.probs.data();
   out.utility = e.utility.data();
   out.ad = e.ad.data();

@@ -81,7 +81,7 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 }
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
-  return backend_->explain(req);
+  return backend_->explain(req, *ad_state());
 }
 
 void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs) {

@@ -35,6 +35,9 @@ struct Explain {
   std::vector<int32_t> rows;
   std::vector<float> user, sequence, query;
   std::vector<float> ad, target_attention, input, masknet, cross, hidden, logits, probs, utility, retrieval_scores;
+  // Per row: the first eligibility reason that drops it under the live ad state (funnel.h Drop:
+  // 0 eligible, 1 excluded ad, 2 excluded advertiser, 3 inactive, 4 out of budget, 5 targeting, 6 paced).
+  std::vector<uint8_t> drops;
 };
 
 }  // namespace adrank

@@ -1,7 +1,8 @@
 /**
  * adrank.v1.AdRankerAdmin (proto/adrank/v1/admin.proto) on the server's port: the service
  * definition, and the one wrapper every admin RPC goes through (outcome counters, errors →
- * gRPC status). Each RPC is one file beside this one.
+ * gRPC status). Each RPC is one file beside this one (Explain runs the data RPC it explains, so it
+ * gets the data handlers' context).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +12,9 @@ import type { ProtoGrpcType } from '../generated/admin.js';
 import { serviceError, toServiceError } from '../handlers/engine-rpc.js';
 import { LOADER_OPTIONS, PROTO_DIR, PROTO_FILE } from '../server/proto.js';
 import { StateUnavailableError } from '../state/store.js';
+import type { HandlerContext } from '../handlers/context.js';
 import type { AdminContext } from './context.js';
+import { explainHandler } from './explain.js';
 import { getAdStates } from './get-ad-states.js';
 import { listModels } from './list-models.js';
 import { reloadModels } from './reload-models.js';
@@ -59,13 +62,22 @@ function handler<Req, Res>(ctx: AdminContext, name: string, rpc: AdminRpc<Req, R
   };
 }
 
-/** Registers AdRankerAdmin on `server`. */
-export function addAdminService(server: grpc.Server, ctx: AdminContext): void {
-  const proto = grpc.loadPackageDefinition(adminPackageDefinition()) as unknown as ProtoGrpcType;
-  server.addService(proto.adrank.v1.AdRankerAdmin.service, {
+function adminProto(): ProtoGrpcType {
+  return grpc.loadPackageDefinition(adminPackageDefinition()) as unknown as ProtoGrpcType;
+}
+
+/** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
+export function addAdminService(server: grpc.Server, ctx: AdminContext, data: HandlerContext): void {
+  server.addService(adminProto().adrank.v1.AdRankerAdmin.service, {
     UpdateAdStates: handler(ctx, 'UpdateAdStates', updateAdStates),
     GetAdStates: handler(ctx, 'GetAdStates', getAdStates),
     ListModels: handler(ctx, 'ListModels', listModels),
     ReloadModels: handler(ctx, 'ReloadModels', reloadModels),
+    Explain: explainHandler(data),
   } as grpc.UntypedServiceImplementation);
+}
+
+/** A client of AdRankerAdmin (CLI, tests). */
+export function connectAdmin(address: string, credentials = grpc.credentials.createInsecure()) {
+  return new (adminProto().adrank.v1.AdRankerAdmin)(address, credentials);
 }

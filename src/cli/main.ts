@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The adrank command line: serve, demo-bundle, inspect, client. Every serve flag has an
+ * The adrank command line: serve, demo-bundle, inspect, client, explain, replay, compare-modes.
+ * Every serve flag has an
  * ADRANK_* environment equivalent (flags win); see README.md "Configuration".
  */
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
@@ -35,18 +36,14 @@ import { DEFAULT_BATCH_MAX_QUEUE } from '../batcher/index.js';
 import { shardBundleFile, shardMeta, MAX_SHARDS } from '../model/shard.js';
 import { RouterServer } from '../router/router.js';
 import { formatBytes, table } from './table.js';
+import { decimal, int, intList, rate } from './args.js';
+import { runExplain, type ExplainFlags } from './explain.js';
+import { printReplay, replay, type ReplayFlags } from './replay.js';
+import { compareModes, printCompareModes, type CompareModesFlags } from './compare-modes.js';
+import { DEFAULT_FEATURE_LOG_MAX_AGE_MS, DEFAULT_FEATURE_LOG_MAX_BYTES, DEFAULT_FEATURE_LOG_QUEUE } from '../featurelog/writer.js';
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
 const DEMO_ADS = 100_000;
-
-function int(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string): number => {
-    // digits only: Number() would also take '' and ' ' (as 0), '0x10', '1e3'
-    const n = /^\d+$/.test(v) ? Number(v) : NaN;
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
-    return n;
-  };
-}
 
 function fraction(v: string): number {
   const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;
@@ -128,6 +125,11 @@ interface ServeFlags {
   adminInsecure?: boolean;
   reflection?: boolean;
   maxConnectionAgeMs?: number;
+  featureLog?: string;
+  featureLogSample: number;
+  featureLogMaxBytes: number;
+  featureLogMaxAgeS: number;
+  featureLogQueue: number;
 }
 
 /** TLS files from the flags: both of --tls-cert and --tls-key, or neither. */
@@ -208,6 +210,9 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       metrics: f.metricsPort > 0 ? { port: f.metricsPort } : undefined,
       accessLogSample: f.accessLogSample,
       maxConnectionAgeMs: f.maxConnectionAgeMs,
+      featureLog: f.featureLog
+        ? { dir: resolve(f.featureLog), sample: f.featureLogSample, maxBytes: f.featureLogMaxBytes, maxAgeMs: 1000 * f.featureLogMaxAgeS, queueMax: f.featureLogQueue }
+        : undefined,
     });
   } catch (e) {
     if (!(e instanceof BindError)) throw e;
@@ -370,6 +375,11 @@ function program(): Command {
     .addOption(new Option('--admin-insecure', 'the admin service without a token (trusted networks only)').env('ADRANK_ADMIN_INSECURE'))
     .addOption(new Option('--reflection', 'serve gRPC server reflection').env('ADRANK_REFLECTION'))
     .addOption(new Option('--max-connection-age-ms <ms>', 'GOAWAY connections after this age so load balancers rebalance (default: never)').env('ADRANK_MAX_CONNECTION_AGE_MS').argParser(int(1)))
+    .addOption(new Option('--feature-log <dir>', 'log sampled served calls to DIR (gzip JSON lines; docs/feature-log.md)').env('ADRANK_FEATURE_LOG'))
+    .addOption(new Option('--feature-log-sample <r>', 'fraction of requests logged, 0..1, by request id').env('ADRANK_FEATURE_LOG_SAMPLE').default(1).argParser(rate))
+    .addOption(new Option('--feature-log-max-bytes <n>', 'rotate a log file at this size').env('ADRANK_FEATURE_LOG_MAX_BYTES').default(DEFAULT_FEATURE_LOG_MAX_BYTES).argParser(int(1)))
+    .addOption(new Option('--feature-log-max-age-s <s>', 'rotate a log file at this age').env('ADRANK_FEATURE_LOG_MAX_AGE_S').default(DEFAULT_FEATURE_LOG_MAX_AGE_MS / 1000).argParser(int(1)))
+    .addOption(new Option('--feature-log-queue <n>', 'records waiting to be written at most; beyond → dropped and counted').env('ADRANK_FEATURE_LOG_QUEUE').default(DEFAULT_FEATURE_LOG_QUEUE).argParser(int(1)))
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd));
 
   p.command('demo-bundle')
@@ -416,6 +426,51 @@ function program(): Command {
     .action((f: { address: string; rpc: ClientRpc; k: number }) => runClient(f.address, f.rpc, f.k));
 
   addBenchCommand(p);
+  p.command('explain')
+    .description('ask AdRankerAdmin.Explain where and why each ad left the funnel, as a table (docs/explain.md)')
+    .option('--address <host:port>', 'server address', `localhost:${DEFAULT_PORT}`)
+    .addOption(new Option('--rpc <rpc>', 'which request').choices(['rank', 'retrieve', 'retrieve-and-rank']).default('rank'))
+    .option('--request <file>', 'the request as JSON (proto3 JSON field names), or one feature-log record; default: a sample request')
+    .option('--ads <ids>', 'comma-separated ad ids to explain (Rank: default every candidate)')
+    .addOption(new Option('--k <k>', 'winners per sample request').default(10).argParser(int(1, 10_000)))
+    .option('--json', 'print the ExplainResponse as JSON')
+    .action((f: ExplainFlags) => runExplain(f));
+
+  p.command('replay')
+    .description('re-send the requests of a feature log and compare the answers with the logged ones (docs/feature-log.md)')
+    .argument('<file>', 'feature-log file or directory')
+    .option('--address <host:port>', 'server address', `localhost:${DEFAULT_PORT}`)
+    .option('--model-version <v>', 'pin every request to this model version (default: the served model)')
+    .addOption(new Option('--rate <r>', 'requests per second (0 = as fast as answers come)').default(0).argParser(decimal()))
+    .addOption(new Option('--max-divergence <d>', 'exit 1 when 1 - mean overlap@K is above this').argParser(rate))
+    .addOption(new Option('--k <k>', 'compare the top K winners only (default all)').argParser(int(1, 10_000)))
+    .addOption(new Option('--advertisers <n>', 'advertisers listed in the entered/left table').default(20).argParser(int(0)))
+    .option('--json', 'print the summary as JSON')
+    .action(async (file: string, f: ReplayFlags) => {
+      const s = await replay(file, f);
+      if (f.json) console.log(JSON.stringify(s, null, 2));
+      else printReplay(s, f.advertisers, console.log);
+      if (!s.pass) process.exitCode = 1;
+    });
+
+  p.command('compare-modes')
+    .description('run the same requests in GLOBAL and LOCAL(P) ranking and report the shift, with an SVG plot (docs/funnel.md)')
+    .option('--address <host:port>', 'server address', `localhost:${DEFAULT_PORT}`)
+    .option('--log <file>', 'take the Rank and RetrieveAndRank requests of a feature log (file or directory)')
+    .addOption(new Option('--generate <n>', 'generate N RetrieveAndRank requests on the served model (default 100 without --log)').argParser(int(1, 100_000)))
+    .addOption(new Option('--partitions <list>', 'P values for LOCAL(P), comma-separated').default([2, 4, 8]).argParser(intList(1, 1024)))
+    .addOption(new Option('--k <k>', 'winners per generated request').default(10).argParser(int(1, 10_000)))
+    .addOption(new Option('--retrieve-count <r>', 'R of generated requests').default(1000).argParser(int(1, 10_000)))
+    .addOption(new Option('--cap <m>', 'per-advertiser cap of generated requests').default(2).argParser(int(0)))
+    .option('--bundle <file>', 'bundle for ads per advertiser (default ./demo/adrank-demo.safetensors when present)')
+    .option('--plot <file>', 'SVG output', 'compare-modes.svg')
+    .option('--json', 'print the report as JSON')
+    .action(async (f: CompareModesFlags) => {
+      if (f.log && f.generate) throw new InvalidArgumentError('give either --log or --generate, not both');
+      const r = await compareModes(f);
+      if (f.json) console.log(JSON.stringify(r, null, 2));
+      else printCompareModes(r, console.log);
+    });
 
   return p;
 }

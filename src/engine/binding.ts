@@ -127,6 +127,10 @@ export interface NativeExplain {
   probs: Float32Array; // [× T]
   utility: Float32Array; // [×]
   retrievalScores: Float32Array; // q · ads.retrieval[c], [×]
+  /** per row, the first eligibility reason that drops it under the live ad state (docs/funnel.md
+   *  order): 0 eligible, 1 excluded ad, 2 excluded advertiser, 3 inactive, 4 out of budget,
+   *  5 targeting, 6 paced */
+  drops: Uint8Array;
 }
 
 export interface NativeEngine {

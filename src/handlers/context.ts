@@ -7,6 +7,7 @@ import type { Engine } from '../engine/index.js';
 import type { ModelLeases } from '../lifecycle/registry.js';
 import type { CallState } from './engine-rpc.js';
 import type { Metrics } from '../metrics/index.js';
+import type { FeatureLog } from '../featurelog/writer.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
@@ -31,6 +32,8 @@ export interface HandlerContext {
   observe?: EngineCallObserver;
   /** the server's metrics, for handlers that record their own (admin: adrank_ad_state_updates_total) */
   metrics?: Metrics;
+  /** feature logging of served calls (--feature-log), when on */
+  featureLog?: FeatureLog;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

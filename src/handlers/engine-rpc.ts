@@ -7,7 +7,7 @@
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { EngineError, type Engine, type EngineRequest, type FallbackOp, type NativeResult } from '../engine/index.js';
 import type { ModelConfig } from '../model/config.js';
-import { DECODE_START, DECODE_US, type DecodeStamp } from '../server/codec.js';
+import { DECODE_START, DECODE_US, WIRE, type DecodeStamp } from '../server/codec.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
@@ -191,7 +191,9 @@ export function unaryHandler<Req extends { requestId: string; modelVersion?: str
         ctx.inflight.release();
         ctx.stats.outcome(rpc.name, 'OK');
         ctx.observe?.(rpc.name, status.OK, call, state);
-        if (!call.cancelled) callback(null, bytes);
+        if (call.cancelled) return;
+        callback(null, bytes);
+        ctx.featureLog?.record(rpc.name, call.request.requestId, call.request[WIRE], bytes);
       },
       (e: unknown) => {
         ctx.inflight.release();

@@ -21,11 +21,14 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('adran
 /** Set by the request decoders on the object they return. */
 export const DECODE_START = Symbol('adrank.decodeStart');
 export const DECODE_US = Symbol('adrank.decodeUs');
+/** The request's wire bytes (for the feature log, src/featurelog). */
+export const WIRE = Symbol('adrank.wire');
 
 export interface DecodeStamp {
   /** performance.now() when decoding began */
   [DECODE_START]?: number;
   [DECODE_US]?: number;
+  [WIRE]?: Uint8Array;
 }
 
 /** A generated __Output type with fields `F` read as BigInt64Array. */
@@ -281,6 +284,7 @@ export function requestDecoder<T>(typeName: string, int64Fields: string[] = []):
     if (nested) fillNestedIds(buf, nested, obj);
     obj[DECODE_START] = t0;
     obj[DECODE_US] = (performance.now() - t0) * 1000;
+    obj[WIRE] = buf;
     return obj as T;
   };
 }

@@ -23,6 +23,7 @@ import { retrieve } from '../handlers/retrieve.js';
 import { retrieveAndRank } from '../handlers/retrieve-and-rank.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';
+import { FeatureLog, type FeatureLogOptions } from '../featurelog/writer.js';
 import { jsonLogger, type Logger } from './log.js';
 import { RecentLatency } from '../fallback/recent-latency.js';
 import { batcherFor, type BatchingOptions, type BatcherStats } from '../batcher/index.js';
@@ -73,6 +74,8 @@ export interface ServerOptions {
   accessLogSample?: number;
   /** GOAWAY each connection after this many ms so that load balancers can rebalance (default: never) */
   maxConnectionAgeMs?: number;
+  /** feature logging of served calls (docs/feature-log.md); off when absent */
+  featureLog?: Omit<FeatureLogOptions, 'log'>;
 }
 
 /** What start() builds around the grpc-js server and hands to the instance. */
@@ -177,6 +180,7 @@ export class AdrankServer {
       latency: new RecentLatency(),
       observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
       metrics: parts.metrics,
+      featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
     };
     if (parts.metrics) {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
@@ -204,6 +208,8 @@ export class AdrankServer {
     const maxAge = opts.maxConnectionAgeMs;
     if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
     const credentials = serverCredentials(opts.tls);
+    const sample = opts.featureLog?.sample ?? 0;
+    if (!(sample >= 0 && sample <= 1)) throw new Error(`expected a rate in 0..1 for feature log sample, got ${sample}`);
     const host = opts.host ?? DEFAULT_HOST;
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
     const metrics = opts.metrics ? new Metrics() : undefined;
@@ -307,7 +313,7 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
-    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats, metrics: this.parts.metrics });
+    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats, metrics: this.parts.metrics }, this.ctx);
     if (this.opts.reflection) {
       const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
       new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
@@ -457,6 +463,7 @@ export class AdrankServer {
       } catch (e) {
         this.log.error('state_file_close_failed', { error: e });
       }
+      await this.ctx.featureLog?.close();
       await this.parts.endpoint?.close();
       this.log.info('stopped', { drained });
     })();

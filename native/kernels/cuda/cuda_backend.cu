@@ -162,7 +162,7 @@ class CudaBackend final : public Backend {
     return run(OpKind::kRetrieveAndRank, req, state);
   }
   // The GPU path keeps no per-stage host copies; explain runs the same function on the CPU backend.
-  Explain explain(const Request& req) override { return cpu_->explain(req); }
+  Explain explain(const Request& req, const AdStateTable& state) override { return cpu_->explain(req, state); }
 
   // The engine's hook (cuda_backend_sync_ad_state): upload, and stop the per-request full upload.
   // The upload waits for the running requests and holds new ones back (StateGate), so a request's

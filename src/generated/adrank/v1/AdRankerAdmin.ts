@@ -2,6 +2,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { ExplainRequest as _adrank_v1_ExplainRequest, ExplainRequest__Output as _adrank_v1_ExplainRequest__Output } from '../../adrank/v1/ExplainRequest.js';
+import type { ExplainResponse as _adrank_v1_ExplainResponse, ExplainResponse__Output as _adrank_v1_ExplainResponse__Output } from '../../adrank/v1/ExplainResponse.js';
 import type { GetAdStatesRequest as _adrank_v1_GetAdStatesRequest, GetAdStatesRequest__Output as _adrank_v1_GetAdStatesRequest__Output } from '../../adrank/v1/GetAdStatesRequest.js';
 import type { GetAdStatesResponse as _adrank_v1_GetAdStatesResponse, GetAdStatesResponse__Output as _adrank_v1_GetAdStatesResponse__Output } from '../../adrank/v1/GetAdStatesResponse.js';
 import type { ListModelsRequest as _adrank_v1_ListModelsRequest, ListModelsRequest__Output as _adrank_v1_ListModelsRequest__Output } from '../../adrank/v1/ListModelsRequest.js';
@@ -12,6 +14,23 @@ import type { UpdateAdStatesRequest as _adrank_v1_UpdateAdStatesRequest, UpdateA
 import type { UpdateAdStatesResponse as _adrank_v1_UpdateAdStatesResponse, UpdateAdStatesResponse__Output as _adrank_v1_UpdateAdStatesResponse__Output } from '../../adrank/v1/UpdateAdStatesResponse.js';
 
 export interface AdRankerAdminClient extends grpc.Client {
+  /**
+   * Runs a Rank, Retrieve or RetrieveAndRank request and says, for each asked ad, where and why
+   * it left the funnel (docs/explain.md).
+   */
+  Explain(argument: _adrank_v1_ExplainRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  Explain(argument: _adrank_v1_ExplainRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  Explain(argument: _adrank_v1_ExplainRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  Explain(argument: _adrank_v1_ExplainRequest, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Runs a Rank, Retrieve or RetrieveAndRank request and says, for each asked ad, where and why
+   * it left the funnel (docs/explain.md).
+   */
+  explain(argument: _adrank_v1_ExplainRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  explain(argument: _adrank_v1_ExplainRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  explain(argument: _adrank_v1_ExplainRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  explain(argument: _adrank_v1_ExplainRequest, callback: grpc.requestCallback<_adrank_v1_ExplainResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * The effective state of each asked ad in the default model version.
    */
@@ -82,6 +101,12 @@ export interface AdRankerAdminClient extends grpc.Client {
 
 export interface AdRankerAdminHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * Runs a Rank, Retrieve or RetrieveAndRank request and says, for each asked ad, where and why
+   * it left the funnel (docs/explain.md).
+   */
+  Explain: grpc.handleUnaryCall<_adrank_v1_ExplainRequest__Output, _adrank_v1_ExplainResponse>;
+  
+  /**
    * The effective state of each asked ad in the default model version.
    */
   GetAdStates: grpc.handleUnaryCall<_adrank_v1_GetAdStatesRequest__Output, _adrank_v1_GetAdStatesResponse>;
@@ -107,6 +132,7 @@ export interface AdRankerAdminHandlers extends grpc.UntypedServiceImplementation
 }
 
 export interface AdRankerAdminDefinition extends grpc.ServiceDefinition {
+  Explain: MethodDefinition<_adrank_v1_ExplainRequest, _adrank_v1_ExplainResponse, _adrank_v1_ExplainRequest__Output, _adrank_v1_ExplainResponse__Output>
   GetAdStates: MethodDefinition<_adrank_v1_GetAdStatesRequest, _adrank_v1_GetAdStatesResponse, _adrank_v1_GetAdStatesRequest__Output, _adrank_v1_GetAdStatesResponse__Output>
   ListModels: MethodDefinition<_adrank_v1_ListModelsRequest, _adrank_v1_ListModelsResponse, _adrank_v1_ListModelsRequest__Output, _adrank_v1_ListModelsResponse__Output>
   ReloadModels: MethodDefinition<_adrank_v1_ReloadModelsRequest, _adrank_v1_ReloadModelsResponse, _adrank_v1_ReloadModelsRequest__Output, _adrank_v1_ReloadModelsResponse__Output>
