@@ -39,6 +39,11 @@ function device(v: string): string {
   return v;
 }
 
+function precision(v: string): string {
+  if (!/^(auto|fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected auto, fp32 or bf16, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** Writes the demo bundle to `out` unless it exists (via a temporary file, so a crash leaves none). */
 async function ensureDemoBundle(out: string, ads: number, log: Logger): Promise<void> {
   if (existsSync(out)) return;
@@ -57,6 +62,7 @@ interface ServeFlags {
   host: string;
   port: number;
   device: string;
+  precision: string;
   threads: number;
   maxInflight: number;
   maxCandidates: number;
@@ -80,7 +86,7 @@ async function serve(f: ServeFlags, bundleSource?: string): Promise<void> {
   const server = await AdrankServer.start({
     host: f.host,
     port: f.port,
-    engine: () => Engine.load(path, { device: f.device, threads: f.threads }),
+    engine: () => Engine.load(path, { device: f.device, threads: f.threads, precision: f.precision }),
     maxInflight: f.maxInflight,
     maxCandidates: f.maxCandidates,
     maxReceiveBytes: f.maxMessageBytes,
@@ -139,6 +145,7 @@ function program(): Command {
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
+    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 where the CPU has AVX512-BF16) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(new Option('--max-inflight <n>', 'concurrent engine requests; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
