@@ -1,29 +1,36 @@
 /**
- * CPU ranking benchmark (docs/design.md §8: "CPU fallback, Rank of 1,000, 2 cores: at least the
- * throughput of ONNX Runtime (onnxruntime-node) running the same model").
+ * CPU ranking benchmark. Targets (docs/design.md): the CPU backend at least at ONNX Runtime's
+ * throughput (onnxruntime-node, same model, 2 cores) for a Rank of 1,000; with bf16 kernels
+ * (docs/cpu-bf16.md) ≥ 1.8× ONNX Runtime's throughput at 1,000 and ≥ 1.5× lower latency than fp32
+ * at 10.
  *
  * One bundle (the demo config, 20,000 ads, seed 1, or --bundle), exported to ONNX with
- * scripts/export_onnx.py. One request of C untargeted, known, distinct candidates (so every
- * candidate is eligible and all runners do the same work), timed in interleaved rounds:
+ * scripts/export_onnx.py. For each Rank size C (--candidates, default 10,100,1000,10000), one request
+ * of C untargeted, known, distinct candidates (so every candidate is eligible and all runners do
+ * the same work), timed in interleaved rounds, in the same process, one after the other:
  *
- *   adrank   engine.rank() on the CPU backend (--threads, default 2): request side, gather,
- *            MaskNet + DCNv2 + MLP + heads, top-K selection and GSP prices, all inside the engine
- *   ONNX     onnxruntime-node InferenceSession.run (intraOpNumThreads = --threads) plus the
- *            per-request work ONNX needs around it: id → row lookup, gathering the candidates'
- *            ad-side features into input tensors, and a top-K of the utilities. The request-side
- *            vectors (user vector, encoded sequence) are computed once, by the engine, outside
- *            the timed loop: not in the graph, so ONNX gets them for free.
- *   PyTorch  the reference module (scripts/reference) in eval/no_grad with
- *            torch.set_num_threads(--threads), same candidates, same request-side vectors,
- *            gather + score_candidates timed in a python subprocess (skip with --no-torch).
+ *   adrank fp32  engine.rank() on the CPU backend at precision fp32 (--threads, default 2): request
+ *                side, gather, MaskNet + DCNv2 + MLP + heads, top-K selection and GSP prices, all
+ *                inside the engine
+ *   adrank bf16  the same engine at precision bf16 (AVX512-BF16; skipped, saying why, on CPUs without)
+ *   ONNX         onnxruntime-node InferenceSession.run (intraOpNumThreads = --threads) plus the
+ *                per-request work ONNX needs around it: id → row lookup, gathering the candidates'
+ *                ad-side features into input tensors, and a top-K of the utilities. The request-side
+ *                vectors (user vector, encoded sequence) are computed once, by the engine, outside
+ *                the timed loop: not in the graph, so ONNX gets them for free.
+ *   PyTorch      (C = 1,000 only) the reference module (scripts/reference) in eval/no_grad with
+ *                torch.set_num_threads(--threads), same candidates, same request-side vectors,
+ *                gather + score_candidates timed in a python subprocess (skip with --no-torch).
  *
- * Before timing, ONNX Runtime's and PyTorch's probabilities are checked against the engine's
- * (explain and rank) within 1e-3; the benchmark refuses to report numbers when they differ.
+ * Before timing, ONNX Runtime's and PyTorch's probabilities are checked against the fp32 engine's
+ * within 1e-3, and the bf16 engine's within the bf16 tolerance 2e-2 (test/support/bf16.ts); the
+ * benchmark refuses to report numbers when they differ.
  *
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
  *   npm install --no-save onnxruntime-node
- *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 1000] [--runs 30]
+ *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 10,100,1000,10000] [--runs 30]
  *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep]
+ * --runs is per runner and size; sizes of 10,000 use a third of it (at least 5).
  * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
  * Debian's python3-torch links the reference (netlib) BLAS, ~5 GFLOP/s: PyTorch then takes ~10 s a
  * request and its loop stops after --torch-budget seconds. For a fair PyTorch figure, point the
@@ -32,15 +39,16 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Engine, type EngineRequest } from '../src/engine/index.js';
+import { capabilities, Engine, type EngineRequest, type NativeExplain, type NativeResult } from '../src/engine/index.js';
 import { randomRequest } from '../src/features/random-request.js';
 import { adRows, type LoadedBundle } from '../src/model/bundle.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 import { Rng } from '../src/model/random.js';
 
 const TOLERANCE = 1e-3; // |Δp| allowed between runners, absolute
+const BF16_TOLERANCE = 2e-2; // |Δp| allowed between the bf16 and the fp32 engine (test/support/bf16.ts)
 const K = 10;
 
 const args = process.argv.slice(2);
@@ -51,7 +59,7 @@ const flag = (name: string, dflt: string) => {
 const opt = {
   bundle: flag('bundle', ''),
   onnx: flag('onnx', ''),
-  candidates: Number(flag('candidates', '1000')),
+  candidates: flag('candidates', '10,100,1000,10000').split(',').map(Number),
   runs: Number(flag('runs', '30')),
   warmup: Number(flag('warmup', '5')),
   threads: Number(flag('threads', '2')),
@@ -173,11 +181,14 @@ if (!onnxPath) {
   console.log(`ONNX export: ${onnxPath}, ${report.bytes} bytes, opset ${report.opset}, torch ${report.torch}, checker ${report.onnx_checker} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
-const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads });
+const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'fp32' });
+const bf16Cpu = capabilities().cpu;
+const engineBf16 = bf16Cpu.bf16 ? await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'bf16' }) : undefined;
 const b = engine.bundle;
 const c = engine.config;
 const T = c.tasks.length;
 console.log(`adrank: ${engine.description}, ${engine.numAds} ads`);
+console.log(engineBf16 ? `adrank: ${engineBf16.description} (${engineBf16.deviceReason})` : `adrank bf16: not run, ${bf16Cpu.bf16Reason}`);
 
 /** C distinct candidates among the untargeted ads (every targeting dim all ones): all eligible. */
 function untargetedCandidates(bundle: LoadedBundle, n: number, rng: Rng): BigInt64Array {
@@ -195,17 +206,16 @@ function untargetedCandidates(bundle: LoadedBundle, n: number, rng: Rng): BigInt
 }
 
 const rng = new Rng(7);
-const candidates = untargetedCandidates(b, opt.candidates, rng);
-const request: EngineRequest = {
+const maxC = Math.max(...opt.candidates);
+const pool = untargetedCandidates(b, maxC, rng);
+const base: EngineRequest = {
   ...randomRequest(rng, b, { candidates: 1, k: K, cap: 0, seqLen: 16, sparseLen: 3 }),
-  candidates,
   targeting: Uint32Array.from(c.targeting_dims, () => 0),
   surface: 0,
 };
-const ex = await engine.explain(request);
-const ranked = await engine.rank(request);
-if (ex.rows.length !== opt.candidates || ranked.counts.eligible !== opt.candidates)
-  throw new Error(`expected ${opt.candidates} eligible candidates, got ${ex.rows.length} scored and ${ranked.counts.eligible} eligible`);
+const requestOf = (n: number): EngineRequest => ({ ...base, candidates: pool.subarray(0, n) });
+const ex = await engine.explain({ ...base, candidates: pool.subarray(0, 1) }); // request-side vectors for ONNX
+const request = base;
 
 // ---- ONNX Runtime: session, per-request input preparation, check
 
@@ -293,13 +303,6 @@ function refuse(what: string, diff: number): never {
   process.exit(1);
 }
 
-const check = await ortRank(candidates);
-const ortVsExplain = worstDiff(check.rows, check.probs, ex.rows, ex.probs);
-const ortVsRank = worstDiff(check.rows, check.probs, ranked.rows, ranked.probs);
-const sameWinners = check.top.every((i, j) => check.rows[i] === ranked.rows[j]);
-console.log(`check ONNX Runtime vs adrank: max |Δp| ${ortVsExplain.toExponential(2)} over ${ex.rows.length}×${T} (explain), ${ortVsRank.toExponential(2)} on the ${ranked.rows.length} winners; same top ${K} in the same order: ${sameWinners}`);
-if (!(ortVsExplain <= TOLERANCE && ortVsRank <= TOLERANCE)) refuse('ONNX Runtime', Math.max(ortVsExplain, ortVsRank));
-
 // ---- PyTorch (subprocess): check and timing loop
 
 const TORCH_SCRIPT = String.raw`
@@ -343,14 +346,14 @@ interface TorchOut {
   times: number[];
   probs: number[];
 }
-function runTorch(): TorchOut {
+function runTorch(rows: Int32Array): TorchOut {
   const input = join(work, 'torch-input.json');
   writeFileSync(
     input,
     JSON.stringify({
       bundle: bundlePath,
       threads: opt.threads,
-      rows: Array.from(check.rows),
+      rows: Array.from(rows),
       user: Array.from(ex.user),
       sequence: Array.from(ex.sequence),
       ds,
@@ -365,52 +368,125 @@ function runTorch(): TorchOut {
   return JSON.parse(run(py, [join(work, 'torch-bench.py'), input])) as TorchOut;
 }
 
-// ---- timing: adrank and ONNX Runtime in interleaved rounds, then PyTorch
+// ---- per size: checks, then adrank fp32, adrank bf16 and ONNX Runtime in interleaved rounds
 
-const adrankCall = () => engine.rank(request);
-const ortCall = () => ortRank(candidates);
-for (let i = 0; i < opt.warmup; i++) {
-  await adrankCall();
-  await ortCall();
+const f = (x: number | undefined, digits = 2) => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(digits));
+interface SizeResult {
+  n: number;
+  fp32: Stats;
+  bf16?: Stats;
+  onnx: Stats;
+  torch?: Stats;
+  engineMs: { fp32: number; bf16?: number };
+  bf16Dp?: number;
+  bf16Winners?: number;
 }
-const rounds = 3;
-const perRound = Math.ceil(opt.runs / rounds);
-const lat = { adrank: [] as number[], ort: [] as number[] };
-const engineUs: number[] = [];
-for (let r = 0; r < rounds; r++) {
-  lat.adrank.push(...(await timeSequential(async () => engineUs.push((await adrankCall()).timings.total), perRound)));
-  lat.ort.push(...(await timeSequential(ortCall, perRound)));
-}
-const adrank = stats(lat.adrank);
-const onnx = stats(lat.ort);
-adrank.rpsN = await throughput(adrankCall, opt.runs, opt.concurrency);
-onnx.rpsN = await throughput(ortCall, opt.runs, opt.concurrency);
-
-let torchStats: Stats | undefined;
+const results: SizeResult[] = [];
 let torchVersion = 'not run';
-if (opt.torch) {
-  const t = runTorch();
-  const d = worstDiff(check.rows, Float32Array.from(t.probs), ex.rows, ex.probs);
-  console.log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
-  if (!(d <= TOLERANCE)) refuse('PyTorch', d);
-  torchStats = stats(t.times);
-  torchVersion = `${t.torch} (${t.threads} threads, BLAS ${t.blas})`;
-  if (t.times.length < opt.runs) console.log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
+const load0 = loadavg()[0];
+
+for (const n of opt.candidates) {
+  const req = requestOf(n);
+  const cands = req.candidates as BigInt64Array;
+  // Checks: ONNX vs the fp32 engine (all candidates up to 1,000; the winners beyond), bf16 vs fp32.
+  const full = n <= 1000;
+  const ref: NativeExplain | NativeResult = full ? await engine.explain(req) : await engine.rank(req);
+  const ranked = await engine.rank(req);
+  if (ranked.counts.eligible !== n) throw new Error(`expected ${n} eligible candidates, got ${ranked.counts.eligible}`);
+  const check = await ortRank(cands);
+  const ortDiff = worstDiff(check.rows, check.probs, ref.rows, ref.probs);
+  const sameTop = check.top.every((i, j) => check.rows[i] === ranked.rows[j]);
+  console.log(`Rank(${n}): ONNX Runtime vs adrank fp32: max |Δp| ${ortDiff.toExponential(2)} over ${ref.rows.length}×${T}${full ? '' : ' (the winners)'}; same top ${K} in the same order: ${sameTop}`);
+  if (!(ortDiff <= TOLERANCE)) refuse('ONNX Runtime', ortDiff);
+  let bf16Dp: number | undefined;
+  let bf16Winners: number | undefined;
+  if (engineBf16) {
+    const got: NativeExplain | NativeResult = full ? await engineBf16.explain(req) : await engineBf16.rank(req);
+    bf16Dp = full ? worstDiff(got.rows, got.probs, ref.rows, ref.probs) : 0;
+    const rb = await engineBf16.rank(req);
+    const top = new Set(ranked.rows);
+    bf16Winners = Array.from(rb.rows).filter((r) => top.has(r)).length;
+    console.log(`Rank(${n}): adrank bf16 vs fp32: max |Δp| ${full ? bf16Dp.toExponential(2) : '(not checked above 1,000)'}; ${bf16Winners} of the ${K} fp32 winners`);
+    if (!(bf16Dp <= BF16_TOLERANCE)) {
+      console.error(`REFUSED: adrank bf16 differs from fp32 by ${bf16Dp} in probability (tolerance ${BF16_TOLERANCE}); no timings reported.`);
+      process.exit(1);
+    }
+  }
+
+  const fp32Call = () => engine.rank(req);
+  const bf16Call = () => engineBf16!.rank(req);
+  const ortCall = () => ortRank(cands);
+  const runs = n >= 10_000 ? Math.max(5, Math.round(opt.runs / 3)) : opt.runs;
+  const warmup = n >= 10_000 ? Math.min(opt.warmup, 2) : opt.warmup;
+  for (let i = 0; i < warmup; i++) {
+    await fp32Call();
+    if (engineBf16) await bf16Call();
+    await ortCall();
+  }
+  const rounds = 3;
+  const perRound = Math.ceil(runs / rounds);
+  const lat = { fp32: [] as number[], bf16: [] as number[], ort: [] as number[] };
+  const engineUs = { fp32: [] as number[], bf16: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    lat.fp32.push(...(await timeSequential(async () => engineUs.fp32.push((await fp32Call()).timings.total), perRound)));
+    if (engineBf16) lat.bf16.push(...(await timeSequential(async () => engineUs.bf16.push((await bf16Call()).timings.total), perRound)));
+    lat.ort.push(...(await timeSequential(ortCall, perRound)));
+  }
+  const res: SizeResult = {
+    n,
+    fp32: stats(lat.fp32),
+    bf16: engineBf16 ? stats(lat.bf16) : undefined,
+    onnx: stats(lat.ort),
+    engineMs: { fp32: quantile(engineUs.fp32, 0.5) / 1000, bf16: engineBf16 ? quantile(engineUs.bf16, 0.5) / 1000 : undefined },
+    bf16Dp,
+    bf16Winners,
+  };
+  res.fp32.rpsN = await throughput(fp32Call, runs, opt.concurrency);
+  if (res.bf16) res.bf16.rpsN = await throughput(bf16Call, runs, opt.concurrency);
+  res.onnx.rpsN = await throughput(ortCall, runs, opt.concurrency);
+
+  if (opt.torch && n === 1000) {
+    const t = runTorch(check.rows);
+    const d = worstDiff(check.rows, Float32Array.from(t.probs), ref.rows, ref.probs);
+    console.log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
+    if (!(d <= TOLERANCE)) refuse('PyTorch', d);
+    res.torch = stats(t.times);
+    torchVersion = `${t.torch} (${t.threads} threads, BLAS ${t.blas})`;
+    if (t.times.length < opt.runs) console.log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
+  }
+  results.push(res);
+  console.log(`Rank(${n}): fp32 ${f(res.fp32.median)} ms, bf16 ${f(res.bf16?.median)} ms, ONNX ${f(res.onnx.median)} ms (medians)`);
 }
 engine.dispose();
+engineBf16?.dispose();
 
 // ---- report
 
-const f = (x: number | undefined, digits = 2) => (x === undefined ? '—' : x.toFixed(digits));
 const line = (name: string, s: Stats | undefined) =>
   `| ${name} | ${f(s?.median)} | ${f(s?.p90)} | ${s?.runs ?? '—'} | ${f(s?.rps1)} | ${f(s?.rpsN)} |`;
-console.log(`
+const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? '—' : `${f(a / b)}×`);
+const out: string[] = [];
+out.push(`
 machine: ${cpus()[0]?.model ?? '?'} (${cpus().length} hardware threads); node ${process.version}; onnxruntime-node ${ort.env.versions.node}; torch ${torchVersion}
-Rank of ${opt.candidates} candidates (all eligible), top ${K}, ${opt.threads} threads, ${opt.warmup} warm-up + ${opt.runs} timed runs each; adrank engine time (timings.total) median ${f(quantile(engineUs, 0.5) / 1000)} ms
-ratios adrank/ONNX: throughput at concurrency 1 ${f(adrank.rps1 / onnx.rps1)}×, at concurrency ${opt.concurrency} ${f(adrank.rpsN! / onnx.rpsN!)}×; median latency ${f(adrank.median / onnx.median)}×
+load average (1 min) at start ${f(load0)}, at end ${f(loadavg()[0])}
+Rank of C candidates (all eligible), top ${K}, ${opt.threads} threads, ${opt.warmup} warm-up + ${opt.runs} timed runs per runner (a third at C = 10,000), fp32 / bf16 / ONNX interleaved in 3 rounds
+
+Summary (same run; throughput = requests/s; latency = median ms of sequential requests):
+
+| C | adrank fp32 ms | adrank bf16 ms | ONNX ms | bf16 / ONNX throughput (conc. 1) | (conc. ${opt.concurrency}) | fp32 / ONNX (conc. 1) | bf16 latency gain over fp32 | bf16 max |Δp| vs fp32 |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
+for (const r of results)
+  out.push(
+    `| ${r.n.toLocaleString('en-US')} | ${f(r.fp32.median)} | ${f(r.bf16?.median)} | ${f(r.onnx.median)} | ${ratio(r.bf16?.rps1, r.onnx.rps1)} | ${ratio(r.bf16?.rpsN, r.onnx.rpsN)} | ${ratio(r.fp32.rps1, r.onnx.rps1)} | ${ratio(r.fp32.median, r.bf16?.median)} | ${r.bf16Dp === undefined ? '—' : r.n <= 1000 ? r.bf16Dp.toExponential(1) : 'n/c'} |`,
+  );
+for (const r of results) {
+  out.push(`
+Rank(${r.n.toLocaleString('en-US')}): engine time (timings.total) median fp32 ${f(r.engineMs.fp32)} ms, bf16 ${f(r.engineMs.bf16)} ms
 
 | runner | median ms | p90 ms | runs | req/s (conc. 1) | req/s (conc. ${opt.concurrency}) |
 | --- | ---: | ---: | ---: | ---: | ---: |
-${line(`adrank engine.rank (cpu, ${opt.threads} threads)`, adrank)}
-${line(`onnxruntime-node ${ort.env.versions.node} (intra-op ${opt.threads}) + gather`, onnx)}
-${line(torchStats ? `PyTorch ${torchVersion} eager, no_grad` : 'PyTorch (not run: --no-torch)', torchStats)}`);
+${line(`adrank engine.rank (cpu fp32, ${opt.threads} threads)`, r.fp32)}
+${line(`adrank engine.rank (cpu bf16, ${opt.threads} threads)`, r.bf16)}
+${line(`onnxruntime-node ${ort.env.versions.node} (intra-op ${opt.threads}) + gather`, r.onnx)}${r.n === 1000 ? `\n${line(r.torch ? `PyTorch ${torchVersion} eager, no_grad` : 'PyTorch (not run: --no-torch)', r.torch)}` : ''}`);
+}
+console.log(out.join('\n'));

@@ -14,6 +14,7 @@ mkdir -p "$out"
   -I"$root/native" \
   "$root/native/kernels/cpu/harness/kernel_check.cc" \
   "$root/native/kernels/cpu/gemm.cc" \
+  "$root/native/kernels/cpu/gemm_bf16.cc" \
   "$root/native/kernels/cpu/parallel.cc" \
   -o "$out/kernel_check"
 exec "$out/kernel_check" "$@"

@@ -7,6 +7,11 @@
  * (read at that moment) forces a lower one. So this suite runs its checks in-process on the
  * CPU's best path, then re-runs this same file in a child process per forced path
  * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too.
+ *
+ * bf16 (linear with precision 'bf16', where the CPU has AVX512-BF16): against the float64
+ * reference of the bf16-rounded A and W at the same 1e-4 (only the fp32 accumulation differs), and
+ * against the float64 reference of the fp32 operands within 2^-7 · Σ|a·w| per element (the two
+ * roundings). In the forced-ISA children the bf16 path must be off and refuse to run.
  */
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -14,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 
 import { binding, type NativeKernels } from '../src/engine/binding.js';
+import { EngineError, resolvePrecision } from '../src/engine/index.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-4;
@@ -88,6 +94,15 @@ function expectClose(got: Float32Array, ref: Float64Array, what: string): number
   return maxErr;
 }
 
+/** x rounded to bf16 (round to nearest even), as a number. */
+const bf16Word = new Float32Array(1);
+const bf16Bits = new Uint32Array(bf16Word.buffer);
+function bf16(x: number): number {
+  bf16Word[0] = x;
+  bf16Bits[0] = ((bf16Bits[0] + 0x7fff + ((bf16Bits[0] >>> 16) & 1)) >>> 16) << 16;
+  return bf16Word[0];
+}
+
 /** Linear-layer shapes: the demo model's (n, k) and the edges (m = 1, m off the micro-tile,
  *  n and k off the vector width, k = 0, n = 1). */
 const LINEAR_SHAPES: Array<[m: number, n: number, k: number]> = [
@@ -107,6 +122,54 @@ const LINEAR_SHAPES: Array<[m: number, n: number, k: number]> = [
 ];
 
 function run(kernels: () => NativeKernels): void {
+  describe('linear at precision bf16', () => {
+    const caps = () => binding().capabilities().cpu;
+    for (const [m, n, k] of LINEAR_SHAPES) {
+      it(`m=${m} n=${n} k=${k}: the arithmetic of bf16 operands, within 2^-7·Σ|a·w| of fp32`, function () {
+        if (!caps().bf16) this.skip();
+        const rand = rng(m * 7919 + n * 31 + k + 5);
+        const a = randomArray(rand, m * k);
+        const w = randomArray(rand, n * k, 1 / Math.sqrt(Math.max(k, 1)));
+        const bias = randomArray(rand, n, 0.5);
+        const got = kernels().linear(a, m, k, w, n, bias, 1, 'bf16');
+        expectClose(got, linearRef(a.map(bf16), m, k, w.map(bf16), n, bias, 1), `bf16 linear ${m}x${n}x${k} vs rounded operands`);
+        const exact = linearRef(a, m, k, w, n, bias, 1);
+        let differs = false;
+        for (let i = 0; i < m; i++)
+          for (let j = 0; j < n; j++) {
+            let sabs = 0;
+            for (let p = 0; p < k; p++) sabs += Math.abs(a[i * k + p] * w[j * k + p]);
+            const err = Math.abs(got[i * n + j] - exact[i * n + j]);
+            if (!(err <= sabs / 128 + 1e-5)) expect.fail(`bf16 linear ${m}x${n}x${k}: element ${i},${j} is ${got[i * n + j]}, fp32 reference ${exact[i * n + j]}, beyond 2^-7·${sabs}`);
+            differs ||= err > 1e-6;
+          }
+        if (k >= 5) expect(differs, 'bf16 rounds (differs from the fp32 reference somewhere)').to.equal(true);
+      });
+    }
+
+    it("is refused where the CPU has no AVX512-BF16 or a lower ISA is forced; a bad precision names the field", () => {
+      const a = new Float32Array([1, 2]);
+      const w = new Float32Array([3, 4]);
+      if (process.env.ADRANK_CPU_ISA === 'avx2' || process.env.ADRANK_CPU_ISA === 'scalar') {
+        expect(caps().bf16).to.equal(false);
+        expect(caps().bf16Reason).to.match(/no AVX512-BF16|ADRANK_CPU_ISA/);
+      }
+      if (!caps().bf16) {
+        expect(() => kernels().linear(a, 1, 2, w, 1, null, 0, 'bf16')).to.throw(/expected a CPU with AVX512-BF16 for gemm_bf16/);
+        // the engine's precision: auto falls back to fp32 and says why; an explicit bf16 is refused
+        expect(resolvePrecision('auto', 'cpu')).to.deep.equal({ precision: 'fp32', reason: `auto, ${caps().bf16Reason}` });
+        expect(() => resolvePrecision('bf16', 'cpu')).to.throw(EngineError, `precision bf16 requested but ${caps().bf16Reason}`).with.property('code', 'DEVICE');
+      } else {
+        expect(Array.from(kernels().linear(a, 1, 2, w, 1, null, 0, 'bf16'))).to.deep.equal([11]);
+        expect(resolvePrecision('auto', 'cpu').precision).to.equal('bf16');
+      }
+      expect(resolvePrecision('fp32', 'cpu')).to.deep.equal({ precision: 'fp32', reason: 'requested' });
+      expect(() => resolvePrecision('auto', 'cuda:0')).to.not.throw();
+      expect(() => resolvePrecision('fp32', 'cuda:0')).to.throw(EngineError, /expected auto or bf16 for precision on cuda:0/);
+      expect(() => kernels().linear(a, 1, 2, w, 1, null, 0, 'fp16' as 'bf16')).to.throw(/expected 'fp32' or 'bf16' for precision/);
+    });
+  });
+
   describe('linear', () => {
     for (const [m, n, k] of LINEAR_SHAPES) {
       for (const act of [0, 1]) {

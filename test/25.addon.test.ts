@@ -50,7 +50,10 @@ describe('25 addon', () => {
     }
     expect(engine.backend).to.equal('cpu');
     expect(engine.numAds).to.equal(N);
-    expect(engine.description).to.match(/^cpu (avx512|avx2|scalar) x2 threads$/);
+    expect(caps.cpu.bf16).to.be.a('boolean');
+    expect(caps.cpu.bf16Reason).to.match(/AVX512-BF16/);
+    // the native default precision is fp32 (the TS side resolves 'auto')
+    expect(engine.description).to.match(/^cpu (avx512|avx2|scalar) fp32 x2 threads$/);
   });
 
   describe('model validation', () => {

@@ -11,13 +11,16 @@
  * probabilities/utilities/prices (atol covers probabilities near 0, where fp32 sigmoid has an
  * absolute error ~1e-7), atol 1e-5 for retrieval scores and intermediate vectors (entries near
  * 0); winner ids identical except where the two ads' scores are tied within that tolerance.
- * cuda (bf16 operands, docs/design.md §4): probabilities within 2e-2 absolute, value Σ w p within
- * 2e-2·Σ|w|, top-K overlap ≥ 0.98 over all requests of a config, counts other than `capped`
- * exact.
+ * bf16 (cuda, and cpu at precision bf16; test/support/bf16.ts, docs/cpu-bf16.md): probabilities
+ * within 2e-2 absolute, value Σ w p within 2e-2·Σ|w|, Rank / RetrieveAndRank winners the
+ * reference's except swaps of ads whose reference utilities are within 2e-2·Σ|w|·bid, Retrieve
+ * top-K overlap ≥ 0.98 over all requests of a config, counts other than `capped` exact. On cpu the engine part runs at both precisions, fp32 and (where the CPU has
+ * AVX512-BF16) bf16; on cuda at bf16.
  *
  * Skips (with a console line saying why) when no python with torch is found (CI installs
  * python3-torch), and the engine part when the addon is not built or the device is not usable.
- * Environment: ADRANK_PYTHON, ADRANK_PARITY_DEVICE (cpu | cuda | cuda:N), ADRANK_PARITY_RANDOM
+ * Environment: ADRANK_PYTHON, ADRANK_PARITY_DEVICE (cpu | cuda | cuda:N), ADRANK_PARITY_PRECISION
+ * (fp32 | bf16: only that one on cpu), ADRANK_PARITY_RANDOM
  * (random configs, default 6), ADRANK_PARITY_CASES_DIR (pre-generated cases, no python needed).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -31,10 +34,13 @@ import type { EngineRequest, RankingMode } from '../src/features/feature-bundle.
 import { RefModel } from './reference/model.js';
 import { applyAdState, defaultAdState, modelScorers, refRank, refRetrieve, refRetrieveAndRank, type AdState, type RankScore, type RankScorer, type RefResult } from './reference/funnel.js';
 import { addonBuilt } from './support/index.js';
+import { BF16_PROB_ATOL, bf16WinnersAgree } from './support/bf16.js';
 import { findTorchPython, runPythonModule } from './support/python.js';
 
 const DEVICE = process.env.ADRANK_PARITY_DEVICE ?? 'cpu';
 const CUDA = DEVICE.startsWith('cuda');
+type Precision = 'fp32' | 'bf16';
+const PRECISIONS: Precision[] = CUDA ? ['bf16'] : process.env.ADRANK_PARITY_PRECISION ? [process.env.ADRANK_PARITY_PRECISION as Precision] : ['fp32', 'bf16'];
 /** Optional: a directory of pre-generated `<kind>-<seed>/{bundle.safetensors,cases.json}` (made
  *  with make-case elsewhere), for machines without torch, e.g. a GPU box. */
 const CASES_DIR = process.env.ADRANK_PARITY_CASES_DIR;
@@ -49,7 +55,6 @@ interface Tol {
 }
 const CPU_TOL = { prob: { rtol: 1e-4, atol: 1e-6 }, score: { rtol: 1e-4, atol: 1e-5 }, vec: { rtol: 1e-4, atol: 1e-5 } };
 const REF_TOL: Tol = { rtol: 1e-9, atol: 1e-10 };
-const BF16_PROB_ATOL = 2e-2;
 const BF16_MIN_OVERLAP = 0.98;
 
 // ---- the JSON written by scripts/reference/cases.py ------------------------------------------
@@ -156,11 +161,11 @@ function pricesClose(field: string, got: ArrayLike<number>, want: number[], ties
   }
 }
 
-/** Exact counts; on CUDA `capped` may differ (it depends on near-tied bf16 orders). */
-function countsEqual(field: string, got: object, want: Record<string, number>): void {
+/** Exact counts; in bf16 `capped` may differ (it depends on near-tied bf16 orders). */
+function countsEqual(field: string, got: object, want: Record<string, number>, bf16: boolean): void {
   const g = { ...(got as Record<string, number>) };
   const w = { ...want };
-  if (CUDA) {
+  if (bf16) {
     delete g.capped;
     delete w.capped;
   }
@@ -182,12 +187,12 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
   });
 
   /** null when the engine can run here, else why not */
-  function engineUnavailable(): string | null {
+  function engineUnavailable(precision: Precision): string | null {
     if (!addonBuilt()) return 'native addon not built (build/Release/adrank.node)';
+    const caps = capabilities();
     if (CUDA) {
-      const caps = capabilities();
       if (!caps.cuda.usable) return `ADRANK_PARITY_DEVICE=${DEVICE} but CUDA is not usable: ${caps.cuda.reason}`;
-    }
+    } else if (precision === 'bf16' && !caps.cpu.bf16) return `precision bf16: ${caps.cpu.bf16Reason}`;
     return null;
   }
 
@@ -293,16 +298,18 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
         }
       });
 
-      describe(`engine on ${DEVICE}`, function () {
+      for (const precision of PRECISIONS)
+      describe(`engine on ${DEVICE} (${precision})`, function () {
         let engine: Engine | undefined;
+        const BF16 = precision === 'bf16';
 
         before(async function () {
-          const why = engineUnavailable();
+          const why = engineUnavailable(precision);
           if (why) {
             console.log(`      [40.parity] engine part skipped: ${why}`);
             this.skip();
           }
-          engine = await Engine.load(bundlePath, { device: DEVICE });
+          engine = await Engine.load(bundlePath, { device: DEVICE, precision });
           const s = doc.adState;
           const unknown = engine.setAdState(big(s.ids), Uint8Array.from(s.active), Uint8Array.from(s.inBudget), Float32Array.from(s.pacingRate));
           expect(unknown, 'setAdState unknown ids').to.equal(0);
@@ -311,11 +318,13 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
         after(() => engine?.dispose());
 
         it('explain(): per-candidate probabilities, utilities, retrieval scores and request-side vectors', async function () {
+          let maxDp = 0;
           for (const c of doc.cases) {
             const x: NativeExplain = await engine!.explain(toEngineRequest(c.request, 'explain', doc.config.sequence.max_len));
             const e = c.explain;
             expect(Array.from(x.rows), `${c.name} rows`).to.deep.equal(e.rows);
-            if (CUDA) {
+            if (BF16) {
+              maxDp = x.probs.reduce((m, p, i) => Math.max(m, Math.abs(p - e.probs[i])), maxDp);
               close(`${c.name} probs`, x.probs, e.probs, 0, BF16_PROB_ATOL);
               const sumW = e.weights.reduce((s, v) => s + Math.abs(v), 0);
               close(`${c.name} value`, Array.from(x.utility, (u, i) => u / e.bid[i]), e.utility.map((u, i) => u / e.bid[i]), 0, BF16_PROB_ATOL * sumW);
@@ -329,6 +338,7 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
               close(`${c.name} retrievalScores`, x.retrievalScores, e.retrievalScores, CPU_TOL.score.rtol, CPU_TOL.score.atol);
             }
           }
+          if (BF16) console.log(`      [40.parity] ${suite.kind} ${suite.seed} ${precision}: max |Δp| ${maxDp.toExponential(2)} over ${doc.cases.length} requests`);
         });
 
         for (const op of ['rank', 'retrieve', 'retrieveAndRank'] as const) {
@@ -339,12 +349,21 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
               const got: NativeResult = await engine![op](toEngineRequest(c.request, op, doc.config.sequence.max_len));
               const want = c[op];
               const f = `${c.name} ${op}`;
-              countsEqual(`${f} counts`, got.counts, want.counts);
+              countsEqual(`${f} counts`, got.counts, want.counts, BF16);
               if (op === 'retrieveAndRank') expect(got.retrieved, `${f} retrieved`).to.equal(want.retrieved);
-              if (CUDA) {
+              if (BF16 && op === 'retrieve') {
                 const ids = new Set(Array.from(got.adIds, String));
                 overlap += want.adIds.filter((id) => ids.has(id)).length;
                 total += want.adIds.length;
+                continue;
+              }
+              if (BF16) {
+                const score = pythonScorer(doc, c);
+                const bid = engine!.bundle.tensors['ads.bid'] as Float32Array;
+                const sumW = c.explain.weights.reduce((s, v) => s + Math.abs(v), 0);
+                const a = bf16WinnersAgree(f, got.rows, want.rows, (row) => score(row).utility, (row) => BF16_PROB_ATOL * sumW * bid[row]);
+                overlap += a.overlap;
+                total += a.total;
                 continue;
               }
               const t = op === 'retrieve' ? CPU_TOL.score : CPU_TOL.prob;
@@ -358,7 +377,8 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
               }
               pricesClose(`${f} prices`, got.prices, want.prices, ties, CPU_TOL.prob);
             }
-            if (CUDA && total > 0) expect(overlap / total, `${op} top-K overlap over ${doc.cases.length} requests`).to.be.at.least(BF16_MIN_OVERLAP);
+            if (BF16 && total > 0) console.log(`      [40.parity] ${suite.kind} ${suite.seed} ${precision} ${op}: top-K overlap ${overlap}/${total}`);
+            if (BF16 && op === 'retrieve' && total > 0) expect(overlap / total, `${op} top-K overlap over ${doc.cases.length} requests`).to.be.at.least(BF16_MIN_OVERLAP);
           });
         }
       });

@@ -119,10 +119,11 @@ describe('53 cli first run', function () {
       const r = await run(['serve', '--bundle', bundle, '--port', '0', '--log-level', 'debug'], { until: 'serving' });
       const loaded = r.events.find((e) => e.event === 'model_loaded')!;
       expect(loaded.backend).to.equal('cpu');
-      expect(loaded.deviceReason).to.equal(`auto: ${cudaUnavailable(caps)}; using the CPU backend`);
+      // the device part, then the precision's ("; precision bf16: ...")
+      expect(String(loaded.deviceReason).split('; precision')[0]).to.equal(`auto: ${cudaUnavailable(caps)}; using the CPU backend`);
       expect(String(loaded.deviceReason)).to.not.include('cudaError');
       if (caps.cuda.compiled) {
-        expect(loaded.deviceReason).to.equal('auto: no NVIDIA GPU/driver found; using the CPU backend');
+        expect(String(loaded.deviceReason).split('; precision')[0]).to.equal('auto: no NVIDIA GPU/driver found; using the CPU backend');
         const detail = r.events.find((e) => e.event === 'device_detail');
         expect(detail?.level).to.equal('debug');
         expect(detail?.cuda).to.equal(caps.cuda.reason);

@@ -30,6 +30,8 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("compiled", true);
   cpu.Set("usable", true);
   cpu.Set("simd", cpu::gemm_isa());
+  cpu.Set("bf16", cpu::gemm_bf16_available());
+  cpu.Set("bf16Reason", cpu::gemm_bf16_reason());
   cpu.Set("threads", double(std::max(1u, std::thread::hardware_concurrency())));
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef ADRANK_WITH_CUDA
@@ -66,7 +68,9 @@ const float* f32_arg(const Napi::CallbackInfo& info, size_t i, int64_t length, c
   return typed_data<float>(typed_array(info[i], napi_float32_array, length, field));
 }
 
-// linear(a, m, k, w, n, bias | null, act): C[m,n] = act(A · Wᵀ + bias); k may be 0 (bias only).
+// linear(a, m, k, w, n, bias | null, act, precision?): C[m,n] = act(A · Wᵀ + bias); k may be 0
+// (bias only); precision 'bf16' packs W as bf16 and runs the bf16 path (throws where the CPU
+// has no AVX512-BF16), absent or 'fp32' the fp32 path.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   const int m = dim_arg(info, 1, "m"), k = dim_arg(info, 2, "k", 0), n = dim_arg(info, 4, "n");
   const float* a = f32_arg(info, 0, int64_t(m) * k, "a");
@@ -78,9 +82,24 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   cpu::Epilogue ep;
   ep.bias = bias;
   ep.relu = act.As<Napi::Number>().Int32Value() == 1;
-  const cpu::PackedMatrix pw(w, n, k);
+  bool bf16 = false;
+  if (info.Length() > 7 && !info[7].IsUndefined()) {
+    const std::string p = info[7].IsString() ? info[7].As<Napi::String>().Utf8Value() : "";
+    if (p != "fp32" && p != "bf16") type_error(info.Env(), "precision", "'fp32' or 'bf16'", info[7]);
+    bf16 = p == "bf16";
+  }
+  cpu::PackedMatrix pw(w, n, k);
   Napi::Float32Array c = Napi::Float32Array::New(info.Env(), size_t(m) * n);
-  cpu::gemm(a, m, k, pw, c.Data(), n, ep, nullptr);
+  if (bf16) {
+    pw.pack_bf16();
+    try {
+      cpu::gemm_bf16(a, m, k, pw, c.Data(), n, ep, nullptr);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  } else {
+    cpu::gemm(a, m, k, pw, c.Data(), n, ep, nullptr);
+  }
   return c;
 }
 

@@ -193,9 +193,10 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   const Napi::Object init = info[0].As<Napi::Object>();
   const std::string device = get_string(init, "device", "device");
   const int threads = get_int(init, "threads", "threads", 0, 4096);
+  const std::string precision = init.Get("precision").IsUndefined() ? "fp32" : get_string(init, "precision", "precision");
   const ModelInit mi = model_init(init);
   try {
-    engine_ = std::make_shared<Engine>(mi, device, threads);
+    engine_ = std::make_shared<Engine>(mi, device, threads, precision);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }

@@ -97,7 +97,8 @@ class CpuBackend final : public Backend {
 
   const char* kind() const override { return "cpu"; }
   std::string description() const override {
-    return std::string("cpu ") + cpu::gemm_isa() + " x" + std::to_string(pool_ ? pool_->size() : 1) + " threads";
+    return std::string("cpu ") + cpu::gemm_isa() + (m_.bf16_weights() ? " bf16" : " fp32") + " x" +
+           std::to_string(pool_ ? pool_->size() : 1) + " threads";
   }
 
   Result rank(const Request& req, const AdStateTable& state) override;

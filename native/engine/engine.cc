@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/request_parser.h"
+#include "kernels/cpu/gemm.h"
 #ifdef ADRANK_WITH_CUDA
 #include "kernels/cuda/cuda_backend.cuh"
 #endif
@@ -20,12 +21,18 @@ double now_us() {
 }
 }  // namespace
 
-Engine::Engine(const ModelInit& init, const std::string& device, int threads)
+Engine::Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision)
     : pool_(nullptr), model_(nullptr) {
   const Device dev = parse_device(device);
   if (threads < 0) throw std::runtime_error("expected a non-negative thread count for threads, got " + std::to_string(threads));
+  if (precision != "fp32" && precision != "bf16") throw std::runtime_error("expected fp32 or bf16 for precision, got \"" + precision + "\"");
+  const bool bf16 = precision == "bf16" && !dev.cuda;
+  if (bf16 && !cpu::gemm_bf16_available())
+    throw std::runtime_error(std::string("precision bf16 requested but ") + cpu::gemm_bf16_reason());
   pool_ = std::make_unique<cpu::ThreadPool>(threads);
-  model_ = std::make_shared<const Model>(init, pool_.get());
+  auto model = std::make_shared<Model>(init, pool_.get());
+  if (bf16) model->use_bf16_weights();
+  model_ = std::move(model);
   state_ = std::make_shared<const AdStateTable>(model_->num_ads(), model_->ad_bid.data());
   backend_ = dev.cuda ? make_cuda_backend(model_, dev.index, pool_.get()) : make_cpu_backend(model_, pool_.get());
   sync_device_state(*state_, nullptr, 0);

@@ -34,8 +34,10 @@ struct BatchOutput {
 
 class Engine {
  public:
-  // device: "cpu" or "cuda:N"; threads: CPU threads, 0 = all hardware threads.
-  Engine(const ModelInit& init, const std::string& device, int threads);
+  // device: "cpu" or "cuda:N"; threads: CPU threads, 0 = all hardware threads; precision of the
+  // CPU backend's candidate-side GEMMs: "fp32" or "bf16" (needs AVX512-BF16; the CUDA backend
+  // computes in bf16 whatever this says).
+  Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision = "fp32");
   ~Engine();
 
   Result rank(const uint8_t* bundle, size_t len);

@@ -344,4 +344,28 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims) {
   }
 }
 
+void Model::use_bf16_weights() {
+  auto pack = [](cpu::PackedMatrix& w) {
+    if (w.n() > 0 && w.k() > 0) w.pack_bf16();
+  };
+  // MaskNet in bf16 only where its blocks' LayerNorm is wide enough: LN over o values divides by
+  // their spread, so for a narrow block (a few values close together) the 2^-8 relative rounding
+  // of the GEMM outputs comes out amplified many times (a random config with o = 3 moved single
+  // probabilities by 0.1). Such blocks are cheap, so they lose nothing by staying fp32.
+  if (dims_.masknet_output >= kMinBf16NormWidth) {
+    pack(mask1_ad);
+    for (MaskBlock& b : blocks) {
+      pack(b.mask2.w);
+      pack(b.proj);
+    }
+  }
+  for (CrossLayer& c : cross) {
+    pack(c.w);
+    pack(c.v);
+    pack(c.u);
+  }
+  for (Linear& l : mlp) pack(l.w);
+  bf16_weights_ = true;
+}
+
 }  // namespace adrank

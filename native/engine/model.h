@@ -102,6 +102,14 @@ class Model {
   const ModelDims& dims() const { return dims_; }
   int64_t num_ads() const { return dims_.num_ads; }
 
+  // Adds bf16 copies of the candidate-side GEMM weights (DCNv2, MLP, and MaskNet when
+  // masknet_output >= kMinBf16NormWidth) so cpu::gemm runs them on the bf16 path; the request side
+  // (sequence encoder, user tower, the user half of MaskNet's first layer), the heads, norms and
+  // calibration stay fp32. Call before sharing.
+  void use_bf16_weights();
+  static constexpr int kMinBf16NormWidth = 64;
+  bool bf16_weights() const { return bf16_weights_; }
+
   // Request-side parameters
   std::vector<float> ud_mean, ud_std;                // [n_ud]
   std::vector<std::vector<float>> user_sparse;       // per field [cardinality, dim]
@@ -133,6 +141,7 @@ class Model {
 
  private:
   ModelDims dims_;
+  bool bf16_weights_ = false;
 };
 
 // Mathematical modulo: 0 <= result < m for m > 0, also for negative ids.

@@ -56,6 +56,11 @@ function device(v: string): string {
   return v;
 }
 
+function precision(v: string): string {
+  if (!/^(auto|fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected auto, fp32 or bf16, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** The ad count of an existing bundle file, from its header alone (undefined if unreadable). */
 async function bundleAdCount(path: string): Promise<number | undefined> {
   try {
@@ -106,6 +111,7 @@ interface ServeFlags {
   host: string;
   port: number;
   device: string;
+  precision: string;
   threads: number;
   maxInflight: number;
   maxCandidates: number;
@@ -155,7 +161,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
   if (repository) bundle = undefined; // --model-repository wins over ADRANK_BUNDLE
   if (!bundle && !repository) cmd.error('error: expected a model: --bundle FILE (or ADRANK_BUNDLE), --model-repository DIR, or --demo');
   const path = bundle;
-  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads });
+  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision });
   // A device that cannot be had, a missing, unreadable or foreign bundle, or a corrupt state file
   // fails here, before the port is bound.
   try {
@@ -356,6 +362,7 @@ function program(): Command {
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
+    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 where the CPU has AVX512-BF16) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(new Option('--max-inflight <n>', 'concurrent engine requests; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))

@@ -15,6 +15,9 @@ export interface NativeModelInit {
   device: string;
   /** CPU worker threads; 0 = one per hardware thread. */
   threads: number;
+  /** Candidate-side GEMMs of the CPU backend: 'fp32' (default) or 'bf16' (AVX512-BF16 only; the TS
+   *  side resolves 'auto'). The CUDA backend computes in bf16 whatever this says. */
+  precision?: 'fp32' | 'bf16';
   /** The config JSON's numbers, flattened (see src/engine/index.ts `nativeInit`). */
   dims: NativeDims;
   /** Tensors by bundle name; F32 as Float32Array, I64 as BigInt64Array, U64 as BigUint64Array,
@@ -135,7 +138,7 @@ export interface NativeExplain {
 
 export interface NativeEngine {
   readonly backend: 'cpu' | 'cuda';
-  /** e.g. "cpu avx512 x2 threads" or "cuda:0 NVIDIA H100" */
+  /** e.g. "cpu avx512 bf16 x2 threads" or "cuda:0 NVIDIA H100" */
   readonly description: string;
   readonly numAds: number;
   rank(request: Uint8Array): Promise<NativeResult>;
@@ -163,15 +166,25 @@ export interface NativeEngine {
 }
 
 export interface Capabilities {
-  cpu: { compiled: true; usable: true; simd: 'avx512' | 'avx2' | 'scalar'; threads: number };
+  cpu: {
+    compiled: true;
+    usable: true;
+    simd: 'avx512' | 'avx2' | 'scalar';
+    threads: number;
+    /** the bf16 GEMM path can run here (AVX512-BF16 vdpbf16ps, and the avx512 path in use) */
+    bf16: boolean;
+    /** why `bf16` is what it is, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" */
+    bf16Reason: string;
+  };
   /** targets: the GPU code the build carries, e.g. "sm_80, sm_89, sm_90a, PTX compute_90" */
   cuda: { compiled: boolean; usable: boolean; devices: number; reason: string; targets: string };
 }
 
 /** CPU kernels exposed for the kernel tests (test/20.kernels-cpu). */
 export interface NativeKernels {
-  /** C[m,n] = act(A[m,k] · W[n,k]ᵀ + bias[n]); act 0 = none, 1 = ReLU. */
-  linear(a: Float32Array, m: number, k: number, w: Float32Array, n: number, bias: Float32Array | null, act: number): Float32Array;
+  /** C[m,n] = act(A[m,k] · W[n,k]ᵀ + bias[n]); act 0 = none, 1 = ReLU. precision 'bf16' runs the
+   *  bf16 path (A and W rounded to bf16, fp32 accumulation; throws without AVX512-BF16). */
+  linear(a: Float32Array, m: number, k: number, w: Float32Array, n: number, bias: Float32Array | null, act: number, precision?: 'fp32' | 'bf16'): Float32Array;
   /** x_{l+1} = x0 ⊙ (xl · Wᵀ + b) + xl, all [m × n], W [n × n]. */
   crossLayer(x0: Float32Array, xl: Float32Array, m: number, w: Float32Array, bias: Float32Array): Float32Array;
   /** Row LayerNorm (eps 1e-5) with affine, [m × n]. */

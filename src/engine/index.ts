@@ -19,6 +19,10 @@ export interface EngineOptions {
   /** The addon to build the engine with (default: the one `binding()` loads). Tests pass the
    *  test-hooks build here; nothing else does. */
   binding?: NativeBinding;
+  /** Precision of the CPU backend's MaskNet / DCNv2 / MLP GEMMs: 'auto' (bf16 where the CPU has
+   *  native bf16 dot products, AVX512-BF16; else fp32), 'fp32' or 'bf16'. Default 'fp32' here;
+   *  the CLI (`--precision`) defaults to 'auto'. See docs/cpu-bf16.md. */
+  precision?: string;
 }
 
 /** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
@@ -83,12 +87,37 @@ export function resolveDevice(device: string): DeviceChoice {
   return { device: `cuda:${m[1] ?? '0'}`, reason: 'requested', detail };
 }
 
-export function nativeInit(b: LoadedBundle, device: string, threads: number): NativeModelInit {
+export type Precision = 'fp32' | 'bf16';
+
+/**
+ * The precision the engine runs at on `device` (already resolved: 'cpu' or 'cuda:N') and why.
+ * CPU: 'auto' → bf16 where capabilities().cpu.bf16 (AVX512-BF16), else fp32; 'bf16' on a CPU
+ * without it is a DEVICE error. CUDA: the GPU path computes in bf16, so 'auto' and 'bf16' give
+ * bf16 and 'fp32' is refused.
+ */
+export function resolvePrecision(precision: string, device: string): { precision: Precision; reason: string } {
+  if (precision !== 'auto' && precision !== 'fp32' && precision !== 'bf16')
+    throw new EngineError(`expected auto, fp32 or bf16 for precision, got ${JSON.stringify(precision)}`, 'INVALID_REQUEST');
+  if (device !== 'cpu') {
+    if (precision === 'fp32') throw new EngineError(`expected auto or bf16 for precision on ${device} (the CUDA backend computes in bf16), got "fp32"`, 'INVALID_REQUEST');
+    return { precision: 'bf16', reason: `${precision === 'auto' ? 'auto' : 'requested'}, the CUDA backend computes in bf16` };
+  }
+  const cpu = capabilities().cpu;
+  if (precision === 'fp32') return { precision, reason: 'requested' };
+  if (precision === 'bf16') {
+    if (!cpu.bf16) throw new EngineError(`precision bf16 requested but ${cpu.bf16Reason}`, 'DEVICE');
+    return { precision, reason: `requested, ${cpu.bf16Reason}` };
+  }
+  return { precision: cpu.bf16 ? 'bf16' : 'fp32', reason: `auto, ${cpu.bf16Reason}` };
+}
+
+export function nativeInit(b: LoadedBundle, device: string, threads: number, precision: Precision = 'fp32'): NativeModelInit {
   const c = b.config;
   const d = modelDims(c);
   return {
     device,
     threads,
+    precision,
     tensors: b.tensors,
     dims: {
       userDense: c.user_dense,
@@ -157,8 +186,10 @@ export class Engine {
   private constructor(
     private readonly native: NativeEngine,
     readonly bundle: LoadedBundle,
-    /** why this device was chosen, for logs */
+    /** why this device and precision were chosen, for logs and GetModel */
     readonly deviceReason: string,
+    /** the precision of the candidate-side GEMMs ('bf16' on CUDA) */
+    readonly precision: Precision,
     /** the raw CUDA status behind the choice, for debug logs */
     readonly deviceDetail = '',
   ) {}
@@ -171,14 +202,15 @@ export class Engine {
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
     const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
+    const p = resolvePrecision(options.precision ?? 'fp32', device);
     const Native = (options.binding ?? binding()).Engine;
     let native: NativeEngine;
     try {
-      native = new Native(nativeInit(bundle, device, options.threads ?? 0));
+      native = new Native(nativeInit(bundle, device, options.threads ?? 0, p.precision));
     } catch (e) {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
-    return new Engine(native, bundle, reason, detail);
+    return new Engine(native, bundle, `${reason}; precision ${p.precision}: ${p.reason}`, p.precision, detail);
   }
 
   get config(): ModelConfig {

@@ -352,6 +352,7 @@ PackedMatrix::PackedMatrix(const float* w, int n, int k)
 
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
           ThreadPool* pool) {
+  if (w.has_bf16() && gemm_bf16_available()) return gemm_bf16(a, m, lda, w, c, ldc, ep, pool);
   gemm_with(chosen(), a, m, lda, w, c, ldc, ep, pool);
 }
 

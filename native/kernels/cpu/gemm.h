@@ -1,5 +1,6 @@
-// Linear layers on the CPU: C = epilogue(A · Wᵀ), fp32, cache-blocked, AVX-512 / AVX2 chosen at
-// run time, work split over a ThreadPool.
+// Linear layers on the CPU: C = epilogue(A · Wᵀ), cache-blocked, AVX-512 / AVX2 chosen at run time,
+// work split over a ThreadPool. fp32 by default; a PackedMatrix that also holds bf16 weights
+// (pack_bf16) runs on the AVX512-BF16 path where the CPU has it (gemm_bf16.cc).
 //
 //   A  [m, k] row-major (lda >= k)          activations, one row per candidate
 //   W  [n, k] row-major                      weights as nn.Linear stores them (out × in),
@@ -17,6 +18,11 @@
 // Determinism: each element of C is one fp32 FMA chain over p = 0..k-1 in order, so on one ISA
 // path the result is bitwise the same for any thread count, task split or batch (a row computed
 // alone equals that row inside any m). Paths differ from each other only by rounding.
+//
+// bf16 path (vdpbf16ps): W and A are rounded to bf16 (round to nearest even), products are
+// accumulated in fp32 (one fixed-order chain over k pairs per element, so the same determinism
+// holds), the epilogue runs in fp32 on the fp32 accumulator and C is fp32. Relative error per
+// element is about 2^-8 of the sum of |a·w| terms (two bf16 roundings), not of the result.
 #pragma once
 
 #include <cstddef>
@@ -57,9 +63,20 @@ class PackedMatrix {
   int k() const { return k_; }
   const float* data() const { return data_.data(); }
 
+  // Adds a bf16 copy (round to nearest even) for the bf16 path; the fp32 data stays (the CUDA
+  // backend and CPUs without AVX512-BF16 read it). Layout: panels of 16 columns, each
+  // [ceil(k/2)][16][2] (the two bf16 of one k pair of one column are adjacent, as vdpbf16ps
+  // takes them), zero-padded in n and k: element (j, p) lives at
+  // bf16_data()[((j / 16) * ceil(k/2) + p / 2) * 32 + (j % 16) * 2 + p % 2].
+  void pack_bf16();
+  bool has_bf16() const { return has_bf16_; }
+  const uint16_t* bf16_data() const { return bf16_.data(); }
+
  private:
   int n_ = 0, k_ = 0;
   std::vector<float, CacheAlignedAllocator<float>> data_;
+  bool has_bf16_ = false;
+  std::vector<uint16_t, CacheAlignedAllocator<uint16_t>> bf16_;
 };
 
 struct Epilogue {
@@ -71,7 +88,8 @@ struct Epilogue {
   int64_t ld_add = 0;
 };
 
-// pool may be null (runs on the calling thread).
+// pool may be null (runs on the calling thread). Runs the bf16 path when w.has_bf16() and
+// gemm_bf16_available(), else the fp32 path of gemm_isa().
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
           const Epilogue& ep, ThreadPool* pool);
 
@@ -88,5 +106,20 @@ std::vector<const char*> gemm_isas_available();
 // Throws std::invalid_argument when this CPU cannot run `isa`.
 void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c,
              int64_t ldc, const Epilogue& ep, ThreadPool* pool);
+
+// Whether gemm can run the bf16 path here: the CPU has AVX512-BF16 (vdpbf16ps) and the fp32
+// path in use is "avx512" (ADRANK_CPU_ISA=avx2|scalar turns the bf16 path off too).
+bool gemm_bf16_available();
+
+// Why gemm_bf16_available() says what it says, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)".
+const char* gemm_bf16_reason();
+
+// Rounds x to bf16, round to nearest even (NaN stays NaN); the bits.
+uint16_t to_bf16(float x);
+
+// The bf16 path regardless of the dispatch (the harness and tests use it). Throws
+// std::invalid_argument when !gemm_bf16_available() or !w.has_bf16().
+void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
+               ThreadPool* pool);
 
 }  // namespace adrank::cpu

@@ -8,6 +8,11 @@
 //     --bench    timing only
 //     --all      time every demo shape at every m in {1, 64, 256, 1000, 10000}
 //
+// Where the CPU has AVX512-BF16, the bf16 path (gemm_bf16) is validated too: against the float64
+// reference of the bf16-rounded operands at the fp32 tolerance (the arithmetic), and against the
+// float64 reference of the fp32 operands within 2^-7 · Σ|a·w| per element (the rounding of A and
+// W, bounded); the timing table then has a bf16 column beside fp32.
+//
 // Exit status 0 when every check passes.
 #include <algorithm>
 #include <atomic>
@@ -134,6 +139,70 @@ double run_case(const char* isa, const Case& c, ThreadPool& pool, std::mt19937& 
   return max_err;
 }
 
+float round_bf16(float x) {
+  const uint32_t u = uint32_t(adrank::cpu::to_bf16(x)) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// The bf16 path on one case: (1) against the float64 reference of the bf16-rounded A and W at the
+// fp32 tolerance (only the fp32 accumulation differs), (2) against the float64 reference of the
+// fp32 operands within the rounding bound 2^-7 Σ_p |a w| (· |mul|) + 1e-5, (3) ldc padding, exact
+// ReLU zeros, threaded == serial bitwise. Returns the max abs error against the fp32 reference.
+double run_case_bf16(const Case& c, ThreadPool& pool, std::mt19937& rng, double* max_rel) {
+  const int64_t lda = c.k + c.lda_pad, ldc = c.n + c.ldc_pad, ldx = c.n + c.ldc_pad + 3;
+  const float wscale = 1.f / std::sqrt(float(std::max(c.k, 1)));
+  auto a = random_vec(rng, size_t(c.m) * lda, 1.f);
+  auto w = random_vec(rng, size_t(c.n) * c.k, wscale);
+  auto bias = random_vec(rng, c.n, 0.5f);
+  auto mul = random_vec(rng, size_t(c.m) * ldx, 1.f);
+  auto add = random_vec(rng, size_t(c.m) * ldx, 1.f);
+  PackedMatrix pw(w.data(), c.n, c.k);
+  pw.pack_bf16();
+  Epilogue ep;
+  if (c.bias) ep.bias = bias.data();
+  ep.relu = c.relu;
+  if (c.mul) ep.mul = mul.data(), ep.ld_mul = ldx;
+  if (c.add) ep.add = add.data(), ep.ld_add = ldx;
+
+  const float sentinel = 12345.f;
+  std::vector<float> c1(size_t(c.m) * ldc, sentinel), c2(size_t(c.m) * ldc, sentinel), c3(size_t(c.m) * ldc, sentinel);
+  adrank::cpu::gemm_bf16(a.data(), c.m, lda, pw, c1.data(), ldc, ep, nullptr);
+  adrank::cpu::gemm_bf16(a.data(), c.m, lda, pw, c2.data(), ldc, ep, &pool);
+  adrank::cpu::gemm(a.data(), c.m, lda, pw, c3.data(), ldc, ep, nullptr);  // dispatches to bf16
+  auto ar = a, wr = w;
+  for (auto& x : ar) x = round_bf16(x);
+  for (auto& x : wr) x = round_bf16(x);
+  auto ref_rounded = reference(c, ar, lda, wr, bias, mul, add, ldx);
+  auto ref = reference(c, a, lda, w, bias, mul, add, ldx);
+
+  double max_err = 0;
+  bool ok_arith = true, ok_bound = true, pad_ok = true, clamp_ok = true;
+  for (int i = 0; i < c.m; i++) {
+    for (int j = 0; j < c.n; j++) {
+      const double got = c1[i * ldc + j], rr = ref_rounded[size_t(i) * c.n + j], r = ref[size_t(i) * c.n + j];
+      if (!(std::fabs(got - rr) <= 1e-4 + 1e-4 * std::fabs(rr))) ok_arith = false;
+      double sabs = 0;
+      for (int p = 0; p < c.k; p++) sabs += std::fabs(double(a[i * lda + p]) * w[int64_t(j) * c.k + p]);
+      const double scale = c.mul ? std::fabs(mul[i * ldx + j]) : 1.0;
+      const double err = std::fabs(got - r);
+      max_err = std::max(max_err, err);
+      if (sabs * scale > 1e-2) *max_rel = std::max(*max_rel, err / (sabs * scale));
+      if (!(err <= std::ldexp(sabs, -7) * scale + 1e-5)) ok_bound = false;
+      if (c.relu && !c.mul && !c.add && rr == 0) clamp_ok = clamp_ok && got == 0.f;
+    }
+    for (int64_t j = c.n; j < ldc; j++) pad_ok = pad_ok && c1[i * ldc + j] == sentinel;
+  }
+  check(ok_arith, "bf16 matches the reference of the rounded operands " + describe(c));
+  check(ok_bound, "bf16 within 2^-7 sum|a w| of the fp32 reference " + describe(c) + " max_err=" + std::to_string(max_err));
+  check(clamp_ok, "bf16 relu clamps to exactly 0 " + describe(c));
+  check(pad_ok, "bf16 leaves ldc padding untouched " + describe(c));
+  check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, "bf16 threaded == serial bitwise " + describe(c));
+  check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0, "gemm() takes the bf16 path for a bf16-packed matrix " + describe(c));
+  return max_err;
+}
+
 void validate_gemm(ThreadPool& pool) {
   std::mt19937 rng(1234);
   std::vector<Case> cases;
@@ -164,6 +233,16 @@ void validate_gemm(ThreadPool& pool) {
     std::printf("gemm %-6s  %3zu cases  max abs err %.3g  (atol 1e-4, rtol 1e-4)  %lld ReLU zeros  %.2f s\n", isa,
                 cases.size(), worst, (long long)clamped, now_s() - t0);
     check(clamped > 1000, std::string(isa) + " ReLU cases clamp something");
+  }
+  if (adrank::cpu::gemm_bf16_available()) {
+    double worst = 0, rel = 0;
+    double t0 = now_s();
+    for (const Case& c : cases) worst = std::max(worst, run_case_bf16(c, pool, rng, &rel));
+    std::printf("gemm bf16    %3zu cases  max abs err vs fp32 reference %.3g, max err / sum|a w| %.3g (bound 2^-7)  %.2f s\n",
+                cases.size(), worst, rel, now_s() - t0);
+    check(worst > 1e-4, "bf16 really rounds (differs from the fp32 reference somewhere)");
+  } else {
+    std::printf("gemm bf16    not validated: %s\n", adrank::cpu::gemm_bf16_reason());
   }
   // gemm_on refuses a path it does not know.
   bool threw = false;
@@ -297,7 +376,9 @@ void bench(bool all, int threads) {
   ThreadPool pool(threads);
   std::vector<int> ms = all ? std::vector<int>{1, 64, 256, 1000, 10000} : std::vector<int>{1000};
   std::mt19937 rng(7);
-  std::printf("%-11s %6s %5s %5s %3s %10s %9s %7s\n", "layer", "m", "n", "k", "thr", "time", "GFLOP/s", "%peak");
+  const bool bf16 = adrank::cpu::gemm_bf16_available();
+  std::printf("%-11s %6s %5s %5s %3s %10s %9s %7s%s\n", "layer", "m", "n", "k", "thr", "time", "GFLOP/s", "%peak",
+              bf16 ? "   bf16 time  GFLOP/s  ×fp32  %bf16peak(64 FLOP/cycle)" : "");
   for (const Shape& s : kDemo) {
     if (!all && !(s.n == 1536 && s.k == 1536) && !(s.n == 356 && s.k == 712) && !(s.n == 2136)) continue;
     for (int m : ms) {
@@ -306,24 +387,36 @@ void bench(bool all, int threads) {
       auto bias = random_vec(rng, s.n, 0.1f);
       std::vector<float> c(size_t(m) * s.n);
       PackedMatrix pw(w.data(), s.n, s.k);
+      PackedMatrix pwb = pw;
+      if (bf16) pwb.pack_bf16();
       Epilogue ep;
       ep.bias = bias.data();
       ep.relu = true;
       for (int thr : {1, threads}) {
         ThreadPool* p = thr == 1 ? nullptr : &pool;
-        adrank::cpu::gemm(a.data(), m, s.k, pw, c.data(), s.n, ep, p);  // warm-up
         const double flop = 2.0 * m * s.n * s.k;
         // Repeat for ~0.25 s (at least 3 runs), report the best run.
         int reps = int(std::clamp(0.25 / (flop / (peak1 * 0.5e9)), 3.0, 20000.0));
-        double best = 1e30;
-        for (int r = 0; r < reps; r++) {
-          double t0 = now_s();
-          adrank::cpu::gemm(a.data(), m, s.k, pw, c.data(), s.n, ep, p);
-          best = std::min(best, now_s() - t0);
-        }
+        auto time = [&](const PackedMatrix& mat) {
+          adrank::cpu::gemm(a.data(), m, s.k, mat, c.data(), s.n, ep, p);  // warm-up
+          double best = 1e30;
+          for (int r = 0; r < reps; r++) {
+            double t0 = now_s();
+            adrank::cpu::gemm(a.data(), m, s.k, mat, c.data(), s.n, ep, p);
+            best = std::min(best, now_s() - t0);
+          }
+          return best;
+        };
+        const double best = time(pw);
         double gflops = flop / best / 1e9;
-        std::printf("%-11s %6d %5d %5d %3d %8.3f ms %9.1f %6.0f%%\n", s.what, m, s.n, s.k, thr, best * 1e3, gflops,
+        std::printf("%-11s %6d %5d %5d %3d %8.3f ms %9.1f %6.0f%%", s.what, m, s.n, s.k, thr, best * 1e3, gflops,
                     100 * gflops / (peak1 * thr));
+        if (bf16) {
+          const double bb = time(pwb);
+          const double gb = flop / bb / 1e9;
+          std::printf("   %8.3f ms %8.1f %5.2fx %6.0f%%", bb * 1e3, gb, best / bb, 100 * gb / (2 * peak1 * thr));
+        }
+        std::printf("\n");
         if (threads == 1) break;
       }
     }

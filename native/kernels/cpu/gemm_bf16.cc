@@ -1,0 +1,280 @@
+// C = epilogue(A · Wᵀ) with bf16 operands and fp32 accumulation on AVX512-BF16 (vdpbf16ps); see
+// gemm.h for the operands, the epilogue and the bf16 weight layout.
+//
+// Compiled without -march like the rest: every function that uses AVX512-BF16 carries its own
+// target attribute and is only called after gemm_bf16_available() said yes, so the same binary
+// runs on CPUs without it (they take the fp32 AVX-512 / AVX2 paths of gemm.cc).
+//
+// Blocking (one task = one row block × one column block of C, all of K):
+//   for K block of kKc elements (kKc / 2 bf16 pairs)
+//     convert A[rows, K block] to bf16 pairs, row-major with a fixed row stride of kKc / 2 pairs
+//       (vcvtneps2bf16, 16 floats an instruction; odd k padded with a 0)
+//     for column tile of nr (32; 64 when m <= 4) in the task
+//       for row tile of 12 in the task's rows
+//         micro-kernel: 12 × 32 fp32 accumulators (24 zmm) in registers; per k pair 2 W loads,
+//         12 broadcasts of one A pair, 24 vdpbf16ps; C loaded back between K blocks (exact), on the
+//         last K block the fp32 epilogue in registers and a (masked) store.
+// A is not transposed into micro-panels as on the fp32 path: with a compile-time row stride the
+// 12 broadcasts are loads at fixed offsets from one pointer, and the conversion stays a straight
+// vector loop.
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+
+namespace adrank::cpu {
+
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+void PackedMatrix::pack_bf16() {
+  const int64_t k2 = (int64_t(k_) + 1) / 2, panels = (int64_t(n_) + kPanel - 1) / kPanel;
+  bf16_.assign(size_t(panels * k2 * 2 * kPanel), 0);
+  for (int j = 0; j < n_; j++)
+    for (int p = 0; p < k_; p++)
+      bf16_[size_t(((j / kPanel) * k2 + p / 2) * 2 * kPanel + (j % kPanel) * 2 + p % 2)] =
+          to_bf16(data_[size_t((int64_t(j / kPanel) * k_ + p) * kPanel + j % kPanel)]);
+  has_bf16_ = true;
+}
+
+namespace {
+
+constexpr int kPanel = PackedMatrix::kPanel;
+constexpr int kMr = 12;           // rows per micro-tile
+// Block sizes, measured on Zen 4 (harness shapes at m = 250, best of interleaved runs): K blocks of
+// 512 and all of a DCN layer's 1,536 columns in one task beat 256 × 512 by ~5% on the DCN shape
+// (the A block is converted once per K block instead of once per column block, C is reloaded
+// half as often) and tie elsewhere.
+constexpr int kKc = 512;          // K block (elements): W micro-panel 256 pairs × 32 × 4 B = 32 KiB
+constexpr int kKc2 = kKc / 2;     // pairs per K block, also the row stride of the converted A block
+constexpr int kMc = 264;          // rows per task: an engine chunk of ≤ 256 rows is one row block (A block 264 KiB)
+constexpr int kNc = 1536;         // columns per task (threads split columns further)
+constexpr int64_t kParallelMacs = int64_t(1) << 20;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+#if defined(__x86_64__)
+#define ADRANK_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+struct Tile {
+  int kc2;              // k pairs in this K block
+  const uint32_t* a;    // A pairs, row r at a + r * kKc2
+  const uint32_t* w;    // W panel 0 at this K block, [kc2][16] pairs; panel v at w + v * wstride
+  int64_t wstride;      // pairs between consecutive W panels (ceil(k/2) * 16)
+  float* c;
+  int64_t ldc;
+  int ncols;            // valid columns, 1 .. NP * 16
+  bool first, last;
+  const float* bias;
+  bool relu;
+  const float* mul;
+  int64_t ld_mul;
+  const float* add;
+  int64_t ld_add;
+};
+
+using Ukernel = void (*)(const Tile&);
+
+template <int MR, int NP>
+struct Bf16Kernel {
+  ADRANK_BF16_TARGET static void run(const Tile& t) {
+    __mmask16 mask[NP];
+    for (int v = 0; v < NP; v++) {
+      const int cols = std::min(std::max(t.ncols - kPanel * v, 0), kPanel);
+      mask[v] = __mmask16((1u << cols) - 1);
+    }
+    __m512 acc[MR][NP];
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++)
+      for (int v = 0; v < NP; v++)
+        acc[r][v] = t.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], t.c + r * t.ldc + kPanel * v);
+    const uint32_t* a = t.a;
+    const uint32_t* w = t.w;
+    for (int p = 0; p < t.kc2; p++, a++, w += kPanel) {
+      __m512bh b[NP];
+      for (int v = 0; v < NP; v++) b[v] = (__m512bh)_mm512_load_si512(w + v * t.wstride);
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; r++) {
+        const __m512bh ar = (__m512bh)_mm512_set1_epi32(int(a[r * kKc2]));
+        for (int v = 0; v < NP; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], ar, b[v]);
+      }
+    }
+    if (t.last) {
+      __m512 bias[NP], zero = _mm512_setzero_ps();
+      for (int v = 0; v < NP; v++) bias[v] = t.bias ? _mm512_maskz_loadu_ps(mask[v], t.bias + kPanel * v) : zero;
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NP; v++) {
+          __m512 x = _mm512_add_ps(acc[r][v], bias[v]);
+          if (t.relu) x = _mm512_maskz_max_ps(__mmask16(0xFFFF), x, zero);
+          if (t.mul) x = _mm512_mul_ps(x, _mm512_maskz_loadu_ps(mask[v], t.mul + r * t.ld_mul + kPanel * v));
+          if (t.add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], t.add + r * t.ld_add + kPanel * v));
+          acc[r][v] = x;
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++)
+      for (int v = 0; v < NP; v++) _mm512_mask_storeu_ps(t.c + r * t.ldc + kPanel * v, mask[v], acc[r][v]);
+  }
+};
+
+// uk[mr - 1][np - 1]: np 1..2 for every mr, np 3..4 only for mr <= 4 (wide tiles for tiny m, so
+// one row still has enough independent accumulator chains to hide vdpbf16ps's latency).
+template <int MR, int NP>
+constexpr Ukernel kernel_for() {
+  if constexpr (NP <= 2 || MR <= 4) return &Bf16Kernel<MR, NP>::run;
+  else return nullptr;
+}
+template <int MR, size_t... NP>
+constexpr std::array<Ukernel, 4> row_of(std::index_sequence<NP...>) {
+  return {kernel_for<MR, int(NP) + 1>()...};
+}
+template <size_t... R>
+constexpr std::array<std::array<Ukernel, 4>, kMr> make_table(std::index_sequence<R...>) {
+  return {row_of<int(R) + 1>(std::make_index_sequence<4>())...};
+}
+constexpr std::array<std::array<Ukernel, 4>, kMr> kTable = make_table(std::make_index_sequence<kMr>());
+
+// A[i0 + r, p0 .. p0 + kc) → bf16 pairs at dst + r * kKc2 (round to nearest even; an odd kc
+// gets a 0 in the last pair's upper half).
+ADRANK_BF16_TARGET void convert_block(const float* a, int64_t lda, int rows, int kc, uint32_t* dst) {
+  for (int r = 0; r < rows; r++) {
+    const float* src = a + r * lda;
+    uint16_t* d = reinterpret_cast<uint16_t*>(dst + int64_t(r) * kKc2);
+    int p = 0;
+    for (; p + 16 <= kc; p += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + p), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + p)));
+    if (p < kc) {
+      const int left = kc - p, padded = left + (left & 1);
+      const __m512 x = _mm512_maskz_loadu_ps(__mmask16((1u << left) - 1), src + p);
+      _mm256_mask_storeu_epi16(d + p, __mmask16((1u << padded) - 1), (__m256i)_mm512_cvtneps_pbh(x));
+    }
+  }
+}
+
+// Packed A blocks, one per thread (reused across calls).
+thread_local std::vector<uint32_t, CacheAlignedAllocator<uint32_t>> tls_abuf;
+
+void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                   const Epilogue& ep, ThreadPool* pool) {
+  const int n = w.n(), k = w.k();
+  if (m <= 0 || n <= 0) return;
+  const int64_t k2 = (int64_t(k) + 1) / 2;
+  const int nr = (m <= 4 ? 4 : 2) * kPanel;
+  const uint32_t* wb = reinterpret_cast<const uint32_t*>(w.bf16_data());
+
+  const bool parallel = pool && pool->size() > 1 && int64_t(m) * n * k >= kParallelMacs;
+  int64_t rb = ceil_div(m, kMc);
+  const int64_t mc = ceil_div(ceil_div(m, rb), kMr) * kMr;
+  rb = ceil_div(m, mc);
+  const int64_t tiles = ceil_div(n, nr);
+  int64_t cb = ceil_div(n, kNc);
+  if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * pool->size(), rb)));
+  const int64_t ncu = ceil_div(tiles, cb);
+  cb = ceil_div(tiles, ncu);
+  const int64_t kblocks = std::max<int64_t>(1, ceil_div(k, kKc));
+
+  auto run_tasks = [&](int64_t t0, int64_t t1) {
+    auto& buf = tls_abuf;
+    if (buf.size() < size_t(mc) * kKc2) buf.resize(size_t(mc) * kKc2);
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
+      const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
+      for (int64_t kb = 0; kb < kblocks; kb++) {
+        const int64_t p0 = kb * kKc;
+        const int kc = int(std::min<int64_t>(kKc, k - p0));
+        convert_block(a + i0 * lda + p0, lda, int(i1 - i0), kc, buf.data());
+        Tile t{};
+        t.kc2 = (kc + 1) / 2;
+        t.wstride = k2 * kPanel;
+        t.ldc = ldc;
+        t.first = kb == 0;
+        t.last = kb == kblocks - 1;
+        t.relu = ep.relu;
+        t.ld_mul = ep.ld_mul;
+        t.ld_add = ep.ld_add;
+        for (int64_t j = j0; j < j1; j += nr) {
+          t.ncols = int(std::min<int64_t>(nr, j1 - j));
+          const int np = int(ceil_div(t.ncols, kPanel));
+          t.w = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
+          t.bias = ep.bias ? ep.bias + j : nullptr;
+          for (int64_t ir = i0; ir < i1; ir += kMr) {
+            const int rows = int(std::min<int64_t>(kMr, i1 - ir));
+            t.a = buf.data() + (ir - i0) * kKc2;
+            t.c = c + ir * ldc + j;
+            t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
+            t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
+            kTable[rows - 1][np - 1](t);
+          }
+        }
+      }
+    }
+  };
+  const int64_t tasks = rb * cb;
+  if (parallel && tasks > 1)
+    pool->parallel_for(tasks, run_tasks, 1);
+  else
+    run_tasks(0, tasks);
+}
+#endif  // __x86_64__
+
+struct Support {
+  bool ok = false;
+  std::string reason;
+};
+
+const Support& support() {
+  static const Support s = [] {
+    Support r;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16")) {
+      r.reason = "this CPU has no AVX512-BF16 (vdpbf16ps)";
+    } else if (std::strcmp(gemm_isa(), "avx512") != 0) {
+      r.reason = std::string("this CPU has AVX512-BF16 but the fp32 path in use is ") + gemm_isa() + " (ADRANK_CPU_ISA)";
+    } else {
+      r.ok = true;
+      r.reason = "this CPU has AVX512-BF16 (vdpbf16ps)";
+    }
+#else
+    r.reason = "not an x86-64 CPU (the bf16 path needs AVX512-BF16)";
+#endif
+    return r;
+  }();
+  return s;
+}
+
+}  // namespace
+
+bool gemm_bf16_available() { return support().ok; }
+
+const char* gemm_bf16_reason() { return support().reason.c_str(); }
+
+void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
+               ThreadPool* pool) {
+  if (!w.has_bf16()) throw std::invalid_argument("expected a matrix packed with pack_bf16() for gemm_bf16");
+  if (!gemm_bf16_available())
+    throw std::invalid_argument(std::string("expected a CPU with AVX512-BF16 for gemm_bf16: ") + gemm_bf16_reason());
+#if defined(__x86_64__)
+  gemm_bf16_x86(a, m, lda, w, c, ldc, ep, pool);
+#else
+  (void)a, (void)m, (void)lda, (void)c, (void)ldc, (void)ep, (void)pool;
+#endif
+}
+
+}  // namespace adrank::cpu
