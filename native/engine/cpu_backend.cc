@@ -1,4 +1,4 @@
-// The CPU backend: DESIGN §4 in fp32 on cpu::gemm with fused epilogues, candidates in chunks of
+// The CPU backend: docs/design.md §4 in fp32 (or bf16 GEMMs) on cpu::gemm with fused epilogues, candidates in chunks of
 // kChunk rows spread over the engine's ThreadPool, per-chunk scratch from a reusable pool.
 #include <algorithm>
 #include <chrono>
@@ -53,7 +53,7 @@ void layer_norm_rows(const float* x, int64_t ldx, float* y, int64_t ldy, int m, 
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
-// Everything about the request that every candidate shares (DESIGN §4 "request side").
+// Everything about the request that every candidate shares (docs/design.md §4 "request side").
 struct UserState {
   int surface = 0;
   std::vector<float> u;        // [du]
