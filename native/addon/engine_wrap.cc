@@ -20,36 +20,29 @@ Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
   return d.Promise();
 }
 
-// One rank / retrieve / retrieveAndRank / explain call, off the JS thread.
-class RunWorker final : public Napi::AsyncWorker {
+// What every engine call off the JS thread shares: the Promise, the references that keep the JS
+// Engine and the request bytes alive while a worker reads them, the in-flight count, the queue time,
+// and the conversion of C++ exceptions into rejections (never an abort).
+class EngineWorker : public Napi::AsyncWorker {
  public:
-  RunWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine, Op op,
-            const Napi::TypedArray& request, int tasks)
-      : Napi::AsyncWorker(env, "adrank.engine.run"),
+  EngineWorker(Napi::Env env, const char* name, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
+               const Napi::Object& requests, int tasks)
+      : Napi::AsyncWorker(env, name),
+        engine_(std::move(engine)),
+        tasks_(tasks),
         deferred_(Napi::Promise::Deferred::New(env)),
         owner_(owner),
-        engine_(std::move(engine)),
-        op_(op),
-        tasks_(tasks),
         created_(now_us()) {
     self_ = Napi::Persistent(self);
-    request_ = Napi::Persistent(static_cast<Napi::Object>(request));
-    data_ = typed_data<uint8_t>(request);
-    len_ = request.ByteLength();
+    requests_ = Napi::Persistent(requests);
   }
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
-  void Execute() override {
+  void Execute() final {
     const double queue = now_us() - created_;
     try {
-      switch (op_) {
-        case Op::kRank: result_ = engine_->rank(data_, len_); break;
-        case Op::kRetrieve: result_ = engine_->retrieve(data_, len_); break;
-        case Op::kRetrieveAndRank: result_ = engine_->retrieve_and_rank(data_, len_); break;
-        case Op::kExplain: explain_ = engine_->explain(data_, len_); break;
-      }
-      result_.timings.queue = queue;
+      Run(queue);
     } catch (const std::exception& e) {
       SetError(e.what());
     } catch (...) {
@@ -57,13 +50,12 @@ class RunWorker final : public Napi::AsyncWorker {
     }
   }
 
-  void OnOK() override {
+  void OnOK() final {
     owner_->RunFinished();
     engine_.reset();
     Napi::Env env = Env();
     try {
-      if (op_ == Op::kExplain) deferred_.Resolve(to_js(env, explain_));
-      else deferred_.Resolve(to_js(env, result_, tasks_));
+      deferred_.Resolve(Output(env));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
     } catch (const std::exception& e) {
@@ -71,91 +63,83 @@ class RunWorker final : public Napi::AsyncWorker {
     }
   }
 
-  void OnError(const Napi::Error& e) override {
+  void OnError(const Napi::Error& e) final {
     owner_->RunFinished();
     engine_.reset();
     deferred_.Reject(e.Value());
   }
 
- private:
-  Napi::Promise::Deferred deferred_;
-  EngineWrap* owner_;             // kept alive by self_
-  Napi::ObjectReference self_;    // the JS Engine object
-  Napi::ObjectReference request_; // the request Uint8Array, read in place by Execute
+ protected:
+  // On the worker thread: the engine call; `queue` is the time from the call to this thread.
+  virtual void Run(double queue) = 0;
+  // On the JS thread: what the Promise resolves to.
+  virtual Napi::Value Output(Napi::Env env) = 0;
+
   std::shared_ptr<Engine> engine_;
-  Op op_;
   int tasks_;
-  double created_;
-  const uint8_t* data_ = nullptr;
-  size_t len_ = 0;
-  Result result_;
-  adrank::Explain explain_;
-};
-
-// One micro-batch (runBatch), off the JS thread: one libuv worker for the whole batch, not one per
-// request. Resolves to an array with, per request, its NativeResult or an Error.
-class BatchWorker final : public Napi::AsyncWorker {
- public:
-  BatchWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
-              const Napi::Array& requests, std::vector<BatchInput> inputs, int tasks)
-      : Napi::AsyncWorker(env, "adrank.engine.batch"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        owner_(owner),
-        engine_(std::move(engine)),
-        inputs_(std::move(inputs)),
-        tasks_(tasks),
-        created_(now_us()) {
-    self_ = Napi::Persistent(self);
-    requests_ = Napi::Persistent(static_cast<Napi::Object>(requests));
-  }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    const double queue = now_us() - created_;
-    try {
-      outputs_ = engine_->run_batch(inputs_);
-      for (BatchOutput& o : outputs_) o.result.timings.queue = queue;
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    } catch (...) {
-      SetError("adrank: unknown native error");
-    }
-  }
-
-  void OnOK() override {
-    owner_->RunFinished();
-    engine_.reset();
-    Napi::Env env = Env();
-    try {
-      Napi::Array out = Napi::Array::New(env, outputs_.size());
-      for (size_t i = 0; i < outputs_.size(); i++) {
-        if (outputs_[i].error.empty()) out.Set(uint32_t(i), to_js(env, outputs_[i].result, tasks_));
-        else out.Set(uint32_t(i), Napi::Error::New(env, outputs_[i].error).Value());
-      }
-      deferred_.Resolve(out);
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    } catch (const std::exception& e) {
-      deferred_.Reject(Napi::Error::New(env, e.what()).Value());
-    }
-  }
-
-  void OnError(const Napi::Error& e) override {
-    owner_->RunFinished();
-    engine_.reset();
-    deferred_.Reject(e.Value());
-  }
 
  private:
   Napi::Promise::Deferred deferred_;
   EngineWrap* owner_;              // kept alive by self_
   Napi::ObjectReference self_;     // the JS Engine object
-  Napi::ObjectReference requests_; // the array of request Uint8Arrays, read in place by Execute
-  std::shared_ptr<Engine> engine_;
-  std::vector<BatchInput> inputs_;
-  int tasks_;
+  Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
   double created_;
+};
+
+// One rank / retrieve / retrieveAndRank / explain call.
+class RunWorker final : public EngineWorker {
+ public:
+  RunWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine, Op op,
+            const Napi::TypedArray& request, int tasks)
+      : EngineWorker(env, "adrank.engine.run", owner, self, std::move(engine), request, tasks),
+        op_(op),
+        data_(typed_data<uint8_t>(request)),
+        len_(request.ByteLength()) {}
+
+ private:
+  void Run(double queue) override {
+    switch (op_) {
+      case Op::kRank: result_ = engine_->rank(data_, len_); break;
+      case Op::kRetrieve: result_ = engine_->retrieve(data_, len_); break;
+      case Op::kRetrieveAndRank: result_ = engine_->retrieve_and_rank(data_, len_); break;
+      case Op::kExplain: explain_ = engine_->explain(data_, len_); break;
+    }
+    result_.timings.queue = queue;
+  }
+
+  Napi::Value Output(Napi::Env env) override { return op_ == Op::kExplain ? to_js(env, explain_) : to_js(env, result_, tasks_); }
+
+  Op op_;
+  const uint8_t* data_;
+  size_t len_;
+  Result result_;
+  adrank::Explain explain_;
+};
+
+// One micro-batch (runBatch): one libuv worker for the whole batch, not one per request. Resolves
+// to an array with, per request, its NativeResult or an Error.
+class BatchWorker final : public EngineWorker {
+ public:
+  BatchWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
+              const Napi::Array& requests, std::vector<BatchInput> inputs, int tasks)
+      : EngineWorker(env, "adrank.engine.batch", owner, self, std::move(engine), requests, tasks), inputs_(std::move(inputs)) {}
+
+ private:
+  void Run(double queue) override {
+    outputs_ = engine_->run_batch(inputs_);
+    for (BatchOutput& o : outputs_) o.result.timings.queue = queue;
+  }
+
+  Napi::Value Output(Napi::Env env) override {
+    Napi::Array out = Napi::Array::New(env, outputs_.size());
+    for (size_t i = 0; i < outputs_.size(); i++) {
+      if (outputs_[i].error.empty()) out.Set(uint32_t(i), to_js(env, outputs_[i].result, tasks_));
+      else out.Set(uint32_t(i), Napi::Error::New(env, outputs_[i].error).Value());
+    }
+    return out;
+  }
+
+  std::vector<BatchInput> inputs_;
   std::vector<BatchOutput> outputs_;
 };
 
