@@ -5,6 +5,7 @@
  */
 import { connect as http2Connect } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
+import { expect } from 'chai';
 import { makeDemoConfig, writeDemoBundle } from '../src/model/demo.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { RankingMode, type EngineRequest } from '../src/features/feature-bundle.js';
@@ -141,4 +142,16 @@ export function http2Call(port: number, method: string, message: Uint8Array, tim
     frame.set(message, 5);
     req.end(frame);
   });
+}
+
+/** Asserts that `p` fails with gRPC status `code`, and a details text that includes or matches `detail`. */
+export function expectStatus(p: Promise<unknown>, code: grpc.status, detail?: string | RegExp): Promise<void> {
+  return p.then(
+    () => expect.fail(`expected ${grpc.status[code]}, got OK`),
+    (e: grpc.ServiceError) => {
+      expect(grpc.status[e.code], e.details).to.equal(grpc.status[code]);
+      if (typeof detail === 'string') expect(e.details).to.include(detail);
+      else if (detail) expect(e.details).to.match(detail);
+    },
+  );
 }

@@ -24,7 +24,7 @@ import type { RetrieveAndRankResponse__Output } from '../src/generated/adrank/v1
 import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetModelResponse.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { addonBuilt } from './support/index.js';
-import { adIds, engineRequest, http2Call, protoRequest, rawClient, writeSmallBundle } from './50.server.helpers.js';
+import { adIds, engineRequest, expectStatus, http2Call, protoRequest, rawClient, writeSmallBundle } from './50.server.helpers.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 
@@ -43,17 +43,6 @@ function expectSameAsEngine(got: Answer, want: NativeResult, c: ModelConfig, pri
   else expect(got.winners.every((w) => w.price === undefined)).to.equal(true);
   expect(got.counts).to.deep.equal(want.counts);
   expect(got.model).to.deep.equal({ name: c.name, version: c.version });
-}
-
-function expectStatus(p: Promise<unknown>, code: grpc.status, detail?: string | RegExp): Promise<void> {
-  return p.then(
-    () => expect.fail(`expected ${grpc.status[code]}, got OK`),
-    (e: grpc.ServiceError) => {
-      expect(grpc.status[e.code], e.details).to.equal(grpc.status[code]);
-      if (typeof detail === 'string') expect(e.details).to.include(detail);
-      else if (detail) expect(e.details).to.match(detail);
-    },
-  );
 }
 
 describe('50 server: RPCs end to end', function () {

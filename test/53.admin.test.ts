@@ -24,23 +24,12 @@ import type { RankResponse__Output } from '../src/generated/adrank/v1/RankRespon
 import type { RetrieveAndRankResponse__Output } from '../src/generated/adrank/v1/RetrieveAndRankResponse.js';
 import { addonBuilt } from './support/index.js';
 import { adminClient, getAdStates, listModels, reloadModels, updateAdStates } from './support/admin.js';
-import { engineRequest, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { engineRequest, expectStatus, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { defaultAdState, refRank, refRetrieve, type AdState } from './reference/funnel.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const require = createRequire(import.meta.url);
 const c = smallConfig();
-
-function expectStatus(p: Promise<unknown>, code: grpc.status, detail?: string | RegExp): Promise<void> {
-  return p.then(
-    () => expect.fail(`expected ${grpc.status[code]}, got OK`),
-    (e: grpc.ServiceError) => {
-      expect(grpc.status[e.code], e.details).to.equal(grpc.status[code]);
-      if (typeof detail === 'string') expect(e.details).to.include(detail);
-      else if (detail) expect(e.details).to.match(detail);
-    },
-  );
-}
 
 describe('53 admin: live ad state', function () {
   this.timeout(120_000);
