@@ -19,7 +19,7 @@ import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { addonBuilt } from './support/index.js';
-import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { adIds, protoRequest, reflectionClient, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { loadBundle } from '../src/model/bundle.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 
@@ -121,14 +121,7 @@ describe('50 server lifecycle', function () {
     it('server reflection (--reflection) lists adrank.v1.AdRanker and the health service', async () => {
       release();
       await server.ready;
-      const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
-        includeDirs: [join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto')],
-        keepCase: true,
-        defaults: true,
-        oneofs: true,
-      });
-      const Reflection = (grpc.loadPackageDefinition(def) as any).grpc.reflection.v1.ServerReflection;
-      const r = new Reflection(`localhost:${server.port}`, grpc.credentials.createInsecure());
+      const r = reflectionClient(`localhost:${server.port}`);
       try {
         const names = await new Promise<string[]>((resolve, reject) => {
           const s = r.ServerReflectionInfo();

@@ -6,6 +6,9 @@
 import { connect as http2Connect } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import * as protoLoader from '@grpc/proto-loader';
 import { makeDemoConfig, writeDemoBundle } from '../src/model/demo.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { RankingMode, type EngineRequest } from '../src/features/feature-bundle.js';
@@ -154,4 +157,17 @@ export function expectStatus(p: Promise<unknown>, code: grpc.status, detail?: st
       else if (detail) expect(e.details).to.match(detail);
     },
   );
+}
+
+/** A grpc.reflection.v1 ServerReflection client (the proto shipped with @grpc/reflection). */
+export function reflectionClient(address: string) {
+  const require = createRequire(import.meta.url);
+  const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
+    includeDirs: [join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto')],
+    keepCase: true,
+    defaults: true,
+    oneofs: true,
+  });
+  const Reflection = (grpc.loadPackageDefinition(def) as any).grpc.reflection.v1.ServerReflection;
+  return new Reflection(address, grpc.credentials.createInsecure());
 }

@@ -6,12 +6,10 @@
  * never seen half-applied, GetAdStates, ListModels, ReloadModels without a repository.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/server/log.js';
@@ -24,11 +22,10 @@ import type { RankResponse__Output } from '../src/generated/adrank/v1/RankRespon
 import type { RetrieveAndRankResponse__Output } from '../src/generated/adrank/v1/RetrieveAndRankResponse.js';
 import { addonBuilt } from './support/index.js';
 import { adminClient, getAdStates, listModels, reloadModels, updateAdStates } from './support/admin.js';
-import { engineRequest, expectStatus, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { engineRequest, expectStatus, protoRequest, reflectionClient, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { defaultAdState, refRank, refRetrieve, type AdState } from './reference/funnel.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
-const require = createRequire(import.meta.url);
 const c = smallConfig();
 
 describe('53 admin: live ad state', function () {
@@ -243,14 +240,7 @@ describe('53 admin: live ad state', function () {
   });
 
   it('server reflection serves admin.proto (what grpcurl needs to call AdRankerAdmin)', async () => {
-    const def = protoLoader.loadSync('grpc/reflection/v1/reflection.proto', {
-      includeDirs: [join(dirname(require.resolve('@grpc/reflection/package.json')), 'build', 'proto')],
-      keepCase: true,
-      defaults: true,
-      oneofs: true,
-    });
-    const Reflection = (grpc.loadPackageDefinition(def) as any).grpc.reflection.v1.ServerReflection;
-    const r = new Reflection(`localhost:${server.port}`, grpc.credentials.createInsecure());
+    const r = reflectionClient(`localhost:${server.port}`);
     try {
       const files = await new Promise<Buffer[]>((resolve, reject) => {
         const st = r.ServerReflectionInfo();
