@@ -243,7 +243,6 @@ const Isa kAvx512 = make_isa<Avx512Kernel, 12, 2, 4, 4>("avx512");
 // Packed A blocks, one per thread (reused across calls).
 thread_local std::vector<float, CacheAlignedAllocator<float>> tls_apack;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
                const Epilogue& ep, ThreadPool* pool) {
@@ -252,18 +251,8 @@ void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedM
   const int mr = isa.mr;
   const int nr = (m <= isa.small_m ? isa.small_np : isa.np) * kPanel;
 
-  // Task grid: row blocks of mc (a multiple of mr), column blocks of ncu tiles of nr columns,
-  // both balanced; when threads are used, at least ~4 tasks per thread where the shape allows.
-  const bool parallel = pool && pool->size() > 1 && int64_t(m) * n * k >= kParallelMacs;
-  int64_t rb = ceil_div(m, kMc);
-  const int64_t mc = ceil_div(ceil_div(m, rb), mr) * mr;
-  rb = ceil_div(m, mc);
-  const int64_t tiles = ceil_div(n, nr);
-  int64_t cb = ceil_div(n, kNc);
-  if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * pool->size(), rb)));
-  const int64_t ncu = ceil_div(tiles, cb);  // column tiles per block
-  cb = ceil_div(tiles, ncu);
-  const int64_t kblocks = std::max<int64_t>(1, ceil_div(k, kKc));
+  const TaskGrid grid(m, n, k, mr, nr, kMc, kNc, kKc, pool ? pool->size() : 1, kParallelMacs);
+  const int64_t mc = grid.mc, cb = grid.cb, ncu = grid.ncu, kblocks = grid.kblocks;
 
   auto run_tasks = [&](int64_t t0, int64_t t1) {
     auto& buf = tls_apack;
@@ -309,11 +298,10 @@ void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedM
       }
     }
   };
-  const int64_t tasks = rb * cb;
-  if (parallel && tasks > 1)
-    pool->parallel_for(tasks, run_tasks, 1);
+  if (grid.parallel && grid.tasks > 1)
+    pool->parallel_for(grid.tasks, run_tasks, 1);
   else
-    run_tasks(0, tasks);
+    run_tasks(0, grid.tasks);
 }
 
 std::vector<const Isa*> available() {

@@ -25,6 +25,7 @@
 // element is about 2^-8 of the sum of |a·w| terms (two bf16 roundings), not of the result.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -33,6 +34,32 @@
 namespace adrank::cpu {
 
 class ThreadPool;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// How the GEMMs (gemm.cc fp32, gemm_bf16.cc bf16) split C[m × n] into tasks: row blocks of `mc`
+// rows (at most max_rows, a multiple of mr), column blocks of `ncu` tiles of nr columns (at most
+// max_cols), both balanced; when the product reaches parallel_macs and the pool has threads, at
+// least ~4 tasks per thread where the shape allows. Task t covers rows (t / cb) · mc and columns
+// (t % cb) · ncu · nr. K runs in kblocks blocks of kc.
+struct TaskGrid {
+  bool parallel = false;
+  int64_t mc = 0, cb = 0, ncu = 0, kblocks = 0, tasks = 0;
+
+  TaskGrid(int64_t m, int64_t n, int64_t k, int mr, int nr, int max_rows, int max_cols, int kc, int pool_threads, int64_t parallel_macs)
+      : parallel(pool_threads > 1 && m * n * k >= parallel_macs) {
+    int64_t rb = ceil_div(m, max_rows);
+    mc = ceil_div(ceil_div(m, rb), mr) * mr;
+    rb = ceil_div(m, mc);
+    const int64_t tiles = ceil_div(n, nr);
+    cb = ceil_div(n, max_cols);
+    if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * int64_t(pool_threads), rb)));
+    ncu = ceil_div(tiles, cb);
+    cb = ceil_div(tiles, ncu);
+    kblocks = std::max<int64_t>(1, ceil_div(k, kc));
+    tasks = rb * cb;
+  }
+};
 
 // 64-byte aligned storage, so every packed row of a panel is exactly one cache line.
 template <class T>

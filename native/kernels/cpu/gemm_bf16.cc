@@ -66,7 +66,6 @@ constexpr int kMc = 264;          // rows per task: an engine chunk of ≤ 256 r
 constexpr int kNc = 1536;         // columns per task (threads split columns further)
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 #if defined(__x86_64__)
 #define ADRANK_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
@@ -178,16 +177,8 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
   const int nr = (m <= 4 ? 4 : 2) * kPanel;
   const uint32_t* wb = reinterpret_cast<const uint32_t*>(w.bf16_data());
 
-  const bool parallel = pool && pool->size() > 1 && int64_t(m) * n * k >= kParallelMacs;
-  int64_t rb = ceil_div(m, kMc);
-  const int64_t mc = ceil_div(ceil_div(m, rb), kMr) * kMr;
-  rb = ceil_div(m, mc);
-  const int64_t tiles = ceil_div(n, nr);
-  int64_t cb = ceil_div(n, kNc);
-  if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * pool->size(), rb)));
-  const int64_t ncu = ceil_div(tiles, cb);
-  cb = ceil_div(tiles, ncu);
-  const int64_t kblocks = std::max<int64_t>(1, ceil_div(k, kKc));
+  const TaskGrid grid(m, n, k, kMr, nr, kMc, kNc, kKc, pool ? pool->size() : 1, kParallelMacs);
+  const int64_t mc = grid.mc, cb = grid.cb, ncu = grid.ncu, kblocks = grid.kblocks;
 
   auto run_tasks = [&](int64_t t0, int64_t t1) {
     auto& buf = tls_abuf;
@@ -225,11 +216,10 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
       }
     }
   };
-  const int64_t tasks = rb * cb;
-  if (parallel && tasks > 1)
-    pool->parallel_for(tasks, run_tasks, 1);
+  if (grid.parallel && grid.tasks > 1)
+    pool->parallel_for(grid.tasks, run_tasks, 1);
   else
-    run_tasks(0, tasks);
+    run_tasks(0, grid.tasks);
 }
 #endif  // __x86_64__
 
