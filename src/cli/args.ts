@@ -20,8 +20,12 @@ export function decimal(max = Infinity) {
   };
 }
 
-/** A fraction in 0..1. */
-export const rate = decimal(1);
+/** A fraction in 0..1: 0, 1, 0.25, .25, 1.0. */
+export function fraction(v: string): number {
+  const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a fraction in 0..1, got ${JSON.stringify(v)}`);
+  return n;
+}
 
 /** A comma-separated list of integers in min..max ("2,4,8"). */
 export function intList(min: number, max: number) {

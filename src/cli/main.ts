@@ -36,7 +36,7 @@ import { DEFAULT_BATCH_MAX_QUEUE } from '../batcher/index.js';
 import { shardBundleFile, shardMeta, MAX_SHARDS } from '../model/shard.js';
 import { RouterServer } from '../router/router.js';
 import { formatBytes, table } from './table.js';
-import { decimal, int, intList, rate } from './args.js';
+import { decimal, fraction, int, intList } from './args.js';
 import { runExplain, type ExplainFlags } from './explain.js';
 import { printReplay, replay, type ReplayFlags } from './replay.js';
 import { compareModes, printCompareModes, type CompareModesFlags } from './compare-modes.js';
@@ -44,12 +44,6 @@ import { DEFAULT_FEATURE_LOG_MAX_AGE_MS, DEFAULT_FEATURE_LOG_MAX_BYTES, DEFAULT_
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
 const DEMO_ADS = 100_000;
-
-function fraction(v: string): number {
-  const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;
-  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a fraction in 0..1, got ${JSON.stringify(v)}`);
-  return n;
-}
 
 function device(v: string): string {
   if (!/^(auto|cpu|cuda(:\d+)?)$/.test(v)) throw new InvalidArgumentError(`expected auto, cpu, cuda or cuda:N, got ${JSON.stringify(v)}`);
@@ -383,7 +377,7 @@ function program(): Command {
     .addOption(new Option('--reflection', 'serve gRPC server reflection').env('ADRANK_REFLECTION'))
     .addOption(new Option('--max-connection-age-ms <ms>', 'GOAWAY connections after this age so load balancers rebalance (default: never)').env('ADRANK_MAX_CONNECTION_AGE_MS').argParser(int(1)))
     .addOption(new Option('--feature-log <dir>', 'log sampled served calls to DIR (gzip JSON lines; docs/feature-log.md)').env('ADRANK_FEATURE_LOG'))
-    .addOption(new Option('--feature-log-sample <r>', 'fraction of requests logged, 0..1, by request id').env('ADRANK_FEATURE_LOG_SAMPLE').default(1).argParser(rate))
+    .addOption(new Option('--feature-log-sample <r>', 'fraction of requests logged, 0..1, by request id').env('ADRANK_FEATURE_LOG_SAMPLE').default(1).argParser(fraction))
     .addOption(new Option('--feature-log-max-bytes <n>', 'rotate a log file at this size').env('ADRANK_FEATURE_LOG_MAX_BYTES').default(DEFAULT_FEATURE_LOG_MAX_BYTES).argParser(int(1)))
     .addOption(new Option('--feature-log-max-age-s <s>', 'rotate a log file at this age').env('ADRANK_FEATURE_LOG_MAX_AGE_S').default(DEFAULT_FEATURE_LOG_MAX_AGE_MS / 1000).argParser(int(1)))
     .addOption(new Option('--feature-log-queue <n>', 'records waiting to be written at most; beyond → dropped and counted').env('ADRANK_FEATURE_LOG_QUEUE').default(DEFAULT_FEATURE_LOG_QUEUE).argParser(int(1)))
@@ -449,7 +443,7 @@ function program(): Command {
     .option('--address <host:port>', 'server address', `localhost:${DEFAULT_PORT}`)
     .option('--model-version <v>', 'pin every request to this model version (default: the served model)')
     .addOption(new Option('--rate <r>', 'requests per second (0 = as fast as answers come)').default(0).argParser(decimal()))
-    .addOption(new Option('--max-divergence <d>', 'exit 1 when 1 - mean overlap@K is above this').argParser(rate))
+    .addOption(new Option('--max-divergence <d>', 'exit 1 when 1 - mean overlap@K is above this').argParser(fraction))
     .addOption(new Option('--k <k>', 'compare the top K winners only (default all)').argParser(int(1, 10_000)))
     .addOption(new Option('--advertisers <n>', 'advertisers listed in the entered/left table').default(20).argParser(int(0)))
     .option('--json', 'print the summary as JSON')
