@@ -5,6 +5,7 @@
 // Extra arguments go to `cmake-js compile` (e.g. --CDADRANK_CUDA=OFF).
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
 
 const verbose = process.env.ADRANK_BUILD_VERBOSE === '1' || ['verbose', 'silly'].includes(process.env.npm_config_loglevel ?? '');
 const cmakeJs = createRequire(import.meta.url).resolve('cmake-js/bin/cmake-js');
@@ -21,10 +22,18 @@ child.on('error', (e) => {
 child.on('exit', (code, signal) => {
   if (code === 0) {
     if (!verbose) {
-      const cuda = /adrank: CUDA backend enabled/.test(output) ? 'CPU + CUDA backends' : 'CPU backend (no nvcc found, or CUDA turned off)';
       const args = process.argv.slice(2);
       const at = args.findIndex((a) => a === '--out' || a === '-O');
       const out = at >= 0 && args[at + 1] ? args[at + 1] : 'build';
+      // ask the addon itself: an incremental build does not configure again, so cmake's own
+      // "CUDA backend enabled" line is not always in the output
+      let compiled = /adrank: CUDA backend enabled/.test(output);
+      try {
+        compiled = createRequire(import.meta.url)(resolve(out, 'Release', 'adrank.node')).capabilities().cuda.compiled === true;
+      } catch {
+        // not loadable here (another platform's build): keep what cmake said
+      }
+      const cuda = compiled ? 'CPU + CUDA backends' : 'CPU backend (no nvcc found, or CUDA turned off)';
       console.log(`adrank: native addon built: ${out}/Release/adrank.node, ${cuda}`);
     }
     return;

@@ -3,6 +3,7 @@
 # Node.js runs scripts/gpu-check.sh from (docs/cuda.md "Running the checks"):
 #   node.xz          this machine's node binary, xz-compressed (the GPU machine may have none)
 #   adrank.node.xz   the addon as built here, with the CUDA backend (cudart is linked statically)
+#   harness.xz       the kernel harness (native/kernels/cuda/harness), for sm_80 and sm_90a
 #   dist.tar.xz      the compiled TypeScript (src, tests, benches) and the demo-bundle writer
 #   modules.tar.xz   node_modules without what only building needs (typescript, esbuild, node-gyp,
 #                    cmake-js, types)
@@ -23,6 +24,12 @@ rm -rf "$kit"
 mkdir -p "$kit"
 xz -T2 -6 -c "$(command -v node)" > "$kit/node.xz"
 xz -T2 -6 -c "$addon" > "$kit/adrank.node.xz"
+# the kernel harness, prebuilt for A100 and Hopper so the GPU machine spends no time compiling it
+nvcc -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -I native \
+  -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a \
+  native/kernels/cuda/harness/harness.cu native/kernels/cuda/gemm_bf16.cu native/kernels/cuda/forward.cu \
+  native/kernels/cuda/funnel.cu -o "$kit/harness"
+xz -T2 -6 "$kit/harness"
 tar -C "$root" -cf - dist | xz -T2 -6 > "$kit/dist.tar.xz"
 tar -C "$root" -cf - \
   --exclude='node_modules/typescript' --exclude='node_modules/@esbuild' --exclude='node_modules/esbuild' \
