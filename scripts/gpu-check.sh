@@ -12,7 +12,7 @@
 #   1. harness: the kernels against CPU references, then their timings, alone on the GPU
 #   2. the PyTorch peer (scripts/gpu-peer.py), same shapes, same GPU, alone on it
 #   3. test/21 and test/40 through the addon on cuda, beside compute-sanitizer (memcheck and
-#      racecheck on the harness, memcheck on one addon request: scripts/gpu-one-request.mjs)
+#      racecheck on the harness --small, memcheck on one addon request: scripts/gpu-one-request.mjs)
 #   4. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), seven files at most: summary.txt
 # (the machine, the step table and the comparison, printed last), harness.log, peer.log,
@@ -103,8 +103,8 @@ else
   rows+=("mocha test/21 + test/40 on cuda        SKIPPED (no node, addon or dist)")
 fi
 if command -v compute-sanitizer >/dev/null; then
-  step "sanitizer memcheck: harness --quick" 80 "$out/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$harness" --quick
-  step "sanitizer racecheck: harness --quick" 80 "$out/sanitizer.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$harness" --quick
+  step "sanitizer memcheck: harness --small" 80 "$out/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$harness" --small
+  step "sanitizer racecheck: harness --small" 80 "$out/sanitizer.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$harness" --small
   ((have_node)) && step "sanitizer memcheck: one addon request" 45 "$out/sanitizer.log" \
     compute-sanitizer --tool memcheck --error-exitcode 9 node "$root/scripts/gpu-one-request.mjs"
 else

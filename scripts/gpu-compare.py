@@ -22,7 +22,8 @@ for (name, m, n, N), d in sorted(eng.items(), key=lambda kv: str(kv[0])):
     print(f"{label:34} {d['us']:10.1f} {pu:10.1f} {pu / d['us'] if p else float('nan'):12.2f}")
 if len(sys.argv) > 3:
     try:
-        cells = json.load(open(sys.argv[3]))
+        doc = json.load(open(sys.argv[3]))
+        cells = doc["cells"] if isinstance(doc, dict) else doc
     except Exception as ex:
         print("gRPC: no result:", ex)
         sys.exit(0)

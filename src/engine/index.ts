@@ -20,8 +20,9 @@ export interface EngineOptions {
    *  test-hooks build here; nothing else does. */
   binding?: NativeBinding;
   /** Precision of the CPU backend's MaskNet / DCNv2 / MLP GEMMs: 'auto' (bf16 where the CPU has
-   *  native bf16 dot products, AVX512-BF16; else fp32), 'fp32' or 'bf16'. Default 'fp32' here;
-   *  the CLI (`--precision`) defaults to 'auto'. See docs/cpu-bf16.md. */
+   *  native bf16 dot products, AVX512-BF16; else fp32), 'fp32' or 'bf16'. Default 'fp32' here on
+   *  the CPU and bf16 on CUDA (its only precision; 'fp32' is refused there); the CLI (`--precision`)
+   *  defaults to 'auto'. See docs/cpu-bf16.md. */
   precision?: string;
 }
 
@@ -202,7 +203,8 @@ export class Engine {
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
     const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
-    const p = resolvePrecision(options.precision ?? 'fp32', device);
+    // library default: fp32 on the CPU (the exact path), bf16 on CUDA (its only precision)
+    const p = resolvePrecision(options.precision ?? (device === 'cpu' ? 'fp32' : 'auto'), device);
     const Native = (options.binding ?? binding()).Engine;
     let native: NativeEngine;
     try {

@@ -45,6 +45,16 @@ inline void check(cudaError_t code, const char* what, const char* file, int line
 
 namespace adrank::cuda {
 
+// Records a stage mark on `st`. While `st` is being captured the record becomes an event node of the
+// graph (cudaEventRecordExternal), so graph replays time their stages too; outside a capture that
+// flag is invalid (cudaErrorIllegalState, seen on the first H200 run), so a plain record is used.
+inline void record_mark(cudaEvent_t e, cudaStream_t st) {
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(st, &capturing), "cudaStreamIsCapturing", __FILE__, __LINE__);
+  check(capturing == cudaStreamCaptureStatusActive ? cudaEventRecordWithFlags(e, st, cudaEventRecordExternal) : cudaEventRecord(e, st),
+        "cudaEventRecord (stage mark)", __FILE__, __LINE__);
+}
+
 // The most dynamic shared memory one block may opt in to on the current device (227 KiB on
 // sm_90, 163 KiB on sm_80, 99 KiB on sm_89).
 inline int max_smem_optin() {

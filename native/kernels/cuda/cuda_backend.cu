@@ -704,9 +704,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
   const RequestDesc* desc = reinterpret_cast<const RequestDesc*>(s.dev_bundle);
   const unsigned char* bundle = s.dev_bundle + sizeof(RequestDesc);
   const ResultLayout lay = ResultLayout::make(key.k_cap, m.tasks);
-  // External event records become event nodes when captured (a plain record would only be a
-  // capture dependency), so the stage timings also work for graph replays.
-  auto mark = [&](int i) { CUDA_CHECK(cudaEventRecordWithFlags(s.marks[i], st, cudaEventRecordExternal)); };
+  auto mark = [&](int i) { record_mark(s.marks[i], st); };  // event nodes when captured (common.cuh)
   CUDA_CHECK(cudaMemsetAsync(s.fun.counts, 0, sizeof(unsigned long long) * kNumCounts, st));
   CUDA_CHECK(cudaMemsetAsync(s.fun.n_elig, 0, sizeof(int), st));
   enqueue_exclusions(m, desc, bundle, s.fun, true, st);

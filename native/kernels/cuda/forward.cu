@@ -458,7 +458,7 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
   if (rows_cap > ws.chunk) throw std::invalid_argument("enqueue_candidates: rows_cap > workspace chunk");
   const int ta_w = m.k1 - m.da_pad;
   auto mark = [&](int i) {
-    if (marks) CUDA_CHECK(cudaEventRecordWithFlags(marks[i], st, cudaEventRecordExternal));
+    if (marks) record_mark(marks[i], st);
   };
   {
     NvtxRange range(stage::kGather);

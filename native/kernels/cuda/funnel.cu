@@ -221,9 +221,13 @@ __global__ void rank_intake_reset_kernel(const RequestDesc* desc, const int* can
 
 // ---- retrieval scan ---------------------------------------------------------------------------------
 // Half a warp (16 lanes × 16 bytes = 256 B = one 128-dim bf16 row per step) per ad row; the two
-// halves of a warp take adjacent rows, so a warp reads 512 contiguous bytes per step. Ineligible ads
-// skip the embedding load. The eligibility inputs are read redundantly by the 16 lanes (one
-// broadcast transaction each).
+// halves of a warp take adjacent rows, so a warp reads 512 contiguous bytes per step. Each warp keeps
+// kScanRows row pairs in flight: their eligibility reads and their embedding loads are all issued
+// before any result is used, and the embedding load does not wait for eligibility (an ineligible
+// ad's row is read and discarded). The first H200 run measured the earlier form, one pair at a time
+// with the load behind the eligibility check, at 25% of copy bandwidth over 10M ads.
+constexpr int kScanRows = 4;
+
 __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const RequestDesc* desc,
                                                             const unsigned char* bundle, const float* query,
                                                             const uint8_t* excl_ad, const uint8_t* excl_adv,
@@ -242,31 +246,45 @@ __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const
   const int chunks = m.d_r_pad / 8;
   unsigned local[kNumCounts] = {};
   unsigned eligible = 0;
-  for (int64_t base = warp * 2; base < N; base += nwarps * 2) {  // uniform trip count per warp
-    const int64_t row = base + half;
-    const bool valid = row < N;
-    const int drop = valid ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(row)) : -1;
-    float acc = 0.f;
-    if (drop == kEligible) {
-      const uint4* r = reinterpret_cast<const uint4*>(m.ad_retrieval + row * m.d_r_pad);
-      for (int c = sub; c < chunks; c += 16) {
-        const uint4 v = __ldcs(r + c);  // streaming: the corpus is read once per request
-        const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
-        const float* qq = q + c * 8;
+  for (int64_t base = warp * 2; base < N; base += nwarps * 2 * kScanRows) {  // uniform trip count per warp
+    int64_t row[kScanRows];
+    bool valid[kScanRows];
+    float acc[kScanRows];
+#pragma unroll
+    for (int u = 0; u < kScanRows; ++u) {
+      row[u] = base + int64_t(u) * nwarps * 2 + half;
+      valid[u] = row[u] < N;
+      acc[u] = 0.f;
+    }
+    for (int c = sub; c < chunks; c += 16) {
+      uint4 v[kScanRows];
+#pragma unroll
+      for (int u = 0; u < kScanRows; ++u)  // streaming: the corpus is read once per request
+        v[u] = valid[u] ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + row[u] * m.d_r_pad) + c) : make_uint4(0, 0, 0, 0);
+      const float* qq = q + c * 8;
+#pragma unroll
+      for (int u = 0; u < kScanRows; ++u) {
+        const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v[u]);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float2 f = __bfloat1622float2(p[e]);
-          acc = fmaf(f.x, qq[2 * e], acc);
-          acc = fmaf(f.y, qq[2 * e + 1], acc);
+          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
+          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
         }
       }
     }
+    int drop[kScanRows];
 #pragma unroll
-    for (int o = 8; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);  // stays within each half
-    if (sub == 0 && valid) {
-      ++local[count_index(drop)];
-      eligible += drop == kEligible;
-      keys[row] = drop == kEligible ? order_key(acc, m.ad_id_rank[row]) : kMaxKey;
+    for (int u = 0; u < kScanRows; ++u) drop[u] = valid[u] ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(row[u])) : -1;
+#pragma unroll
+    for (int u = 0; u < kScanRows; ++u) {
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // stays within each half
+      if (sub == 0 && valid[u]) {
+        ++local[count_index(drop[u])];
+        eligible += drop[u] == kEligible;
+        keys[row[u]] = drop[u] == kEligible ? order_key(acc[u], m.ad_id_rank[row[u]]) : kMaxKey;
+      }
     }
   }
   for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
@@ -760,7 +778,7 @@ void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const 
   int dev = 0, sms = 132;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 16)));
+  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 16 * kScanRows)));  // 64 rows per block-step
   retrieve_scan_kernel<<<grid, 256, sizeof(float) * m.d_r_pad, st>>>(m, desc, bundle, query, fw.excl_ad, fw.excl_adv,
                                                                      fw.keys, fw.n_elig, fw.counts);
   launch_check("retrieve_scan_kernel");

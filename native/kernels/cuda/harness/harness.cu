@@ -2,7 +2,8 @@
 // them (cudaEvent, median of runs). Built and run by scripts/gpu-check.sh:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I native \
 //        native/kernels/cuda/harness/harness.cu native/kernels/cuda/{gemm_bf16,forward,funnel}.cu -o harness
-//   ./harness [--quick] [--retrieval-ads N]
+//   ./harness [--quick] [--small] [--retrieval-ads N]     (--small: every kernel once at small sizes, untimed,
+//                                                         for compute-sanitizer)
 // Output: human-readable lines plus one JSON line per measurement prefixed with "RESULT ".
 // Exit status 1 when any check fails.
 //
@@ -500,10 +501,11 @@ static int order_key_cases() {
 
 int main(int argc, char** argv) {
   if (order_key_cases()) return 1;
-  bool quick = false;
+  bool quick = false, small = false;
   int64_t retrieval_ads = 10000000;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--small")) small = quick = true;  // for compute-sanitizer: every kernel once, small sizes
     if (!std::strcmp(argv[i], "--retrieval-ads") && i + 1 < argc) retrieval_ads = std::atoll(argv[++i]);
   }
   try {
@@ -516,13 +518,16 @@ int main(int argc, char** argv) {
     layer_norm_case();
     std::printf("gemm_bf16 at the demo shapes (K padded to 32, N to 8)\n");
     const int shapes[][2] = {{2136, 192}, {360, 736}, {512, 384}, {1536, 1536}, {256, 1536}};
-    for (int m : {1000, 10000})
-      for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
-    for (int m : {1000, 10000}) demo_chain(m);
+    if (!small) {
+      for (int m : {1000, 10000})
+        for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
+      for (int m : {1000, 10000}) demo_chain(m);
+    }
     std::printf("selection\n");
-    retrieval_case(200000, 128, 1000, 0, 5000, false);
-    retrieval_case(200000, 128, 1000, 1, 300, false);   // cap forces the fallback round
-    retrieval_case(200000, 128, 500, 2, 2000, false);
+    const int64_t sel_n = small ? 20000 : 200000;
+    retrieval_case(sel_n, 128, 1000, 0, 5000, false);
+    retrieval_case(sel_n, 128, 1000, 1, 300, false);   // cap forces the fallback round
+    retrieval_case(sel_n, 128, 500, 2, 2000, false);
     if (!quick) retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
   } catch (const std::exception& e) {
     std::printf("ERROR: %s\n", e.what());
