@@ -7,6 +7,8 @@
 #   scripts/gpu-check.sh --quick    harness validation, addon tests and sanitizers only (no 10M-ad
 #                                   retrieval, no peer, no gRPC run)
 #
+# GPU_CHECK_SKIP="peer e2e" leaves those steps out (a rerun after a fix, when the peer and the
+# gRPC figures of an earlier run on the same machine still stand).
 # Steps, each under its own time limit (GPU_CHECK_SCALE multiplies them), so a hung kernel costs
 # one step and not the run; the whole script ends inside 9 minutes (about 4 when all is well):
 #   1. harness: the kernels against CPU references, then their timings, alone on the GPU
@@ -27,6 +29,7 @@ quick=0
 scale="${GPU_CHECK_SCALE:-1}"
 status=0
 rows=()
+skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }
 
 # step NAME SECONDS LOG CMD...: CMD under a time limit, its output appended to LOG; one table row
 step() {
@@ -85,7 +88,7 @@ if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --qu
 else step "harness (validation + timings)" 120 "$out/harness.log" "$harness"; fi
 
 # 2. the peer, alone on the GPU
-((quick)) || step "PyTorch peer" 120 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer.py"
+((quick)) || skip peer || step "PyTorch peer" 120 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer.py"
 
 # 3. correctness through the addon, beside the sanitizers (no timings are read in this step)
 have_node=0
@@ -117,7 +120,7 @@ if ((have_node)); then
 fi
 
 # 4. what a user sees: served Rank(1,000) from a separate client process
-if ((have_node && !quick)); then
+if ((have_node && !quick)) && ! skip e2e; then
   step "gRPC Rank(1000) c=1,16" 75 "$out/e2e.log" bash -c "cd '$root' && node dist/src/cli/main.js bench \
     --server gpu='--device cuda' --server-flags '--demo --demo-ads 100000 --metrics-port 0' \
     --candidates 1000 --k 100 -c 1,16 --duration 8 --warmup 3 --json >'$out/e2e.json'"

@@ -856,7 +856,10 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state
       const cudaError_t q = cudaStreamQuery(s->stream);
       if (q != cudaErrorNotReady && q != cudaSuccess) CUDA_CHECK(q);
     }
-    CUDA_CHECK(cudaStreamQuery(s->stream));
+    // The host function is itself the stream's last operation: while it returns, cudaStreamQuery
+    // can still say cudaErrorNotReady (seen on the H200). Synchronize: it returns at once, and with
+    // any error of the work before it.
+    CUDA_CHECK(cudaStreamSynchronize(s->stream));
     r = unpack(*s, op, req, lay);
     r.timings.queue = queue_us;
   } catch (...) {

@@ -220,13 +220,15 @@ __global__ void rank_intake_reset_kernel(const RequestDesc* desc, const int* can
 }
 
 // ---- retrieval scan ---------------------------------------------------------------------------------
-// Half a warp (16 lanes × 16 bytes = 256 B = one 128-dim bf16 row per step) per ad row; the two
-// halves of a warp take adjacent rows, so a warp reads 512 contiguous bytes per step. Each warp keeps
-// kScanRows row pairs in flight: their eligibility reads and their embedding loads are all issued
-// before any result is used, and the embedding load does not wait for eligibility (an ineligible
-// ad's row is read and discarded). The first H200 run measured the earlier form, one pair at a time
-// with the load behind the eligibility check, at 25% of copy bandwidth over 10M ads.
-constexpr int kScanRows = 4;
+// A warp takes 32 consecutive ads per step. First each lane checks one ad's eligibility (one
+// drop_reason per ad, lanes in parallel); then the dot products run half a warp per ad row (16
+// lanes × 16 bytes = 256 B = one 128-dim bf16 row), the two halves on adjacent rows, kScanBatch row
+// pairs with their loads in flight together; ineligible rows are not read. Lane j ends up holding ad
+// j's score and writes its key (a coalesced 256-byte store per warp).
+// The first H200 run measured the earlier form (all 16 lanes of a half repeating the eligibility
+// check, then one row pair at a time) at 25% of copy bandwidth over 10M ads; a form with the loads
+// ahead of the check, 28%.
+constexpr int kScanBatch = 8;
 
 __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const RequestDesc* desc,
                                                             const unsigned char* bundle, const float* query,
@@ -246,45 +248,48 @@ __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const
   const int chunks = m.d_r_pad / 8;
   unsigned local[kNumCounts] = {};
   unsigned eligible = 0;
-  for (int64_t base = warp * 2; base < N; base += nwarps * 2 * kScanRows) {  // uniform trip count per warp
-    int64_t row[kScanRows];
-    bool valid[kScanRows];
-    float acc[kScanRows];
+  for (int64_t base = warp * 32; base < N; base += nwarps * 32) {  // uniform trip count per warp
+    const int64_t mine = base + lane;
+    const int drop = mine < N ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(mine)) : -1;
+    const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
+    float score = 0.f;
+    for (int t0 = 0; t0 < 16; t0 += kScanBatch) {  // step t: half h scores ad 2t + h
+      if (((elig >> (2 * t0)) & ((1ull << (2 * kScanBatch)) - 1)) == 0) continue;  // warp-uniform
+      float acc[kScanBatch];
 #pragma unroll
-    for (int u = 0; u < kScanRows; ++u) {
-      row[u] = base + int64_t(u) * nwarps * 2 + half;
-      valid[u] = row[u] < N;
-      acc[u] = 0.f;
-    }
-    for (int c = sub; c < chunks; c += 16) {
-      uint4 v[kScanRows];
+      for (int u = 0; u < kScanBatch; ++u) acc[u] = 0.f;
+      for (int c = sub; c < chunks; c += 16) {
+        uint4 v[kScanBatch];
 #pragma unroll
-      for (int u = 0; u < kScanRows; ++u)  // streaming: the corpus is read once per request
-        v[u] = valid[u] ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + row[u] * m.d_r_pad) + c) : make_uint4(0, 0, 0, 0);
-      const float* qq = q + c * 8;
+        for (int u = 0; u < kScanBatch; ++u) {  // streaming: the corpus is read once per request
+          const int j = 2 * (t0 + u) + half;
+          v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + (base + j) * m.d_r_pad) + c)
+                                  : make_uint4(0, 0, 0, 0);
+        }
+        const float* qq = q + c * 8;
 #pragma unroll
-      for (int u = 0; u < kScanRows; ++u) {
-        const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v[u]);
+        for (int u = 0; u < kScanBatch; ++u) {
+          const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v[u]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 f = __bfloat1622float2(p[e]);
-          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
-          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
+          for (int e = 0; e < 4; ++e) {
+            const float2 f = __bfloat1622float2(p[e]);
+            acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
+            acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
+          }
         }
       }
-    }
-    int drop[kScanRows];
 #pragma unroll
-    for (int u = 0; u < kScanRows; ++u) drop[u] = valid[u] ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(row[u])) : -1;
+      for (int u = 0; u < kScanBatch; ++u) {
 #pragma unroll
-    for (int u = 0; u < kScanRows; ++u) {
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // stays within each half
-      if (sub == 0 && valid[u]) {
-        ++local[count_index(drop[u])];
-        eligible += drop[u] == kEligible;
-        keys[row[u]] = drop[u] == kEligible ? order_key(acc[u], m.ad_id_rank[row[u]]) : kMaxKey;
+        for (int o = 8; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each half
+        const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 1) << 4);  // ad `lane` was scored by half lane & 1
+        if ((lane >> 1) == t0 + u) score = s;
       }
+    }
+    if (mine < N) {
+      ++local[count_index(drop)];
+      eligible += drop == kEligible;
+      keys[mine] = drop == kEligible ? order_key(score, m.ad_id_rank[mine]) : kMaxKey;
     }
   }
   for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
@@ -778,7 +783,7 @@ void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const 
   int dev = 0, sms = 132;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 16 * kScanRows)));  // 64 rows per block-step
+  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 256)));  // 256 ads per block-step
   retrieve_scan_kernel<<<grid, 256, sizeof(float) * m.d_r_pad, st>>>(m, desc, bundle, query, fw.excl_ad, fw.excl_adv,
                                                                      fw.keys, fw.n_elig, fw.counts);
   launch_check("retrieve_scan_kernel");
