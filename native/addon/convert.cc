@@ -123,6 +123,9 @@ Napi::TypedArray typed_array(const Napi::Value& v, napi_typedarray_type type, in
 
 ModelInit model_init(const Napi::Object& init) {
   ModelInit mi;
+  const Napi::Value ads_only = init.Get("adsOnly");
+  if (!ads_only.IsUndefined() && !ads_only.IsBoolean()) type_error(init.Env(), "adsOnly", "a boolean", ads_only);
+  mi.ads_only = ads_only.IsBoolean() && ads_only.As<Napi::Boolean>().Value();
   const Napi::Object d = get_object(init, "dims", "dims");
   ModelDims& m = mi.dims;
   m.user_dense = get_int(d, "userDense", "dims.userDense");

@@ -34,6 +34,7 @@ Engine::Engine(const ModelInit& init, const std::string& device, int threads, co
   if (bf16) model->use_bf16_weights();
   model_ = std::move(model);
   state_ = std::make_shared<const AdStateTable>(model_->num_ads(), model_->ad_bid.data());
+  if (model_->ads_only()) return;  // fallback answers only: no backend, no device
   backend_ = dev.cuda ? make_cuda_backend(model_, dev.index, pool_.get()) : make_cpu_backend(model_, pool_.get());
   sync_device_state(*state_, nullptr, 0);
 }
@@ -41,7 +42,7 @@ Engine::Engine(const ModelInit& init, const std::string& device, int threads, co
 // The CUDA backend keeps a device mirror of the live ad state; rows = null uploads all of it.
 void Engine::sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n) {
 #ifdef ADRANK_WITH_CUDA
-  if (std::string(backend_->kind()) == "cuda") cuda::cuda_backend_sync_ad_state(*backend_, state, rows, n);
+  if (backend_ && std::string(backend_->kind()) == "cuda") cuda::cuda_backend_sync_ad_state(*backend_, state, rows, n);
 #else
   (void)state;
   (void)rows;
@@ -51,10 +52,15 @@ void Engine::sync_device_state(const AdStateTable& state, const int32_t* rows, s
 
 Engine::~Engine() = default;
 
+void Engine::require_model() const {
+  if (!backend_) throw std::runtime_error("no model: this engine holds the ad tables only and serves fallback answers (--fallback-only)");
+}
+
 template <typename F>
 Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   const double t0 = now_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
+  require_model();
   maybe_inject_device_error();
   Result r = run(req);
   r.timings.total = now_us() - t0;
@@ -88,6 +94,7 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 }
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
+  require_model();
   return backend_->explain(req, *ad_state());
 }
 
@@ -111,6 +118,7 @@ Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
 }
 
 std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
+  require_model();
   const double t0 = now_us();
   std::vector<BatchOutput> out(in.size());
   std::vector<Request> reqs;

@@ -66,12 +66,14 @@ class Engine {
   // The snapshot a request runs with.
   std::shared_ptr<const AdStateTable> ad_state() const;
 
-  const char* backend_kind() const { return backend_->kind(); }
-  std::string description() const { return backend_->description(); }
+  // "none" for an ads-only engine (ModelInit::ads_only): it answers from the fallback only.
+  const char* backend_kind() const { return backend_ ? backend_->kind() : "none"; }
+  std::string description() const { return backend_ ? backend_->description() : "ad tables only (fallback answers)"; }
   int64_t num_ads() const { return model_->num_ads(); }
   const Model& model() const { return *model_; }
 
  private:
+  void require_model() const;  // throws for an ads-only engine
   void maybe_inject_device_error();
   void sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n);
   template <typename F>

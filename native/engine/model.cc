@@ -99,6 +99,22 @@ float bf16_to_f32(uint16_t v) {
   return f;
 }
 
+// The ad tables every path needs, the fallback's included: ids (and the id → row map),
+// advertisers, bids, targeting masks.
+void load_ad_tables(Model& m, const ModelDims& d, const Tensors& t) {
+  const int64_t N = d.num_ads;
+  const int64_t* ids = static_cast<const int64_t*>(t.get("ads.id", {N}, {DType::I64}));
+  m.ad_id.assign(ids, ids + N);
+  const int64_t* adv = static_cast<const int64_t*>(t.get("ads.advertiser", {N}, {DType::I64}));
+  m.ad_advertiser.assign(adv, adv + N);
+  int64_t dup = 0;
+  if (!m.id_to_row.build(m.ad_id.data(), N, &dup))
+    throw std::runtime_error("tensor ads.id: expected unique ad ids, got " + std::to_string(dup) + " more than once");
+  m.ad_bid = t.f32("ads.bid", {N});
+  const uint64_t* tg = static_cast<const uint64_t*>(t.get("ads.targeting", {N, d.targeting_dims}, {DType::U64}));
+  m.ad_targeting.assign(tg, tg + size_t(N) * d.targeting_dims);
+}
+
 }  // namespace
 
 const char* dtype_name(DType t) {
@@ -176,10 +192,14 @@ bool IdMap::build(const int64_t* ids, int64_t n, int64_t* dup) {
   return true;
 }
 
-Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims) {
+Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), ads_only_(init.ads_only) {
   const ModelDims& d = dims_;
   d.validate();
   const Tensors t(init.tensors);
+  if (ads_only_) {
+    load_ad_tables(*this, d, t);
+    return;
+  }
   const int ds = d.seq_dim, du = d.user(), da = d.ad(), din = d.input(), D = d.cross();
   const int64_t N = d.num_ads;
 
@@ -274,16 +294,7 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims) {
   }
 
   // Ad tables.
-  {
-    const int64_t* ids = static_cast<const int64_t*>(t.get("ads.id", {N}, {DType::I64}));
-    ad_id.assign(ids, ids + N);
-    const int64_t* adv = static_cast<const int64_t*>(t.get("ads.advertiser", {N}, {DType::I64}));
-    ad_advertiser.assign(adv, adv + N);
-    int64_t dup = 0;
-    if (!id_to_row.build(ad_id.data(), N, &dup))
-      throw std::runtime_error("tensor ads.id: expected unique ad ids, got " + std::to_string(dup) + " more than once");
-  }
-  ad_bid = t.f32("ads.bid", {N});
+  load_ad_tables(*this, d, t);
   const std::vector<float> dense = t.f32("ads.dense", {N, d.ad_dense});
   const int nsf = int(d.ad_sparse.size());
   const int64_t* sparse = static_cast<const int64_t*>(t.get("ads.sparse", {N, nsf}, {DType::I64}));
@@ -305,10 +316,6 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims) {
     for (size_t i = 0; i < n; i++)
       if (!std::isfinite(ad_retrieval[i]))
         throw std::runtime_error("tensor ads.retrieval: expected finite values, got " + std::to_string(ad_retrieval[i]) + " at index " + std::to_string(i));
-  }
-  {
-    const uint64_t* tg = static_cast<const uint64_t*>(t.get("ads.targeting", {N, d.targeting_dims}, {DType::U64}));
-    ad_targeting.assign(tg, tg + size_t(N) * d.targeting_dims);
   }
 
   // Static ad side: a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)], q_c = W_ta L2n(emb) + b_ta.

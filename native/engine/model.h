@@ -65,6 +65,9 @@ struct TensorRef {
 struct ModelInit {
   ModelDims dims;
   std::map<std::string, TensorRef> tensors;
+  // Only the ad tables a fallback answer needs (ads.id, ads.advertiser, ads.bid, ads.targeting): the
+  // server's --fallback-only stand-in when no model version loads (docs/funnel.md "Fallback").
+  bool ads_only = false;
 };
 
 // y = act(W x + b) for one nn.Linear, packed.
@@ -100,6 +103,8 @@ class Model {
   Model(const ModelInit& init, cpu::ThreadPool* pool);
 
   const ModelDims& dims() const { return dims_; }
+  // Built from the ad tables alone (ModelInit::ads_only): no weights, no model path.
+  bool ads_only() const { return ads_only_; }
   int64_t num_ads() const { return dims_.num_ads; }
 
   // Adds bf16 copies of the candidate-side GEMM weights (DCNv2, MLP, and MaskNet when
@@ -142,6 +147,7 @@ class Model {
  private:
   ModelDims dims_;
   bool bf16_weights_ = false;
+  bool ads_only_ = false;
 };
 
 // Mathematical modulo: 0 <= result < m for m > 0, also for negative ids.

@@ -23,9 +23,10 @@ export const DEFAULT_BATCH_MAX_CANDIDATES = { cuda: 4096, cpu: 1024 } as const;
 export const DEFAULT_BATCH_MAX_QUEUE = 256;
 
 export function batcherFor(o: BatchingOptions, engine: Engine): Batcher {
+  const backend = engine.backend === 'cuda' ? 'cuda' : 'cpu'; // an ads-only engine never batches; CPU defaults
   return new Batcher({
-    maxCandidates: o.maxCandidates ?? DEFAULT_BATCH_MAX_CANDIDATES[engine.backend],
-    maxDelayUs: o.maxDelayUs ?? DEFAULT_BATCH_MAX_DELAY_US[engine.backend],
+    maxCandidates: o.maxCandidates ?? DEFAULT_BATCH_MAX_CANDIDATES[backend],
+    maxDelayUs: o.maxDelayUs ?? DEFAULT_BATCH_MAX_DELAY_US[backend],
     maxQueue: o.maxQueue ?? DEFAULT_BATCH_MAX_QUEUE,
   });
 }

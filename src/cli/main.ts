@@ -99,6 +99,7 @@ interface ServeFlags {
   modelRepository?: string;
   repositoryPollMs: number;
   keepVersions: number;
+  fallbackOnly?: boolean;
   stateFile?: string;
   demo?: boolean;
   demoAds: number;
@@ -197,6 +198,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       ...(repository
         ? { repository: { dir: repository, load, keepVersions: f.keepVersions, pollMs: f.repositoryPollMs } }
         : { engine: () => load(path!) }),
+      fallbackOnly: f.fallbackOnly ? { load: (file: string) => Engine.load(file, { adsOnly: true }), bundle: path } : undefined,
       adState,
       maxInflight: f.maxInflight,
       maxCandidates: f.maxCandidates,
@@ -349,6 +351,10 @@ function program(): Command {
     .addOption(new Option('--bundle <file>', 'model bundle (.safetensors); one of --bundle, --demo or --model-repository is required').env('ADRANK_BUNDLE'))
     .addOption(new Option('--model-repository <dir>', 'serve the numbered versions <dir>/<N>/model.safetensors, with hot reload').env('ADRANK_MODEL_REPOSITORY'))
     .addOption(new Option('--repository-poll-ms <ms>', 'rescan the repository this often (0 = only on SIGHUP and ReloadModels)').env('ADRANK_REPOSITORY_POLL_MS').default(DEFAULT_POLL_MS).argParser(int(0)))
+    .addOption(
+      new Option('--fallback-only', 'when no model version loads at start, serve fallback answers (fallback_reason NO_MODEL) from the ad tables of the newest one until a version loads')
+        .env('ADRANK_FALLBACK_ONLY'),
+    )
     .addOption(new Option('--keep-versions <n>', 'the n highest versions that load stay loaded (pinnable); the highest is the default').env('ADRANK_KEEP_VERSIONS').default(DEFAULT_KEEP_VERSIONS).argParser(int(1, 64)))
     .addOption(new Option('--state-file <file>', 'durable live ad state (default: beside the bundle or repository, <path>.adstate)').env('ADRANK_STATE_FILE'))
     .addOption(new Option('--demo', `serve ./${DEMO_BUNDLE}, writing it on first start`))

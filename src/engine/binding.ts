@@ -23,6 +23,9 @@ export interface NativeModelInit {
   /** Tensors by bundle name; F32 as Float32Array, I64 as BigInt64Array, U64 as BigUint64Array,
    *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps. */
   tensors: Record<string, TensorArray>;
+  /** Only the ad tables (ads.id, ads.advertiser, ads.bid, ads.targeting): an engine that gives
+   *  fallback answers and nothing else (--fallback-only; backend 'none'). */
+  adsOnly?: boolean;
 }
 
 export interface NativeDims {
@@ -137,7 +140,7 @@ export interface NativeExplain {
 }
 
 export interface NativeEngine {
-  readonly backend: 'cpu' | 'cuda';
+  readonly backend: 'cpu' | 'cuda' | 'none';
   /** e.g. "cpu avx512 bf16 x2 threads" or "cuda:0 NVIDIA H100" */
   readonly description: string;
   readonly numAds: number;

@@ -24,6 +24,9 @@ export interface EngineOptions {
    *  the CPU and bf16 on CUDA (its only precision; 'fp32' is refused there); the CLI (`--precision`)
    *  defaults to 'auto'. See docs/cpu-bf16.md. */
   precision?: string;
+  /** Only the ad tables: an engine for fallback answers and nothing else (`--fallback-only`, when
+   *  no model version loads). No device is used; `backend` is 'none'. */
+  adsOnly?: boolean;
 }
 
 /** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
@@ -197,11 +200,21 @@ export class Engine {
 
   /** Loads and validates a bundle file and builds the engine on the chosen device. */
   static async load(path: string, options: EngineOptions = {}): Promise<Engine> {
-    const bundle = await loadBundle(path);
+    const bundle = await loadBundle(path, { adsOnly: options.adsOnly });
     return Engine.fromBundle(bundle, options);
   }
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
+    if (options.adsOnly) {
+      const Native = (options.binding ?? binding()).Engine;
+      let native: NativeEngine;
+      try {
+        native = new Native({ ...nativeInit(bundle, 'cpu', 1), adsOnly: true });
+      } catch (e) {
+        throw new EngineError(`cannot read the ad tables: ${(e as Error).message}`, 'BUNDLE');
+      }
+      return new Engine(native, bundle, 'ad tables only: fallback answers (--fallback-only)', 'fp32');
+    }
     const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
     // library default: fp32 on the CPU (the exact path), bf16 on CUDA (its only precision)
     const p = resolvePrecision(options.precision ?? (device === 'cpu' ? 'fp32' : 'auto'), device);
@@ -218,8 +231,12 @@ export class Engine {
   get config(): ModelConfig {
     return this.bundle.config;
   }
-  get backend(): 'cpu' | 'cuda' {
+  get backend(): 'cpu' | 'cuda' | 'none' {
     return this.native.backend;
+  }
+  /** An engine of the ad tables only: it gives fallback answers and runs no model. */
+  get adsOnly(): boolean {
+    return this.native.backend === 'none';
   }
   get description(): string {
     return this.native.description;
@@ -274,12 +291,13 @@ export class Engine {
     const T = c.tasks.length;
     const plan: FallbackEstimate[] = [];
     for (let s = 0; s < c.surfaces.length; s++) {
-      const ex = await this.explain(neutralRequest(this, s, sample));
+      // ads-only: no model to estimate with; value 1 (score = bid), no probabilities are answered
+      const ex = this.adsOnly ? undefined : await this.explain(neutralRequest(this, s, sample));
       const probs = new Float32Array(T);
-      const rows = ex.rows.length;
-      for (let i = 0; i < rows; i++) for (let t = 0; t < T; t++) probs[t] += ex.probs[i * T + t] / rows;
-      let value = 0;
-      for (let t = 0; t < T; t++) value += weights[s * T + t] * probs[t];
+      const rows = ex?.rows.length ?? 0;
+      for (let i = 0; i < rows; i++) for (let t = 0; t < T; t++) probs[t] += ex!.probs[i * T + t] / rows;
+      let value = ex ? 0 : 1;
+      for (let t = 0; ex && t < T; t++) value += weights[s * T + t] * probs[t];
       const list = this.bundle.tensors[`fallback.${c.surfaces[s]}`] as BigInt64Array | undefined;
       const listed = list ? Int32Array.from(list, (id) => this.bundle.adRow!.get(id)!) : new Int32Array(0);
       this.native.setFallback(s, listed, value, probs);

@@ -28,7 +28,7 @@ export interface EngineResponse {
 }
 
 /** Why an answer came from the fallback: the proto's FallbackReason values. */
-const FALLBACK_REASON = { ENGINE_ERROR: 1, DEADLINE: 2 } as const;
+const FALLBACK_REASON = { ENGINE_ERROR: 1, DEADLINE: 2, NO_MODEL: 3 } as const;
 export type FallbackReason = keyof typeof FALLBACK_REASON;
 
 export interface EngineRpc<Req> {
@@ -115,7 +115,13 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
   let pending: Promise<NativeResult> | undefined;
   let packed = t1; // packing the feature bundle and submitting it is synchronous
   const p99 = ctx.latency.p99(rpc.name, size);
-  if (allowFallback && p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
+  if (engine.adsOnly) {
+    // --fallback-only: no model version loads; the ad tables of the newest one answer
+    if (!allowFallback)
+      throw new RequestError(status.UNAVAILABLE, 'no model version loads; this server answers from the fallback only (--fallback-only), and allow_fallback is false');
+    fallback = 'NO_MODEL';
+    result = withoutModelOutputs(engine.fallback(rpc.fallbackOp, er));
+  } else if (allowFallback && p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
     fallback = 'DEADLINE';
     result = engine.fallback(rpc.fallbackOp, er);
   } else {
@@ -156,6 +162,12 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
+}
+
+/** An ads-only engine has no probabilities to give: winners carry the bid as their score, and no
+ *  task probabilities or value (docs/funnel.md "Fallback"). */
+function withoutModelOutputs(r: NativeResult): NativeResult {
+  return { ...r, probs: new Float32Array(0), values: new Float32Array(0) };
 }
 
 /** A failure of the model path itself (engine or device), not of the request or of shutdown. */

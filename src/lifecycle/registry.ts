@@ -15,6 +15,10 @@ import type { Logger } from '../server/log.js';
 
 export type VersionState = 'LOADING' | 'READY' | 'FAILED' | 'UNLOADING';
 
+/** The stand-in version of `--fallback-only` (an engine of the ad tables only). Not a number, so
+ *  any model version that becomes READY outranks it and takes over as the default. */
+export const FALLBACK_ONLY_VERSION = 'fallback-only';
+
 /** A request's hold on one version: the engine it runs on and the version label it reports. */
 export interface Lease {
   engine: Engine;

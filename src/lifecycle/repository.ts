@@ -14,7 +14,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Engine } from '../engine/index.js';
 import type { Logger } from '../server/log.js';
-import type { ModelRegistry, ModelVersion } from './registry.js';
+import { FALLBACK_ONLY_VERSION, type ModelRegistry, type ModelVersion } from './registry.js';
 
 export const MODEL_FILE = 'model.safetensors';
 export const DEFAULT_POLL_MS = 5000;
@@ -72,16 +72,21 @@ export class ModelRepository {
     if (!Number.isInteger(this.pollMs) || this.pollMs < 0) throw new Error(`expected an integer >= 0 for repository poll ms, got ${this.pollMs}`);
   }
 
-  /** The first scan, then polling. Throws when no version loads. */
+  /** The first scan, then polling. Throws when no version loads (polling not started; the server's
+   *  --fallback-only starts it with startPolling()). */
   async start(): Promise<ScanResult> {
     const r = await this.rescan('start');
     if (this.o.registry.ready().length === 0) {
       const why = this.o.registry.all().map((v) => `version ${v.version}: ${v.reason}`);
       throw new Error(`no model version in ${this.dir} loads${why.length ? ` (${why.join('; ')})` : ` (expected <dir>/<N>/${MODEL_FILE} with N a positive integer)`}`);
     }
-    if (this.pollMs > 0 && !this.stopped) this.timer = setInterval(() => this.poll(), this.pollMs);
-    this.timer?.unref();
+    this.startPolling();
     return r;
+  }
+
+  startPolling(): void {
+    if (this.pollMs > 0 && !this.stopped && !this.timer) this.timer = setInterval(() => this.poll(), this.pollMs);
+    this.timer?.unref();
   }
 
   /** Stops polling and waits for a running scan and for retiring versions. */
@@ -148,7 +153,14 @@ export class ModelRepository {
       for (const v of reg.all()) {
         if (v.state === 'READY' && !keep.has(v.version) && reg.ready().length > 1) {
           result.retired.push(v.version);
-          this.retire(v, present.has(v.version) ? `only the ${this.keep} highest loadable versions are kept` : 'its directory was removed');
+          this.retire(
+            v,
+            v.version === FALLBACK_ONLY_VERSION
+              ? 'a model version loads: fallback-only answers end'
+              : present.has(v.version)
+                ? `only the ${this.keep} highest loadable versions are kept`
+                : 'its directory was removed',
+          );
         } else if (v.state === 'FAILED' && !present.has(v.version)) reg.forget(v);
       }
       if (result.loaded.length || result.failed.length || result.retired.length)

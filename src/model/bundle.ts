@@ -65,7 +65,16 @@ export async function checkBundleFile(path: string): Promise<void> {
   }
 }
 
-export async function loadBundle(path: string): Promise<LoadedBundle> {
+/** What a bundle is read for: the whole model (default), or only the ad tables a fallback answer
+ *  needs (the --fallback-only stand-in when no version loads; docs/funnel.md "Fallback"). */
+export interface BundleReadOptions {
+  adsOnly?: boolean;
+}
+
+/** The tensors an ads-only read keeps and validates. */
+export const AD_TABLES = ['ads.id', 'ads.advertiser', 'ads.bid', 'ads.targeting'] as const;
+
+export async function loadBundle(path: string, options: BundleReadOptions = {}): Promise<LoadedBundle> {
   let buf: Buffer;
   try {
     buf = await readFile(path);
@@ -73,7 +82,7 @@ export async function loadBundle(path: string): Promise<LoadedBundle> {
     throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message}`);
   }
   try {
-    return parseBundle(buf, path);
+    return parseBundle(buf, path, options);
   } catch (e) {
     if (e instanceof BundleError) {
       e.message = `bundle ${path}: ${e.message}`;
@@ -83,7 +92,7 @@ export async function loadBundle(path: string): Promise<LoadedBundle> {
 }
 
 /** Validates a bundle held in memory (the whole file). Tensors view `buf` where aligned. */
-export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
+export function parseBundle(buf: Uint8Array, path = '<buffer>', options: BundleReadOptions = {}): LoadedBundle {
   const { metadata, tensors } = readSafetensors(buf);
   const format = metadata['adrank.format'];
   if (format !== BUNDLE_FORMAT)
@@ -104,7 +113,9 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
   if (ids.shape.length !== 1) throw new BundleError(`tensor "ads.id": expected shape [N], got ${JSON.stringify(ids.shape)}`, { tensor: 'ads.id' });
   const numAds = ids.shape[0];
 
-  const expected = expectedTensors(config, numAds);
+  const adTables = new Set<string>(AD_TABLES);
+  // ads-only: the ad tables alone are checked and kept; the model's tensors may be missing or bad
+  const expected = expectedTensors(config, numAds).filter((s) => !options.adsOnly || adTables.has(s.name));
   const expectedNames = new Set(expected.map((s) => s.name));
   for (const spec of expected) {
     const t = tensors.get(spec.name);
@@ -119,11 +130,12 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>'): LoadedBundle {
   const fallbackNames = new Set(config.surfaces.map((s) => `fallback.${s}`));
   const optional = [...tensors.keys()].filter((n) => fallbackNames.has(n));
   const extra = [...tensors.keys()].filter((n) => !expectedNames.has(n) && !fallbackNames.has(n));
-  if (extra.length > 0)
+  if (extra.length > 0 && !options.adsOnly)
     throw new BundleError(`unexpected tensor${extra.length > 1 ? 's' : ''} ${extra.map((n) => JSON.stringify(n)).join(', ')} not implied by the config`, { tensor: extra[0] });
 
   const arr = (name: string) => tensors.get(name)!.data;
-  const adRow = checkAds(config, numAds, arr);
+  const adRow = checkAdTables(config, numAds, arr);
+  if (!options.adsOnly) checkFeatureStats(arr);
   for (const name of optional) checkFallbackList(name, tensors.get(name)!, adRow);
 
   const out: LoadedBundle = {
@@ -178,10 +190,13 @@ function checkFinite(name: string, t: Tensor): void {
   }
 }
 
-function checkAds(c: ModelConfig, n: number, arr: (name: string) => TensorArray): Map<bigint, number> {
-  const fail = (tensor: string, problem: string): never => {
-    throw new BundleError(`tensor ${JSON.stringify(tensor)}: ${problem}`, { tensor });
-  };
+function failTensor(tensor: string, problem: string): never {
+  throw new BundleError(`tensor ${JSON.stringify(tensor)}: ${problem}`, { tensor });
+}
+
+/** Unique ids (→ the id → row map), non-negative bids, targeting masks that allow some value. */
+function checkAdTables(c: ModelConfig, n: number, arr: (name: string) => TensorArray): Map<bigint, number> {
+  const fail = failTensor;
   const ids = arr('ads.id') as BigInt64Array;
   const adRow = new Map<bigint, number>();
   for (let i = 0; i < n; i++) {
@@ -196,12 +211,16 @@ function checkAds(c: ModelConfig, n: number, arr: (name: string) => TensorArray)
   for (let i = 0; i < tg.length; i++)
     if (tg[i] === 0n)
       fail('ads.targeting', `row ${Math.floor(i / dims)} (ad ${ids[Math.floor(i / dims)]}) allows no value of targeting dimension ${JSON.stringify(c.targeting_dims[i % dims])} (mask 0; deactivate the ad instead)`);
+  return adRow;
+}
+
+/** The dense features' standard deviations divide: they must be positive. */
+function checkFeatureStats(arr: (name: string) => TensorArray): void {
   for (const key of ['user_dense', 'ad_dense'] as const) {
     const name = `features.${key}.std`;
     const std = arr(name) as Float32Array;
-    for (let i = 0; i < std.length; i++) if (!(std[i] > 0)) fail(name, `std ${std[i]} at index ${i} is not positive`);
+    for (let i = 0; i < std.length; i++) if (!(std[i] > 0)) failTensor(name, `std ${std[i]} at index ${i} is not positive`);
   }
-  return adRow;
 }
 
 // ---------------------------------------------------------------------------------------------

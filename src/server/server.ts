@@ -13,7 +13,7 @@ import protobuf from 'protobufjs';
 import type { Engine } from '../engine/index.js';
 import { addAdminService, reflectionPackageDefinition } from '../admin/service.js';
 import { InflightLimit, Stats, type HandlerContext } from '../handlers/context.js';
-import { fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
+import { FALLBACK_ONLY_VERSION, fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
 import { ModelRepository, type RepositoryOptions } from '../lifecycle/repository.js';
 import { AdStateStore } from '../state/store.js';
 import { execute, unaryHandler, type EngineRpc } from '../handlers/engine-rpc.js';
@@ -46,6 +46,10 @@ export interface ServerOptions {
   engine?: Engine | (() => Promise<Engine>);
   /** Instead of `engine`: serve the versions of a model repository (src/lifecycle/repository.ts). */
   repository?: Pick<RepositoryOptions, 'dir' | 'load' | 'keepVersions' | 'pollMs' | 'settleMs'>;
+  /** --fallback-only: when no model version loads at start, serve fallback answers from the ad
+   *  tables of the newest one (`bundle` for a single bundle; the repository's FAILED versions are
+   *  tried newest first) until a version loads (docs/funnel.md "Fallback"). */
+  fallbackOnly?: { load: (path: string) => Promise<Engine>; bundle?: string };
   /** The live ad state (opened, i.e. replayed, by the caller); default: in memory only. */
   adState?: AdStateStore;
   /** concurrent engine RPCs; more fail at once with RESOURCE_EXHAUSTED (default 256) */
@@ -329,37 +333,21 @@ export class AdrankServer {
         prepare: (engine, version) => this.prepare(engine, version),
         discard: (engine) => this.adState.detach(engine),
       });
-      await this.repo.start();
+      try {
+        await this.repo.start();
+      } catch (e) {
+        if (!this.opts.fallbackOnly) throw e;
+        await this.startFallbackOnly(e as Error, this.models.all().filter((v) => v.state === 'FAILED').map((v) => v.path));
+        this.repo.startPolling();
+      }
     } else {
       if (!this.opts.engine) throw new Error('expected an engine or a model repository in the server options');
-      const t0 = performance.now();
-      const engine = typeof this.opts.engine === 'function' ? await this.opts.engine() : this.opts.engine;
-      if (this.closing) {
-        if (engine.inflight() === 0) engine.dispose();
-        throw new Error('server shut down while the model was loading');
+      try {
+        if (!(await this.loadBundle(this.opts.engine))) return;
+      } catch (e) {
+        if (!this.opts.fallbackOnly?.bundle) throw e;
+        await this.startFallbackOnly(e as Error, [this.opts.fallbackOnly.bundle]);
       }
-      const c = engine.config;
-      this.log.info('model_loaded', {
-        model: c.name,
-        version: c.version,
-        ads: engine.numAds,
-        backend: engine.backend,
-        device: engine.description,
-        deviceReason: engine.deviceReason,
-        bundle: engine.bundle.path,
-        sha256: engine.bundle.sha256,
-        loadMs: Math.round(performance.now() - t0),
-      });
-      if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
-      const v = this.models.loading(c.version, engine.bundle.path);
-      await this.prepare(engine, c.version);
-      if (this.closing) {
-        // shutdown began during the warm-up and has already retired the READY versions
-        this.adState.detach(engine);
-        if (engine.inflight() === 0) engine.dispose();
-        return;
-      }
-      this.models.markReady(v, engine, Math.round(performance.now() - t0));
     }
     if (this.closing) return;
     this.loaded = true;
@@ -368,12 +356,71 @@ export class AdrankServer {
     void this.adState.compact('start');
   }
 
+  /** The single bundle (`engine` option): load, prepare, READY. False when shutdown began meanwhile. */
+  private async loadBundle(source: Engine | (() => Promise<Engine>)): Promise<boolean> {
+    const t0 = performance.now();
+    const engine = typeof source === 'function' ? await source() : source;
+    if (this.closing) {
+      if (engine.inflight() === 0) engine.dispose();
+      throw new Error('server shut down while the model was loading');
+    }
+    const c = engine.config;
+    this.log.info('model_loaded', {
+      model: c.name,
+      version: c.version,
+      ads: engine.numAds,
+      backend: engine.backend,
+      device: engine.description,
+      deviceReason: engine.deviceReason,
+      bundle: engine.bundle.path,
+      sha256: engine.bundle.sha256,
+      loadMs: Math.round(performance.now() - t0),
+    });
+    if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
+    const v = this.models.loading(c.version, engine.bundle.path);
+    await this.prepare(engine, c.version);
+    if (this.closing) {
+      // shutdown began during the warm-up and has already retired the READY versions
+      this.adState.detach(engine);
+      if (engine.inflight() === 0) engine.dispose();
+      return false;
+    }
+    this.models.markReady(v, engine, Math.round(performance.now() - t0));
+    return true;
+  }
+
+  /**
+   * --fallback-only: no version loaded (`cause`). The first of `paths` whose ad tables read becomes
+   * the stand-in version "fallback-only": every answer comes from the fallback (reason NO_MODEL)
+   * until a model version loads, which then takes over and retires it. Throws `cause` when none reads.
+   */
+  private async startFallbackOnly(cause: Error, paths: string[]): Promise<void> {
+    const fo = this.opts.fallbackOnly!;
+    const t0 = performance.now();
+    for (const path of paths) {
+      let engine: Engine;
+      try {
+        engine = await fo.load(path);
+      } catch (e) {
+        this.log.error('fallback_only_unreadable', { path, error: e });
+        continue;
+      }
+      const v = this.models.loading(FALLBACK_ONLY_VERSION, path);
+      await this.prepare(engine, FALLBACK_ONLY_VERSION);
+      this.models.markReady(v, engine, Math.round(performance.now() - t0));
+      this.log.error('serving_fallback_only', { path, ads: engine.numAds, why: cause.message });
+      return;
+    }
+    throw cause;
+  }
+
   /** Before a version serves: the live ad state, the fallback plan, then the warm-up (on its own device). */
   private async prepare(engine: Engine, version: string): Promise<void> {
     const ads = this.adState.attach(engine);
     this.log.info('ad_state_applied', { version, ads, stateFile: this.adState.path ?? null });
     const fallback = await engine.prepareFallback();
     this.log.info('fallback_ready', { version, surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
+    if (engine.adsOnly) return; // no model runs: no batcher defaults from it, no warm-up
     if (!this.ctx.batcher) {
       // one batcher for the server, its defaults set by the first version's backend; it never mixes
       // versions in a batch

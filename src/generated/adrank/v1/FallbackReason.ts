@@ -16,6 +16,10 @@ export const FallbackReason = {
    * the remaining deadline was below the model's recent p99
    */
   DEADLINE: 'DEADLINE',
+  /**
+   * no model version loads; the server runs with --fallback-only
+   */
+  NO_MODEL: 'NO_MODEL',
 } as const;
 
 /**
@@ -37,6 +41,11 @@ export type FallbackReason =
    */
   | 'DEADLINE'
   | 2
+  /**
+   * no model version loads; the server runs with --fallback-only
+   */
+  | 'NO_MODEL'
+  | 3
 
 /**
  * Why an answer came from the fallback instead of the model (docs/funnel.md "Fallback").
