@@ -46,6 +46,10 @@ export const FALLBACK_SAMPLE = 512;
 export type FallbackOp = 'rank' | 'retrieve' | 'retrieveAndRank';
 
 /** Error from the engine, with a code the handlers map to a gRPC status. */
+/** CUDA errors that poison the context: every later call on it fails the same way, so the engine
+ *  must be replaced (docs/cuda.md "Errors"). */
+const STICKY_CUDA_ERROR = /cudaError(IllegalAddress|LaunchFailure|ECCUncorrectable|HardwareStackError|IllegalInstruction|MisalignedAddress|InvalidAddressSpace|InvalidPc|Assert|LaunchTimeout)\b/;
+
 export class EngineError extends Error {
   constructor(
     message: string,
@@ -53,6 +57,10 @@ export class EngineError extends Error {
   ) {
     super(message);
     this.name = 'EngineError';
+  }
+  /** A device error after which the engine's device context cannot be used again. */
+  get sticky(): boolean {
+    return this.code === 'DEVICE' && STICKY_CUDA_ERROR.test(this.message);
   }
 }
 

@@ -34,6 +34,9 @@ export interface HandlerContext {
   metrics?: Metrics;
   /** feature logging of served calls (--feature-log), when on */
   featureLog?: FeatureLog;
+  /** an engine hit a sticky device error (its context is poisoned): the server replaces it
+   *  (src/lifecycle/failover.ts); absent = nothing is done */
+  deviceFailed?(engine: Engine, version: string, error: Error): void;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

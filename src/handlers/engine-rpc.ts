@@ -132,6 +132,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
       result = pending ? await pending : emptyResult();
       if (pending) ctx.latency.record(rpc.name, size, performance.now() - started);
     } catch (e) {
+      if (e instanceof EngineError && e.sticky) ctx.deviceFailed?.(engine, version, e);
       if (!(allowFallback && isModelPathFailure(e) && engine.fallbackPlan)) throw e;
       ctx.log.warn('fallback_served', { rpc: rpc.name, reason: 'ENGINE_ERROR', requestId: request.requestId, error: e });
       fallback = 'ENGINE_ERROR';

@@ -150,6 +150,18 @@ export class ModelRegistry implements ModelLeases {
     this.hooks.onChange?.();
   }
 
+  /**
+   * Puts `engine` in place of `v`'s (a device failover: same version, same bundle, another
+   * backend). Leases taken before keep the engine they hold; returns it for the caller to free.
+   */
+  replaceEngine(v: ModelVersion, engine: Engine): Engine | undefined {
+    const old = v.engine;
+    v.engine = engine;
+    this.log.info('model_version_engine_replaced', { version: v.version, backend: engine.backend, device: engine.description, previous: old?.backend ?? null });
+    this.hooks.onChange?.();
+    return old;
+  }
+
   markFailed(v: ModelVersion, reason: string, loadMs: number): void {
     v.state = 'FAILED';
     v.reason = reason;

@@ -95,6 +95,7 @@ export class Metrics {
   readonly adStateUpdates: Counter;
   readonly batchCandidates: Histogram;
   readonly fallbacks: Counter<'rpc' | 'reason'>;
+  readonly deviceFailovers: Counter<'from' | 'outcome'>;
 
   private readonly methods = new Map<string, MethodMetrics | null>();
   private readonly stages: HistogramChild[];
@@ -116,6 +117,7 @@ export class Metrics {
     this.adStateUpdates = new Counter({ name: 'adrank_ad_state_updates_total', help: 'ad and advertiser state updates applied through the admin API', registers: [r] });
     this.batchCandidates = new Histogram({ name: 'adrank_batch_candidates', help: 'candidates per engine batch', buckets: BATCH_BUCKETS, registers: [r] });
     this.fallbacks = new Counter({ name: 'adrank_fallback_answers_total', help: 'answers served from the fallback instead of the model, by method and reason', labelNames: ['rpc', 'reason'], registers: [r] });
+    this.deviceFailovers = new Counter({ name: 'adrank_device_failovers_total', help: 'engines replaced after a sticky device error, by the failed backend and the outcome (rebuilt, failed)', labelNames: ['from', 'outcome'], registers: [r] });
     this.stages = STAGES.map(([stage]) => this.stageDuration.child({ stage }));
     if (opts.defaults ?? true) collectDefaultMetrics({ register: r });
   }

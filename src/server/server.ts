@@ -10,10 +10,11 @@ import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import protobuf from 'protobufjs';
-import type { Engine } from '../engine/index.js';
+import { Engine } from '../engine/index.js';
 import { addAdminService, reflectionPackageDefinition } from '../admin/service.js';
 import { InflightLimit, Stats, type HandlerContext } from '../handlers/context.js';
 import { FALLBACK_ONLY_VERSION, fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
+import { DeviceFailover } from '../lifecycle/failover.js';
 import { ModelRepository, type RepositoryOptions } from '../lifecycle/repository.js';
 import { AdStateStore } from '../state/store.js';
 import { execute, unaryHandler, type EngineRpc } from '../handlers/engine-rpc.js';
@@ -148,6 +149,8 @@ export class AdrankServer {
   readonly models: ModelRegistry;
   readonly adState: AdStateStore;
   private repo: ModelRepository | undefined;
+  /** replaces an engine after a sticky device error (src/lifecycle/failover.ts) */
+  readonly failover: DeviceFailover;
   private loaded = false;
   private healthNow: ServingStatus = 'NOT_SERVING';
   private closing: Promise<void> | undefined;
@@ -186,6 +189,26 @@ export class AdrankServer {
       metrics: parts.metrics,
       featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
     };
+    this.failover = new DeviceFailover({
+      registry: this.models,
+      log,
+      metrics: parts.metrics,
+      rebuild: async (failed, version) => {
+        const next = Engine.fromBundle(failed.bundle, { device: 'cpu', precision: 'auto' });
+        try {
+          await this.prepare(next, version);
+        } catch (e) {
+          this.adState.detach(next);
+          next.dispose();
+          throw e;
+        }
+        return next;
+      },
+      serving: (ok) => {
+        if (!this.closing) this.setHealth(ok ? 'SERVING' : 'NOT_SERVING');
+      },
+    });
+    this.ctx.deviceFailed = (engine, version, error) => this.failover.onStickyError(engine, version, error);
     if (parts.metrics) {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
       // requests waiting for a micro-batch; with batching off, native runs of the default version
