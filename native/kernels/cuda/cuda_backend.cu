@@ -15,6 +15,7 @@
 #include <cstring>
 #include <future>
 #include <map>
+#include <set>
 #include <mutex>
 #include <numeric>
 #include <stdexcept>
@@ -39,6 +40,7 @@ namespace {
 std::string no_code_reason(int dev);
 
 constexpr int kChunk = 16384;          // candidate rows per forward chunk (workspace rows)
+constexpr size_t kMaxGraphsPerSlot = 64;  // captured graphs per stream slot; later keys run eagerly
 constexpr int kMinBucket = 256;
 constexpr int kMaxPartitions = 65536;
 
@@ -144,8 +146,9 @@ struct Slot {
   unsigned char* dev_bundle = nullptr;
   unsigned char* host_bundle = nullptr;  // pinned staging: RequestDesc + sections
   size_t bundle_cap = 0;
-  std::map<GraphKey, cudaGraphExec_t> graphs;
+  std::map<GraphKey, cudaGraphExec_t> graphs;  // at most kMaxGraphsPerSlot
   std::map<GraphKey, int> seen;
+  std::set<GraphKey> eager_only;  // keys whose capture failed: they run eagerly from then on
   bool dirty = false;
 };
 
@@ -183,6 +186,7 @@ class CudaBackend final : public Backend {
   size_t pack(Slot& s, const Request& req);
   void enqueue_body(Slot& s, OpKind op, const GraphKey& key);
   void launch(Slot& s, OpKind op, const GraphKey& key);
+  cudaGraphExec_t capture(Slot& s, OpKind op, const GraphKey& key);
   Result run(OpKind op, const Request& req, const AdStateTable& state);
   Result unpack(Slot& s, OpKind op, const Request& req, const ResultLayout& lay);
 
@@ -783,31 +787,51 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
 }
 
 // First use of a key runs eagerly (warm-up: lazy module loading, cudaFuncSetAttribute, cub's
-// queries happen outside any capture); the second captures a graph; later ones replay it.
+// queries happen outside any capture); the second captures a graph; later ones replay it. A key
+// whose capture fails runs eagerly from then on (the request still runs, eagerly); beyond
+// kMaxGraphsPerSlot keys a slot captures no more graphs (memory for graphs stays bounded).
 void CudaBackend::launch(Slot& s, OpKind op, const GraphKey& key) {
-  if (!graphs_enabled_ || s.seen[key]++ == 0) {
+  if (!graphs_enabled_ || s.eager_only.count(key) || s.seen[key]++ == 0) {
     enqueue_body(s, op, key);
     return;
   }
   auto it = s.graphs.find(key);
   if (it == s.graphs.end()) {
-    cudaGraph_t g = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
-    try {
+    cudaGraphExec_t exec = s.graphs.size() < kMaxGraphsPerSlot ? capture(s, op, key) : nullptr;
+    if (!exec) {
+      if (s.graphs.size() < kMaxGraphsPerSlot) s.eager_only.insert(key);
       enqueue_body(s, op, key);
-    } catch (...) {
-      cudaStreamEndCapture(s.stream, &g);
-      if (g) cudaGraphDestroy(g);
-      throw;
+      return;
     }
-    CUDA_CHECK(cudaStreamEndCapture(s.stream, &g));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
-    cudaGraphDestroy(g);
-    CUDA_CHECK(e);
     it = s.graphs.emplace(key, exec).first;
   }
   CUDA_CHECK(cudaGraphLaunch(it->second, s.stream));
+}
+
+// Captures the body for `key` and instantiates it; null when any step fails (the error is cleared,
+// the stream is out of capture mode again). A sticky error shows up again in the eager run.
+cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
+  if (cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  cudaGraph_t g = nullptr;
+  cudaError_t e = cudaSuccess;
+  try {
+    enqueue_body(s, op, key);
+  } catch (const std::exception&) {
+    e = cudaErrorStreamCaptureInvalidated;
+  }
+  const cudaError_t end = cudaStreamEndCapture(s.stream, &g);
+  if (e == cudaSuccess) e = end;
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
+  if (g) cudaGraphDestroy(g);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return exec;
 }
 
 void CUDART_CB signal_done(void* p) { static_cast<std::promise<void>*>(p)->set_value(); }
