@@ -198,6 +198,12 @@ class CudaBackend final : public Backend {
   DeviceModel dm_;
   uint64_t* dev_state_ = nullptr;
   float* dev_bid_ = nullptr;
+  // Live-state uploads: their own stream and a persistent staging pair (pinned host, device) sized
+  // for the largest partial upload (N/8 rows × (row, word, bid)); made at the first upload.
+  cudaStream_t state_stream_ = nullptr;
+  unsigned char* state_host_ = nullptr;
+  unsigned char* state_dev_ = nullptr;
+  size_t state_rows_cap_ = 0;
   std::atomic<bool> state_hooked_{false};
   // Requests share the device's live-state mirror; an upload takes it alone. Writer first: a
   // waiting upload holds new requests back, so a stream of requests cannot starve it.
@@ -283,6 +289,12 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
+  if (state_stream_) {
+    cudaStreamSynchronize(state_stream_);
+    cudaStreamDestroy(state_stream_);
+  }
+  if (state_host_) cudaFreeHost(state_host_);
+  if (state_dev_) cudaFree(state_dev_);
   for (auto& s : slots_) {
     if (s->stream) cudaStreamSynchronize(s->stream);
     for (auto& g : s->graphs) cudaGraphExecDestroy(g.second);
@@ -585,40 +597,39 @@ void CudaBackend::release(Slot* s) {
 void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, size_t n) {
   std::lock_guard<std::mutex> lock(state_mu_);
   CUDA_CHECK(cudaSetDevice(device_));
-  if (!rows || n > size_t(dm_.num_ads) / 8) {
-    for (int64_t r = 0; r < dm_.num_ads; ++r) state_words_[r] = state.word(r);
-    CUDA_CHECK(cudaMemcpy(dev_state_, state_words_.data(), sizeof(uint64_t) * state_words_.size(), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(dev_bid_, state.bids(), sizeof(float) * size_t(dm_.num_ads), cudaMemcpyHostToDevice));
+  if (!state_stream_) CUDA_CHECK(cudaStreamCreateWithFlags(&state_stream_, cudaStreamNonBlocking));
+  const size_t N = size_t(dm_.num_ads);
+  if (!rows || n > N / 8) {
+    for (size_t r = 0; r < N; ++r) state_words_[r] = state.word(int64_t(r));
+    CUDA_CHECK(cudaMemcpyAsync(dev_state_, state_words_.data(), sizeof(uint64_t) * N, cudaMemcpyHostToDevice, state_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state.bids(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
   } else if (n > 0) {
-    std::vector<uint64_t> words(n);
-    std::vector<float> bids(n);
+    constexpr size_t kRowBytes = sizeof(int32_t) + sizeof(uint64_t) + sizeof(float);
+    if (!state_host_) {
+      state_rows_cap_ = std::max<size_t>(N / 8, 1);
+      CUDA_CHECK(cudaMallocHost(&state_host_, state_rows_cap_ * kRowBytes));
+      CUDA_CHECK(cudaMalloc(&state_dev_, state_rows_cap_ * kRowBytes));
+    }
+    // layout: words [cap] (8-byte aligned first), rows [cap], bids [cap]
+    uint64_t* h_words = reinterpret_cast<uint64_t*>(state_host_);
+    int32_t* h_rows = reinterpret_cast<int32_t*>(state_host_ + sizeof(uint64_t) * state_rows_cap_);
+    float* h_bids = reinterpret_cast<float*>(state_host_ + (sizeof(uint64_t) + sizeof(int32_t)) * state_rows_cap_);
     for (size_t i = 0; i < n; ++i) {
-      words[i] = state_words_[rows[i]] = state.word(rows[i]);
-      bids[i] = state.bid(rows[i]);
+      h_rows[i] = rows[i];
+      h_words[i] = state_words_[rows[i]] = state.word(rows[i]);
+      h_bids[i] = state.bid(rows[i]);
     }
-    int32_t* d_rows = nullptr;
-    uint64_t* d_words = nullptr;
-    float* d_bids = nullptr;
-    CUDA_CHECK(cudaMalloc(&d_rows, sizeof(int32_t) * n));
-    CUDA_CHECK(cudaMalloc(&d_words, sizeof(uint64_t) * n));
-    CUDA_CHECK(cudaMalloc(&d_bids, sizeof(float) * n));
-    try {
-      CUDA_CHECK(cudaMemcpy(d_rows, rows, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
-      CUDA_CHECK(cudaMemcpy(d_words, words.data(), sizeof(uint64_t) * n, cudaMemcpyHostToDevice));
-      CUDA_CHECK(cudaMemcpy(d_bids, bids.data(), sizeof(float) * n, cudaMemcpyHostToDevice));
-      scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256>>>(d_rows, d_words, d_bids, n, dev_state_, dev_bid_);
-      CUDA_CHECK_LAUNCH("scatter_state_kernel");
-      CUDA_CHECK(cudaDeviceSynchronize());
-    } catch (...) {
-      cudaFree(d_rows);
-      cudaFree(d_words);
-      cudaFree(d_bids);
-      throw;
-    }
-    CUDA_CHECK(cudaFree(d_rows));
-    CUDA_CHECK(cudaFree(d_words));
-    CUDA_CHECK(cudaFree(d_bids));
+    uint64_t* d_words = reinterpret_cast<uint64_t*>(state_dev_);
+    int32_t* d_rows = reinterpret_cast<int32_t*>(state_dev_ + sizeof(uint64_t) * state_rows_cap_);
+    float* d_bids = reinterpret_cast<float*>(state_dev_ + (sizeof(uint64_t) + sizeof(int32_t)) * state_rows_cap_);
+    CUDA_CHECK(cudaMemcpyAsync(d_words, h_words, sizeof(uint64_t) * n, cudaMemcpyHostToDevice, state_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d_rows, h_rows, sizeof(int32_t) * n, cudaMemcpyHostToDevice, state_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(d_bids, h_bids, sizeof(float) * n, cudaMemcpyHostToDevice, state_stream_));
+    scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256, 0, state_stream_>>>(d_rows, d_words, d_bids, n, dev_state_, dev_bid_);
+    CUDA_CHECK_LAUNCH("scatter_state_kernel");
   }
+  // Only this stream: the writer gate (sync_state) already keeps requests off the device state.
+  CUDA_CHECK(cudaStreamSynchronize(state_stream_));
 }
 
 // ---- per request ------------------------------------------------------------------------------------
