@@ -10,7 +10,7 @@
  * by O(rms)); a floor of 1e-7 covers all-zero fields (empty sequence, zero target attention).
  */
 import { expect } from 'chai';
-import { Engine } from '../src/engine/index.js';
+import { Engine, EngineError } from '../src/engine/index.js';
 import type { NativeExplain, NativeResult } from '../src/engine/binding.js';
 import { adRows, type LoadedBundle } from '../src/model/bundle.js';
 import { makeDemoBundle, makeDemoConfig, makeRandomConfig, type RandomConfigOptions } from '../src/model/demo.js';
@@ -147,6 +147,28 @@ describe('30 engine (CPU) vs the float64 reference', function () {
       expect(Array.from(p.prices), `request ${i} prices`).to.deep.equal(Array.from(s.prices));
       expect(p.counts, `request ${i} counts`).to.deep.equal(s.counts);
     });
+    expect(engine.inflight()).to.equal(0);
+  });
+
+  it('a call still queued past its deadline is dropped unrun (DEADLINE); a later deadline runs', async () => {
+    const rng = new Rng(65);
+    const config = makeRandomConfig(rng, { seqLayers: 1 });
+    const b = toLoaded(config, makeDemoBundle({ config, ads: 200, seed: 65 }).tensors);
+    engine = Engine.fromBundle(b, { device: 'cpu', threads: 1 });
+    const r = randomRequest(rng, b, { candidates: 50, k: 5 });
+    const past = await engine.rank(r, Date.now() - 1).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(past).to.be.instanceOf(EngineError);
+    expect((past as EngineError).code).to.equal('DEADLINE');
+    expect((past as Error).message).to.match(/^deadline exceeded: .* dropped before it ran/);
+    for (const op of ['retrieve', 'retrieveAndRank'] as const) {
+      const e = await engine[op]({ ...r, candidates: new BigInt64Array(0), retrieveCount: op === 'retrieve' ? 0 : 20 }, Date.now() - 1).catch((x: EngineError) => x);
+      expect((e as EngineError).code, op).to.equal('DEADLINE');
+    }
+    const ok = await engine.rank(r, Date.now() + 60_000);
+    expect(Array.from(ok.adIds)).to.deep.equal(Array.from((await engine.rank(r)).adIds));
     expect(engine.inflight()).to.equal(0);
   });
 });

@@ -1,6 +1,7 @@
 #include "addon/engine_wrap.h"
 
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 
 #include "addon/convert.h"
@@ -39,8 +40,19 @@ class EngineWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
+  // The caller's deadline, ms since the Unix epoch (0 = none): work still queued past it is dropped.
+  void SetDeadline(double epoch_ms) { deadline_ms_ = epoch_ms; }
+
   void Execute() final {
     const double queue = now_us() - created_;
+    if (deadline_ms_ > 0) {
+      const double now_ms = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
+      if (now_ms > deadline_ms_) {
+        SetError("deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
+                 " ms for an engine thread and was dropped before it ran");
+        return;
+      }
+    }
     try {
       Run(queue);
     } catch (const std::exception& e) {
@@ -84,6 +96,7 @@ class EngineWorker : public Napi::AsyncWorker {
   Napi::ObjectReference self_;     // the JS Engine object
   Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
   double created_;
+  double deadline_ms_ = 0;
 };
 
 // One rank / retrieve / retrieveAndRank / explain call.
@@ -215,7 +228,13 @@ Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
   } catch (const Napi::Error& e) {
     return rejected(env, e);
   }
+  double deadline = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsNumber()) return rejected(env, Napi::TypeError::New(env, "expected a number (ms since the epoch) for deadline"));
+    deadline = info[1].As<Napi::Number>().DoubleValue();
+  }
   auto* w = new RunWorker(env, this, Value(), engine_, op, req, tasks_);
+  if (deadline > 0 && std::isfinite(deadline)) w->SetDeadline(deadline);
   Napi::Promise p = w->Promise();
   inflight_++;
   w->Queue();

@@ -144,9 +144,11 @@ export interface NativeEngine {
   /** e.g. "cpu avx512 bf16 x2 threads" or "cuda:0 NVIDIA H100" */
   readonly description: string;
   readonly numAds: number;
-  rank(request: Uint8Array): Promise<NativeResult>;
-  retrieve(request: Uint8Array): Promise<NativeResult>;
-  retrieveAndRank(request: Uint8Array): Promise<NativeResult>;
+  /** `deadline`: ms since the epoch; a request still waiting for an engine thread past it is
+   *  dropped ("deadline exceeded: ..."). Absent or 0 = none. */
+  rank(request: Uint8Array, deadline?: number): Promise<NativeResult>;
+  retrieve(request: Uint8Array, deadline?: number): Promise<NativeResult>;
+  retrieveAndRank(request: Uint8Array, deadline?: number): Promise<NativeResult>;
   explain(request: Uint8Array): Promise<NativeExplain>;
   /** One micro-batch (src/batcher/): ops[i] 0 = rank, 1 = retrieve, 2 = retrieveAndRank for
    *  requests[i]; per request its result, or an Error when that request alone was refused. */

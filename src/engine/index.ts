@@ -50,10 +50,15 @@ export type FallbackOp = 'rank' | 'retrieve' | 'retrieveAndRank';
  *  must be replaced (docs/cuda.md "Errors"). */
 const STICKY_CUDA_ERROR = /cudaError(IllegalAddress|LaunchFailure|ECCUncorrectable|HardwareStackError|IllegalInstruction|MisalignedAddress|InvalidAddressSpace|InvalidPc|Assert|LaunchTimeout)\b/;
 
+/** A deadline for the native call: finite ms since the epoch, else none. */
+function finiteDeadline(d: number | undefined): number | undefined {
+  return d !== undefined && Number.isFinite(d) && d > 0 ? d : undefined;
+}
+
 export class EngineError extends Error {
   constructor(
     message: string,
-    readonly code: 'INVALID_REQUEST' | 'DEVICE' | 'DISPOSED' | 'BUNDLE' | 'INTERNAL',
+    readonly code: 'INVALID_REQUEST' | 'DEVICE' | 'DISPOSED' | 'BUNDLE' | 'DEADLINE' | 'INTERNAL',
   ) {
     super(message);
     this.name = 'EngineError';
@@ -253,14 +258,15 @@ export class Engine {
     return this.native.numAds;
   }
 
-  rank(r: EngineRequest): Promise<NativeResult> {
-    return this.call(() => this.native.rank(packFeatureBundle(this.config, r)));
+  /** `deadline` (ms since the epoch, optional): dropped, unrun, if still queued past it. */
+  rank(r: EngineRequest, deadline?: number): Promise<NativeResult> {
+    return this.call(() => this.native.rank(packFeatureBundle(this.config, r), finiteDeadline(deadline)));
   }
-  retrieve(r: EngineRequest): Promise<NativeResult> {
-    return this.call(() => this.native.retrieve(packFeatureBundle(this.config, r)));
+  retrieve(r: EngineRequest, deadline?: number): Promise<NativeResult> {
+    return this.call(() => this.native.retrieve(packFeatureBundle(this.config, r), finiteDeadline(deadline)));
   }
-  retrieveAndRank(r: EngineRequest): Promise<NativeResult> {
-    return this.call(() => this.native.retrieveAndRank(packFeatureBundle(this.config, r)));
+  retrieveAndRank(r: EngineRequest, deadline?: number): Promise<NativeResult> {
+    return this.call(() => this.native.retrieveAndRank(packFeatureBundle(this.config, r), finiteDeadline(deadline)));
   }
   /** The feature bundle of a validated request (what rank / retrieve / runBatch send). */
   pack(r: EngineRequest): Uint8Array {
@@ -355,6 +361,14 @@ function toEngineError(e: unknown): EngineError {
   const msg = (e as Error).message ?? String(e);
   // The native side's messages: bad input is "expected <what> for <field>, got <value>" (the
   // one shape, STYLE.md); a disposed engine says so; CUDA errors carry the CUDA error name.
-  const code = /^engine (disposed|busy)/.test(msg) ? 'DISPOSED' : /^expected /.test(msg) ? 'INVALID_REQUEST' : /cuda/i.test(msg) ? 'DEVICE' : 'INTERNAL';
+  const code = /^engine (disposed|busy)/.test(msg)
+    ? 'DISPOSED'
+    : /^expected /.test(msg)
+      ? 'INVALID_REQUEST'
+      : /^deadline exceeded/.test(msg)
+        ? 'DEADLINE'
+        : /cuda/i.test(msg)
+          ? 'DEVICE'
+          : 'INTERNAL';
   return new EngineError(msg, code);
 }

@@ -37,8 +37,9 @@ export interface EngineRpc<Req> {
   /** wire bytes → request (the gRPC deserializer; see src/server/codec.ts) */
   decode(bytes: Buffer): Req;
   validate(request: Req, config: ModelConfig, limits: Limits): EngineRequest;
-  /** the engine call; `undefined` when the request needs no engine work (empty candidate list) */
-  run(engine: Engine, request: EngineRequest): Promise<NativeResult> | undefined;
+  /** the engine call; `undefined` when the request needs no engine work (empty candidate list).
+   *  `deadline`: the call's, ms since the epoch (Infinity = none); queued native work past it is dropped */
+  run(engine: Engine, request: EngineRequest, deadline: number): Promise<NativeResult> | undefined;
   encode(response: EngineResponse, timings: ServerTimings, started: number): Buffer;
   /** RetrieveAndRank reports the retrieval count */
   withRetrieved?: boolean;
@@ -125,7 +126,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     fallback = 'DEADLINE';
     result = engine.fallback(rpc.fallbackOp, er);
   } else {
-    pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, engine.pack(er), size, call) : rpc.run(engine, er);
+    pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, engine.pack(er), size, call) : rpc.run(engine, er, call.deadline);
     packed = performance.now();
     if (pending) ctx.stats.engineCall(rpc.name);
     try {
@@ -236,7 +237,14 @@ export function serviceError(code: status, details: string): ServiceError {
 export function toServiceError(e: unknown): ServiceError {
   if (e instanceof RequestError) return serviceError(e.code, e.message);
   if (e instanceof EngineError) {
-    const code = e.code === 'INVALID_REQUEST' ? status.INVALID_ARGUMENT : e.code === 'DEVICE' || e.code === 'DISPOSED' ? status.UNAVAILABLE : status.INTERNAL;
+    const code =
+      e.code === 'INVALID_REQUEST'
+        ? status.INVALID_ARGUMENT
+        : e.code === 'DEADLINE'
+          ? status.DEADLINE_EXCEEDED
+          : e.code === 'DEVICE' || e.code === 'DISPOSED'
+            ? status.UNAVAILABLE
+            : status.INTERNAL;
     return serviceError(code, e.message);
   }
   return serviceError(status.INTERNAL, `internal error: ${(e as Error)?.message ?? String(e)}`);

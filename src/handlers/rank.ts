@@ -12,7 +12,7 @@ export const rank: EngineRpc<RankInput> = {
   decode: requestDecoder('adrank.v1.RankRequest', ['candidateAdIds']),
   validate: validateRank,
   // An empty candidate list is OK with no winners and needs no engine work.
-  run: (engine, r) => (r.candidates.length === 0 ? undefined : engine.rank(r)),
+  run: (engine, r, deadline) => (r.candidates.length === 0 ? undefined : engine.rank(r, deadline)),
   batch: { op: BATCH_OP.rank },
   encode,
   fallbackOp: 'rank',

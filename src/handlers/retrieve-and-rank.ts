@@ -11,7 +11,7 @@ export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
   name: 'RetrieveAndRank',
   decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', []),
   validate: (r, c) => validateRetrieveAndRank(r, c),
-  run: (engine, r) => engine.retrieveAndRank(r),
+  run: (engine, r, deadline) => engine.retrieveAndRank(r, deadline),
   batch: { op: BATCH_OP.retrieveAndRank },
   encode,
   fallbackOp: 'retrieveAndRank',

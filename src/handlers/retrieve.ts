@@ -10,7 +10,7 @@ export const retrieve: EngineRpc<RetrieveInput> = {
   name: 'Retrieve',
   decode: requestDecoder('adrank.v1.RetrieveRequest', []),
   validate: (r, c) => validateRetrieve(r, c),
-  run: (engine, r) => engine.retrieve(r),
+  run: (engine, r, deadline) => engine.retrieve(r, deadline),
   encode,
   fallbackOp: 'retrieve',
   size: (_r) => 1,
