@@ -58,7 +58,7 @@ function validateExplain(r: ExplainRequest__Output, engine: Engine, limits: Limi
   if (r.request === 'rank' && r.rank) return { kind: 'rank' as const, er: validateRank(r.rank as unknown as RankInput, c, limits), asked };
   if (r.request === 'retrieve' && r.retrieve) return { kind: 'retrieve' as const, er: validateRetrieve(r.retrieve as RetrieveInput, c), asked };
   if (r.request === 'retrieveAndRank' && r.retrieveAndRank)
-    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as RetrieveAndRankInput, c), asked };
+    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as unknown as RetrieveAndRankInput, c, limits), asked };
   throw invalid('request', 'one of rank, retrieve, retrieve_and_rank', r.request ?? null);
 }
 
