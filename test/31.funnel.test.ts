@@ -226,6 +226,76 @@ describe('31 funnel (CPU engine)', function () {
     });
   });
 
+  describe('blended retrieval sources (docs/funnel.md)', () => {
+    // retrieval score orders 2 > 1 > 3 > 5 > 4 > 7 > 8 > 6; utility = bid (value 1, so a GSP price is the next bid)
+    const blendAds = [
+      ad(1, 1, 1, { score: 0.5 }), ad(2, 1, 2, { score: 0.75 }), ad(3, 2, 8, { score: 0.25 }), ad(4, 3, 9, { score: -0.5 }),
+      ad(5, 1, 4, { score: 0.125 }), ad(6, 4, 7, { score: -1 }), ad(7, 5, 6, { score: -0.75 }), ad(8, 6, 5, { score: -0.9 }),
+    ];
+    const caller = BigInt64Array.of(4n, 99n, 2n, 4n, 6n, 7n, 8n);
+    const sc = (r: NativeResult) => r.sourceCounts.map((c) => ({ ...c }));
+
+    it('unions retrieval’s top R with the caller’s ids: dedupe credits retrieval, Rank intake and eligibility, the quota in request order', async () => {
+      const b = craftBundle(blendAds);
+      const e = open(b);
+      expect(e.setAdState(BigInt64Array.of(6n), Uint8Array.of(0), Uint8Array.of(1), Float32Array.of(1))).to.equal(0);
+      // R = 2 → {2, 1}. Caller: 4 ranked, 99 unknown, 2 retrieved already, 4 again a duplicate, 6 inactive,
+      // 7 ranked, 8 past the quota of 2. Union {2, 1, 4, 7} by bid: 4 (9), 7 (6), 2 (2), 1 (1).
+      const r = await e.retrieveAndRank(craftRequest(b, { k: 3, retrieveCount: 2, candidates: caller, candidateQuota: 2 }));
+      expect(ids(r)).to.deep.equal([4, 7, 2]);
+      expect(Array.from(r.sources)).to.deep.equal([2, 2, 1]);
+      expect(Array.from(r.prices)).to.deep.equal([6, 2, 1]);
+      expect(r.retrieved).to.equal(2);
+      // the top-level counts stay the retrieval source's (the corpus scan), capped over the union
+      expect(counts(r, 'received', 'unknown', 'duplicate', 'inactive', 'eligible', 'capped')).to.deep.equal({ received: 8, unknown: 0, duplicate: 0, inactive: 1, eligible: 7, capped: 0 });
+      const zero = { unknown: 0, duplicate: 0, earlierSource: 0, excludedAd: 0, excludedAdvertiser: 0, outOfBudget: 0, targeting: 0, paced: 0, overQuota: 0 };
+      expect(sc(r)).to.deep.equal([
+        { ...zero, source: 1, received: 8, inactive: 1, eligible: 7, ranked: 2, winners: 1 },
+        { ...zero, source: 2, received: 7, unknown: 1, duplicate: 1, earlierSource: 1, inactive: 1, eligible: 3, overQuota: 1, ranked: 2, winners: 2 },
+      ]);
+      // quota 0 = every eligible caller candidate: 8 (bid 5) is ranked and takes the third slot
+      const all = await e.retrieveAndRank(craftRequest(b, { k: 3, retrieveCount: 2, candidates: caller }));
+      expect(ids(all)).to.deep.equal([4, 7, 8]);
+      expect(Array.from(all.sources)).to.deep.equal([2, 2, 2]);
+      expect([all.sourceCounts[1].ranked, all.sourceCounts[1].overQuota, all.sourceCounts[0].winners]).to.deep.equal([3, 0, 0]);
+      // the cap applies to the union: advertiser 1 owns retrieved 2 and 1 and caller ad 5
+      const capped = await e.retrieveAndRank(craftRequest(b, { k: 4, cap: 1, retrieveCount: 2, candidates: BigInt64Array.of(5n) }));
+      expect(ids(capped)).to.deep.equal([5]);
+      expect(capped.counts.capped).to.equal(2);
+      expect(Array.from(capped.sources)).to.deep.equal([2]);
+    });
+
+    it('exclusions drop caller ids under their first reason; retrieval alone reports an empty caller entry', async () => {
+      const b = craftBundle(blendAds);
+      const e = open(b);
+      const r = await e.retrieveAndRank(craftRequest(b, { k: 5, retrieveCount: 1, candidates: BigInt64Array.of(3n, 4n, 7n), excludedAds: BigInt64Array.of(4n), excludedAdvertisers: BigInt64Array.of(5n) }));
+      expect(ids(r)).to.deep.equal([3, 2]); // 2 retrieved (R = 1), 3 from the caller
+      expect(Array.from(r.sources)).to.deep.equal([2, 1]);
+      expect([r.sourceCounts[1].excludedAd, r.sourceCounts[1].excludedAdvertiser, r.sourceCounts[1].ranked]).to.deep.equal([1, 1, 1]);
+      const plain = await e.retrieveAndRank(craftRequest(b, { k: 2, retrieveCount: 4, candidates: new BigInt64Array(0) }));
+      expect(Array.from(plain.sources)).to.deep.equal([1, 1]);
+      expect(plain.sourceCounts.map((c) => [c.source, c.received, c.ranked, c.winners])).to.deep.equal([[1, 8, 4, 2], [2, 0, 0, 0]]);
+    });
+
+    it('a micro-batch answers blended requests exactly as each alone', async () => {
+      const b = craftBundle(blendAds);
+      const e = open(b);
+      const reqs = [
+        craftRequest(b, { k: 3, retrieveCount: 2, candidates: caller, candidateQuota: 2 }),
+        craftRequest(b, { k: 2, candidates: BigInt64Array.of(8n, 3n) }),
+        craftRequest(b, { k: 3, retrieveCount: 1, candidates: BigInt64Array.of(7n, 2n, 5n), candidateQuota: 1 }),
+      ];
+      const ops = Uint8Array.of(2, 0, 2);
+      const batch = await e.runBatch(ops, reqs.map((r) => e.pack(r)));
+      const alone = [await e.retrieveAndRank(reqs[0]), await e.rank(reqs[1]), await e.retrieveAndRank(reqs[2])];
+      for (let i = 0; i < 3; i++) {
+        const got = batch[i] as NativeResult;
+        expect([ids(got), Array.from(got.sources), Array.from(got.prices), sc(got)], `entry ${i}`).to.deep.equal([ids(alone[i]), Array.from(alone[i].sources), Array.from(alone[i].prices), sc(alone[i])]);
+      }
+      expect(ids(alone[2])).to.deep.equal([7, 2]);
+    });
+  });
+
   describe('randomised runs vs the reference (selection on the engine’s own scores)', () => {
     /** Rank scores from explain() over the whole corpus (exact float32 values the engine ranks on). */
     async function engineScores(e: Engine, b: LoadedBundle, r: EngineRequest) {
@@ -255,6 +325,9 @@ describe('31 funnel (CPU engine)', function () {
     it('Rank, Retrieve and RetrieveAndRank on random bundles, requests and ad states (bid overrides included)', async () => {
       let winners = 0;
       let capped = 0;
+      let callerWinners = 0;
+      let credited = 0;
+      let overQuota = 0;
       for (let seed = 0; seed < 3; seed++) {
         const rng = new Rng(3100 + seed);
         const config = makeRandomConfig(rng, { surfaces: 2 });
@@ -288,10 +361,22 @@ describe('31 funnel (CPU engine)', function () {
           const label = `seed ${seed} request ${q}`;
           same(`${label} rank`, await e.rank(r), refRank(b, r, state, s.rank));
           same(`${label} retrieve`, await e.retrieve({ ...r, candidates: new BigInt64Array(0) }), refRetrieve(b, r, state, s.retrieval));
-          const rar = await e.retrieveAndRank({ ...r, candidates: new BigInt64Array(0) });
-          const want = refRetrieveAndRank(b, r, state, s.retrieval, s.rank);
+          const alone = { ...r, candidates: new BigInt64Array(0) };
+          const rar = await e.retrieveAndRank(alone);
+          const want = refRetrieveAndRank(b, alone, state, s.retrieval, s.rank);
           same(`${label} retrieveAndRank`, rar, want);
           expect(rar.retrieved, `${label} retrieved`).to.equal(want.retrieved);
+          expect(rar.sourceCounts, `${label} source counts`).to.deep.equal(want.sourceCounts);
+          // blended: the caller's list (unknown and repeated ids included) plus some retrieved ads
+          const blended = { ...r, candidates: BigInt64Array.from([...r.candidates, ...Array.from(rar.adIds).slice(0, 3)]), candidateQuota: rng.pick([0, 0, 3, 10]) };
+          const bl = await e.retrieveAndRank(blended);
+          const wantBl = refRetrieveAndRank(b, blended, state, s.retrieval, s.rank);
+          same(`${label} blended`, bl, wantBl);
+          expect(Array.from(bl.sources), `${label} blended sources`).to.deep.equal(wantBl.sources);
+          expect(bl.sourceCounts, `${label} blended source counts`).to.deep.equal(wantBl.sourceCounts);
+          callerWinners += wantBl.sourceCounts[1].winners;
+          credited += wantBl.sourceCounts[1].earlierSource;
+          overQuota += wantBl.sourceCounts[1].overQuota;
           winners += want.adIds.length;
           capped += want.counts.capped;
         }
@@ -300,6 +385,7 @@ describe('31 funnel (CPU engine)', function () {
       }
       expect(winners, 'the runs select something').to.be.greaterThan(50);
       expect(capped, 'the cap bites somewhere').to.be.greaterThan(0);
+      expect([callerWinners, credited, overQuota].every((n) => n > 0), `blending exercised: caller winners ${callerWinners}, credited to retrieval ${credited}, over quota ${overQuota}`).to.equal(true);
     });
   });
 });

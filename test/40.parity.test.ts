@@ -84,6 +84,15 @@ interface CaseJson {
   rank: WinnersJson;
   retrieve: WinnersJson;
   retrieveAndRank: WinnersJson & { scored: { rows: number[]; utility: number[]; value: number[]; probs: number[] } };
+  /** RetrieveAndRank with the caller's candidates blended in (docs/funnel.md "Blended retrieval
+   *  sources"): the request is `request` with these candidates, quota and retrieve count */
+  retrieveAndRankBlended: CaseJson['retrieveAndRank'] & {
+    candidates: string[];
+    candidateQuota: number;
+    retrieveCount: number;
+    sources: number[];
+    sourceCounts: Record<string, number>[];
+  };
 }
 interface CasesJson {
   seed: number;
@@ -101,6 +110,12 @@ const big = (xs: string[]) => BigInt64Array.from(xs, (x) => BigInt(x));
  * already cut to max_len (most recent first, so the first max_len) and, for Retrieve and
  * RetrieveAndRank, no candidate ids. `python` keeps the request as the reference saw it.
  */
+/** The blended RetrieveAndRank request of a case, as `toEngineRequest` shapes it. */
+function blendedRequest(c: CaseJson, maxLen = Infinity): EngineRequest {
+  const bl = c.retrieveAndRankBlended;
+  return { ...toEngineRequest(c.request, 'python', maxLen), candidates: big(bl.candidates), candidateQuota: bl.candidateQuota, retrieveCount: bl.retrieveCount };
+}
+
 function toEngineRequest(j: RequestJson, op: 'python' | 'rank' | 'explain' | 'retrieve' | 'retrieveAndRank', maxLen = Infinity): EngineRequest {
   const n = Math.min(j.seqItems.length, maxLen);
   return {
@@ -285,7 +300,7 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
           const results: [string, RefResult, WinnersJson][] = [
             ['rank', refRank(b, r, state, rank), c.rank],
             ['retrieve', refRetrieve(b, r, state, retrieval), c.retrieve],
-            ['retrieveAndRank', refRetrieveAndRank(b, r, state, retrieval, rank), c.retrieveAndRank],
+            ['retrieveAndRank', refRetrieveAndRank(b, { ...r, candidates: new BigInt64Array(0) }, state, retrieval, rank), c.retrieveAndRank],
           ];
           for (const [op, g, want] of results) {
             const f = `${c.name} ${op}`;
@@ -295,7 +310,19 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
             expect(g.counts, `${f} counts`).to.deep.equal(want.counts);
             expect(g.retrieved, `${f} retrieved`).to.equal(want.retrieved);
           }
+          const bl = c.retrieveAndRankBlended;
+          const g = refRetrieveAndRank(b, blendedRequest(c), state, retrieval, rank);
+          const f = `${c.name} retrieveAndRank blended`;
+          expect(g.adIds.map(String), `${f} winners`).to.deep.equal(bl.adIds);
+          close(`${f} prices`, g.prices, bl.prices, REF_TOL.rtol, REF_TOL.atol);
+          expect(g.counts, `${f} counts`).to.deep.equal(bl.counts);
+          expect(g.sources, `${f} sources`).to.deep.equal(bl.sources);
+          expect(g.sourceCounts, `${f} source counts`).to.deep.equal(bl.sourceCounts);
         }
+        // the cases exercise the caller source: winners from it, ids credited to retrieval, the quota
+        const callers = doc.cases.map((c) => c.retrieveAndRankBlended.sourceCounts[1]);
+        expect(callers.some((x) => x.winners > 0), 'some caller candidate wins').to.equal(true);
+        expect(callers.some((x) => x.earlierSource > 0), 'some caller id is credited to retrieval').to.equal(true);
       });
 
       for (const precision of PRECISIONS)
@@ -339,6 +366,26 @@ describe('40 parity: PyTorch reference vs bundle contract, TS reference and engi
             }
           }
           if (BF16) console.log(`      [40.parity] ${suite.kind} ${suite.seed} ${precision}: max |Δp| ${maxDp.toExponential(2)} over ${doc.cases.length} requests`);
+        });
+
+        it('retrieveAndRank() blended with caller candidates: winners, their sources, per-source counts, prices', async function () {
+          for (const c of doc.cases) {
+            const want = c.retrieveAndRankBlended;
+            const got: NativeResult = await engine!.retrieveAndRank(blendedRequest(c, doc.config.sequence.max_len));
+            const f = `${c.name} retrieveAndRank blended`;
+            countsEqual(`${f} counts`, got.counts, want.counts, BF16);
+            expect(got.retrieved, `${f} retrieved`).to.equal(want.retrieved);
+            expect(got.sourceCounts.map((x) => x.source), `${f} sources listed`).to.deep.equal([1, 2]);
+            // bf16 retrieval may swap ads at the top-R boundary, which moves caller ids between
+            // "credited to retrieval" and "ranked"; the retrieval-only bf16 checks above bound that
+            // boundary. Here bf16 checks the scan's counts only; fp32 checks everything exactly.
+            if (BF16) continue;
+            for (const [i, x] of got.sourceCounts.entries()) countsEqual(`${f} sourceCounts[${i}]`, x, want.sourceCounts[i], false);
+            const ties = sameWinners(f, got.adIds, got.scores, want, CPU_TOL.prob);
+            close(`${f} scores`, got.scores, want.scores, CPU_TOL.prob.rtol, CPU_TOL.prob.atol);
+            expect(Array.from(got.sources).filter((_, i) => !ties.has(i)), `${f} winner sources`).to.deep.equal(want.sources.filter((_, i) => !ties.has(i)));
+            pricesClose(`${f} prices`, got.prices, want.prices, ties, CPU_TOL.prob);
+          }
         });
 
         for (const op of ['rank', 'retrieve', 'retrieveAndRank'] as const) {
@@ -467,6 +514,8 @@ function pythonScorer(doc: CasesJson, c: CaseJson): RankScorer {
   add(c.explain.rows, c.explain.utility, c.explain.value, c.explain.probs);
   const s = c.retrieveAndRank.scored;
   add(s.rows, s.utility, s.value, s.probs);
+  const bl = c.retrieveAndRankBlended?.scored;
+  if (bl) add(bl.rows, bl.utility, bl.value, bl.probs);
   return (row) => {
     const v = byRow.get(row);
     if (!v) throw new Error(`${c.name}: no PyTorch score for row ${row}`);

@@ -79,7 +79,9 @@ export function engineRequest(c: ModelConfig, p: RankRequest & RetrieveAndRankRe
     userSparse: c.user_sparse.map((f) => i64(u.sparse?.[f.name]?.ids)),
     seqItems: i64(u.sequence?.itemIds?.slice(0, c.sequence.max_len)),
     seqActions: Uint32Array.from((u.sequence?.actions ?? []).slice(0, c.sequence.max_len)),
-    candidates: kind === 'rank' ? i64(p.candidateAdIds) : new BigInt64Array(0),
+    // RetrieveAndRank: the caller's candidates (blended with retrieval) and their quota
+    candidates: kind === 'retrieve' ? new BigInt64Array(0) : i64(p.candidateAdIds),
+    ...(kind === 'retrieveAndRank' ? { candidateQuota: p.candidateQuota ?? 0 } : {}),
     excludedAdvertisers: i64(p.exclusions?.advertiserIds),
     excludedAds: i64(p.exclusions?.adIds),
   };

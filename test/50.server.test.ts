@@ -28,7 +28,7 @@ import { adIds, engineRequest, expectStatus, http2Call, protoRequest, rawClient,
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 
-type Answer = RankResponse__Output & Partial<Pick<RetrieveAndRankResponse__Output, 'retrieved'>>;
+type Answer = RankResponse__Output & Partial<Pick<RetrieveAndRankResponse__Output, 'retrieved' | 'sourceCounts'>>;
 
 /** The server's answer must be exactly the engine's (same device, same request). */
 function expectSameAsEngine(got: Answer, want: NativeResult, c: ModelConfig, priced: boolean, scored: boolean): void {
@@ -138,6 +138,68 @@ describe('50 server: RPCs end to end', function () {
     expectSameAsEngine(got, want, c, true, true);
     expect(got.retrieved).to.equal(want.retrieved);
     expect(got.retrieved).to.be.greaterThan(0);
+  });
+
+  describe('RetrieveAndRank blended with the caller’s candidate_ad_ids (docs/funnel.md "Blended retrieval sources")', () => {
+    const SOURCE = ['CANDIDATE_SOURCE_UNSPECIFIED', 'RETRIEVAL', 'CALLER'];
+    /** per-source counts as the engine reports them, in the proto's JSON shape */
+    const sourceCountsOf = (r: NativeResult) =>
+      r.sourceCounts.map((x) => Object.fromEntries(Object.entries(x).map(([k, v]) => [k, k === 'source' ? SOURCE[v] : v])));
+
+    it('equals the engine: winners with their source, per-source counts, dedupe crediting retrieval, the quota', async () => {
+      // the caller's list: 60 corpus ids, an unknown id, a repeat, and the best retrieved ads
+      const plain = await call<object, Answer>(client, 'RetrieveAndRank', protoRequest(c, { k: 10, retrieveCount: 20 }));
+      const retrievedWinners = plain.winners.slice(0, 3).map((w) => w.adId);
+      const others = ids.slice(500, 560).filter((id) => !retrievedWinners.includes(id));
+      const caller = [...others, '999999999999', others[0], ...retrievedWinners];
+      const req = protoRequest(c, { k: 10, retrieveCount: 20, candidateAdIds: caller, candidateQuota: 25 });
+      const got = await call<object, Answer>(client, 'RetrieveAndRank', req);
+      const want = await engine.retrieveAndRank(engineRequest(c, req, 'retrieveAndRank'));
+      expectSameAsEngine(got, want, c, true, true);
+      expect(got.winners.map((w) => w.source)).to.deep.equal(Array.from(want.sources, (x) => SOURCE[x]));
+      expect(got.sourceCounts).to.deep.equal(sourceCountsOf(want));
+      const [ret, cal] = got.sourceCounts!;
+      expect([ret.source, cal.source]).to.deep.equal(['RETRIEVAL', 'CALLER']);
+      expect(cal.received).to.equal(caller.length);
+      expect([cal.unknown, cal.duplicate, cal.earlierSource]).to.deep.equal([1, 1, 3]); // the 3 retrieved winners credited to retrieval
+      expect(cal.ranked).to.equal(Math.min(25, cal.eligible));
+      expect(cal.overQuota).to.equal(cal.eligible - cal.ranked);
+      expect(cal.overQuota, 'the quota bites').to.be.greaterThan(0);
+      expect(ret.ranked).to.equal(got.retrieved);
+      expect(ret.winners + cal.winners).to.equal(got.winners.length);
+      expect(got.winners.filter((w) => w.source === 'CALLER').length, 'caller candidates win slots').to.equal(cal.winners).and.to.be.greaterThan(0);
+      // credited to retrieval: the retrieved winners that the caller repeated are still RETRIEVAL winners
+      for (const id of retrievedWinners) {
+        const w = got.winners.find((x) => x.adId === id);
+        if (w) expect(w.source, `ad ${id}`).to.equal('RETRIEVAL');
+      }
+      // the top-level counts stay the retrieval source's: the corpus scan
+      expect(got.counts!.received).to.equal(2000);
+      expect(got.counts!.unknown).to.equal(0);
+    });
+
+    it('retrieval alone: every winner RETRIEVAL, an all-zero CALLER entry; Rank winners carry no source', async () => {
+      const got = await call<object, Answer>(client, 'RetrieveAndRank', protoRequest(c, { k: 5, retrieveCount: 50 }));
+      expect(got.winners.every((w) => w.source === 'RETRIEVAL')).to.equal(true);
+      expect(got.sourceCounts!.map((x) => [x.source, x.ranked, x.winners])).to.deep.equal([['RETRIEVAL', 50, 5], ['CALLER', 0, 0]]);
+      const rank = await call<object, Answer>(client, 'Rank', protoRequest(c, { candidateAdIds: ids.slice(0, 20), k: 3 }));
+      expect(rank.winners.every((w) => w.source === 'CANDIDATE_SOURCE_UNSPECIFIED')).to.equal(true);
+    });
+
+    it('with caller candidates retrieve_count may be below k; the union fills K', async () => {
+      const got = await call<object, Answer>(client, 'RetrieveAndRank', protoRequest(c, { k: 20, retrieveCount: 5, candidateAdIds: ids.slice(0, 300) }));
+      expect(got.retrieved).to.equal(5);
+      expect(got.winners).to.have.length(20);
+      expect(got.winners.filter((w) => w.source === 'CALLER').length).to.be.at.least(15);
+    });
+
+    it('bad caller fields → INVALID_ARGUMENT naming the field', async () => {
+      await expectStatus(call(client, 'RetrieveAndRank', protoRequest(c, { k: 5, candidateAdIds: Array.from({ length: 100_001 }, (_, i) => String(i)) })), grpc.status.INVALID_ARGUMENT, 'candidate_ad_ids');
+      await expectStatus(call(client, 'RetrieveAndRank', protoRequest(c, { k: 5, candidateQuota: 3 })), grpc.status.INVALID_ARGUMENT, 'candidate_quota');
+      await expectStatus(call(client, 'RetrieveAndRank', protoRequest(c, { k: 5, candidateAdIds: ids.slice(0, 5), candidateQuota: 100_001 })), grpc.status.INVALID_ARGUMENT, 'candidate_quota');
+      await expectStatus(call(client, 'RetrieveAndRank', protoRequest(c, { k: 50, retrieveCount: 10 })), grpc.status.INVALID_ARGUMENT, 'retrieve_count');
+      await stillServes();
+    });
   });
 
   it('reports server timings by stage', async () => {

@@ -197,7 +197,7 @@ describe('51 front end (no addon)', () => {
       const rar = loadProto().root.lookupType('adrank.v1.RetrieveAndRankRequest');
       for (const k of [1, 10, 1000, 2000, 10_000]) {
         const bytes = Buffer.from(rar.encode(rar.fromObject(sampleRetrieveAndRank(modelShape(c), k)) as protobuf.Message).finish());
-        const e = validateRetrieveAndRank(retrieveAndRank.decode(bytes), c);
+        const e = validateRetrieveAndRank(retrieveAndRank.decode(bytes), c, { maxCandidates: 100_000 });
         expect([e.k, e.retrieveCount >= k]).to.deep.equal([k, true]);
       }
     });
@@ -205,7 +205,7 @@ describe('51 front end (no addon)', () => {
     it('RetrieveAndRank: retrieve_count 0 means max(K, min(10K, 10000))', () => {
       expect(defaultRetrieveCount(5)).to.equal(50);
       expect(defaultRetrieveCount(5000)).to.equal(10000);
-      const e = validateRetrieveAndRank({ ...decode(protoRequest(c, { k: 7 })), retrieveCount: 0 }, c);
+      const e = validateRetrieveAndRank({ ...decode(protoRequest(c, { k: 7 })), retrieveCount: 0, candidateQuota: 0 }, c, { maxCandidates: 100_000 });
       expect(e.retrieveCount).to.equal(70);
       expect(e.price).to.equal(true);
     });

@@ -167,6 +167,25 @@ for (const device of devices()) {
       expect(m.get('4')!.position).to.equal(4);
     });
 
+    it('RetrieveAndRank blended with caller candidates: each ad names its source; OVER_QUOTA past candidate_quota', async () => {
+      const c = await openCrafted();
+      // R = 2 retrieves {1, 2}; the caller offers 5 (ranked), 2 (credited to retrieval), 12 (past the
+      // quota of 1), 8 (inactive) and 999 (unknown). Ranked {1, 2, 5}: 1 wins, 2 is capped by 1, 5 wins.
+      const rar = protoRequest(c, { k: 3, perAdvertiserCap: 1, retrieveCount: 2, candidateAdIds: ['5', '2', '12', '8', '999'], candidateQuota: 1, exclusions });
+      const r = await explain({ retrieveAndRank: rar, adIds: ['1', '2', '5', '12', '8', '3'] });
+      const served = await rpc<RankResponse__Output & { retrieved: number; sourceCounts: unknown[] }>('RetrieveAndRank', rar);
+      expect(r.retrieveAndRank!.winners).to.deep.equal(served.winners);
+      expect(served.winners.map((w) => [w.adId, (w as { source?: string }).source])).to.deep.equal([['1', 'RETRIEVAL'], ['5', 'CALLER']]);
+      expect(r.retrieveAndRank!.sourceCounts).to.deep.equal(served.sourceCounts);
+      expect(outcomes(r)).to.deep.equal({ '1': 'WON', '2': 'CAPPED', '5': 'WON', '12': 'OVER_QUOTA', '8': 'INACTIVE', '3': 'NOT_RETRIEVED' });
+      expect(r.explanations.map((e) => [e.adId, e.source])).to.deep.equal([
+        ['1', 'RETRIEVAL'], ['2', 'RETRIEVAL'], ['5', 'CALLER'], ['12', 'CALLER'], ['8', 'CALLER'], ['3', 'CANDIDATE_SOURCE_UNSPECIFIED'],
+      ]);
+      // positions over the ranked union {1, 2, 5}
+      const m = byId(r);
+      expect(['1', '2', '5'].map((id) => m.get(id)!.position)).to.deep.equal([1, 2, 3]);
+    });
+
     it('LOCAL(P): a partition winner cut at the merge is OUTRANKED; the cap applies per partition', async () => {
       const b = craftBundle([ad(2, 7, 9), ad(4, 2, 8), ad(6, 3, 7), ad(1, 7, 3), ad(3, 5, 2)]);
       await open(b);

@@ -20,7 +20,7 @@ import { jsonLogger, silentLogger } from '../src/server/log.js';
 import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetModelResponse.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import { addonBuilt } from './support/index.js';
-import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { makeDemoBundle, writeDemoBundle } from '../src/model/demo.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
 import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './60.router.helpers.js';
@@ -127,6 +127,18 @@ describe('60 router: sharded corpus, exact merge', function () {
     expect(m.bundleSha256).to.equal(d.bundleSha256);
     expect(m.shard).to.equal(null);
     expect(JSON.parse(m.configJson)).to.deep.equal(JSON.parse(d.configJson));
+  });
+
+  it('RetrieveAndRank with candidate_ad_ids (blended sources) → UNIMPLEMENTED naming the field; retrieval alone carries per-source counts', async () => {
+    const c = smallConfig();
+    const req = { ...protoRequest(c, { k: 5, retrieveCount: 20 }) };
+    const err = await call(routed, 'RetrieveAndRank', { ...req, candidateAdIds: ['1', '2'] }).then(() => null, (e: grpc.ServiceError) => e);
+    expect(err?.code).to.equal(12); // UNIMPLEMENTED
+    expect(err?.details).to.match(/candidate_ad_ids/);
+    const got = await call<object, { sourceCounts: unknown[]; winners: { source: string }[] }>(routed, 'RetrieveAndRank', req);
+    const want = await call<object, { sourceCounts: unknown[]; winners: { source: string }[] }>(direct, 'RetrieveAndRank', req);
+    expect(got.sourceCounts).to.deep.equal(want.sourceCounts);
+    expect(got.winners.map((w) => w.source)).to.deep.equal(want.winners.map((w) => w.source));
   });
 
   for (const rpc of ['Retrieve', 'Rank', 'RetrieveAndRank'] as Rpc[]) {

@@ -152,7 +152,8 @@ describe('61 feature log', function () {
       client = connect(`localhost:${server.port}`);
       const ids = Array.from(b.tensors['ads.id'] as BigInt64Array, String);
       const rank = protoRequest(b.config, { requestId: 'pv-1', candidateAdIds: ids.slice(0, 50), k: 5, price: true, exclusions: { adIds: [ids[3]], advertiserIds: [] } });
-      const rar = protoRequest(b.config, { requestId: 'pv-2', k: 4, retrieveCount: 40 });
+      // blended: the caller's candidates and quota are logged, so replay re-sends them
+      const rar = protoRequest(b.config, { requestId: 'pv-2', k: 4, retrieveCount: 40, candidateAdIds: ids.slice(100, 130), candidateQuota: 7 });
       const retrieve = protoRequest(b.config, { requestId: 'pv-3', k: 3 });
       const a = await call<object, RankResponse__Output>(client, 'Rank', rank);
       const r = await call<object, RankResponse__Output & { retrieved: number }>(client, 'RetrieveAndRank', rar);
@@ -174,6 +175,7 @@ describe('61 feature log', function () {
       );
       expect(la.winners.map((w) => w.adId)).to.deep.equal(r.winners.map((w) => w.adId));
       expect(la.retrieved).to.equal(r.retrieved);
+      expect([la.request.candidateAdIds, la.request.candidateQuota]).to.deep.equal([ids.slice(100, 130), 7]);
       expect(lt.winners.map((w) => [w.adId, w.score])).to.deep.equal(t.winners.map((w) => [w.adId, w.score]));
       expect(lr.counts).to.deep.equal(a.counts);
       expect(lr.timings.engineTotalUs).to.be.greaterThan(0);

@@ -228,6 +228,22 @@ Napi::Uint8Array u8(Napi::Env env, const std::vector<uint8_t>& v) {
   if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size());
   return a;
 }
+
+Napi::Object counts_js(Napi::Env env, const Counts& k) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("received", double(k.received));
+  c.Set("unknown", double(k.unknown));
+  c.Set("duplicate", double(k.duplicate));
+  c.Set("inactive", double(k.inactive));
+  c.Set("outOfBudget", double(k.out_of_budget));
+  c.Set("paced", double(k.paced));
+  c.Set("targeting", double(k.targeting));
+  c.Set("excludedAd", double(k.excluded_ad));
+  c.Set("excludedAdvertiser", double(k.excluded_advertiser));
+  c.Set("capped", double(k.capped));
+  c.Set("eligible", double(k.eligible));
+  return c;
+}
 }  // namespace
 
 Napi::Object to_js(Napi::Env env, const Result& r, int) {
@@ -240,20 +256,21 @@ Napi::Object to_js(Napi::Env env, const Result& r, int) {
   o.Set("prices", f32(env, r.prices));
   o.Set("values", f32(env, r.values));
   o.Set("retrieved", Napi::Number::New(env, double(r.retrieved)));
-  Napi::Object c = Napi::Object::New(env);
-  const Counts& k = r.counts;
-  c.Set("received", double(k.received));
-  c.Set("unknown", double(k.unknown));
-  c.Set("duplicate", double(k.duplicate));
-  c.Set("inactive", double(k.inactive));
-  c.Set("outOfBudget", double(k.out_of_budget));
-  c.Set("paced", double(k.paced));
-  c.Set("targeting", double(k.targeting));
-  c.Set("excludedAd", double(k.excluded_ad));
-  c.Set("excludedAdvertiser", double(k.excluded_advertiser));
-  c.Set("capped", double(k.capped));
-  c.Set("eligible", double(k.eligible));
-  o.Set("counts", c);
+  o.Set("counts", counts_js(env, r.counts));
+  o.Set("sources", u8(env, r.sources));
+  Napi::Array sc = Napi::Array::New(env, r.source_counts.size());
+  for (size_t i = 0; i < r.source_counts.size(); i++) {
+    const SourceCounts& x = r.source_counts[i];
+    Napi::Object e = counts_js(env, x.counts);
+    e.Delete("capped");  // the cap applies to the union: Result::counts only
+    e.Set("source", double(x.source));
+    e.Set("earlierSource", double(x.earlier_source));
+    e.Set("overQuota", double(x.over_quota));
+    e.Set("ranked", double(x.ranked));
+    e.Set("winners", double(x.winners));
+    sc.Set(uint32_t(i), e);
+  }
+  o.Set("sourceCounts", sc);
   Napi::Object t = Napi::Object::New(env);
   const Timings& s = r.timings;
   t.Set("queue", s.queue);

@@ -131,6 +131,13 @@ class CpuBackend final : public Backend {
     std::vector<Candidate> cands;
   };
   Scanned scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r);
+  // RetrieveAndRank's sources (docs/funnel.md "Blended retrieval sources"): `rows` holds the
+  // retrieved top R; appends the caller's candidates that pass intake, dedupe against retrieval,
+  // eligibility and the quota, and fills r.source_counts.
+  void blend_sources(const Request& req, const AdStateTable& state, Result& r, std::vector<int32_t>& rows) const;
+  // After finish_ranked: each winner's source (rows [0, retrieved) are retrieval's) and the
+  // per-source winner counts.
+  static void credit_winners(const std::vector<int32_t>& rows, Result& r);
   // Selection, winners and prices for one request from its rows' forward outputs.
   void finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
                      const float* value, const float* bids, Result& r, bool want_prices) const;
@@ -566,6 +573,50 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
   r.timings.select += now_us() - t0;
 }
 
+void CpuBackend::blend_sources(const Request& req, const AdStateTable& state, Result& r, std::vector<int32_t>& rows) const {
+  SourceCounts ret, caller;
+  ret.source = kSourceRetrieval;
+  ret.counts = r.counts;  // the scan's: received = ads scanned, drops, eligible
+  ret.ranked = int64_t(rows.size());
+  caller.source = kSourceCaller;
+  if (req.candidates.size > 0) {
+    // intake: request order, unknown and repeats within the list counted, first occurrence kept
+    const std::vector<int32_t> known = intake(m_, req.candidates, caller.counts);
+    RowSet retrieved(rows.size());
+    for (int32_t row : rows) retrieved.insert(row);
+    const Eligibility el(m_, state, req);
+    for (int32_t row : known) {  // unique rows: no caller row repeats
+      if (retrieved.contains(row)) {  // already passed to ranking by retrieval: credited there
+        caller.earlier_source++;
+        continue;
+      }
+      const Drop drop = el.check(row);
+      Eligibility::count(drop, caller.counts);
+      if (drop != Drop::kEligible) continue;
+      if (req.candidate_quota != 0 && caller.ranked >= int64_t(req.candidate_quota)) {
+        caller.over_quota++;
+        continue;
+      }
+      rows.push_back(row);
+      caller.ranked++;
+    }
+  }
+  r.source_counts = {ret, caller};
+}
+
+void CpuBackend::credit_winners(const std::vector<int32_t>& rows, Result& r) {
+  // Row indices are not kept by finish_ranked, but a row appears once in `rows`: the first
+  // `retrieved` rows are retrieval's, the rest the caller's.
+  RowSet from_retrieval(size_t(r.retrieved));
+  for (int64_t i = 0; i < r.retrieved; i++) from_retrieval.insert(rows[size_t(i)]);
+  r.sources.resize(r.rows.size());
+  for (size_t w = 0; w < r.rows.size(); w++) {
+    const bool ret = from_retrieval.contains(r.rows[w]);
+    r.sources[w] = ret ? kSourceRetrieval : kSourceCaller;
+    if (r.source_counts.size() == 2) r.source_counts[ret ? 0 : 1].winners++;
+  }
+}
+
 // A micro-batch of Rank / RetrieveAndRank requests: intake and eligibility per request, the request
 // sides together (compute_users), corpus scans per request, then ONE forward over the concatenated
 // candidates (each row with its own request side) and selection per request. A batch of one is the
@@ -611,10 +662,13 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     const double t2 = now_us();
     std::vector<Candidate> cands = scan(req, state, users[j], r.counts);
     const Selection top = select_global(cands, req.retrieve_count, 0, false);
-    rows[i].reserve(top.winners.size());
+    rows[i].reserve(top.winners.size() + req.candidates.size);
     for (const Candidate& c : top.winners) rows[i].push_back(c.index);
     r.retrieved = int64_t(rows[i].size());
     r.timings.retrieve = now_us() - t2;
+    const double t3 = now_us();
+    blend_sources(req, state, r, rows[i]);
+    r.timings.select += now_us() - t3;
   }
 
   std::vector<Segment> segs;
@@ -647,6 +701,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     r.timings.mlp += ft.mlp;
     const bool price = es[i].op == Op::kRetrieveAndRank || es[i].req->price();
     finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state.bids(), r, price);
+    if (es[i].op == Op::kRetrieveAndRank) credit_winners(rows[i], r);
     off += int64_t(rows[i].size());
   }
 }

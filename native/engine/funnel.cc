@@ -63,6 +63,18 @@ std::vector<int32_t> intake(const Model& model, Span<int64_t> ids, Counts& count
   return rows;
 }
 
+void credit_retrieval_only(Result& r) {
+  SourceCounts ret, caller;
+  ret.source = kSourceRetrieval;
+  ret.counts = r.counts;
+  ret.counts.capped = 0;
+  ret.ranked = r.retrieved;
+  ret.winners = int64_t(r.ad_ids.size());
+  caller.source = kSourceCaller;
+  r.source_counts = {ret, caller};
+  r.sources.assign(r.ad_ids.size(), kSourceRetrieval);
+}
+
 Candidate make_candidate(float score, int64_t id, int64_t advertiser, int32_t index) {
   if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();
   return Candidate{score, id, advertiser, index};

@@ -43,6 +43,12 @@ class RowSet {
     slots_.assign(cap, -1);
     mask_ = cap - 1;
   }
+  bool contains(int32_t row) const {
+    for (size_t s = mix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {
+      if (slots_[s] == row) return true;
+      if (slots_[s] < 0) return false;
+    }
+  }
   // true when newly inserted
   bool insert(int32_t row) {
     for (size_t s = mix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {

@@ -13,7 +13,9 @@
 //   i64 user_sparse_ids[sum(len)]   concatenated in field order
 //   i64 seq_items[n]                engagement sequence, most recent first, n <= max_len
 //   u32 seq_actions[n]
-//   i64 candidates[num_candidates]  Rank only (0 for Retrieve / RetrieveAndRank)
+//   i64 candidates[num_candidates]  Rank: the candidates. RetrieveAndRank: the caller's candidates, the
+//                                   second source blended with retrieval (docs/funnel.md "Blended
+//                                   retrieval sources"); 0 for Retrieve
 //   i64 excluded_advertisers[...]
 //   i64 excluded_ads[...]
 //
@@ -45,7 +47,7 @@ enum HeaderField : int {
   kNumExcludedAds = 12,
   kNumUserSparseIds = 13,
   kReserve = 14,             // f32 bits: auction reserve price in bid units
-  kHeaderReserved = 15,
+  kCandidateQuota = 15,      // RetrieveAndRank: most caller candidates ranked, 0 = all; 0 for Rank / Retrieve
   kHeaderWords = 16,
 };
 

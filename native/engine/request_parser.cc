@@ -96,6 +96,7 @@ Request parse_request(const uint8_t* data, size_t len, const ModelDims& d, Op op
   r.partitions = h[kPartitions];
   r.flags = h[kFlags];
   r.retrieve_count = h[kRetrieveCount];
+  r.candidate_quota = h[kCandidateQuota];
   std::memcpy(&r.reserve, &h[kReserve], 4);
   std::memcpy(&r.key, data + kHeaderWords * 4, 8);
 
@@ -107,8 +108,10 @@ Request parse_request(const uint8_t* data, size_t len, const ModelDims& d, Op op
   if (r.retrieve_count > kMaxRetrieve) bad("retrieveCount", "at most " + std::to_string(kMaxRetrieve), r.retrieve_count);
   if (!std::isfinite(r.reserve) || r.reserve < 0) bad("reserve", "a finite non-negative price", r.reserve);
   if (h[kSeqLen] > uint32_t(d.seq_max_len)) bad("seqItems", "at most " + std::to_string(d.seq_max_len) + " engagements (max_len)", h[kSeqLen]);
-  if ((op == Op::kRetrieve || op == Op::kRetrieveAndRank) && h[kNumCandidates] != 0)
+  if (op == Op::kRetrieve && h[kNumCandidates] != 0)
     bad("candidates", std::string("no candidate ids for ") + op_name(op), h[kNumCandidates]);
+  if (op != Op::kRetrieveAndRank && op != Op::kExplain && r.candidate_quota != 0)
+    bad("candidateQuota", std::string("0 for ") + op_name(op), r.candidate_quota);
 
   Cursor c(data);
   r.user_dense = c.take<float>(d.user_dense);

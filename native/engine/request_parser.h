@@ -30,6 +30,7 @@ const char* op_name(Op op);
 
 struct Request {
   uint32_t surface = 0, k = 0, cap = 0, mode = kModeGlobal, partitions = 1, flags = 0, retrieve_count = 0;
+  uint32_t candidate_quota = 0;  // RetrieveAndRank: most caller candidates ranked, 0 = all
   float reserve = 0;
   uint64_t key = 0;  // pacing key
   Span<float> user_dense, user_embedding, task_weights;
@@ -37,6 +38,7 @@ struct Request {
   std::vector<Span<int64_t>> user_sparse;  // per field, config order
   Span<int64_t> seq_items;
   Span<uint32_t> seq_actions;
+  // Rank: the candidates; RetrieveAndRank: the caller's candidates (the second source).
   Span<int64_t> candidates, excluded_advertisers, excluded_ads;
 
   bool price() const { return (flags & kFlagPrice) != 0; }

@@ -12,6 +12,21 @@ struct Counts {
   int64_t capped = 0, eligible = 0;
 };
 
+// Where a RetrieveAndRank candidate came from (docs/funnel.md "Blended retrieval sources"); the
+// values are the proto's CandidateSource. Rank and Retrieve winners are kSourceUnspecified.
+enum CandidateSource : uint8_t { kSourceUnspecified = 0, kSourceRetrieval = 1, kSourceCaller = 2 };
+
+// One source's share of a RetrieveAndRank. `counts` holds what its intake and eligibility saw
+// (received, unknown, duplicate, the drop reasons, eligible; capped stays 0: the cap applies to the
+// union and is reported once, in Result::counts). earlier_source: known ids already passed to ranking
+// by an earlier source (credited there); over_quota: eligible caller candidates past candidate_quota;
+// ranked: passed to ranking; winners: among the final winners.
+struct SourceCounts {
+  CandidateSource source = kSourceUnspecified;
+  Counts counts;
+  int64_t earlier_source = 0, over_quota = 0, ranked = 0, winners = 0;
+};
+
 // Microseconds. queue: from the call to a worker thread picking it up; user: request side (features,
 // sequence encoder, user half of MaskNet layer 1, retrieval query); retrieve: corpus scan with
 // eligibility (Retrieve, RetrieveAndRank); select: Rank intake + eligibility, selection, prices.
@@ -27,9 +42,18 @@ struct Result {
   std::vector<float> scores, probs, prices;
   std::vector<float> values;  // Rank, RetrieveAndRank: Σ_t w_t p_t per winner (the GSP divisor)
   int64_t retrieved = 0;
+  // RetrieveAndRank from the model: per winner its CandidateSource, and one entry per source
+  // (retrieval, then the caller's list). Empty for Rank, Retrieve and fallback answers.
+  std::vector<uint8_t> sources;
+  std::vector<SourceCounts> source_counts;
   Counts counts;
   Timings timings;
 };
+
+// A RetrieveAndRank answered without caller candidates (e.g. by the CUDA graph): every winner is
+// retrieval's; the per-source counts are retrieval's (counts less capped, ranked = retrieved) and an
+// empty caller entry (docs/funnel.md "Blended retrieval sources"). Defined in funnel.cc.
+void credit_retrieval_only(Result& r);
 
 struct Explain {
   std::vector<int32_t> rows;

@@ -15,6 +15,7 @@ cases.json:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -321,13 +322,26 @@ def make_case(seed: int, kind: str, out_dir: str, n_ads: Optional[int] = None,
                    "user": _tolist_f(st.user),
                    "sequence": _tolist_f(st.sequence),
                    "query": _tolist_f(st.query)}
+        # RetrieveAndRank takes no caller ids here (retrieval alone); the blended variant below
+        # adds the case's candidate list (unknown ids and repeats included) and a few retrieved ids
+        # (credited to retrieval), with a quota drawn from its own stream (the other draws stay put).
+        alone = score.retrieve_and_rank(ref, ads, dataclasses.replace(q, candidates=[]), state)
+        rb = Rand(seed * 1000 + i)
+        caller = q.candidates[: rb.int(5, 60)] + alone.ad_ids[: rb.int(0, 3)]
+        caller = rb.sample(caller, len(caller))
+        blended_req = dataclasses.replace(q, candidates=caller, candidate_quota=rb.choice([0, 0, 3, 8]),
+                                          retrieve_count=rb.int(1, max(1, q.retrieve_count)))
+        blended = rar_json(score.retrieve_and_rank(ref, ads, blended_req, state))
+        blended.update({"candidates": [str(a) for a in caller], "candidateQuota": blended_req.candidate_quota,
+                        "retrieveCount": blended_req.retrieve_count})
         cases.append({
             "name": f"request {i} ({variants[i] if i < len(variants) else 'plain'})",
             "request": q.to_json(),
             "explain": explain,
             "rank": rk.winners_json(),
             "retrieve": score.retrieve(ref, ads, q, state).winners_json(),
-            "retrieveAndRank": rar_json(score.retrieve_and_rank(ref, ads, q, state)),
+            "retrieveAndRank": rar_json(alone),
+            "retrieveAndRankBlended": blended,
         })
     doc = {"seed": seed, "kind": kind, "config": model.config, "numAds": n_ads,
            "dims": model_dims(config), "adState": state_json, "cases": cases}

@@ -305,9 +305,12 @@ class Request:
     user_sparse: List[List[int]] = field(default_factory=list)
     seq_items: List[int] = field(default_factory=list)
     seq_actions: List[int] = field(default_factory=list)
+    # Rank: the candidates. RetrieveAndRank: the caller's candidates, blended with retrieval
+    # (docs/funnel.md "Blended retrieval sources"); at most candidate_quota of them ranked (0 = all).
     candidates: List[int] = field(default_factory=list)
     excluded_advertisers: List[int] = field(default_factory=list)
     excluded_ads: List[int] = field(default_factory=list)
+    candidate_quota: int = 0
 
     _JSON = {  # python field → JSON (EngineRequest) key
         "request_id": "requestId", "surface": "surface", "k": "k", "cap": "cap", "mode": "mode",
@@ -316,6 +319,7 @@ class Request:
         "user_embedding": "userEmbedding", "targeting": "targeting", "user_sparse": "userSparse",
         "seq_items": "seqItems", "seq_actions": "seqActions", "candidates": "candidates",
         "excluded_advertisers": "excludedAdvertisers", "excluded_ads": "excludedAds",
+        "candidate_quota": "candidateQuota",
     }
     _INT64 = {"seq_items", "candidates", "excluded_advertisers", "excluded_ads"}
 

@@ -154,6 +154,9 @@ class FunnelResult:
     prices: List[float]
     counts: Dict[str, int]
     retrieved: int = 0
+    # RetrieveAndRank: per winner 1 (retrieval) or 2 (caller), and one dict per source
+    sources: List[int] = field(default_factory=list)
+    source_counts: List[Dict[str, int]] = field(default_factory=list)
     # explain-like values for the candidates that were scored, in scoring order
     scored_rows: List[int] = field(default_factory=list)
     scored: Dict[str, torch.Tensor] = field(default_factory=dict)
@@ -161,7 +164,8 @@ class FunnelResult:
     def winners_json(self) -> dict:
         return {"adIds": [str(a) for a in self.ad_ids], "advertisers": [str(a) for a in self.advertisers],
                 "rows": self.rows, "scores": self.scores, "probs": self.probs, "prices": self.prices,
-                "counts": self.counts, "retrieved": self.retrieved}
+                "counts": self.counts, "retrieved": self.retrieved,
+                "sources": self.sources, "sourceCounts": self.source_counts}
 
 
 def _zero_counts() -> Dict[str, int]:
@@ -254,8 +258,41 @@ def retrieve_and_rank(model: AdRankModel, ads: AdTable, req: Request,
     """RetrieveAndRank: the top R eligible ads by retrieval score (no cap), ranked, K selected with
     the request's cap and mode, always priced."""
     scores, eligible, counts = _retrieval_pass(model, ads, req, state)
+    state = state or AdState.default(len(ads))
     ids = ads.id.tolist()
     top = order(eligible, scores, ids)[:req.retrieve_count]
-    res = _rank_rows(model, ads, top, req, top, counts, True)
+    # Blended retrieval sources (docs/funnel.md): the caller's ids in request order — unknown,
+    # repeated, already retrieved (credited to retrieval), ineligible, over the quota — the rest
+    # ranked together with the retrieved top R.
+    ret = {**{k: counts[k] for k in COUNT_KEYS if k != "capped"}, "source": 1, "earlierSource": 0,
+           "overQuota": 0, "ranked": len(top), "winners": 0}
+    caller = {**{k: 0 for k in COUNT_KEYS if k != "capped"}, "source": 2, "earlierSource": 0,
+              "overQuota": 0, "ranked": 0, "winners": 0}
+    caller["received"] = len(req.candidates)
+    in_top = set(top)
+    key = request_key(req.request_id)
+    ex_ads, ex_adv = set(req.excluded_ads), set(req.excluded_advertisers)
+    extra = []
+    for row in known_unique_rows(ads, req.candidates, caller):
+        if row in in_top:
+            caller["earlierSource"] += 1
+            continue
+        why = ineligible_reason(ads, row, req, key, state, ex_ads, ex_adv)
+        if why is not None:
+            caller[why] += 1
+            continue
+        caller["eligible"] += 1
+        if req.candidate_quota and caller["ranked"] >= req.candidate_quota:
+            caller["overQuota"] += 1
+            continue
+        caller["ranked"] += 1
+        extra.append(row)
+    rows = top + extra
+    res = _rank_rows(model, ads, rows, req, rows, counts, True)
     res.retrieved = len(top)
+    from_caller = set(extra)
+    res.sources = [2 if row in from_caller else 1 for row in res.rows]
+    ret["winners"] = res.sources.count(1)
+    caller["winners"] = res.sources.count(2)
+    res.source_counts = [ret, caller]
     return res

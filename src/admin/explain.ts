@@ -47,6 +47,10 @@ interface Facts {
   /** RetrieveAndRank: the retrieved set and the last retrieved retrieval score */
   retrieved?: Set<bigint>;
   retrievedThreshold?: number;
+  /** RetrieveAndRank: the caller's known ids not credited to retrieval (docs/funnel.md "Blended
+   *  retrieval sources"), and those of them that were eligible but past candidate_quota */
+  caller?: Set<bigint>;
+  overQuota?: Set<bigint>;
 }
 
 const f = (x: number) => (Number.isInteger(x) ? String(x) : x.toPrecision(5));
@@ -58,13 +62,13 @@ function validateExplain(r: ExplainRequest__Output, engine: Engine, limits: Limi
   if (r.request === 'rank' && r.rank) return { kind: 'rank' as const, er: validateRank(r.rank as unknown as RankInput, c, limits), asked };
   if (r.request === 'retrieve' && r.retrieve) return { kind: 'retrieve' as const, er: validateRetrieve(r.retrieve as RetrieveInput, c), asked };
   if (r.request === 'retrieveAndRank' && r.retrieveAndRank)
-    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as RetrieveAndRankInput, c), asked };
+    return { kind: 'retrieveAndRank' as const, er: validateRetrieveAndRank(r.retrieveAndRank as unknown as RetrieveAndRankInput, c, limits), asked };
   throw invalid('request', 'one of rank, retrieve, retrieve_and_rank', r.request ?? null);
 }
 
 /** The corpus order by retrieval score over eligible ads, uncapped, first `k` (an engine Retrieve). */
 function retrievalOrder(engine: Engine, er: EngineRequest, k: number): Promise<NativeResult> {
-  return engine.retrieve({ ...er, k, cap: 0, mode: RankingMode.Global, partitions: 0, price: false, candidates: new BigInt64Array(0) });
+  return engine.retrieve({ ...er, k, cap: 0, mode: RankingMode.Global, partitions: 0, price: false, candidates: new BigInt64Array(0), candidateQuota: 0 });
 }
 
 async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, asked: BigInt64Array): Promise<Facts> {
@@ -87,7 +91,9 @@ async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, as
     order = await retrievalOrder(engine, er, er.retrieveCount);
     const retrieved = Array.from(order.adIds);
     const seen = new Set(retrieved);
-    candidates = [...retrieved, ...uniqueAsked.filter((a) => !seen.has(a))];
+    const callerIds = [...new Set(er.candidates)].filter((a) => !seen.has(a));
+    callerIds.forEach((a) => seen.add(a));
+    candidates = [...retrieved, ...callerIds, ...uniqueAsked.filter((a) => !seen.has(a))];
   }
   const known = candidates.filter((a) => rowOf.has(a));
   const ex: NativeExplain = known.length
@@ -100,6 +106,8 @@ async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, as
   let truncated = false;
   let retrievedSet: Set<bigint> | undefined;
   let retrievedThreshold: number | undefined;
+  let caller: Set<bigint> | undefined;
+  let overQuota: Set<bigint> | undefined;
   if (kind === 'rank') {
     ex.rows.forEach((row, i) => {
       if (ex.drops[i] === 0) stage.push({ id: idsOf[row], advertiser: adv[row], score: ex.utility[i] });
@@ -125,12 +133,28 @@ async function gather(engine: Engine, kind: Facts['kind'], er: EngineRequest, as
       const i = exIndex.get(id)!;
       stage.push({ id, advertiser: o.advertisers[j], score: ex.utility[i] });
     });
+    // the caller's source: known, unique, not retrieved, eligible, within the quota, in request order
+    caller = new Set();
+    overQuota = new Set();
+    let ranked = 0;
+    for (const id of new Set(er.candidates)) {
+      const i = exIndex.get(id);
+      if (i === undefined || retrievedSet.has(id)) continue;
+      caller.add(id);
+      if (ex.drops[i] !== 0) continue;
+      if (er.candidateQuota && ranked >= er.candidateQuota) {
+        overQuota.add(id);
+        continue;
+      }
+      ranked++;
+      stage.push({ id, advertiser: adv[ex.rows[i]], score: ex.utility[i] });
+    }
   }
   const priced = er.price;
   const w = walk(stage, er.k, er.cap, kind === 'retrieve' || er.mode === RankingMode.Global ? 0 : er.partitions, priced);
   const stageIndex = new Map<bigint, number>();
   stage.forEach((s, i) => stageIndex.set(s.id, i));
-  return { kind, er, result, ex, exIndex, stage, walk: w, stageIndex, truncated, retrieved: retrievedSet, retrievedThreshold };
+  return { kind, er, result, ex, exIndex, stage, walk: w, stageIndex, truncated, retrieved: retrievedSet, retrievedThreshold, caller, overQuota };
 }
 
 /** Whether the replayed walk picked the RPC's winners, in order. */
@@ -147,6 +171,9 @@ function explainOne(engine: Engine, facts: Facts, id: bigint, duplicateOf: boole
   const row = rowOf.get(id);
   const adv = engine.bundle.tensors['ads.advertiser'] as BigInt64Array;
   const e: AdExplanation = { adId: id.toString(), position: 0, taskProbabilities: [], cappedBy: [], runnerUpAdId: '0', winnerPosition: 0, targetingDimension: '', targetingValue: 0, targetingMask: '0', advertiserId: '0', detail: '' };
+  // RetrieveAndRank: the source that offered the ad to ranking (retrieval first, then the caller)
+  if (facts.kind === 'retrieveAndRank')
+    e.source = facts.retrieved!.has(id) ? 'RETRIEVAL' : facts.caller!.has(id) ? 'CALLER' : 'CANDIDATE_SOURCE_UNSPECIFIED';
   const set = (o: OutcomeName, detail: string) => {
     e.outcome = o;
     e.detail = detail;
@@ -187,7 +214,11 @@ function explainOne(engine: Engine, facts: Facts, id: bigint, duplicateOf: boole
     };
     return set(o, why[o]);
   }
-  if (facts.kind === 'retrieveAndRank' && !facts.retrieved!.has(id)) {
+  if (facts.kind === 'retrieveAndRank' && facts.overQuota!.has(id)) {
+    e.score = ex.retrievalScores[i];
+    return set('OVER_QUOTA', `eligible, in candidate_ad_ids, but past candidate_quota ${er.candidateQuota}: that many earlier caller candidates were ranked`);
+  }
+  if (facts.kind === 'retrieveAndRank' && !facts.retrieved!.has(id) && !facts.caller!.has(id)) {
     e.score = ex.retrievalScores[i];
     if (facts.retrievedThreshold !== undefined) e.thresholdScore = facts.retrievedThreshold;
     return set('NOT_RETRIEVED', `eligible, but its retrieval score ${f(ex.retrievalScores[i])} is below the ${facts.retrieved!.size}th retrieved ad's ${f(facts.retrievedThreshold ?? NaN)} (retrieve_count ${er.retrieveCount})`);
@@ -198,7 +229,7 @@ function explainOne(engine: Engine, facts: Facts, id: bigint, duplicateOf: boole
   if (facts.kind !== 'retrieve') e.taskProbabilities = Array.from(ex.probs.subarray(i * c.tasks.length, (i + 1) * c.tasks.length));
   const beyond = facts.truncated && s >= MAX_K;
   e.position = beyond ? 0 : w.position[s];
-  const where = beyond ? `beyond the first ${MAX_K} of the order` : `position ${w.position[s]} of ${facts.stage.length}${facts.truncated ? '+' : ''} ${facts.kind === 'retrieveAndRank' ? 'retrieved' : 'eligible'}`;
+  const where = beyond ? `beyond the first ${MAX_K} of the order` : `position ${w.position[s]} of ${facts.stage.length}${facts.truncated ? '+' : ''} ${facts.kind === 'retrieveAndRank' ? 'ranked' : 'eligible'}`;
   const st: WalkStatus = w.status[s];
   const slot = Array.from(result.adIds).indexOf(id);
   if (slot >= 0) {
@@ -249,6 +280,7 @@ export async function explain(engine: Engine, request: ExplainRequest__Output, l
     taskProbabilities: r.probs.length ? Array.from(r.probs.subarray(i * T, (i + 1) * T)) : [],
     price: r.prices.length ? r.prices[i] : undefined,
     value: r.values.length ? r.values[i] : undefined,
+    source: (['CANDIDATE_SOURCE_UNSPECIFIED', 'RETRIEVAL', 'CALLER'] as const)[r.sources[i] ?? 0],
   }));
   const t = r.timings;
   const response = {
@@ -259,7 +291,9 @@ export async function explain(engine: Engine, request: ExplainRequest__Output, l
     timings: { queueUs: t.queue, userUs: t.user, retrieveUs: t.retrieve, gatherUs: t.gather, masknetUs: t.masknet, dcnUs: t.dcn, mlpUs: t.mlp, selectUs: t.select, engineTotalUs: t.total },
   };
   return {
-    [kind]: kind === 'retrieveAndRank' ? { ...response, retrieved: r.retrieved } : response,
+    [kind]: kind === 'retrieveAndRank'
+      ? { ...response, retrieved: r.retrieved, sourceCounts: r.sourceCounts.map((x) => ({ ...x, source: (['CANDIDATE_SOURCE_UNSPECIFIED', 'RETRIEVAL', 'CALLER'] as const)[x.source] })) }
+      : response,
     explanations,
   } as ExplainResponse;
 }

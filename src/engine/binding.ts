@@ -83,6 +83,18 @@ export interface NativeCounts {
   eligible: number;
 }
 
+/** One source's part of a RetrieveAndRank (docs/funnel.md "Blended retrieval sources"); the
+ *  proto's SourceCounts. `source`: 1 retrieval, 2 the caller's candidate_ad_ids. */
+export interface NativeSourceCounts extends Omit<NativeCounts, 'capped'> {
+  source: number;
+  /** known ids already passed to ranking by an earlier source (credited there) */
+  earlierSource: number;
+  /** eligible caller candidates past candidate_quota */
+  overQuota: number;
+  ranked: number;
+  winners: number;
+}
+
 /** Server-side engine time by stage, microseconds. Stages not run are 0. */
 export interface NativeTimings {
   queue: number;
@@ -112,6 +124,10 @@ export interface NativeResult {
   values: Float32Array;
   /** RetrieveAndRank: how many ads the retrieval stage passed to ranking */
   retrieved: number;
+  /** RetrieveAndRank from the model: per winner its source (1 retrieval, 2 caller); else empty */
+  sources: Uint8Array;
+  /** RetrieveAndRank from the model: [retrieval, caller]; else empty */
+  sourceCounts: NativeSourceCounts[];
   counts: NativeCounts;
   timings: NativeTimings;
 }

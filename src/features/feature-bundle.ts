@@ -30,6 +30,8 @@ export interface EngineRequest {
   reserve: number;
   /** RetrieveAndRank: ads retrieved before ranking */
   retrieveCount: number;
+  /** RetrieveAndRank: most caller candidates ranked, 0 or unset = all (docs/funnel.md "Blended retrieval sources") */
+  candidateQuota?: number;
   userDense: Float32Array | number[];
   userEmbedding: Float32Array | number[];
   /** one value per targeting dimension; >= 64 means unknown */
@@ -38,6 +40,7 @@ export interface EngineRequest {
   userSparse: (BigInt64Array | bigint[])[];
   seqItems: BigInt64Array | bigint[];
   seqActions: Uint32Array | number[];
+  /** Rank: the candidates. RetrieveAndRank: the caller's candidates, blended with retrieval. */
   candidates: BigInt64Array | bigint[];
   excludedAdvertisers: BigInt64Array | bigint[];
   excludedAds: BigInt64Array | bigint[];
@@ -110,7 +113,7 @@ export function packFeatureBundle(c: ModelConfig, r: EngineRequest): Uint8Array 
   const header = [
     REQUEST_MAGIC, REQUEST_LAYOUT_VERSION, r.surface, r.k, r.cap, r.mode, r.partitions,
     (r.taskWeights ? 1 : 0) | (r.price ? 2 : 0), r.retrieveCount, r.seqItems.length, r.candidates.length,
-    r.excludedAdvertisers.length, r.excludedAds.length, sparseIds, 0, 0,
+    r.excludedAdvertisers.length, r.excludedAds.length, sparseIds, 0, r.candidateQuota ?? 0,
   ];
   header.forEach((v, i) => dv.setUint32(i * 4, v, true));
   dv.setFloat32(14 * 4, r.reserve, true);

@@ -31,6 +31,7 @@ import type { RetrieveRequest as _adrank_v1_RetrieveRequest, RetrieveRequest__Ou
 import type { RetrieveResponse as _adrank_v1_RetrieveResponse, RetrieveResponse__Output as _adrank_v1_RetrieveResponse__Output } from './adrank/v1/RetrieveResponse.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from './adrank/v1/ServerTimings.js';
 import type { ShardInfo as _adrank_v1_ShardInfo, ShardInfo__Output as _adrank_v1_ShardInfo__Output } from './adrank/v1/ShardInfo.js';
+import type { SourceCounts as _adrank_v1_SourceCounts, SourceCounts__Output as _adrank_v1_SourceCounts__Output } from './adrank/v1/SourceCounts.js';
 import type { UpdateAdStatesRequest as _adrank_v1_UpdateAdStatesRequest, UpdateAdStatesRequest__Output as _adrank_v1_UpdateAdStatesRequest__Output } from './adrank/v1/UpdateAdStatesRequest.js';
 import type { UpdateAdStatesResponse as _adrank_v1_UpdateAdStatesResponse, UpdateAdStatesResponse__Output as _adrank_v1_UpdateAdStatesResponse__Output } from './adrank/v1/UpdateAdStatesResponse.js';
 import type { UserFeatures as _adrank_v1_UserFeatures, UserFeatures__Output as _adrank_v1_UserFeatures__Output } from './adrank/v1/UserFeatures.js';
@@ -48,6 +49,7 @@ export interface ProtoGrpcType {
       AdRankerAdmin: SubtypeConstructor<typeof grpc.Client, _adrank_v1_AdRankerAdminClient> & { service: _adrank_v1_AdRankerAdminDefinition }
       AdState: MessageTypeDefinition<_adrank_v1_AdState, _adrank_v1_AdState__Output>
       AdStateUpdate: MessageTypeDefinition<_adrank_v1_AdStateUpdate, _adrank_v1_AdStateUpdate__Output>
+      CandidateSource: EnumTypeDefinition
       DropCounts: MessageTypeDefinition<_adrank_v1_DropCounts, _adrank_v1_DropCounts__Output>
       EngagementSequence: MessageTypeDefinition<_adrank_v1_EngagementSequence, _adrank_v1_EngagementSequence__Output>
       Exclusions: MessageTypeDefinition<_adrank_v1_Exclusions, _adrank_v1_Exclusions__Output>
@@ -75,6 +77,7 @@ export interface ProtoGrpcType {
       RetrieveResponse: MessageTypeDefinition<_adrank_v1_RetrieveResponse, _adrank_v1_RetrieveResponse__Output>
       ServerTimings: MessageTypeDefinition<_adrank_v1_ServerTimings, _adrank_v1_ServerTimings__Output>
       ShardInfo: MessageTypeDefinition<_adrank_v1_ShardInfo, _adrank_v1_ShardInfo__Output>
+      SourceCounts: MessageTypeDefinition<_adrank_v1_SourceCounts, _adrank_v1_SourceCounts__Output>
       UpdateAdStatesRequest: MessageTypeDefinition<_adrank_v1_UpdateAdStatesRequest, _adrank_v1_UpdateAdStatesRequest__Output>
       UpdateAdStatesResponse: MessageTypeDefinition<_adrank_v1_UpdateAdStatesResponse, _adrank_v1_UpdateAdStatesResponse__Output>
       UserFeatures: MessageTypeDefinition<_adrank_v1_UserFeatures, _adrank_v1_UserFeatures__Output>

@@ -18,6 +18,7 @@ import type { RetrieveRequest as _adrank_v1_RetrieveRequest, RetrieveRequest__Ou
 import type { RetrieveResponse as _adrank_v1_RetrieveResponse, RetrieveResponse__Output as _adrank_v1_RetrieveResponse__Output } from './adrank/v1/RetrieveResponse.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from './adrank/v1/ServerTimings.js';
 import type { ShardInfo as _adrank_v1_ShardInfo, ShardInfo__Output as _adrank_v1_ShardInfo__Output } from './adrank/v1/ShardInfo.js';
+import type { SourceCounts as _adrank_v1_SourceCounts, SourceCounts__Output as _adrank_v1_SourceCounts__Output } from './adrank/v1/SourceCounts.js';
 import type { UserFeatures as _adrank_v1_UserFeatures, UserFeatures__Output as _adrank_v1_UserFeatures__Output } from './adrank/v1/UserFeatures.js';
 import type { Winner as _adrank_v1_Winner, Winner__Output as _adrank_v1_Winner__Output } from './adrank/v1/Winner.js';
 
@@ -29,6 +30,7 @@ export interface ProtoGrpcType {
   adrank: {
     v1: {
       AdRanker: SubtypeConstructor<typeof grpc.Client, _adrank_v1_AdRankerClient> & { service: _adrank_v1_AdRankerDefinition }
+      CandidateSource: EnumTypeDefinition
       DropCounts: MessageTypeDefinition<_adrank_v1_DropCounts, _adrank_v1_DropCounts__Output>
       EngagementSequence: MessageTypeDefinition<_adrank_v1_EngagementSequence, _adrank_v1_EngagementSequence__Output>
       Exclusions: MessageTypeDefinition<_adrank_v1_Exclusions, _adrank_v1_Exclusions__Output>
@@ -46,6 +48,7 @@ export interface ProtoGrpcType {
       RetrieveResponse: MessageTypeDefinition<_adrank_v1_RetrieveResponse, _adrank_v1_RetrieveResponse__Output>
       ServerTimings: MessageTypeDefinition<_adrank_v1_ServerTimings, _adrank_v1_ServerTimings__Output>
       ShardInfo: MessageTypeDefinition<_adrank_v1_ShardInfo, _adrank_v1_ShardInfo__Output>
+      SourceCounts: MessageTypeDefinition<_adrank_v1_SourceCounts, _adrank_v1_SourceCounts__Output>
       UserFeatures: MessageTypeDefinition<_adrank_v1_UserFeatures, _adrank_v1_UserFeatures__Output>
       Winner: MessageTypeDefinition<_adrank_v1_Winner, _adrank_v1_Winner__Output>
     }

@@ -11,6 +11,7 @@ import { DECODE_START, DECODE_US, WIRE, type DecodeStamp } from '../server/codec
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
+import type { SourceCounts } from '../generated/adrank/v1/SourceCounts.js';
 import type { HandlerContext } from './context.js';
 import type { BatchOp } from '../batcher/index.js';
 import { RequestError, type Limits } from './validate.js';
@@ -22,6 +23,8 @@ export interface EngineResponse {
   model: { name: string; version: string };
   counts: DropCounts;
   retrieved?: number;
+  /** RetrieveAndRank: one entry per source (the encoder writes the enum as its number) */
+  sourceCounts?: SourceCounts[];
   fallback?: boolean;
   /** the proto's FallbackReason as its number (the encoder writes numbers) */
   fallbackReason?: (typeof FALLBACK_REASON)[FallbackReason];
@@ -186,7 +189,10 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
     model: { name: config.name, version },
     counts: result.counts,
   };
-  if (withRetrieved) response.retrieved = result.retrieved;
+  if (withRetrieved) {
+    response.retrieved = result.retrieved;
+    response.sourceCounts = result.sourceCounts.map((c) => ({ ...c, source: c.source as unknown as SourceCounts['source'] }));
+  }
   return response;
 }
 
@@ -263,6 +269,7 @@ function winners(r: NativeResult, tasks: number): Winner[] {
   const probs = r.probs.length > 0;
   const prices = r.prices.length > 0;
   const values = r.values.length > 0;
+  const sources = r.sources.length > 0;
   for (let i = 0; i < n; i++) {
     out[i] = {
       adId: { low: ad32[2 * i] | 0, high: ad32[2 * i + 1] | 0, unsigned: false } satisfies Int64Words as unknown as Winner['adId'],
@@ -271,6 +278,7 @@ function winners(r: NativeResult, tasks: number): Winner[] {
       taskProbabilities: (probs ? r.probs.subarray(i * tasks, (i + 1) * tasks) : []) as number[],
       price: prices ? r.prices[i] : undefined,
       value: values ? r.values[i] : undefined,
+      source: (sources ? r.sources[i] : 0) as unknown as Winner['source'],
     };
   }
   return out;
@@ -288,6 +296,8 @@ export function emptyResult(): NativeResult {
     prices: z,
     values: z,
     retrieved: 0,
+    sources: new Uint8Array(0),
+    sourceCounts: [],
     counts: { received: 0, unknown: 0, duplicate: 0, inactive: 0, outOfBudget: 0, paced: 0, targeting: 0, excludedAd: 0, excludedAdvertiser: 0, capped: 0, eligible: 0 },
     timings: { queue: 0, user: 0, retrieve: 0, gather: 0, masknet: 0, dcn: 0, mlp: 0, select: 0, total: 0 },
   };

@@ -9,12 +9,13 @@ const encode = responseEncoder<RetrieveAndRankResponse>('adrank.v1.RetrieveAndRa
 
 export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
   name: 'RetrieveAndRank',
-  decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', []),
-  validate: (r, c) => validateRetrieveAndRank(r, c),
+  decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', ['candidateAdIds']),
+  validate: validateRetrieveAndRank,
   run: (engine, r, deadline) => engine.retrieveAndRank(r, deadline),
   batch: { op: BATCH_OP.retrieveAndRank },
   encode,
   fallbackOp: 'retrieveAndRank',
-  size: (r) => r.retrieveCount,
+  // retrieval's R plus the caller's candidates: what the forward may rank
+  size: (r) => r.retrieveCount + r.candidates.length,
   withRetrieved: true,
 };

@@ -25,7 +25,7 @@ export const MAX_ID_LIST = 100_000;
 
 export type RankInput = Decoded<RankRequest__Output, 'candidateAdIds'>;
 export type RetrieveInput = Decoded<RetrieveRequest__Output>;
-export type RetrieveAndRankInput = Decoded<RetrieveAndRankRequest__Output>;
+export type RetrieveAndRankInput = Decoded<RetrieveAndRankRequest__Output, 'candidateAdIds'>;
 /** The fields every engine RPC shares (same names and numbers in the proto). */
 export type CommonInput = RetrieveInput | RankInput | RetrieveAndRankInput;
 
@@ -204,10 +204,17 @@ export function validateRank(r: RankInput, c: ModelConfig, limits: Limits): Engi
   return e;
 }
 
-export function validateRetrieveAndRank(r: RetrieveAndRankInput, c: ModelConfig): EngineRequest {
+export function validateRetrieveAndRank(r: RetrieveAndRankInput, c: ModelConfig, limits: Limits): EngineRequest {
   const e = validateCommon(r, c, 'retrieveAndRank');
+  // the caller's source (docs/funnel.md "Blended retrieval sources"): the same list limit as Rank
+  e.candidates = ids('candidate_ad_ids', r.candidateAdIds, limits.maxCandidates);
+  const quota = r.candidateQuota ?? 0;
+  e.candidateQuota = integerIn('candidate_quota', quota, 0, limits.maxCandidates);
+  if (quota > 0 && e.candidates.length === 0) throw invalid('candidate_quota', '0 when candidate_ad_ids is empty', quota);
   const R = r.retrieveCount === 0 ? defaultRetrieveCount(e.k) : r.retrieveCount;
-  e.retrieveCount = integerIn('retrieve_count', R, e.k, MAX_RETRIEVE_COUNT);
+  // With caller candidates the union may fill K, so R need not reach K.
+  const minR = e.candidates.length > 0 ? 1 : e.k;
+  e.retrieveCount = integerIn('retrieve_count', R, minR, MAX_RETRIEVE_COUNT);
   e.price = true;
   return e;
 }

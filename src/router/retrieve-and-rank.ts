@@ -5,9 +5,13 @@
  * the part of that global top R it owns and returns all of it (no cap, priced against
  * reserve = FLT_MAX so that each price is the bid); the router selects K with the request's cap
  * and mode and prices the winners, as the single server does on the same R ads.
+ *
+ * A blended request (candidate_ad_ids, docs/funnel.md "Blended retrieval sources") is refused with
+ * UNIMPLEMENTED: the router does not yet run the caller source's intake across shards.
  */
+import { status } from '@grpc/grpc-js';
 import { requestDecoder } from '../server/codec.js';
-import { validateRetrieveAndRank, type RetrieveAndRankInput } from '../handlers/validate.js';
+import { RequestError, validateRetrieveAndRank, type RetrieveAndRankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
 import { gspPrices, idsOf, merged, select, take, type Cand } from './merge.js';
 import { F, FLT_MAX, stripFields, sumCounts, withFields } from './shard-rpc.js';
@@ -15,10 +19,12 @@ import { winnerOf, type RouteRpc } from './route-rpc.js';
 
 export const routeRetrieveAndRank: RouteRpc<RetrieveAndRankInput> = {
   name: 'RetrieveAndRank',
-  decode: requestDecoder('adrank.v1.RetrieveAndRankRequest'),
+  decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', ['candidateAdIds']),
   responseType: 'adrank.v1.RetrieveAndRankResponse',
   async route(ctx, raw, req, fan) {
-    const er = validateRetrieveAndRank(req, ctx.config);
+    const er = validateRetrieveAndRank(req, ctx.config, ctx.limits);
+    if (er.candidates.length > 0)
+      throw new RequestError(status.UNIMPLEMENTED, 'candidate_ad_ids (blended retrieval sources) is not supported by adrank route yet; send blended RetrieveAndRank requests to a single server (docs/funnel.md "Blended retrieval sources")');
     const R = er.retrieveCount;
     const retrieve = withFields(stripFields(raw, [F.k, F.cap, F.ranking, F.modelVersion, F.retrieveCount]), { k: R, cap: 0, modelVersion: ctx.version });
     const first = await fan.phase('Retrieve', ctx.shards.map((_, shard) => ({ shard, bytes: retrieve })), false);
@@ -40,6 +46,11 @@ export const routeRetrieveAndRank: RouteRpc<RetrieveAndRankInput> = {
     const sel = select(merged(second.map((a) => a.cands)), er.k, er.cap, er.mode === RankingMode.Local, er.partitions, true);
     counts.capped = sel.capped;
     const prices = gspPrices(sel, Math.fround(er.reserve));
-    return { winners: sel.winners.map((c, i) => winnerOf(c, true, prices[i])), counts, retrieved: top.length };
+    const { capped: _capped, ...scanned } = counts;
+    const sourceCounts = [
+      { ...scanned, source: 1, earlierSource: 0, overQuota: 0, ranked: top.length, winners: sel.winners.length },
+      { source: 2, received: 0, unknown: 0, duplicate: 0, earlierSource: 0, excludedAd: 0, excludedAdvertiser: 0, inactive: 0, outOfBudget: 0, targeting: 0, paced: 0, eligible: 0, overQuota: 0, ranked: 0, winners: 0 },
+    ];
+    return { winners: sel.winners.map((c, i) => winnerOf(c, true, prices[i], 1)), counts, retrieved: top.length, sourceCounts };
   },
 };

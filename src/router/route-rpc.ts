@@ -32,6 +32,8 @@ export interface Routed {
   winners: Winner[];
   counts: DropCounts;
   retrieved?: number;
+  /** RetrieveAndRank: per-source counts (SourceCounts, the enum as its number) */
+  sourceCounts?: Record<string, number>[];
 }
 
 export interface RouteRpc<Req> {
@@ -48,7 +50,7 @@ export interface RawRequest<Req> {
   req: Req;
 }
 
-export function winnerOf(c: Cand, ranked: boolean, price?: number): Winner {
+export function winnerOf(c: Cand, ranked: boolean, price?: number, source?: number): Winner {
   // int64s as their words (protobufjs writes Long-like objects without strings)
   const w: Winner = {
     adId: { low: c.idLo | 0, high: c.idHi, unsigned: false } as unknown as Winner['adId'],
@@ -58,6 +60,7 @@ export function winnerOf(c: Cand, ranked: boolean, price?: number): Winner {
   };
   if (price !== undefined) w.price = price;
   if (ranked) w.value = c.value;
+  if (source !== undefined) w.source = source as unknown as Winner['source'];
   return w;
 }
 
@@ -112,6 +115,7 @@ export function routeHandler<Req extends { requestId: string } & DecodeStamp>(ho
         missingShards: missing,
       };
       if (r.retrieved !== undefined) response.retrieved = r.retrieved;
+      if (r.sourceCounts !== undefined) response.sourceCounts = r.sourceCounts;
       return encoder(response, timings, started);
     };
     run().then(

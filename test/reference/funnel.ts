@@ -4,7 +4,7 @@
  * RetrieveAndRank. Scores come from a `Scorer` so a test can run the selection logic on the
  * engine's own float32 scores (exact comparison) or on the float64 model (candidate()).
  */
-import type { NativeCounts } from '../../src/engine/binding.js';
+import type { NativeCounts, NativeSourceCounts } from '../../src/engine/binding.js';
 import { adRows, type LoadedBundle } from '../../src/model/bundle.js';
 import { requestKey, type EngineRequest } from '../../src/features/feature-bundle.js';
 import { candidate, retrievalScore, userSide, type RefModel, type UserSide } from './model.js';
@@ -155,6 +155,15 @@ export interface RefResult {
   prices: number[];
   retrieved: number;
   counts: Counts;
+  /** RetrieveAndRank: per winner 1 (retrieval) or 2 (caller); empty otherwise */
+  sources: number[];
+  /** RetrieveAndRank: [retrieval, caller] (docs/funnel.md "Blended retrieval sources") */
+  sourceCounts: NativeSourceCounts[];
+}
+
+function emptySourceCounts(source: number): NativeSourceCounts {
+  const { capped: _c, ...c } = emptyCounts();
+  return { ...c, source, earlierSource: 0, overQuota: 0, ranked: 0, winners: 0 };
 }
 
 /** Rank-side scores of one row: utility, value = Σ w p, probabilities. */
@@ -249,6 +258,8 @@ function rankRows(b: LoadedBundle, r: EngineRequest, s: AdState, scorer: RankSco
     prices: price ? gsp(b, s, sel.winners, sel.runnerUp, scorer, r.reserve) : [],
     retrieved: 0,
     counts,
+    sources: [],
+    sourceCounts: [],
   };
 }
 
@@ -282,6 +293,8 @@ export function refRetrieve(b: LoadedBundle, r: EngineRequest, s: AdState, score
     prices: [],
     retrieved: 0,
     counts,
+    sources: [],
+    sourceCounts: [],
   };
 }
 
@@ -290,8 +303,49 @@ export function refRetrieve(b: LoadedBundle, r: EngineRequest, s: AdState, score
 export function refRetrieveAndRank(b: LoadedBundle, r: EngineRequest, s: AdState, retrieval: RetrievalScorer, rank: RankScorer): RefResult {
   const { eligible, counts } = retrievalCandidates(b, r, s, retrieval);
   const top = eligible.sort(byOrder).slice(0, r.retrieveCount);
-  const out = rankRows(b, r, s, rank, top.map((c) => c.row), counts, true, true);
+  const ret = emptySourceCounts(1);
+  for (const k of ['received', 'unknown', 'duplicate', 'inactive', 'outOfBudget', 'paced', 'targeting', 'excludedAd', 'excludedAdvertiser', 'eligible'] as const) ret[k] = counts[k];
+  ret.ranked = top.length;
+  // The caller's source (docs/funnel.md "Blended retrieval sources"), walked in request order:
+  // unknown, repeat within the list, already retrieved (credited to retrieval), the eligibility
+  // reasons, over the quota; the rest are ranked with the retrieved ads.
+  const caller = emptySourceCounts(2);
+  const retrievedIds = new Set(top.map((c) => c.id));
+  const seen = new Set<bigint>();
+  const callerRows: number[] = [];
+  const key = requestKey(r.requestId);
+  const { exAds, exAdv } = exclusions(r);
+  const quota = r.candidateQuota ?? 0;
+  for (const raw of r.candidates) {
+    const id = BigInt(raw);
+    caller.received++;
+    const row = adRows(b).get(id);
+    if (row === undefined) caller.unknown++;
+    else if (seen.has(id)) caller.duplicate++;
+    else {
+      seen.add(id);
+      if (retrievedIds.has(id)) caller.earlierSource++;
+      else {
+        const why = dropReason(b, r, s, row, key, exAds, exAdv);
+        if (why) caller[why]++;
+        else {
+          caller.eligible++;
+          if (quota > 0 && caller.ranked >= quota) caller.overQuota++;
+          else {
+            caller.ranked++;
+            callerRows.push(row);
+          }
+        }
+      }
+    }
+  }
+  const out = rankRows(b, r, s, rank, [...top.map((c) => c.row), ...callerRows], counts, true, true);
   out.retrieved = top.length;
+  const fromCaller = new Set(callerRows);
+  out.sources = out.rows.map((row) => (fromCaller.has(row) ? 2 : 1));
+  ret.winners = out.sources.filter((x) => x === 1).length;
+  caller.winners = out.sources.filter((x) => x === 2).length;
+  out.sourceCounts = [ret, caller];
   return out;
 }
 

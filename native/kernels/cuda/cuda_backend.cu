@@ -162,7 +162,13 @@ class CudaBackend final : public Backend {
   Result rank(const Request& req, const AdStateTable& state) override { return run(OpKind::kRank, req, state); }
   Result retrieve(const Request& req, const AdStateTable& state) override { return run(OpKind::kRetrieve, req, state); }
   Result retrieve_and_rank(const Request& req, const AdStateTable& state) override {
-    return run(OpKind::kRetrieveAndRank, req, state);
+    // A blended request (caller candidates beside retrieval, docs/funnel.md "Blended retrieval
+    // sources") runs on the CPU backend, as explain does: the GPU graph has no caller-source intake
+    // yet (docs/cuda.md "Known gaps"). Per-source counts are filled for both paths.
+    if (req.candidates.size > 0) return cpu_->retrieve_and_rank(req, state);
+    Result r = run(OpKind::kRetrieveAndRank, req, state);
+    credit_retrieval_only(r);
+    return r;
   }
   // The GPU path keeps no per-stage host copies; explain runs the same function on the CPU backend.
   Explain explain(const Request& req, const AdStateTable& state) override { return cpu_->explain(req, state); }

@@ -1,5 +1,6 @@
 // Original file: proto/adrank/v1/explain.proto
 
+import type { CandidateSource as _adrank_v1_CandidateSource, CandidateSource__Output as _adrank_v1_CandidateSource__Output } from '../../adrank/v1/CandidateSource.js';
 import type { Long } from '@grpc/proto-loader';
 
 // Original file: proto/adrank/v1/explain.proto
@@ -60,6 +61,11 @@ export const _adrank_v1_AdExplanation_Outcome = {
    * partition's last winner, or a partition winner cut when the partitions were merged).
    */
   OUTRANKED: 'OUTRANKED',
+  /**
+   * RetrieveAndRank: an eligible caller candidate (candidate_ad_ids) past candidate_quota, so
+   * not ranked.
+   */
+  OVER_QUOTA: 'OVER_QUOTA',
 } as const;
 
 /**
@@ -131,6 +137,12 @@ export type _adrank_v1_AdExplanation_Outcome =
    */
   | 'OUTRANKED'
   | 12
+  /**
+   * RetrieveAndRank: an eligible caller candidate (candidate_ad_ids) past candidate_quota, so
+   * not ranked.
+   */
+  | 'OVER_QUOTA'
+  | 13
 
 /**
  * Where an ad left the funnel. Each ad gets the first reason that applies, in funnel order.
@@ -190,6 +202,13 @@ export interface AdExplanation {
    * One readable sentence.
    */
   'detail'?: (string);
+  /**
+   * RetrieveAndRank: the source that offered the ad to ranking (docs/funnel.md "Blended retrieval
+   * sources"): RETRIEVAL when it is among the retrieved top retrieve_count, else CALLER when it is
+   * in candidate_ad_ids (whatever then dropped it), else CANDIDATE_SOURCE_UNSPECIFIED (neither
+   * source offered it). Unspecified for Rank and Retrieve.
+   */
+  'source'?: (_adrank_v1_CandidateSource);
   '_score'?: "score";
   '_thresholdScore'?: "thresholdScore";
   '_price'?: "price";
@@ -249,6 +268,13 @@ export interface AdExplanation__Output {
    * One readable sentence.
    */
   'detail': (string);
+  /**
+   * RetrieveAndRank: the source that offered the ad to ranking (docs/funnel.md "Blended retrieval
+   * sources"): RETRIEVAL when it is among the retrieved top retrieve_count, else CALLER when it is
+   * in candidate_ad_ids (whatever then dropped it), else CANDIDATE_SOURCE_UNSPECIFIED (neither
+   * source offered it). Unspecified for Rank and Retrieve.
+   */
+  'source': (_adrank_v1_CandidateSource__Output);
   '_score'?: "score";
   '_thresholdScore'?: "thresholdScore";
   '_price'?: "price";

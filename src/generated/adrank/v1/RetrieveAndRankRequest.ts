@@ -3,6 +3,7 @@
 import type { UserFeatures as _adrank_v1_UserFeatures, UserFeatures__Output as _adrank_v1_UserFeatures__Output } from '../../adrank/v1/UserFeatures.js';
 import type { Exclusions as _adrank_v1_Exclusions, Exclusions__Output as _adrank_v1_Exclusions__Output } from '../../adrank/v1/Exclusions.js';
 import type { RankingMode as _adrank_v1_RankingMode, RankingMode__Output as _adrank_v1_RankingMode__Output } from '../../adrank/v1/RankingMode.js';
+import type { Long } from '@grpc/proto-loader';
 
 export interface RetrieveAndRankRequest {
   /**
@@ -50,10 +51,24 @@ export interface RetrieveAndRankRequest {
    */
   'modelVersion'?: (string);
   /**
-   * R: eligible ads retrieved (by score, no cap) and passed to ranking, K..10,000.
+   * The caller's own candidates (ids from the ad server's other generators), the second source
+   * blended with retrieval (docs/funnel.md "Blended retrieval sources"): at most 100,000 (server
+   * flag --max-candidates, as Rank). An id retrieval already passed to ranking counts once,
+   * credited to retrieval; the rest go through Rank's intake and eligibility (unknown ids and
+   * repeats are skipped and counted). Empty = retrieval alone.
+   */
+  'candidateAdIds'?: (number | string | Long)[];
+  /**
+   * R: eligible ads retrieved (by score, no cap) and passed to ranking, K..10,000; with
+   * candidate_ad_ids non-empty, 1..10,000 (the caller's candidates may fill K).
    * 0 = default max(K, min(10 * K, 10,000)).
    */
   'retrieveCount'?: (number);
+  /**
+   * At most this many of the caller's candidates are ranked: the first ones in request order
+   * that pass intake, the retrieval dedupe and eligibility. 0 = all of them.
+   */
+  'candidateQuota'?: (number);
   /**
    * as RetrieveRequest
    */
@@ -108,10 +123,24 @@ export interface RetrieveAndRankRequest__Output {
    */
   'modelVersion': (string);
   /**
-   * R: eligible ads retrieved (by score, no cap) and passed to ranking, K..10,000.
+   * The caller's own candidates (ids from the ad server's other generators), the second source
+   * blended with retrieval (docs/funnel.md "Blended retrieval sources"): at most 100,000 (server
+   * flag --max-candidates, as Rank). An id retrieval already passed to ranking counts once,
+   * credited to retrieval; the rest go through Rank's intake and eligibility (unknown ids and
+   * repeats are skipped and counted). Empty = retrieval alone.
+   */
+  'candidateAdIds': (string)[];
+  /**
+   * R: eligible ads retrieved (by score, no cap) and passed to ranking, K..10,000; with
+   * candidate_ad_ids non-empty, 1..10,000 (the caller's candidates may fill K).
    * 0 = default max(K, min(10 * K, 10,000)).
    */
   'retrieveCount': (number);
+  /**
+   * At most this many of the caller's candidates are ranked: the first ones in request order
+   * that pass intake, the retrieval dedupe and eligibility. 0 = all of them.
+   */
+  'candidateQuota': (number);
   /**
    * as RetrieveRequest
    */

@@ -4,6 +4,7 @@ import type { Winner as _adrank_v1_Winner, Winner__Output as _adrank_v1_Winner__
 import type { ModelRef as _adrank_v1_ModelRef, ModelRef__Output as _adrank_v1_ModelRef__Output } from '../../adrank/v1/ModelRef.js';
 import type { DropCounts as _adrank_v1_DropCounts, DropCounts__Output as _adrank_v1_DropCounts__Output } from '../../adrank/v1/DropCounts.js';
 import type { ServerTimings as _adrank_v1_ServerTimings, ServerTimings__Output as _adrank_v1_ServerTimings__Output } from '../../adrank/v1/ServerTimings.js';
+import type { SourceCounts as _adrank_v1_SourceCounts, SourceCounts__Output as _adrank_v1_SourceCounts__Output } from '../../adrank/v1/SourceCounts.js';
 import type { FallbackReason as _adrank_v1_FallbackReason, FallbackReason__Output as _adrank_v1_FallbackReason__Output } from '../../adrank/v1/FallbackReason.js';
 
 export interface RetrieveAndRankResponse {
@@ -24,6 +25,12 @@ export interface RetrieveAndRankResponse {
    * as RetrieveResponse
    */
   'missingShards'?: (number)[];
+  /**
+   * One entry per source, in source order: RETRIEVAL, then CALLER (zeros when candidate_ad_ids is
+   * empty). `counts` stays the retrieval source's (ads scanned, their drops, eligible) with capped
+   * over the ranked union. Empty for a fallback answer.
+   */
+  'sourceCounts'?: (_adrank_v1_SourceCounts)[];
   /**
    * as RetrieveResponse
    */
@@ -52,6 +59,12 @@ export interface RetrieveAndRankResponse__Output {
    * as RetrieveResponse
    */
   'missingShards': (number)[];
+  /**
+   * One entry per source, in source order: RETRIEVAL, then CALLER (zeros when candidate_ad_ids is
+   * empty). `counts` stays the retrieval source's (ads scanned, their drops, eligible) with capped
+   * over the ranked union. Empty for a fallback answer.
+   */
+  'sourceCounts': (_adrank_v1_SourceCounts__Output)[];
   /**
    * as RetrieveResponse
    */

@@ -1,5 +1,6 @@
 // Original file: proto/adrank/v1/adrank.proto
 
+import type { CandidateSource as _adrank_v1_CandidateSource, CandidateSource__Output as _adrank_v1_CandidateSource__Output } from '../../adrank/v1/CandidateSource.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface Winner {
@@ -22,6 +23,11 @@ export interface Winner {
    * divisor of the GSP price (docs/funnel.md "Auction"). Unset for Retrieve.
    */
   'value'?: (number | string);
+  /**
+   * RetrieveAndRank: the source that passed the ad to ranking (RETRIEVAL or CALLER).
+   * CANDIDATE_SOURCE_UNSPECIFIED for Rank, Retrieve and fallback answers.
+   */
+  'source'?: (_adrank_v1_CandidateSource);
   '_price'?: "price";
   '_value'?: "value";
 }
@@ -46,6 +52,11 @@ export interface Winner__Output {
    * divisor of the GSP price (docs/funnel.md "Auction"). Unset for Retrieve.
    */
   'value'?: (number);
+  /**
+   * RetrieveAndRank: the source that passed the ad to ranking (RETRIEVAL or CALLER).
+   * CANDIDATE_SOURCE_UNSPECIFIED for Rank, Retrieve and fallback answers.
+   */
+  'source': (_adrank_v1_CandidateSource__Output);
   '_price'?: "price";
   '_value'?: "value";
 }
