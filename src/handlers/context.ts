@@ -12,6 +12,7 @@ import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
 import type { Batcher } from '../batcher/index.js';
+import type { Shadow } from '../shadow/shadow.js';
 
 export interface HandlerContext {
   /** the default version's engine, or undefined while no version is ready. Dispatch a native
@@ -34,6 +35,8 @@ export interface HandlerContext {
   metrics?: Metrics;
   /** feature logging of served calls (--feature-log), when on */
   featureLog?: FeatureLog;
+  /** shadow traffic (--shadow-version), when on: offered each answered call (src/shadow/) */
+  shadow?: Shadow;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

@@ -35,6 +35,7 @@ import { checkSample, engineCallObserver } from '../metrics/observe.js';
 import { authInterceptor } from '../auth/interceptor.js';
 import type { AuthConfig } from '../auth/policy.js';
 import { serverCredentials, type TlsFiles } from '../auth/tls.js';
+import { checkShadowOptions, Shadow, type ShadowOptions } from '../shadow/shadow.js';
 
 export interface ServerOptions {
   /** default 'localhost' */
@@ -76,6 +77,9 @@ export interface ServerOptions {
   maxConnectionAgeMs?: number;
   /** feature logging of served calls (docs/feature-log.md); off when absent */
   featureLog?: Omit<FeatureLogOptions, 'log'>;
+  /** shadow traffic to a version of the repository (docs/operations.md "Shadow traffic"); needs
+   *  `repository`; off when absent */
+  shadow?: ShadowOptions;
 }
 
 /** What start() builds around the grpc-js server and hands to the instance. */
@@ -165,11 +169,15 @@ export class AdrankServer {
     private readonly parts: Parts,
   ) {
     this.adState = opts.adState ?? AdStateStore.memory({ log });
-    this.models = new ModelRegistry(log, {
-      onRetire: (e) => this.adState.detach(e),
-      onChange: () => this.modelsChanged(),
-      onFailed: () => this.parts.metrics?.modelLoadFailures.inc(),
-    });
+    this.models = new ModelRegistry(
+      log,
+      {
+        onRetire: (e) => this.adState.detach(e),
+        onChange: () => this.modelsChanged(),
+        onFailed: () => this.parts.metrics?.modelLoadFailures.inc(),
+      },
+      opts.shadow?.version,
+    );
     this.ctx = {
       engine: () => this.models.defaultEngine(),
       models: this.models,
@@ -182,6 +190,19 @@ export class AdrankServer {
       metrics: parts.metrics,
       featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
     };
+    if (opts.shadow) {
+      const shadow = new Shadow(opts.shadow, {
+        models: this.models,
+        limits: this.ctx.limits,
+        log,
+        metrics: parts.metrics,
+        featureLog: this.ctx.featureLog,
+        primaryBusy: () => this.primaryBusy(),
+        backend: () => this.models.defaultEngine()?.backend,
+      });
+      this.ctx.shadow = shadow;
+      if (parts.metrics) parts.metrics.shadowInflight.read = () => shadow.inflight;
+    }
     if (parts.metrics) {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
       // requests waiting for a micro-batch; with batching off, native runs of the default version
@@ -208,6 +229,10 @@ export class AdrankServer {
     const maxAge = opts.maxConnectionAgeMs;
     if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
     const credentials = serverCredentials(opts.tls);
+    if (opts.shadow) {
+      checkShadowOptions(opts.shadow);
+      if (!opts.repository) throw new Error('shadow traffic needs a model repository (--model-repository): the shadow version is one of its versions');
+    }
     const sample = opts.featureLog?.sample ?? 0;
     if (!(sample >= 0 && sample <= 1)) throw new Error(`expected a rate in 0..1 for feature log sample, got ${sample}`);
     const host = opts.host ?? DEFAULT_HOST;
@@ -250,6 +275,7 @@ export class AdrankServer {
       maxInflight: s.ctx.inflight.max,
       maxCandidates: s.ctx.limits.maxCandidates,
     });
+    if (s.ctx.shadow) log.info('shadow', { version: s.ctx.shadow.version, sample: s.ctx.shadow.sample, maxInflight: opts.shadow?.maxInflight ?? 'by backend (cpu 1, cuda 4)' });
     if (!closer.available) log.warn('idle_close_unavailable', { reason: 'this grpc-js does not expose its HTTP/2 servers; idle connections close when clients close them' });
     return s;
   }
@@ -280,6 +306,23 @@ export class AdrankServer {
 
   get inflight(): number {
     return this.ctx.inflight.current;
+  }
+
+  /** Shadow traffic (undefined when off). */
+  get shadow(): Shadow | undefined {
+    return this.ctx.shadow;
+  }
+
+  /**
+   * The shadow's shedding policy: is primary work in flight or waiting? On the CPU backend the
+   * shadow competes for the same cores and libuv threads, so any primary request admitted and not
+   * yet answered counts. On CUDA, with micro-batching on, only requests waiting for a batch count
+   * (the device overlaps runs; a full queue is the sign that it is saturated).
+   */
+  private primaryBusy(): boolean {
+    const b = this.ctx.batcher;
+    if (this.models.defaultEngine()?.backend === 'cuda' && b?.enabled) return b.stats().queueDepth > 0;
+    return this.ctx.inflight.current > 0;
   }
 
   /** The micro-batcher's numbers (queueDepth, lastBatchCandidates, ...) for metrics; undefined
@@ -328,6 +371,7 @@ export class AdrankServer {
         log: this.log,
         prepare: (engine, version) => this.prepare(engine, version),
         discard: (engine) => this.adState.detach(engine),
+        shadowVersion: this.opts.shadow?.version,
       });
       await this.repo.start();
     } else {
@@ -437,6 +481,9 @@ export class AdrankServer {
       const { tracker, closer } = this.parts;
       this.log.info('shutting_down', { reason, inflight: this.ctx.inflight.current, graceMs: grace });
       this.setHealth('NOT_SERVING');
+      // no new shadow runs; the running ones hold leases on the shadow version, which the retiring
+      // below waits for (bounded)
+      void this.ctx.shadow?.close();
       for (const w of this.watches) w.end();
       this.watches.clear();
       const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
