@@ -37,6 +37,9 @@ export interface HandlerContext {
   featureLog?: FeatureLog;
   /** shadow traffic (--shadow-version), when on: offered each answered call (src/shadow/) */
   shadow?: Shadow;
+  /** runs a function once the status of the call with this request message has been sent
+   *  (src/server/drain.ts CallTracker.afterSent) */
+  afterSent?(request: object, fn: () => void): void;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

@@ -196,7 +196,7 @@ export function unaryHandler<Req extends { requestId: string; modelVersion?: str
         callback(null, bytes);
         ctx.featureLog?.record(rpc.name, call.request.requestId, call.request[WIRE], bytes);
         // after the answer is handed to grpc-js; the copy itself starts on a later turn
-        ctx.shadow?.offer(rpc, call.request, state.done);
+        ctx.shadow?.offer(rpc, call.request, state.done, ctx.afterSent);
       },
       (e: unknown) => {
         ctx.inflight.release();

@@ -189,6 +189,7 @@ export class AdrankServer {
       observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
       metrics: parts.metrics,
       featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
+      afterSent: (request, fn) => parts.tracker.afterSent(request, fn),
     };
     if (opts.shadow) {
       const shadow = new Shadow(opts.shadow, {

@@ -126,13 +126,16 @@ export class Shadow {
   }
 
   /**
-   * Called after a primary answer was handed to grpc-js. For a sampled call, the copy starts on a
-   * later turn (setImmediate: grpc-js's write of the answer goes first) unless it is dropped then.
+   * Called after a primary answer was handed to grpc-js. For a sampled call, the copy starts
+   * once `afterSent` says the call's status has been sent (grpc-js sends it after writing the
+   * answer), on the next turn, unless it is dropped then.
    */
-  offer<Req extends Request>(rpc: EngineRpc<Req>, request: Req, done: Done | undefined): void {
+  offer<Req extends Request>(rpc: EngineRpc<Req>, request: Req, done: Done | undefined, afterSent?: (request: object, fn: () => void) => void): void {
     if (!done || !SHADOWED_RPCS.has(rpc.name) || !shadowSampled(request.requestId, this.sample)) return;
     this.stats.sampled++;
-    setImmediate(() => this.start(rpc, request, done));
+    const go = () => void setImmediate(() => this.start(rpc, request, done));
+    if (afterSent) afterSent(request, go);
+    else go();
   }
 
   private start<Req extends Request>(rpc: EngineRpc<Req>, request: Req, done: Done): void {
