@@ -131,7 +131,8 @@ describe('56 shadow traffic', function () {
     try {
       const list = await listModels(admin);
       expect(list.defaultVersion).to.equal('2');
-      expect(list.models.map((m) => `${m.version} ${m.state}`)).to.deep.equal(['2 READY', '1 READY']);
+      expect(list.models.map((m) => `${m.version} ${m.state} default=${m.isDefault} shadow=${m.isShadow}`)).to.deep.equal(['2 READY default=true shadow=false', '1 READY default=false shadow=true']);
+      expect(list.shadowVersion).to.equal('1');
 
       const ids = Array.from({ length: 6 }, (_, i) => `diff-${i}`);
       const primary: RankResponse__Output[] = [];
