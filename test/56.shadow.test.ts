@@ -102,7 +102,10 @@ describe('56 shadow traffic', function () {
     renameSync(tmp, join(repo, String(version)));
   }
 
+  /** Shadow options default to idleGapFactor 0 here: these tests send calls back to back from one
+   *  client and check exact counts; the idle-gap policy has its own test. */
   async function start(shadow: ServerOptions['shadow'], over: Partial<ServerOptions> = {}): Promise<AdrankServer> {
+    if (shadow && shadow.idleGapFactor === undefined) shadow = { ...shadow, idleGapFactor: 0 };
     server = await AdrankServer.start({
       port: 0,
       repository: { dir: repo, load: (p) => Engine.load(p, { device: DEVICE, threads: 1 }), keepVersions: 1, pollMs: 0, settleMs: 20 },
@@ -299,6 +302,31 @@ describe('56 shadow traffic', function () {
     }
   });
 
+  it('idle gap: back-to-back calls leave no room for a shadow run (dropped, no_idle_gap); spaced calls do', async () => {
+    ship(1, bundles.one);
+    ship(2, bundles.two);
+    // a large factor, so that the outcome does not hang on this machine's timing: a copy starts
+    // only when the next call is expected later than 50 shadow runs from now
+    const s = await start({ version: '1', sample: 1, idleGapFactor: 50 });
+    const client = connect(`localhost:${s.port}`);
+    const st = s.shadow!.stats;
+    try {
+      for (let i = 0; i < 3; i++) {
+        await rank(client, { requestId: `spaced-${i}` });
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      await until('the spaced copies compared', () => st.outcomes.compared === 3);
+      expect(st.dropped).to.deep.equal({});
+      for (let i = 0; i < 30; i++) await rank(client, { requestId: `b2b-${i}` });
+      await until('all copies settled', () => s.shadow!.inflight === 0 && st.sampled === (st.outcomes.compared ?? 0) + (st.dropped.no_idle_gap ?? 0) + (st.dropped.primary_busy ?? 0));
+      expect(st.dropped.no_idle_gap ?? 0).to.be.at.least(20);
+      const text = await s.metrics!.text();
+      expect(metric(text, 'adrank_shadow_dropped_total', { reason: 'no_idle_gap' })).to.equal(st.dropped.no_idle_gap);
+    } finally {
+      client.close();
+    }
+  });
+
   it('a shadow version not there: the primary serves, copies are unavailable; once it arrives (rescan) it is compared, and it does not become the default', async () => {
     ship(1, bundles.one);
     const s = await start({ version: '2', sample: 1 });
@@ -347,6 +375,7 @@ describe('56 shadow traffic', function () {
       [{ version: 'x', sample: 1 }, { dir: repo, load: engine }, /positive integer/],
       [{ version: '1', sample: 1.5 }, { dir: repo, load: engine }, /fraction in 0\.\.1/],
       [{ version: '1', sample: 1, maxInflight: 0 }, { dir: repo, load: engine }, /integer >= 1/],
+      [{ version: '1', sample: 1, idleGapFactor: -1 }, { dir: repo, load: engine }, /number >= 0/],
     ] as const) {
       let err: Error | undefined;
       try {

@@ -181,6 +181,7 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
 export function unaryHandler<Req extends { requestId: string; modelVersion?: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
   return (call: ServerUnaryCall<Req, Buffer>, callback: sendUnaryData<Buffer>): void => {
     const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
+    ctx.shadow?.arrived();
     if (!ctx.inflight.tryAcquire()) {
       ctx.stats.outcome(rpc.name, 'RESOURCE_EXHAUSTED');
       ctx.observe?.(rpc.name, status.RESOURCE_EXHAUSTED, call, state);

@@ -131,7 +131,7 @@ export class Metrics {
     this.batchCandidates = new Histogram({ name: 'adrank_batch_candidates', help: 'candidates per engine batch', buckets: BATCH_BUCKETS, registers: [r] });
     this.fallbacks = new Counter({ name: 'adrank_fallback_answers_total', help: 'answers served from the fallback instead of the model, by method and reason', labelNames: ['rpc', 'reason'], registers: [r] });
     this.shadowRequests = new FastCounter('adrank_shadow_requests_total', 'sampled shadow copies that were not dropped, by method and outcome (compared, failed, unavailable, same_version, primary_fallback)', ['rpc', 'outcome']).register(r);
-    this.shadowDropped = new FastCounter('adrank_shadow_dropped_total', 'sampled shadow copies dropped before running, by reason (inflight_full, primary_busy, shutting_down)', ['reason']).register(r);
+    this.shadowDropped = new FastCounter('adrank_shadow_dropped_total', 'sampled shadow copies dropped before running, by reason (inflight_full, primary_busy, no_idle_gap, shutting_down)', ['reason']).register(r);
     this.shadowInflight = new CallbackGauge('adrank_shadow_inflight', 'shadow runs in flight (bounded by --shadow-max-inflight)', () => undefined).register(r);
     this.shadowOverlap = new FastHistogram('adrank_shadow_overlap', 'overlap@K of the shadow answer with the primary answer, per compared request', ['rpc'], OVERLAP_BUCKETS).register(r);
     this.shadowPredictionDelta = new FastHistogram('adrank_shadow_prediction_delta', '|p_shadow - p_primary| per winner common to both answers, by task', ['task'], DELTA_BUCKETS).register(r);

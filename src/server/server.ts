@@ -276,7 +276,6 @@ export class AdrankServer {
       maxInflight: s.ctx.inflight.max,
       maxCandidates: s.ctx.limits.maxCandidates,
     });
-    if (s.ctx.shadow) log.info('shadow', { version: s.ctx.shadow.version, sample: s.ctx.shadow.sample, maxInflight: opts.shadow?.maxInflight ?? 'by backend (cpu 1, cuda 4)' });
     if (!closer.available) log.warn('idle_close_unavailable', { reason: 'this grpc-js does not expose its HTTP/2 servers; idle connections close when clients close them' });
     return s;
   }
@@ -410,6 +409,8 @@ export class AdrankServer {
     this.loaded = true;
     this.setHealth('SERVING');
     this.log.info('serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
+    const sh = this.ctx.shadow;
+    if (sh) this.log.info('shadow', { version: sh.version, state: this.models.get(sh.version)?.state ?? 'missing', sample: sh.sample, maxInflight: sh.maxInflight, idleGapFactor: sh.idleGapFactor });
     void this.adState.compact('start');
   }
 

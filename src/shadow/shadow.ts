@@ -8,8 +8,8 @@
  * The primary never waits for it: a shadow run starts on a later turn of the event loop than the
  * answer's callback, never holds a primary in-flight slot or a micro-batch slot, and is dropped
  * (counted by reason, never queued) when `maxInflight` shadow runs are already running, when
- * primary work is in flight or waiting (`primaryBusy`, the server's policy), or once shutdown
- * has begun.
+ * primary work is in flight or waiting (`primaryBusy`, the server's policy), when the next primary
+ * call is expected before the shadow run would end (`idleGapFactor`), or once shutdown has begun.
  */
 import { status } from '@grpc/grpc-js';
 import type { ModelRegistry } from '../lifecycle/registry.js';
@@ -27,9 +27,15 @@ export interface ShadowOptions {
   sample: number;
   /** shadow runs in flight at most; beyond, a copy is dropped (default by backend: cpu 1, cuda 4) */
   maxInflight?: number;
+  /** A copy starts only if the next primary call is expected later than this many times the
+   *  recent shadow run time (expected from the recent gap between primary arrivals); 0 = no such
+   *  check. Default by backend: cpu 2 (a native run cannot be preempted, so a shadow run that a
+   *  primary call arrives into delays it), cuda 0. */
+  idleGapFactor?: number;
 }
 
 export const DEFAULT_SHADOW_MAX_INFLIGHT = { cpu: 1, cuda: 4 } as const;
+export const DEFAULT_SHADOW_IDLE_GAP_FACTOR = { cpu: 2, cuda: 0 } as const;
 
 /** The RPCs that are shadowed: those whose answers carry probabilities and prices to compare.
  *  Retrieve is not (its answers have neither, and RetrieveAndRank already runs the shadow's
@@ -38,7 +44,7 @@ export const SHADOWED_RPCS: ReadonlySet<string> = new Set(['Rank', 'RetrieveAndR
 
 /** What happened to a sampled copy that was not dropped. */
 export type ShadowOutcome = 'compared' | 'failed' | 'unavailable' | 'same_version' | 'primary_fallback';
-export type ShadowDropReason = 'inflight_full' | 'primary_busy' | 'shutting_down';
+export type ShadowDropReason = 'inflight_full' | 'primary_busy' | 'no_idle_gap' | 'shutting_down';
 
 /** The salt of the shadow's draw: FNV-1a's offset basis XOR "SHDW", so that the shadowed sample
  *  is independent of the feature log's (which hashes the same id from the plain basis). */
@@ -67,6 +73,7 @@ export function checkShadowOptions(o: ShadowOptions): void {
   if (!/^[1-9]\d{0,15}$/.test(o.version)) throw new Error(`expected a repository version (a positive integer) for shadow version, got ${JSON.stringify(o.version)}`);
   if (!(o.sample >= 0 && o.sample <= 1)) throw new Error(`expected a fraction in 0..1 for shadow sample, got ${o.sample}`);
   if (o.maxInflight !== undefined && !(Number.isInteger(o.maxInflight) && o.maxInflight >= 1)) throw new Error(`expected an integer >= 1 for shadow max in-flight, got ${o.maxInflight}`);
+  if (o.idleGapFactor !== undefined && !(o.idleGapFactor >= 0 && Number.isFinite(o.idleGapFactor))) throw new Error(`expected a number >= 0 for shadow idle gap factor, got ${o.idleGapFactor}`);
 }
 
 export interface ShadowDeps {
@@ -106,6 +113,12 @@ export class Shadow {
   private closed = false;
   private idle: (() => void)[] = [];
   private lastFailLog = 0;
+  /** when the last primary engine call arrived (performance.now() ms), and the moving average
+   *  of the gaps between arrivals */
+  private lastArrival = -Infinity;
+  private gapMs = Infinity;
+  /** moving average of a shadow run's wall time, ms (0 until one has run) */
+  private runMs = 0;
 
   constructor(
     private readonly opts: ShadowOptions,
@@ -123,6 +136,26 @@ export class Shadow {
 
   get maxInflight(): number {
     return this.opts.maxInflight ?? DEFAULT_SHADOW_MAX_INFLIGHT[this.deps.backend() ?? 'cpu'];
+  }
+
+  get idleGapFactor(): number {
+    return this.opts.idleGapFactor ?? DEFAULT_SHADOW_IDLE_GAP_FACTOR[this.deps.backend() ?? 'cpu'];
+  }
+
+  /** A primary engine call arrived (every one, before admission): a subtraction and a multiply. */
+  arrived(): void {
+    const now = performance.now();
+    const gap = now - this.lastArrival;
+    this.lastArrival = now;
+    this.gapMs = this.gapMs === Infinity ? gap : 0.8 * this.gapMs + 0.2 * gap;
+  }
+
+  /** Is the next primary call expected before a shadow run started now would end (with margin)? */
+  private noIdleGap(): boolean {
+    const f = this.idleGapFactor;
+    if (f === 0 || this.runMs === 0 || this.gapMs === Infinity) return false;
+    const expectedIn = this.gapMs - (performance.now() - this.lastArrival);
+    return expectedIn < f * this.runMs;
   }
 
   /**
@@ -144,6 +177,7 @@ export class Shadow {
     if (this.closed) return this.drop('shutting_down');
     if (this.running >= this.maxInflight) return this.drop('inflight_full');
     if (this.deps.primaryBusy()) return this.drop('primary_busy');
+    if (this.noIdleGap()) return this.drop('no_idle_gap');
     const lease = this.deps.models.tryAcquireShadow();
     if (!lease) return this.outcome(rpc.name, 'unavailable');
     this.running++;
@@ -187,6 +221,9 @@ export class Shadow {
         model: { version: done.version },
         shadow: { version: lease.version, outcome: 'failed', code: status[err.code], details: err.details },
       });
+    } finally {
+      const ms = performance.now() - t0;
+      this.runMs = this.runMs === 0 ? ms : 0.8 * this.runMs + 0.2 * ms;
     }
   }
 
