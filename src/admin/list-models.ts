@@ -1,4 +1,4 @@
-/** ListModels: every model version the server knows, its state, the default, load time, sha256. */
+/** ListModels: every model version the server knows, its state, the default, the shadow, load time, sha256. */
 import type { ListModelsResponse } from '../generated/adrank/v1/ListModelsResponse.js';
 import type { ModelVersionStatus } from '../generated/adrank/v1/ModelVersionStatus.js';
 import type { ModelRegistry } from '../lifecycle/registry.js';
@@ -18,9 +18,10 @@ export function versionStatuses(models: ModelRegistry): ModelVersionStatus[] {
     configVersion: v.engine?.config.version ?? '',
     path: v.path,
     numAds: String(v.engine?.numAds ?? 0),
+    isShadow: v.version === models.shadowVersion,
   }));
 }
 
 export function listModels(ctx: AdminContext): ListModelsResponse {
-  return { models: versionStatuses(ctx.models), defaultVersion: ctx.models.defaultVersion() ?? '', repository: ctx.repository()?.dir ?? '' };
+  return { models: versionStatuses(ctx.models), defaultVersion: ctx.models.defaultVersion() ?? '', repository: ctx.repository()?.dir ?? '', shadowVersion: ctx.models.shadowVersion ?? '' };
 }

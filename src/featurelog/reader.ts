@@ -21,8 +21,36 @@ export interface FeatureRecord {
   timings: Record<string, number>;
 }
 
+/** A shadow comparison of a logged request (docs/feature-log.md "Shadow records"): joined to the
+ *  request's record by `requestId`. */
+export interface ShadowRecord {
+  ts: string;
+  record: 'shadow';
+  rpc: 'Rank' | 'RetrieveAndRank';
+  requestId: string;
+  /** the primary's served version */
+  model: { version: string };
+  shadow: {
+    version: string;
+    outcome: 'compared' | 'failed';
+    k?: number;
+    common?: number;
+    overlap?: number;
+    deltaP?: Record<string, { mean: number; max: number }>;
+    priceShift?: number | null;
+    priced?: number;
+    engineUs?: number;
+    winners?: { adId: string; advertiserId: string; utility: number; taskProbabilities: number[]; price: number | null }[];
+    code?: string;
+    details?: string;
+  };
+}
+
 export interface ReadResult {
+  /** the served calls (what replay and compare-modes read) */
   records: FeatureRecord[];
+  /** shadow comparisons, apart from the calls */
+  shadows: ShadowRecord[];
   /** lines skipped: a torn last record, or a line that is not a JSON object */
   skipped: number;
 }
@@ -65,25 +93,28 @@ export async function readFeatureLogFile(file: string): Promise<ReadResult> {
   const last = lines.pop() ?? ''; // '' when the text ends with a newline; else a torn record
   let skipped = last.length > 0 ? 1 : 0;
   const records: FeatureRecord[] = [];
+  const shadows: ShadowRecord[] = [];
   for (const line of lines) {
     if (line.length === 0) continue;
     try {
-      const r = JSON.parse(line) as FeatureRecord;
-      if (r && typeof r === 'object' && typeof r.rpc === 'string') records.push(r);
+      const r = JSON.parse(line) as FeatureRecord | ShadowRecord;
+      if (r && typeof r === 'object' && 'record' in r && r.record === 'shadow') shadows.push(r);
+      else if (r && typeof r === 'object' && typeof r.rpc === 'string') records.push(r as FeatureRecord);
       else skipped++;
     } catch {
       skipped++;
     }
   }
-  return { records, skipped };
+  return { records, shadows, skipped };
 }
 
 /** Every record of a file or directory, in file-name order. */
 export async function readFeatureLog(path: string): Promise<ReadResult> {
-  const out: ReadResult = { records: [], skipped: 0 };
+  const out: ReadResult = { records: [], shadows: [], skipped: 0 };
   for (const f of featureLogFiles(path)) {
     const r = await readFeatureLogFile(f);
     for (const rec of r.records) out.records.push(rec);
+    for (const rec of r.shadows) out.shadows.push(rec);
     out.skipped += r.skipped;
   }
   return out;

@@ -32,6 +32,8 @@ export interface RawRecord {
   offset: number;
   requestBytes: number;
   responseBytes: number;
+  /** a shadow comparison (no bytes): written as `{"ts", "record": "shadow", ...json}` */
+  json?: Record<string, unknown>;
 }
 
 export type ToWorker = { type: 'batch'; items: RawRecord[]; buf: ArrayBuffer } | { type: 'close' };
@@ -208,7 +210,8 @@ function main(): void {
       for (const raw of m.items) {
         let line: string;
         try {
-          line = JSON.stringify(toRecord(rpcs, root, raw, m.buf), int64AsString) + '\n';
+          const record = raw.json ? { ts: new Date(raw.t).toISOString(), record: 'shadow', ...raw.json } : toRecord(rpcs, root, raw, m.buf);
+          line = JSON.stringify(record, int64AsString) + '\n';
         } catch (e) {
           post({ type: 'error', message: `cannot decode a logged ${raw.rpc}: ${(e as Error).message}` });
           line = '';

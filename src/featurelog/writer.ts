@@ -131,11 +131,24 @@ export class FeatureLog {
     this.timer ??= setTimeout(() => this.post(), POST_MS);
   }
 
+  /**
+   * A shadow comparison (src/shadow/) of a request the log samples, written as a `"record":
+   * "shadow"` line beside the request's own record (docs/feature-log.md "Shadow records"). The
+   * object is small (the comparison and the shadow's winners) and is posted as it is.
+   */
+  recordShadow(requestId: string, shadow: Record<string, unknown>): void {
+    if (!sampled(requestId, this.sample)) return;
+    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop();
+    this.items.push({ rpc: String(shadow.rpc ?? ''), t: Date.now(), offset: 0, requestBytes: 0, responseBytes: 0, json: shadow });
+    this.timer ??= setTimeout(() => this.post(), POST_MS);
+  }
+
   private post(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (!this.slab || this.items.length === 0) return;
-    const buf = this.slab.buffer as ArrayBuffer;
+    if (this.items.length === 0) return;
+    // a batch of shadow records alone has no bytes: a small buffer stands in for the slab
+    const buf = (this.slab?.buffer ?? new ArrayBuffer(8)) as ArrayBuffer;
     const m: ToWorker = { type: 'batch', items: this.items, buf };
     this.inWorker += this.items.length;
     this.slab = undefined;
@@ -162,7 +175,7 @@ export class FeatureLog {
       this.inWorker -= m.n;
       this.writtenTotal += m.n;
     } else if (m.type === 'free') {
-      if (this.free.length < MAX_FREE_BUFFERS) this.free.push(m.buf);
+      if (this.free.length < MAX_FREE_BUFFERS && m.buf.byteLength >= BATCH_BYTES) this.free.push(m.buf);
     } else if (m.type === 'rotated') {
       this.files.push(m.file);
       this.opts.log.info('feature_log_rotated', { file: m.file, records: m.records, bytes: m.bytes });

@@ -12,6 +12,7 @@ import type { Logger } from '../server/log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
 import type { Batcher } from '../batcher/index.js';
+import type { Shadow } from '../shadow/shadow.js';
 
 export interface HandlerContext {
   /** the default version's engine, or undefined while no version is ready. Dispatch a native
@@ -37,6 +38,11 @@ export interface HandlerContext {
   /** an engine hit a sticky device error (its context is poisoned): the server replaces it
    *  (src/lifecycle/failover.ts); absent = nothing is done */
   deviceFailed?(engine: Engine, version: string, error: Error): void;
+  /** shadow traffic (--shadow-version), when on: offered each answered call (src/shadow/) */
+  shadow?: Shadow;
+  /** runs a function once the status of the call with this request message has been sent
+   *  (src/server/drain.ts CallTracker.afterSent) */
+  afterSent?(request: object, fn: () => void): void;
 }
 
 /** An engine RPC finished with `code`; `state.done` is set when the engine answered. */

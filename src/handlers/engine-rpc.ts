@@ -61,8 +61,9 @@ export interface CallState {
   cancelled(): boolean;
   /** registers a callback for the call's cancellation (the batcher drops queued requests) */
   onCancel?(fn: () => void): void;
-  /** set by execute once the engine answered: what metrics and the access log read */
-  done?: { result: NativeResult; timings: ServerTimings; config: ModelConfig; surface: number };
+  /** set by execute once the engine answered: what metrics, the access log and the shadow read;
+   *  `version` is the version that answered, `fallback` set when the answer came from the fallback */
+  done?: { result: NativeResult; timings: ServerTimings; config: ModelConfig; surface: number; version?: string; fallback?: FallbackReason };
 }
 
 const us = (from: number, to: number) => (to - from) * 1000;
@@ -163,7 +164,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     selectUs: result.timings.select,
     engineTotalUs: result.timings.total,
   };
-  call.done = { result, timings, config, surface: er.surface };
+  call.done = { result, timings, config, surface: er.surface, version, fallback };
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
@@ -200,6 +201,7 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
 export function unaryHandler<Req extends { requestId: string; modelVersion?: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
   return (call: ServerUnaryCall<Req, Buffer>, callback: sendUnaryData<Buffer>): void => {
     const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
+    ctx.shadow?.arrived();
     if (!ctx.inflight.tryAcquire()) {
       ctx.stats.outcome(rpc.name, 'RESOURCE_EXHAUSTED');
       ctx.observe?.(rpc.name, status.RESOURCE_EXHAUSTED, call, state);
@@ -214,6 +216,8 @@ export function unaryHandler<Req extends { requestId: string; modelVersion?: str
         if (call.cancelled) return;
         callback(null, bytes);
         ctx.featureLog?.record(rpc.name, call.request.requestId, call.request[WIRE], bytes);
+        // after the answer is handed to grpc-js; the copy itself starts on a later turn
+        ctx.shadow?.offer(rpc, call.request, state.done, ctx.afterSent);
       },
       (e: unknown) => {
         ctx.inflight.release();

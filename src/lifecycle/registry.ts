@@ -91,6 +91,9 @@ export class ModelRegistry implements ModelLeases {
   constructor(
     private readonly log: Logger,
     private readonly hooks: RegistryHooks = {},
+    /** --shadow-version: held out of the default while another version is READY (it gets a
+     *  sampled copy of the traffic instead, src/shadow/); pins to it still work */
+    readonly shadowVersion?: string,
   ) {}
 
   acquire(pin: string): Lease {
@@ -114,6 +117,16 @@ export class ModelRegistry implements ModelLeases {
 
   defaultVersion(): string | undefined {
     return this.current?.version;
+  }
+
+  /** A lease on the shadow version when it is READY; undefined otherwise (the shadow run is then
+   *  counted as unavailable by the caller). */
+  tryAcquireShadow(): Lease | undefined {
+    const pin = this.shadowVersion;
+    if (pin === undefined) return undefined;
+    const v = this.versions.get(pin);
+    if (!v || v.state !== 'READY' || !v.engine) return undefined;
+    return this.acquire(pin);
   }
   defaultEngine(): Engine | undefined {
     return this.current?.engine;
@@ -227,13 +240,19 @@ export class ModelRegistry implements ModelLeases {
     return left.filter((e): e is Engine => e !== undefined);
   }
 
+  /** The highest READY version, the shadow version excepted while another one is READY (a
+   *  shadow is compared against the default, never promoted by arriving: docs/operations.md
+   *  "Shadow traffic"). */
   private pickDefault(): void {
-    const next = this.ready()[0];
+    const ready = this.ready();
+    const next = ready.find((v) => v.version !== this.shadowVersion) ?? ready[0];
     if (next === this.current) return;
     const prev = this.current;
     this.current = next;
     if (next) this.log.info('model_version_default', { version: next.version, previous: prev?.version ?? null });
     else this.log.warn('no_model_version_ready', { previous: prev?.version ?? null });
+    if (next && next.version === this.shadowVersion)
+      this.log.warn('shadow_version_is_default', { version: next.version, why: 'no other version is READY: it serves, and shadow runs are skipped (same_version) until another version is READY' });
   }
 }
 

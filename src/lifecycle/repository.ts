@@ -8,7 +8,8 @@
  * and versions whose directory is gone are retired (drained, then freed) after the loads, so a
  * rollback never leaves a gap. A version whose file is still changing (size or mtime differ from
  * what was seen `settleMs` earlier) is left for a later scan; a version that failed is tried again
- * only when its file changes.
+ * only when its file changes. The shadow version (--shadow-version), when its directory is
+ * there, is loaded too, after the others and outside the `keep` count, and kept while it is there.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -36,6 +37,9 @@ export interface RepositoryOptions {
   pollMs?: number;
   /** how long a version's file must stay unchanged before it is loaded (default min(1000, pollMs)) */
   settleMs?: number;
+  /** --shadow-version: loaded beside the kept versions (it does not count towards keepVersions
+   *  and is not retired while its directory is there); the registry holds it out of the default */
+  shadowVersion?: string;
 }
 
 export interface ScanResult {
@@ -125,15 +129,20 @@ export class ModelRepository {
         await sleep(this.settleMs);
         present = await this.list();
       }
+      const shadow = this.o.shadowVersion;
       const versions = [...present.keys()].sort((a, b) => Number(b) - Number(a));
       let ready = 0;
       const keep = new Set<string>();
-      for (const version of versions) {
-        if (ready >= this.keep || this.stopped) break;
+      // the shadow version is tried last, outside the count: the serving versions come first
+      const order = shadow !== undefined && present.has(shadow) ? [...versions.filter((v) => v !== shadow), shadow] : versions;
+      for (const version of order) {
+        const isShadow = version === shadow;
+        if (this.stopped) break;
+        if (ready >= this.keep && !isShadow) continue;
         const stamp = present.get(version)!;
         const known = reg.get(version);
         if (known?.state === 'READY') {
-          ready++;
+          if (!isShadow) ready++;
           keep.add(version);
           continue;
         }
@@ -145,7 +154,7 @@ export class ModelRepository {
         }
         if (await this.load(version, stamp)) {
           result.loaded.push(version);
-          ready++;
+          if (!isShadow) ready++;
           keep.add(version);
         } else result.failed.push(version);
       }

@@ -26,6 +26,13 @@ export const PREDICTION_BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05
 /** adrank_batch_candidates: candidates in one engine batch */
 export const BATCH_BUCKETS = [1, 10, 100, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000];
 
+/** adrank_shadow_overlap: overlap@K in 0..1 */
+export const OVERLAP_BUCKETS = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1];
+/** adrank_shadow_prediction_delta: |Δp| of one common winner and task */
+export const DELTA_BUCKETS = [0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1];
+/** adrank_shadow_price_shift: relative, both signs */
+export const PRICE_SHIFT_BUCKETS = [-0.5, -0.2, -0.1, -0.05, -0.02, -0.01, -0.001, 0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+
 /** The `stage` label values and the ServerTimings field each is read from. */
 export const STAGES = [
   ['decode', 'decodeUs'],
@@ -96,6 +103,13 @@ export class Metrics {
   readonly batchCandidates: Histogram;
   readonly fallbacks: Counter<'rpc' | 'reason'>;
   readonly deviceFailovers: Counter<'from' | 'outcome'>;
+  readonly shadowRequests: FastCounter;
+  readonly shadowDropped: FastCounter;
+  readonly shadowInflight: CallbackGauge;
+  readonly shadowOverlap: FastHistogram;
+  readonly shadowPredictionDelta: FastHistogram;
+  readonly shadowPriceShift: FastHistogram;
+  readonly shadowDuration: FastHistogram;
 
   private readonly methods = new Map<string, MethodMetrics | null>();
   private readonly stages: HistogramChild[];
@@ -118,6 +132,13 @@ export class Metrics {
     this.batchCandidates = new Histogram({ name: 'adrank_batch_candidates', help: 'candidates per engine batch', buckets: BATCH_BUCKETS, registers: [r] });
     this.fallbacks = new Counter({ name: 'adrank_fallback_answers_total', help: 'answers served from the fallback instead of the model, by method and reason', labelNames: ['rpc', 'reason'], registers: [r] });
     this.deviceFailovers = new Counter({ name: 'adrank_device_failovers_total', help: 'engines replaced after a sticky device error, by the failed backend and the outcome (rebuilt, failed)', labelNames: ['from', 'outcome'], registers: [r] });
+    this.shadowRequests = new FastCounter('adrank_shadow_requests_total', 'sampled shadow copies that were not dropped, by method and outcome (compared, failed, unavailable, same_version, primary_fallback)', ['rpc', 'outcome']).register(r);
+    this.shadowDropped = new FastCounter('adrank_shadow_dropped_total', 'sampled shadow copies dropped before running, by reason (inflight_full, primary_busy, no_idle_gap, shutting_down)', ['reason']).register(r);
+    this.shadowInflight = new CallbackGauge('adrank_shadow_inflight', 'shadow runs in flight (bounded by --shadow-max-inflight)', () => undefined).register(r);
+    this.shadowOverlap = new FastHistogram('adrank_shadow_overlap', 'overlap@K of the shadow answer with the primary answer, per compared request', ['rpc'], OVERLAP_BUCKETS).register(r);
+    this.shadowPredictionDelta = new FastHistogram('adrank_shadow_prediction_delta', '|p_shadow - p_primary| per winner common to both answers, by task', ['task'], DELTA_BUCKETS).register(r);
+    this.shadowPriceShift = new FastHistogram('adrank_shadow_price_shift', 'mean relative price shift (shadow - primary) / primary over the common priced winners, per compared request', ['rpc'], PRICE_SHIFT_BUCKETS).register(r);
+    this.shadowDuration = new FastHistogram('adrank_shadow_duration_seconds', 'time of a shadow run from validation to the engine answer', ['rpc'], REQUEST_BUCKETS).register(r);
     this.stages = STAGES.map(([stage]) => this.stageDuration.child({ stage }));
     if (opts.defaults ?? true) collectDefaultMetrics({ register: r });
   }
@@ -177,6 +198,17 @@ export class Metrics {
       this.predictionFor = { config, children: config.surfaces.map((surface) => config.tasks.map((task) => this.prediction.child({ task, surface }))) };
     }
     return this.predictionFor.children;
+  }
+
+  /** One compared shadow run (src/shadow/). */
+  shadowCompared(rpc: string, c: { overlap: number; deltas: Record<string, Float64Array>; priceShift?: number }, seconds: number): void {
+    this.shadowOverlap.child({ rpc }).observe(c.overlap);
+    for (const [task, d] of Object.entries(c.deltas)) {
+      const h = this.shadowPredictionDelta.child({ task });
+      for (let i = 0; i < d.length; i++) h.observe(d[i]);
+    }
+    if (c.priceShift !== undefined) this.shadowPriceShift.child({ rpc }).observe(c.priceShift);
+    this.shadowDuration.child({ rpc }).observe(seconds);
   }
 
   /** adrank_model_info: this version is loaded (1) */

@@ -27,6 +27,10 @@ export class CallTracker {
   /** the wire-side call of each call in flight → ends it with a status code */
   private readonly calls = new Map<ServerInterceptingCallInterface, (code: number) => boolean>();
   private idle: (() => void)[] = [];
+  /** by request message: what runs once that call's status has been sent (see afterSent) */
+  private readonly pendingAfter = new WeakMap<object, () => void>();
+  /** request messages whose call's status has been sent */
+  private readonly sent = new WeakSet<object>();
 
   /** `recorderFor` (optional) gives the recorder for a method path, or null for none: this
    *  interceptor sees every status sent, so it is also where per-call metrics are taken. */
@@ -36,6 +40,7 @@ export class CallTracker {
     const rec = this.recorderFor?.(method.path) ?? null;
     const t0 = rec ? performance.now() : 0;
     let live = true;
+    let request: object | undefined;
     const end = (code: number): boolean => {
       if (!live) return false;
       live = false;
@@ -47,15 +52,43 @@ export class CallTracker {
     this.calls.set(call, end);
     return new ServerInterceptingCall(call, {
       // ended without a status through the interceptors: a client cancel, or the deadline
-      start: (next) => next({ onCancel: () => live && end(Number(call.getDeadline()) <= Date.now() ? status.DEADLINE_EXCEEDED : status.CANCELLED) }),
+      start: (next) =>
+        next({
+          onReceiveMessage: (m, nextMessage) => {
+            if (m !== null && typeof m === 'object') request = m as object;
+            nextMessage(m);
+          },
+          onCancel: () => {
+            if (live) end(Number(call.getDeadline()) <= Date.now() ? status.DEADLINE_EXCEEDED : status.CANCELLED);
+            if (request) this.statusSent(request); // nothing more will be sent
+          },
+        }),
       sendStatus: (s, next) => {
         if (end(s.code)) next(s); // else already answered (cut at the end of the grace period)
+        if (request) this.statusSent(request);
       },
     });
   };
 
   get size(): number {
     return this.calls.size;
+  }
+
+  /** Runs `fn` once the status of the call whose (decoded) request message is `request` has been
+   *  handed to the wire: at once if it has been, or if the call is not one this tracker saw.
+   *  (grpc-js sends a unary answer's status only after its message is written, a turn or more
+   *  after the handler's callback.) One `fn` per call. */
+  afterSent(request: object, fn: () => void): void {
+    if (this.sent.has(request)) return fn();
+    this.pendingAfter.set(request, fn);
+  }
+
+  private statusSent(request: object): void {
+    this.sent.add(request);
+    const fn = this.pendingAfter.get(request);
+    if (!fn) return;
+    this.pendingAfter.delete(request);
+    fn();
   }
 
   /** Resolves when no call is in flight. */

@@ -36,6 +36,7 @@ import { checkSample, engineCallObserver } from '../metrics/observe.js';
 import { authInterceptor } from '../auth/interceptor.js';
 import type { AuthConfig } from '../auth/policy.js';
 import { serverCredentials, type TlsFiles } from '../auth/tls.js';
+import { checkShadowOptions, Shadow, type ShadowOptions } from '../shadow/shadow.js';
 
 export interface ServerOptions {
   /** default 'localhost' */
@@ -81,6 +82,9 @@ export interface ServerOptions {
   maxConnectionAgeMs?: number;
   /** feature logging of served calls (docs/feature-log.md); off when absent */
   featureLog?: Omit<FeatureLogOptions, 'log'>;
+  /** shadow traffic to a version of the repository (docs/operations.md "Shadow traffic"); needs
+   *  `repository`; off when absent */
+  shadow?: ShadowOptions;
 }
 
 /** What start() builds around the grpc-js server and hands to the instance. */
@@ -172,11 +176,15 @@ export class AdrankServer {
     private readonly parts: Parts,
   ) {
     this.adState = opts.adState ?? AdStateStore.memory({ log });
-    this.models = new ModelRegistry(log, {
-      onRetire: (e) => this.adState.detach(e),
-      onChange: () => this.modelsChanged(),
-      onFailed: () => this.parts.metrics?.modelLoadFailures.inc(),
-    });
+    this.models = new ModelRegistry(
+      log,
+      {
+        onRetire: (e) => this.adState.detach(e),
+        onChange: () => this.modelsChanged(),
+        onFailed: () => this.parts.metrics?.modelLoadFailures.inc(),
+      },
+      opts.shadow?.version,
+    );
     this.ctx = {
       engine: () => this.models.defaultEngine(),
       models: this.models,
@@ -188,6 +196,7 @@ export class AdrankServer {
       observe: engineCallObserver(parts.metrics, { sample: opts.accessLogSample ?? 0, log }),
       metrics: parts.metrics,
       featureLog: opts.featureLog && new FeatureLog({ ...opts.featureLog, log }),
+      afterSent: (request, fn) => parts.tracker.afterSent(request, fn),
     };
     this.failover = new DeviceFailover({
       registry: this.models,
@@ -209,6 +218,22 @@ export class AdrankServer {
       },
     });
     this.ctx.deviceFailed = (engine, version, error) => this.failover.onStickyError(engine, version, error);
+    if (opts.shadow) {
+      const shadow = new Shadow(opts.shadow, {
+        models: this.models,
+        limits: this.ctx.limits,
+        log,
+        metrics: parts.metrics,
+        featureLog: this.ctx.featureLog,
+        primaryBusy: () => this.primaryBusy(),
+        backend: () => {
+          const b = this.models.defaultEngine()?.backend;
+          return b === 'none' ? 'cpu' : b; // an ads-only stand-in: CPU defaults
+        },
+      });
+      this.ctx.shadow = shadow;
+      if (parts.metrics) parts.metrics.shadowInflight.read = () => shadow.inflight;
+    }
     if (parts.metrics) {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
       // requests waiting for a micro-batch; with batching off, native runs of the default version
@@ -235,6 +260,10 @@ export class AdrankServer {
     const maxAge = opts.maxConnectionAgeMs;
     if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
     const credentials = serverCredentials(opts.tls);
+    if (opts.shadow) {
+      checkShadowOptions(opts.shadow);
+      if (!opts.repository) throw new Error('shadow traffic needs a model repository (--model-repository): the shadow version is one of its versions');
+    }
     const sample = opts.featureLog?.sample ?? 0;
     if (!(sample >= 0 && sample <= 1)) throw new Error(`expected a rate in 0..1 for feature log sample, got ${sample}`);
     const host = opts.host ?? DEFAULT_HOST;
@@ -309,6 +338,23 @@ export class AdrankServer {
     return this.ctx.inflight.current;
   }
 
+  /** Shadow traffic (undefined when off). */
+  get shadow(): Shadow | undefined {
+    return this.ctx.shadow;
+  }
+
+  /**
+   * The shadow's shedding policy: is primary work in flight or waiting? On the CPU backend the
+   * shadow competes for the same cores and libuv threads, so any primary request admitted and not
+   * yet answered counts. On CUDA, with micro-batching on, only requests waiting for a batch count
+   * (the device overlaps runs; a full queue is the sign that it is saturated).
+   */
+  private primaryBusy(): boolean {
+    const b = this.ctx.batcher;
+    if (this.models.defaultEngine()?.backend === 'cuda' && b?.enabled) return b.stats().queueDepth > 0;
+    return this.ctx.inflight.current > 0;
+  }
+
   /** The micro-batcher's numbers (queueDepth, lastBatchCandidates, ...) for metrics; undefined
    *  until the model is loaded. */
   batchStats(): Readonly<BatcherStats> | undefined {
@@ -355,6 +401,7 @@ export class AdrankServer {
         log: this.log,
         prepare: (engine, version) => this.prepare(engine, version),
         discard: (engine) => this.adState.detach(engine),
+        shadowVersion: this.opts.shadow?.version,
       });
       try {
         await this.repo.start();
@@ -376,6 +423,8 @@ export class AdrankServer {
     this.loaded = true;
     this.setHealth('SERVING');
     this.log.info('serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
+    const sh = this.ctx.shadow;
+    if (sh) this.log.info('shadow', { version: sh.version, state: this.models.get(sh.version)?.state ?? 'missing', sample: sh.sample, maxInflight: sh.maxInflight, idleGapFactor: sh.idleGapFactor });
     void this.adState.compact('start');
   }
 
@@ -507,6 +556,9 @@ export class AdrankServer {
       const { tracker, closer } = this.parts;
       this.log.info('shutting_down', { reason, inflight: this.ctx.inflight.current, graceMs: grace });
       this.setHealth('NOT_SERVING');
+      // no new shadow runs; the running ones hold leases on the shadow version, which the retiring
+      // below waits for (bounded)
+      void this.ctx.shadow?.close();
       for (const w of this.watches) w.end();
       this.watches.clear();
       const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));

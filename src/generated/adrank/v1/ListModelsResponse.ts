@@ -9,6 +9,11 @@ export interface ListModelsResponse {
    * the repository directory, empty when serving one --bundle
    */
   'repository'?: (string);
+  /**
+   * --shadow-version, empty when shadow traffic is off (the version may be missing or FAILED:
+   * see `models`)
+   */
+  'shadowVersion'?: (string);
 }
 
 export interface ListModelsResponse__Output {
@@ -18,4 +23,9 @@ export interface ListModelsResponse__Output {
    * the repository directory, empty when serving one --bundle
    */
   'repository': (string);
+  /**
+   * --shadow-version, empty when shadow traffic is off (the version may be missing or FAILED:
+   * see `models`)
+   */
+  'shadowVersion': (string);
 }

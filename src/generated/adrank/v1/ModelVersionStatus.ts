@@ -34,6 +34,11 @@ export interface ModelVersionStatus {
   'configVersion'?: (string);
   'path'?: (string);
   'numAds'?: (number | string | Long);
+  /**
+   * the version named by --shadow-version: it gets a sampled copy of the traffic after the
+   * answers and is never made the default while another version is READY
+   */
+  'isShadow'?: (boolean);
 }
 
 export interface ModelVersionStatus__Output {
@@ -67,4 +72,9 @@ export interface ModelVersionStatus__Output {
   'configVersion': (string);
   'path': (string);
   'numAds': (string);
+  /**
+   * the version named by --shadow-version: it gets a sampled copy of the traffic after the
+   * answers and is never made the default while another version is READY
+   */
+  'isShadow': (boolean);
 }
