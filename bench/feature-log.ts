@@ -1,6 +1,6 @@
 /**
- * Feature logging's cost on the serving thread (issue: "the front end with logging at sample 1.0
- * stays within 10% of logging off"). The front end of a Rank (decode + validate + bundle +
+ * Feature logging's cost on the serving thread (target, docs/feature-log.md: "the front end with
+ * logging at sample 1.0 stays within 10% of logging off"). The front end of a Rank (decode + validate + bundle +
  * encode, as in bench/frontend.ts, with a synthetic engine result) runs in rounds, alternating
  * logging off and logging at sample 1.0 (FeatureLog.record on every request, a real writer
  * thread and real files). The event loop turns every BURST requests, so batches reach the writer.
