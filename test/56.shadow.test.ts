@@ -318,7 +318,9 @@ describe('56 shadow traffic', function () {
       await until('the spaced copies compared', () => st.outcomes.compared === 3);
       expect(st.dropped).to.deep.equal({});
       for (let i = 0; i < 30; i++) await rank(client, { requestId: `b2b-${i}` });
-      await until('all copies settled', () => s.shadow!.inflight === 0 && st.sampled === (st.outcomes.compared ?? 0) + (st.dropped.no_idle_gap ?? 0) + (st.dropped.primary_busy ?? 0));
+      // every sampled copy ends as exactly one outcome or one drop (whatever this machine's load made it)
+      const settled = () => Object.values(st.outcomes).reduce((a, n) => a + (n ?? 0), 0) + Object.values(st.dropped).reduce((a, n) => a + (n ?? 0), 0);
+      await until('all copies settled', () => s.shadow!.inflight === 0 && st.sampled === settled());
       expect(st.dropped.no_idle_gap ?? 0).to.be.at.least(20);
       const text = await s.metrics!.text();
       expect(metric(text, 'adrank_shadow_dropped_total', { reason: 'no_idle_gap' })).to.equal(st.dropped.no_idle_gap);
