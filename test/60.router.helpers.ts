@@ -104,6 +104,21 @@ export function randomRequest(rng: Rng, c: ModelConfig, ids: string[], advertise
   if (rpc === 'RetrieveAndRank') {
     r.k = Math.min(r.k!, 200);
     r.retrieveCount = rng.uniform() < 0.3 ? 0 : rng.int(r.k!, Math.max(r.k!, 600));
+    if (rng.uniform() < 0.5) {
+      // blended: the caller's own candidates (unknown and repeated ids among them), a quota, and
+      // sometimes a retrieve count below K
+      const n = rng.int(1, 300);
+      const cands: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const x = rng.uniform();
+        if (x < 0.05) cands.push(String(-rng.int(1, 1e6)));
+        else if (x < 0.1 && cands.length > 0) cands.push(rng.pick(cands));
+        else cands.push(rng.pick(ids));
+      }
+      r.candidateAdIds = cands;
+      if (rng.uniform() < 0.5) r.candidateQuota = rng.int(1, 100);
+      if (rng.uniform() < 0.3) r.retrieveCount = rng.int(1, r.k!);
+    }
   }
   return r;
 }

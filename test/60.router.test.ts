@@ -129,16 +129,30 @@ describe('60 router: sharded corpus, exact merge', function () {
     expect(JSON.parse(m.configJson)).to.deep.equal(JSON.parse(d.configJson));
   });
 
-  it('RetrieveAndRank with candidate_ad_ids (blended sources) → UNIMPLEMENTED naming the field; retrieval alone carries per-source counts', async () => {
+  it('RetrieveAndRank with candidate_ad_ids (blended sources): sources, per-source counts and winners equal one server\'s', async () => {
     const c = smallConfig();
-    const req = { ...protoRequest(c, { k: 5, retrieveCount: 20 }) };
-    const err = await call(routed, 'RetrieveAndRank', { ...req, candidateAdIds: ['1', '2'] }).then(() => null, (e: grpc.ServiceError) => e);
-    expect(err?.code).to.equal(12); // UNIMPLEMENTED
-    expect(err?.details).to.match(/candidate_ad_ids/);
-    const got = await call<object, { sourceCounts: unknown[]; winners: { source: string }[] }>(routed, 'RetrieveAndRank', req);
-    const want = await call<object, { sourceCounts: unknown[]; winners: { source: string }[] }>(direct, 'RetrieveAndRank', req);
-    expect(got.sourceCounts).to.deep.equal(want.sourceCounts);
-    expect(got.winners.map((w) => w.source)).to.deep.equal(want.winners.map((w) => w.source));
+    const ids = Array.from(source.tensors['ads.id'] as BigInt64Array, String);
+    const base = { ...protoRequest(c, { k: 30, retrieveCount: 20 }) };
+    let fromCaller = 0;
+    let earlier = 0;
+    let overQuota = 0;
+    for (const [i, extra] of [
+      { candidateAdIds: ids.slice(0, 200).concat(['-5', ids[3]]) },
+      { candidateAdIds: ids.slice(0, 200), candidateQuota: 7 },
+      { candidateAdIds: ids.slice(100, 400), retrieveCount: 5 },
+    ].entries()) {
+      const req = { ...base, ...extra, requestId: `blend-${i}` };
+      type Blended = Omit<Answer, 'winners'> & { sourceCounts: { source: string; earlierSource: number; overQuota: number; winners: number }[]; winners: { source: string }[] };
+      const [want, got] = await Promise.all([call<object, Blended>(direct, 'RetrieveAndRank', req), call<object, Blended>(routed, 'RetrieveAndRank', req)]);
+      expectSameAnswer(got, want, `blended request ${i}`);
+      fromCaller += want.winners.filter((w) => w.source === 'CALLER').length;
+      earlier += want.sourceCounts[1].earlierSource;
+      overQuota += want.sourceCounts[1].overQuota;
+    }
+    // the cases exercise what the router has to get right
+    expect(fromCaller, 'caller winners').to.be.greaterThan(0);
+    expect(earlier, 'caller ids retrieval already passed').to.be.greaterThan(0);
+    expect(overQuota, 'caller ids over the quota').to.be.greaterThan(0);
   });
 
   for (const rpc of ['Retrieve', 'Rank', 'RetrieveAndRank'] as Rpc[]) {

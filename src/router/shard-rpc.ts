@@ -13,8 +13,9 @@ import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import { cand, type Cand } from './merge.js';
 import type { ShardCallError, ShardClient } from './shard-client.js';
 
-/** Request field numbers (the same in the three request messages). */
-export const F = { exclusions: 5, k: 6, cap: 7, ranking: 9, reserve: 10, modelVersion: 11, candidates: 15, price: 16, retrieveCount: 17 } as const;
+/** Request field numbers (the same in the three request messages; 16 is Rank's, 17 and 18
+ *  RetrieveAndRank's). */
+export const F = { exclusions: 5, k: 6, cap: 7, ranking: 9, reserve: 10, modelVersion: 11, candidates: 15, price: 16, retrieveCount: 17, quota: 18 } as const;
 
 /** The largest float32: a reserve that makes every GSP price equal the winner's bid. */
 export const FLT_MAX = 3.4028234663852886e38;
