@@ -73,7 +73,8 @@ describe('62 replay and compare-modes', function () {
       const base = protoRequest(c, { requestId: `pv-${i}`, surface: c.surfaces[i % c.surfaces.length], k: 5 + (i % 4), perAdvertiserCap: i % 3 });
       const local = i % 4 === 3 ? { ranking: { mode: 'LOCAL', partitions: 2 } } : {};
       if (i % 3 === 0) await call(client, 'Rank', { ...base, ...local, candidateAdIds: ids.slice(i * 30, i * 30 + 120), price: true });
-      else if (i % 3 === 1) await call(client, 'RetrieveAndRank', { ...base, ...local, retrieveCount: 60 });
+      // half the RetrieveAndRank calls are blended, with R below K: the caller's ids must replay too
+      else if (i % 3 === 1) await call(client, 'RetrieveAndRank', { ...base, ...local, ...(i % 2 ? { candidateAdIds: ids.slice(i * 20, i * 20 + 80), retrieveCount: 3 } : { retrieveCount: 60 }) });
       else await call(client, 'Retrieve', base);
       sent.push(`pv-${i}`);
     }
