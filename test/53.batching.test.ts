@@ -178,6 +178,10 @@ describe('53 batching', function () {
     }
     const req = (size: number) => new Uint8Array(size);
     const noCall = { deadline: Infinity };
+    const until = async (f: () => boolean) => {
+      for (let i = 0; i < 400 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
+      expect(f()).to.equal(true);
+    };
     const statusOf = (p: Promise<unknown>) =>
       p.then(
         () => 'OK',
@@ -192,8 +196,8 @@ describe('53 batching', function () {
 
     it('refuses at once when the queue is full', async () => {
       const { engine, runs } = fakeEngine();
-      const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 10_000_000, maxQueue: 3 });
-      const first = b.submit(engine, BATCH_OP.rank, req(10), 10, noCall); // sent at once? no: waits for the delay
+      const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 10_000_000, maxQueue: 3, dispatchWhenIdle: false });
+      const first = b.submit(engine, BATCH_OP.rank, req(10), 10, noCall); // not sent: waits for the delay
       const queued = [b.submit(engine, BATCH_OP.rank, req(10), 10, noCall), b.submit(engine, BATCH_OP.rank, req(10), 10, noCall)];
       const t0 = performance.now();
       expect(await statusOf(b.submit(engine, BATCH_OP.rank, req(10), 10, noCall))).to.equal('RESOURCE_EXHAUSTED');
@@ -202,7 +206,7 @@ describe('53 batching', function () {
       expect(b.stats().refused.queueFull).to.equal(1);
       expect(runs).to.have.length(0);
       // filling to max candidates sends the batch without waiting for the delay
-      const b2 = new Batcher({ maxCandidates: 30, maxDelayUs: 10_000_000, maxQueue: 10 });
+      const b2 = new Batcher({ maxCandidates: 30, maxDelayUs: 10_000_000, maxQueue: 10, dispatchWhenIdle: false });
       const all = [10, 10, 10].map((n) => b2.submit(engine, BATCH_OP.rank, req(n), n, noCall));
       expect(runs).to.have.length(1);
       expect(runs[0].sizes).to.deep.equal([10, 10, 10]);
@@ -210,6 +214,21 @@ describe('53 batching', function () {
       expect(await Promise.all(all.map(statusOf))).to.deep.equal(['OK', 'OK', 'OK']);
       void first;
       void queued;
+    });
+
+    it('an idle engine takes a request at once; requests arriving while a batch runs go together after it', async () => {
+      const { engine, runs } = fakeEngine();
+      const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 10_000_000, maxQueue: 10 });
+      const first = b.submit(engine, BATCH_OP.rank, req(10), 10, noCall);
+      expect(runs, 'no wait on an idle engine').to.have.length(1);
+      const later = [11, 12, 13].map((n) => b.submit(engine, BATCH_OP.rank, req(n), n, noCall));
+      expect(runs, 'the engine is busy: they wait').to.have.length(1);
+      runs[0].release();
+      expect(await statusOf(first)).to.equal('OK');
+      await until(() => runs.length === 2);
+      expect(runs[1].sizes, 'one batch of the three').to.deep.equal([11, 12, 13]);
+      runs[1].release();
+      expect(await Promise.all(later.map(statusOf))).to.deep.equal(['OK', 'OK', 'OK']);
     });
 
     it('does not start a request whose deadline cannot be met', async () => {

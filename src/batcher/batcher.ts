@@ -7,8 +7,8 @@
  *
  * Policy (after Triton's dynamic batcher):
  *   - a batch is sent when the engine has room (at most `maxInflightBatches` batches running) and
- *     either the queued candidates reach `maxCandidates` or the oldest request has waited
- *     `maxDelayUs`;
+ *     either the engine is idle (no batch running; `dispatchWhenIdle`, on by default), the queued
+ *     candidates reach `maxCandidates`, or the oldest request has waited `maxDelayUs`;
  *   - a batch takes requests in arrival order while their candidates fit `maxCandidates`; a
  *     request larger than that runs alone; nothing overtakes the head of the queue, so a big
  *     request is never starved and small ones wait for at most the batches ahead of them;
@@ -35,6 +35,10 @@ export interface BatcherOptions {
   maxQueue: number;
   /** batches running at once (default 1: one batch keeps the CPU backend's pool busy while the next forms) */
   maxInflightBatches?: number;
+  /** An idle engine takes the head of the queue at once instead of letting it wait `maxDelayUs`
+   *  for company (default true): company can only come from requests that arrive while a batch
+   *  runs, so waiting on an idle engine adds latency at low load and nothing under load. */
+  dispatchWhenIdle?: boolean;
 }
 
 /** What the batcher needs from a call. */
@@ -181,7 +185,8 @@ export class Batcher {
     while (this.queue.length > 0 && this.inflight < maxInflight) {
       const head = this.queue[0];
       const waitedUs = (performance.now() - head.enqueued) * 1000;
-      if (this.queuedCandidates < this.options.maxCandidates && waitedUs < this.options.maxDelayUs) {
+      const idle = this.inflight === 0 && (this.options.dispatchWhenIdle ?? true);
+      if (!idle && this.queuedCandidates < this.options.maxCandidates && waitedUs < this.options.maxDelayUs) {
         const leftMs = (this.options.maxDelayUs - waitedUs) / 1000;
         // timers have 1 ms granularity: shorter waits poll once per event-loop turn
         if (leftMs >= 1) this.timer = setTimeout(() => this.pump(), Math.floor(leftMs)).unref();
