@@ -401,6 +401,12 @@ describe('56 shadow traffic', function () {
     const c = serve('--model-repository', repo, '--shadow-sample', '0.5');
     expect(c.status).to.equal(1);
     expect(c.stderr).to.include('--shadow-sample needs --shadow-version');
+    const d = serve('--model-repository', repo, '--shadow-idle-gap', '3');
+    expect(d.status).to.equal(1);
+    expect(d.stderr).to.include('--shadow-idle-gap needs --shadow-version');
+    const e = serve('--model-repository', repo, '--shadow-version', '2', '--shadow-idle-gap', '-1');
+    expect(e.status).to.equal(1);
+    expect(e.stderr).to.include('--shadow-idle-gap');
   });
 
   describe('sampling and comparison (no server)', () => {

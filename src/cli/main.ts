@@ -134,6 +134,7 @@ interface ServeFlags {
   shadowVersion?: number;
   shadowSample: number;
   shadowMaxInflight?: number;
+  shadowIdleGap?: number;
 }
 
 /** TLS files from the flags: both of --tls-cert and --tls-key, or neither. */
@@ -159,10 +160,10 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
   if (repository) bundle = undefined; // --model-repository wins over ADRANK_BUNDLE
   if (!bundle && !repository) cmd.error('error: expected a model: --bundle FILE (or ADRANK_BUNDLE), --model-repository DIR, or --demo');
   if (f.shadowVersion !== undefined && !repository) cmd.error('error: --shadow-version needs --model-repository DIR: the shadow version is one of its versions (DIR/<V>/model.safetensors)');
-  for (const flag of ['shadowSample', 'shadowMaxInflight'] as const) {
+  for (const flag of ['shadowSample', 'shadowMaxInflight', 'shadowIdleGap'] as const) {
     const source = cmd.getOptionValueSource(flag);
     if (f.shadowVersion === undefined && (source === 'cli' || source === 'env'))
-      cmd.error(`error: --${flag === 'shadowSample' ? 'shadow-sample' : 'shadow-max-inflight'} needs --shadow-version V`);
+      cmd.error(`error: --${{ shadowSample: 'shadow-sample', shadowMaxInflight: 'shadow-max-inflight', shadowIdleGap: 'shadow-idle-gap' }[flag]} needs --shadow-version V`);
   }
   const path = bundle;
   const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision });
@@ -224,7 +225,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       featureLog: f.featureLog
         ? { dir: resolve(f.featureLog), sample: f.featureLogSample, maxBytes: f.featureLogMaxBytes, maxAgeMs: 1000 * f.featureLogMaxAgeS, queueMax: f.featureLogQueue }
         : undefined,
-      shadow: f.shadowVersion !== undefined ? { version: String(f.shadowVersion), sample: f.shadowSample, maxInflight: f.shadowMaxInflight } : undefined,
+      shadow: f.shadowVersion !== undefined ? { version: String(f.shadowVersion), sample: f.shadowSample, maxInflight: f.shadowMaxInflight, idleGapFactor: f.shadowIdleGap } : undefined,
     });
   } catch (e) {
     if (!(e instanceof BindError)) throw e;
@@ -399,6 +400,11 @@ function program(): Command {
     .addOption(new Option('--feature-log-queue <n>', 'records waiting to be written at most; beyond → dropped and counted').env('ADRANK_FEATURE_LOG_QUEUE').default(DEFAULT_FEATURE_LOG_QUEUE).argParser(int(1)))
     .addOption(new Option('--shadow-version <v>', 'also run a sampled copy of each Rank / RetrieveAndRank on repository version V after answering, and compare (needs --model-repository)').env('ADRANK_SHADOW_VERSION').argParser(int(1)))
     .addOption(new Option('--shadow-sample <r>', 'fraction of requests copied to the shadow version, 0..1, by request id').env('ADRANK_SHADOW_SAMPLE').default(1).argParser(fraction))
+    .addOption(
+      new Option('--shadow-idle-gap <x>', 'a copy starts only if the next call is expected later than x times a shadow run; 0 = no such check (default: cpu 2, cuda 0)')
+        .env('ADRANK_SHADOW_IDLE_GAP')
+        .argParser(decimal()),
+    )
     .addOption(new Option('--shadow-max-inflight <n>', 'shadow runs in flight at most; beyond, copies are dropped and counted (default: cpu 1, cuda 4)').env('ADRANK_SHADOW_MAX_INFLIGHT').argParser(int(1, 1024)))
     .action((f: ServeFlags, cmd: Command) => serve(f, cmd));
 
