@@ -93,7 +93,7 @@ class AdvertiserCounter {
     mask_ = cap - 1;
   }
   int32_t& at(int64_t adv) {
-    size_t s = mix64(uint64_t(adv)) & mask_;
+    size_t s = splitmix64(uint64_t(adv)) & mask_;
     for (; vals_[s] >= 0; s = (s + 1) & mask_)
       if (keys_[s] == adv) return vals_[s];
     keys_[s] = adv;

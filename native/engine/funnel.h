@@ -8,27 +8,12 @@
 #include <vector>
 
 #include "engine/ad_state.h"
+#include "engine/hash.h"
 #include "engine/model.h"
 #include "engine/request_parser.h"
 #include "engine/results.h"
 
 namespace adrank {
-
-// splitmix64 as documented in docs/funnel.md.
-inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  uint64_t z = x;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// The ad participates iff ((splitmix64(key ^ ad_id) >> 11) · 2^-53) < rate.
-inline bool pacing_pass(uint64_t key, int64_t ad_id, float rate) {
-  const uint64_t h = splitmix64(key ^ uint64_t(ad_id));
-  const double u = double(h >> 11) * 0x1.0p-53;
-  return u < double(rate);
-}
 
 enum class Drop : uint8_t { kEligible = 0, kExcludedAd, kExcludedAdvertiser, kInactive, kOutOfBudget, kTargeting, kPaced };
 

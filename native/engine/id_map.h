@@ -4,14 +4,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace adrank {
+#include "engine/hash.h"
 
-inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+namespace adrank {
 
 class IdMap {
  public:
@@ -21,7 +16,7 @@ class IdMap {
   // Row of `id`, or -1.
   int32_t find(int64_t id) const {
     if (mask_ == 0 && keys_.empty()) return -1;
-    for (uint64_t s = mix64(uint64_t(id)) & mask_;; s = (s + 1) & mask_) {
+    for (uint64_t s = splitmix64(uint64_t(id)) & mask_;; s = (s + 1) & mask_) {
       const int32_t r = rows_[s];
       if (r < 0) return -1;
       if (keys_[s] == id) return r;
@@ -44,14 +39,14 @@ class RowSet {
     mask_ = cap - 1;
   }
   bool contains(int32_t row) const {
-    for (size_t s = mix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {
+    for (size_t s = splitmix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {
       if (slots_[s] == row) return true;
       if (slots_[s] < 0) return false;
     }
   }
   // true when newly inserted
   bool insert(int32_t row) {
-    for (size_t s = mix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {
+    for (size_t s = splitmix64(uint64_t(row)) & mask_;; s = (s + 1) & mask_) {
       if (slots_[s] == row) return false;
       if (slots_[s] < 0) {
         slots_[s] = row;

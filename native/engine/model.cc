@@ -179,7 +179,7 @@ bool IdMap::build(const int64_t* ids, int64_t n, int64_t* dup) {
   rows_.assign(cap, -1);
   mask_ = cap - 1;
   for (int64_t r = 0; r < n; r++) {
-    uint64_t s = mix64(uint64_t(ids[r])) & mask_;
+    uint64_t s = splitmix64(uint64_t(ids[r])) & mask_;
     for (; rows_[s] >= 0; s = (s + 1) & mask_) {
       if (keys_[s] == ids[r]) {
         *dup = ids[r];

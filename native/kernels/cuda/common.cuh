@@ -16,6 +16,8 @@
 #include <string>
 #include <utility>
 
+#include "engine/hash.h"
+
 namespace adrank::cuda {
 
 // A CUDA error as a C++ exception carrying file:line, the error name and its description.
@@ -154,21 +156,9 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return warp_sum(r);
 }
 
-// splitmix64 as in docs/funnel.md (pacing hash) — also used to hash ids into the device table.
-__host__ __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  uint64_t z = x;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// Pacing test (docs/funnel.md): participates iff ((splitmix64(key ^ id) >> 11) * 2^-53) < rate.
-// Computed in double so the threshold matches the CPU engine bit for bit.
-__host__ __device__ __forceinline__ bool paced_in(uint64_t key, int64_t ad_id, float rate) {
-  const uint64_t h = splitmix64(key ^ uint64_t(ad_id));
-  const double u = double(h >> 11) * (1.0 / 9007199254740992.0);
-  return u < double(rate);
-}
+// splitmix64 (the pacing hash, and the device id tables' hash) and the pacing test: the CPU
+// backend's own definitions (engine/hash.h), compiled for the device too.
+using ::adrank::pacing_pass;
+using ::adrank::splitmix64;
 
 }  // namespace adrank::cuda

@@ -115,7 +115,7 @@ __device__ __forceinline__ int drop_reason(const DeviceModel& m, const RequestDe
     if (v < 64 ? !((mask[k] >> v) & 1ull) : mask[k] != ~0ull) return kDropTargeting;
   }
   const float rate = __uint_as_float(unsigned(w & 0xffffffffu));
-  if (!paced_in(desc->key, m.ad_id[row], rate)) return kDropPaced;
+  if (!pacing_pass(desc->key, m.ad_id[row], rate)) return kDropPaced;
   return kEligible;
 }
 
