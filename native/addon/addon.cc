@@ -12,7 +12,7 @@
 #include "kernels/cpu/layer_norm.h"
 
 #ifdef ADRANK_WITH_CUDA
-#include "kernels/cuda/cuda_backend.cuh"
+#include "engine/cuda_backend.cuh"
 #endif
 
 namespace adrank::addon {

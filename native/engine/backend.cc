@@ -41,7 +41,7 @@ Device parse_device(const std::string& s) {
 }
 
 #ifndef ADRANK_WITH_CUDA
-// CPU-only build: the CUDA backend (native/kernels/cuda/cuda_backend.cu) defines this otherwise.
+// CPU-only build: the CUDA backend (native/engine/cuda_backend.cu) defines this otherwise.
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model>, int device, cpu::ThreadPool*) {
   throw std::runtime_error("device cuda:" + std::to_string(device) + " requested but this addon was not compiled with CUDA");
 }

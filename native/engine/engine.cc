@@ -10,7 +10,7 @@
 #include "engine/request_parser.h"
 #include "kernels/cpu/gemm.h"
 #ifdef ADRANK_WITH_CUDA
-#include "kernels/cuda/cuda_backend.cuh"
+#include "engine/cuda_backend.cuh"
 #endif
 
 namespace adrank {

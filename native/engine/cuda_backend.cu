@@ -5,7 +5,7 @@
 // cudaStreamSynchronize), only the winners copied back.
 //
 // Verified on an H200 (scripts/gpu-check.sh); compiled for sm_80, sm_89, sm_90a (+ PTX) with nvcc 13. docs/cuda.md.
-#include "kernels/cuda/cuda_backend.cuh"
+#include "engine/cuda_backend.cuh"
 
 #include <algorithm>
 #include <atomic>
