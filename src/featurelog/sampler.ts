@@ -4,10 +4,11 @@
  *
  * u = fmix32(FNV-1a 32 of the id's UTF-16 code units) / 2^32 ∈ [0, 1); sampled iff u < rate.
  * Unrelated to the pacing hash (FNV-1a 64 + splitmix64), so the logged sample is not biased
- * towards ads that passed pacing.
+ * towards ads that passed pacing. A `salt` (XORed into FNV's offset basis) gives another sample of
+ * the same ids, independent of this one (shadow traffic, src/shadow/); 0 is the feature log's.
  */
-export function sampleDraw(requestId: string): number {
-  let h = 0x811c9dc5;
+export function sampleDraw(requestId: string, salt = 0): number {
+  let h = (0x811c9dc5 ^ salt) >>> 0;
   for (let i = 0; i < requestId.length; i++) {
     h ^= requestId.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
@@ -21,6 +22,6 @@ export function sampleDraw(requestId: string): number {
   return (h >>> 0) / 4294967296;
 }
 
-export function sampled(requestId: string, rate: number): boolean {
-  return rate >= 1 || (rate > 0 && sampleDraw(requestId) < rate);
+export function sampled(requestId: string, rate: number, salt = 0): boolean {
+  return rate >= 1 || (rate > 0 && sampleDraw(requestId, salt) < rate);
 }

@@ -15,6 +15,7 @@ import { status } from '@grpc/grpc-js';
 import type { ModelRegistry } from '../lifecycle/registry.js';
 import type { Metrics } from '../metrics/index.js';
 import type { FeatureLog } from '../featurelog/writer.js';
+import { sampled } from '../featurelog/sampler.js';
 import type { Logger } from '../server/log.js';
 import type { Limits } from '../handlers/validate.js';
 import { emptyResult, toServiceError, type CallState, type EngineRpc } from '../handlers/engine-rpc.js';
@@ -50,23 +51,10 @@ export type ShadowDropReason = 'inflight_full' | 'primary_busy' | 'no_idle_gap' 
  *  is independent of the feature log's (which hashes the same id from the plain basis). */
 export const SHADOW_SALT = 0x53484457;
 
-/** u = fmix32(FNV-1a 32 of the id's UTF-16 code units, offset basis 0x811c9dc5 ^ salt) / 2^32. */
-export function saltedDraw(requestId: string, salt: number): number {
-  let h = (0x811c9dc5 ^ salt) >>> 0;
-  for (let i = 0; i < requestId.length; i++) {
-    h ^= requestId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return (h >>> 0) / 4294967296;
-}
-
+/** Whether the shadow copies this request: the feature log's draw (src/featurelog/sampler.ts)
+ *  under SHADOW_SALT, so that the two samples are independent. */
 export function shadowSampled(requestId: string, rate: number): boolean {
-  return rate >= 1 || (rate > 0 && saltedDraw(requestId, SHADOW_SALT) < rate);
+  return sampled(requestId, rate, SHADOW_SALT);
 }
 
 export function checkShadowOptions(o: ShadowOptions): void {
