@@ -321,10 +321,13 @@ export class Engine {
     return plan;
   }
 
-  /** The fallback answer (synchronous; host memory only, so it also works when the device failed). */
+  /** The fallback answer (synchronous; host memory only, so it also works when the device failed).
+   *  An ads-only engine has no model to give probabilities: its winners carry the bid as their
+   *  score and no task probabilities or value (docs/funnel.md "Fallback"). */
   fallback(op: FallbackOp, r: EngineRequest): NativeResult {
     if (!this.fallbackPlan) throw new EngineError('no fallback plan: prepareFallback() was not run', 'INTERNAL');
-    return this.native.fallback(packFeatureBundle(this.config, r), op);
+    const result = this.native.fallback(packFeatureBundle(this.config, r), op);
+    return this.adsOnly ? { ...result, probs: new Float32Array(0), values: new Float32Array(0) } : result;
   }
 
   /** Test builds only: the next n model runs fail as a device error (throws on a release addon). */

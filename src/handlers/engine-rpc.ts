@@ -125,7 +125,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     if (!allowFallback)
       throw new RequestError(status.UNAVAILABLE, 'no model version loads; this server answers from the fallback only (--fallback-only), and allow_fallback is false');
     fallback = 'NO_MODEL';
-    result = withoutModelOutputs(engine.fallback(rpc.fallbackOp, er));
+    result = engine.fallback(rpc.fallbackOp, er);
   } else if (allowFallback && p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
     fallback = 'DEADLINE';
     result = engine.fallback(rpc.fallbackOp, er);
@@ -168,12 +168,6 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
-}
-
-/** An ads-only engine has no probabilities to give: winners carry the bid as their score, and no
- *  task probabilities or value (docs/funnel.md "Fallback"). */
-function withoutModelOutputs(r: NativeResult): NativeResult {
-  return { ...r, probs: new Float32Array(0), values: new Float32Array(0) };
 }
 
 /** A failure of the model path itself (engine or device), not of the request or of shutdown. */
