@@ -25,6 +25,7 @@ import type { RankResponse__Output } from '../src/generated/adrank/v1/RankRespon
 import { adId, init, pack } from './support/tiny-model.js';
 import { addonBuilt } from './support/index.js';
 import { adIds, protoRequest, writeSmallBundle } from './50.server.helpers.js';
+import { until } from './support/server.js';
 
 const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -178,10 +179,6 @@ describe('53 batching', function () {
     }
     const req = (size: number) => new Uint8Array(size);
     const noCall = { deadline: Infinity };
-    const until = async (f: () => boolean) => {
-      for (let i = 0; i < 400 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
-      expect(f()).to.equal(true);
-    };
     const statusOf = (p: Promise<unknown>) =>
       p.then(
         () => 'OK',
@@ -225,7 +222,7 @@ describe('53 batching', function () {
       expect(runs, 'the engine is busy: they wait').to.have.length(1);
       runs[0].release();
       expect(await statusOf(first)).to.equal('OK');
-      await until(() => runs.length === 2);
+      await until('the second batch', () => runs.length === 2);
       expect(runs[1].sizes, 'one batch of the three').to.deep.equal([11, 12, 13]);
       runs[1].release();
       expect(await Promise.all(later.map(statusOf))).to.deep.equal(['OK', 'OK', 'OK']);

@@ -22,18 +22,9 @@ import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetMod
 import { addonBuilt, randomRequest, Rng } from './support/index.js';
 import { adminClient, listModels, reloadModels, updateAdStates } from './support/admin.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
+import { until } from './support/server.js';
 
 const ADS = 300;
-
-async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('54 --fallback-only', function () {
   this.timeout(120_000);

@@ -11,7 +11,6 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
-import type { Logger } from '../src/server/log.js';
 import { call, connect } from '../src/cli/client.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 import { loadBundle, writeBundle } from '../src/model/bundle.js';
@@ -22,26 +21,10 @@ import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import { addonBuilt } from './support/index.js';
 import { adminClient, getAdStates, listModels, reloadModels, updateAdStates } from './support/admin.js';
 import { engineRequest, protoRequest, smallConfig } from './50.server.helpers.js';
+import { recordingLogger, shipVersion, until } from './support/server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const ADS = 400;
-
-/** A logger that keeps the events (and stays quiet). */
-function recordingLogger(): Logger & { events: { level: string; event: string; [k: string]: unknown }[] } {
-  const events: { level: string; event: string; [k: string]: unknown }[] = [];
-  const at = (level: string) => (event: string, fields: Record<string, unknown> = {}) => void events.push({ level, event, ...fields });
-  return { events, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('54 model repository and hot reload', function () {
   this.timeout(180_000);
@@ -81,14 +64,6 @@ describe('54 model repository and hot reload', function () {
     await server?.shutdown();
     server = undefined;
   });
-
-  /** Moves a version in atomically: written beside, then renamed into place. */
-  function ship(version: number, bundle: string): void {
-    const tmp = join(repo, `.incoming-${version}`);
-    mkdirSync(tmp);
-    writeFileSync(join(tmp, 'model.safetensors'), readFileSync(bundle));
-    renameSync(tmp, join(repo, String(version)));
-  }
 
   async function start(keepVersions: number, pollMs = 100): Promise<AdrankServer> {
     server = await AdrankServer.start({
@@ -136,7 +111,7 @@ describe('54 model repository and hot reload', function () {
     call<object, RankResponse__Output>(client, 'Rank', protoRequest(smallConfig(), { candidateAdIds: candidates, k: 10, ...over }));
 
   it('under load: versions 2 and 3 (corrupt) arrive, zero failed calls, answers switch to 2, a pin to 1 answers from 1', async () => {
-    ship(1, bundles.one);
+    shipVersion(repo, 1, bundles.one);
     const s = await start(2);
     const port = s.port;
     const admin = adminClient(`localhost:${port}`);
@@ -147,8 +122,8 @@ describe('54 model repository and hot reload', function () {
     const { versions, failures, health, stop } = underLoad(s);
 
     await until('calls on version 1', () => versions.every((v) => v.length >= 3));
-    ship(2, bundles.two);
-    ship(3, bundles.corrupt);
+    shipVersion(repo, 2, bundles.two);
+    shipVersion(repo, 3, bundles.corrupt);
     const models = await until('2 READY and 3 FAILED', async () => {
       const m = await listModels(admin);
       const st = Object.fromEntries(m.models.map((x) => [x.version, x.state]));
@@ -196,7 +171,7 @@ describe('54 model repository and hot reload', function () {
   });
 
   it('keep 1: the old version drains, then is freed; rollback by removing the directory; ReloadModels', async () => {
-    ship(1, bundles.one);
+    shipVersion(repo, 1, bundles.one);
     const s = await start(1, 0); // no polling: ReloadModels and SIGHUP only
     const admin = adminClient(`localhost:${s.port}`);
     const client = connect(`localhost:${s.port}`);
@@ -207,7 +182,7 @@ describe('54 model repository and hot reload', function () {
       // and one request's hold on version 1 that we control (as execute() takes for each call)
       const held = s.models.acquire('');
       expect(held.version).to.equal('1');
-      ship(2, bundles.two);
+      shipVersion(repo, 2, bundles.two);
       const r = await reloadModels(admin);
       expect(r.loaded).to.deep.equal(['2']);
       expect(r.defaultVersion).to.equal('2');
@@ -245,7 +220,7 @@ describe('54 model repository and hot reload', function () {
   });
 
   it('a version whose file is still being written is left alone until it stops changing', async () => {
-    ship(1, bundles.one);
+    shipVersion(repo, 1, bundles.one);
     const s = await start(1, 0);
     const admin = adminClient(`localhost:${s.port}`);
     try {
@@ -274,7 +249,7 @@ describe('54 model repository and hot reload', function () {
   });
 
   it('live ad state follows ads by id into a new version (and is in place before it serves)', async () => {
-    ship(1, bundles.one);
+    shipVersion(repo, 1, bundles.one);
     const s = await start(1, 0);
     const admin = adminClient(`localhost:${s.port}`);
     const client = connect(`localhost:${s.port}`);
@@ -282,7 +257,7 @@ describe('54 model repository and hot reload', function () {
       const top = (await rank(client)).winners[0].adId;
       await updateAdStates(admin, [{ adId: top, active: false, bid: 3 }]);
       expect((await rank(client)).winners.map((w) => w.adId)).to.not.include(top);
-      ship(2, bundles.two);
+      shipVersion(repo, 2, bundles.two);
       await reloadModels(admin);
       const r = await rank(client);
       expect(r.model?.version).to.equal('2');

@@ -10,19 +10,13 @@ import { expect } from 'chai';
 import { EngineError, Engine } from '../src/engine/index.js';
 import { loadBinding } from '../src/engine/binding.js';
 import { AdrankServer } from '../src/server/server.js';
-import type { Logger } from '../src/server/log.js';
 import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import { demoLoaded } from './support/index.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
+import { recordingLogger } from './support/server.js';
 
 const hooksAddon = join(process.cwd(), 'build-test', 'Release', 'adrank.node');
-
-function recordingLogger(): Logger & { events: { level: string; event: string; [k: string]: unknown }[] } {
-  const events: { level: string; event: string; [k: string]: unknown }[] = [];
-  const at = (level: string) => (event: string, fields: Record<string, unknown> = {}) => void events.push({ level, event, ...fields });
-  return { events, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
 
 describe('55 device failover', function () {
   this.timeout(120_000);

@@ -13,7 +13,6 @@ import { expect } from 'chai';
 import { Engine } from '../src/engine/index.js';
 import { frame, MAGIC, readLog, StateFileError, StateLog } from '../src/state/log.js';
 import { AdStateStore } from '../src/state/store.js';
-import type { Logger } from '../src/server/log.js';
 import { call, connect } from '../src/cli/client.js';
 import { loadBundle } from '../src/model/bundle.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
@@ -21,14 +20,9 @@ import { addonBuilt } from './support/index.js';
 import { randomBundle, adId } from './support/tiny-model.js';
 import { adminClient, getAdStates, updateAdStates } from './support/admin.js';
 import { protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { recordingLogger } from './support/server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
-
-function recordingLogger(): Logger & { events: { level: string; event: string; [k: string]: unknown }[] } {
-  const events: { level: string; event: string; [k: string]: unknown }[] = [];
-  const at = (level: string) => (event: string, fields: Record<string, unknown> = {}) => void events.push({ level, event, ...fields });
-  return { events, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
 
 describe('55 durable live ad state', function () {
   this.timeout(180_000);

@@ -67,6 +67,18 @@ export type Rpc = 'Retrieve' | 'Rank' | 'RetrieveAndRank';
  * K (sometimes large), cap 0..3, task weights and reserve sometimes, local(P) for the ranking
  * RPCs half the time; Rank candidates with unknown ids and repeats.
  */
+/** n candidate ids: ~5% unknown (negative), ~5% repeats of earlier ones, the rest from `ids`. */
+function randomCandidates(rng: Rng, ids: string[], n: number): string[] {
+  const cands: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = rng.uniform();
+    if (x < 0.05) cands.push(String(-rng.int(1, 1e6)));
+    else if (x < 0.1 && cands.length > 0) cands.push(rng.pick(cands));
+    else cands.push(rng.pick(ids));
+  }
+  return cands;
+}
+
 export function randomRequest(rng: Rng, c: ModelConfig, ids: string[], advertisers: string[], rpc: Rpc, n: number): AnyRequest {
   const f = () => Math.round((rng.uniform() * 4 - 2) * 1000) / 1000;
   const r: AnyRequest = {
@@ -91,14 +103,7 @@ export function randomRequest(rng: Rng, c: ModelConfig, ids: string[], advertise
   if (rpc !== 'Retrieve' && rng.uniform() < 0.5) r.ranking = { mode: 'LOCAL', partitions: rng.int(1, 8) };
   if (rpc === 'Rank') {
     const n = rng.int(0, 600);
-    const cands: string[] = [];
-    for (let i = 0; i < n; i++) {
-      const x = rng.uniform();
-      if (x < 0.05) cands.push(String(-rng.int(1, 1e6)));
-      else if (x < 0.1 && cands.length > 0) cands.push(rng.pick(cands));
-      else cands.push(rng.pick(ids));
-    }
-    r.candidateAdIds = cands;
+    r.candidateAdIds = randomCandidates(rng, ids, n);
     r.price = rng.uniform() < 0.6;
   }
   if (rpc === 'RetrieveAndRank') {
@@ -107,15 +112,7 @@ export function randomRequest(rng: Rng, c: ModelConfig, ids: string[], advertise
     if (rng.uniform() < 0.5) {
       // blended: the caller's own candidates (unknown and repeated ids among them), a quota, and
       // sometimes a retrieve count below K
-      const n = rng.int(1, 300);
-      const cands: string[] = [];
-      for (let i = 0; i < n; i++) {
-        const x = rng.uniform();
-        if (x < 0.05) cands.push(String(-rng.int(1, 1e6)));
-        else if (x < 0.1 && cands.length > 0) cands.push(rng.pick(cands));
-        else cands.push(rng.pick(ids));
-      }
-      r.candidateAdIds = cands;
+      r.candidateAdIds = randomCandidates(rng, ids, rng.int(1, 300));
       if (rng.uniform() < 0.5) r.candidateQuota = rng.int(1, 100);
       if (rng.uniform() < 0.3) r.retrieveCount = rng.int(1, r.k!);
     }
