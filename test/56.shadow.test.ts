@@ -6,13 +6,12 @@
  * a shadow version missing then arriving (never promoted to the default), and the flags.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { Engine, type EngineRequest } from '../src/engine/index.js';
 import { AdrankServer, type ServerOptions } from '../src/server/server.js';
-import type { Logger } from '../src/server/log.js';
 import { call, connect } from '../src/cli/client.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 import { loadBundle, writeBundle } from '../src/model/bundle.js';
@@ -28,26 +27,11 @@ import { emptyResult } from '../src/handlers/engine-rpc.js';
 import { addonBuilt } from './support/index.js';
 import { adminClient, listModels, reloadModels } from './support/admin.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
+import { recordingLogger, shipVersion, until } from './support/server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const ADS = 400;
 const REPO_ROOT = join(import.meta.dirname, '..');
-
-function quietLogger(): Logger & { events: { level: string; event: string; [k: string]: unknown }[] } {
-  const events: { level: string; event: string; [k: string]: unknown }[] = [];
-  const at = (level: string) => (event: string, fields: Record<string, unknown> = {}) => void events.push({ level, event, ...fields });
-  return { events, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = f();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** name{labels} value lines of the exposition text */
 function metric(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -95,13 +79,6 @@ describe('56 shadow traffic', function () {
     server = undefined;
   });
 
-  function ship(version: number, bundle: string): void {
-    const tmp = join(repo, `.incoming-${version}`);
-    mkdirSync(tmp);
-    writeFileSync(join(tmp, 'model.safetensors'), readFileSync(bundle));
-    renameSync(tmp, join(repo, String(version)));
-  }
-
   /** Shadow options default to idleGapFactor 0 here: these tests send calls back to back from one
    *  client and check exact counts; the idle-gap policy has its own test. */
   async function start(shadow: ServerOptions['shadow'], over: Partial<ServerOptions> = {}): Promise<AdrankServer> {
@@ -110,7 +87,7 @@ describe('56 shadow traffic', function () {
       port: 0,
       repository: { dir: repo, load: (p) => Engine.load(p, { device: DEVICE, threads: 1 }), keepVersions: 1, pollMs: 0, settleMs: 20 },
       shutdownGraceMs: 5000,
-      log: quietLogger(),
+      log: recordingLogger(),
       auth: { adminInsecure: true },
       metrics: { port: 0 },
       shadow,
@@ -120,12 +97,18 @@ describe('56 shadow traffic', function () {
     return server;
   }
 
+  /** Waits until `n` copies have been compared and none runs. Calls that expect every copy to be
+   *  compared wait for each before the next: on a loaded machine a call sent while a copy still
+   *  waits for its turn would (rightly) shed it as primary_busy. */
+  const compared = (s: AdrankServer, n: number) =>
+    until(`${n} compared shadow runs`, () => (s.shadow!.stats.outcomes.compared ?? 0) === n && s.shadow!.inflight === 0);
+
   const rank = (client: AdRankerClient, over: Parameters<typeof protoRequest>[1] = {}) =>
     call<object, RankResponse__Output>(client, 'Rank', protoRequest(smallConfig(), { candidateAdIds: candidates, k: 10, price: true, ...over }));
 
   it('versions differ: every Rank and RetrieveAndRank is compared after its answer; overlap, |Δp| and price shift equal those of the two versions\' own answers; the feature log gets them', async () => {
-    ship(1, bundles.one);
-    ship(2, bundles.two);
+    shipVersion(repo, 1, bundles.one);
+    shipVersion(repo, 2, bundles.two);
     const logDir = join(root, `log-${Date.now()}`);
     // shadow = 1, the older version: --keep-versions 1 alone would retire it
     const s = await start({ version: '1', sample: 1 }, { featureLog: { dir: logDir, sample: 1 } });
@@ -139,7 +122,10 @@ describe('56 shadow traffic', function () {
 
       const ids = Array.from({ length: 6 }, (_, i) => `diff-${i}`);
       const primary: RankResponse__Output[] = [];
-      for (const [i, id] of ids.entries()) primary.push(await rank(client, { requestId: id, candidateAdIds: candidates.slice(i * 20, i * 20 + 200) }));
+      for (const [i, id] of ids.entries()) {
+        primary.push(await rank(client, { requestId: id, candidateAdIds: candidates.slice(i * 20, i * 20 + 200) }));
+        await compared(s, i + 1);
+      }
       await call(client, 'RetrieveAndRank', protoRequest(smallConfig(), { requestId: 'rr-0', retrieveCount: 100, k: 10 }));
       await call(client, 'Retrieve', protoRequest(smallConfig(), { requestId: 'rt-0', k: 10 }));
       await until('7 compared shadow runs', () => (s.shadow!.stats.outcomes.compared ?? 0) >= 7 && s.shadow!.inflight === 0);
@@ -208,12 +194,15 @@ describe('56 shadow traffic', function () {
   });
 
   it('the same bundle as shadow: overlap 1, every |Δp| 0, price shift 0', async () => {
-    ship(1, bundles.two);
-    ship(2, bundles.two);
+    shipVersion(repo, 1, bundles.two);
+    shipVersion(repo, 2, bundles.two);
     const s = await start({ version: '1', sample: 1 });
     const client = connect(`localhost:${s.port}`);
     try {
-      for (let i = 0; i < 5; i++) await rank(client, { requestId: `same-${i}`, candidateAdIds: candidates.slice(i * 30, i * 30 + 150) });
+      for (let i = 0; i < 5; i++) {
+        await rank(client, { requestId: `same-${i}`, candidateAdIds: candidates.slice(i * 30, i * 30 + 150) });
+        await compared(s, i + 1);
+      }
       await until('5 compared', () => s.shadow!.stats.outcomes.compared === 5 && s.shadow!.inflight === 0);
       const text = await s.metrics!.text();
       expect(metric(text, 'adrank_shadow_overlap_count', { rpc: 'Rank' })).to.equal(5);
@@ -229,8 +218,8 @@ describe('56 shadow traffic', function () {
   });
 
   it('ordering: the shadow run starts after the primary call has ended, and the client gets its answer while the shadow run is held', async () => {
-    ship(1, bundles.one);
-    ship(2, bundles.two);
+    shipVersion(repo, 1, bundles.one);
+    shipVersion(repo, 2, bundles.two);
     const s = await start({ version: '1', sample: 1, maxInflight: 1 });
     const shadowEngine = s.models.get('1')!.engine!;
     const okRanks = () => s.metrics!.requests.child({ rpc: 'Rank', code: 'OK' }).value;
@@ -267,8 +256,8 @@ describe('56 shadow traffic', function () {
   });
 
   it('overload: many concurrent callers, shadow max in-flight 1: copies are dropped and counted, every primary call is OK', async () => {
-    ship(1, bundles.one);
-    ship(2, bundles.two);
+    shipVersion(repo, 1, bundles.one);
+    shipVersion(repo, 2, bundles.two);
     const s = await start({ version: '1', sample: 1, maxInflight: 1 });
     const clients = Array.from({ length: 4 }, () => connect(`localhost:${s.port}`));
     const failures: string[] = [];
@@ -303,8 +292,8 @@ describe('56 shadow traffic', function () {
   });
 
   it('idle gap: back-to-back calls leave no room for a shadow run (dropped, no_idle_gap); spaced calls do', async () => {
-    ship(1, bundles.one);
-    ship(2, bundles.two);
+    shipVersion(repo, 1, bundles.one);
+    shipVersion(repo, 2, bundles.two);
     // a large factor, so that the outcome does not hang on this machine's timing: a copy starts
     // only when the next call is expected later than 50 shadow runs from now
     const s = await start({ version: '1', sample: 1, idleGapFactor: 50 });
@@ -330,21 +319,21 @@ describe('56 shadow traffic', function () {
   });
 
   it('a shadow version not there: the primary serves, copies are unavailable; once it arrives (rescan) it is compared, and it does not become the default', async () => {
-    ship(1, bundles.one);
+    shipVersion(repo, 1, bundles.one);
     const s = await start({ version: '2', sample: 1 });
     const admin = adminClient(`localhost:${s.port}`);
     const client = connect(`localhost:${s.port}`);
     try {
       expect((await rank(client, { requestId: 'm-0' })).model!.version).to.equal('1');
       await until('unavailable', () => s.shadow!.stats.outcomes.unavailable === 1);
-      ship(2, bundles.two); // higher than 1: without --shadow-version it would become the default
+      shipVersion(repo, 2, bundles.two); // higher than 1: without --shadow-version it would become the default
       const r = await reloadModels(admin);
       expect(r.loaded).to.deep.equal(['2']);
       expect(r.defaultVersion).to.equal('1');
       expect((await rank(client, { requestId: 'm-1' })).model!.version).to.equal('1');
       await until('compared', () => s.shadow!.stats.outcomes.compared === 1);
       // a third version: the default moves to it and 1 is retired (--keep-versions 1); 2 stays
-      ship(3, bundles.one);
+      shipVersion(repo, 3, bundles.one);
       const r3 = await reloadModels(admin);
       expect(r3.defaultVersion).to.equal('3');
       await until('version 1 retired', () => s.models.get('1') === undefined);
@@ -358,7 +347,7 @@ describe('56 shadow traffic', function () {
   });
 
   it('the shadow version alone in the repository serves (never an empty slot), copies are same_version', async () => {
-    ship(4, bundles.one);
+    shipVersion(repo, 4, bundles.one);
     const s = await start({ version: '4', sample: 1 });
     const client = connect(`localhost:${s.port}`);
     try {
@@ -370,7 +359,7 @@ describe('56 shadow traffic', function () {
   });
 
   it('options: shadow needs a repository, a version name, a fraction', async () => {
-    const log = quietLogger();
+    const log = recordingLogger();
     const engine = () => Engine.load(bundles.one, { device: DEVICE, threads: 1 });
     for (const [shadow, repository, want] of [
       [{ version: '1', sample: 1 }, undefined, /needs a model repository/],
