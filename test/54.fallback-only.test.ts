@@ -13,8 +13,7 @@ import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/server/log.js';
 import { call, connect } from '../src/cli/client.js';
 import { writeDemoBundle } from '../src/model/demo.js';
-import { loadBundle, writeBundle, type LoadedBundle } from '../src/model/bundle.js';
-import type { Tensor } from '../src/model/safetensors.js';
+import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
 import type { ModelConfig } from '../src/model/config.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import type { RetrieveAndRankResponse__Output } from '../src/generated/adrank/v1/RetrieveAndRankResponse.js';
@@ -22,7 +21,7 @@ import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetMod
 import { addonBuilt, randomRequest, Rng } from './support/index.js';
 import { adminClient, listModels, reloadModels, updateAdStates } from './support/admin.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
-import { until } from './support/server.js';
+import { until, writeVariant } from './support/server.js';
 
 const ADS = 300;
 
@@ -36,13 +35,6 @@ describe('54 --fallback-only', function () {
   let b: LoadedBundle;
   let server: AdrankServer | undefined;
 
-  async function rewrite(out: string, change: (t: Record<string, Tensor>) => void): Promise<void> {
-    const tensors: Record<string, Tensor> = {};
-    for (const [name, data] of Object.entries(b.tensors)) tensors[name] = { dtype: b.dtypes[name], shape: b.shapes[name], data: (data as Float32Array).slice() } as Tensor;
-    change(tensors);
-    await writeBundle(out, c, tensors);
-  }
-
   before(async function () {
     if (!addonBuilt()) this.skip();
     root = mkdtempSync(join(tmpdir(), 'adrank-54fo-'));
@@ -51,8 +43,8 @@ describe('54 --fallback-only', function () {
     badAds = join(root, 'bad-ads.safetensors');
     await writeDemoBundle({ ads: ADS, seed: 5, out: good, config: c });
     b = await loadBundle(good);
-    await rewrite(badModel, (t) => ((t['heads.weight'].data as Float32Array)[3] = NaN));
-    await rewrite(badAds, (t) => ((t['ads.bid'].data as Float32Array)[2] = -1));
+    await writeVariant(b, badModel, c, (t) => ((t['heads.weight'].data as Float32Array)[3] = NaN));
+    await writeVariant(b, badAds, c, (t) => ((t['ads.bid'].data as Float32Array)[2] = -1));
   });
   after(() => {
     if (root) rmSync(root, { recursive: true, force: true });

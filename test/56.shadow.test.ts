@@ -14,8 +14,7 @@ import { Engine, type EngineRequest } from '../src/engine/index.js';
 import { AdrankServer, type ServerOptions } from '../src/server/server.js';
 import { call, connect } from '../src/cli/client.js';
 import { writeDemoBundle } from '../src/model/demo.js';
-import { loadBundle, writeBundle } from '../src/model/bundle.js';
-import type { Tensor } from '../src/model/safetensors.js';
+import { loadBundle } from '../src/model/bundle.js';
 import type { ModelConfig } from '../src/model/config.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
@@ -27,7 +26,7 @@ import { emptyResult } from '../src/handlers/engine-rpc.js';
 import { addonBuilt } from './support/index.js';
 import { adminClient, listModels, reloadModels } from './support/admin.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
-import { recordingLogger, shipVersion, until } from './support/server.js';
+import { recordingLogger, shiftHeadBias, shipVersion, until, writeVariant } from './support/server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const ADS = 400;
@@ -62,10 +61,7 @@ describe('56 shadow traffic', function () {
     await writeDemoBundle({ ads: ADS, seed: 11, out: bundles.one, config: c1 });
     // "two": the same ads, other head biases, so its probabilities (and rankings) differ
     const b1 = await loadBundle(bundles.one);
-    const tensors: Record<string, Tensor> = {};
-    for (const [name, data] of Object.entries(b1.tensors)) tensors[name] = { dtype: b1.dtypes[name], shape: b1.shapes[name], data };
-    tensors['heads.bias'] = { ...tensors['heads.bias'], data: (b1.tensors['heads.bias'] as Float32Array).map((x, i) => x + 0.3 * (i + 1)) };
-    await writeBundle(bundles.two, c2, tensors);
+    await writeVariant(b1, bundles.two, c2, shiftHeadBias);
     candidates = Array.from(b1.tensors['ads.id'] as BigInt64Array, String).slice(0, 300);
   });
   after(() => {
