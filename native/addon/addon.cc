@@ -3,11 +3,14 @@
 #include <napi.h>
 
 #include <cstdio>
+#include <chrono>
 #include <cstdlib>
 #include <thread>
 
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
+#include "engine/clock.h"
+#include "engine/completion.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
 
@@ -55,6 +58,50 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   out.Set("cuda", cuda);
   return out;
 }
+
+#ifdef ADRANK_TEST_HOOKS
+// Test builds only: the CUDA backend's completion wait (engine/completion.h) against a signaller
+// thread, as the stream's host function would be. completionWait(signalAfterMs (< 0: never),
+// limitMs (0: no watchdog), pollFaultAfterMs (< 0: never)) → { outcome: finished | hung | error,
+// waitedMs, error, released }; released: the state was freed once both sides let go of it.
+Napi::Value CompletionWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto num = [&](size_t i) { return info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1.0; };
+  const double signal_after = num(0), limit = num(1), fault_after = num(2);
+  auto c = Completion::make();
+  const std::weak_ptr<Completion> watch = c;
+  void* ticket = Completion::ticket(c);
+  std::thread signaller;
+  if (signal_after >= 0)
+    signaller = std::thread([ticket, signal_after] {
+      std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(signal_after));
+      Completion::fire(ticket);
+    });
+  const double t0 = steady_us();
+  std::string outcome, error;
+  try {
+    const auto poll = [&] {
+      if (fault_after >= 0 && steady_us() - t0 >= fault_after * 1000) throw std::runtime_error("cudaErrorIllegalAddress (poll fault injected by a test hook)");
+    };
+    outcome = c->wait(poll, std::chrono::milliseconds(2), std::chrono::milliseconds(int64_t(std::max(0.0, limit)))) ? "finished" : "hung";
+  } catch (const std::exception& e) {
+    outcome = "error";
+    error = e.what();
+  }
+  const double waited = (steady_us() - t0) / 1000;
+  c.reset();  // the waiter lets go first, as after a watchdog verdict; a late signal frees the state
+  if (signaller.joinable())
+    signaller.join();
+  else
+    Completion::fire(ticket);  // nobody will signal: drop the ticket
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("outcome", outcome);
+  out.Set("waitedMs", waited);
+  out.Set("error", error);
+  out.Set("released", watch.expired());
+  return out;
+}
+#endif
 
 int dim_arg(const Napi::CallbackInfo& info, size_t i, const char* field, double min = 1) {
   const Napi::Value v = info[i];
@@ -163,6 +210,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", engine);
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
+#ifdef ADRANK_TEST_HOOKS
+  exports.Set("completionWait", Napi::Function::New<CompletionWait>(env, "completionWait"));
+#endif
   Napi::Object kernels = Napi::Object::New(env);
   kernels.Set("linear", Napi::Function::New<Linear>(env, "linear"));
   kernels.Set("crossLayer", Napi::Function::New<CrossLayer>(env, "crossLayer"));

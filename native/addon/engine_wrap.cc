@@ -1,19 +1,16 @@
 #include "addon/engine_wrap.h"
 
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
 
 #include "addon/convert.h"
+#include "engine/clock.h"
 #include "engine/request_parser.h"
 
 namespace adrank::addon {
 
 namespace {
 
-double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
   auto d = Napi::Promise::Deferred::New(env);
@@ -33,7 +30,7 @@ class EngineWorker : public Napi::AsyncWorker {
         tasks_(tasks),
         deferred_(Napi::Promise::Deferred::New(env)),
         owner_(owner),
-        created_(now_us()) {
+        created_(steady_us()) {
     self_ = Napi::Persistent(self);
     requests_ = Napi::Persistent(requests);
   }
@@ -44,9 +41,9 @@ class EngineWorker : public Napi::AsyncWorker {
   void SetDeadline(double epoch_ms) { deadline_ms_ = epoch_ms; }
 
   void Execute() final {
-    const double queue = now_us() - created_;
+    const double queue = steady_us() - created_;
     if (deadline_ms_ > 0) {
-      const double now_ms = std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const double now_ms = epoch_ms();
       if (now_ms > deadline_ms_) {
         SetError("deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
                  " ms for an engine thread and was dropped before it ran");
@@ -345,7 +342,9 @@ Napi::Value EngineWrap::Fallback(const Napi::CallbackInfo& info) {
 #ifdef ADRANK_TEST_HOOKS
 Napi::Value EngineWrap::InjectDeviceErrors(const Napi::CallbackInfo& info) {
   if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
-  engine_->inject_device_errors(int(count_arg(info, 0, "n")));
+  // kind: "illegal-address" (default) or "hung" (the CUDA watchdog's error)
+  const bool hung = info.Length() > 1 && info[1].IsString() && info[1].As<Napi::String>().Utf8Value() == "hung";
+  engine_->inject_device_errors(int(count_arg(info, 0, "n")), hung);
   return info.Env().Undefined();
 }
 #endif

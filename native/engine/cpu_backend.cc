@@ -1,7 +1,6 @@
 // The CPU backend: docs/design.md §4 in fp32 (or bf16 GEMMs) on cpu::gemm with fused epilogues, candidates in chunks of
 // kChunk rows spread over the engine's ThreadPool, per-chunk scratch from a reusable pool.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -10,6 +9,7 @@
 #include <string>
 
 #include "engine/backend.h"
+#include "engine/clock.h"
 #include "engine/funnel.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
@@ -25,9 +25,6 @@ constexpr int kChunk = 256;           // most candidate rows per forward chunk (
 constexpr int kMinChunk = 32;         // fewest, so small requests still spread over the threads
 constexpr int64_t kScanChunk = 16384; // ads per retrieval-scan chunk
 
-double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu) {
   cpu::Epilogue ep;
@@ -338,7 +335,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     if (!dst) return;
     for (int i = 0; i < m; i++) std::memcpy(dst + (r0 + i) * width, src + i * ld, sizeof(float) * width);
   };
-  double t0 = now_us();
+  double t0 = steady_us();
 
   // The requests this chunk's rows [0, m) belong to: rows [lo, hi) use *us.
   struct Part {
@@ -372,7 +369,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
   capture(out.ad, x + du, din, da);
   capture(out.ta, x + du + da, din, ds);
   capture(out.input, x, din, din);
-  double t1 = now_us();
+  double t1 = steady_us();
   st.gather += t1 - t0;
 
   // MaskNet: x̂ = LN(x); hidden = ReLU(W_1[:, du:] [a;ta] + bias_eff) for all blocks at once;
@@ -402,7 +399,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     layer_norm_rows(x0 + size_t(i) * o, D, x0 + size_t(i) * o, D, m, o, blk.norm_w, blk.norm_b, true);
   }
   capture(out.x0, x0, D, D);
-  double t2 = now_us();
+  double t2 = steady_us();
   st.masknet += t2 - t1;
 
   // DCNv2: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l (low rank: W_l x_l = U_l (V_l x_l)).
@@ -425,7 +422,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     cur = next;
   }
   capture(out.cross, cur, D, D);
-  double t3 = now_us();
+  double t3 = steady_us();
   st.dcn += t3 - t2;
 
   // MLP (ReLU), heads, calibration, utility.
@@ -454,7 +451,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
       if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
     }
   }
-  st.mlp += now_us() - t3;
+  st.mlp += steady_us() - t3;
 }
 
 void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t) {
@@ -463,7 +460,7 @@ void CpuBackend::forward(const UserState& us, const int32_t* rows, int64_t count
 
 void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t) {
   if (count == 0) return;
-  const double t0 = now_us();
+  const double t0 = steady_us();
   const int64_t threads = pool_ ? pool_->size() : 1;
   // Equal chunks, a multiple of the thread count, none over kChunk rows: 608 rows on 2 threads
   // run as 4 × 152, not 256 + 256 + 96 (one thread idle for a third of the time).
@@ -492,7 +489,7 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
     total.mlp += st.mlp;
   };
   if (pool_) pool_->parallel_for(chunks, run, 1); else run(0, chunks);
-  const double wall = now_us() - t0;
+  const double wall = steady_us() - t0;
   const double busy = total.gather + total.masknet + total.dcn + total.mlp;
   const double f = busy > 0 ? wall / busy : 0;
   t.gather += total.gather * f;
@@ -546,7 +543,7 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
                                const float* value, const float* bids, Result& r, bool want_prices) const {
   const int T = m_.dims().tasks;
   const size_t n = rows.size();
-  const double t0 = now_us();
+  const double t0 = steady_us();
   std::vector<Candidate> cands;
   cands.reserve(n);
   for (size_t i = 0; i < n; i++) cands.push_back(make_candidate(utility[i], m_.ad_id[rows[i]], m_.ad_advertiser[rows[i]], int32_t(i)));
@@ -570,7 +567,7 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
   }
   if (want_prices)
     r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return bids[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
-  r.timings.select += now_us() - t0;
+  r.timings.select += steady_us() - t0;
 }
 
 void CpuBackend::blend_sources(const Request& req, const AdStateTable& state, Result& r, std::vector<int32_t>& rows) const {
@@ -632,7 +629,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
       continue;
     }
     Result& r = res[i];
-    const double t0 = now_us();
+    const double t0 = steady_us();
     const std::vector<int32_t> known = intake(m_, req.candidates, r.counts);
     const Eligibility el(m_, state, req);
     rows[i].reserve(known.size());
@@ -641,17 +638,17 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
       Eligibility::count(drop, r.counts);
       if (drop == Drop::kEligible) rows[i].push_back(row);
     }
-    r.timings.select += now_us() - t0;
+    r.timings.select += steady_us() - t0;
     if (!rows[i].empty()) need.push_back(i);
   }
   if (need.empty()) return;
 
-  const double t1 = now_us();
+  const double t1 = steady_us();
   std::vector<const Request*> reqs;
   for (size_t i : need) reqs.push_back(es[i].req);
   std::vector<UserState> users;
   compute_users(reqs, true, users);
-  const double user_us = now_us() - t1;
+  const double user_us = steady_us() - t1;
   for (size_t i : need) res[i].timings.user = user_us;
 
   for (size_t j = 0; j < need.size(); j++) {
@@ -659,16 +656,16 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     if (es[i].op != Op::kRetrieveAndRank) continue;
     const Request& req = *es[i].req;
     Result& r = res[i];
-    const double t2 = now_us();
+    const double t2 = steady_us();
     std::vector<Candidate> cands = scan(req, state, users[j], r.counts);
     const Selection top = select_global(cands, req.retrieve_count, 0, false);
     rows[i].reserve(top.winners.size() + req.candidates.size);
     for (const Candidate& c : top.winners) rows[i].push_back(c.index);
     r.retrieved = int64_t(rows[i].size());
-    r.timings.retrieve = now_us() - t2;
-    const double t3 = now_us();
+    r.timings.retrieve = steady_us() - t2;
+    const double t3 = steady_us();
     blend_sources(req, state, r, rows[i]);
-    r.timings.select += now_us() - t3;
+    r.timings.select += steady_us() - t3;
   }
 
   std::vector<Segment> segs;
@@ -725,19 +722,19 @@ Result CpuBackend::rank(const Request& req, const AdStateTable& state) {
 }
 
 CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTable& state, bool for_ranking, Result& r) {
-  const double t0 = now_us();
+  const double t0 = steady_us();
   Scanned s{compute_user(req, for_ranking), {}};
-  const double t1 = now_us();
+  const double t1 = steady_us();
   r.timings.user = t1 - t0;
   s.cands = scan(req, state, s.us, r.counts);
-  r.timings.retrieve = now_us() - t1;
+  r.timings.retrieve = steady_us() - t1;
   return s;
 }
 
 Result CpuBackend::retrieve(const Request& req, const AdStateTable& state) {
   Result r;
   Scanned sc = scan_corpus(req, state, false, r);
-  const double t2 = now_us();
+  const double t2 = steady_us();
   const Selection s = select_global(sc.cands, req.k, req.cap, false);
   r.counts.capped += s.capped;
   for (const Candidate& c : s.winners) {
@@ -746,7 +743,7 @@ Result CpuBackend::retrieve(const Request& req, const AdStateTable& state) {
     r.rows.push_back(c.index);
     r.scores.push_back(c.score);
   }
-  r.timings.select = now_us() - t2;
+  r.timings.select = steady_us() - t2;
   return r;
 }
 

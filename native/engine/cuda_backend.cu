@@ -13,7 +13,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <future>
 #include <map>
 #include <set>
 #include <mutex>
@@ -25,6 +24,8 @@
 
 #include "engine/ad_state.h"
 #include "engine/backend.h"
+#include "engine/clock.h"
+#include "engine/completion.h"
 #include "engine/model.h"
 #include "engine/request_parser.h"
 #include "kernels/cuda/common.cuh"
@@ -77,6 +78,8 @@ class DeviceArena {
   ~DeviceArena() {
     for (void* p : ptrs_) cudaFree(p);
   }
+  // Forget the allocations without freeing them (a hung device, see ~CudaBackend).
+  void leak() { ptrs_.clear(); }
   void* alloc(size_t bytes) {
     void* p = nullptr;
     CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));
@@ -112,9 +115,6 @@ __global__ void scatter_state_kernel(const int32_t* rows, const uint64_t* words,
   }
 }
 
-double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 enum class OpKind : int { kRank = 0, kRetrieve = 1, kRetrieveAndRank = 2 };
 
@@ -173,22 +173,25 @@ class CudaBackend final : public Backend {
   // The GPU path keeps no per-stage host copies; explain runs the same function on the CPU backend.
   Explain explain(const Request& req, const AdStateTable& state) override { return cpu_->explain(req, state); }
 
-  // The engine's hook (cuda_backend_sync_ad_state): upload, and stop the per-request full upload.
+  // The engine's hook (cuda_backend_sync_ad_state), at start (the whole table) and per update batch.
   // The upload waits for the running requests and holds new ones back (StateGate), so a request's
   // kernels see one batch or the other, never part of one.
   void sync_state(const AdStateTable& state, const int32_t* rows, size_t n) {
+    if (hung_.load()) return;  // the device is failed and this engine on its way out; an upload could wait forever
     StateGate::Writer w(gate_);
     upload_state(state, rows, n);
-    state_hooked_.store(true);
   }
 
  private:
   void upload_model();
   void upload_state(const AdStateTable& state, const int32_t* rows, size_t n);
+  void enqueue_state_upload(const AdStateTable& state, const int32_t* rows, size_t n);
   void make_slot(Slot& s);
+  void free_slot(Slot& s);
   void reset_slot(Slot& s);
   Slot* acquire();
   void release(Slot* s);
+  void abandon(Slot* s);
   size_t pack(Slot& s, const Request& req);
   void enqueue_body(Slot& s, OpKind op, const GraphKey& key);
   void launch(Slot& s, OpKind op, const GraphKey& key);
@@ -210,7 +213,6 @@ class CudaBackend final : public Backend {
   unsigned char* state_host_ = nullptr;
   unsigned char* state_dev_ = nullptr;
   size_t state_rows_cap_ = 0;
-  std::atomic<bool> state_hooked_{false};
   // Requests share the device's live-state mirror; an upload takes it alone. Writer first: a
   // waiting upload holds new requests back, so a stream of requests cannot starve it.
   class StateGate {
@@ -258,8 +260,13 @@ class CudaBackend final : public Backend {
   std::vector<uint64_t> state_words_;
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
   bool graphs_enabled_ = true;
+  // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
+  // abandons its slot (the stream still holds the work) and fails as StreamHung.
+  std::chrono::milliseconds watchdog_{10000};
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
+  size_t lost_ = 0;                 // abandoned slots (guarded by mu_)
+  std::atomic<bool> hung_{false};   // a slot was abandoned: the destructor frees nothing on the device
   std::mutex mu_;
   std::condition_variable cv_;
 };
@@ -280,20 +287,32 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
+  if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
   upload_model();
   m_cap_ = next_pow2(std::max<int64_t>(kMaxCandidates, kMaxRetrieve));
   k_cap_max_ = next_pow2(kMaxK + 1);
   l0_cap_ = next_pow2(4 * (int64_t(std::max(kMaxK, kMaxRetrieve)) + 1));
-  for (int i = 0; i < streams; ++i) {
-    slots_.push_back(std::make_unique<Slot>());
-    make_slot(*slots_.back());
-    free_.push_back(slots_.back().get());
+  try {
+    for (int i = 0; i < streams; ++i) {
+      slots_.push_back(std::make_unique<Slot>());
+      make_slot(*slots_.back());
+      free_.push_back(slots_.back().get());
+    }
+  } catch (...) {  // no destructor runs for a throwing constructor: free the slots made so far
+    for (auto& slot : slots_) free_slot(*slot);
+    throw;
   }
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " + std::to_string(streams) +
                  " streams" + (graphs_enabled_ ? ", graphs" : "") + ")";
 }
 
 CudaBackend::~CudaBackend() {
+  if (hung_.load()) {
+    // Work that never finished still uses these buffers, and cudaFree or a synchronize would wait
+    // for it forever (on the thread disposing the engine): leak the device side of a hung device.
+    arena_.leak();
+    return;
+  }
   cudaSetDevice(device_);
   if (state_stream_) {
     cudaStreamSynchronize(state_stream_);
@@ -301,17 +320,24 @@ CudaBackend::~CudaBackend() {
   }
   if (state_host_) cudaFreeHost(state_host_);
   if (state_dev_) cudaFree(state_dev_);
-  for (auto& s : slots_) {
-    if (s->stream) cudaStreamSynchronize(s->stream);
-    for (auto& g : s->graphs) cudaGraphExecDestroy(g.second);
-    for (cudaEvent_t e : s->marks)
-      if (e) cudaEventDestroy(e);
-    if (s->stream) cudaStreamDestroy(s->stream);
-    if (s->dev_ws) cudaFree(s->dev_ws);
-    if (s->dev_bundle) cudaFree(s->dev_bundle);
-    if (s->host_bundle) cudaFreeHost(s->host_bundle);
-    if (s->host_result) cudaFreeHost(s->host_result);
-  }
+  for (auto& s : slots_) free_slot(*s);
+}
+
+// Everything make_slot made (any part of it, when make_slot failed half way).
+void CudaBackend::free_slot(Slot& s) {
+  if (s.stream) cudaStreamSynchronize(s.stream);
+  for (auto& g : s.graphs) cudaGraphExecDestroy(g.second);
+  s.graphs.clear();
+  for (cudaEvent_t& e : s.marks)
+    if (e) cudaEventDestroy(e), e = nullptr;
+  if (s.stream) cudaStreamDestroy(s.stream);
+  if (s.dev_ws) cudaFree(s.dev_ws);
+  if (s.dev_bundle) cudaFree(s.dev_bundle);
+  if (s.host_bundle) cudaFreeHost(s.host_bundle);
+  if (s.host_result) cudaFreeHost(s.host_result);
+  s.stream = nullptr;
+  s.dev_ws = nullptr;
+  s.dev_bundle = s.host_bundle = s.host_result = nullptr;
 }
 
 void CudaBackend::upload_model() {
@@ -415,14 +441,16 @@ void CudaBackend::upload_model() {
     m.num_advertisers = int(adv_ids.size());
     m.ad_advertiser = arena_.upload(adv);
     m.advertiser_id = arena_.upload(adv_ids);
-    std::vector<int64_t> hk;
-    std::vector<int> hv;
-    build_hash_table(adv_ids.data(), int64_t(adv_ids.size()), hk, hv, m.adv_hash_mask);
-    m.adv_hash_keys = arena_.upload(hk);
-    m.adv_hash_vals = arena_.upload(hv);
-    build_hash_table(M.ad_id.data(), N, hk, hv, m.ad_hash_mask);
-    m.ad_hash_keys = arena_.upload(hk);
-    m.ad_hash_rows = arena_.upload(hv);
+    // id → row tables: the CPU model's ad table as it is, and one for advertiser ids built the same way
+    IdMap adv_map;
+    int64_t dup = 0;
+    if (!adv_map.build(adv_ids.data(), int64_t(adv_ids.size()), &dup)) throw std::logic_error("advertiser ids repeat");
+    m.adv_hash_keys = arena_.upload(adv_map.keys());
+    m.adv_hash_vals = arena_.upload(adv_map.rows());
+    m.adv_hash_mask = adv_map.mask();
+    m.ad_hash_keys = arena_.upload(M.id_to_row.keys());
+    m.ad_hash_rows = arena_.upload(M.id_to_row.rows());
+    m.ad_hash_mask = M.id_to_row.mask();
     std::vector<int> order(N), rank(N);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return M.ad_id[a] < M.ad_id[b]; });
@@ -586,7 +614,10 @@ void CudaBackend::reset_slot(Slot& s) {
 
 Slot* CudaBackend::acquire() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !free_.empty(); });
+  cv_.wait(lock, [&] { return !free_.empty() || lost_ == slots_.size(); });
+  if (free_.empty())
+    throw StreamHung(std::string(kStreamHung) + ": every stream of cuda:" + std::to_string(device_) +
+                     " holds work that never finished; the device is treated as failed");
   Slot* s = free_.back();
   free_.pop_back();
   return s;
@@ -600,10 +631,37 @@ void CudaBackend::release(Slot* s) {
   cv_.notify_one();
 }
 
+// The slot's stream still holds work that did not finish: it never goes back to the pool (its
+// buffers are in use). Requests waiting for a slot fail once every slot is lost.
+void CudaBackend::abandon(Slot* s) {
+  (void)s;
+  hung_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lost_++;
+  }
+  cv_.notify_all();
+}
+
 void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, size_t n) {
   std::lock_guard<std::mutex> lock(state_mu_);
   CUDA_CHECK(cudaSetDevice(device_));
   if (!state_stream_) CUDA_CHECK(cudaStreamCreateWithFlags(&state_stream_, cudaStreamNonBlocking));
+  try {
+    enqueue_state_upload(state, rows, n);
+  } catch (...) {
+    // nothing of a failed upload may still run once the gate lets requests back in, nor may the
+    // next upload rewrite the pinned staging under a copy in flight
+    cudaStreamSynchronize(state_stream_);
+    cudaGetLastError();
+    throw;
+  }
+  // Only this stream: the writer gate (sync_state) already keeps requests off the device state.
+  CUDA_CHECK(cudaStreamSynchronize(state_stream_));
+}
+
+// The copies (and, for a partial update, the scatter) of one upload on state_stream_.
+void CudaBackend::enqueue_state_upload(const AdStateTable& state, const int32_t* rows, size_t n) {
   const size_t N = size_t(dm_.num_ads);
   if (!rows || n > N / 8) {
     for (size_t r = 0; r < N; ++r) state_words_[r] = state.word(int64_t(r));
@@ -611,10 +669,18 @@ void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, s
     CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state.bids(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
   } else if (n > 0) {
     constexpr size_t kRowBytes = sizeof(int32_t) + sizeof(uint64_t) + sizeof(float);
-    if (!state_host_) {
-      state_rows_cap_ = std::max<size_t>(N / 8, 1);
-      CUDA_CHECK(cudaMallocHost(&state_host_, state_rows_cap_ * kRowBytes));
-      CUDA_CHECK(cudaMalloc(&state_dev_, state_rows_cap_ * kRowBytes));
+    if (!state_host_) {  // both halves or neither: a failed allocation is retried by the next upload
+      const size_t cap = std::max<size_t>(N / 8, 1);
+      unsigned char* host = nullptr;
+      unsigned char* dev = nullptr;
+      if (const cudaError_t e = cudaMallocHost(&host, cap * kRowBytes); e != cudaSuccess) CUDA_CHECK(e);
+      if (const cudaError_t e = cudaMalloc(&dev, cap * kRowBytes); e != cudaSuccess) {
+        cudaFreeHost(host);
+        CUDA_CHECK(e);
+      }
+      state_host_ = host;
+      state_dev_ = dev;
+      state_rows_cap_ = cap;
     }
     // layout: words [cap] (8-byte aligned first), rows [cap], bids [cap]
     uint64_t* h_words = reinterpret_cast<uint64_t*>(state_host_);
@@ -634,8 +700,6 @@ void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, s
     scatter_state_kernel<<<grid_for(int64_t(n), 256, 1024), 256, 0, state_stream_>>>(d_rows, d_words, d_bids, n, dev_state_, dev_bid_);
     CUDA_CHECK_LAUNCH("scatter_state_kernel");
   }
-  // Only this stream: the writer gate (sync_state) already keeps requests off the device state.
-  CUDA_CHECK(cudaStreamSynchronize(state_stream_));
 }
 
 // ---- per request ------------------------------------------------------------------------------------
@@ -680,12 +744,19 @@ size_t CudaBackend::pack(Slot& s, const Request& req) {
     for (auto& g : s.graphs) cudaGraphExecDestroy(g.second);
     s.graphs.clear();
     s.seen.clear();
-    CUDA_CHECK(cudaFree(s.dev_bundle));
-    CUDA_CHECK(cudaFreeHost(s.host_bundle));
-    s.dev_bundle = nullptr;
-    s.host_bundle = nullptr;
-    CUDA_CHECK(cudaMalloc(&s.dev_bundle, cap));
-    CUDA_CHECK(cudaMallocHost(&s.host_bundle, cap));
+    s.eager_only.clear();
+    // the new pair first: if either allocation fails, the slot keeps its old, consistent pair
+    unsigned char* dev = nullptr;
+    unsigned char* host = nullptr;
+    if (const cudaError_t e = cudaMalloc(&dev, cap); e != cudaSuccess) CUDA_CHECK(e);
+    if (const cudaError_t e = cudaMallocHost(&host, cap); e != cudaSuccess) {
+      cudaFree(dev);
+      CUDA_CHECK(e);
+    }
+    cudaFree(s.dev_bundle);
+    cudaFreeHost(s.host_bundle);
+    s.dev_bundle = dev;
+    s.host_bundle = host;
     s.bundle_cap = cap;
   }
   unsigned char* b = s.host_bundle;
@@ -782,7 +853,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     enqueue_results(m, desc, top, s.sw, s.fun, nullptr, nullptr, nullptr, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
     mark(kMarkRetrieve);
     if (rr) {
-      const int bucket = next_pow2(std::max<int64_t>(kMaxRetrieve, kMinBucket));
+      const int bucket = key.m_bucket;  // >= R >= *s.n_rr
       forward(s.fun.elig_rows, s.n_rr, bucket);
       SelectPlan plan;
       plan.stage = SelectStage::kRankPriced;
@@ -836,7 +907,7 @@ cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
   cudaError_t e = cudaSuccess;
   try {
     enqueue_body(s, op, key);
-  } catch (const std::exception&) {
+  } catch (...) {  // whatever it was, the capture must be ended below
     e = cudaErrorStreamCaptureInvalidated;
   }
   const cudaError_t end = cudaStreamEndCapture(s.stream, &g);
@@ -851,30 +922,37 @@ cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
   return exec;
 }
 
-void CUDART_CB signal_done(void* p) { static_cast<std::promise<void>*>(p)->set_value(); }
+void CUDART_CB signal_done(void* ticket) { Completion::fire(ticket); }
 
-Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state) {
-  const double t_queue = now_us();
-  StateGate::Reader state_share(gate_);  // the live state stays put until this request is done
+// The device reads the live state from its mirror (sync_state), not from the snapshot the engine
+// passes: a request sees the newest batch uploaded before it passed the gate (docs/cuda.md).
+Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*state: see above*/) {
+  // The key first: a request refused here never takes a slot (nor dirties one).
+  const bool local = op != OpKind::kRetrieve && req.local() && req.partitions > 1;
+  if (local && req.partitions > uint32_t(kMaxPartitions)) throw std::runtime_error("expected at most 65536 for partitions");
+  const bool capped = req.cap > 0;
+  const uint32_t k = req.k;
+  GraphKey key{int(op), 0, 0, 0, 0, capped, local};
+  if (op == OpKind::kRetrieveAndRank) key.l0_top = next_pow2(std::max<int64_t>(int64_t(req.retrieve_count) + 1, 64));
+  if (op == OpKind::kRank) key.m_bucket = next_pow2(std::max<int64_t>(int64_t(req.candidates.size), kMinBucket));
+  // RetrieveAndRank's stage 2 ranks at most R rows: its forward and selection are sized for R, not
+  // for the largest R (1,000 retrieved → a 1,024-row bucket and the small GEMM tiles)
+  if (op == OpKind::kRetrieveAndRank) key.m_bucket = next_pow2(std::max<int64_t>(int64_t(req.retrieve_count), kMinBucket));
+  key.l0 = next_pow2(std::max<int64_t>(capped ? 4 * (int64_t(k) + 1) : int64_t(k) + 1, 64));
+  key.k_cap = next_pow2(std::max<int64_t>(k, 64));
+  if (key.l0 > l0_cap_ || key.l0_top > l0_cap_ || key.k_cap > k_cap_max_ || key.m_bucket > m_cap_)
+    throw std::runtime_error("expected K <= 10000 and at most 100000 candidates");
+  const ResultLayout lay = ResultLayout::make(key.k_cap, dm_.tasks);
+
+  const double t_queue = steady_us();
   Slot* s = acquire();
-  const double queue_us = now_us() - t_queue;
+  // After the slot: requests queued for a slot do not hold an upload back, only those about to run.
+  StateGate::Reader state_share(gate_);  // the live state stays put until this request is done
+  const double queue_us = steady_us() - t_queue;
   Result r;
   try {
     CUDA_CHECK(cudaSetDevice(device_));
     if (s->dirty) reset_slot(*s);
-    if (!state_hooked_.load()) upload_state(state, nullptr, 0);  // engine hook not wired: full upload per request
-    const bool local = op != OpKind::kRetrieve && req.local() && req.partitions > 1;
-    if (local && req.partitions > uint32_t(kMaxPartitions)) throw std::runtime_error("expected at most 65536 for partitions");
-    const bool capped = req.cap > 0;
-    const uint32_t k = req.k;
-    GraphKey key{int(op), 0, 0, 0, 0, capped, local};
-    if (op == OpKind::kRetrieveAndRank) key.l0_top = next_pow2(std::max<int64_t>(int64_t(req.retrieve_count) + 1, 64));
-    if (op == OpKind::kRank) key.m_bucket = next_pow2(std::max<int64_t>(int64_t(req.candidates.size), kMinBucket));
-    key.l0 = next_pow2(std::max<int64_t>(capped ? 4 * (int64_t(k) + 1) : int64_t(k) + 1, 64));
-    key.k_cap = next_pow2(std::max<int64_t>(k, 64));
-    if (key.l0 > l0_cap_ || key.l0_top > l0_cap_ || key.k_cap > k_cap_max_ || key.m_bucket > m_cap_)
-      throw std::runtime_error("expected K <= 10000 and at most 100000 candidates");
-    const ResultLayout lay = ResultLayout::make(key.k_cap, dm_.tasks);
     {
       NvtxRange range(stage::kBundle);
       const size_t bytes = pack(*s, req);
@@ -888,21 +966,30 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& state
       CUDA_CHECK(cudaMemcpyAsync(s->host_result, s->dev_result, lay.bytes, cudaMemcpyDeviceToHost, s->stream));
       CUDA_CHECK(cudaEventRecord(s->marks[kMarkEnd], s->stream));
     }
-    std::promise<void> done;
-    std::future<void> fut = done.get_future();
-    CUDA_CHECK(cudaLaunchHostFunc(s->stream, signal_done, &done));
-    // Sleep until the host function fires; poll the stream on each timeout so that a device fault
-    // (after which the host function may never run) becomes an exception instead of a hang.
-    while (fut.wait_for(std::chrono::milliseconds(2)) != std::future_status::ready) {
+    // Sleep until the host function fires; poll the stream every 2 ms so that a device fault (after
+    // which the host function may never run) becomes an exception, and give up after the watchdog's
+    // limit (the completion state outlives this frame: engine/completion.h).
+    const auto done = Completion::make();
+    void* ticket = Completion::ticket(done);
+    if (const cudaError_t e = cudaLaunchHostFunc(s->stream, signal_done, ticket); e != cudaSuccess) {
+      Completion::fire(ticket);  // never enqueued: drop the signaller's reference
+      CUDA_CHECK(e);
+    }
+    const auto poll = [&] {
       const cudaError_t q = cudaStreamQuery(s->stream);
       if (q != cudaErrorNotReady && q != cudaSuccess) CUDA_CHECK(q);
-    }
+    };
+    if (!done->wait(poll, std::chrono::milliseconds(2), watchdog_))
+      throw StreamHung(stream_hung_message(device_, watchdog_.count()));
     // The host function is itself the stream's last operation: while it returns, cudaStreamQuery
     // can still say cudaErrorNotReady (seen on the H200). Synchronize: it returns at once, and with
     // any error of the work before it.
     CUDA_CHECK(cudaStreamSynchronize(s->stream));
     r = unpack(*s, op, req, lay);
     r.timings.queue = queue_us;
+  } catch (const StreamHung&) {
+    abandon(s);  // no synchronize: it would wait for the hung work
+    throw;
   } catch (...) {
     s->dirty = true;  // drained and re-initialised on its next use
     cudaStreamSynchronize(s->stream);

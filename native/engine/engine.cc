@@ -1,12 +1,13 @@
 #include "engine/engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
 
+#include "engine/clock.h"
+#include "engine/completion.h"
 #include "engine/request_parser.h"
 #include "kernels/cpu/gemm.h"
 #ifdef ADRANK_WITH_CUDA
@@ -16,9 +17,6 @@
 namespace adrank {
 
 namespace {
-double now_us() {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 }  // namespace
 
 Engine::Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision)
@@ -58,12 +56,12 @@ void Engine::require_model() const {
 
 template <typename F>
 Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
-  const double t0 = now_us();
+  const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
   require_model();
   maybe_inject_device_error();
   Result r = run(req);
-  r.timings.total = now_us() - t0;
+  r.timings.total = steady_us() - t0;
   return r;
 }
 
@@ -73,6 +71,7 @@ void Engine::maybe_inject_device_error() {
   int pending = injected_errors_.load();
   while (pending > 0 && !injected_errors_.compare_exchange_weak(pending, pending - 1)) {
   }
+  if (pending > 0 && injected_hung_.load()) throw StreamHung(stream_hung_message(0, 0) + " (injected by a test hook)");
   if (pending > 0) throw std::runtime_error("CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered (injected by a test hook)");
 #endif
 }
@@ -107,19 +106,19 @@ void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_list
 }
 
 Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
-  const double t0 = now_us();
+  const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
   if (req.surface >= fallback_.size() || fallback_[req.surface].order.empty())
     throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
   const std::shared_ptr<const AdStateTable> state = ad_state();
   Result r = fallback_answer(*model_, *state, req, op, fallback_[req.surface]);
-  r.timings.select = r.timings.total = now_us() - t0;
+  r.timings.select = r.timings.total = steady_us() - t0;
   return r;
 }
 
 std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
   require_model();
-  const double t0 = now_us();
+  const double t0 = steady_us();
   std::vector<BatchOutput> out(in.size());
   std::vector<Request> reqs;
   std::vector<size_t> index;
@@ -137,7 +136,7 @@ std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
   maybe_inject_device_error();
   const std::shared_ptr<const AdStateTable> state = ad_state();  // the snapshot the whole batch runs with
   std::vector<Result> results = backend_->run_batch(entries, *state, pool_.get());
-  const double total = now_us() - t0;
+  const double total = steady_us() - t0;
   for (size_t j = 0; j < results.size(); j++) {
     out[index[j]].result = std::move(results[j]);
     out[index[j]].result.timings.total = total;

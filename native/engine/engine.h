@@ -54,8 +54,12 @@ class Engine {
   Result fallback(const uint8_t* bundle, size_t len, Op op) const;
 
 #ifdef ADRANK_TEST_HOOKS
-  // Test builds only (cmake -DADRANK_TEST_HOOKS=ON): the next n model runs fail as a device error.
-  void inject_device_errors(int n) { injected_errors_ = n; }
+  // Test builds only (cmake -DADRANK_TEST_HOOKS=ON): the next n model runs fail as a device error,
+  // an illegal address or (hung) the CUDA watchdog's verdict.
+  void inject_device_errors(int n, bool hung = false) {
+    injected_hung_ = hung;
+    injected_errors_ = n;
+  }
 #endif
 
   // Sets the whole live state of each listed ad; bid[i] is the live bid override, NaN = the
@@ -88,6 +92,7 @@ class Engine {
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
 #ifdef ADRANK_TEST_HOOKS
   std::atomic<int> injected_errors_{0};
+  std::atomic<bool> injected_hung_{false};
 #endif
 };
 

@@ -1,4 +1,6 @@
-// Ad id → row: an open-addressing hash table built once at load (ids are unique).
+// Id → row: open-addressing hash tables built once at load (ids are unique). The ad table serves the
+// CPU backend and, copied to the device, the CUDA one; the CUDA backend builds its advertiser table
+// the same way.
 #pragma once
 
 #include <cstdint>
@@ -8,20 +10,29 @@
 
 namespace adrank {
 
+// The one lookup of the id tables: linear probing from splitmix64(id), rows -1 = empty. Compiled
+// for the device too (the CUDA funnel looks ids up in a device copy of the same table).
+ADRANK_HOST_DEVICE int32_t id_map_probe(const int64_t* keys, const int32_t* rows, uint64_t mask, int64_t id) {
+  for (uint64_t s = splitmix64(uint64_t(id)) & mask;; s = (s + 1) & mask) {
+    const int32_t r = rows[s];
+    if (r < 0) return -1;
+    if (keys[s] == id) return r;
+  }
+}
+
+// Ids → rows: unique ids, capacity the power of two >= 2n (at least 16).
 class IdMap {
  public:
   IdMap() = default;
   // Returns false (and leaves the map unusable) when an id repeats; *dup gets that id.
   bool build(const int64_t* ids, int64_t n, int64_t* dup);
   // Row of `id`, or -1.
-  int32_t find(int64_t id) const {
-    if (mask_ == 0 && keys_.empty()) return -1;
-    for (uint64_t s = splitmix64(uint64_t(id)) & mask_;; s = (s + 1) & mask_) {
-      const int32_t r = rows_[s];
-      if (r < 0) return -1;
-      if (keys_[s] == id) return r;
-    }
-  }
+  int32_t find(int64_t id) const { return keys_.empty() ? -1 : id_map_probe(keys_.data(), rows_.data(), mask_, id); }
+
+  // The table itself (capacity mask() + 1; rows -1 = empty), for a copy on the device.
+  const std::vector<int64_t>& keys() const { return keys_; }
+  const std::vector<int32_t>& rows() const { return rows_; }
+  uint64_t mask() const { return mask_; }
 
  private:
   std::vector<int64_t> keys_;

@@ -178,8 +178,9 @@ export interface NativeEngine {
   setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;
   /** The fallback answer to a feature bundle (synchronous, host memory only). */
   fallback(request: Uint8Array, op: 'rank' | 'retrieve' | 'retrieveAndRank'): NativeResult;
-  /** Test builds only (ADRANK_TEST_HOOKS): the next n model runs fail as a device error. */
-  injectDeviceErrors?(n: number): void;
+  /** Test builds only (ADRANK_TEST_HOOKS): the next n model runs fail as a device error, an
+   *  illegal address or ('hung') the CUDA watchdog's verdict. */
+  injectDeviceErrors?(n: number, kind?: DeviceFault): void;
   /** Runs in flight. */
   inflight(): number;
   /** Frees the engine; throws if runs are in flight. */
@@ -219,6 +220,21 @@ export interface NativeBinding {
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit
    *  would: libuv joins its thread pool at exit). */
   exitNow(code: number): never;
+  /** Test builds only (ADRANK_TEST_HOOKS): the CUDA backend's completion wait (native
+   *  engine/completion.h) against a thread that signals after `signalAfterMs` (< 0: never), with a
+   *  watchdog of `limitMs` (0: none) and a poll that fails after `pollFaultAfterMs` (< 0: never). */
+  completionWait?(signalAfterMs: number, limitMs: number, pollFaultAfterMs: number): CompletionOutcome;
+}
+
+/** A device fault a test-hooks build injects: an illegal address, or a stream the watchdog gave up on. */
+export type DeviceFault = 'illegal-address' | 'hung';
+
+export interface CompletionOutcome {
+  outcome: 'finished' | 'hung' | 'error';
+  waitedMs: number;
+  error: string;
+  /** the shared state was freed once the waiter and the signaller both let go of it */
+  released: boolean;
 }
 
 function findAddon(): string {

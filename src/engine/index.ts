@@ -3,7 +3,7 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
+import { binding, type Capabilities, type DeviceFault, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
@@ -47,8 +47,9 @@ export type FallbackOp = 'rank' | 'retrieve' | 'retrieveAndRank';
 
 /** Error from the engine, with a code the handlers map to a gRPC status. */
 /** CUDA errors that poison the context: every later call on it fails the same way, so the engine
- *  must be replaced (docs/cuda.md "Errors"). */
-const STICKY_CUDA_ERROR = /cudaError(IllegalAddress|LaunchFailure|ECCUncorrectable|HardwareStackError|IllegalInstruction|MisalignedAddress|InvalidAddressSpace|InvalidPc|Assert|LaunchTimeout)\b/;
+ *  must be replaced (docs/cuda.md "Errors"). The backend's watchdog ("CUDA stream hung", native
+ *  engine/completion.h) counts too: the hung work still holds its stream and buffers. */
+const STICKY_CUDA_ERROR = /cudaError(IllegalAddress|LaunchFailure|ECCUncorrectable|HardwareStackError|IllegalInstruction|MisalignedAddress|InvalidAddressSpace|InvalidPc|Assert|LaunchTimeout)\b|^CUDA stream hung\b/;
 
 /** A deadline for the native call: finite ms since the epoch, else none. */
 function finiteDeadline(d: number | undefined): number | undefined {
@@ -331,9 +332,9 @@ export class Engine {
   }
 
   /** Test builds only: the next n model runs fail as a device error (throws on a release addon). */
-  injectDeviceErrors(n: number): void {
+  injectDeviceErrors(n: number, kind: DeviceFault = 'illegal-address'): void {
     if (!this.native.injectDeviceErrors) throw new Error('this addon has no test hooks (build it with npm run build:test-hooks)');
-    this.native.injectDeviceErrors(n);
+    this.native.injectDeviceErrors(n, kind);
   }
 
   /** See NativeEngine.setAdState: one atomic batch; bid NaN = the bundle's bid. */

@@ -53,7 +53,10 @@ namespace adrank::cuda {
 inline void record_mark(cudaEvent_t e, cudaStream_t st) {
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(st, &capturing), "cudaStreamIsCapturing", __FILE__, __LINE__);
-  check(capturing == cudaStreamCaptureStatusActive ? cudaEventRecordWithFlags(e, st, cudaEventRecordExternal) : cudaEventRecord(e, st),
+  // Any capture state but none (active or already invalidated) takes the capture form: an
+  // invalidated capture then fails here, and the capture is abandoned, instead of a plain record
+  // going into the broken capture.
+  check(capturing != cudaStreamCaptureStatusNone ? cudaEventRecordWithFlags(e, st, cudaEventRecordExternal) : cudaEventRecord(e, st),
         "cudaEventRecord (stage mark)", __FILE__, __LINE__);
 }
 

@@ -91,7 +91,7 @@ struct DeviceModel {
   // live state, one word per ad packed like engine/ad_state.h:
   // pacing rate f32 bits | active << 32 | in_budget << 33 (written by the backend on updates)
   const uint64_t* ad_state = nullptr;
-  // id → row hash tables (open addressing, linear probing, splitmix64 hash, value -1 = empty)
+  // id → row tables: device copies of engine/id_map.h tables, looked up with its id_map_probe
   const int64_t* ad_hash_keys = nullptr;
   const int* ad_hash_rows = nullptr;
   uint64_t ad_hash_mask = 0;
@@ -131,17 +131,6 @@ struct DeviceModel {
   const float* calib_bias = nullptr;
   const float* task_weights = nullptr; // [S, T]
 };
-
-// Device lookup of an id in an open-addressing table (keys/vals, capacity mask + 1). -1 = absent.
-__device__ __forceinline__ int hash_lookup(const int64_t* keys, const int* vals, uint64_t mask, int64_t id) {
-  uint64_t slot = splitmix64(uint64_t(id)) & mask;
-  for (;;) {
-    const int v = vals[slot];
-    if (v < 0) return -1;
-    if (keys[slot] == id) return v;
-    slot = (slot + 1) & mask;
-  }
-}
 
 // Bucket of an id: mathematical id mod cardinality (non-negative for negative ids).
 __device__ __forceinline__ int64_t bucket_of(int64_t id, int64_t card) {

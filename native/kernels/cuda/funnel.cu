@@ -2,6 +2,7 @@
 // NOT YET RUN ON A GPU: compiled for sm_90a only.
 #include "kernels/cuda/funnel.cuh"
 
+#include "engine/id_map.h"
 #include "engine/request.h"
 
 #include <cub/block/block_scan.cuh>
@@ -39,23 +40,6 @@ ResultLayout ResultLayout::make(int k_cap, int tasks) {
   l.off_probs = take(sizeof(float) * size_t(k_cap) * std::max(tasks, 1));
   l.bytes = off;
   return l;
-}
-
-void build_hash_table(const int64_t* ids, int64_t n, std::vector<int64_t>& keys, std::vector<int>& vals, uint64_t& mask) {
-  uint64_t cap = 16;
-  while (cap < uint64_t(2 * n)) cap <<= 1;
-  keys.assign(cap, 0);
-  vals.assign(cap, -1);
-  mask = cap - 1;
-  for (int64_t r = 0; r < n; ++r) {
-    uint64_t s = splitmix64(uint64_t(ids[r])) & mask;
-    while (vals[s] >= 0) {
-      if (keys[s] == ids[r]) throw std::runtime_error("build_hash_table: duplicate id " + std::to_string(ids[r]));
-      s = (s + 1) & mask;
-    }
-    keys[s] = ids[r];
-    vals[s] = int(r);
-  }
 }
 
 void greedy_reference(const std::vector<int>& adv, int k, int cap, bool runner, std::vector<int>& winners, int* runner_out,
@@ -157,11 +141,11 @@ __global__ void exclusions_kernel(DeviceModel m, const RequestDesc* desc, const 
   const int64_t* advs = section<int64_t>(bundle, desc->off_excluded_advertisers);
   const int stride = gridDim.x * blockDim.x;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_ads); i += stride) {
-    const int row = hash_lookup(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ads[i]);
+    const int row = id_map_probe(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ads[i]);
     if (row >= 0) excl_ad[row] = val;
   }
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_advertisers); i += stride) {
-    const int a = hash_lookup(m.adv_hash_keys, m.adv_hash_vals, m.adv_hash_mask, advs[i]);
+    const int a = id_map_probe(m.adv_hash_keys, m.adv_hash_vals, m.adv_hash_mask, advs[i]);
     if (a >= 0) excl_adv[a] = val;
   }
 }
@@ -175,7 +159,7 @@ __global__ void rank_intake_kernel(DeviceModel m, const RequestDesc* desc, const
   const int64_t* ids = section<int64_t>(bundle, desc->off_candidates);
   unsigned unknown = 0;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int row = hash_lookup(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ids[i]);
+    const int row = id_map_probe(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ids[i]);
     cand_rows[i] = row;
     if (row < 0)
       ++unknown;

@@ -102,10 +102,6 @@ struct FunnelWorkspace {
   unsigned long long* keys = nullptr;  // [max(N, m_cap)] order keys
 };
 
-// Host: open-addressing table for unique ids (capacity pow2 >= 2n, splitmix64, linear probing;
-// rows/vals -1 = empty), identical to engine/id_map.h's probing.
-void build_hash_table(const int64_t* ids, int64_t n, std::vector<int64_t>& keys, std::vector<int>& vals, uint64_t& mask);
-
 // Marks (set = true) or clears the request's excluded ads and advertisers in the per-ad flags.
 void enqueue_exclusions(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
                         bool set, cudaStream_t st);
