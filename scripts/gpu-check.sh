@@ -13,7 +13,8 @@
 # one step and not the run; the whole script ends inside 9 minutes (about 4 when all is well):
 #   1. harness: the kernels against CPU references, then their timings, alone on the GPU
 #   2. the PyTorch peer (scripts/gpu-peer.py), same shapes, same GPU, alone on it
-#   3. test/21 and test/40 through the addon on cuda, beside compute-sanitizer (memcheck and
+#   3. test/21 and test/40 through the addon on cuda, and test/22 (injected capture failures and
+#      hung streams) through its test-hooks build, beside compute-sanitizer (memcheck and
 #      racecheck on the harness --small, memcheck on one addon request: scripts/gpu-one-request.mjs)
 #   4. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), seven files at most: summary.txt
@@ -66,6 +67,8 @@ unxz("node.xz", os.path.join(work, "node"))
 unxz("harness.xz", os.path.join(work, "harness"))
 os.makedirs(os.path.join(root, "build", "Release"), exist_ok=True)
 unxz("adrank.node.xz", os.path.join(root, "build", "Release", "adrank.node"))
+os.makedirs(os.path.join(root, "build-cuda-test", "Release"), exist_ok=True)
+unxz("adrank-hooks.node.xz", os.path.join(root, "build-cuda-test", "Release", "adrank.node"))
 for t in ("dist.tar.xz", "modules.tar.xz"):
     with tarfile.open(os.path.join(kit, t)) as tf:
         tf.extractall(root)
@@ -95,15 +98,16 @@ have_node=0
 command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" && -d "$root/dist/test" ]] && have_node=1
 if ((have_node)); then
   node -e "console.log(JSON.stringify(require('$root/build/Release/adrank.node').capabilities()))" >>"$out/summary.txt" 2>&1
-  (step "mocha test/21 + test/40 on cuda" 200 "$out/mocha.log" bash -c "cd '$root' && ADRANK_PARITY_DEVICE=cuda \
-      node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 dist/test/21.kernels-gpu.test.js dist/test/40.parity.test.js"
+  (step "mocha test/21, 22, 40 on cuda" 220 "$out/mocha.log" bash -c "cd '$root' && ADRANK_PARITY_DEVICE=cuda \
+      node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 dist/test/21.kernels-gpu.test.js \
+      dist/test/22.cuda-faults.test.js dist/test/40.parity.test.js"
    rc=$?
    echo "${rows[-1]}" >"$work/mocha.row"
    exit $rc) &
   mocha_pid=$!
 else
   echo "skipped: node, build/Release/adrank.node or dist/test missing" | tee "$out/mocha.log"
-  rows+=("mocha test/21 + test/40 on cuda        SKIPPED (no node, addon or dist)")
+  rows+=("mocha test/21, 22, 40 on cuda          SKIPPED (no node, addon or dist)")
 fi
 if command -v compute-sanitizer >/dev/null; then
   step "sanitizer memcheck: harness --small" 80 "$out/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$harness" --small

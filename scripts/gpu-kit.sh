@@ -3,6 +3,8 @@
 # Node.js runs scripts/gpu-check.sh from (docs/cuda.md "Running the checks"):
 #   node.xz          this machine's node binary, xz-compressed (the GPU machine may have none)
 #   adrank.node.xz   the addon as built here, with the CUDA backend (cudart is linked statically)
+#   adrank-hooks.node.xz  the same with the test hooks (npm run build:cuda-test-hooks: sm_80 and
+#                    sm_90a), for test/22's injected capture failures and hung streams
 #   harness.xz       the kernel harness (native/kernels/cuda/harness), for sm_80 and sm_90a
 #   dist.tar.xz      the compiled TypeScript (src, tests, benches) and the demo-bundle writer
 #   modules.tar.xz   node_modules without what only building needs (typescript, esbuild, node-gyp,
@@ -19,11 +21,14 @@ addon=build/Release/adrank.node
 [[ -f "$addon" ]] || { echo "gpu-kit: $addon missing: run npm install (with nvcc on PATH)"; exit 1; }
 node -e "const c=require('./$addon').capabilities(); if(!c.cuda.compiled){console.error('gpu-kit: the addon was built without CUDA (no nvcc?)');process.exit(1)} console.log('addon: CUDA targets', c.cuda.targets || '(unknown)')"
 npx tsc -p tsconfig.json
+npm run --silent build:cuda-test-hooks
+hooks=build-cuda-test/Release/adrank.node
 
 rm -rf "$kit"
 mkdir -p "$kit"
 xz -T2 -6 -c "$(command -v node)" > "$kit/node.xz"
 xz -T2 -6 -c "$addon" > "$kit/adrank.node.xz"
+xz -T2 -6 -c "$hooks" > "$kit/adrank-hooks.node.xz"
 # the kernel harness, prebuilt for A100 and Hopper so the GPU machine spends no time compiling it
 nvcc -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -I native \
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a \

@@ -171,6 +171,8 @@ describe('53 observability', function () {
       expect(value(lines, 'adrank_stage_duration_seconds_count', { stage: 'encode' })).to.equal(8);
       expect(value(lines, 'adrank_inflight_requests')).to.equal(0);
       expect(value(lines, 'adrank_queue_depth')).to.equal(0);
+      // the device counters of the serving engine (CPU backend: no graphs, nothing lost)
+      for (const m of ['adrank_device_graphs', 'adrank_device_graph_capture_failures', 'adrank_device_lost_streams']) expect(value(lines, m), m).to.equal(0);
       expect(value(lines, 'adrank_model_info', { version: '7', backend: 'cpu' })).to.equal(1);
       expect(value(lines, 'adrank_model_load_failures_total')).to.equal(0);
       expect(value(lines, 'adrank_ad_state_updates_total')).to.equal(0);

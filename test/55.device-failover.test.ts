@@ -71,6 +71,16 @@ describe('55 device failover', function () {
       expect(r.waitedMs).to.be.below(2_000);
     });
 
+    it('backend faults are the CUDA backend\'s own: the CPU backend refuses them by name, and reports no device counters', () => {
+      const engine = Engine.fromBundle(demoLoaded({ ads: 50, seed: 4, config: smallConfig() }), { device: 'cpu', threads: 1, binding: loadBinding(hooksAddon) });
+      try {
+        expect(() => engine.injectBackendFault('capture', 1)).to.throw(/the cpu backend has no fault "capture" to inject/);
+        expect(engine.deviceStats()).to.deep.equal({ graphs: 0, captureFailures: 0, eagerOnlyKeys: 0, lostStreams: 0 });
+      } finally {
+        engine.dispose();
+      }
+    });
+
     it('no limit (ADRANK_CUDA_WATCHDOG_MS=0) waits for the work however long it takes', () => {
       const r = wait(150, 0);
       expect(r.outcome).to.equal('finished');

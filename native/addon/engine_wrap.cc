@@ -168,7 +168,9 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::Fallback>("fallback"),
 #ifdef ADRANK_TEST_HOOKS
                                         InstanceMethod<&EngineWrap::InjectDeviceErrors>("injectDeviceErrors"),
+                                        InstanceMethod<&EngineWrap::InjectBackendFault>("injectBackendFault"),
 #endif
+                                        InstanceMethod<&EngineWrap::DeviceStats>("deviceStats"),
                                         InstanceMethod<&EngineWrap::Inflight>("inflight"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
@@ -348,6 +350,33 @@ Napi::Value EngineWrap::InjectDeviceErrors(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 #endif
+
+#ifdef ADRANK_TEST_HOOKS
+// injectBackendFault(kind, n): Backend::inject_fault (the CUDA backend: "capture", "hang").
+Napi::Value EngineWrap::InjectBackendFault(const Napi::CallbackInfo& info) {
+  if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
+  if (!info[0].IsString()) type_error(info.Env(), "kind", "a string", info[0]);
+  try {
+    engine_->inject_backend_fault(info[0].As<Napi::String>().Utf8Value(), int(count_arg(info, 1, "n")));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+#endif
+
+// deviceStats(): the backend's DeviceStats (graphs held, failed captures, eager-only keys, streams
+// lost to the watchdog); all zero on the CPU backend.
+Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
+  if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
+  const adrank::DeviceStats d = engine_->device_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("graphs", double(d.graphs));
+  o.Set("captureFailures", double(d.capture_failures));
+  o.Set("eagerOnlyKeys", double(d.eager_only_keys));
+  o.Set("lostStreams", double(d.lost_streams));
+  return o;
+}
 
 Napi::Value EngineWrap::Inflight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), inflight_); }
 

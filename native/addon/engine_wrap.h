@@ -45,7 +45,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Fallback(const Napi::CallbackInfo& info);
 #ifdef ADRANK_TEST_HOOKS
   Napi::Value InjectDeviceErrors(const Napi::CallbackInfo& info);
+  Napi::Value InjectBackendFault(const Napi::CallbackInfo& info);
 #endif
+  Napi::Value DeviceStats(const Napi::CallbackInfo& info);
   Napi::Value Inflight(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Backend(const Napi::CallbackInfo& info);

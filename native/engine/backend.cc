@@ -40,6 +40,12 @@ Device parse_device(const std::string& s) {
   throw std::runtime_error("expected cpu or cuda:N for device, got \"" + s + "\"");
 }
 
+#ifdef ADRANK_TEST_HOOKS
+void Backend::inject_fault(const std::string& kind, int) {
+  throw std::invalid_argument(std::string("the ") + this->kind() + " backend has no fault \"" + kind + "\" to inject");
+}
+#endif
+
 #ifndef ADRANK_WITH_CUDA
 // CPU-only build: the CUDA backend (native/engine/cuda_backend.cu) defines this otherwise.
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model>, int device, cpu::ThreadPool*) {

@@ -3,6 +3,7 @@
 // backend (cpu_backend.cc) is always compiled; a CUDA backend slots in through make_backend.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,14 @@ struct BatchEntry {
   Op op = Op::kRank;
 };
 
+// What a device backend reports about itself (the CPU backend: all zero).
+struct DeviceStats {
+  int64_t graphs = 0;             // CUDA graphs held (captured and instantiated)
+  int64_t capture_failures = 0;   // captures or instantiations that failed (the key then runs eagerly)
+  int64_t eager_only_keys = 0;    // keys that run eagerly for good after a failed capture
+  int64_t lost_streams = 0;       // streams abandoned by the watchdog (their work never finished)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -40,7 +49,24 @@ class Backend {
   // backend overrides it to share the request-side GEMMs and run every candidate of the batch
   // through one forward. pool may be null (one after another).
   virtual std::vector<Result> run_batch(const std::vector<BatchEntry>& entries, const AdStateTable& state, cpu::ThreadPool* pool);
+  virtual DeviceStats device_stats() const { return {}; }
+#ifdef ADRANK_TEST_HOOKS
+  // Test builds only: a fault of this backend's own. The CUDA backend knows "capture" (the next n
+  // graph captures fail part way, as an unsupported call inside a capture makes them) and "hang"
+  // (the next request's work runs n ms longer on the device, for the watchdog). Others throw.
+  virtual void inject_fault(const std::string& kind, int n);
+#endif
 };
+
+#ifdef ADRANK_TEST_HOOKS
+// Test builds only: takes one from a count of pending injected faults; true when there was one.
+inline bool take_one(std::atomic<int>& pending) {
+  int n = pending.load();
+  while (n > 0 && !pending.compare_exchange_weak(n, n - 1)) {
+  }
+  return n > 0;
+}
+#endif
 
 // A parsed device string: "cpu" or "cuda:N".
 struct Device {

@@ -116,6 +116,17 @@ __global__ void scatter_state_kernel(const int32_t* rows, const uint64_t* words,
 }
 
 
+#ifdef ADRANK_TEST_HOOKS
+// Test builds only: busy for `ns` of the device's global timer (a request that outlasts the watchdog).
+__global__ void spin_kernel(unsigned long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+#endif
+
 enum class OpKind : int { kRank = 0, kRetrieve = 1, kRetrieveAndRank = 2 };
 
 struct GraphKey {
@@ -170,6 +181,24 @@ class CudaBackend final : public Backend {
     credit_retrieval_only(r);
     return r;
   }
+  DeviceStats device_stats() const override {
+    DeviceStats d;
+    d.graphs = n_graphs_.load();
+    d.capture_failures = n_capture_failures_.load();
+    d.eager_only_keys = n_eager_only_.load();
+    d.lost_streams = n_lost_.load();
+    return d;
+  }
+#ifdef ADRANK_TEST_HOOKS
+  void inject_fault(const std::string& kind, int n) override {
+    if (kind == "capture")
+      fail_captures_ = n;
+    else if (kind == "hang")
+      hang_ms_ = n;
+    else
+      Backend::inject_fault(kind, n);
+  }
+#endif
   // The GPU path keeps no per-stage host copies; explain runs the same function on the CPU backend.
   Explain explain(const Request& req, const AdStateTable& state) override { return cpu_->explain(req, state); }
 
@@ -266,6 +295,11 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
   size_t lost_ = 0;                 // abandoned slots (guarded by mu_)
+  // device_stats(): graphs held, failed captures, keys run eagerly for good, abandoned slots
+  std::atomic<int64_t> n_graphs_{0}, n_capture_failures_{0}, n_eager_only_{0}, n_lost_{0};
+#ifdef ADRANK_TEST_HOOKS
+  std::atomic<int> fail_captures_{0}, hang_ms_{0};
+#endif
   std::atomic<bool> hung_{false};   // a slot was abandoned: the destructor frees nothing on the device
   std::mutex mu_;
   std::condition_variable cv_;
@@ -640,6 +674,7 @@ void CudaBackend::abandon(Slot* s) {
     std::lock_guard<std::mutex> lock(mu_);
     lost_++;
   }
+  n_lost_++;
   cv_.notify_all();
 }
 
@@ -742,6 +777,8 @@ size_t CudaBackend::pack(Slot& s, const Request& req) {
   if (off > s.bundle_cap) {  // grow; the graphs captured the old device pointer, so drop them
     const size_t cap = size_t(next_pow2(int64_t(off)));
     for (auto& g : s.graphs) cudaGraphExecDestroy(g.second);
+    n_graphs_ -= int64_t(s.graphs.size());
+    n_eager_only_ -= int64_t(s.eager_only.size());
     s.graphs.clear();
     s.seen.clear();
     s.eager_only.clear();
@@ -887,11 +924,15 @@ void CudaBackend::launch(Slot& s, OpKind op, const GraphKey& key) {
   if (it == s.graphs.end()) {
     cudaGraphExec_t exec = s.graphs.size() < kMaxGraphsPerSlot ? capture(s, op, key) : nullptr;
     if (!exec) {
-      if (s.graphs.size() < kMaxGraphsPerSlot) s.eager_only.insert(key);
+      if (s.graphs.size() < kMaxGraphsPerSlot && s.eager_only.insert(key).second) {
+        n_capture_failures_++;
+        n_eager_only_++;
+      }
       enqueue_body(s, op, key);
       return;
     }
     it = s.graphs.emplace(key, exec).first;
+    n_graphs_++;
   }
   CUDA_CHECK(cudaGraphLaunch(it->second, s.stream));
 }
@@ -905,6 +946,10 @@ cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
   }
   cudaGraph_t g = nullptr;
   cudaError_t e = cudaSuccess;
+#ifdef ADRANK_TEST_HOOKS
+  // a stream query is not allowed during a capture: it invalidates it, as any such call would
+  if (take_one(fail_captures_)) (void)cudaStreamQuery(s.stream);
+#endif
   try {
     enqueue_body(s, op, key);
   } catch (...) {  // whatever it was, the capture must be ended below
@@ -960,6 +1005,12 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*sta
       CUDA_CHECK(cudaMemcpyAsync(s->dev_bundle, s->host_bundle, bytes, cudaMemcpyHostToDevice, s->stream));  // the one copy
       CUDA_CHECK(cudaEventRecord(s->marks[kMarkH2D], s->stream));
     }
+#ifdef ADRANK_TEST_HOOKS
+    if (const int ms = hang_ms_.exchange(0); ms > 0) {  // work that outlasts the watchdog
+      spin_kernel<<<1, 1, 0, s->stream>>>(uint64_t(ms) * 1000000ull);
+      CUDA_CHECK_LAUNCH("spin_kernel");
+    }
+#endif
     launch(*s, op, key);
     {
       NvtxRange range(stage::kD2H);

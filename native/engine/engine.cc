@@ -68,11 +68,9 @@ Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
 // Test builds only: fail this run as a device error while injected errors are pending.
 void Engine::maybe_inject_device_error() {
 #ifdef ADRANK_TEST_HOOKS
-  int pending = injected_errors_.load();
-  while (pending > 0 && !injected_errors_.compare_exchange_weak(pending, pending - 1)) {
-  }
-  if (pending > 0 && injected_hung_.load()) throw StreamHung(stream_hung_message(0, 0) + " (injected by a test hook)");
-  if (pending > 0) throw std::runtime_error("CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered (injected by a test hook)");
+  if (!take_one(injected_errors_)) return;
+  if (injected_hung_.load()) throw StreamHung(stream_hung_message(0, 0) + " (injected by a test hook)");
+  throw std::runtime_error("CUDA error cudaErrorIllegalAddress: an illegal memory access was encountered (injected by a test hook)");
 #endif
 }
 

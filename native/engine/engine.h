@@ -60,7 +60,13 @@ class Engine {
     injected_hung_ = hung;
     injected_errors_ = n;
   }
+  // A fault inside the backend (Backend::inject_fault).
+  void inject_backend_fault(const std::string& kind, int n) {
+    require_model();
+    backend_->inject_fault(kind, n);
+  }
 #endif
+  DeviceStats device_stats() const { return backend_ ? backend_->device_stats() : DeviceStats{}; }
 
   // Sets the whole live state of each listed ad; bid[i] is the live bid override, NaN = the
   // bundle's bid (bid may be null: no overrides). Validates everything first, then publishes one

@@ -181,6 +181,11 @@ export interface NativeEngine {
   /** Test builds only (ADRANK_TEST_HOOKS): the next n model runs fail as a device error, an
    *  illegal address or ('hung') the CUDA watchdog's verdict. */
   injectDeviceErrors?(n: number, kind?: DeviceFault): void;
+  /** Test builds only: a fault inside the backend. CUDA: 'capture' (the next n graph captures
+   *  fail part way), 'hang' (the next request's work runs n ms longer on the device). */
+  injectBackendFault?(kind: 'capture' | 'hang', n: number): void;
+  /** The backend's own counters (all zero on the CPU backend). */
+  deviceStats(): DeviceStats;
   /** Runs in flight. */
   inflight(): number;
   /** Frees the engine; throws if runs are in flight. */
@@ -228,6 +233,17 @@ export interface NativeBinding {
 
 /** A device fault a test-hooks build injects: an illegal address, or a stream the watchdog gave up on. */
 export type DeviceFault = 'illegal-address' | 'hung';
+
+export interface DeviceStats {
+  /** CUDA graphs held (captured and instantiated) */
+  graphs: number;
+  /** graph captures or instantiations that failed; that key then runs eagerly */
+  captureFailures: number;
+  /** keys that run eagerly for good after a failed capture */
+  eagerOnlyKeys: number;
+  /** streams abandoned by the watchdog (ADRANK_CUDA_WATCHDOG_MS): their work never finished */
+  lostStreams: number;
+}
 
 export interface CompletionOutcome {
   outcome: 'finished' | 'hung' | 'error';

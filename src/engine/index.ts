@@ -3,7 +3,7 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type DeviceFault, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
+import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
@@ -335,6 +335,17 @@ export class Engine {
   injectDeviceErrors(n: number, kind: DeviceFault = 'illegal-address'): void {
     if (!this.native.injectDeviceErrors) throw new Error('this addon has no test hooks (build it with npm run build:test-hooks)');
     this.native.injectDeviceErrors(n, kind);
+  }
+
+  /** Test builds only: a fault inside the backend (NativeEngine.injectBackendFault). */
+  injectBackendFault(kind: 'capture' | 'hang', n: number): void {
+    if (!this.native.injectBackendFault) throw new Error('this addon has no test hooks (build it with npm run build:test-hooks)');
+    this.native.injectBackendFault(kind, n);
+  }
+
+  /** The backend's counters: CUDA graphs, failed captures, eager-only keys, streams lost to the watchdog. */
+  deviceStats(): DeviceStats {
+    return this.native.deviceStats();
   }
 
   /** See NativeEngine.setAdState: one atomic batch; bid NaN = the bundle's bid. */

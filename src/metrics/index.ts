@@ -95,6 +95,10 @@ export class Metrics {
   readonly stageDuration: FastHistogram;
   readonly inflight: CallbackGauge;
   readonly queueDepth: CallbackGauge;
+  /** the default version's engine: CUDA graphs held, failed graph captures, streams lost to the watchdog */
+  readonly deviceGraphs: CallbackGauge;
+  readonly deviceCaptureFailures: CallbackGauge;
+  readonly deviceLostStreams: CallbackGauge;
   readonly candidates: FastCounter;
   readonly prediction: FastHistogram;
   readonly modelInfo: Gauge<'version' | 'backend' | 'device'>;
@@ -126,6 +130,9 @@ export class Metrics {
     this.queueDepth = new CallbackGauge('adrank_queue_depth', 'engine runs submitted and not yet finished (waiting for or on a worker)', () => undefined).register(r);
     this.candidates = new FastCounter('adrank_candidates_total', 'candidates through the funnel of the engine RPCs, by outcome (received ... eligible, won)', ['rpc', 'outcome']).register(r);
     this.prediction = new FastHistogram('adrank_prediction', 'calibrated probabilities served to winners, by task and surface', ['task', 'surface'], PREDICTION_BUCKETS).register(r);
+    this.deviceGraphs = new CallbackGauge('adrank_device_graphs', 'CUDA graphs the default version holds (captured and instantiated)', () => undefined).register(r);
+    this.deviceCaptureFailures = new CallbackGauge('adrank_device_graph_capture_failures', 'graph captures of the default version that failed (that request shape then runs eagerly)', () => undefined).register(r);
+    this.deviceLostStreams = new CallbackGauge('adrank_device_lost_streams', 'CUDA streams of the default version abandoned by the watchdog (work that never finished)', () => undefined).register(r);
     this.modelInfo = new Gauge({ name: 'adrank_model_info', help: '1 for each loaded model version', labelNames: ['version', 'backend', 'device'], registers: [r] });
     this.modelLoadFailures = new Counter({ name: 'adrank_model_load_failures_total', help: 'model bundles that failed to load or validate', registers: [r] });
     this.adStateUpdates = new Counter({ name: 'adrank_ad_state_updates_total', help: 'ad and advertiser state updates applied through the admin API', registers: [r] });

@@ -238,6 +238,10 @@ export class AdrankServer {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
       // requests waiting for a micro-batch; with batching off, native runs of the default version
       parts.metrics.queueDepth.read = () => (this.ctx.batcher?.enabled ? this.ctx.batcher.stats().queueDepth : this.models.defaultEngine()?.inflight());
+      const stats = () => this.models.defaultEngine()?.deviceStats();
+      parts.metrics.deviceGraphs.read = () => stats()?.graphs;
+      parts.metrics.deviceCaptureFailures.read = () => stats()?.captureFailures;
+      parts.metrics.deviceLostStreams.read = () => stats()?.lostStreams;
     }
     this.addServices();
     this.ready = this.load().catch((e: unknown) => {
