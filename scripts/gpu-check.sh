@@ -81,8 +81,7 @@ harness="$work/harness"
 if [[ ! -x "$harness" ]]; then
   echo "== build harness (nvcc, for the GPU present)"
   nvcc -std=c++17 -O3 -arch=native --expt-relaxed-constexpr -lineinfo -I "$root/native" \
-    "$root/native/kernels/cuda/harness/harness.cu" "$root/native/kernels/cuda/gemm_bf16.cu" \
-    "$root/native/kernels/cuda/forward.cu" "$root/native/kernels/cuda/funnel.cu" -o "$harness" 2>&1 | tail -20
+    "$root/native/kernels/cuda/harness/harness.cu" "$root/native/kernels/cuda/"*.cu -o "$harness" 2>&1 | tail -20
   [[ -x "$harness" ]] || { echo "harness build FAILED"; exit 1; }
 fi
 

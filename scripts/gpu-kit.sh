@@ -32,8 +32,7 @@ xz -T2 -6 -c "$hooks" > "$kit/adrank-hooks.node.xz"
 # the kernel harness, prebuilt for A100 and Hopper so the GPU machine spends no time compiling it
 nvcc -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -I native \
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a \
-  native/kernels/cuda/harness/harness.cu native/kernels/cuda/gemm_bf16.cu native/kernels/cuda/forward.cu \
-  native/kernels/cuda/funnel.cu -o "$kit/harness"
+  native/kernels/cuda/harness/harness.cu native/kernels/cuda/*.cu -o "$kit/harness"
 xz -T2 -6 "$kit/harness"
 tar -C "$root" -cf - dist | xz -T2 -6 > "$kit/dist.tar.xz"
 tar -C "$root" -cf - \

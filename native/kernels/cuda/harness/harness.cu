@@ -1,7 +1,7 @@
 // Kernel harness: validates the CUDA kernels against CPU references (atol/rtol, max error) and times
 // them (cudaEvent, median of runs). Built and run by scripts/gpu-check.sh:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I native \
-//        native/kernels/cuda/harness/harness.cu native/kernels/cuda/{gemm_bf16,forward,funnel}.cu -o harness
+//        native/kernels/cuda/harness/harness.cu native/kernels/cuda/*.cu -o harness
 //   ./harness [--quick] [--small] [--retrieval-ads N]     (--small: every kernel once at small sizes, untimed,
 //                                                         for compute-sanitizer)
 // Output: human-readable lines plus one JSON line per measurement prefixed with "RESULT ".

@@ -1,46 +1,24 @@
-// Funnel kernels (see funnel.cuh for the algorithms). Layout: CPU references, kernels, launchers.
+// Selection on the device (see funnel.cuh): radix select of the best L keys, the sorts (cub), the
+// exact greedy per-advertiser cap, local(P), the fallback round; the select workspace (size and
+// carving), select_round and enqueue_select; and greedy_reference, the selection's CPU reference
+// (harness). Layout: CPU reference, kernels, launchers.
 // NOT YET RUN ON A GPU: compiled for sm_90a only.
-#include "kernels/cuda/funnel.cuh"
-
-#include "engine/id_map.h"
-#include "engine/request.h"
+#include "kernels/cuda/funnel_device.cuh"
 
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <algorithm>
-#include <climits>
 #include <stdexcept>
 #include <unordered_map>
+#include <vector>
 
 namespace adrank::cuda {
 
-constexpr unsigned long long kMaxKey = ~0ull;
 using u64 = unsigned long long;
 
-// ---- host helpers and CPU references --------------------------------------------------------------
-
-ResultLayout ResultLayout::make(int k_cap, int tasks) {
-  ResultLayout l;
-  l.k_cap = k_cap;
-  l.tasks = tasks;
-  size_t off = round_up(sizeof(ResultHeader), 64);
-  auto take = [&](size_t bytes) {
-    const size_t o = off;
-    off += round_up(int64_t(bytes), 64);
-    return o;
-  };
-  l.off_ids = take(sizeof(int64_t) * k_cap);
-  l.off_adv = take(sizeof(int64_t) * k_cap);
-  l.off_rows = take(sizeof(int) * k_cap);
-  l.off_scores = take(sizeof(float) * k_cap);
-  l.off_prices = take(sizeof(float) * k_cap);
-  l.off_values = take(sizeof(float) * k_cap);
-  l.off_probs = take(sizeof(float) * size_t(k_cap) * std::max(tasks, 1));
-  l.bytes = off;
-  return l;
-}
+// ---- CPU reference ----------------------------------------------------------------------------------
 
 void greedy_reference(const std::vector<int>& adv, int k, int cap, bool runner, std::vector<int>& winners, int* runner_out,
                       long long* capped) {
@@ -67,231 +45,11 @@ void greedy_reference(const std::vector<int>& adv, int k, int cap, bool runner, 
   }
 }
 
-// ---- device helpers -------------------------------------------------------------------------------
-
 namespace {
 
-enum Drop : int { kEligible = 0, kDropExcludedAd, kDropExcludedAdvertiser, kDropInactive, kDropOutOfBudget, kDropTargeting, kDropPaced };
-
-__device__ __forceinline__ int count_index(int drop) {
-  switch (drop) {
-    case kDropExcludedAd: return kCntExcludedAd;
-    case kDropExcludedAdvertiser: return kCntExcludedAdvertiser;
-    case kDropInactive: return kCntInactive;
-    case kDropOutOfBudget: return kCntOutOfBudget;
-    case kDropTargeting: return kCntTargeting;
-    case kDropPaced: return kCntPaced;
-    default: return kCntEligible;
-  }
-}
-
-// docs/funnel.md eligibility, first failing reason in the documented order.
-__device__ __forceinline__ int drop_reason(const DeviceModel& m, const RequestDesc* desc, const uint32_t* targeting,
-                                           const uint8_t* excl_ad, const uint8_t* excl_adv, int row) {
-  if (desc->num_excluded_ads && excl_ad[row]) return kDropExcludedAd;
-  if (desc->num_excluded_advertisers && excl_adv[m.ad_advertiser[row]]) return kDropExcludedAdvertiser;
-  const uint64_t w = m.ad_state[row];
-  if (!((w >> 32) & 1)) return kDropInactive;
-  if (!((w >> 33) & 1)) return kDropOutOfBudget;
-  const uint64_t* mask = m.ad_targeting + int64_t(row) * m.targeting_dims;
-  for (int k = 0; k < m.targeting_dims; ++k) {
-    const uint32_t v = targeting[k];
-    if (v < 64 ? !((mask[k] >> v) & 1ull) : mask[k] != ~0ull) return kDropTargeting;
-  }
-  const float rate = __uint_as_float(unsigned(w & 0xffffffffu));
-  if (!pacing_pass(desc->key, m.ad_id[row], rate)) return kDropPaced;
-  return kEligible;
-}
-
-// Block-level counters: per-thread tallies → shared atomics → one global atomic per counter.
-struct BlockCounts {
-  unsigned* sh;
-  __device__ void init() {
-    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x) sh[i] = 0;
-    __syncthreads();
-  }
-  __device__ void add(int idx, unsigned v) {
-    if (v) atomicAdd(&sh[idx], v);
-  }
-  __device__ void flush(unsigned long long* global) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x)
-      if (sh[i]) atomicAdd(&global[i], static_cast<unsigned long long>(sh[i]));
-  }
-};
+// ---- selection --------------------------------------------------------------------------------------
 
 __device__ __forceinline__ int64_t partition_of(int64_t id, int P) { return bucket_of(id, P); }
-
-__device__ __forceinline__ int stage_k(const RequestDesc* d, SelectStage s) {
-  return int(s == SelectStage::kRetrieveTop ? d->retrieve_count : d->k);
-}
-__device__ __forceinline__ int stage_cap(const RequestDesc* d, SelectStage s) {
-  return s == SelectStage::kRetrieveTop ? 0 : int(d->cap);
-}
-__device__ __forceinline__ bool stage_runner(const RequestDesc* d, SelectStage s) {
-  return s == SelectStage::kRankPriced || (s == SelectStage::kRank && (d->flags & kFlagPrice));
-}
-__device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ? rows[pos] : pos; }
-
-// ---- intake, exclusions, eligibility ----------------------------------------------------------------
-
-__global__ void exclusions_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, uint8_t* excl_ad,
-                                  uint8_t* excl_adv, uint8_t val) {
-  const int64_t* ads = section<int64_t>(bundle, desc->off_excluded_ads);
-  const int64_t* advs = section<int64_t>(bundle, desc->off_excluded_advertisers);
-  const int stride = gridDim.x * blockDim.x;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_ads); i += stride) {
-    const int row = id_map_probe(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ads[i]);
-    if (row >= 0) excl_ad[row] = val;
-  }
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < int(desc->num_excluded_advertisers); i += stride) {
-    const int a = id_map_probe(m.adv_hash_keys, m.adv_hash_vals, m.adv_hash_mask, advs[i]);
-    if (a >= 0) excl_adv[a] = val;
-  }
-}
-
-__global__ void rank_intake_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, int* cand_rows,
-                                   int* first_seen, unsigned long long* counts) {
-  __shared__ unsigned sh[kNumCounts];
-  BlockCounts bc{sh};
-  bc.init();
-  const int n = int(desc->num_candidates);
-  const int64_t* ids = section<int64_t>(bundle, desc->off_candidates);
-  unsigned unknown = 0;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int row = id_map_probe(m.ad_hash_keys, m.ad_hash_rows, m.ad_hash_mask, ids[i]);
-    cand_rows[i] = row;
-    if (row < 0)
-      ++unknown;
-    else
-      atomicMin(&first_seen[row], i);
-  }
-  bc.add(kCntUnknown, unknown);
-  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(n));
-  bc.flush(counts);
-}
-
-__global__ void rank_eligible_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle,
-                                     const int* cand_rows, const int* first_seen, const uint8_t* excl_ad,
-                                     const uint8_t* excl_adv, int* elig_rows, int* n_elig, unsigned long long* counts) {
-  __shared__ unsigned sh[kNumCounts];
-  BlockCounts bc{sh};
-  bc.init();
-  const int n = int(desc->num_candidates);
-  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
-  unsigned local[kNumCounts] = {};
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int row = cand_rows[i];
-    if (row < 0) continue;
-    if (first_seen[row] != i) {
-      ++local[kCntDuplicate];
-      continue;
-    }
-    const int drop = drop_reason(m, desc, targeting, excl_ad, excl_adv, row);
-    ++local[count_index(drop)];
-    if (drop == kEligible) elig_rows[atomicAdd(n_elig, 1)] = row;
-  }
-  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
-  bc.flush(counts);
-}
-
-__global__ void rank_intake_reset_kernel(const RequestDesc* desc, const int* cand_rows, int* first_seen) {
-  const int n = int(desc->num_candidates);
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const int row = cand_rows[i];
-    if (row >= 0) first_seen[row] = INT_MAX;
-  }
-}
-
-// ---- retrieval scan ---------------------------------------------------------------------------------
-// A warp takes 32 consecutive ads per step. First each lane checks one ad's eligibility (one
-// drop_reason per ad, lanes in parallel); then the dot products run half a warp per ad row (16
-// lanes × 16 bytes = 256 B = one 128-dim bf16 row), the two halves on adjacent rows, kScanBatch row
-// pairs with their loads in flight together; ineligible rows are not read. Lane j ends up holding ad
-// j's score and writes its key (a coalesced 256-byte store per warp).
-// The first H200 run measured the earlier form (all 16 lanes of a half repeating the eligibility
-// check, then one row pair at a time) at 25% of copy bandwidth over 10M ads; a form with the loads
-// ahead of the check, 28%.
-constexpr int kScanBatch = 8;
-
-__global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const RequestDesc* desc,
-                                                            const unsigned char* bundle, const float* query,
-                                                            const uint8_t* excl_ad, const uint8_t* excl_adv,
-                                                            unsigned long long* keys, int* n_elig,
-                                                            unsigned long long* counts) {
-  extern __shared__ float q[];  // [d_r_pad]
-  __shared__ unsigned sh[kNumCounts];
-  for (int c = threadIdx.x; c < m.d_r_pad; c += blockDim.x) q[c] = query[c];
-  BlockCounts bc{sh};
-  bc.init();  // includes __syncthreads, so q is ready
-  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
-  const int lane = threadIdx.x & 31, sub = lane & 15, half = lane >> 4;
-  const int64_t N = m.num_ads;
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t nwarps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  const int chunks = m.d_r_pad / 8;
-  unsigned local[kNumCounts] = {};
-  unsigned eligible = 0;
-  for (int64_t base = warp * 32; base < N; base += nwarps * 32) {  // uniform trip count per warp
-    const int64_t mine = base + lane;
-    const int drop = mine < N ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(mine)) : -1;
-    const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
-    float score = 0.f;
-    for (int t0 = 0; t0 < 16; t0 += kScanBatch) {  // step t: half h scores ad 2t + h
-      if (((elig >> (2 * t0)) & ((1ull << (2 * kScanBatch)) - 1)) == 0) continue;  // warp-uniform
-      float acc[kScanBatch];
-#pragma unroll
-      for (int u = 0; u < kScanBatch; ++u) acc[u] = 0.f;
-      for (int c = sub; c < chunks; c += 16) {
-        uint4 v[kScanBatch];
-#pragma unroll
-        for (int u = 0; u < kScanBatch; ++u) {  // streaming: the corpus is read once per request
-          const int j = 2 * (t0 + u) + half;
-          v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + (base + j) * m.d_r_pad) + c)
-                                  : make_uint4(0, 0, 0, 0);
-        }
-        const float* qq = q + c * 8;
-#pragma unroll
-        for (int u = 0; u < kScanBatch; ++u) {
-          const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v[u]);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float2 f = __bfloat1622float2(p[e]);
-            acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
-            acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
-          }
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kScanBatch; ++u) {
-#pragma unroll
-        for (int o = 8; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each half
-        const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 1) << 4);  // ad `lane` was scored by half lane & 1
-        if ((lane >> 1) == t0 + u) score = s;
-      }
-    }
-    if (mine < N) {
-      ++local[count_index(drop)];
-      eligible += drop == kEligible;
-      keys[mine] = drop == kEligible ? order_key(score, m.ad_id_rank[mine]) : kMaxKey;
-    }
-  }
-  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
-  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
-  bc.flush(counts);
-  unsigned e = eligible;
-  e = __reduce_add_sync(0xffffffffu, e);
-  if (lane == 0 && e) atomicAdd(n_elig, int(e));
-}
-
-__global__ void rank_keys_kernel(DeviceModel m, const float* utility, const int* rows, const int* n, int m_cap,
-                                 unsigned long long* keys) {
-  const int count = *n;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < m_cap; i += gridDim.x * blockDim.x)
-    keys[i] = i < count ? order_key(utility[i], m.ad_id_rank[rows[i]]) : kMaxKey;
-}
-
-// ---- selection --------------------------------------------------------------------------------------
 
 constexpr int kDigitBits = 11, kBins = 1 << kDigitBits, kPasses = 6;
 
@@ -556,57 +314,6 @@ __global__ void sel_finalize_kernel(const RequestDesc* desc, SelectStage stage, 
   counts[kCntCapped] += st->capped;
 }
 
-__global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage, const SelectState* st,
-                               const int* win, const int* sorted_pos, const unsigned long long* sorted_keys, const int* rows,
-                               const unsigned long long* counts, const float* utility, const float* value,
-                               const float* probs, unsigned char* result, ResultLayout lay, int* out_rows, int* out_n,
-                               const int* retrieved) {
-  const int T = m.tasks;
-  if (stage == SelectStage::kRetrieveTop) {  // out_rows holds up to the candidate bucket (>= R)
-    const int n = st->n_win;
-    for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x)
-      out_rows[w] = pos_row(rows, sorted_pos[win[w]]);
-    if (blockIdx.x == 0 && threadIdx.x == 0) *out_n = n;
-    return;
-  }
-  const int n = min(st->n_win, lay.k_cap);
-  const bool priced = stage_runner(desc, stage);
-  ResultHeader* h = reinterpret_cast<ResultHeader*>(result);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    h->n_win = n;
-    h->has_runner = st->runner >= 0;
-    h->retrieved = retrieved ? *retrieved : 0;
-    for (int c = 0; c < kNumCounts; ++c) h->counts[c] = counts[c];
-  }
-  int64_t* ids = reinterpret_cast<int64_t*>(result + lay.off_ids);
-  int64_t* adv = reinterpret_cast<int64_t*>(result + lay.off_adv);
-  int* rws = reinterpret_cast<int*>(result + lay.off_rows);
-  float* scores = reinterpret_cast<float*>(result + lay.off_scores);
-  float* prices = reinterpret_cast<float*>(result + lay.off_prices);
-  float* values = reinterpret_cast<float*>(result + lay.off_values);
-  float* pr = reinterpret_cast<float*>(result + lay.off_probs);
-  for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x) {
-    const int s = win[w], pos = sorted_pos[s], row = pos_row(rows, pos);
-    ids[w] = m.ad_id[row];
-    adv[w] = m.advertiser_id[m.ad_advertiser[row]];
-    rws[w] = row;
-    if (stage == SelectStage::kRetrieve) {
-      scores[w] = key_score(sorted_keys[s]);
-      continue;
-    }
-    scores[w] = utility[pos];
-    values[w] = value[pos];
-    for (int t = 0; t < T; ++t) pr[int64_t(w) * T + t] = probs[int64_t(pos) * T + t];
-    if (priced) {
-      const float bid = m.ad_bid[row], reserve = desc->reserve;
-      int next = -1;
-      if (w + 1 < n) next = sorted_pos[win[w + 1]];
-      else if (st->runner >= 0) next = sorted_pos[st->runner];
-      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, utility[next] / value[pos]));
-    }
-  }
-}
-
 }  // namespace
 
 // ---- launchers --------------------------------------------------------------------------------------
@@ -654,11 +361,6 @@ SelectWorkspace carve_select(int n_cap, int l0_cap, int max_partitions, Carver& 
   ws.cub_temp = c.take<char>(ws.cub_temp_bytes);
   return ws;
 }
-
-void launch_check(const char* name) { ::adrank::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__); }
-
-constexpr int kThreads = 256;
-int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * 132); }
 
 // Stable sort (keys, vals) → (keys_out, vals_out): fixed size `n_fixed` (round 0, padded with max
 // keys) or the device-bounded single segment [seg[0], seg[1]) (fallback / local rounds).
@@ -741,44 +443,6 @@ SelectWorkspace select_workspace_carve(int n_cap, int l0_cap, int max_partitions
   return carve_select(n_cap, l0_cap, max_partitions, c);
 }
 
-void enqueue_exclusions(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
-                        bool set, cudaStream_t st) {
-  exclusions_kernel<<<16, kThreads, 0, st>>>(m, desc, bundle, fw.excl_ad, fw.excl_adv, set ? 1 : 0);
-  launch_check("exclusions_kernel");
-}
-
-void enqueue_rank_intake(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, FunnelWorkspace& fw,
-                         int m_cap, cudaStream_t st) {
-  const int g = grid_small(m_cap);
-  rank_intake_kernel<<<g, kThreads, 0, st>>>(m, desc, bundle, fw.cand_rows, fw.first_seen, fw.counts);
-  launch_check("rank_intake_kernel");
-  rank_eligible_kernel<<<g, kThreads, 0, st>>>(m, desc, bundle, fw.cand_rows, fw.first_seen, fw.excl_ad, fw.excl_adv,
-                                               fw.elig_rows, fw.n_elig, fw.counts);
-  launch_check("rank_eligible_kernel");
-}
-
-void enqueue_rank_intake_reset(const RequestDesc* desc, FunnelWorkspace& fw, int m_cap, cudaStream_t st) {
-  rank_intake_reset_kernel<<<grid_small(m_cap), kThreads, 0, st>>>(desc, fw.cand_rows, fw.first_seen);
-  launch_check("rank_intake_reset_kernel");
-}
-
-void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, const float* query,
-                           FunnelWorkspace& fw, cudaStream_t st) {
-  int dev = 0, sms = 132;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 256)));  // 256 ads per block-step
-  retrieve_scan_kernel<<<grid, 256, sizeof(float) * m.d_r_pad, st>>>(m, desc, bundle, query, fw.excl_ad, fw.excl_adv,
-                                                                     fw.keys, fw.n_elig, fw.counts);
-  launch_check("retrieve_scan_kernel");
-}
-
-void enqueue_rank_keys(const DeviceModel& m, const float* utility, const int* rows, const int* n, int m_cap,
-                       unsigned long long* keys, cudaStream_t st) {
-  rank_keys_kernel<<<grid_small(m_cap), kThreads, 0, st>>>(m, utility, rows, n, m_cap, keys);
-  launch_check("rank_keys_kernel");
-}
-
 void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
                     FunnelWorkspace& fw, cudaStream_t st) {
   NvtxRange range(stage::kSelect);
@@ -790,16 +454,6 @@ void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectP
     select_round(m, desc, plan, ws, fw, true, false, st);
     select_round(m, desc, plan, ws, fw, false, true, st);  // no-op unless round 0 asked for it
   }
-}
-
-void enqueue_results(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const SelectWorkspace& ws,
-                     const FunnelWorkspace& fw, const float* utility, const float* value, const float* probs,
-                     unsigned char* result, const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st) {
-  const int* retrieved = plan.stage == SelectStage::kRankPriced ? out_n : nullptr;
-  results_kernel<<<grid_small(layout.k_cap), kThreads, 0, st>>>(m, desc, plan.stage, ws.state, ws.win, ws.sorted_pos,
-                                                                ws.sorted_keys, plan.rows, fw.counts, utility, value, probs,
-                                                                result, layout, out_rows, out_n, retrieved);
-  launch_check("results_kernel");
 }
 
 }  // namespace adrank::cuda

@@ -1,0 +1,90 @@
+// Device and launch helpers that the funnel's .cu files share (intake.cu, retrieve.cu, select.cu,
+// results.cu; see funnel.cuh for the algorithms): the max order key, the eligibility drop reasons
+// and their counter indices, block-level counters, each stage's K / cap / runner-up, pos → row,
+// and the launch helpers. Not a public header: internal linkage (an anonymous namespace), so each
+// .cu that includes it has its own copy.
+// NOT YET RUN ON A GPU.
+#pragma once
+
+#include "kernels/cuda/funnel.cuh"
+
+#include "engine/request.h"
+
+namespace adrank::cuda {
+
+constexpr unsigned long long kMaxKey = ~0ull;
+
+// ---- device helpers -------------------------------------------------------------------------------
+
+namespace {
+
+enum Drop : int { kEligible = 0, kDropExcludedAd, kDropExcludedAdvertiser, kDropInactive, kDropOutOfBudget, kDropTargeting, kDropPaced };
+
+__device__ __forceinline__ int count_index(int drop) {
+  switch (drop) {
+    case kDropExcludedAd: return kCntExcludedAd;
+    case kDropExcludedAdvertiser: return kCntExcludedAdvertiser;
+    case kDropInactive: return kCntInactive;
+    case kDropOutOfBudget: return kCntOutOfBudget;
+    case kDropTargeting: return kCntTargeting;
+    case kDropPaced: return kCntPaced;
+    default: return kCntEligible;
+  }
+}
+
+// docs/funnel.md eligibility, first failing reason in the documented order.
+__device__ __forceinline__ int drop_reason(const DeviceModel& m, const RequestDesc* desc, const uint32_t* targeting,
+                                           const uint8_t* excl_ad, const uint8_t* excl_adv, int row) {
+  if (desc->num_excluded_ads && excl_ad[row]) return kDropExcludedAd;
+  if (desc->num_excluded_advertisers && excl_adv[m.ad_advertiser[row]]) return kDropExcludedAdvertiser;
+  const uint64_t w = m.ad_state[row];
+  if (!((w >> 32) & 1)) return kDropInactive;
+  if (!((w >> 33) & 1)) return kDropOutOfBudget;
+  const uint64_t* mask = m.ad_targeting + int64_t(row) * m.targeting_dims;
+  for (int k = 0; k < m.targeting_dims; ++k) {
+    const uint32_t v = targeting[k];
+    if (v < 64 ? !((mask[k] >> v) & 1ull) : mask[k] != ~0ull) return kDropTargeting;
+  }
+  const float rate = __uint_as_float(unsigned(w & 0xffffffffu));
+  if (!pacing_pass(desc->key, m.ad_id[row], rate)) return kDropPaced;
+  return kEligible;
+}
+
+// Block-level counters: per-thread tallies → shared atomics → one global atomic per counter.
+struct BlockCounts {
+  unsigned* sh;
+  __device__ void init() {
+    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x) sh[i] = 0;
+    __syncthreads();
+  }
+  __device__ void add(int idx, unsigned v) {
+    if (v) atomicAdd(&sh[idx], v);
+  }
+  __device__ void flush(unsigned long long* global) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < kNumCounts; i += blockDim.x)
+      if (sh[i]) atomicAdd(&global[i], static_cast<unsigned long long>(sh[i]));
+  }
+};
+
+__device__ __forceinline__ int stage_k(const RequestDesc* d, SelectStage s) {
+  return int(s == SelectStage::kRetrieveTop ? d->retrieve_count : d->k);
+}
+__device__ __forceinline__ int stage_cap(const RequestDesc* d, SelectStage s) {
+  return s == SelectStage::kRetrieveTop ? 0 : int(d->cap);
+}
+__device__ __forceinline__ bool stage_runner(const RequestDesc* d, SelectStage s) {
+  return s == SelectStage::kRankPriced || (s == SelectStage::kRank && (d->flags & kFlagPrice));
+}
+__device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ? rows[pos] : pos; }
+
+// ---- launch helpers ---------------------------------------------------------------------------------
+
+void launch_check(const char* name) { ::adrank::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__); }
+
+constexpr int kThreads = 256;
+int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * 132); }
+
+}  // namespace
+
+}  // namespace adrank::cuda
