@@ -2,7 +2,7 @@
 // include this from .cc files compiled by the host compiler. Only defined when the addon is built
 // with ADRANK_WITH_CUDA=1 (cuda_backend.cu).
 //
-// NOT YET RUN ON A GPU: the backend compiles for sm_90a; nothing in it has executed (docs/cuda.md).
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include <cstddef>

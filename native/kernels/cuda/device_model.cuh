@@ -3,7 +3,7 @@
 // Padding convention: every bf16 GEMM operand has its K padded to a multiple of 32 and its N to a
 // multiple of 32 with zero weights and zero biases, so padded columns of every activation are 0
 // (bias 0, ReLU(0) = 0, x̂·0 = 0, x0·0 + 0 = 0) and the next GEMM can read them as zero K columns.
-// NOT YET RUN ON A GPU.
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include <cuda_bf16.h>

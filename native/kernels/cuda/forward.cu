@@ -1,6 +1,6 @@
 // Model forward on the device (docs/design.md §4). Layout: CPU references, kernels, launchers.
 // fp32 for norms, softmax, attention and epilogues; bf16 operands with fp32 accumulation for the
-// candidate GEMMs (gemm_bf16.cu). NOT YET RUN ON A GPU: compiled for sm_90a only.
+// candidate GEMMs (gemm_bf16.cu).
 #include "kernels/cuda/forward.cuh"
 
 #include <algorithm>

@@ -5,7 +5,7 @@
 //                          calibration and utility.
 // Row counts live on the device (`*m_dev`), bounded by the bucket capacity m_cap, so the whole
 // sequence can be captured once per bucket in a CUDA graph.
-// NOT YET RUN ON A GPU.
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include <cuda_runtime.h>

@@ -24,7 +24,7 @@
 // winner) and each partition's stop position for `capped`; partition winners merged in the global
 // order give the K winners and the runner-up.
 //
-// NOT YET RUN ON A GPU.
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include <cuda_runtime.h>

@@ -3,7 +3,7 @@
 // and their counter indices, block-level counters, each stage's K / cap / runner-up, pos → row,
 // and the launch helpers. Not a public header: internal linkage (an anonymous namespace), so each
 // .cu that includes it has its own copy.
-// NOT YET RUN ON A GPU.
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include "kernels/cuda/funnel.cuh"

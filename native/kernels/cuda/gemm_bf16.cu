@@ -1,6 +1,6 @@
 // bf16 GEMM with fused epilogues (see gemm_bf16.cuh for the contract).
 // Layout of this file: CPU reference, device primitives (inline PTX), the kernel, the launchers.
-// NOT YET RUN ON A GPU: compiled for sm_90a only.
+//
 #include "kernels/cuda/gemm_bf16.cuh"
 
 #include <stdexcept>

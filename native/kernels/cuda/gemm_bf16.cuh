@@ -18,7 +18,7 @@
 // n % 8 == 0, all leading dimensions and segment widths multiples of 8 elements, base pointers
 // 16-byte aligned. Rows i >= m and columns j >= n are never written.
 //
-// NOT YET RUN ON A GPU: written and compiled for sm_90a only (docs/cuda.md).
+// What has run on a GPU and what is only compiled: docs/cuda.md "What is verified".
 #pragma once
 
 #include <cuda_bf16.h>

@@ -1,6 +1,6 @@
 // Funnel intake on the device (see funnel.cuh): the request's exclusions, Rank candidate intake
 // (id → row, unknown / duplicate counts), eligibility, the intake reset, and their launchers.
-// NOT YET RUN ON A GPU: compiled for sm_90a only.
+//
 #include "kernels/cuda/funnel_device.cuh"
 
 #include "engine/id_map.h"

@@ -1,6 +1,6 @@
 // The result block on the device (see funnel.cuh): ResultLayout::make, the results kernel (ids,
 // advertisers, rows, scores, probs, GSP prices; or stage 1's retrieved rows) and its launcher.
-// NOT YET RUN ON A GPU: compiled for sm_90a only.
+//
 #include "kernels/cuda/funnel_device.cuh"
 
 #include <algorithm>

@@ -1,6 +1,6 @@
 // Retrieval on the device (see funnel.cuh): the one-pass retrieval scan (eligibility + q · r_c for
 // every ad → order keys), the rank keys from utilities, and their launchers.
-// NOT YET RUN ON A GPU: compiled for sm_90a only.
+//
 #include "kernels/cuda/funnel_device.cuh"
 
 #include <algorithm>

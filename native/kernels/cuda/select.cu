@@ -2,7 +2,7 @@
 // exact greedy per-advertiser cap, local(P), the fallback round; the select workspace (size and
 // carving), select_round and enqueue_select; and greedy_reference, the selection's CPU reference
 // (harness). Layout: CPU reference, kernels, launchers.
-// NOT YET RUN ON A GPU: compiled for sm_90a only.
+//
 #include "kernels/cuda/funnel_device.cuh"
 
 #include <cub/block/block_scan.cuh>
