@@ -1,9 +1,10 @@
 /**
  * Replicas behind one shard target keep serving while each one in turn restarts (SIGTERM,
  * drain, a new process on the same port that loads and warms up): zero failed calls, zero
- * partial answers. Two forms of target: a static list (the router watches each replica's
- * grpc.health.v1 and balances round robin over the SERVING ones) and an `ipv4:` address list
- * (grpc-js's own round_robin with the router's UNAVAILABLE retry policy).
+ * partial answers. Two forms of target, both replicas the router health-checks (it watches each
+ * replica's grpc.health.v1 and balances round robin over the SERVING ones): a static list
+ * `host:port,...` and an `ipv4:` address list (not grpc-js's round_robin, which has no health
+ * checking and so sends calls to a restarted replica while it loads: src/router/shard-client.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,10 +15,23 @@ import { loadBundle } from '../src/model/bundle.js';
 import { Rng } from '../src/model/random.js';
 import { writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
+import { replicaTargets } from '../src/router/shard-client.js';
 import { silentLogger } from '../src/server/log.js';
 import { addonBuilt } from './support/index.js';
 import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { randomRequest, ServeProcess } from './60.router.helpers.js';
+
+describe('61 router: the replicas of a --shard target', () => {
+  it('a static list and an ipv4:/ipv6: address list are replicas; one name is one channel', () => {
+    expect(replicaTargets('a:1, b:2')).to.deep.equal(['a:1', 'b:2']);
+    expect(replicaTargets('ipv4:127.0.0.1:1,127.0.0.1:2')).to.deep.equal(['ipv4:127.0.0.1:1', 'ipv4:127.0.0.1:2']);
+    expect(replicaTargets('ipv6:[::1]:1,[::1]:2')).to.deep.equal(['ipv6:[::1]:1', 'ipv6:[::1]:2']);
+    expect(replicaTargets('ipv4:///10.0.0.1:1,10.0.0.2')).to.deep.equal(['ipv4:///10.0.0.1:1', 'ipv4:///10.0.0.2']);
+    expect(replicaTargets('ipv4:127.0.0.1:1')).to.deep.equal(['ipv4:127.0.0.1:1']);
+    expect(replicaTargets('dns:///adrank-shard-0.adrank:50051')).to.deep.equal(['dns:///adrank-shard-0.adrank:50051']);
+    expect(replicaTargets('ipv4:127.0.0.1:1,')).to.include('');
+  });
+});
 
 describe('61 router: replicas restart with zero failed calls', function () {
   this.timeout(240_000);
@@ -45,7 +59,7 @@ describe('61 router: replicas restart with zero failed calls', function () {
 
   const forms: [string, (ports: number[]) => string][] = [
     ['static list host:port,host:port (router health checking)', (ports) => ports.map((p) => `localhost:${p}`).join(',')],
-    ['ipv4: address list (grpc-js round_robin)', (ports) => `ipv4:${ports.map((p) => `127.0.0.1:${p}`).join(',')}`],
+    ['ipv4: address list ipv4:a:p,b:p (router health checking)', (ports) => `ipv4:${ports.map((p) => `127.0.0.1:${p}`).join(',')}`],
   ];
 
   for (const [name, target] of forms) {

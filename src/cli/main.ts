@@ -434,7 +434,7 @@ function program(): Command {
 
   p.command('route')
     .description('serve adrank.v1.AdRanker over shard servers, merging their answers exactly (docs/deploy.md)')
-    .requiredOption('--shard <target>', 'shard i\'s gRPC target, i-th (repeat): host:port, dns:///name:port, or host:port,host:port replicas', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--shard <target>', 'shard i\'s gRPC target, i-th (repeat): host:port, dns:///name:port, or replicas host:port,host:port / ipv4:a:p,b:p', (v: string, prev: string[] = []) => [...prev, v])
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--shard-timeout-ms <ms>', 'shard deadline when the caller sets none').env('ADRANK_SHARD_TIMEOUT_MS').default(1000).argParser(int(1)))

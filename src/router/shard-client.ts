@@ -1,11 +1,20 @@
 /**
  * The router's connection to one shard (docs/deploy.md "Balancing"). A shard is a gRPC target:
- * - one name (`dns:///adrank-shard-0.adrank:50051`, `host:port`, `ipv4:a:p,b:p`): one grpc-js
+ * - one name (`dns:///adrank-shard-0.adrank:50051`, `host:port`, `ipv4:a:p`): one grpc-js
  *   channel with the round_robin policy over every address the name resolves to (a headless
- *   Kubernetes Service lists only ready pods), and a retry of UNAVAILABLE on another address;
- * - a static list `host:port,host:port` of replicas: one channel per replica, each watched with
- *   grpc.health.v1 Watch, calls spread round robin over the SERVING ones (health checking that
- *   grpc-js does not do itself), an UNAVAILABLE call retried once on the next SERVING replica.
+ *   Kubernetes Service lists only ready pods), and UNAVAILABLE retried by the channel;
+ * - a static list of replicas, `host:port,host:port` or an address list `ipv4:a:p,b:p` /
+ *   `ipv6:[a]:p,[b]:p`: one channel per replica, each watched with grpc.health.v1 Watch, calls
+ *   spread round robin over the SERVING ones (health checking that grpc-js does not do itself),
+ *   an UNAVAILABLE call retried once on the next SERVING replica.
+ * Why address lists are not left to grpc-js's round_robin: it has no health checking, so a
+ * replica that restarts is picked as soon as its new process listens, while it still loads and
+ * warms up (`adrank serve` binds first, to answer health NOT_SERVING) and answers every call
+ * UNAVAILABLE. The channel's retry does not move such a call elsewhere: each attempt takes the
+ * next pick of the one picker that every call shares, and the calls that failed together retry
+ * together, so half of their retries land on the same replica again and now and then a call
+ * spends all its attempts there (the intermittent failures of test/61's ipv4: case). A DNS name
+ * has no such window where readiness takes a pod out of DNS (a headless Service).
  * The engine RPCs are read-only, so a retry cannot apply a request twice.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -21,11 +30,18 @@ const channelOptions = (serviceConfig?: object): grpc.ChannelOptions => ({
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.initial_reconnect_backoff_ms': 100,
-  'grpc.max_reconnect_backoff_ms': 2_000,
+  // The router reconnects to a restarted replica within about this long (±20% jitter) of its
+  // new process listening. With a cap of seconds it could still be backing off from a replica
+  // that had said SERVING a second before, and a restart of the next replica then left it one
+  // draining replica and one it could not reach, so every call failed (test/61). Trying a shard
+  // address four times a second while it is down costs next to nothing.
+  'grpc.max_reconnect_backoff_ms': 250,
   ...(serviceConfig ? { 'grpc.service_config': JSON.stringify(serviceConfig) } : {}),
 });
 
-/** round_robin, and UNAVAILABLE retried up to twice (on the next address the policy picks). */
+/** round_robin, and UNAVAILABLE retried up to twice (each retry takes the shared picker's next
+ *  pick, which under concurrent calls may be the same address again: no replacement for health
+ *  checking, see above). */
 const ROUND_ROBIN = {
   loadBalancingConfig: [{ round_robin: {} }],
   methodConfig: [
@@ -76,7 +92,9 @@ class Replica {
   private watch(): void {
     if (this.closed) return;
     const req = Buffer.from(HealthReq.encode({ service: SERVICE }).finish());
-    const stream = this.client.makeServerStreamRequest('/grpc.health.v1.Health/Watch', pass, pass, req, new grpc.Metadata(), {});
+    // wait for ready: while the replica is unreachable the watch waits for the next connection
+    // (and reports the replica's health as soon as it is up) instead of failing at once
+    const stream = this.client.makeServerStreamRequest('/grpc.health.v1.Health/Watch', pass, pass, req, new grpc.Metadata({ waitForReady: true }), {});
     this.stream = stream;
     stream.on('data', (b: Buffer) => {
       this.serving = (HealthRes.decode(b) as unknown as { status: number }).status === SERVING;
@@ -99,6 +117,18 @@ class Replica {
   }
 }
 
+/**
+ * The replicas of a --shard target: `host:port,host:port` → each entry; an address list
+ * `ipv4:a:p,b:p` (or `ipv6:`, with an optional `//authority/`) → one single-address target of
+ * the same scheme per address (`ipv4:a:p`, `ipv4:b:p`), so that grpc-js still parses each one
+ * (its default port, IPv6 forms); any other target → itself alone.
+ */
+export function replicaTargets(target: string): string[] {
+  const ip = /^(ipv4|ipv6):(\/\/[^/]*\/)?(.*)$/.exec(target.trim());
+  if (ip) return ip[3].split(',').map((a) => (a.trim() === '' ? '' : `${ip[1]}:${ip[2] ?? ''}${a.trim()}`));
+  return target.split(',').map((s) => s.trim());
+}
+
 /** The router's handle on shard `index`. */
 export class ShardClient {
   private readonly client: grpc.Client | undefined;
@@ -109,10 +139,9 @@ export class ShardClient {
     readonly index: number,
     readonly target: string,
   ) {
-    const list = target.split(',').map((s) => s.trim());
+    const list = replicaTargets(target);
     if (list.some((s) => s === '')) throw new Error(`expected a gRPC target or a comma-separated list of host:port for --shard, got ${JSON.stringify(target)}`);
-    // ipv4:/ipv6: lists are one target that grpc-js resolves to several addresses itself
-    if (list.length > 1 && !/^(ipv4|ipv6):/.test(target)) this.replicas = list.map((a) => new Replica(a));
+    if (list.length > 1) this.replicas = list.map((a) => new Replica(a));
     else this.client = new grpc.Client(target, grpc.credentials.createInsecure(), channelOptions(ROUND_ROBIN));
   }
 
