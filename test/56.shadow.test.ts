@@ -290,19 +290,25 @@ describe('56 shadow traffic', function () {
   it('idle gap: back-to-back calls leave no room for a shadow run (dropped, no_idle_gap); spaced calls do', async () => {
     shipVersion(repo, 1, bundles.one);
     shipVersion(repo, 2, bundles.two);
-    // a large factor, so that the outcome does not hang on this machine's timing: a copy starts
-    // only when the next call is expected later than 50 shadow runs from now
-    const s = await start({ version: '1', sample: 1, idleGapFactor: 50 });
+    // A copy starts only when the next call is expected later than `factor` shadow runs from now.
+    // The spacing follows this machine's measured shadow run time (a fixed spacing failed on a
+    // loaded CI machine: runs slower than spacing/factor made the spaced copies drop too), and
+    // back-to-back calls then leave no such room after a few calls (the gap average decays 0.8×
+    // per call from 4·factor runs).
+    const factor = 20;
+    const s = await start({ version: '1', sample: 1, idleGapFactor: factor });
     const client = connect(`localhost:${s.port}`);
-    const st = s.shadow!.stats;
+    const sh = s.shadow!;
+    const st = sh.stats;
     try {
       for (let i = 0; i < 3; i++) {
         await rank(client, { requestId: `spaced-${i}` });
-        await new Promise((r) => setTimeout(r, 300));
+        await until(`spaced copy ${i} compared`, () => st.outcomes.compared === i + 1 && sh.inflight === 0);
+        await new Promise((r) => setTimeout(r, Math.max(300, 4 * factor * sh.runMsEstimate)));
       }
-      await until('the spaced copies compared', () => st.outcomes.compared === 3);
+      expect(st.outcomes.compared).to.equal(3);
       expect(st.dropped).to.deep.equal({});
-      for (let i = 0; i < 30; i++) await rank(client, { requestId: `b2b-${i}` });
+      for (let i = 0; i < 40; i++) await rank(client, { requestId: `b2b-${i}` });
       // every sampled copy ends as exactly one outcome or one drop (whatever this machine's load made it)
       const settled = () => Object.values(st.outcomes).reduce((a, n) => a + (n ?? 0), 0) + Object.values(st.dropped).reduce((a, n) => a + (n ?? 0), 0);
       await until('all copies settled', () => s.shadow!.inflight === 0 && st.sampled === settled());

@@ -126,6 +126,12 @@ export class Shadow {
     return this.opts.maxInflight ?? DEFAULT_SHADOW_MAX_INFLIGHT[this.deps.backend() ?? 'cpu'];
   }
 
+  /** the moving average of a shadow run's wall time, ms (0 until one has run): the idle-gap test
+   *  wants the next primary call no sooner than idleGapFactor times this */
+  get runMsEstimate(): number {
+    return this.runMs;
+  }
+
   get idleGapFactor(): number {
     return this.opts.idleGapFactor ?? DEFAULT_SHADOW_IDLE_GAP_FACTOR[this.deps.backend() ?? 'cpu'];
   }
