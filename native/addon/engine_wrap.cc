@@ -11,7 +11,6 @@ namespace adrank::addon {
 
 namespace {
 
-
 Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
   auto d = Napi::Promise::Deferred::New(env);
   d.Reject(e.Value());
@@ -349,9 +348,7 @@ Napi::Value EngineWrap::InjectDeviceErrors(const Napi::CallbackInfo& info) {
   engine_->inject_device_errors(int(count_arg(info, 0, "n")), hung);
   return info.Env().Undefined();
 }
-#endif
 
-#ifdef ADRANK_TEST_HOOKS
 // injectBackendFault(kind, n): Backend::inject_fault (the CUDA backend: "capture", "hang").
 Napi::Value EngineWrap::InjectBackendFault(const Napi::CallbackInfo& info) {
   if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");

@@ -206,7 +206,7 @@ class CudaBackend final : public Backend {
   // The upload waits for the running requests and holds new ones back (StateGate), so a request's
   // kernels see one batch or the other, never part of one.
   void sync_state(const AdStateTable& state, const int32_t* rows, size_t n) {
-    if (hung_.load()) return;  // the device is failed and this engine on its way out; an upload could wait forever
+    if (hung()) return;  // the device is failed and this engine on its way out; an upload could wait forever
     StateGate::Writer w(gate_);
     upload_state(state, rows, n);
   }
@@ -220,7 +220,9 @@ class CudaBackend final : public Backend {
   void reset_slot(Slot& s);
   Slot* acquire();
   void release(Slot* s);
-  void abandon(Slot* s);
+  void abandon();
+  // a slot was abandoned: the device is treated as failed (no uploads; the destructor frees nothing)
+  bool hung() const { return n_lost_.load() > 0; }
   size_t pack(Slot& s, const Request& req);
   void enqueue_body(Slot& s, OpKind op, const GraphKey& key);
   void launch(Slot& s, OpKind op, const GraphKey& key);
@@ -294,13 +296,12 @@ class CudaBackend final : public Backend {
   std::chrono::milliseconds watchdog_{10000};
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Slot*> free_;
-  size_t lost_ = 0;                 // abandoned slots (guarded by mu_)
   // device_stats(): graphs held, failed captures, keys run eagerly for good, abandoned slots
+  // (n_lost_ changes under mu_: acquire() waits on it)
   std::atomic<int64_t> n_graphs_{0}, n_capture_failures_{0}, n_eager_only_{0}, n_lost_{0};
 #ifdef ADRANK_TEST_HOOKS
   std::atomic<int> fail_captures_{0}, hang_ms_{0};
 #endif
-  std::atomic<bool> hung_{false};   // a slot was abandoned: the destructor frees nothing on the device
   std::mutex mu_;
   std::condition_variable cv_;
 };
@@ -341,7 +342,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
 }
 
 CudaBackend::~CudaBackend() {
-  if (hung_.load()) {
+  if (hung()) {
     // Work that never finished still uses these buffers, and cudaFree or a synchronize would wait
     // for it forever (on the thread disposing the engine): leak the device side of a hung device.
     arena_.leak();
@@ -648,7 +649,7 @@ void CudaBackend::reset_slot(Slot& s) {
 
 Slot* CudaBackend::acquire() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !free_.empty() || lost_ == slots_.size(); });
+  cv_.wait(lock, [&] { return !free_.empty() || size_t(n_lost_.load()) == slots_.size(); });
   if (free_.empty())
     throw StreamHung(std::string(kStreamHung) + ": every stream of cuda:" + std::to_string(device_) +
                      " holds work that never finished; the device is treated as failed");
@@ -667,14 +668,11 @@ void CudaBackend::release(Slot* s) {
 
 // The slot's stream still holds work that did not finish: it never goes back to the pool (its
 // buffers are in use). Requests waiting for a slot fail once every slot is lost.
-void CudaBackend::abandon(Slot* s) {
-  (void)s;
-  hung_.store(true);
+void CudaBackend::abandon() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    lost_++;
+    n_lost_++;
   }
-  n_lost_++;
   cv_.notify_all();
 }
 
@@ -1039,7 +1037,7 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*sta
     r = unpack(*s, op, req, lay);
     r.timings.queue = queue_us;
   } catch (const StreamHung&) {
-    abandon(s);  // no synchronize: it would wait for the hung work
+    abandon();  // no synchronize: it would wait for the hung work; the slot never goes back
     throw;
   } catch (...) {
     s->dirty = true;  // drained and re-initialised on its next use

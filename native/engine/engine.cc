@@ -16,9 +16,6 @@
 
 namespace adrank {
 
-namespace {
-}  // namespace
-
 Engine::Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision)
     : pool_(nullptr), model_(nullptr) {
   const Device dev = parse_device(device);
