@@ -20,15 +20,15 @@ import { cpus, platform, release, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import protobuf from 'protobufjs';
-import { loadProto } from '../src/server/proto.js';
-import { WIRE } from '../src/server/codec.js';
+import { loadProto } from '../src/wire/proto.js';
+import { WIRE } from '../src/wire/codec.js';
 import { rank } from '../src/handlers/rank.js';
 import { emptyResult, responseOf } from '../src/handlers/engine-rpc.js';
 import { modelShape, sampleRank } from '../src/handlers/sample.js';
 import { packFeatureBundle } from '../src/features/feature-bundle.js';
 import { makeDemoConfig } from '../src/model/demo.js';
 import { FeatureLog } from '../src/featurelog/writer.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import type { NativeResult } from '../src/engine/index.js';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 15);

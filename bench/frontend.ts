@@ -8,8 +8,8 @@
  */
 import { cpus, platform, release } from 'node:os';
 import protobuf from 'protobufjs';
-import { loadProto } from '../src/server/proto.js';
-import { requestDecoder } from '../src/server/codec.js';
+import { loadProto } from '../src/wire/proto.js';
+import { requestDecoder } from '../src/wire/codec.js';
 import { rank } from '../src/handlers/rank.js';
 import { responseOf, emptyResult } from '../src/handlers/engine-rpc.js';
 import { modelShape, sampleRank } from '../src/handlers/sample.js';
@@ -22,7 +22,7 @@ import { Metadata, status, type ServerInterceptingCallInterface, type ServerMeth
 import { Metrics } from '../src/metrics/index.js';
 import { CallTracker } from '../src/server/drain.js';
 import { engineCallObserver } from '../src/metrics/observe.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import type { CallState } from '../src/handlers/engine-rpc.js';
 
 const ITER = Number(process.env.ITER ?? 3000);

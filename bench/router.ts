@@ -17,7 +17,7 @@ import { writeDemoBundle } from '../src/model/demo.js';
 import { Rng } from '../src/model/random.js';
 import { writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import { randomRequest, ServeProcess, type Rpc } from '../test/60.router.helpers.js';
 import { smallConfig } from '../test/50.server.helpers.js';

@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import type { ModelConfig } from '../src/model/config.js';

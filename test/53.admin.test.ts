@@ -12,7 +12,7 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { AdStateStore } from '../src/state/store.js';
 import { call, connect } from '../src/cli/client.js';
 import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';

@@ -19,7 +19,7 @@ import { Engine } from '../src/engine/index.js';
 import { Batcher, BATCH_OP } from '../src/batcher/index.js';
 import { RequestError } from '../src/handlers/validate.js';
 import { AdrankServer } from '../src/server/server.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import { adId, init, pack } from './support/tiny-model.js';

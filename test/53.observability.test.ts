@@ -12,7 +12,7 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
-import { jsonLogger, silentLogger } from '../src/server/log.js';
+import { jsonLogger, silentLogger } from '../src/log.js';
 import { connect } from '../src/cli/client.js';
 import { loadBundle } from '../src/model/bundle.js';
 import { TokenFile } from '../src/auth/tokens.js';

@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { loadProto } from '../src/server/proto.js';
+import { loadProto } from '../src/wire/proto.js';
 import { runLoad } from '../src/bench/load.js';
 import { parseMix, type EncodedRequest } from '../src/bench/requests.js';
 import { latencyThroughputSvg } from '../src/bench/plot.js';

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { capabilities, Engine } from '../src/engine/index.js';
 import type { LoadedBundle } from '../src/model/bundle.js';
 import { AdrankServer } from '../src/server/server.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { connectAdmin } from '../src/admin/service.js';
 import { call, connect } from '../src/cli/client.js';
 import { runExplain } from '../src/cli/explain.js';

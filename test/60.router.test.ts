@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { Rng } from '../src/model/random.js';
 import { shardMeta, shardOf, splitmix64, writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
-import { jsonLogger, silentLogger } from '../src/server/log.js';
+import { jsonLogger, silentLogger } from '../src/log.js';
 import type { GetModelResponse__Output } from '../src/generated/adrank/v1/GetModelResponse.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import { addonBuilt } from './support/index.js';

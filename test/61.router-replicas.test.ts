@@ -16,7 +16,7 @@ import { Rng } from '../src/model/random.js';
 import { writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
 import { replicaTargets } from '../src/router/shard-client.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { addonBuilt } from './support/index.js';
 import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { randomRequest, ServeProcess } from './60.router.helpers.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer } from '../src/server/server.js';
-import { silentLogger } from '../src/server/log.js';
+import { silentLogger } from '../src/log.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 import { loadBundle, writeBundle } from '../src/model/bundle.js';
 import { call, connect } from '../src/cli/client.js';

@@ -6,7 +6,7 @@ import type { Stats } from '../handlers/context.js';
 import type { ModelRegistry } from '../lifecycle/registry.js';
 import type { ModelRepository } from '../lifecycle/repository.js';
 import type { Metrics } from '../metrics/index.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import type { AdStateStore } from '../state/store.js';
 
 export interface AdminContext {

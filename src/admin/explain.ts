@@ -15,7 +15,7 @@ import { adRows } from '../model/bundle.js';
 import type { HandlerContext } from '../handlers/context.js';
 import { emptyResult, serviceError, toServiceError } from '../handlers/engine-rpc.js';
 import { ids, invalid, MAX_K, validateRank, validateRetrieve, validateRetrieveAndRank, type Limits, type RankInput, type RetrieveAndRankInput, type RetrieveInput } from '../handlers/validate.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import type { ExplainRequest__Output } from '../generated/adrank/v1/ExplainRequest.js';
 import type { ExplainResponse } from '../generated/adrank/v1/ExplainResponse.js';
 import type { AdExplanation, _adrank_v1_AdExplanation_Outcome__Output as OutcomeName } from '../generated/adrank/v1/AdExplanation.js';

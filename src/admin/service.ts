@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from '../generated/admin.js';
 import { serviceError, toServiceError } from '../handlers/engine-rpc.js';
-import { LOADER_OPTIONS, PROTO_DIR, PROTO_FILE } from '../server/proto.js';
+import { LOADER_OPTIONS, PROTO_DIR, PROTO_FILE } from '../wire/proto.js';
 import { StateUnavailableError } from '../state/store.js';
 import type { HandlerContext } from '../handlers/context.js';
 import type { AdminContext } from './context.js';

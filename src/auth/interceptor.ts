@@ -5,7 +5,7 @@
  * without a wrapper.
  */
 import { ServerInterceptingCall, status, type ServerInterceptor } from '@grpc/grpc-js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import { authorize, needsCheck, type AuthConfig } from './policy.js';
 
 export function authInterceptor(cfg: AuthConfig, log: Logger): ServerInterceptor {

@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { connect, call } from '../cli/client.js';
 import { sampleRetrieve } from '../handlers/sample.js';
-import { loadProto } from '../server/proto.js';
+import { loadProto } from '../wire/proto.js';
 import type { GetModelResponse__Output } from '../generated/adrank/v1/GetModelResponse.js';
 import type { RetrieveResponse__Output } from '../generated/adrank/v1/RetrieveResponse.js';
 import { runLoad, STAGES, type LoadResult } from './load.js';

@@ -3,7 +3,7 @@
  * prints the winners as a table. A smoke test for a running server and an example client.
  */
 import * as grpc from '@grpc/grpc-js';
-import { loadProto } from '../server/proto.js';
+import { loadProto } from '../wire/proto.js';
 import { sampleRank, sampleRetrieve, sampleRetrieveAndRank } from '../handlers/sample.js';
 import type { AdRankerClient } from '../generated/adrank/v1/AdRanker.js';
 import type { GetModelResponse__Output } from '../generated/adrank/v1/GetModelResponse.js';

@@ -26,7 +26,7 @@ import {
 } from '../server/server.js';
 import { DEFAULT_METRICS_PORT } from '../metrics/index.js';
 import { TokenFile } from '../auth/tokens.js';
-import { jsonLogger, parseLevel, type Logger } from '../server/log.js';
+import { jsonLogger, parseLevel, type Logger } from '../log.js';
 import { DEFAULT_KEEP_VERSIONS, DEFAULT_POLL_MS } from '../lifecycle/repository.js';
 import { AdStateStore } from '../state/store.js';
 import { DEFAULT_MAX_CANDIDATES, MAX_CANDIDATES } from '../handlers/validate.js';

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { gzipSync } from 'node:zlib';
 import type protobuf from 'protobufjs';
-import { loadProto } from '../server/proto.js';
-import { requestDecoder } from '../server/codec.js';
+import { loadProto } from '../wire/proto.js';
+import { requestDecoder } from '../wire/codec.js';
 
 export interface WorkerInit {
   dir: string;
@@ -52,7 +52,7 @@ const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: String, d
 
 interface Rpc {
   /** the server's own request decoder: the big id list comes back as a BigInt64Array, ~10×
-   *  cheaper than protobufjs's int64 → Long → string (src/server/codec.ts) */
+   *  cheaper than protobufjs's int64 → Long → string (src/wire/codec.ts) */
   request: (bytes: Buffer) => Record<string, unknown>;
   response: protobuf.Type;
 }

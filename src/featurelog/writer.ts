@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import { sampled } from './sampler.js';
 import type { FromWorker, RawRecord, ToWorker, WorkerInit } from './worker.js';
 

@@ -8,7 +8,7 @@ import type { ModelLeases } from '../lifecycle/registry.js';
 import type { CallState } from './engine-rpc.js';
 import type { Metrics } from '../metrics/index.js';
 import type { FeatureLog } from '../featurelog/writer.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
 import type { Batcher } from '../batcher/index.js';

@@ -7,7 +7,7 @@
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { EngineError, type Engine, type EngineRequest, type FallbackOp, type NativeResult } from '../engine/index.js';
 import type { ModelConfig } from '../model/config.js';
-import { DECODE_START, DECODE_US, WIRE, type DecodeStamp } from '../server/codec.js';
+import { DECODE_START, DECODE_US, WIRE, type DecodeStamp } from '../wire/codec.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
@@ -37,7 +37,7 @@ export type FallbackReason = keyof typeof FALLBACK_REASON;
 export interface EngineRpc<Req> {
   /** the RPC's name as in the proto ("Rank") */
   name: string;
-  /** wire bytes → request (the gRPC deserializer; see src/server/codec.ts) */
+  /** wire bytes → request (the gRPC deserializer; see src/wire/codec.ts) */
   decode(bytes: Buffer): Req;
   validate(request: Req, config: ModelConfig, limits: Limits): EngineRequest;
   /** the engine call; `undefined` when the request needs no engine work (empty candidate list).

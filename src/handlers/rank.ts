@@ -1,5 +1,5 @@
 /** Rank: score the caller's candidate ids and return the top K by utility (docs/design.md §2). */
-import { requestDecoder, responseEncoder } from '../server/codec.js';
+import { requestDecoder, responseEncoder } from '../wire/codec.js';
 import type { RankResponse } from '../generated/adrank/v1/RankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';
 import { validateRank, type RankInput } from './validate.js';

@@ -1,5 +1,5 @@
 /** RetrieveAndRank: retrieve top R, rank them, select K, price (GSP), on the device (docs/design.md §2). */
-import { requestDecoder, responseEncoder } from '../server/codec.js';
+import { requestDecoder, responseEncoder } from '../wire/codec.js';
 import type { RetrieveAndRankResponse } from '../generated/adrank/v1/RetrieveAndRankResponse.js';
 import type { EngineRpc } from './engine-rpc.js';
 import { validateRetrieveAndRank, type RetrieveAndRankInput } from './validate.js';

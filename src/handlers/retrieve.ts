@@ -1,5 +1,5 @@
 /** Retrieve: two-tower retrieval over the whole corpus, eligibility, cap, top K (docs/design.md §2). */
-import { requestDecoder, responseEncoder } from '../server/codec.js';
+import { requestDecoder, responseEncoder } from '../wire/codec.js';
 import type { RetrieveResponse } from '../generated/adrank/v1/RetrieveResponse.js';
 import type { EngineRpc } from './engine-rpc.js';
 import { validateRetrieve, type RetrieveInput } from './validate.js';

@@ -7,7 +7,7 @@
 import { status } from '@grpc/grpc-js';
 import { RankingMode, type EngineRequest } from '../features/feature-bundle.js';
 import type { ModelConfig } from '../model/config.js';
-import { MAX_DECODED_IDS, TooManyIds, type Decoded, type Int64List } from '../server/codec.js';
+import { MAX_DECODED_IDS, TooManyIds, type Decoded, type Int64List } from '../wire/codec.js';
 import type { RetrieveRequest__Output } from '../generated/adrank/v1/RetrieveRequest.js';
 import type { RankRequest__Output } from '../generated/adrank/v1/RankRequest.js';
 import type { RetrieveAndRankRequest__Output } from '../generated/adrank/v1/RetrieveAndRankRequest.js';
@@ -69,7 +69,7 @@ function floats(field: string, values: number[] | null | undefined, length: numb
   return out;
 }
 
-/** int64 ids as decoded (src/server/codec.ts: BigInt64Array, or TooManyIds) or as strings → BigInt64Array, at most `max`. */
+/** int64 ids as decoded (src/wire/codec.ts: BigInt64Array, or TooManyIds) or as strings → BigInt64Array, at most `max`. */
 export function ids(field: string, values: string[] | Int64List | null | undefined, max: number): BigInt64Array {
   if (!values) return new BigInt64Array(0);
   if (values.length > max) throw invalid(field, `at most ${max} ids`, `${values.length} ids`);

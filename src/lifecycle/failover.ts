@@ -8,7 +8,7 @@
  */
 import type { Engine } from '../engine/index.js';
 import type { Metrics } from '../metrics/index.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import type { ModelRegistry } from './registry.js';
 
 export interface FailoverOptions {

@@ -11,7 +11,7 @@
 import { status } from '@grpc/grpc-js';
 import type { Engine } from '../engine/index.js';
 import { RequestError } from '../handlers/validate.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 
 export type VersionState = 'LOADING' | 'READY' | 'FAILED' | 'UNLOADING';
 

@@ -14,7 +14,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Engine } from '../engine/index.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import { FALLBACK_ONLY_VERSION, type ModelRegistry, type ModelVersion } from './registry.js';
 
 export const MODEL_FILE = 'model.safetensors';

@@ -7,8 +7,8 @@
 import { status } from '@grpc/grpc-js';
 import type { EngineCallObserver } from '../handlers/context.js';
 import { traceparent } from '../handlers/engine-rpc.js';
-import { DECODE_START, type DecodeStamp } from '../server/codec.js';
-import type { Logger } from '../server/log.js';
+import { DECODE_START, type DecodeStamp } from '../wire/codec.js';
+import type { Logger } from '../log.js';
 import type { Metrics } from './index.js';
 
 export interface AccessLogOptions {

@@ -4,7 +4,7 @@
  * count, priced against reserve = FLT_MAX so that each price is the ad's bid), and the router
  * runs the request's selection (cap, mode, K, runner-up) and GSP prices on the union.
  */
-import { requestDecoder } from '../server/codec.js';
+import { requestDecoder } from '../wire/codec.js';
 import { MAX_K, validateRank, type RankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
 import { shardOfWords } from '../model/shard-meta.js';

@@ -13,7 +13,7 @@
  * credited to it (earlier_source), the first `candidate_quota` other eligible ones are ranked, the
  * rest are over quota; the selection runs on the union.
  */
-import { requestDecoder } from '../server/codec.js';
+import { requestDecoder } from '../wire/codec.js';
 import { MAX_K, validateRetrieveAndRank, type RetrieveAndRankInput } from '../handlers/validate.js';
 import { RankingMode } from '../features/feature-bundle.js';
 import { byOrder, gspPrices, idsOf, int64Key, merged, select, take, type Cand } from './merge.js';

@@ -9,7 +9,7 @@
  * list until it passes T (paged by excluding what was listed, at most MAX_ID_LIST ids).
  */
 import { status } from '@grpc/grpc-js';
-import { requestDecoder } from '../server/codec.js';
+import { requestDecoder } from '../wire/codec.js';
 import { MAX_ID_LIST, MAX_K, RequestError, validateRetrieve, type RetrieveInput } from '../handlers/validate.js';
 import { before, idsOf, merged, walk, type Cand } from './merge.js';
 import { F, stripFields, sumCounts, withFields, type Fanout, type ShardAnswer } from './shard-rpc.js';

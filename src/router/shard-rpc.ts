@@ -6,7 +6,7 @@
  */
 import { status } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { loadProto } from '../server/proto.js';
+import { loadProto } from '../wire/proto.js';
 import { RequestError } from '../handlers/validate.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';

@@ -16,7 +16,7 @@ import type { ModelRegistry } from '../lifecycle/registry.js';
 import type { Metrics } from '../metrics/index.js';
 import type { FeatureLog } from '../featurelog/writer.js';
 import { sampled } from '../featurelog/sampler.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import type { Limits } from '../handlers/validate.js';
 import { emptyResult, toServiceError, type CallState, type EngineRpc } from '../handlers/engine-rpc.js';
 import { compareResults, type ShadowComparison } from './compare.js';

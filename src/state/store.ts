@@ -13,7 +13,7 @@
  */
 import type { Engine } from '../engine/index.js';
 import { adRows } from '../model/bundle.js';
-import type { Logger } from '../server/log.js';
+import type { Logger } from '../log.js';
 import { StateFileError, StateLog } from './log.js';
 
 export type Field = 'active' | 'inBudget' | 'pacingRate' | 'bid';

@@ -4,7 +4,7 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Logger } from '../../src/server/log.js';
+import type { Logger } from '../../src/log.js';
 import { writeBundle, type LoadedBundle } from '../../src/model/bundle.js';
 import type { ModelConfig } from '../../src/model/config.js';
 import type { Tensor } from '../../src/model/safetensors.js';
