@@ -19,7 +19,7 @@ import { writeShards } from '../src/model/shard.js';
 import { RouterServer } from '../src/router/router.js';
 import { silentLogger } from '../src/log.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
-import { randomRequest, ServeProcess, type Rpc } from '../test/60.router.helpers.js';
+import { randomRequest, ServeProcess, type Rpc } from '../test/70.router.helpers.js';
 import { smallConfig } from '../test/50.server.helpers.js';
 
 const ADS = Number(process.env.ADS ?? 20_000);

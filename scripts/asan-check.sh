@@ -9,7 +9,7 @@ npx cmake-js compile --CDADRANK_CUDA=OFF -O build-asan --CDCMAKE_BUILD_TYPE=RelW
   "--CDCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
   "--CDCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" --log-level error
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(test/20.kernels-cpu.test.ts test/25.addon.test.ts test/30.engine.test.ts test/31.funnel.test.ts test/32.engine-bf16.test.ts test/40.parity.test.ts test/50.server.test.ts)
+[ ${#tests[@]} -gt 0 ] || tests=(test/20.kernels-cpu.test.ts test/25.addon.test.ts test/30.engine.test.ts test/31.funnel.test.ts test/33.engine-bf16.test.ts test/40.parity.test.ts test/50.server.test.ts)
 # node itself is not instrumented: preload the runtimes; leaks are node's business, not checked.
 LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
 ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -3,7 +3,7 @@
  * in one bounded FIFO queue and run together as one engine call (Engine.runBatch), where the
  * request sides are computed together and every candidate of the batch goes through one forward,
  * so the weights are streamed once per batch instead of once per request. Each request keeps its
- * own answer, bit for bit what it gets alone (test/53.batching).
+ * own answer, bit for bit what it gets alone (test/57.batching).
  *
  * Policy (after Triton's dynamic batcher):
  *   - a batch is sent when the engine has room (at most `maxInflightBatches` batches running) and

@@ -267,7 +267,7 @@ function findAddon(): string {
 
 let cached: NativeBinding | undefined;
 
-/** Loads an addon from an explicit path (the test-hooks build in test/54); `binding()` is the one
+/** Loads an addon from an explicit path (the test-hooks build in test/64); `binding()` is the one
  *  everything else uses. */
 export function loadBinding(path: string): NativeBinding {
   if (!existsSync(path)) throw new Error(`adrank: no addon at ${path}`);

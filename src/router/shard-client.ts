@@ -13,7 +13,7 @@
  * UNAVAILABLE. The channel's retry does not move such a call elsewhere: each attempt takes the
  * next pick of the one picker that every call shares, and the calls that failed together retry
  * together, so half of their retries land on the same replica again and now and then a call
- * spends all its attempts there (the intermittent failures of test/61's ipv4: case). A DNS name
+ * spends all its attempts there (the intermittent failures of test/71's ipv4: case). A DNS name
  * has no such window where readiness takes a pod out of DNS (a headless Service).
  * The engine RPCs are read-only, so a retry cannot apply a request twice.
  */
@@ -33,7 +33,7 @@ const channelOptions = (serviceConfig?: object): grpc.ChannelOptions => ({
   // The router reconnects to a restarted replica within about this long (±20% jitter) of its
   // new process listening. With a cap of seconds it could still be backing off from a replica
   // that had said SERVING a second before, and a restart of the next replica then left it one
-  // draining replica and one it could not reach, so every call failed (test/61). Trying a shard
+  // draining replica and one it could not reach, so every call failed (test/71). Trying a shard
   // address four times a second while it is down costs next to nothing.
   'grpc.max_reconnect_backoff_ms': 250,
   ...(serviceConfig ? { 'grpc.service_config': JSON.stringify(serviceConfig) } : {}),

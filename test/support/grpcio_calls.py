@@ -1,4 +1,4 @@
-"""Unary gRPC calls from Python grpcio, for the token-auth tests (test/54.security.test.ts).
+"""Unary gRPC calls from Python grpcio, for the token-auth tests (test/55.security.test.ts).
 
 Reads JSON from stdin: {"address": "localhost:PORT", "calls": [{"method": "/pkg.Svc/M",
 "request_hex": "...", "authorization": "Bearer x" or null}]}; writes a JSON list with the status

@@ -217,7 +217,7 @@ describe('54 fallback', function () {
     it('an engine/device error is answered from the fallback (test-hooks build), unless allow_fallback = false', async function () {
       expect(binding().Engine.prototype, 'a release addon has no fault injection').to.not.have.property('injectDeviceErrors');
       if (!existsSync(hooksAddon)) {
-        console.log('      [54.fallback] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
+        console.log('      [64.fallback] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
         this.skip();
       }
       const hooked = Engine.fromBundle(fallbackBundle(), { device: 'cpu', threads: 1, binding: loadBinding(hooksAddon) });

@@ -23,7 +23,7 @@ import { addonBuilt } from './support/index.js';
 import { protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { makeDemoBundle, writeDemoBundle } from '../src/model/demo.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
-import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './60.router.helpers.js';
+import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './70.router.helpers.js';
 
 const S = 3;
 const ADS = 3000;

@@ -39,7 +39,7 @@ describe('55 device failover', function () {
     };
     beforeEach(function () {
       if (!existsSync(hooksAddon)) {
-        console.log('      [55.device-failover] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
+        console.log('      [66.device-failover] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
         this.skip();
       }
     });
@@ -91,7 +91,7 @@ describe('55 device failover', function () {
   for (const kind of ['illegal-address', 'hung'] as const) {
     it(`a sticky error (${kind}): NOT_SERVING, rebuilt on the CPU backend once, then served from the new engine`, async function () {
       if (!existsSync(hooksAddon)) {
-        console.log('      [55.device-failover] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
+        console.log('      [66.device-failover] skipped: no test-hooks addon (build-test/); run `npm run build:test-hooks` (CI does)');
         this.skip();
       }
       const c = smallConfig();

@@ -19,7 +19,7 @@ import { replicaTargets } from '../src/router/shard-client.js';
 import { silentLogger } from '../src/log.js';
 import { addonBuilt } from './support/index.js';
 import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
-import { randomRequest, ServeProcess } from './60.router.helpers.js';
+import { randomRequest, ServeProcess } from './70.router.helpers.js';
 
 describe('61 router: the replicas of a --shard target', () => {
   it('a static list and an ipv4:/ipv6: address list are replicas; one name is one channel', () => {
