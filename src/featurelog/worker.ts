@@ -84,10 +84,11 @@ const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$
 /** A log file of the directory: complete (`.jsonl.gz`), or `.open` left by an earlier process. */
 const LOG_FILE = /^features-.*\.jsonl\.gz(\.open)?$/;
 
-/** Bytes free to an unprivileged writer on the file system holding `dir`. */
-function freeBytes(dir: string): number {
+/** Bytes free to an unprivileged writer on the file system holding `dir`, less what writing
+ *  `bytes` there would take (whole blocks, plus one for the file's own growth). */
+function freeAfter(dir: string, bytes: number): number {
   const s = statfsSync(dir);
-  return s.bavail * s.bsize;
+  return (s.bavail - (bytes > 0 ? Math.ceil(bytes / s.bsize) + 1 : 0)) * s.bsize;
 }
 
 class FileWriter {
@@ -225,9 +226,11 @@ class FileWriter {
     } catch {
       // some filesystems refuse fsync on a directory; the file itself is synced
     }
-    this.post({ type: 'rotated', file: join(this.init.dir, this.name), records: this.records, bytes: this.bytes });
+    const file = join(this.init.dir, this.name);
     this.name = '';
+    // the budget before the news: whoever sees `rotated` sees the directory within it
     this.enforceBudget();
+    this.post({ type: 'rotated', file, records: this.records, bytes: this.bytes });
   }
 }
 
@@ -321,10 +324,10 @@ function main(): void {
     // the floor first (cheap, and spares the gzip of records that would be dropped), then again
     // with the member's size
     try {
-      let free = init.minFreeBytes > 0 ? freeBytes(init.dir) : Infinity;
-      if (free < init.minFreeBytes) return pause('low_disk', n, { freeBytes: free });
+      const floor = init.minFreeBytes;
+      if (floor > 0 && freeAfter(init.dir, 0) < floor) return pause('low_disk', n, { freeBytes: freeAfter(init.dir, 0) });
       const member = gzipSync(text);
-      if (init.minFreeBytes > 0 && (free = freeBytes(init.dir)) - member.length < init.minFreeBytes) return pause('low_disk', n, { freeBytes: free });
+      if (floor > 0 && freeAfter(init.dir, member.length) < floor) return pause('low_disk', n, { freeBytes: freeAfter(init.dir, 0) });
       file.write(member, n);
     } catch (e) {
       // disk full, I/O error, directory gone: these records are lost; the next flush tries again

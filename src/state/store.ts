@@ -110,6 +110,8 @@ export class AdStateStore {
   private queue: Promise<unknown> = Promise.resolve();
   /** set while the state is read-only after a failed write */
   private readOnly: { since: number; error: string; failures: number } | undefined;
+  /** JSON bytes of the last batch that failed to be written: the background retry writes as much */
+  private failedBytes = 0;
   private readonly failures = new Map<string, number>();
   private readonly retry: Backoff;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -211,9 +213,11 @@ export class AdStateStore {
     if (kept.length > 0) {
       if (this.file) {
         // read-only or not, every batch tries: the first append that reaches the disk recovers
+        const record = { t: 'batch', u: kept.map(encodeChange) };
         try {
-          await this.file.append({ t: 'batch', u: kept.map(encodeChange) });
+          await this.file.append(record);
         } catch (e) {
+          this.failedBytes = JSON.stringify(record).length;
           this.writeFailed(e, 'append');
           throw new StateUnavailableError(`cannot write the state file: ${(e as Error).message}; live ad state is read-only until a write succeeds (each batch and a background retry try again)`);
         }
@@ -316,7 +320,9 @@ export class AdStateStore {
     this.log?.info('state_file_recovered', { path: this.file?.path, by: op, readOnlyMs: Date.now() - since, failedWrites: failures, firstError: error });
   }
 
-  /** The background retry: an empty batch record (replay ignores it), in the update queue. */
+  /** The background retry, in the update queue: an empty batch record (replay ignores it) padded
+   *  to the size of the batch that failed, so that its success means such a batch fits again
+   *  (a few bytes could fit in the file's last allocated block on a full disk). */
   private scheduleRetry(): void {
     if (this.retryTimer || this.closed) return;
     this.retryTimer = setTimeout(() => {
@@ -324,7 +330,7 @@ export class AdStateStore {
       const run = this.queue.then(async () => {
         if (!this.readOnly || this.closed || !this.file) return;
         try {
-          await this.file.append({ t: 'batch', u: [] });
+          await this.file.append({ t: 'batch', u: [], pad: ' '.repeat(this.failedBytes) });
         } catch (e) {
           this.writeFailed(e, 'retry');
           return;
