@@ -105,11 +105,17 @@ describe('57 disk faults', function () {
   });
 
   describe('state file', () => {
+    /** logs a failed assertion would leave open (an open file keeps its space on the tmpfs) */
+    const closeAfter: StateLog[] = [];
+    afterEach(async () => {
+      for (const log of closeAfter.splice(0)) await log.close().catch(() => {});
+    });
     const records = [1, 2, 3].map((i) => ({ t: 'batch', u: [{ ad: String(i), active: false }] }));
 
     it('an append that finds the disk full is cut back to the last whole record; once freed, appends follow it and the log replays', async () => {
       const path = join(mnt!, 'torn.adstate');
       const { log } = await StateLog.open(path);
+      closeAfter.push(log);
       for (const r of records) await log.append(r);
       const good = statSync(path).size;
       // room for two pages of a record of 64 KiB: a partial write, then ENOSPC
@@ -133,6 +139,7 @@ describe('57 disk faults', function () {
     it('a compaction that finds no space leaves the old file as it was, with no temporary file', async () => {
       const path = join(mnt!, 'compact.adstate');
       const { log } = await StateLog.open(path);
+      closeAfter.push(log);
       for (const r of records) await log.append(r);
       const before = readFileSync(path);
       const filler = fill(mnt!);
