@@ -132,6 +132,8 @@ export class AdStateStore {
     const max = Math.max(min, opts.retryMaxMs ?? DEFAULT_RETRY_MAX_MS);
     this.retry = new Backoff(min, max);
     this.compactBackoff = new Backoff(min, max);
+    // the usual reasons exist from the start, at 0, so that increase() sees their first failure
+    if (file) for (const reason of ['enospc', 'eio']) this.failures.set(reason, 0);
   }
 
   /** A store with no file: state lives as long as the process (tests, embedding). */
