@@ -229,7 +229,11 @@ class FileWriter {
     const file = join(this.init.dir, this.name);
     this.name = '';
     // the budget before the news: whoever sees `rotated` sees the directory within it
-    this.enforceBudget();
+    try {
+      this.enforceBudget();
+    } catch (e) {
+      this.post({ type: 'error', message: `cannot keep ${this.init.dir} within its budget: ${(e as Error).message}` });
+    }
     this.post({ type: 'rotated', file, records: this.records, bytes: this.bytes });
   }
 }
