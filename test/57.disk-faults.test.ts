@@ -353,8 +353,8 @@ describe('57 disk faults', function () {
       for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
       if (work) rmSync(work, { recursive: true, force: true });
     });
-    const serve = async (stateFile: string) => {
-      const s = serveCli(['--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile, '--admin-insecure', '--metrics-port', String(await freePort())]);
+    const serve = async (stateFile: string, ...more: string[]) => {
+      const s = serveCli(['--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile, '--admin-insecure', '--metrics-port', String(await freePort()), ...more]);
       servers.push(s);
       return s;
     };
@@ -369,7 +369,7 @@ describe('57 disk faults', function () {
       const ids = Array.from((await loadBundle(bundlePath)).tensors['ads.id'] as BigInt64Array, String);
       // one batch: 150 ads (several KiB, more than a page), all set inactive with bid 1 + i
       const batch = (i: number) => ids.slice(150 * i, 150 * (i + 1)).map((adId) => ({ adId, active: false, bid: 1 + i }));
-      const s1 = await serve(stateFile);
+      const s1 = await serve(stateFile, '--feature-log', join(work, 'fl'), '--feature-log-max-bytes', '65536', '--feature-log-max-total-bytes', '262144', '--feature-log-min-free-bytes', '0');
       const listening = await s1.event('listening');
       await s1.event('serving');
       const port = portOf(listening);
@@ -422,6 +422,10 @@ describe('57 disk faults', function () {
         await rankLoop;
         expect(ranks.failed, 'every Rank answered').to.deep.equal([]);
         expect(ranks.ok).to.be.greaterThan(10);
+        // the feature log's series (its files are on another disk, which did not fill)
+        await until('a feature log write', async () => ((await metric(metricsPort, /^adrank_feature_log_bytes (\S+)$/)) ?? 0) > 0);
+        expect(await metric(metricsPort, /^adrank_feature_log_dropped_total\{reason="low_disk"\} (\S+)$/)).to.equal(0);
+        expect(await metric(metricsPort, /^adrank_feature_log_files_deleted_total (\S+)$/)).to.be.at.least(0);
       } finally {
         ranks.stop = true;
         await rankLoop;
