@@ -74,6 +74,8 @@ export interface StoreOptions {
 export const DEFAULT_COMPACT_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_RETRY_MIN_MS = 250;
 export const DEFAULT_RETRY_MAX_MS = 30_000;
+/** the background retry's record is padded to the failed batch's size, at most this */
+const MAX_RETRY_PAD = 1024 * 1024;
 
 /** The `reason` label of adrank_ad_state_write_failures_total: the error code in lower case
  *  (enospc, edquot, eio, erofs, ...), else `other`. */
@@ -219,7 +221,7 @@ export class AdStateStore {
         try {
           await this.file.append(record);
         } catch (e) {
-          this.failedBytes = JSON.stringify(record).length;
+          this.failedBytes = Math.min(JSON.stringify(record).length, MAX_RETRY_PAD);
           this.writeFailed(e, 'append');
           throw new StateUnavailableError(`cannot write the state file: ${(e as Error).message}; live ad state is read-only until a write succeeds (each batch and a background retry try again)`);
         }
