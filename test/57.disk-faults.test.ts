@@ -437,6 +437,9 @@ describe('57 disk faults', function () {
       const s2 = await serve(stateFile);
       const port2 = portOf(await s2.event('listening'));
       await s2.event('serving');
+      // the refused batches' partial records were cut when they failed: nothing torn to drop
+      expect(s2.events.filter((e) => e.event === 'state_file_torn_tail')).to.deep.equal([]);
+      expect(s2.events.find((e) => e.event === 'state_file_replayed')?.ads).to.equal(150 * acknowledged.length);
       const admin2 = adminClient(`localhost:${port2}`);
       try {
         const probe = [...acknowledged, ...refused].map((i) => ids[150 * i + 7]);
