@@ -81,6 +81,9 @@ const FAST_INT64: Record<string, string[]> = { Rank: ['candidateAdIds'] };
 
 const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 
+/** an `.open` file not written for this long past the rotation age was left by a crash */
+const STALE_OPEN_MS = 60_000;
+
 /** A log file of the directory: complete (`.jsonl.gz`), or `.open` left by an earlier process. */
 const LOG_FILE = /^features-.*\.jsonl\.gz(\.open)?$/;
 
@@ -164,8 +167,12 @@ class FileWriter {
     let total = files.reduce((s, f) => s + f.bytes, 0);
     const gone: string[] = [];
     let goneBytes = 0;
+    const now = Date.now();
     for (const f of files) {
       if (total <= this.init.maxTotalBytes) break;
+      // another process's `.open` file may still be written (a directory shared by several
+      // servers): only one idle past any rotation age is a leftover
+      if (f.open && now - f.mtime < this.init.maxAgeMs + STALE_OPEN_MS) continue;
       try {
         unlinkSync(join(this.init.dir, f.name));
       } catch {
