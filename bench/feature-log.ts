@@ -128,7 +128,7 @@ async function main(): Promise<void> {
       const b = median(on.map((x) => x.thread));
       const own = median(on.map((x) => x.logging));
       const load = pace > 0 ? `${BURST} requests every ${pace} ms` : 'back to back';
-      say(`| ${load} | ${n.toLocaleString('en-US')} | ${k} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b / a).toFixed(3)} | ${own.toFixed(2)} (${((100 * own) / a).toFixed(1)}%) | ${fl.written} | ${fl.dropped} |`);
+      say(`| ${load} | ${n.toLocaleString('en-US')} | ${k} | ${a.toFixed(1)} | ${b.toFixed(1)} | ${(b / a).toFixed(3)} | ${own.toFixed(2)} (${((100 * own) / a).toFixed(1)}%) | ${fl.written} | ${fl.droppedBy.get('queue_full')} |`);
       rmSync(dir, { recursive: true, force: true });
     }
 }

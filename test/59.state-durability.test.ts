@@ -4,11 +4,10 @@
  * CLI server killed with SIGKILL right after acknowledged batches: after a restart the state is
  * in effect before health says SERVING. A corrupt state file refuses to start.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import { Engine } from '../src/engine/index.js';
 import { frame, MAGIC, readLog, StateFileError, StateLog } from '../src/state/log.js';
@@ -21,6 +20,7 @@ import { randomBundle, adId } from './support/tiny-model.js';
 import { adminClient, getAdStates, updateAdStates } from './support/admin.js';
 import { protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { recordingLogger } from './support/server.js';
+import { portOf, serveCli } from './support/cli-server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 
@@ -155,33 +155,10 @@ describe('55 durable live ad state', function () {
 
     /** Starts `adrank serve` and collects its JSON log lines. */
     function serve(stateFile: string) {
-      const cli = join(process.cwd(), 'src', 'cli', 'main.ts');
-      const proc = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile, '--admin-insecure', '--metrics-port', '0'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      child = proc;
-      const events: Record<string, any>[] = [];
-      let stderr = '';
-      proc.stderr!.on('data', (d) => (stderr += d));
-      const waiters: [string, (e: Record<string, any>) => void][] = [];
-      createInterface({ input: proc.stdout! }).on('line', (line) => {
-        const e = JSON.parse(line);
-        events.push(e);
-        for (const [name, fn] of waiters) if (e.event === name) fn(e);
-      });
-      const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-      const event = (name: string) =>
-        Promise.race([
-          new Promise<Record<string, any>>((resolve) => {
-            const found = events.find((e) => e.event === name);
-            if (found) resolve(found);
-            else waiters.push([name, resolve]);
-          }),
-          exited.then((code) => Promise.reject(new Error(`adrank exited (${code}) before ${name}: ${stderr}`))),
-        ]);
-      return { proc, events, event, exited, stderr: () => stderr };
+      const s = serveCli(['--bundle', bundlePath, '--port', '0', '--device', DEVICE, '--threads', '1', '--state-file', stateFile, '--admin-insecure', '--metrics-port', '0']);
+      child = s.proc;
+      return s;
     }
-    const portOf = (listening: Record<string, any>) => Number(String(listening.address).split(':').pop());
 
     it('acknowledged batches are in effect after kill -9 and a restart, before health says SERVING', async () => {
       const stateFile = join(dir, 'kill.adstate');

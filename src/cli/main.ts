@@ -40,7 +40,7 @@ import { decimal, fraction, int, intList } from './args.js';
 import { runExplain, type ExplainFlags } from './explain.js';
 import { printReplay, replay, type ReplayFlags } from './replay.js';
 import { compareModes, printCompareModes, type CompareModesFlags } from './compare-modes.js';
-import { DEFAULT_FEATURE_LOG_MAX_AGE_MS, DEFAULT_FEATURE_LOG_MAX_BYTES, DEFAULT_FEATURE_LOG_QUEUE } from '../featurelog/writer.js';
+import { DEFAULT_FEATURE_LOG_MAX_AGE_MS, DEFAULT_FEATURE_LOG_MAX_BYTES, DEFAULT_FEATURE_LOG_MAX_TOTAL_BYTES, DEFAULT_FEATURE_LOG_MIN_FREE_BYTES, DEFAULT_FEATURE_LOG_QUEUE } from '../featurelog/writer.js';
 
 const DEMO_BUNDLE = 'demo/adrank-demo.safetensors';
 const DEMO_ADS = 100_000;
@@ -131,6 +131,8 @@ interface ServeFlags {
   featureLogMaxBytes: number;
   featureLogMaxAgeS: number;
   featureLogQueue: number;
+  featureLogMaxTotalBytes: number;
+  featureLogMinFreeBytes: number;
   shadowVersion?: number;
   shadowSample: number;
   shadowMaxInflight?: number;
@@ -223,7 +225,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       accessLogSample: f.accessLogSample,
       maxConnectionAgeMs: f.maxConnectionAgeMs,
       featureLog: f.featureLog
-        ? { dir: resolve(f.featureLog), sample: f.featureLogSample, maxBytes: f.featureLogMaxBytes, maxAgeMs: 1000 * f.featureLogMaxAgeS, queueMax: f.featureLogQueue }
+        ? { dir: resolve(f.featureLog), sample: f.featureLogSample, maxBytes: f.featureLogMaxBytes, maxAgeMs: 1000 * f.featureLogMaxAgeS, queueMax: f.featureLogQueue, maxTotalBytes: f.featureLogMaxTotalBytes, minFreeBytes: f.featureLogMinFreeBytes }
         : undefined,
       shadow: f.shadowVersion !== undefined ? { version: String(f.shadowVersion), sample: f.shadowSample, maxInflight: f.shadowMaxInflight, idleGapFactor: f.shadowIdleGap } : undefined,
     });
@@ -398,6 +400,8 @@ function program(): Command {
     .addOption(new Option('--feature-log-max-bytes <n>', 'rotate a log file at this size').env('ADRANK_FEATURE_LOG_MAX_BYTES').default(DEFAULT_FEATURE_LOG_MAX_BYTES).argParser(int(1)))
     .addOption(new Option('--feature-log-max-age-s <s>', 'rotate a log file at this age').env('ADRANK_FEATURE_LOG_MAX_AGE_S').default(DEFAULT_FEATURE_LOG_MAX_AGE_MS / 1000).argParser(int(1)))
     .addOption(new Option('--feature-log-queue <n>', 'records waiting to be written at most; beyond → dropped and counted').env('ADRANK_FEATURE_LOG_QUEUE').default(DEFAULT_FEATURE_LOG_QUEUE).argParser(int(1)))
+    .addOption(new Option('--feature-log-max-total-bytes <n>', 'delete the oldest complete log files while they total more than this').env('ADRANK_FEATURE_LOG_MAX_TOTAL_BYTES').default(DEFAULT_FEATURE_LOG_MAX_TOTAL_BYTES).argParser(int(1)))
+    .addOption(new Option('--feature-log-min-free-bytes <n>', 'drop records (counted) instead of writing them while less than this is free on the log\'s file system (0 = no floor)').env('ADRANK_FEATURE_LOG_MIN_FREE_BYTES').default(DEFAULT_FEATURE_LOG_MIN_FREE_BYTES).argParser(int(0)))
     .addOption(new Option('--shadow-version <v>', 'also run a sampled copy of each Rank / RetrieveAndRank on repository version V after answering, and compare (needs --model-repository)').env('ADRANK_SHADOW_VERSION').argParser(int(1)))
     .addOption(new Option('--shadow-sample <r>', 'fraction of requests copied to the shadow version, 0..1, by request id').env('ADRANK_SHADOW_SAMPLE').default(1).argParser(fraction))
     .addOption(

@@ -5,10 +5,16 @@
  * - one gzip member per flush (every FLUSH_MS or FLUSH_BYTES of JSON), so a crash loses at
  *   most the member being written, and concatenated members are an ordinary .gz file;
  * - the file being written is `<name>.jsonl.gz.open`; at rotation (size or age) it is fsynced,
- *   closed and renamed to `<name>.jsonl.gz`, and the directory is fsynced.
+ *   closed and renamed to `<name>.jsonl.gz`, and the directory is fsynced;
+ * - disk budget: after each rotation (and at start) the complete files of the directory are
+ *   listed, and the oldest deleted while they total more than `maxTotalBytes`;
+ * - free-space floor: a flush that would leave less than `minFreeBytes` free on the directory's
+ *   file system is dropped (counted as `low_disk`), checked again at every flush;
+ * - a write that fails (ENOSPC, EIO) is cut back off the file and its records counted as
+ *   `write_error`; the next flush tries again.
  * Format: docs/feature-log.md.
  */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readdirSync, renameSync, statfsSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -16,12 +22,18 @@ import { gzipSync } from 'node:zlib';
 import type protobuf from 'protobufjs';
 import { loadProto } from '../wire/proto.js';
 import { requestDecoder } from '../wire/codec.js';
+import type { DropReason } from './writer.js';
 
 export interface WorkerInit {
   dir: string;
   maxBytes: number;
   maxAgeMs: number;
+  /** complete files past this total are deleted, oldest first */
+  maxTotalBytes: number;
+  /** below this much free space on the log's file system, records are dropped */
+  minFreeBytes: number;
 }
+
 
 /** One logged call, as the serving thread posts it: its request's and response's wire bytes
  *  lie at [offset, offset + requestBytes + responseBytes) of the batch's buffer. */
@@ -38,7 +50,14 @@ export interface RawRecord {
 
 export type ToWorker = { type: 'batch'; items: RawRecord[]; buf: ArrayBuffer } | { type: 'close' };
 export type FromWorker =
-  | { type: 'ack'; n: number }
+  /** `n` records done with: `n - dropped` written, `dropped` (low_disk or write_error) not */
+  | { type: 'ack'; n: number; dropped: number; reason?: DropReason }
+  /** bytes of the log's files on disk, and files deleted for the budget so far */
+  | { type: 'usage'; bytes: number; deleted: number }
+  | { type: 'deleted'; files: string[]; bytes: number; totalBytes: number }
+  /** writing stopped (low_disk: with the free bytes seen; write_error: with the error) or resumed */
+  | { type: 'paused'; reason: 'low_disk' | 'write_error'; freeBytes?: number; message?: string }
+  | { type: 'resumed'; dropped: number }
   /** a batch buffer handed back for reuse once its records are decoded */
   | { type: 'free'; buf: ArrayBuffer }
   | { type: 'rotated'; file: string; records: number; bytes: number }
@@ -62,6 +81,19 @@ const FAST_INT64: Record<string, string[]> = { Rank: ['candidateAdIds'] };
 
 const stamp = (d: Date) => d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 
+/** an `.open` file not written for this long past the rotation age was left by a crash */
+const STALE_OPEN_MS = 60_000;
+
+/** A log file of the directory: complete (`.jsonl.gz`), or `.open` left by an earlier process. */
+const LOG_FILE = /^features-.*\.jsonl\.gz(\.open)?$/;
+
+/** Bytes free to an unprivileged writer on the file system holding `dir`, less what writing
+ *  `bytes` there would take (whole blocks, plus one for the file's own growth). */
+function freeAfter(dir: string, bytes: number): number {
+  const s = statfsSync(dir);
+  return (s.bavail - (bytes > 0 ? Math.ceil(bytes / s.bsize) + 1 : 0)) * s.bsize;
+}
+
 class FileWriter {
   private fd = -1;
   private name = '';
@@ -69,23 +101,108 @@ class FileWriter {
   private bytes = 0;
   private records = 0;
   private seq = 0;
+  /** bytes of the other log files of the directory (complete, and `.open` ones left by others) */
+  private otherBytes = 0;
+  private deleted = 0;
 
   constructor(
     private readonly init: WorkerInit,
     private readonly post: (m: FromWorker) => void,
   ) {}
 
+  /** Appends one gzip member. On a failed write the member is cut back off the file (when that
+   *  fails too, the file is closed as it is, like a crash would leave it) and the error thrown. */
   write(member: Buffer, records: number): void {
     if (this.fd < 0) this.open();
-    writeSync(this.fd, member);
+    try {
+      let done = 0;
+      while (done < member.length) done += writeSync(this.fd, member, done, member.length - done);
+    } catch (e) {
+      try {
+        ftruncateSync(this.fd, this.bytes);
+      } catch {
+        this.abandon();
+      }
+      throw e;
+    }
     this.bytes += member.length;
     this.records += records;
-    if (this.bytes >= this.init.maxBytes) this.rotate();
+    if (this.bytes >= this.init.maxBytes) {
+      try {
+        this.rotate();
+      } catch (e) {
+        // the records are written; the file stays `.open` (abandon) or unrenamed
+        this.post({ type: 'error', message: `cannot rotate ${this.name}: ${(e as Error).message}` });
+      }
+    }
   }
 
   /** Rotates when the open file is older than maxAgeMs. */
   tick(): void {
     if (this.fd >= 0 && Date.now() - this.opened >= this.init.maxAgeMs) this.rotate();
+  }
+
+  /** bytes of the log's files on disk */
+  get diskBytes(): number {
+    return this.otherBytes + (this.fd >= 0 ? this.bytes : 0);
+  }
+
+  /**
+   * Lists the directory's log files and deletes the oldest complete ones while the complete files
+   * total more than maxTotalBytes (never the file being written). Listing each time keeps the
+   * count right when something else removes files (a job that ships them off).
+   */
+  enforceBudget(): void {
+    const files: { name: string; bytes: number; mtime: number; open: boolean }[] = [];
+    for (const name of readdirSync(this.init.dir)) {
+      if (!LOG_FILE.test(name) || name === `${this.name}.open`) continue;
+      try {
+        const st = statSync(join(this.init.dir, name));
+        if (st.isFile()) files.push({ name, bytes: st.size, mtime: st.mtimeMs, open: name.endsWith('.open') });
+      } catch {
+        // removed meanwhile
+      }
+    }
+    files.sort((a, b) => a.mtime - b.mtime || (a.name < b.name ? -1 : 1));
+    let total = files.reduce((s, f) => s + f.bytes, 0);
+    const gone: string[] = [];
+    let goneBytes = 0;
+    const now = Date.now();
+    for (const f of files) {
+      if (total <= this.init.maxTotalBytes) break;
+      // another process's `.open` file may still be written (a directory shared by several
+      // servers): only one idle past any rotation age is a leftover
+      if (f.open && now - f.mtime < this.init.maxAgeMs + STALE_OPEN_MS) continue;
+      try {
+        unlinkSync(join(this.init.dir, f.name));
+      } catch {
+        continue;
+      }
+      total -= f.bytes;
+      goneBytes += f.bytes;
+      gone.push(f.name);
+    }
+    this.otherBytes = total;
+    this.deleted += gone.length;
+    if (gone.length) this.post({ type: 'deleted', files: gone, bytes: goneBytes, totalBytes: total });
+    this.postUsage();
+  }
+
+  postUsage(): void {
+    this.post({ type: 'usage', bytes: this.diskBytes, deleted: this.deleted });
+  }
+
+  /** Closes the open file without renaming it (a write failed and could not be cut back): it
+   *  stays `.open`, readable up to the damage, and the next write starts a new file. */
+  private abandon(): void {
+    try {
+      closeSync(this.fd);
+    } catch {
+      // nothing more to do with it
+    }
+    this.fd = -1;
+    this.otherBytes += this.bytes;
+    this.name = '';
   }
 
   private open(): void {
@@ -96,12 +213,18 @@ class FileWriter {
     this.records = 0;
   }
 
-  /** fsync, close, rename to the final name, fsync the directory. */
+  /** fsync, close, rename to the final name, fsync the directory; then the disk budget. */
   rotate(): void {
     if (this.fd < 0) return;
-    fsyncSync(this.fd);
-    closeSync(this.fd);
+    try {
+      fsyncSync(this.fd);
+      closeSync(this.fd);
+    } catch (e) {
+      this.abandon();
+      throw e;
+    }
     this.fd = -1;
+    this.otherBytes += this.bytes;
     renameSync(join(this.init.dir, `${this.name}.open`), join(this.init.dir, this.name));
     try {
       const d = openSync(this.init.dir, 'r');
@@ -110,7 +233,15 @@ class FileWriter {
     } catch {
       // some filesystems refuse fsync on a directory; the file itself is synced
     }
-    this.post({ type: 'rotated', file: join(this.init.dir, this.name), records: this.records, bytes: this.bytes });
+    const file = join(this.init.dir, this.name);
+    this.name = '';
+    // the budget before the news: whoever sees `rotated` sees the directory within it
+    try {
+      this.enforceBudget();
+    } catch (e) {
+      this.post({ type: 'error', message: `cannot keep ${this.init.dir} within its budget: ${(e as Error).message}` });
+    }
+    this.post({ type: 'rotated', file, records: this.records, bytes: this.bytes });
   }
 }
 
@@ -178,7 +309,20 @@ function main(): void {
   let lines: string[] = [];
   let pendingBytes = 0;
   let timer: NodeJS.Timeout | undefined;
-  let failed = false;
+  /** why writing is stopped (paused is posted once per stop, resumed once it writes again) */
+  let paused: 'low_disk' | 'write_error' | undefined;
+  let droppedWhilePaused = 0;
+  const pause = (reason: 'low_disk' | 'write_error', n: number, detail: { freeBytes?: number; message?: string }) => {
+    if (paused !== reason) post({ type: 'paused', reason, ...detail });
+    paused = reason;
+    droppedWhilePaused += n;
+    post({ type: 'ack', n, dropped: n, reason });
+  };
+  try {
+    file.enforceBudget();
+  } catch (e) {
+    post({ type: 'error', message: `cannot list ${init.dir}: ${(e as Error).message}` });
+  }
 
   const flush = () => {
     if (timer) clearTimeout(timer);
@@ -188,19 +332,30 @@ function main(): void {
     const text = lines.join('');
     lines = [];
     pendingBytes = 0;
+    // the floor first (cheap, and spares the gzip of records that would be dropped), then again
+    // with the member's size
     try {
-      if (!failed) file.write(gzipSync(text), n);
+      const floor = init.minFreeBytes;
+      if (floor > 0 && freeAfter(init.dir, 0) < floor) return pause('low_disk', n, { freeBytes: freeAfter(init.dir, 0) });
+      const member = gzipSync(text);
+      if (floor > 0 && freeAfter(init.dir, member.length) < floor) return pause('low_disk', n, { freeBytes: freeAfter(init.dir, 0) });
+      file.write(member, n);
     } catch (e) {
-      failed = true; // disk full, directory gone: keep acking so the serving thread drops, not blocks
-      post({ type: 'error', message: (e as Error).message });
+      // disk full, I/O error, directory gone: these records are lost; the next flush tries again
+      return pause('write_error', n, { message: (e as Error).message });
     }
-    post({ type: 'ack', n });
+    if (paused) {
+      post({ type: 'resumed', dropped: droppedWhilePaused });
+      paused = undefined;
+      droppedWhilePaused = 0;
+    }
+    post({ type: 'ack', n, dropped: 0 });
+    file.postUsage();
   };
   const ageTimer = setInterval(() => {
     try {
-      if (!failed) file.tick();
+      file.tick();
     } catch (e) {
-      failed = true;
       post({ type: 'error', message: (e as Error).message });
     }
   }, Math.max(50, Math.min(init.maxAgeMs, 1000)));
@@ -226,7 +381,7 @@ function main(): void {
       flush();
       clearInterval(ageTimer);
       try {
-        if (!failed) file.rotate();
+        file.rotate();
       } catch (e) {
         post({ type: 'error', message: (e as Error).message });
       }

@@ -5,7 +5,9 @@
  * and copies the request's and the response's wire bytes into the current batch buffer; every
  * POST_MS (or when the buffer is full) the batch is transferred to a worker thread
  * (src/featurelog/worker.ts), which decodes, writes and rotates, and hands the buffer back. The queue is bounded: past `queueMax` records not yet written, records are dropped
- * and counted (`dropped`), with a rate-limited log line.
+ * and counted (`dropped`), with a rate-limited log line. The worker keeps the directory under
+ * `maxTotalBytes` and stops writing below `minFreeBytes` free; what it drops is counted here too,
+ * by reason (`droppedBy`).
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -27,12 +29,22 @@ export interface FeatureLogOptions {
   maxAgeMs?: number;
   /** records queued or being written at most; beyond → dropped (default 10,000) */
   queueMax?: number;
+  /** complete files past this total are deleted, oldest first (default 10 GiB) */
+  maxTotalBytes?: number;
+  /** below this much free space on the log's file system, records are dropped (default 1 GiB) */
+  minFreeBytes?: number;
   log: Logger;
 }
 
 export const DEFAULT_FEATURE_LOG_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_FEATURE_LOG_MAX_AGE_MS = 3600_000;
 export const DEFAULT_FEATURE_LOG_QUEUE = 10_000;
+
+/** Why a sampled record was not written (the `reason` of adrank_feature_log_dropped_total). */
+export type DropReason = 'queue_full' | 'low_disk' | 'write_error' | 'shutting_down';
+export const DROP_REASONS: readonly DropReason[] = ['queue_full', 'low_disk', 'write_error', 'shutting_down'];
+export const DEFAULT_FEATURE_LOG_MAX_TOTAL_BYTES = 10 * 1024 ** 3;
+export const DEFAULT_FEATURE_LOG_MIN_FREE_BYTES = 1024 ** 3;
 /** batch buffer size (larger records get a buffer of their own), and how many handed-back
  *  buffers are kept for reuse */
 const BATCH_BYTES = 1 << 20;
@@ -66,6 +78,9 @@ export class FeatureLog {
   /** records posted to the worker and not yet acknowledged */
   private inWorker = 0;
   private droppedTotal = 0;
+  private readonly droppedByReason = new Map<DropReason, number>(DROP_REASONS.map((r) => [r, 0]));
+  private diskBytesNow = 0;
+  private deletedFiles = 0;
   private droppedUnlogged = 0;
   private lastDropLog = 0;
   private writtenTotal = 0;
@@ -81,7 +96,13 @@ export class FeatureLog {
     this.sample = opts.sample;
     this.queueMax = opts.queueMax ?? DEFAULT_FEATURE_LOG_QUEUE;
     mkdirSync(opts.dir, { recursive: true });
-    const init: WorkerInit = { dir: opts.dir, maxBytes: opts.maxBytes ?? DEFAULT_FEATURE_LOG_MAX_BYTES, maxAgeMs: opts.maxAgeMs ?? DEFAULT_FEATURE_LOG_MAX_AGE_MS };
+    const init: WorkerInit = {
+      dir: opts.dir,
+      maxBytes: opts.maxBytes ?? DEFAULT_FEATURE_LOG_MAX_BYTES,
+      maxAgeMs: opts.maxAgeMs ?? DEFAULT_FEATURE_LOG_MAX_AGE_MS,
+      maxTotalBytes: opts.maxTotalBytes ?? DEFAULT_FEATURE_LOG_MAX_TOTAL_BYTES,
+      minFreeBytes: opts.minFreeBytes ?? DEFAULT_FEATURE_LOG_MIN_FREE_BYTES,
+    };
     this.worker = new Worker(workerUrl(), { workerData: init });
     this.worker.unref();
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
@@ -93,12 +114,24 @@ export class FeatureLog {
       this.closed = true;
       this.exited = true;
     });
-    opts.log.info('feature_log', { dir: opts.dir, sample: this.sample, maxBytes: init.maxBytes, maxAgeMs: init.maxAgeMs, queueMax: this.queueMax });
+    opts.log.info('feature_log', { dir: opts.dir, sample: this.sample, maxBytes: init.maxBytes, maxAgeMs: init.maxAgeMs, queueMax: this.queueMax, maxTotalBytes: init.maxTotalBytes, minFreeBytes: init.minFreeBytes });
   }
 
-  /** records dropped because the queue was full (or the writer failed) */
+  /** sampled records not written, all reasons together */
   get dropped(): number {
     return this.droppedTotal;
+  }
+  /** sampled records not written, by reason (adrank_feature_log_dropped_total) */
+  get droppedBy(): ReadonlyMap<DropReason, number> {
+    return this.droppedByReason;
+  }
+  /** bytes of the log's files on disk, as of the last write or rotation (adrank_feature_log_bytes) */
+  get diskBytes(): number {
+    return this.diskBytesNow;
+  }
+  /** complete files deleted to keep under maxTotalBytes (adrank_feature_log_files_deleted_total) */
+  get filesDeleted(): number {
+    return this.deletedFiles;
   }
   /** records written to disk */
   get written(): number {
@@ -115,7 +148,7 @@ export class FeatureLog {
    */
   record(rpc: string, requestId: string, request: Uint8Array | undefined, response: Uint8Array): void {
     if (!request || !sampled(requestId, this.sample)) return;
-    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop();
+    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop(this.closed ? this.stopReason() : 'queue_full');
     const n = request.length + response.length;
     if (this.slab && this.used + n > this.slab.length) this.post();
     if (!this.slab) {
@@ -138,7 +171,7 @@ export class FeatureLog {
    */
   recordShadow(requestId: string, shadow: Record<string, unknown>): void {
     if (!sampled(requestId, this.sample)) return;
-    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop();
+    if (this.closed || this.items.length + this.inWorker >= this.queueMax) return this.drop(this.closed ? this.stopReason() : 'queue_full');
     this.items.push({ rpc: String(shadow.rpc ?? ''), t: Date.now(), offset: 0, requestBytes: 0, responseBytes: 0, json: shadow });
     this.timer ??= setTimeout(() => this.post(), POST_MS);
   }
@@ -157,14 +190,19 @@ export class FeatureLog {
     this.worker.postMessage(m, [buf]);
   }
 
-  /** The one place a record is dropped: counted, and logged at most once per DROP_LOG_MS.
-   *  (A Prometheus counter belongs here too.) */
-  private drop(n = 1): void {
+  /** closed: shutting down, or the writer thread failed */
+  private stopReason(): DropReason {
+    return this.closing ? 'shutting_down' : 'write_error';
+  }
+
+  /** The one place a record is dropped: counted by reason, and logged at most once per DROP_LOG_MS. */
+  private drop(reason: DropReason, n = 1): void {
     this.droppedTotal += n;
+    this.droppedByReason.set(reason, (this.droppedByReason.get(reason) ?? 0) + n);
     this.droppedUnlogged += n;
     const now = Date.now();
     if (now - this.lastDropLog >= DROP_LOG_MS) {
-      this.opts.log.warn('feature_log_dropped', { dropped: this.droppedUnlogged, droppedTotal: this.droppedTotal, queueMax: this.queueMax });
+      this.opts.log.warn('feature_log_dropped', { dropped: this.droppedUnlogged, droppedTotal: this.droppedTotal, byReason: Object.fromEntries(this.droppedByReason), queueMax: this.queueMax });
       this.lastDropLog = now;
       this.droppedUnlogged = 0;
     }
@@ -173,7 +211,19 @@ export class FeatureLog {
   private onMessage(m: FromWorker): void {
     if (m.type === 'ack') {
       this.inWorker -= m.n;
-      this.writtenTotal += m.n;
+      this.writtenTotal += m.n - m.dropped;
+      if (m.dropped > 0) this.drop(m.reason ?? 'write_error', m.dropped);
+    } else if (m.type === 'usage') {
+      this.diskBytesNow = m.bytes;
+      this.deletedFiles = m.deleted;
+    } else if (m.type === 'deleted') {
+      this.opts.log.info('feature_log_deleted', { files: m.files, bytes: m.bytes, totalBytes: m.totalBytes, reason: 'over --feature-log-max-total-bytes' });
+    } else if (m.type === 'paused') {
+      if (m.reason === 'low_disk')
+        this.opts.log.warn('feature_log_paused', { reason: m.reason, freeBytes: m.freeBytes, minFreeBytes: this.opts.minFreeBytes ?? DEFAULT_FEATURE_LOG_MIN_FREE_BYTES, note: 'records are dropped until free space returns' });
+      else this.opts.log.error('feature_log_paused', { reason: m.reason, error: m.message, note: 'records are dropped until a write succeeds' });
+    } else if (m.type === 'resumed') {
+      this.opts.log.info('feature_log_resumed', { dropped: m.dropped });
     } else if (m.type === 'free') {
       if (this.free.length < MAX_FREE_BUFFERS && m.buf.byteLength >= BATCH_BYTES) this.free.push(m.buf);
     } else if (m.type === 'rotated') {
@@ -190,7 +240,7 @@ export class FeatureLog {
       this.post();
       this.closed = true;
       const done = () => {
-        if (this.droppedUnlogged > 0) this.opts.log.warn('feature_log_dropped', { dropped: this.droppedUnlogged, droppedTotal: this.droppedTotal, queueMax: this.queueMax });
+        if (this.droppedUnlogged > 0) this.opts.log.warn('feature_log_dropped', { dropped: this.droppedUnlogged, droppedTotal: this.droppedTotal, byReason: Object.fromEntries(this.droppedByReason), queueMax: this.queueMax });
         resolve();
       };
       if (this.exited) return done(); // the writer failed earlier

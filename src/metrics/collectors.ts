@@ -100,6 +100,26 @@ export class CallbackGauge {
   reset(): void {}
 }
 
+/** A counter or gauge with labels, read at scrape time from a function (values another object
+ *  keeps, e.g. counts by reason). */
+export class CallbackFamily {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge',
+    public read: () => Iterable<[Labels, number]>,
+  ) {}
+  register(registry: Registry): this {
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+    return this;
+  }
+  get(): Collected {
+    const values = Array.from(this.read(), ([labels, value]) => ({ labels, value }));
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: 'sum' };
+  }
+  reset(): void {}
+}
+
 /** Bucket lookup in O(1) for values in [0, bounds[last]): a table of cells no wider than the
  *  narrowest bucket, each holding the first bucket that can contain its values (one fix-up). */
 const LUT_CELLS_MAX = 8192;

@@ -12,7 +12,7 @@ import { status } from '@grpc/grpc-js';
 import type { NativeResult } from '../engine/index.js';
 import type { ModelConfig } from '../model/config.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
-import { CallbackGauge, FastCounter, FastHistogram, type CounterChild, type HistogramChild } from './collectors.js';
+import { CallbackFamily, CallbackGauge, FastCounter, FastHistogram, type CounterChild, type HistogramChild } from './collectors.js';
 
 /** --metrics-port default (the port OpenTelemetry's Prometheus exporter uses) */
 export const DEFAULT_METRICS_PORT = 9464;
@@ -104,6 +104,14 @@ export class Metrics {
   readonly modelInfo: Gauge<'version' | 'backend' | 'device'>;
   readonly modelLoadFailures: Counter;
   readonly adStateUpdates: Counter;
+  /** the live ad state store (src/state/store.ts): writable, and failed writes by reason */
+  readonly adStateWritable: CallbackGauge;
+  readonly adStateWriteFailures: CallbackFamily;
+  /** the feature log (src/featurelog/): bytes of its files, files deleted for the budget,
+   *  records dropped by reason */
+  readonly featureLogBytes: CallbackGauge;
+  readonly featureLogFilesDeleted: CallbackFamily;
+  readonly featureLogDropped: CallbackFamily;
   readonly batchCandidates: Histogram;
   readonly fallbacks: Counter<'rpc' | 'reason'>;
   readonly deviceFailovers: Counter<'from' | 'outcome'>;
@@ -136,6 +144,11 @@ export class Metrics {
     this.modelInfo = new Gauge({ name: 'adrank_model_info', help: '1 for each loaded model version', labelNames: ['version', 'backend', 'device'], registers: [r] });
     this.modelLoadFailures = new Counter({ name: 'adrank_model_load_failures_total', help: 'model bundles that failed to load or validate', registers: [r] });
     this.adStateUpdates = new Counter({ name: 'adrank_ad_state_updates_total', help: 'ad and advertiser state updates applied through the admin API', registers: [r] });
+    this.adStateWritable = new CallbackGauge('adrank_ad_state_writable', '1 when ad state updates are accepted, 0 while they are refused after a failed state file write', () => undefined).register(r);
+    this.adStateWriteFailures = new CallbackFamily('adrank_ad_state_write_failures_total', 'failed state file writes (batch appends, background retries, compactions), by reason (the error code: enospc, eio, ...)', 'counter', () => []).register(r);
+    this.featureLogBytes = new CallbackGauge('adrank_feature_log_bytes', 'bytes of feature log files in the log directory (complete files and the one being written)', () => undefined).register(r);
+    this.featureLogFilesDeleted = new CallbackFamily('adrank_feature_log_files_deleted_total', 'complete feature log files deleted, oldest first, to keep under --feature-log-max-total-bytes', 'counter', () => []).register(r);
+    this.featureLogDropped = new CallbackFamily('adrank_feature_log_dropped_total', 'sampled records not written, by reason (queue_full, low_disk, write_error)', 'counter', () => []).register(r);
     this.batchCandidates = new Histogram({ name: 'adrank_batch_candidates', help: 'candidates per engine batch', buckets: BATCH_BUCKETS, registers: [r] });
     this.fallbacks = new Counter({ name: 'adrank_fallback_answers_total', help: 'answers served from the fallback instead of the model, by method and reason', labelNames: ['rpc', 'reason'], registers: [r] });
     this.deviceFailovers = new Counter({ name: 'adrank_device_failovers_total', help: 'engines replaced after a sticky device error, by the failed backend and the outcome (rebuilt, failed)', labelNames: ['from', 'outcome'], registers: [r] });

@@ -242,6 +242,15 @@ export class AdrankServer {
       parts.metrics.deviceGraphs.read = () => stats()?.graphs;
       parts.metrics.deviceCaptureFailures.read = () => stats()?.captureFailures;
       parts.metrics.deviceLostStreams.read = () => stats()?.lostStreams;
+      const m = parts.metrics;
+      m.adStateWritable.read = () => (this.adState.writable ? 1 : 0);
+      m.adStateWriteFailures.read = () => Array.from(this.adState.writeFailures, ([reason, n]) => [{ reason }, n]);
+      const fl = this.ctx.featureLog;
+      if (fl) {
+        m.featureLogBytes.read = () => fl.diskBytes;
+        m.featureLogFilesDeleted.read = () => [[{}, fl.filesDeleted]];
+        m.featureLogDropped.read = () => Array.from(fl.droppedBy, ([reason, n]) => [{ reason }, n]);
+      }
     }
     this.addServices();
     this.ready = this.load().catch((e: unknown) => {

@@ -10,9 +10,15 @@
  * or its crc fails and nothing follows it) is a torn append, the write of a batch that was never
  * acknowledged; it is reported, dropped and cut off the file. A damaged record with data after
  * it is corruption: the file is refused, never half read.
+ *
+ * Writing: an append that fails (ENOSPC, EIO, ...) is cut back to the last whole record
+ * (ftruncate, fsync) before the error is thrown, so a later append follows a whole record; when
+ * the cut itself fails, the next append repeats it first and fails if it still cannot. A
+ * compaction that fails before its rename leaves the old file as it was and removes its
+ * temporary file.
  */
 import { closeSync, fsyncSync, openSync, readFileSync, existsSync } from 'node:fs';
-import { open, rename, truncate, type FileHandle } from 'node:fs/promises';
+import { open, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { crc32 } from 'node:zlib'; // Node >= 20.15 (package.json engines)
 
@@ -92,6 +98,11 @@ function fsyncDir(dir: string): void {
 
 /** An open state file: append + fsync, and compaction by rewrite-and-rename. */
 export class StateLog {
+  /** bytes past `size` may hold part of a failed append: cut them before the next append */
+  private dirty = false;
+  /** a compaction's rename is not known to be durable yet: fsync the directory before appending */
+  private dirUnsynced = false;
+
   private constructor(
     readonly path: string,
     private fh: FileHandle,
@@ -104,7 +115,8 @@ export class StateLog {
     if (existsSync(path)) read = readLog(path);
     if (read.validBytes === 0) {
       // new (or only a partial header): write the magic through a fresh file
-      await writeAtomically(path, [MAGIC]);
+      await (await writeAtomically(path, [MAGIC])).close();
+      fsyncDir(dirname(path));
       read.validBytes = MAGIC.length;
     } else if (read.tornTail) {
       await truncate(path, read.validBytes);
@@ -114,29 +126,60 @@ export class StateLog {
     return { log: new StateLog(path, fh, read.validBytes), read };
   }
 
+  /** bytes of whole records (including the magic) */
   get bytes(): number {
     return this.size;
   }
 
-  /** Appends one record and returns once it is on disk (fdatasync). */
+  /** Appends one record and returns once it is on disk (fdatasync). On failure the file is cut
+   *  back to its last whole record (when that fails too, the next append cuts first). */
   async append(record: unknown): Promise<void> {
     const buf = frame(record);
-    let written = 0;
-    while (written < buf.length) {
-      const { bytesWritten } = await this.fh.write(buf, written, buf.length - written, this.size + written);
-      written += bytesWritten;
+    if (this.dirty || this.dirUnsynced) await this.repair();
+    this.dirty = true;
+    try {
+      await writeAll(this.fh, buf, this.size);
+      await this.fh.datasync();
+    } catch (e) {
+      try {
+        await this.repair();
+      } catch {
+        // still dirty: the next append repeats the cut before writing
+      }
+      throw e;
     }
-    await this.fh.datasync();
+    this.dirty = false;
     this.size += buf.length;
   }
 
-  /** Replaces the file's content with `records` (temp file, fsync, rename, fsync the directory). */
+  /** Cuts anything past the last whole record and syncs the file, and the directory after a
+   *  compaction whose directory sync failed. Throws when it cannot. */
+  private async repair(): Promise<void> {
+    if (this.dirty) {
+      await this.fh.truncate(this.size);
+      await this.fh.sync();
+      this.dirty = false;
+    }
+    if (this.dirUnsynced) {
+      fsyncDir(dirname(this.path));
+      this.dirUnsynced = false;
+    }
+  }
+
+  /** Replaces the file's content with `records` (temp file, fsync, rename, fsync the directory).
+   *  A failure before the rename leaves the old file as it was. */
   async compact(records: unknown[]): Promise<void> {
     const bufs = [MAGIC, ...records.map(frame)];
-    await writeAtomically(this.path, bufs);
-    await this.fh.close();
-    this.fh = await open(this.path, 'r+');
+    if (this.dirty) await this.repair();
+    const fh = await writeAtomically(this.path, bufs);
+    // renamed: the path is the new file from here on, whatever fails next
+    const old = this.fh;
+    this.fh = fh;
     this.size = bufs.reduce((s, b) => s + b.length, 0);
+    this.dirUnsynced = true;
+    await old.close().catch(() => {});
+    fsyncDir(dirname(this.path));
+    this.dirUnsynced = false;
   }
 
   async close(): Promise<void> {
@@ -144,15 +187,34 @@ export class StateLog {
   }
 }
 
-async function writeAtomically(path: string, bufs: Buffer[]): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
-  const fh = await open(tmp, 'w');
-  try {
-    for (const b of bufs) await fh.write(b);
-    await fh.sync();
-  } finally {
-    await fh.close();
+async function writeAll(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < buf.length) {
+    const { bytesWritten } = await fh.write(buf, written, buf.length - written, position + written);
+    written += bytesWritten;
   }
-  await rename(tmp, path);
-  fsyncDir(dirname(path));
+}
+
+/**
+ * Writes `bufs` to a temporary file beside `path`, fsyncs it and renames it over `path`; returns
+ * the new file, open for reading and writing (the caller fsyncs the directory). On a failure
+ * the temporary file is removed and `path` is untouched.
+ */
+async function writeAtomically(path: string, bufs: Buffer[]): Promise<FileHandle> {
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const fh = await open(tmp, 'w+');
+  try {
+    let at = 0;
+    for (const b of bufs) {
+      await writeAll(fh, b, at);
+      at += b.length;
+    }
+    await fh.sync();
+    await rename(tmp, path);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {}); // gives back the space a full disk needs
+    throw e;
+  }
+  return fh;
 }

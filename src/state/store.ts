@@ -10,6 +10,12 @@
  * Order of an update: validate (the caller) → append to the state file and fsync → apply to the
  * in-memory maps and to every attached engine (one atomic native batch per engine) → answer.
  * Updates are serialized, so the file's order is the order they took effect in.
+ *
+ * A failed write (disk full, I/O error) makes the state read-only: the batch is refused
+ * (UNAVAILABLE), the file is cut back to its last whole record (log.ts) and the in-memory state
+ * stays at the last acknowledged batch. Every later batch tries to write again, and so does a
+ * background retry with backoff (an empty batch record); the first append that reaches the disk
+ * makes the state writable again, with no restart (docs/operations.md "When a disk fills").
  */
 import type { Engine } from '../engine/index.js';
 import { adRows } from '../model/bundle.js';
@@ -59,9 +65,43 @@ export interface StoreOptions {
   log?: Logger;
   /** compact the state file when it grows past this many bytes (default 16 MiB) */
   compactBytes?: number;
+  /** after a failed write: first background retry after this many ms, doubling up to
+   *  `retryMaxMs` (defaults 250 ms and 30 s); a failed compaction waits the same way */
+  retryMinMs?: number;
+  retryMaxMs?: number;
 }
 
 export const DEFAULT_COMPACT_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_RETRY_MIN_MS = 250;
+export const DEFAULT_RETRY_MAX_MS = 30_000;
+/** the background retry's record is padded to the failed batch's size, at most this */
+const MAX_RETRY_PAD = 1024 * 1024;
+
+/** The `reason` label of adrank_ad_state_write_failures_total: the error code in lower case
+ *  (enospc, edquot, eio, erofs, ...), else `other`. */
+export function writeFailureReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]{2,15}$/.test(code) ? code.toLowerCase() : 'other';
+}
+
+/** A doubling delay between `min` and `max` ms. */
+class Backoff {
+  private next: number;
+  constructor(
+    private readonly min: number,
+    private readonly max: number,
+  ) {
+    this.next = min;
+  }
+  take(): number {
+    const d = this.next;
+    this.next = Math.min(this.max, this.next * 2);
+    return d;
+  }
+  reset(): void {
+    this.next = this.min;
+  }
+}
 
 export class AdStateStore {
   private ads = new Map<bigint, Entry>();
@@ -70,7 +110,17 @@ export class AdStateStore {
   private readonly engines = new Set<Engine>();
   private readonly index = new WeakMap<Engine, EngineIndex>();
   private queue: Promise<unknown> = Promise.resolve();
-  private broken: string | undefined;
+  /** set while the state is read-only after a failed write */
+  private readOnly: { since: number; error: string; failures: number } | undefined;
+  /** JSON bytes of the last batch that failed to be written: the background retry writes as much */
+  private failedBytes = 0;
+  private readonly failures = new Map<string, number>();
+  private readonly retry: Backoff;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly compactBackoff: Backoff;
+  /** no compaction before this time (ms since the epoch) after one failed */
+  private compactNotBefore = 0;
+  private closed = false;
   private readonly log: Logger | undefined;
   private readonly compactBytes: number;
 
@@ -80,6 +130,12 @@ export class AdStateStore {
   ) {
     this.log = opts.log;
     this.compactBytes = opts.compactBytes ?? DEFAULT_COMPACT_BYTES;
+    const min = opts.retryMinMs ?? DEFAULT_RETRY_MIN_MS;
+    const max = Math.max(min, opts.retryMaxMs ?? DEFAULT_RETRY_MAX_MS);
+    this.retry = new Backoff(min, max);
+    this.compactBackoff = new Backoff(min, max);
+    // the usual reasons exist from the start, at 0, so that increase() sees their first failure
+    if (file) for (const reason of ['enospc', 'eio']) this.failures.set(reason, 0);
   }
 
   /** A store with no file: state lives as long as the process (tests, embedding). */
@@ -110,6 +166,15 @@ export class AdStateStore {
   }
   get size(): { ads: number; advertisers: number } {
     return { ads: this.ads.size, advertisers: this.advertisers.size };
+  }
+  /** false while updates are refused after a failed state file write (adrank_ad_state_writable) */
+  get writable(): boolean {
+    return this.readOnly === undefined;
+  }
+  /** failed state file writes (appends, background retries, compactions) by reason
+   *  (adrank_ad_state_write_failures_total) */
+  get writeFailures(): ReadonlyMap<string, number> {
+    return this.failures;
   }
 
   /** Applies all state to `engine` (one batch) and keeps it up to date from now on. Synchronous,
@@ -147,18 +212,20 @@ export class AdStateStore {
   }
 
   private async updateNow(changes: AdStateChange[]): Promise<{ applied: number; unknown: number }> {
-    if (this.broken) throw new StateUnavailableError(`live ad state is read-only after a state file write failed (${this.broken}); restart the server`);
     if (this.engines.size === 0) throw new StateUnavailableError('no model version is ready yet (health: NOT_SERVING)');
     const kept = changes.filter((c) => this.knownAnywhere(c));
     if (kept.length > 0) {
       if (this.file) {
+        // read-only or not, every batch tries: the first append that reaches the disk recovers
+        const record = { t: 'batch', u: kept.map(encodeChange) };
         try {
-          await this.file.append({ t: 'batch', u: kept.map(encodeChange) });
+          await this.file.append(record);
         } catch (e) {
-          this.broken = (e as Error).message;
-          this.log?.error('state_file_write_failed', { path: this.file.path, error: e });
-          throw new StateUnavailableError(`cannot write the state file: ${(e as Error).message}`);
+          this.failedBytes = Math.min(JSON.stringify(record).length, MAX_RETRY_PAD);
+          this.writeFailed(e, 'append');
+          throw new StateUnavailableError(`cannot write the state file: ${(e as Error).message}; live ad state is read-only until a write succeeds (each batch and a background retry try again)`);
         }
+        this.writeSucceeded('batch');
       }
       // From here to the end of the loop below nothing awaits: every engine gets the batch in
       // the same turn of the event loop.
@@ -187,7 +254,7 @@ export class AdStateStore {
   }
 
   private async compactNow(reason: string): Promise<void> {
-    if (!this.file || this.broken || this.engines.size === 0) return;
+    if (!this.file || this.readOnly || this.engines.size === 0 || Date.now() < this.compactNotBefore) return;
     const t0 = performance.now();
     const before = this.file.bytes;
     const goneAds: bigint[] = [];
@@ -206,10 +273,15 @@ export class AdStateStore {
     try {
       await this.file.compact([snapshot]);
     } catch (e) {
-      this.broken = (e as Error).message;
-      this.log?.error('state_file_write_failed', { path: this.file.path, error: e });
+      // the old file is intact (log.ts) and appends go on; compaction is tried again later
+      const wait = this.compactBackoff.take();
+      this.compactNotBefore = Date.now() + wait;
+      const reason = this.countFailure(e);
+      this.log?.warn('state_file_compaction_failed', { path: this.file.path, reason, error: e, retryAfterMs: wait, note: 'the state file is unchanged; compaction is retried with a later batch' });
       return;
     }
+    this.compactBackoff.reset();
+    this.compactNotBefore = 0;
     for (const id of goneAds) this.ads.delete(id);
     for (const id of goneAdvertisers) this.advertisers.delete(id);
     if (goneAds.length || goneAdvertisers.length)
@@ -219,8 +291,59 @@ export class AdStateStore {
 
   /** Waits for queued updates, then closes the file. */
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.queue;
     await this.file?.close();
+  }
+
+  private countFailure(e: unknown): string {
+    const reason = writeFailureReason(e);
+    this.failures.set(reason, (this.failures.get(reason) ?? 0) + 1);
+    return reason;
+  }
+
+  /** A failed append (a batch's or a background retry's): read-only, and a retry scheduled. */
+  private writeFailed(e: unknown, op: 'append' | 'retry'): void {
+    const reason = this.countFailure(e);
+    const message = (e as Error).message;
+    if (!this.readOnly) {
+      this.readOnly = { since: Date.now(), error: message, failures: 1 };
+      this.log?.error('state_file_read_only', { path: this.file?.path, op, reason, error: e, note: 'updates are refused (UNAVAILABLE) until a write succeeds; each batch and a background retry try again' });
+    } else this.readOnly.failures++;
+    this.scheduleRetry();
+  }
+
+  private writeSucceeded(op: 'batch' | 'retry'): void {
+    if (!this.readOnly) return;
+    const { since, error, failures } = this.readOnly;
+    this.readOnly = undefined;
+    this.retry.reset();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.log?.info('state_file_recovered', { path: this.file?.path, by: op, readOnlyMs: Date.now() - since, failedWrites: failures, firstError: error });
+  }
+
+  /** The background retry, in the update queue: an empty batch record (replay ignores it) padded
+   *  to the size of the batch that failed, so that its success means such a batch fits again
+   *  (a few bytes could fit in the file's last allocated block on a full disk). */
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      const run = this.queue.then(async () => {
+        if (!this.readOnly || this.closed || !this.file) return;
+        try {
+          await this.file.append({ t: 'batch', u: [], pad: ' '.repeat(this.failedBytes) });
+        } catch (e) {
+          this.writeFailed(e, 'retry');
+          return;
+        }
+        this.writeSucceeded('retry');
+      });
+      this.queue = run.catch(() => {});
+    }, this.retry.take());
+    this.retryTimer.unref();
   }
 
   private knownAnywhere(c: AdStateChange): boolean {

@@ -14,7 +14,7 @@ export function findPrometheus(): { path: string } | { reason: string } {
   return { reason: `no prometheus binary (tried ${candidates.join(', ')}); install it with \`apt-get install prometheus\` or set ADRANK_PROMETHEUS` };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
   const port = (s.address() as AddressInfo).port;
