@@ -86,7 +86,7 @@ async function compare(label: string, b: LoadedBundle, requests: EngineRequest[]
   }
 }
 
-describe('32 engine (CPU) at precision bf16 vs the float64 reference', function () {
+describe('33 engine (CPU) at precision bf16 vs the float64 reference', function () {
   this.timeout(120_000);
   before(function () {
     if (!addonBuilt()) this.skip();

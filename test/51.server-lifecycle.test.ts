@@ -40,7 +40,7 @@ function check(client: any, service = ''): Promise<string> {
   return new Promise((resolve, reject) => client.Check({ service }, (e: Error | null, r: { status: string }) => (e ? reject(e) : resolve(r.status))));
 }
 
-describe('50 server lifecycle', function () {
+describe('51 server lifecycle', function () {
   this.timeout(120_000);
   let dir: string;
   let bundlePath: string;

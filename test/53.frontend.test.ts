@@ -43,7 +43,7 @@ function strings(v: unknown): unknown {
   return v;
 }
 
-describe('51 front end (no addon)', () => {
+describe('53 front end (no addon)', () => {
   const c = smallConfig();
 
   describe('packed int64 decoding', () => {

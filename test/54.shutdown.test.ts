@@ -66,7 +66,7 @@ class CliServer {
   }
 }
 
-describe('55 shutdown', function () {
+describe('54 shutdown', function () {
   this.timeout(120_000);
   let dir: string;
   let smallPath: string;

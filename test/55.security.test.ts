@@ -77,7 +77,7 @@ function grpcioCalls(address: string, calls: { method: string; bytes: Uint8Array
   );
 }
 
-describe('54 security', function () {
+describe('55 security', function () {
   this.timeout(120_000);
   let dir: string;
   let bundlePath: string;

@@ -63,7 +63,7 @@ function value(lines: Line[], name: string, labels: Record<string, string> = {})
   return lines.find((l) => l.name === name && Object.entries(labels).every(([k, v]) => l.labels[k] === v))?.value;
 }
 
-describe('53 observability', function () {
+describe('56 observability', function () {
   this.timeout(120_000);
   let dir: string;
   let bundlePath: string;

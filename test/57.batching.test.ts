@@ -41,7 +41,7 @@ function expectSameResult(got: NativeResult, want: NativeResult, what: string): 
   expect(got.counts, `${what} counts`).to.deep.equal(want.counts);
 }
 
-describe('53 batching', function () {
+describe('57 batching', function () {
   this.timeout(120_000);
 
   describe('addon runBatch', () => {

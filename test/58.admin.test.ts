@@ -28,7 +28,7 @@ import { defaultAdState, refRank, refRetrieve, type AdState } from './reference/
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const c = smallConfig();
 
-describe('53 admin: live ad state', function () {
+describe('58 admin: live ad state', function () {
   this.timeout(120_000);
   let dir: string;
   let bundle: LoadedBundle;

@@ -24,7 +24,7 @@ import { portOf, serveCli } from './support/cli-server.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 
-describe('55 durable live ad state', function () {
+describe('59 durable live ad state', function () {
   this.timeout(180_000);
   let dir: string;
   before(function () {

@@ -48,7 +48,7 @@ function run(args: string[], opts: { cwd?: string; until?: string } = {}): Promi
   });
 }
 
-describe('53 cli first run', function () {
+describe('60 cli first run', function () {
   this.timeout(120_000);
   let dir: string;
   let bundle: string;

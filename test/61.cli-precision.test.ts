@@ -52,7 +52,7 @@ async function getModel(args: string[], env: Record<string, string>): Promise<Mo
   }
 }
 
-describe('53 CLI --precision', function () {
+describe('61 CLI --precision', function () {
   this.timeout(120_000);
   let dir = '';
   let bundle = '';

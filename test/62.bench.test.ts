@@ -38,7 +38,7 @@ async function standIn(failEvery: number, delayMs = 0): Promise<{ server: grpc.S
   return { server, port, calls: () => calls };
 }
 
-describe('54 load generator', function () {
+describe('62 load generator', function () {
   this.timeout(30_000);
   const pool: EncodedRequest[][] = [[{ entry: 0, rpc: 'rank', bytes: Buffer.alloc(0) }]];
   const mix = parseMix('rank:10');

@@ -25,7 +25,7 @@ import { recordingLogger, shiftHeadBias, shipVersion, until, writeVariant } from
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const ADS = 400;
 
-describe('54 model repository and hot reload', function () {
+describe('63 model repository and hot reload', function () {
   this.timeout(180_000);
   let root: string;
   let repo: string;

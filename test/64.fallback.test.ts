@@ -80,7 +80,7 @@ function reference(b: LoadedBundle, listed: bigint[], candidates: bigint[], k: n
   return { winners, prices, eligible: unique.length, capped };
 }
 
-describe('54 fallback', function () {
+describe('64 fallback', function () {
   this.timeout(60_000);
 
   describe('answers', () => {

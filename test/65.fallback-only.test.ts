@@ -25,7 +25,7 @@ import { until, writeVariant } from './support/server.js';
 
 const ADS = 300;
 
-describe('54 --fallback-only', function () {
+describe('65 --fallback-only', function () {
   this.timeout(120_000);
   const c: ModelConfig = { ...smallConfig(), version: 'v' };
   let root: string;

@@ -18,7 +18,7 @@ import { recordingLogger } from './support/server.js';
 
 const hooksAddon = join(process.cwd(), 'build-test', 'Release', 'adrank.node');
 
-describe('55 device failover', function () {
+describe('66 device failover', function () {
   this.timeout(120_000);
 
   it('classifies sticky CUDA errors (the context is poisoned) apart from others', () => {

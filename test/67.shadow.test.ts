@@ -44,7 +44,7 @@ function metric(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-describe('56 shadow traffic', function () {
+describe('67 shadow traffic', function () {
   this.timeout(180_000);
   let root: string;
   let repo: string;

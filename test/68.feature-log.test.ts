@@ -27,7 +27,7 @@ const until = async (cond: () => boolean, ms = 10_000) => {
   expect(cond(), 'condition within time').to.equal(true);
 };
 
-describe('61 feature log', function () {
+describe('68 feature log', function () {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'adrank-fl-'));

@@ -32,7 +32,7 @@ const PER_RPC = Number(process.env.ADRANK_ROUTER_REQUESTS ?? 150);
 
 type Answer = Record<string, unknown> & { winners: { adId: string }[]; partial: boolean; missingShards: number[]; counts: Record<string, number> };
 
-describe('60 router: sharded corpus, exact merge', function () {
+describe('70 router: sharded corpus, exact merge', function () {
   this.timeout(240_000);
   if (!addonBuilt()) return;
 

@@ -21,7 +21,7 @@ import { addonBuilt } from './support/index.js';
 import { smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { randomRequest, ServeProcess } from './70.router.helpers.js';
 
-describe('61 router: the replicas of a --shard target', () => {
+describe('71 router: the replicas of a --shard target', () => {
   it('a static list and an ipv4:/ipv6: address list are replicas; one name is one channel', () => {
     expect(replicaTargets('a:1, b:2')).to.deep.equal(['a:1', 'b:2']);
     expect(replicaTargets('ipv4:127.0.0.1:1,127.0.0.1:2')).to.deep.equal(['ipv4:127.0.0.1:1', 'ipv4:127.0.0.1:2']);
@@ -33,7 +33,7 @@ describe('61 router: the replicas of a --shard target', () => {
   });
 });
 
-describe('61 router: replicas restart with zero failed calls', function () {
+describe('71 router: replicas restart with zero failed calls', function () {
   this.timeout(240_000);
   if (!addonBuilt()) return;
 

@@ -21,7 +21,7 @@ import { readFeatureLog } from '../src/featurelog/reader.js';
 import { addonBuilt } from './support/index.js';
 import { protoRequest, smallConfig } from './50.server.helpers.js';
 
-describe('62 replay and compare-modes', function () {
+describe('72 replay and compare-modes', function () {
   this.timeout(120_000);
   let dir: string;
   let bundleA: string;

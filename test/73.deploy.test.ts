@@ -49,7 +49,7 @@ function validate(doc: Doc, where: string): void {
 
 const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 
-describe('62 deploy manifests (offline, Kubernetes schemas)', () => {
+describe('73 deploy manifests (offline, Kubernetes schemas)', () => {
   const kustomization = load('kustomization.yaml')[0];
   const files: string[] = kustomization.resources;
   const docs = files.flatMap((f) => load(f).map((d) => ({ file: f, doc: d })));
