@@ -40,6 +40,22 @@ export interface FallbackEstimate {
   sample: number;
 }
 
+/** What another JS thread of this process needs to serve an engine this thread loaded
+ *  (Engine.share / Engine.attach): the key of the native engine and the bundle without its
+ *  large tensors (the model stays in native memory, once). Structured-clonable. */
+export interface SharedEngine {
+  key: number;
+  bundle: LoadedBundle;
+  deviceReason: string;
+  precision: Precision;
+  fallbackPlan: FallbackEstimate[] | undefined;
+}
+
+/** Tensors a thread that attaches to a shared engine keeps a copy of: the ad tables the handlers
+ *  read (ids, advertisers, targeting, bids) and anything small (means, task weights, lists). */
+const ATTACHED_TENSORS = new Set(['ads.id', 'ads.advertiser', 'ads.targeting', 'ads.bid']);
+const SMALL_TENSOR_BYTES = 1 << 20;
+
 /** Ads scored (with a neutral request) to estimate each surface's mean probabilities. */
 export const FALLBACK_SAMPLE = 512;
 
@@ -240,6 +256,30 @@ export class Engine {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
     return new Engine(native, bundle, `${reason}; precision ${p.precision}: ${p.reason}`, p.precision, detail);
+  }
+
+  /** This engine for another JS thread of this process (worker_threads): see SharedEngine. */
+  share(): SharedEngine {
+    const b = this.bundle;
+    const tensors: LoadedBundle['tensors'] = {};
+    for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = t.slice(); // its own buffer: a view would clone the whole file
+    const bundle: LoadedBundle = { ...b, tensors, adRow: undefined };
+    return { key: this.native.share(), bundle, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
+  }
+
+  /** The engine another thread shared (its native engine, not a copy). Throws when every thread
+   *  that held it has let go. */
+  static attach(shared: SharedEngine, options: Pick<EngineOptions, 'binding'> = {}): Engine {
+    const Native = (options.binding ?? binding()).Engine;
+    let native: NativeEngine;
+    try {
+      native = new Native({ shared: shared.key });
+    } catch (e) {
+      throw new EngineError((e as Error).message, 'DISPOSED');
+    }
+    const engine = new Engine(native, shared.bundle, shared.deviceReason, shared.precision);
+    engine.fallbackPlan = shared.fallbackPlan;
+    return engine;
   }
 
   get config(): ModelConfig {
