@@ -397,7 +397,7 @@ export class AdrankServer {
       if (metrics) metrics.peers = () => s.threads!.metricsJson();
     }
     s.threadsStarted();
-    log.info('listening', {
+    log.info(opts.thread ? 'thread_listening' : 'listening', {
       address: `${host}:${port}`,
       tls: opts.tls ? (opts.tls.clientCa ? 'mtls' : 'tls') : 'off',
       auth: { data: opts.auth?.dataTokens ? 'token' : 'open', admin: opts.auth?.adminTokens ? 'token' : opts.auth?.adminInsecure ? 'insecure' : 'off' },
@@ -590,7 +590,7 @@ export class AdrankServer {
       if (this.closing) return;
       this.loaded = true;
       this.followHealth();
-      this.log.info('serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
+      this.log.info('thread_serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
       return;
     }
     if (this.opts.repository) {
@@ -773,7 +773,9 @@ export class AdrankServer {
       // every front-end thread drains at the same time as this one
       const threadsStopped = this.threads?.shutdown(reason, grace + SHUTDOWN_BOUND_MS);
       for (const l of this.parts.listeners ?? []) l.close();
-      const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      const shut = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      // injected connections (front-end threads): closed once their sockets are
+      const closed = this.parts.listeners ? shut.then(() => closer.whenAllClosed()).then(() => true as const) : shut;
       closer.closeWhenDone();
       const drained = await within(closed, grace);
       if (!drained) {

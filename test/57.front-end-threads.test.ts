@@ -1,0 +1,240 @@
+/**
+ * --front-end-threads (src/server/threads.ts): several JS threads accept connections on one port
+ * and serve one shared native engine per model version. Each client here opens its own
+ * connection (a local subchannel pool), so the kernel spreads them over the threads; the owner's
+ * own metrics against the summed /metrics show that every thread served. Checked: correct answers
+ * under load on 2 threads (against the engine called in process); an ad-state update on one
+ * connection seen by the next request on every connection; a reload under load with zero failed
+ * calls and every connection on the new version once ReloadModels answers; a thread that dies is
+ * reported and replaced; SIGTERM drains every thread of the CLI server. Needs Node >= 22.12
+ * (reusePort); skipped, saying so, on an older Node.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
+import { binding } from '../src/engine/binding.js';
+import { Engine } from '../src/engine/index.js';
+import { AdrankServer } from '../src/server/server.js';
+import { reusePortSupported } from '../src/server/threads.js';
+import { call } from '../src/cli/client.js';
+import { loadProto } from '../src/server/proto.js';
+import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
+import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
+import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
+import { addonBuilt } from './support/index.js';
+import { repoRoot } from './support/python.js';
+import { adminClient, reloadModels, updateAdStates } from './support/admin.js';
+import { recordingLogger, shiftHeadBias, until, writeVariant } from './support/server.js';
+import { adIds, engineRequest, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+
+const c = smallConfig();
+/** connections per check: with two threads, all of them on one thread has odds 2 / 2^16 */
+const CONNECTIONS = 16;
+
+/** A client on its own connection (grpc-js otherwise shares one per address). */
+function ownConnection(address: string): AdRankerClient {
+  const { grpcObject } = loadProto();
+  return new grpcObject.adrank.v1.AdRanker(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+}
+
+/** adrank_requests_total{rpc, code="OK"} in a Prometheus text or JSON scrape. */
+function okCount(text: string, rpc: string): number {
+  const m = new RegExp(`^adrank_requests_total\\{rpc="${rpc}",code="OK"\\} (\\d+)`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+function okCountJson(json: object[], rpc: string): number {
+  const m = (json as { name: string; values: { labels: Record<string, string>; value: number }[] }[]).find((x) => x.name === 'adrank_requests_total');
+  return m?.values.find((v) => v.labels.rpc === rpc && v.labels.code === 'OK')?.value ?? 0;
+}
+
+describe('57 front-end threads', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let path: string;
+  let bundle: LoadedBundle;
+  let reference: Engine;
+  const cleanups: (() => unknown)[] = [];
+
+  before(async function () {
+    if (!reusePortSupported()) {
+      console.log(`    (skipped: Node ${process.versions.node} has no reusePort; the front-end threads need Node >= 22.12)`);
+      this.skip();
+    }
+    if (!addonBuilt()) this.skip();
+    dir = mkdtempSync(join(tmpdir(), 'adrank-57-'));
+    path = join(dir, 'small.safetensors');
+    await writeSmallBundle(path, 2000);
+    bundle = await loadBundle(path);
+    reference = Engine.fromBundle(bundle, { device: 'cpu', threads: 1 });
+  });
+  afterEach(async () => {
+    for (const f of cleanups.splice(0).reverse()) await f();
+  });
+  after(() => {
+    reference?.dispose();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function start(over: Partial<Parameters<typeof AdrankServer.start>[0]> = {}) {
+    const log = recordingLogger();
+    const server = await AdrankServer.start({
+      port: 0,
+      engine: () => Engine.load(path, { device: 'cpu', threads: 1 }),
+      frontEndThreads: 2,
+      metrics: { port: 0 },
+      warmup: false,
+      log,
+      ...over,
+    });
+    cleanups.push(() => server.shutdown('test'));
+    await server.ready;
+    const clients = Array.from({ length: CONNECTIONS }, () => ownConnection(`localhost:${server.port}`));
+    cleanups.push(() => clients.forEach((cl) => cl.close()));
+    return { server, log, clients };
+  }
+
+  /** Every thread answered calls of `rpc`: the owner's own count is above 0 and below the sum. */
+  async function expectEveryThreadServed(server: AdrankServer, rpc: string): Promise<void> {
+    const own = okCountJson(await server.metrics!.json(), rpc);
+    const all = okCount(await (await fetch(`http://localhost:${server.metricsPort}/metrics`)).text(), rpc);
+    expect(server.frontEndThreads?.live, 'worker threads').to.equal(1);
+    expect(own, `${rpc} calls the owner thread answered (of ${all})`).to.be.greaterThan(0);
+    expect(all - own, `${rpc} calls the worker thread answered (of ${all})`).to.be.greaterThan(0);
+  }
+
+  it('one native engine serves every thread: shared, then freed when the last thread lets go', async () => {
+    const sharedBefore = binding().sharedEngines();
+    const { server } = await start();
+    expect(binding().sharedEngines()).to.equal(sharedBefore + 1);
+    await server.shutdown('test');
+    await until('the shared engine freed', () => binding().sharedEngines() === sharedBefore, 10_000);
+  });
+
+  it('2 threads give the answers of the engine under load', async () => {
+    const { server, clients } = await start();
+    const ids = adIds(bundle);
+    // 16 connections × 8 concurrent calls, each with its own candidates, K and surface
+    const requests = Array.from({ length: CONNECTIONS * 8 }, (_, i) =>
+      protoRequest(c, { requestId: `r${i}`, candidateAdIds: ids.slice((i * 37) % 1500, ((i * 37) % 1500) + 300), k: 5 + (i % 20), surface: c.surfaces[i % c.surfaces.length] }),
+    );
+    const answers = await Promise.all(requests.map((r, i) => call<object, RankResponse__Output>(clients[i % CONNECTIONS], 'Rank', r, 60_000)));
+    for (const [i, a] of answers.entries()) {
+      const want = await reference.rank(engineRequest(c, requests[i], 'rank'));
+      expect(a.winners.map((w) => w.adId), `winners of ${requests[i].requestId}`).to.deep.equal(Array.from(want.adIds, String));
+      for (const [j, w] of a.winners.entries()) expect(w.score, `score ${j} of ${requests[i].requestId}`).to.be.closeTo(want.scores[j], 1e-5 * Math.max(1, Math.abs(want.scores[j])));
+    }
+    await expectEveryThreadServed(server, 'Rank');
+  });
+
+  it('an ad-state update on one connection is seen by the next request on every connection', async () => {
+    const { server, clients } = await start({ auth: { adminInsecure: true } });
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle).slice(0, 400), k: 10, perAdvertiserCap: 0 });
+    const before = await Promise.all(clients.map((cl) => call<object, RankResponse__Output>(cl, 'Rank', req, 60_000)));
+    const top = before[0].winners[0].adId;
+    for (const a of before) expect(a.winners[0].adId).to.equal(top);
+    const admin = adminClient(`localhost:${server.port}`);
+    cleanups.push(() => admin.close());
+    expect((await updateAdStates(admin, [{ adId: top, active: false }])).applied).to.equal(1);
+    const after = await Promise.all(clients.map((cl) => call<object, RankResponse__Output>(cl, 'Rank', req, 60_000)));
+    for (const [i, a] of after.entries()) {
+      expect(a.winners.map((w) => w.adId), `connection ${i}`).not.to.include(top);
+      expect(a.counts?.inactive, `connection ${i}: inactive candidates`).to.equal(1);
+    }
+    await expectEveryThreadServed(server, 'Rank');
+  });
+
+  it('a reload under load across threads: zero failed calls, every thread on the new version once ReloadModels answers', async () => {
+    const repo = join(dir, 'repo');
+    mkdirSync(join(repo, '1'), { recursive: true });
+    copyFileSync(path, join(repo, '1', 'model.safetensors'));
+    const { server, clients } = await start({
+      engine: undefined,
+      repository: { dir: repo, load: (p: string) => Engine.load(p, { device: 'cpu', threads: 1 }), pollMs: 0, keepVersions: 1 },
+      auth: { adminInsecure: true },
+    });
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle).slice(0, 200), k: 10 });
+    let stop = false;
+    const failures: string[] = [];
+    let calls = 0;
+    const loops = clients.map(async (cl) => {
+      while (!stop) {
+        try {
+          await call(cl, 'Rank', req, 60_000);
+          calls++;
+        } catch (e) {
+          failures.push((e as grpc.ServiceError).details ?? String(e));
+        }
+      }
+    });
+    await until('calls under way', () => calls >= 50, 60_000);
+    await writeVariant(bundle, join(dir, 'v2.safetensors'), { ...c, version: '2' }, shiftHeadBias);
+    mkdirSync(join(repo, '.incoming-2'));
+    copyFileSync(join(dir, 'v2.safetensors'), join(repo, '.incoming-2', 'model.safetensors'));
+    const { renameSync } = await import('node:fs');
+    renameSync(join(repo, '.incoming-2'), join(repo, '2'));
+    const admin = adminClient(`localhost:${server.port}`);
+    cleanups.push(() => admin.close());
+    const r = await reloadModels(admin);
+    expect(r.defaultVersion).to.equal('2');
+    // acknowledged: the next call on every connection (either thread) runs version 2
+    const next = await Promise.all(clients.map((cl) => call<object, RankResponse__Output>(cl, 'Rank', req, 60_000)));
+    for (const [i, a] of next.entries()) expect(a.model?.version, `connection ${i}`).to.equal('2');
+    const at = calls;
+    await until('calls after the reload', () => calls >= at + 50, 60_000);
+    stop = true;
+    await Promise.all(loops);
+    expect(failures, 'failed calls').to.deep.equal([]);
+    await expectEveryThreadServed(server, 'Rank');
+  });
+
+  it('a thread that dies is reported and replaced; every connection is then served', async () => {
+    const { server, log, clients } = await start();
+    const threads = server.frontEndThreads!;
+    await threads.workerThreads[0].terminate();
+    await until('the thread replaced', () => threads.replaced === 1 && threads.live === 1, 60_000);
+    expect(log.events.find((e) => e.event === 'front_end_thread_exited')).to.include({ level: 'error', thread: 1 });
+    expect(log.events.some((e) => e.event === 'front_end_thread_replaced')).to.equal(true);
+    // the replacement serves: new connections land on both threads
+    const fresh = Array.from({ length: CONNECTIONS }, () => ownConnection(`localhost:${server.port}`));
+    cleanups.push(() => fresh.forEach((cl) => cl.close()));
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle).slice(0, 100), k: 5 });
+    await Promise.all(fresh.map((cl) => call(cl, 'Rank', req, 60_000)));
+    await expectEveryThreadServed(server, 'Rank');
+    expect(clients.length).to.equal(CONNECTIONS);
+  });
+
+  it('SIGTERM drains every thread of the CLI server: calls in flight on each thread answered, exit 0', async () => {
+    const cli = join(repoRoot, 'src', 'cli', 'main.ts');
+    const child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', path, '--port', '0', '--device', 'cpu', '--threads', '1', '--metrics-port', '0', '--front-end-threads', process.env.T57 ?? '2', '--shutdown-grace-ms', '20000'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
+    const events: Record<string, any>[] = [];
+    createInterface({ input: child.stdout! }).on('line', (line) => events.push(JSON.parse(line)));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const serving = await until('serving', () => events.find((e) => e.event === 'serving'), 120_000);
+    const address = String(serving.address);
+    const clients = Array.from({ length: CONNECTIONS }, () => ownConnection(address));
+    cleanups.push(() => clients.forEach((cl) => cl.close()));
+    // Ranks of every candidate, many per connection: still running when SIGTERM arrives
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle), k: 10 });
+    await Promise.all(clients.map((cl) => call(cl, 'GetModel', {}, 60_000)));
+    const inflight = clients.flatMap((cl) => Array.from({ length: 4 }, () => call(cl, 'Rank', req, 120_000).then(() => 'OK', (e: grpc.ServiceError) => `${grpc.status[e.code]}: ${e.details}`)));
+    await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGTERM');
+    const outcomes = await Promise.all(inflight);
+    expect(await exited, 'exit code').to.equal(0);
+    expect(outcomes.filter((o) => o !== 'OK'), `calls not answered OK; log: ${JSON.stringify(events.filter((e) => e.level !== 'info' || /shut|stop|drain/.test(e.event)))}`).to.deep.equal([]);
+    const stopped = events.filter((e) => e.event === 'stopped');
+    expect(stopped.map((e) => e.thread ?? 0).sort(), 'threads that drained').to.deep.equal([0, 1]);
+    for (const e of stopped) expect(e.drained, `thread ${e.thread ?? 0} drained`).to.equal(true);
+    // both threads had calls when the drain began
+    const shutting = events.filter((e) => e.event === 'shutting_down');
+    expect(shutting.length).to.equal(2);
+    expect(shutting.every((e) => e.inflight > 0), `in flight at SIGTERM: ${shutting.map((e) => e.inflight)}`).to.equal(true);
+  });
+});
