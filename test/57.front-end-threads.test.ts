@@ -18,7 +18,7 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { binding } from '../src/engine/binding.js';
 import { Engine } from '../src/engine/index.js';
-import { AdrankServer } from '../src/server/server.js';
+import { AdrankServer, frontEndThreadsFor } from '../src/server/server.js';
 import { reusePortSupported } from '../src/server/threads.js';
 import { call } from '../src/cli/client.js';
 import { loadProto } from '../src/server/proto.js';
@@ -50,6 +50,45 @@ function okCountJson(json: object[], rpc: string): number {
   const m = (json as { name: string; values: { labels: Record<string, string>; value: number }[] }[]).find((x) => x.name === 'adrank_requests_total');
   return m?.values.find((v) => v.labels.rpc === rpc && v.labels.code === 'OK')?.value ?? 0;
 }
+
+describe('57 front-end threads: the count served', function () {
+  this.timeout(60_000);
+
+  it('one thread, saying why, on a Node without reusePort, with the feature log or shadow traffic', () => {
+    expect(frontEndThreadsFor(4, {}, '20.20.2')).to.deep.include({ threads: 1 }).and.to.have.property('why').that.matches(/22\.12/);
+    expect(frontEndThreadsFor(4, {}, '22.11.0').threads).to.equal(1);
+    expect(frontEndThreadsFor(4, {}, '22.12.0')).to.deep.equal({ threads: 4 });
+    expect(frontEndThreadsFor(4, {}, '24.1.0')).to.deep.equal({ threads: 4 });
+    expect(frontEndThreadsFor(4, { featureLog: { dir: '/tmp/x', sample: 1 } }, '24.1.0').why).to.match(/feature log/);
+    expect(frontEndThreadsFor(1, {}, '20.20.2')).to.deep.equal({ threads: 1 });
+    expect(() => frontEndThreadsFor(0, {})).to.throw(/front end threads/);
+  });
+
+  it('this Node: the server logs the reduction, or serves every thread asked for', async function () {
+    if (!addonBuilt()) this.skip();
+    const dir = mkdtempSync(join(tmpdir(), 'adrank-57a-'));
+    const path = join(dir, 'small.safetensors');
+    await writeSmallBundle(path, 300);
+    const log = recordingLogger();
+    const server = await AdrankServer.start({ port: 0, engine: () => Engine.load(path, { device: 'cpu', threads: 1 }), frontEndThreads: 2, warmup: false, log });
+    try {
+      await server.ready;
+      const reduced = log.events.find((e) => e.event === 'front_end_threads_reduced');
+      if (reusePortSupported()) {
+        expect(reduced).to.equal(undefined);
+        expect(server.frontEndThreads?.live).to.equal(1);
+      } else {
+        expect(reduced).to.include({ level: 'warn', threads: 1 });
+        expect(String(reduced!.why)).to.match(/reusePort needs Node >= 22\.12/);
+        expect(server.frontEndThreads).to.equal(undefined);
+      }
+      expect(log.events.find((e) => e.event === 'listening')?.frontEndThreads).to.equal(reusePortSupported() ? 2 : 1);
+    } finally {
+      await server.shutdown('test');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('57 front-end threads', function () {
   this.timeout(180_000);
