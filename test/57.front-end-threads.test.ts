@@ -26,6 +26,7 @@ import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import { addonBuilt } from './support/index.js';
+import { haveOpenssl, makeCerts, pem } from './support/certs.js';
 import { repoRoot } from './support/python.js';
 import { adminClient, reloadModels, updateAdStates } from './support/admin.js';
 import { recordingLogger, shiftHeadBias, until, writeVariant } from './support/server.js';
@@ -227,6 +228,29 @@ describe('57 front-end threads', function () {
     stop = true;
     await Promise.all(loops);
     expect(failures, 'failed calls').to.deep.equal([]);
+    await expectEveryThreadServed(server, 'Rank');
+  });
+
+  it('mTLS on every thread: clients with a certificate of the CA are served by both threads; one without is refused', async function () {
+    if (!haveOpenssl()) {
+      console.log('    (skipped: openssl not found, no certificates to test with)');
+      this.skip();
+    }
+    const certs = makeCerts(mkdtempSync(join(dir, 'certs-')));
+    const { server } = await start({ tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.caCert } });
+    const { grpcObject } = loadProto();
+    const creds = (withCert: boolean) =>
+      withCert ? grpc.credentials.createSsl(pem(certs.caCert), pem(certs.clientKey), pem(certs.clientCert)) : grpc.credentials.createSsl(pem(certs.caCert));
+    const open = (withCert: boolean) => new grpcObject.adrank.v1.AdRanker(`localhost:${server.port}`, creds(withCert), { 'grpc.use_local_subchannel_pool': 1 });
+    const good = Array.from({ length: CONNECTIONS }, () => open(true));
+    const bad = Array.from({ length: 4 }, () => open(false));
+    cleanups.push(() => [...good, ...bad].forEach((cl) => cl.close()));
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle).slice(0, 100), k: 5 });
+    await Promise.all(good.map((cl) => call(cl, 'Rank', req, 60_000)));
+    for (const cl of bad) {
+      const err = await call(cl, 'Rank', req, 5_000).then(() => undefined, (e: grpc.ServiceError) => e);
+      expect(err?.code, 'a client without a certificate').to.equal(grpc.status.UNAVAILABLE);
+    }
     await expectEveryThreadServed(server, 'Rank');
   });
 
