@@ -21,8 +21,7 @@ import { Worker, type MessagePort } from 'node:worker_threads';
 import type { ServingStatus } from 'grpc-health-check';
 import type { SharedEngine } from '../engine/index.js';
 import type { AdminAnswer } from '../admin/service.js';
-import type { TlsFiles } from '../auth/tls.js';
-import type { BatchingOptions } from '../batcher/index.js';
+import type { ServerOptions } from './server.js';
 import type { Logger, Level } from './log.js';
 
 /** Node ≥ 22.12: net.Server.listen({ reusePort }) (SO_REUSEPORT) is what lets the threads share a port. */
@@ -51,22 +50,16 @@ export interface SharedVersion {
   shared: SharedEngine;
 }
 
-/** The server options a worker thread starts with (structured-clonable: files by path). */
-export interface ThreadServerOptions {
+/** The server options a worker thread starts with (structured-clonable: token files by path). */
+export type ThreadServerOptions = Pick<
+  ServerOptions,
+  'maxInflight' | 'maxCandidates' | 'maxReceiveBytes' | 'shutdownGraceMs' | 'batching' | 'warmup' | 'tls' | 'reflection' | 'accessLogSample' | 'maxConnectionAgeMs'
+> & {
   host: string;
-  maxInflight?: number;
-  maxCandidates?: number;
-  maxReceiveBytes?: number;
-  shutdownGraceMs?: number;
-  batching?: BatchingOptions;
-  warmup?: boolean;
-  tls?: TlsFiles;
   auth?: { dataTokenFile?: string; adminTokenFile?: string; adminInsecure?: boolean };
-  reflection?: boolean;
+  /** the owner serves /metrics: this thread keeps its own for it */
   metrics: boolean;
-  accessLogSample?: number;
-  maxConnectionAgeMs?: number;
-}
+};
 
 export interface ThreadData {
   index: number;
