@@ -18,8 +18,8 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { binding } from '../src/engine/binding.js';
 import { Engine } from '../src/engine/index.js';
-import { AdrankServer, frontEndThreadsFor } from '../src/server/server.js';
-import { reusePortSupported } from '../src/server/threads.js';
+import { AdrankServer, BindError, frontEndThreadsFor } from '../src/server/server.js';
+import { MAX_RESTARTS, reusePortSupported } from '../src/server/threads.js';
 import { call } from '../src/cli/client.js';
 import { loadProto } from '../src/server/proto.js';
 import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
@@ -154,6 +154,19 @@ describe('57 front-end threads', function () {
     await until('the shared engine freed', () => binding().sharedEngines() === sharedBefore, 10_000);
   });
 
+  it('a second server on the same port is refused (EADDRINUSE), not let in to share the connections', async () => {
+    const { server } = await start();
+    const err = await AdrankServer.start({ port: server.port, engine: () => Engine.load(path, { device: 'cpu', threads: 1 }), frontEndThreads: 2, warmup: false, log: recordingLogger() }).then(
+      async (s) => {
+        await s.shutdown('test');
+        return undefined;
+      },
+      (e: Error) => e,
+    );
+    expect(err).to.be.instanceOf(BindError);
+    expect((err as BindError).code).to.equal('EADDRINUSE');
+  });
+
   it('2 threads give the answers of the engine under load', async () => {
     const { server, clients } = await start();
     const ids = adIds(bundle);
@@ -268,6 +281,23 @@ describe('57 front-end threads', function () {
     await Promise.all(fresh.map((cl) => call(cl, 'Rank', req, 60_000)));
     await expectEveryThreadServed(server, 'Rank');
     expect(clients.length).to.equal(CONNECTIONS);
+  });
+
+  it(`threads that keep dying: after ${MAX_RESTARTS} replacements within the window the server gives up (onFatal), it does not hang`, async () => {
+    let fatal: Error | undefined;
+    const { server, log } = await start({ onFatal: (e) => (fatal = e) });
+    const threads = server.frontEndThreads!;
+    for (let i = 0; i < MAX_RESTARTS; i++) {
+      await threads.workerThreads[0].terminate();
+      await until(`replacement ${i + 1}`, () => threads.replaced === i + 1 && threads.live === 1, 60_000);
+    }
+    expect(fatal).to.equal(undefined);
+    await threads.workerThreads[0].terminate();
+    await until('onFatal', () => fatal, 10_000);
+    expect(fatal!.message).to.match(/keep failing/);
+    expect(threads.live).to.equal(0);
+    expect(log.events.filter((e) => e.event === 'front_end_thread_exited')).to.have.length(MAX_RESTARTS + 1);
+    expect(log.events.some((e) => e.event === 'front_end_threads_failed')).to.equal(true);
   });
 
   it('SIGTERM drains every thread of the CLI server: calls in flight on each thread answered, exit 0', async () => {

@@ -146,18 +146,28 @@ export const SHUTDOWN_BOUND_MS = CUT_FLUSH_MS + NATIVE_RUN_WAIT_MS + 250;
  * listen on the same port, and hands each connection to the grpc-js server (its connection
  * injector: plaintext, TLS and mTLS alike). Port 0 = a free port, the same on every address.
  */
-async function listenShared(server: grpc.Server, credentials: grpc.ServerCredentials, host: string, port: number, address: string): Promise<{ port: number; listeners: NetServer[] }> {
+async function listenShared(server: grpc.Server, credentials: grpc.ServerCredentials, host: string, port: number, address: string, first: boolean): Promise<{ port: number; listeners: NetServer[] }> {
   const bare = host.replace(/^\[|\]$/g, '');
   const addresses = (await lookup(bare, { all: true }).catch(() => [{ address: bare }])).map((a) => a.address);
   const injector = server.createConnectionInjector(credentials);
   const listeners: NetServer[] = [];
+  const listen = (l: NetServer, addr: string, reusePort: boolean) =>
+    new Promise<void>((resolve, reject) => {
+      l.once('error', reject);
+      l.listen({ host: addr, port, reusePort } as ListenOptions & { reusePort: boolean }, () => resolve());
+    });
   for (const [i, addr] of addresses.entries()) {
     const l = createServer((socket) => injector.injectConnection(socket));
     try {
-      await new Promise<void>((resolve, reject) => {
-        l.once('error', reject);
-        l.listen({ host: addr, port, reusePort: true } as ListenOptions & { reusePort: boolean }, () => resolve());
-      });
+      if (first) {
+        // With reusePort another process could listen on the port too, and the kernel would split
+        // the connections between the two: the first thread checks that the port is free first.
+        const probe = createServer();
+        await listen(probe, addr, false);
+        port = (probe.address() as AddressInfo).port;
+        await new Promise((resolve) => probe.close(resolve));
+      }
+      await listen(l, addr, true);
     } catch (e) {
       // like grpc-js: an address of the name that cannot be had (no IPv6) is skipped if another binds
       if (i < addresses.length - 1 || listeners.length > 0) continue;
@@ -372,7 +382,7 @@ export class AdrankServer {
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${opts.port ?? DEFAULT_PORT}` : `${host}:${opts.port ?? DEFAULT_PORT}`;
     let port: number;
     let listeners: NetServer[] | undefined;
-    if (threads > 1 || opts.thread) ({ port, listeners } = await listenShared(server, credentials, host, opts.port ?? DEFAULT_PORT, address));
+    if (threads > 1 || opts.thread) ({ port, listeners } = await listenShared(server, credentials, host, opts.port ?? DEFAULT_PORT, address, !opts.thread));
     else port = await new Promise<number>((resolve, reject) => server.bindAsync(address, credentials, (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))));
     const closer = new ConnectionCloser(server);
     let endpoint: MetricsEndpoint | undefined;
