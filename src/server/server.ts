@@ -796,12 +796,12 @@ export class AdrankServer {
           closer.destroyAll();
         }
       }
-      await threadsStopped;
       // Native runs cannot be cut: each version is disposed once its runs have ended, waiting at
       // most NATIVE_RUN_WAIT_MS here; a version whose runs outlast that is disposed when they end
       // (a CLI process exits before that, see nativeRunsLeft).
       await this.repo?.stop();
       this.leftBehind = await this.models.close(NATIVE_RUN_WAIT_MS);
+      await threadsStopped;
       try {
         // Closing the file is a libuv thread-pool job, queued behind native runs still left: skip it
         // then (every acknowledged update is already fsync'd; the process is about to exit).
@@ -820,7 +820,7 @@ export class AdrankServer {
   /** Native runs still in flight after shutdown resolved (past its bound). A process exiting
    *  now should not wait for them: the CLI then ends with the addon's exitNow. */
   get nativeRunsLeft(): number {
-    return this.leftBehind.reduce((n, e) => n + e.inflight(), 0);
+    return this.leftBehind.reduce((n, e) => n + e.inflight(), 0) + (this.threads?.nativeRunsLeft ?? 0);
   }
 
   private dispose(engine: Engine): void {

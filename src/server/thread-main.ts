@@ -35,8 +35,10 @@ try {
     } else if (m.type === 'shutdown') {
       server.shutdown(m.reason).then(
         () => {
-          link.post({ type: 'stopped' });
-          process.exit(0);
+          // with native runs still in flight the thread stays: the process ends without waiting for them
+          const nativeRunsLeft = server.nativeRunsLeft;
+          link.post({ type: 'stopped', nativeRunsLeft });
+          if (nativeRunsLeft === 0) process.exit(0);
         },
         (e: Error) => {
           link.log.error('shutdown_failed', { error: e });

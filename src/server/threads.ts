@@ -86,7 +86,7 @@ export type FromThread =
   | { type: 'metrics-answer'; id: number; json: object[] }
   | { type: 'log'; level: Level; event: string; fields?: Record<string, unknown> }
   | { type: 'device-failed'; version: string; message: string }
-  | { type: 'stopped' };
+  | { type: 'stopped'; nativeRunsLeft: number };
 
 /** What the owner server gives the supervisor. */
 export interface ThreadOwner {
@@ -112,6 +112,10 @@ interface Thread {
   synced: number;
   stopping: boolean;
   exited: Promise<number>;
+  /** resolves when the thread has stopped serving (its 'stopped' message) or exited */
+  stopped: Promise<void>;
+  /** native runs still in flight on its engines when it stopped */
+  nativeRunsLeft: number;
 }
 
 export class FrontEndThreads {
@@ -152,7 +156,17 @@ export class FrontEndThreads {
     const data: ThreadData = { index, port: this.port, options: this.options };
     const worker = new Worker(entry(), { workerData: data, stdout: false, stderr: false });
     let exitedResolve!: (code: number) => void;
-    const t: Thread = { index, worker, synced: -1, stopping: false, exited: new Promise((r) => (exitedResolve = r)) };
+    let stoppedResolve!: () => void;
+    const t: Thread = {
+      index,
+      worker,
+      synced: -1,
+      stopping: false,
+      exited: new Promise((r) => (exitedResolve = r)),
+      stopped: new Promise((r) => (stoppedResolve = r)),
+      nativeRunsLeft: 0,
+    };
+    void t.exited.then(() => stoppedResolve());
     this.threads.set(index, t);
     return new Promise<void>((resolve, reject) => {
       let bound = false;
@@ -161,6 +175,9 @@ export class FrontEndThreads {
           bound = true;
           this.publishTo(t);
           resolve();
+        } else if (m.type === 'stopped') {
+          t.nativeRunsLeft = m.nativeRunsLeft;
+          stoppedResolve();
         } else if (m.type === 'failed' && !bound) {
           reject(Object.assign(new Error(m.message), { code: m.code }));
         } else {
@@ -300,11 +317,18 @@ export class FrontEndThreads {
     for (const t of this.threads.values()) this.post(t, { type: 'reload-auth' });
   }
 
-  /** Drains every worker thread (each runs the server's graceful shutdown) and waits for them to
-   *  exit; a thread still running after `boundMs` is terminated. */
+  /** Native runs the stopped threads left in flight (a process exiting then should not wait for them). */
+  get nativeRunsLeft(): number {
+    return this.stoppedThreads.reduce((n, t) => n + t.nativeRunsLeft, 0);
+  }
+  private stoppedThreads: Thread[] = [];
+
+  /** Drains every worker thread (each runs the server's graceful shutdown) and waits until each
+   *  has stopped; one still running after `boundMs` is terminated (without waiting for it). */
   async shutdown(reason: string, boundMs: number): Promise<void> {
     this.closing = true;
     const all = [...this.threads.values()];
+    this.stoppedThreads = all;
     for (const t of all) {
       t.stopping = true;
       this.post(t, { type: 'shutdown', reason });
@@ -313,11 +337,11 @@ export class FrontEndThreads {
       all.map(async (t) => {
         let timer: NodeJS.Timeout | undefined;
         const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), boundMs)));
-        const r = await Promise.race([t.exited, late]);
+        const r = await Promise.race([t.stopped, late]);
         clearTimeout(timer);
         if (r === 'late') {
           this.owner.log.error('front_end_thread_stop_overran', { thread: t.index, boundMs });
-          await t.worker.terminate();
+          void t.worker.terminate();
         }
       }),
     );
