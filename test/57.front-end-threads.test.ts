@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
 import { binding } from '../src/engine/binding.js';
 import { Engine } from '../src/engine/index.js';
 import { AdrankServer, BindError, frontEndThreadsFor } from '../src/server/server.js';
@@ -23,6 +24,7 @@ import { MAX_RESTARTS, reusePortSupported } from '../src/server/threads.js';
 import { call } from '../src/cli/client.js';
 import { loadProto } from '../src/server/proto.js';
 import { loadBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { writeDemoBundle } from '../src/model/demo.js';
 import type { AdRankerClient } from '../src/generated/adrank/v1/AdRanker.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import { addonBuilt } from './support/index.js';
@@ -300,24 +302,35 @@ describe('57 front-end threads', function () {
     expect(log.events.some((e) => e.event === 'front_end_threads_failed')).to.equal(true);
   });
 
+  const PER_CONNECTION = 10;
   it('SIGTERM drains every thread of the CLI server: calls in flight on each thread answered, exit 0', async () => {
     const cli = join(repoRoot, 'src', 'cli', 'main.ts');
+    // a heavier model, so that calls are still queued on both threads when SIGTERM arrives
+    const heavy = { ...c, masknet: { blocks: 2, projection_ratio: 1, output_dim: 256 }, dcn: { layers: 3, rank: 0 } };
+    const heavyPath = join(dir, 'heavy.safetensors');
+    await writeDemoBundle({ ads: 4000, seed: 3, out: heavyPath, config: heavy });
     // every engine call logged (access lines carry the thread), so each thread's calls can be told apart
-    const args = ['serve', '--bundle', path, '--port', '0', '--device', 'cpu', '--threads', '1', '--metrics-port', '0', '--front-end-threads', '2', '--shutdown-grace-ms', '20000', '--access-log-sample', '1'];
+    const args = ['serve', '--bundle', heavyPath, '--port', '0', '--device', 'cpu', '--threads', '1', '--metrics-port', '0', '--front-end-threads', '2', '--shutdown-grace-ms', '20000', '--access-log-sample', '1'];
     const child = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
     const events: Record<string, any>[] = [];
     createInterface({ input: child.stdout! }).on('line', (line) => events.push(JSON.parse(line)));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     const serving = await until('serving', () => events.find((e) => e.event === 'serving'), 120_000);
-    const address = String(serving.address);
-    const clients = Array.from({ length: CONNECTIONS }, () => ownConnection(address));
+    // raw clients with the request encoded once: the test process only sends bytes
+    const raw = (b: Buffer) => b;
+    const clients = Array.from({ length: CONNECTIONS }, () => new grpc.Client(String(serving.address), grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
     cleanups.push(() => clients.forEach((cl) => cl.close()));
-    // Ranks of every candidate, several per connection: many still running when SIGTERM arrives
-    const req = protoRequest(c, { candidateAdIds: adIds(bundle), k: 10 });
-    await Promise.all(clients.map((cl) => call(cl, 'GetModel', {}, 60_000)));
-    const inflight = clients.flatMap((cl) => Array.from({ length: 4 }, () => call(cl, 'Rank', req, 120_000).then(() => 'OK', (e: grpc.ServiceError) => `${grpc.status[e.code]}: ${e.details}`)));
-    await Promise.race(inflight); // the first answer is back: the rest are in flight
+    const { root } = loadProto();
+    const type = root.lookupType('adrank.v1.RankRequest');
+    const ids = Array.from((await loadBundle(heavyPath)).tensors['ads.id'] as BigInt64Array, String);
+    const bytes = Buffer.from(type.encode(type.fromObject(protoRequest(heavy, { candidateAdIds: ids, k: 10 })) as protobuf.Message).finish());
+    const rank = (cl: grpc.Client) =>
+      new Promise<string>((resolve) => cl.makeUnaryRequest('/adrank.v1.AdRanker/Rank', raw, raw, bytes, { deadline: Date.now() + 120_000 }, (e) => resolve(e ? `${grpc.status[e.code]}: ${e.details}` : 'OK')));
+    const inflight = clients.flatMap((cl) => Array.from({ length: PER_CONNECTION }, () => rank(cl)));
+    const access = (t: number) => events.filter((e) => e.event === 'access' && (e.thread ?? 0) === t).length;
+    // both threads are answering (so both have connections and calls queued): SIGTERM
+    await until('answers from both threads', () => access(0) > 0 && access(1) > 0, 60_000);
     child.kill('SIGTERM');
     const outcomes = await Promise.all(inflight);
     expect(await exited, 'exit code').to.equal(0);
@@ -326,10 +339,10 @@ describe('57 front-end threads', function () {
       const mine = (e: Record<string, any>) => (e.thread ?? 0) === thread;
       const from = events.findIndex((e) => e.event === 'shutting_down' && mine(e));
       expect(from, `thread ${thread} began its drain`).to.be.greaterThan(-1);
-      const answered = events.slice(from).filter((e) => e.event === 'access' && mine(e)).length;
-      expect(answered, `calls thread ${thread} answered while draining`).to.be.greaterThan(0);
+      expect(events[from].inflight, `calls in flight on thread ${thread} at SIGTERM (answered: ${access(0)}, ${access(1)})`).to.be.greaterThan(0);
+      expect(events.slice(from).filter((e) => e.event === 'access' && mine(e)).length, `calls thread ${thread} answered while draining`).to.be.greaterThan(0);
       expect(events.slice(from).find((e) => e.event === 'stopped' && mine(e))?.drained, `thread ${thread} drained`).to.equal(true);
     }
-    expect(events.filter((e) => e.event === 'access').length, 'access lines: one per Rank').to.equal(CONNECTIONS * 4);
+    expect(access(0) + access(1), 'access lines: one per Rank').to.equal(CONNECTIONS * PER_CONNECTION);
   });
 });
