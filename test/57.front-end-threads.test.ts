@@ -152,6 +152,10 @@ describe('57 front-end threads', function () {
     const sharedBefore = binding().sharedEngines();
     const { server } = await start();
     expect(binding().sharedEngines()).to.equal(sharedBefore + 1);
+    // what the other threads get besides the key: the ad tables in shared memory (one copy for all)
+    const shared = server.engine!.share();
+    expect(shared.bundle.tensors['ads.id'].buffer).to.be.instanceOf(SharedArrayBuffer);
+    expect(Array.from(shared.bundle.tensors['ads.id'] as BigInt64Array)).to.deep.equal(Array.from(bundle.tensors['ads.id'] as BigInt64Array));
     await server.shutdown('test');
     await until('the shared engine freed', () => binding().sharedEngines() === sharedBefore, 10_000);
   });

@@ -3,7 +3,7 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
+import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult, type TensorArray } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
@@ -51,10 +51,18 @@ export interface SharedEngine {
   fallbackPlan: FallbackEstimate[] | undefined;
 }
 
-/** Tensors a thread that attaches to a shared engine keeps a copy of: the ad tables the handlers
- *  read (ids, advertisers, targeting, bids) and anything small (means, task weights, lists). */
+/** Tensors a thread that attaches to a shared engine can read (one copy in shared memory for all
+ *  of them): the ad tables the handlers read (ids, advertisers, targeting, bids) and anything small
+ *  (means, task weights, lists). */
 const ATTACHED_TENSORS = new Set(['ads.id', 'ads.advertiser', 'ads.targeting', 'ads.bid']);
 const SMALL_TENSOR_BYTES = 1 << 20;
+
+/** A copy of `t` in a SharedArrayBuffer (postMessage then shares it instead of copying it). */
+function inSharedMemory<T extends TensorArray>(t: T): T {
+  const copy = new (t.constructor as new (b: SharedArrayBuffer) => T)(new SharedArrayBuffer(t.byteLength));
+  (copy as unknown as { set(a: T): void }).set(t);
+  return copy;
+}
 
 /** Ads scored (with a neutral request) to estimate each surface's mean probabilities. */
 export const FALLBACK_SAMPLE = 512;
@@ -262,7 +270,8 @@ export class Engine {
   share(): SharedEngine {
     const b = this.bundle;
     const tensors: LoadedBundle['tensors'] = {};
-    for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = t.slice(); // its own buffer: a view would clone the whole file
+    // in shared memory: every thread reads the one copy (a view of the file would clone all of it)
+    for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = inSharedMemory(t);
     const bundle: LoadedBundle = { ...b, tensors, adRow: undefined };
     return { key: this.native.share(), bundle, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
   }
