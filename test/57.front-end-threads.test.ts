@@ -12,10 +12,12 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { binding } from '../src/engine/binding.js';
 import { Engine } from '../src/engine/index.js';
@@ -186,6 +188,23 @@ describe('57 front-end threads', function () {
       expect(a.winners.map((w) => w.adId), `winners of ${requests[i].requestId}`).to.deep.equal(Array.from(want.adIds, String));
       for (const [j, w] of a.winners.entries()) expect(w.score, `score ${j} of ${requests[i].requestId}`).to.be.closeTo(want.scores[j], 1e-5 * Math.max(1, Math.abs(want.scores[j])));
     }
+    await expectEveryThreadServed(server, 'Rank');
+  });
+
+  it("health on every thread's connections follows the owner: SERVING", async () => {
+    const { server, clients } = await start();
+    const def = protoLoader.loadSync('health/v1/health.proto', { includeDirs: [join(dirname(createRequire(import.meta.url).resolve('grpc-health-check/package.json')), 'proto')], enums: String, defaults: true });
+    const Health = (grpc.loadPackageDefinition(def) as any).grpc.health.v1.Health;
+    const req = protoRequest(c, { candidateAdIds: adIds(bundle).slice(0, 50), k: 5 });
+    await Promise.all(clients.map((cl) => call(cl, 'Rank', req, 60_000)));
+    // on each Rank connection (so on both threads: see below) a health check
+    const statuses = await Promise.all(
+      clients.map((cl) => {
+        const h = new Health(`localhost:${server.port}`, grpc.credentials.createInsecure(), { channelOverride: cl.getChannel() });
+        return new Promise<string>((resolve, reject) => h.Check({ service: 'adrank.v1.AdRanker' }, (e: Error | null, r: { status: string }) => (e ? reject(e) : resolve(r.status))));
+      }),
+    );
+    expect(statuses).to.deep.equal(new Array(CONNECTIONS).fill('SERVING'));
     await expectEveryThreadServed(server, 'Rank');
   });
 
