@@ -25,6 +25,13 @@ import { engineCallObserver } from '../src/metrics/observe.js';
 import { silentLogger } from '../src/log.js';
 import type { CallState } from '../src/handlers/engine-rpc.js';
 
+// --threads: calls/s by front-end thread count, a separate benchmark (bench/frontend-threads.ts)
+if (process.argv.includes('--threads')) {
+  const { main } = await import('./frontend-threads.js');
+  await main(process.argv.slice(2));
+  process.exit(0);
+}
+
 const ITER = Number(process.env.ITER ?? 3000);
 
 function median(xs: number[]): number {

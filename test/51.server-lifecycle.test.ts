@@ -184,10 +184,13 @@ describe('51 server lifecycle', function () {
       client.close();
       expect(results.map((r) => r.status)).to.deep.equal(new Array(6).fill('fulfilled'));
       expect(await exited).to.equal(0);
-      const shutting = events.find((e) => e.event === 'shutting_down');
-      expect(shutting?.reason).to.equal('SIGTERM');
-      expect(shutting?.inflight, 'calls in flight at SIGTERM').to.be.greaterThan(0);
-      expect(events.find((e) => e.event === 'stopped')?.drained).to.equal(true);
+      // one line per front-end thread (the connection is on one of them)
+      const shutting = events.filter((e) => e.event === 'shutting_down');
+      expect(shutting.map((e) => e.reason)).to.include('SIGTERM');
+      expect(shutting.reduce((n, e) => n + e.inflight, 0), 'calls in flight at SIGTERM').to.be.greaterThan(0);
+      const stopped = events.filter((e) => e.event === 'stopped');
+      expect(stopped).to.not.be.empty;
+      expect(stopped.map((e) => e.drained)).to.not.include(false);
     });
   });
 });

@@ -9,6 +9,7 @@
 
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
+#include "addon/shared_engines.h"
 #include "engine/clock.h"
 #include "engine/completion.h"
 #include "kernels/cpu/gemm.h"
@@ -196,6 +197,9 @@ Napi::Value ExitNow(const Napi::CallbackInfo& info) {
   std::_Exit(code);
 }
 
+// sharedEngines(): how many shared engines (Engine.share) some JS thread still holds.
+Napi::Value SharedEngines(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(shared_engine_count())); }
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData(data);
@@ -210,6 +214,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", engine);
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
+  exports.Set("sharedEngines", Napi::Function::New<SharedEngines>(env, "sharedEngines"));
 #ifdef ADRANK_TEST_HOOKS
   exports.Set("completionWait", Napi::Function::New<CompletionWait>(env, "completionWait"));
 #endif

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "addon/convert.h"
+#include "addon/shared_engines.h"
 #include "engine/clock.h"
 #include "engine/request_parser.h"
 
@@ -172,6 +173,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::DeviceStats>("deviceStats"),
                                         InstanceMethod<&EngineWrap::Inflight>("inflight"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
+                                        InstanceMethod<&EngineWrap::Share>("share"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
                                         InstanceAccessor<&EngineWrap::Description>("description"),
                                         InstanceAccessor<&EngineWrap::NumAds>("numAds"),
@@ -186,14 +188,21 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   if (!info.IsConstructCall()) throw Napi::TypeError::New(env, "Engine must be called with new");
   if (info.Length() < 1 || !info[0].IsObject()) type_error(env, "the Engine constructor argument", "a NativeModelInit object", info[0]);
   const Napi::Object init = info[0].As<Napi::Object>();
-  const std::string device = get_string(init, "device", "device");
-  const int threads = get_int(init, "threads", "threads", 0, 4096);
-  const std::string precision = init.Get("precision").IsUndefined() ? "fp32" : get_string(init, "precision", "precision");
-  const ModelInit mi = model_init(init);
-  try {
-    engine_ = std::make_shared<Engine>(mi, device, threads, precision);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+  if (init.Has("shared")) {
+    // { shared: key }: the engine another JS thread of this process shared (share())
+    const double key = get_number(init, "shared", "shared");
+    engine_ = attach_engine(uint64_t(key));
+    if (!engine_) throw Napi::Error::New(env, "no shared engine " + std::to_string(uint64_t(key)) + ": every thread that held it has let go");
+  } else {
+    const std::string device = get_string(init, "device", "device");
+    const int threads = get_int(init, "threads", "threads", 0, 4096);
+    const std::string precision = init.Get("precision").IsUndefined() ? "fp32" : get_string(init, "precision", "precision");
+    const ModelInit mi = model_init(init);
+    try {
+      engine_ = std::make_shared<Engine>(mi, device, threads, precision);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
   }
   backend_ = engine_->backend_kind();
   description_ = engine_->description();
@@ -376,6 +385,13 @@ Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::Inflight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), inflight_); }
+
+// share(): the key under which the other JS threads of this process attach to this engine
+// (new Engine({ shared: key })); see shared_engines.h.
+Napi::Value EngineWrap::Share(const Napi::CallbackInfo& info) {
+  if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
+  return Napi::Number::New(info.Env(), double(share_engine(engine_)));
+}
 
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {
   if (inflight_ > 0) throw Napi::Error::New(info.Env(), "engine busy: " + std::to_string(inflight_) + " runs in flight");

@@ -18,4 +18,7 @@ export interface AdminContext {
   stats: Stats;
   /** the server's metrics (adrank_ad_state_updates_total), when on */
   metrics?: Metrics;
+  /** Resolves once every front-end thread serves the current model versions (ReloadModels
+   *  answers after it); absent with one thread. */
+  threadsSynced?: () => Promise<void>;
 }

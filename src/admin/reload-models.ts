@@ -9,5 +9,6 @@ export async function reloadModels(ctx: AdminContext): Promise<ReloadModelsRespo
   const repo = ctx.repository();
   if (!repo) throw new RequestError(status.FAILED_PRECONDITION, 'this server serves one --bundle; ReloadModels needs --model-repository');
   const r = await repo.rescan('ReloadModels');
+  await ctx.threadsSynced?.();
   return { models: versionStatuses(ctx.models), defaultVersion: ctx.models.defaultVersion() ?? '', loaded: r.loaded, failed: r.failed };
 }

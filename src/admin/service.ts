@@ -66,15 +66,53 @@ function adminProto(): ProtoGrpcType {
   return grpc.loadPackageDefinition(adminPackageDefinition()) as unknown as ProtoGrpcType;
 }
 
-/** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
-export function addAdminService(server: grpc.Server, ctx: AdminContext, data: HandlerContext): void {
-  server.addService(adminProto().adrank.v1.AdRankerAdmin.service, {
+/** The AdRankerAdmin handlers; `data` is the data RPCs' context, for Explain. */
+function adminImplementation(ctx: AdminContext, data: HandlerContext): Record<string, grpc.handleUnaryCall<unknown, unknown>> {
+  return {
     UpdateAdStates: handler(ctx, 'UpdateAdStates', updateAdStates),
     GetAdStates: handler(ctx, 'GetAdStates', getAdStates),
     ListModels: handler(ctx, 'ListModels', listModels),
     ReloadModels: handler(ctx, 'ReloadModels', reloadModels),
     Explain: explainHandler(data),
-  } as grpc.UntypedServiceImplementation);
+  } as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
+}
+
+/** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
+export function addAdminService(server: grpc.Server, ctx: AdminContext, data: HandlerContext): void {
+  server.addService(adminProto().adrank.v1.AdRankerAdmin.service, adminImplementation(ctx, data) as grpc.UntypedServiceImplementation);
+}
+
+/** An admin call forwarded from another front-end thread, and its answer: a response or a status. */
+export type AdminAnswer = { response: unknown } | { code: grpc.status; details: string };
+
+/** Runs one admin call for another front-end thread (the owner of the state and the models answers
+ *  every thread's admin calls: src/server/threads.ts). */
+export function adminRunner(ctx: AdminContext, data: HandlerContext): (method: string, request: unknown) => Promise<AdminAnswer> {
+  const impl = adminImplementation(ctx, data);
+  return (method, request) =>
+    new Promise((resolve) => {
+      const h = impl[method];
+      if (!h) return resolve({ code: grpc.status.UNIMPLEMENTED, details: `unknown admin method ${method}` });
+      h({ request } as grpc.ServerUnaryCall<unknown, unknown>, (err, response) =>
+        resolve(err ? { code: (err as grpc.ServiceError).code ?? grpc.status.INTERNAL, details: (err as grpc.ServiceError).details ?? (err as Error).message } : { response }),
+      );
+    });
+}
+
+/** Registers AdRankerAdmin on a front-end thread that does not own the state: each call is
+ *  answered by `forward` (the owner thread), with the owner's status on refusal. */
+export function addForwardedAdminService(server: grpc.Server, forward: (method: string, request: unknown) => Promise<AdminAnswer>): void {
+  const service = adminProto().adrank.v1.AdRankerAdmin.service;
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const method of Object.keys(service)) {
+    impl[method] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      forward(method, call.request).then(
+        (a) => ('response' in a ? callback(null, a.response) : callback(serviceError(a.code, a.details))),
+        (e: unknown) => callback(serviceError(grpc.status.UNAVAILABLE, `the owner thread did not answer: ${(e as Error).message}`)),
+      );
+    }) as grpc.handleUnaryCall<unknown, unknown>;
+  }
+  server.addService(service, impl);
 }
 
 /** A client of AdRankerAdmin (CLI, tests). */

@@ -25,6 +25,7 @@ import {
   SHUTDOWN_BOUND_MS,
 } from '../server/server.js';
 import { DEFAULT_METRICS_PORT } from '../metrics/index.js';
+import { defaultFrontEndThreads } from '../server/threads.js';
 import { TokenFile } from '../auth/tokens.js';
 import { jsonLogger, parseLevel, type Logger } from '../log.js';
 import { DEFAULT_KEEP_VERSIONS, DEFAULT_POLL_MS } from '../lifecycle/repository.js';
@@ -108,6 +109,7 @@ interface ServeFlags {
   device: string;
   precision: string;
   threads: number;
+  frontEndThreads: number;
   maxInflight: number;
   maxCandidates: number;
   maxMessageBytes: number;
@@ -215,6 +217,12 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       maxInflight: f.maxInflight,
       maxCandidates: f.maxCandidates,
       maxReceiveBytes: f.maxMessageBytes,
+      frontEndThreads: f.frontEndThreads,
+      // crashed front-end threads keep failing: stop serving and exit non-zero
+      onFatal: () => {
+        setTimeout(() => binding().exitNow(1), f.shutdownGraceMs + SHUTDOWN_BOUND_MS + 2_000).unref();
+        server.shutdown('front-end threads failing').finally(() => exit(1));
+      },
       shutdownGraceMs: f.shutdownGraceMs,
       batching: { maxCandidates: f.batchMaxCandidates, maxDelayUs: f.batchMaxDelayUs, maxQueue: f.batchMaxQueue },
       log,
@@ -235,8 +243,9 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
     log.error(e.code === 'EADDRINUSE' ? 'port_in_use' : 'bind_failed', { address: e.address, port: f.port, error: e.message, hint });
     process.exit(1);
   }
-  // SIGHUP: reread the token files (a file that cannot be read keeps its old tokens)
+  // SIGHUP: reread the token files (a file that cannot be read keeps its old tokens), on every thread
   process.on('SIGHUP', () => {
+    server.frontEndThreads?.reloadAuth();
     for (const t of [tokenFiles.data, tokenFiles.admin]) {
       if (!t) continue;
       try {
@@ -377,7 +386,13 @@ function program(): Command {
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
     .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 where the CPU has AVX512-BF16) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
-    .addOption(new Option('--max-inflight <n>', 'concurrent engine requests; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
+    .addOption(
+      new Option('--front-end-threads <n>', 'JS threads accepting gRPC connections on the port, sharing one engine per model version (1 on Node < 22.12)')
+        .env('ADRANK_FRONT_END_THREADS')
+        .default(defaultFrontEndThreads(), 'the number of cores')
+        .argParser(int(1, 1024)),
+    )
+    .addOption(new Option('--max-inflight <n>', 'concurrent engine requests per front-end thread; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))

@@ -190,6 +190,10 @@ export interface NativeEngine {
   inflight(): number;
   /** Frees the engine; throws if runs are in flight. */
   dispose(): void;
+  /** The key under which the other JS threads of this process attach to this same native engine
+   *  (`new Engine({ shared: key })`): one copy of the model, one CUDA context. The engine is freed
+   *  when the last thread's wrapper lets go. */
+  share(): number;
 }
 
 export interface Capabilities {
@@ -219,7 +223,9 @@ export interface NativeKernels {
 }
 
 export interface NativeBinding {
-  Engine: new (init: NativeModelInit) => NativeEngine;
+  Engine: new (init: NativeModelInit | { shared: number }) => NativeEngine;
+  /** Engines shared (NativeEngine.share) that some JS thread still holds. */
+  sharedEngines(): number;
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit

@@ -3,7 +3,7 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
+import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult, type TensorArray } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
@@ -38,6 +38,30 @@ export interface FallbackEstimate {
   probs: number[];
   /** ads the estimate averaged over */
   sample: number;
+}
+
+/** What another JS thread of this process needs to serve an engine this thread loaded
+ *  (Engine.share / Engine.attach): the key of the native engine and the bundle without its
+ *  large tensors (the model stays in native memory, once). Structured-clonable. */
+export interface SharedEngine {
+  key: number;
+  bundle: LoadedBundle;
+  deviceReason: string;
+  precision: Precision;
+  fallbackPlan: FallbackEstimate[] | undefined;
+}
+
+/** Tensors a thread that attaches to a shared engine can read (one copy in shared memory for all
+ *  of them): the ad tables the handlers read (ids, advertisers, targeting, bids) and anything small
+ *  (means, task weights, lists). */
+const ATTACHED_TENSORS = new Set(['ads.id', 'ads.advertiser', 'ads.targeting', 'ads.bid']);
+const SMALL_TENSOR_BYTES = 1 << 20;
+
+/** A copy of `t` in a SharedArrayBuffer (postMessage then shares it instead of copying it). */
+function inSharedMemory<T extends TensorArray>(t: T): T {
+  const copy = new (t.constructor as new (b: SharedArrayBuffer) => T)(new SharedArrayBuffer(t.byteLength));
+  (copy as unknown as { set(a: T): void }).set(t);
+  return copy;
 }
 
 /** Ads scored (with a neutral request) to estimate each surface's mean probabilities. */
@@ -240,6 +264,31 @@ export class Engine {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
     return new Engine(native, bundle, `${reason}; precision ${p.precision}: ${p.reason}`, p.precision, detail);
+  }
+
+  /** This engine for another JS thread of this process (worker_threads): see SharedEngine. */
+  share(): SharedEngine {
+    const b = this.bundle;
+    const tensors: LoadedBundle['tensors'] = {};
+    // in shared memory: every thread reads the one copy (a view of the file would clone all of it)
+    for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = inSharedMemory(t);
+    const bundle: LoadedBundle = { ...b, tensors, adRow: undefined };
+    return { key: this.native.share(), bundle, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
+  }
+
+  /** The engine another thread shared (its native engine, not a copy). Throws when every thread
+   *  that held it has let go. */
+  static attach(shared: SharedEngine, options: Pick<EngineOptions, 'binding'> = {}): Engine {
+    const Native = (options.binding ?? binding()).Engine;
+    let native: NativeEngine;
+    try {
+      native = new Native({ shared: shared.key });
+    } catch (e) {
+      throw new EngineError((e as Error).message, 'DISPOSED');
+    }
+    const engine = new Engine(native, shared.bundle, shared.deviceReason, shared.precision);
+    engine.fallbackPlan = shared.fallbackPlan;
+    return engine;
   }
 
   get config(): ModelConfig {

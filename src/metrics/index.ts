@@ -7,7 +7,7 @@
  * ./collectors.ts; rare events (model loads, ad-state updates, batches) through prom-client's
  * own Counter/Gauge/Histogram.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { status } from '@grpc/grpc-js';
 import type { NativeResult } from '../engine/index.js';
 import type { ModelConfig } from '../model/config.js';
@@ -242,7 +242,22 @@ export class Metrics {
   }
 
   /** The text exposition (what GET /metrics returns). */
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /**
+   * Where the other front-end threads' metrics come from (--front-end-threads): each thread's
+   * registry as JSON. Set on the thread that serves /metrics; the text is then the sum over the
+   * threads (prom-client's AggregatorRegistry.aggregate; every adrank collector sums, and only
+   * this thread has the process and Node.js metrics and the owner's gauges).
+   */
+  peers: (() => Promise<object[][]>) | undefined;
+
+  /** This thread's metrics, as another thread's `peers` reads them. */
+  json(): Promise<object[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  async text(): Promise<string> {
+    if (!this.peers) return this.registry.metrics();
+    const all = [await this.json(), ...(await this.peers())];
+    return AggregatorRegistry.aggregate(all).metrics();
   }
 }

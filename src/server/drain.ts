@@ -110,6 +110,7 @@ export class CallTracker {
 export class ConnectionCloser {
   private readonly sockets = new Set<Socket>();
   private closing = false;
+  private allClosed: (() => void)[] = [];
   /** false when this grpc-js version does not expose its HTTP/2 servers (then the drain waits
    *  for clients to close, as grpc-js alone does) */
   readonly available: boolean;
@@ -132,7 +133,10 @@ export class ConnectionCloser {
 
   private add(socket: Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      if (this.sockets.size === 0) for (const f of this.allClosed.splice(0)) f();
+    });
     if (this.closing) this.arm(socket);
   }
 
@@ -147,6 +151,12 @@ export class ConnectionCloser {
     const destroy = () => setTimeout(() => socket.destroy(), 20);
     if (socket.writableFinished) destroy();
     else socket.once('finish', destroy);
+  }
+
+  /** Resolves once no connection is open. grpc-js's tryShutdown does not wait for the sessions
+   *  of connections handed to it by a connection injector (the front-end threads); this does. */
+  whenAllClosed(): Promise<void> {
+    return this.sockets.size === 0 ? Promise.resolve() : new Promise((resolve) => this.allClosed.push(resolve));
   }
 
   /** Destroys every connection now. */

@@ -10,8 +10,10 @@ import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
 import protobuf from 'protobufjs';
-import { Engine } from '../engine/index.js';
-import { addAdminService, reflectionPackageDefinition } from '../admin/service.js';
+import { lookup } from 'node:dns/promises';
+import { createServer, type ListenOptions, type Server as NetServer, type AddressInfo } from 'node:net';
+import { Engine, type SharedEngine } from '../engine/index.js';
+import { addAdminService, addForwardedAdminService, adminRunner, reflectionPackageDefinition } from '../admin/service.js';
 import { InflightLimit, Stats, type HandlerContext } from '../handlers/context.js';
 import { FALLBACK_ONLY_VERSION, fixedLeases, ModelRegistry } from '../lifecycle/registry.js';
 import { DeviceFailover } from '../lifecycle/failover.js';
@@ -37,6 +39,7 @@ import { authInterceptor } from '../auth/interceptor.js';
 import type { AuthConfig } from '../auth/policy.js';
 import { serverCredentials, type TlsFiles } from '../auth/tls.js';
 import { checkShadowOptions, Shadow, type ShadowOptions } from '../shadow/shadow.js';
+import { FrontEndThreads, reusePortSupported, type SharedVersion, type ThreadLink, type ThreadServerOptions } from './threads.js';
 
 export interface ServerOptions {
   /** default 'localhost' */
@@ -85,10 +88,20 @@ export interface ServerOptions {
   /** shadow traffic to a version of the repository (docs/operations.md "Shadow traffic"); needs
    *  `repository`; off when absent */
   shadow?: ShadowOptions;
+  /** --front-end-threads: JS threads serving the port, each with its own grpc-js server (default
+   *  1; src/server/threads.ts). More than one needs Node >= 22.12 (reusePort); the feature log and
+   *  shadow traffic run on one thread. Otherwise the server serves from one thread and logs why. */
+  frontEndThreads?: number;
+  /** Front-end threads keep crashing (src/server/threads.ts): default, log and shut down. */
+  onFatal?: (error: Error) => void;
+  /** @internal A front-end worker thread's link to the owner thread (src/server/thread-main.ts). */
+  thread?: ThreadLink;
 }
 
 /** What start() builds around the grpc-js server and hands to the instance. */
 interface Parts {
+  /** with several front-end threads: this thread's listening sockets (reusePort) */
+  listeners?: NetServer[];
   tracker: CallTracker;
   closer: ConnectionCloser;
   metrics?: Metrics;
@@ -128,6 +141,55 @@ const NATIVE_RUN_WAIT_MS = 2_000;
 /** Shutdown takes at most --shutdown-grace-ms plus this (docs/operations.md "Shutdown"). */
 export const SHUTDOWN_BOUND_MS = CUT_FLUSH_MS + NATIVE_RUN_WAIT_MS + 250;
 
+/**
+ * Listens on every address of `host` with reusePort, so that the other front-end threads can
+ * listen on the same port, and hands each connection to the grpc-js server (its connection
+ * injector: plaintext, TLS and mTLS alike). Port 0 = a free port, the same on every address.
+ */
+async function listenShared(server: grpc.Server, credentials: grpc.ServerCredentials, host: string, port: number, address: string, first: boolean): Promise<{ port: number; listeners: NetServer[] }> {
+  const bare = host.replace(/^\[|\]$/g, '');
+  const addresses = (await lookup(bare, { all: true }).catch(() => [{ address: bare }])).map((a) => a.address);
+  const injector = server.createConnectionInjector(credentials);
+  const listeners: NetServer[] = [];
+  const listen = (l: NetServer, addr: string, reusePort: boolean) =>
+    new Promise<void>((resolve, reject) => {
+      l.once('error', reject);
+      l.listen({ host: addr, port, reusePort } as ListenOptions & { reusePort: boolean }, () => resolve());
+    });
+  for (const [i, addr] of addresses.entries()) {
+    const l = createServer((socket) => injector.injectConnection(socket));
+    try {
+      if (first) {
+        // With reusePort another process could listen on the port too, and the kernel would split
+        // the connections between the two: the first thread checks that the port is free first.
+        const probe = createServer();
+        await listen(probe, addr, false);
+        port = (probe.address() as AddressInfo).port;
+        await new Promise((resolve) => probe.close(resolve));
+      }
+      await listen(l, addr, true);
+    } catch (e) {
+      // like grpc-js: an address of the name that cannot be had (no IPv6) is skipped if another binds
+      if (i < addresses.length - 1 || listeners.length > 0) continue;
+      for (const b of listeners) b.close();
+      throw BindError.from(e as Error, address);
+    }
+    port = (l.address() as AddressInfo).port;
+    listeners.push(l);
+  }
+  return { port, listeners };
+}
+
+/** --front-end-threads as served: `requested`, or 1 with the reason. */
+export function frontEndThreadsFor(requested: number, opts: Pick<ServerOptions, 'featureLog' | 'shadow'>, node = process.versions.node): { threads: number; why?: string } {
+  if (!(Number.isInteger(requested) && requested >= 1 && requested <= 1024)) throw new Error(`expected an integer in 1..1024 for front end threads, got ${requested}`);
+  if (requested === 1) return { threads: 1 };
+  if (!reusePortSupported(node)) return { threads: 1, why: `Node ${node} cannot share a port between threads (reusePort needs Node >= 22.12)` };
+  if (opts.featureLog) return { threads: 1, why: 'the feature log is written by one thread' };
+  if (opts.shadow) return { threads: 1, why: "shadow traffic sheds by one thread's load" };
+  return { threads: requested };
+}
+
 /** The three engine RPCs by their method names in the proto service. */
 const ENGINE_RPCS = { Retrieve: retrieve, Rank: rank, RetrieveAndRank: retrieveAndRank } as const;
 
@@ -165,6 +227,18 @@ export class AdrankServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly ctx: HandlerContext;
+  /** the other front-end threads, on the owner thread (undefined with one thread) */
+  private threads: FrontEndThreads | undefined;
+  /** on a worker thread: the owner's health, and the shared engine key of each version served */
+  private ownerHealth: ServingStatus = 'NOT_SERVING';
+  private readonly sharedKeys = new Map<string, number>();
+  private applying: Promise<void> = Promise.resolve();
+  private firstModels: (() => void) | undefined;
+  /** resolves once start() has started the other front-end threads (at once with one thread) */
+  private threadsUp: Promise<void>;
+  private threadsStarted!: () => void;
+  /** each engine as shared with the other threads (the same key and bundle copy every time) */
+  private readonly shared = new WeakMap<Engine, SharedEngine>();
 
   private constructor(
     private readonly server: grpc.Server,
@@ -217,7 +291,17 @@ export class AdrankServer {
         if (!this.closing) this.setHealth(ok ? 'SERVING' : 'NOT_SERVING');
       },
     });
-    this.ctx.deviceFailed = (engine, version, error) => this.failover.onStickyError(engine, version, error);
+    const link = opts.thread;
+    this.ctx.deviceFailed = link
+      ? (_engine, version, error) => link.post({ type: 'device-failed', version, message: error.message })
+      : (engine, version, error) => this.failover.onStickyError(engine, version, error);
+    link?.on((m) => {
+      if (m.type === 'models') this.applying = this.applying.then(() => this.applyModels(m.seq, m.versions));
+      else if (m.type === 'health') {
+        this.ownerHealth = m.status;
+        this.followHealth();
+      } else if (m.type === 'metrics') void parts.metrics?.json().then((json) => link.post({ type: 'metrics-answer', id: m.id, json }));
+    });
     if (opts.shadow) {
       const shadow = new Shadow(opts.shadow, {
         models: this.models,
@@ -238,6 +322,12 @@ export class AdrankServer {
       parts.metrics.inflight.read = () => this.ctx.inflight.current;
       // requests waiting for a micro-batch; with batching off, native runs of the default version
       parts.metrics.queueDepth.read = () => (this.ctx.batcher?.enabled ? this.ctx.batcher.stats().queueDepth : this.models.defaultEngine()?.inflight());
+    }
+    if (parts.metrics && !link) {
+      // the shared engines' device counters: once, from the owner thread
+      parts.metrics.inflight.read = () => this.ctx.inflight.current;
+      // requests waiting for a micro-batch; with batching off, native runs of the default version
+      parts.metrics.queueDepth.read = () => (this.ctx.batcher?.enabled ? this.ctx.batcher.stats().queueDepth : this.models.defaultEngine()?.inflight());
       const stats = () => this.models.defaultEngine()?.deviceStats();
       parts.metrics.deviceGraphs.read = () => stats()?.graphs;
       parts.metrics.deviceCaptureFailures.read = () => stats()?.captureFailures;
@@ -252,10 +342,11 @@ export class AdrankServer {
         m.featureLogDropped.read = () => Array.from(fl.droppedBy, ([reason, n]) => [{ reason }, n]);
       }
     }
+    this.threadsUp = new Promise((resolve) => (this.threadsStarted = resolve));
     this.addServices();
     this.ready = this.load().catch((e: unknown) => {
       // a repository's failed versions are counted as they fail (ModelRegistry.markFailed)
-      if (!this.closing && !opts.repository) parts.metrics?.modelLoadFailures.inc();
+      if (!this.closing && !opts.repository && !link) parts.metrics?.modelLoadFailures.inc();
       throw e;
     });
     this.ready.catch(() => {}); // the caller decides; an unhandled rejection must not kill the process
@@ -280,8 +371,11 @@ export class AdrankServer {
     const sample = opts.featureLog?.sample ?? 0;
     if (!(sample >= 0 && sample <= 1)) throw new Error(`expected a rate in 0..1 for feature log sample, got ${sample}`);
     const host = opts.host ?? DEFAULT_HOST;
+    const { threads, why: fewerThreads } = opts.thread ? { threads: 1 } : frontEndThreadsFor(opts.frontEndThreads ?? 1, opts);
+    if (fewerThreads) log.warn('front_end_threads_reduced', { requested: opts.frontEndThreads, threads, why: fewerThreads });
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
-    const metrics = opts.metrics ? new Metrics() : undefined;
+    // a worker thread keeps its own metrics, without the process-wide ones, for the owner's /metrics
+    const metrics = opts.thread ? (opts.thread.metrics ? new Metrics({ defaults: false }) : undefined) : opts.metrics ? new Metrics() : undefined;
     const tracker = new CallTracker(metrics && ((path) => metrics.method(path)));
     const server = new grpc.Server({
       // nearest the wire first: the tracker (drain, metrics) sees every status, auth refusals included
@@ -295,21 +389,34 @@ export class AdrankServer {
       'grpc.keepalive_permit_without_calls': 1,
     });
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${opts.port ?? DEFAULT_PORT}` : `${host}:${opts.port ?? DEFAULT_PORT}`;
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, credentials, (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))),
-    );
+    let port: number;
+    let listeners: NetServer[] | undefined;
+    if (threads > 1 || opts.thread) ({ port, listeners } = await listenShared(server, credentials, host, opts.port ?? DEFAULT_PORT, address, !opts.thread));
+    else port = await new Promise<number>((resolve, reject) => server.bindAsync(address, credentials, (err, p) => (err ? reject(BindError.from(err, address)) : resolve(p))));
     const closer = new ConnectionCloser(server);
     let endpoint: MetricsEndpoint | undefined;
-    if (metrics) {
+    if (metrics && !opts.thread) {
       try {
         endpoint = await serveMetrics(metrics, opts.metrics?.host ?? host, opts.metrics!.port);
       } catch (e) {
         server.forceShutdown();
+        for (const l of listeners ?? []) l.close();
         throw e;
       }
     }
-    const s = new AdrankServer(server, host, port, opts, log, inflight, { tracker, closer, metrics, endpoint });
-    log.info('listening', {
+    const s = new AdrankServer(server, host, port, opts, log, inflight, { listeners, tracker, closer, metrics, endpoint });
+    if (threads > 1) {
+      s.threads = new FrontEndThreads(threads - 1, port, threadOptions(opts, host), s.threadOwner());
+      try {
+        await s.threads.start();
+      } catch (e) {
+        await s.shutdown('a front-end thread failed to start');
+        throw e instanceof BindError || !(e as { code?: string }).code ? e : BindError.from(e as Error, address);
+      }
+      if (metrics) metrics.peers = () => s.threads!.metricsJson();
+    }
+    s.threadsStarted();
+    log.info(opts.thread ? 'thread_listening' : 'listening', {
       address: `${host}:${port}`,
       tls: opts.tls ? (opts.tls.clientCa ? 'mtls' : 'tls') : 'off',
       auth: { data: opts.auth?.dataTokens ? 'token' : 'open', admin: opts.auth?.adminTokens ? 'token' : opts.auth?.adminInsecure ? 'insecure' : 'off' },
@@ -318,6 +425,7 @@ export class AdrankServer {
       maxReceiveBytes: maxReceive,
       maxInflight: s.ctx.inflight.max,
       maxCandidates: s.ctx.limits.maxCandidates,
+      frontEndThreads: threads,
     });
     if (!closer.available) log.warn('idle_close_unavailable', { reason: 'this grpc-js does not expose its HTTP/2 servers; idle connections close when clients close them' });
     return s;
@@ -351,6 +459,11 @@ export class AdrankServer {
     return this.ctx.inflight.current;
   }
 
+  /** The other front-end threads (undefined with one thread, and on a worker thread). */
+  get frontEndThreads(): FrontEndThreads | undefined {
+    return this.threads;
+  }
+
   /** Shadow traffic (undefined when off). */
   get shadow(): Shadow | undefined {
     return this.ctx.shadow;
@@ -378,6 +491,87 @@ export class AdrankServer {
     this.healthNow = s;
     this.health.setStatus('', s);
     this.health.setStatus(SERVICE_NAME, s);
+    this.threads?.publishHealth(s);
+  }
+
+  /** A worker thread: SERVING when the owner is and this thread has the default version. */
+  private followHealth(): void {
+    if (!this.loaded || this.closing) return;
+    this.setHealth(this.ownerHealth === 'SERVING' && this.models.defaultEngine() ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** What the supervisor of the other front-end threads needs from the owner thread. */
+  private threadOwner() {
+    const admin = adminRunner(this.adminContext(), this.ctx);
+    return {
+      log: this.log,
+      versions: (): SharedVersion[] => this.models.ready().map((v) => ({ version: v.version, path: v.path, shared: this.share(v.engine!) })),
+      health: () => this.healthNow,
+      admin,
+      deviceFailed: (version: string, message: string) => {
+        const engine = this.models.get(version)?.engine;
+        if (engine) this.failover.onStickyError(engine, version, new Error(message));
+      },
+      fatal: (e: Error) => {
+        this.log.error('front_end_threads_failed', { error: e });
+        if (this.opts.onFatal) this.opts.onFatal(e);
+        else void this.shutdown('front-end threads failing');
+      },
+    };
+  }
+
+  private share(engine: Engine): SharedEngine {
+    let s = this.shared.get(engine);
+    if (!s) this.shared.set(engine, (s = engine.share()));
+    return s;
+  }
+
+  private adminContext() {
+    return {
+      models: this.models,
+      state: this.adState,
+      repository: () => this.repo,
+      log: this.log,
+      stats: this.stats,
+      metrics: this.parts.metrics,
+      threadsSynced: () => this.threads?.synced() ?? Promise.resolve(),
+    };
+  }
+
+  /**
+   * A worker thread: serve the versions the owner published (attached to its engines, warmed up
+   * on this thread) and retire the ones it no longer serves; then acknowledge `seq`.
+   */
+  private async applyModels(seq: number, versions: SharedVersion[]): Promise<void> {
+    for (const sv of versions) {
+      if (this.closing) return;
+      const have = this.models.get(sv.version);
+      if (have?.state === 'READY' && this.sharedKeys.get(sv.version) === sv.shared.key) continue;
+      let engine: Engine;
+      try {
+        engine = Engine.attach(sv.shared);
+        await this.prepareServing(engine, sv.version);
+      } catch (e) {
+        // the owner retired it meanwhile: the next message says so
+        this.log.warn('thread_attach_failed', { version: sv.version, error: e });
+        continue;
+      }
+      this.sharedKeys.set(sv.version, sv.shared.key);
+      if (have?.state === 'READY') {
+        const old = this.models.replaceEngine(have, engine);
+        if (old) disposeWhenIdle(old);
+      } else {
+        this.models.markReady(this.models.loading(sv.version, sv.path), engine, 0);
+      }
+    }
+    const keep = new Set(versions.map((v) => v.version));
+    for (const v of this.models.ready()) {
+      if (keep.has(v.version)) continue;
+      this.sharedKeys.delete(v.version);
+      void this.models.retire(v, 'retired by the owner thread');
+    }
+    if (this.models.defaultEngine()) this.firstModels?.();
+    this.opts.thread?.post({ type: 'synced', seq });
   }
 
   private addServices(): void {
@@ -399,7 +593,9 @@ export class AdrankServer {
           },
         } as grpc.UntypedServiceImplementation),
     });
-    addAdminService(this.server, { models: this.models, state: this.adState, repository: () => this.repo, log: this.log, stats: this.stats, metrics: this.parts.metrics }, this.ctx);
+    const link = this.opts.thread;
+    if (link) addForwardedAdminService(this.server, (method, request) => link.admin(method, request));
+    else addAdminService(this.server, this.adminContext(), this.ctx);
     if (this.opts.reflection) {
       const healthDefinition = protoLoader.loadSync(healthProtoPath, { keepCase: true });
       new ReflectionService({ ...reflectionPackageDefinition(), ...healthDefinition }).addToServer(this.server);
@@ -407,6 +603,15 @@ export class AdrankServer {
   }
 
   private async load(): Promise<void> {
+    if (this.opts.thread) {
+      // the owner loads; this thread serves what it publishes
+      await new Promise<void>((resolve) => (this.firstModels = resolve));
+      if (this.closing) return;
+      this.loaded = true;
+      this.followHealth();
+      this.log.info('thread_serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
+      return;
+    }
     if (this.opts.repository) {
       this.repo = new ModelRepository({
         ...this.opts.repository,
@@ -432,6 +637,9 @@ export class AdrankServer {
         await this.startFallbackOnly(e as Error, [this.opts.fallbackOnly.bundle]);
       }
     }
+    // every front-end thread serves the loaded versions before health says SERVING
+    await this.threadsUp;
+    await this.threads?.synced();
     if (this.closing) return;
     this.loaded = true;
     this.setHealth('SERVING');
@@ -505,6 +713,11 @@ export class AdrankServer {
     this.log.info('ad_state_applied', { version, ads, stateFile: this.adState.path ?? null });
     const fallback = await engine.prepareFallback();
     this.log.info('fallback_ready', { version, surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
+    await this.prepareServing(engine, version);
+  }
+
+  /** This thread's part of preparing a version: the batcher (from the first version) and the warm-up. */
+  private async prepareServing(engine: Engine, version: string): Promise<void> {
     if (engine.adsOnly) return; // no model runs: no batcher defaults from it, no warm-up
     if (!this.ctx.batcher) {
       // one batcher for the server, its defaults set by the first version's backend; it never mixes
@@ -520,7 +733,9 @@ export class AdrankServer {
   /** Health follows the READY versions once the first load is done; state compaction drops ads
    *  no loaded version has. */
   private modelsChanged(): void {
+    if (this.opts.thread) return this.followHealth(); // the owner keeps adrank_model_info and the state file
     this.syncModelInfo();
+    this.threads?.publishModels();
     if (!this.loaded || this.closing) return;
     this.setHealth(this.models.defaultEngine() ? 'SERVING' : 'NOT_SERVING');
     void this.adState.compact('model versions changed');
@@ -574,7 +789,12 @@ export class AdrankServer {
       void this.ctx.shadow?.close();
       for (const w of this.watches) w.end();
       this.watches.clear();
-      const closed = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      // every front-end thread drains at the same time as this one
+      const threadsStopped = this.threads?.shutdown(reason, grace + SHUTDOWN_BOUND_MS);
+      for (const l of this.parts.listeners ?? []) l.close();
+      const shut = new Promise<true>((resolve) => this.server.tryShutdown(() => resolve(true)));
+      // injected connections (front-end threads): closed once their sockets are
+      const closed = this.parts.listeners ? shut.then(() => closer.whenAllClosed()).then(() => true as const) : shut;
       closer.closeWhenDone();
       const drained = await within(closed, grace);
       if (!drained) {
@@ -590,6 +810,7 @@ export class AdrankServer {
       // (a CLI process exits before that, see nativeRunsLeft).
       await this.repo?.stop();
       this.leftBehind = await this.models.close(NATIVE_RUN_WAIT_MS);
+      await threadsStopped;
       try {
         // Closing the file is a libuv thread-pool job, queued behind native runs still left: skip it
         // then (every acknowledged update is already fsync'd; the process is about to exit).
@@ -608,7 +829,7 @@ export class AdrankServer {
   /** Native runs still in flight after shutdown resolved (past its bound). A process exiting
    *  now should not wait for them: the CLI then ends with the addon's exitNow. */
   get nativeRunsLeft(): number {
-    return this.leftBehind.reduce((n, e) => n + e.inflight(), 0);
+    return this.leftBehind.reduce((n, e) => n + e.inflight(), 0) + (this.threads?.nativeRunsLeft ?? 0);
   }
 
   private dispose(engine: Engine): void {
@@ -618,6 +839,35 @@ export class AdrankServer {
       this.log.error('dispose_failed', { error: e });
     }
   }
+}
+
+/** The options a front-end worker thread starts with: this server's, files by path. */
+function threadOptions(opts: ServerOptions, host: string): ThreadServerOptions {
+  return {
+    host,
+    maxInflight: opts.maxInflight,
+    maxCandidates: opts.maxCandidates,
+    maxReceiveBytes: opts.maxReceiveBytes,
+    shutdownGraceMs: opts.shutdownGraceMs,
+    batching: opts.batching,
+    warmup: opts.warmup,
+    tls: opts.tls,
+    auth: opts.auth && { dataTokenFile: opts.auth.dataTokens?.path, adminTokenFile: opts.auth.adminTokens?.path, adminInsecure: opts.auth.adminInsecure },
+    reflection: opts.reflection,
+    metrics: !!opts.metrics,
+    accessLogSample: opts.accessLogSample,
+    maxConnectionAgeMs: opts.maxConnectionAgeMs,
+  };
+}
+
+/** Disposes an engine wrapper once no native run of this thread is left on it. */
+function disposeWhenIdle(engine: Engine): void {
+  const poll = setInterval(() => {
+    if (engine.inflight() > 0) return;
+    clearInterval(poll);
+    engine.dispose();
+  }, 20);
+  poll.unref();
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
