@@ -39,6 +39,8 @@ constexpr int kMc = 240;  // rows per task (packed A block 240 × 256 × 4 B = 2
 constexpr int kNc = 256;  // columns per task
 // Below this many multiply-adds a job is not worth waking the pool for (~20 µs on one core).
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
+// Software prefetch distance in the stream order (small m): 16 cache lines of each W panel ahead.
+constexpr int kPrefetch = 1024;
 
 // One micro-kernel call: C[0:MR, 0:ncols] (+)= Apanel · Wpanelᵀ over kc, with the epilogue
 // on the last K block. All pointers are already offset to the tile's origin.
@@ -47,6 +49,9 @@ struct Tile {
   const float* a;   // packed A micro-panel, [kc][MR]
   const float* w;   // first W panel at this K block, [kc][16]; panel v at w + v * wstride
   int64_t wstride;  // floats between consecutive W panels (k * 16)
+  const uint32_t* wb;  // bf16 kernels: first W panel at this K block, [kc/2][16] bf16 pairs
+  int64_t wbstride;    // pairs between consecutive bf16 W panels (ceil(k/2) * 16)
+  bool prefetch;    // stream order: prefetch W kPrefetch bytes ahead
   float* c;
   int64_t ldc;
   int ncols;        // valid columns in the tile, 1 .. NP * 16 (the tile's W panels are all real)
@@ -72,6 +77,7 @@ struct Isa {
   int small_m;   // m up to which wide tiles are used (0: never)
   int small_np;  // W panels per wide tile
   std::array<std::array<Ukernel, 4>, 12> uk;
+  std::array<std::array<Ukernel, 4>, 12> ukb;  // the same tiles reading bf16 W (null: no bf16 kernel)
 };
 
 constexpr bool has_kernel(int mr, int np, int mr_max, int np_max, int small_m, int small_np) {
@@ -96,9 +102,11 @@ constexpr std::array<std::array<Ukernel, 4>, 12> make_table(std::index_sequence<
   return {table_row<K, kMr, kNp, kSmallM, kSmallNp, int(R) + 1>(std::make_index_sequence<4>())...};
 }
 
-template <template <int, int> class K, int kMr, int kNp, int kSmallM, int kSmallNp>
+// KB: the bf16-weight micro-kernel of the same tiles, or K with kBf16 = false (none).
+template <template <int, int> class K, template <int, int> class KB, bool kBf16, int kMr, int kNp, int kSmallM, int kSmallNp>
 constexpr Isa make_isa(const char* name) {
-  return {name, kMr, kNp, kSmallM, kSmallNp, make_table<K, kMr, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>())};
+  return {name, kMr, kNp, kSmallM, kSmallNp, make_table<K, kMr, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>()),
+          make_table<KB, kBf16 ? kMr : 0, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>())};
 }
 
 // ---- portable scalar path ----------------------------------------------------------------
@@ -131,7 +139,7 @@ struct ScalarKernel {
   }
 };
 
-const Isa kScalar = make_isa<ScalarKernel, 4, 1, 0, 1>("scalar");
+const Isa kScalar = make_isa<ScalarKernel, ScalarKernel, false, 4, 1, 0, 1>("scalar");
 
 #if defined(__x86_64__)
 
@@ -156,6 +164,8 @@ struct Avx2Kernel {
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + kPrefetch, _MM_HINT_T0);
       __m256 b[V];
       for (int v = 0; v < V; v++) b[v] = _mm256_load_ps(w + (v / 2) * t.wstride + 8 * (v % 2));
 #pragma GCC unroll 12
@@ -164,6 +174,10 @@ struct Avx2Kernel {
         for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(ar, b[v], acc[r][v]);
       }
     }
+    finish(t, acc, full, mask);
+  }
+  // The epilogue on the last K block and the (masked) store of C.
+  __attribute__((target("avx2,fma"))) static void finish(const Tile& t, __m256 (&acc)[MR][V], bool full, const __m256i (&mask)[V]) {
     if (t.last) {
       __m256 bias[V], zero = _mm256_setzero_ps();
       for (int v = 0; v < V; v++) bias[v] = t.bias ? load(t.bias + 8 * v, full, mask[v]) : zero;
@@ -187,7 +201,56 @@ struct Avx2Kernel {
   }
 };
 
-const Isa kAvx2 = make_isa<Avx2Kernel, 6, 1, 3, 2>("avx2");
+// The same tiles reading W as bf16 pairs (PackedMatrix::pack_bf16): 8 pairs of a panel row (one
+// 256-bit load) hold k = 2q and 2q + 1 of 8 columns; shifting each 32-bit lane left by 16 gives
+// the 8 fp32 weights of k = 2q, clearing its low half those of k = 2q + 1 (a bf16 is the upper
+// half of an fp32). Then the fp32 FMAs in the order of Avx2Kernel, p = 0, 1, 2, ... per element,
+// so the result is bitwise Avx2Kernel's on the bf16-rounded W. Half the bytes of W streamed.
+template <int MR, int NP>
+struct Avx2Bf16Kernel {
+  static constexpr int V = 2 * NP;
+  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+    using K = Avx2Kernel<MR, NP>;
+    const bool full = t.ncols == NP * kPanel;
+    __m256i mask[V];
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int v = 0; v < V; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
+    __m256 acc[MR][V];
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++)
+      for (int v = 0; v < V; v++)
+        acc[r][v] = t.first ? _mm256_setzero_ps() : K::load(t.c + r * t.ldc + 8 * v, full, mask[v]);
+    const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
+    const float* a = t.a;
+    const uint32_t* w = t.wb;
+    int p = 0;
+    for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + kPrefetch, _MM_HINT_T0);
+      for (int v = 0; v < V; v++) {
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
+          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + MR + r), odd, acc[r][v]);
+        }
+      }
+    }
+    if (p < t.kc) {  // odd k: the last pair's upper half is padding
+      for (int v = 0; v < V; v++) {
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
+      }
+    }
+    K::finish(t, acc, full, mask);
+  }
+};
+
+const Isa kAvx2 = make_isa<Avx2Kernel, Avx2Bf16Kernel, true, 6, 1, 3, 2>("avx2");
 
 // ---- AVX-512: 12 × 32 tile (24 zmm accumulators over two W panels); m <= 4: up to 4 × 64 ------
 
@@ -207,6 +270,8 @@ struct Avx512Kernel {
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + kPrefetch, _MM_HINT_T0);
       __m512 b[NP];
       for (int v = 0; v < NP; v++) b[v] = _mm512_load_ps(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -234,7 +299,7 @@ struct Avx512Kernel {
   }
 };
 
-const Isa kAvx512 = make_isa<Avx512Kernel, 12, 2, 4, 4>("avx512");
+const Isa kAvx512 = make_isa<Avx512Kernel, Avx512Kernel, false, 12, 2, 4, 4>("avx512");
 
 #endif  // __x86_64__
 
@@ -244,56 +309,78 @@ const Isa kAvx512 = make_isa<Avx512Kernel, 12, 2, 4, 4>("avx512");
 thread_local std::vector<float, CacheAlignedAllocator<float>> tls_apack;
 
 
-void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
-               const Epilogue& ep, ThreadPool* pool) {
+// bf16w: read W's bf16 pairs with isa.ukb (the caller checked both exist).
+void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c,
+               int64_t ldc, const Epilogue& ep, ThreadPool* pool) {
   const int n = w.n(), k = w.k();
   if (m <= 0 || n <= 0) return;
   const int mr = isa.mr;
   const int nr = (m <= isa.small_m ? isa.small_np : isa.np) * kPanel;
+  const auto& uk = bf16w ? isa.ukb : isa.uk;
+  const int64_t k2 = (int64_t(k) + 1) / 2;
+  const uint32_t* wb = bf16w ? reinterpret_cast<const uint32_t*>(w.bf16_data()) : nullptr;
 
   const TaskGrid grid(m, n, k, mr, nr, kMc, kNc, kKc, pool ? pool->size() : 1, kParallelMacs);
   const int64_t mc = grid.mc, cb = grid.cb, ncu = grid.ncu, kblocks = grid.kblocks;
+  // Blocked order: one packed A block (mc × kKc) at a time. Stream order: all of A packed first,
+  // block kb at kb · mc · kKc.
+  const size_t abuf = size_t(mc) * kKc * size_t(grid.stream ? kblocks : 1);
 
   auto run_tasks = [&](int64_t t0, int64_t t1) {
     auto& buf = tls_apack;
-    if (buf.size() < size_t(mc) * kKc) buf.resize(size_t(mc) * kKc);
+    if (buf.size() < abuf) buf.resize(abuf);
     for (int64_t task = t0; task < t1; task++) {
       const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
       const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
-      for (int64_t kb = 0; kb < kblocks; kb++) {
+      // Pack A[i0:i1, K block kb] as micro-panels [kc][rows] (rows = mr, or fewer at the end).
+      auto pack = [&](int64_t kb, float* block) {
         const int64_t p0 = kb * kKc;
         const int kc = int(std::min<int64_t>(kKc, k - p0));
-        // Pack A[i0:i1, p0:p0+kc] as micro-panels [kc][rows] (rows = mr, or fewer at the end).
         for (int64_t ir = i0; ir < i1; ir += mr) {
           const int rows = int(std::min<int64_t>(mr, i1 - ir));
-          float* dst = buf.data() + (ir - i0) * kc;
+          float* dst = block + (ir - i0) * kc;
           for (int r = 0; r < rows; r++) {
             const float* src = a + (ir + r) * lda + p0;
             for (int p = 0; p < kc; p++) dst[p * rows + r] = src[p];
           }
         }
+      };
+      // The row tiles of columns [j, j + nr) over K block kb, A block packed at `block`.
+      auto tiles = [&](int64_t kb, int64_t j, const float* block) {
+        const int64_t p0 = kb * kKc;
         Tile t{};
-        t.kc = kc;
+        t.kc = int(std::min<int64_t>(kKc, k - p0));
         t.wstride = int64_t(k) * kPanel;
+        t.wbstride = k2 * kPanel;
+        t.prefetch = grid.stream;
         t.ldc = ldc;
         t.first = kb == 0;
         t.last = kb == kblocks - 1;
         t.relu = ep.relu;
         t.ld_mul = ep.ld_mul;
         t.ld_add = ep.ld_add;
-        for (int64_t j = j0; j < j1; j += nr) {
-          t.ncols = int(std::min<int64_t>(nr, j1 - j));
-          const int np = int(ceil_div(t.ncols, kPanel));
-          t.w = w.data() + ((j / kPanel) * int64_t(k) + p0) * kPanel;
-          t.bias = ep.bias ? ep.bias + j : nullptr;
-          for (int64_t ir = i0; ir < i1; ir += mr) {
-            const int rows = int(std::min<int64_t>(mr, i1 - ir));
-            t.a = buf.data() + (ir - i0) * kc;
-            t.c = c + ir * ldc + j;
-            t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
-            t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
-            isa.uk[rows - 1][np - 1](t);
-          }
+        t.ncols = int(std::min<int64_t>(nr, j1 - j));
+        const int np = int(ceil_div(t.ncols, kPanel));
+        t.w = w.data() + ((j / kPanel) * int64_t(k) + p0) * kPanel;
+        if (wb) t.wb = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
+        t.bias = ep.bias ? ep.bias + j : nullptr;
+        for (int64_t ir = i0; ir < i1; ir += mr) {
+          const int rows = int(std::min<int64_t>(mr, i1 - ir));
+          t.a = block + (ir - i0) * t.kc;
+          t.c = c + ir * ldc + j;
+          t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
+          t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
+          uk[rows - 1][np - 1](t);
+        }
+      };
+      if (grid.stream) {
+        for (int64_t kb = 0; kb < kblocks; kb++) pack(kb, buf.data() + kb * mc * kKc);
+        for (int64_t j = j0; j < j1; j += nr)
+          for (int64_t kb = 0; kb < kblocks; kb++) tiles(kb, j, buf.data() + kb * mc * kKc);
+      } else {
+        for (int64_t kb = 0; kb < kblocks; kb++) {
+          pack(kb, buf.data());
+          for (int64_t j = j0; j < j1; j += nr) tiles(kb, j, buf.data());
         }
       }
     }
@@ -341,7 +428,7 @@ PackedMatrix::PackedMatrix(const float* w, int n, int k)
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
           ThreadPool* pool) {
   if (w.has_bf16() && gemm_bf16_available()) return gemm_bf16(a, m, lda, w, c, ldc, ep, pool);
-  gemm_with(chosen(), a, m, lda, w, c, ldc, ep, pool);
+  gemm_with(chosen(), false, a, m, lda, w, c, ldc, ep, pool);
 }
 
 const char* gemm_isa() { return chosen().name; }
@@ -355,8 +442,30 @@ std::vector<const char*> gemm_isas_available() {
 void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
              const Epilogue& ep, ThreadPool* pool) {
   for (const Isa* p : available())
-    if (std::strcmp(p->name, isa) == 0) return gemm_with(*p, a, m, lda, w, c, ldc, ep, pool);
+    if (std::strcmp(p->name, isa) == 0) return gemm_with(*p, false, a, m, lda, w, c, ldc, ep, pool);
   throw std::invalid_argument(std::string("expected an ISA path this CPU runs for gemm_on, got ") + isa);
 }
+
+namespace detail {
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+void gemm_bf16_avx2(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                    const Epilogue& ep, ThreadPool* pool) {
+#if defined(__x86_64__)
+  gemm_with(kAvx2, true, a, m, lda, w, c, ldc, ep, pool);
+#else
+  (void)a, (void)m, (void)lda, (void)w, (void)c, (void)ldc, (void)ep, (void)pool;
+#endif
+}
+
+}  // namespace detail
 
 }  // namespace adrank::cpu

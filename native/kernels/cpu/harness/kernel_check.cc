@@ -146,11 +146,15 @@ float round_bf16(float x) {
   return f;
 }
 
-// The bf16 path on one case: (1) against the float64 reference of the bf16-rounded A and W at the
-// fp32 tolerance (only the fp32 accumulation differs), (2) against the float64 reference of the
-// fp32 operands within the rounding bound 2^-7 Σ_p |a w| (· |mul|) + 1e-5, (3) ldc padding, exact
-// ReLU zeros, threaded == serial bitwise. Returns the max abs error against the fp32 reference.
-double run_case_bf16(const Case& c, ThreadPool& pool, std::mt19937& rng, double* max_rel) {
+// One bf16 kernel on one case: (1) against the float64 reference of the bf16-rounded operands at
+// the fp32 tolerance (only the fp32 accumulation differs; avx512bf16 rounds A and W, avx2 only W),
+// (2) against the float64 reference of the fp32 operands within the rounding bound 2^-7 Σ_p |a w|
+// (avx2: 2^-8) (· |mul|) + 1e-5, (3) ldc padding, exact ReLU zeros, threaded == serial bitwise,
+// (4) avx2: bitwise the fp32 avx2 path on the rounded W. Returns the max abs error against the
+// fp32 reference.
+double run_case_bf16(const char* kernel, const Case& c, ThreadPool& pool, std::mt19937& rng, double* max_rel) {
+  const bool round_a = std::strcmp(kernel, "avx512bf16") == 0;
+  const int bound_exp = round_a ? -7 : -8;
   const int64_t lda = c.k + c.lda_pad, ldc = c.n + c.ldc_pad, ldx = c.n + c.ldc_pad + 3;
   const float wscale = 1.f / std::sqrt(float(std::max(c.k, 1)));
   auto a = random_vec(rng, size_t(c.m) * lda, 1.f);
@@ -168,12 +172,23 @@ double run_case_bf16(const Case& c, ThreadPool& pool, std::mt19937& rng, double*
 
   const float sentinel = 12345.f;
   std::vector<float> c1(size_t(c.m) * ldc, sentinel), c2(size_t(c.m) * ldc, sentinel), c3(size_t(c.m) * ldc, sentinel);
-  adrank::cpu::gemm_bf16(a.data(), c.m, lda, pw, c1.data(), ldc, ep, nullptr);
-  adrank::cpu::gemm_bf16(a.data(), c.m, lda, pw, c2.data(), ldc, ep, &pool);
-  adrank::cpu::gemm(a.data(), c.m, lda, pw, c3.data(), ldc, ep, nullptr);  // dispatches to bf16
+  adrank::cpu::gemm_bf16_on(kernel, a.data(), c.m, lda, pw, c1.data(), ldc, ep, nullptr);
+  adrank::cpu::gemm_bf16_on(kernel, a.data(), c.m, lda, pw, c2.data(), ldc, ep, &pool);
   auto ar = a, wr = w;
-  for (auto& x : ar) x = round_bf16(x);
+  if (round_a)
+    for (auto& x : ar) x = round_bf16(x);
   for (auto& x : wr) x = round_bf16(x);
+  if (std::strcmp(kernel, adrank::cpu::gemm_bf16_kernel()) == 0) {
+    adrank::cpu::gemm(a.data(), c.m, lda, pw, c3.data(), ldc, ep, nullptr);  // dispatches to this kernel
+    check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0,
+          std::string("gemm() takes the ") + kernel + " bf16 kernel for a bf16-packed matrix " + describe(c));
+  }
+  if (!round_a) {
+    PackedMatrix pr(wr.data(), c.n, c.k);
+    adrank::cpu::gemm_on("avx2", a.data(), c.m, lda, pr, c3.data(), ldc, ep, nullptr);
+    check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0,
+          "bf16 avx2 == fp32 avx2 on the bf16-rounded W, bitwise " + describe(c));
+  }
   auto ref_rounded = reference(c, ar, lda, wr, bias, mul, add, ldx);
   auto ref = reference(c, a, lda, w, bias, mul, add, ldx);
 
@@ -189,18 +204,121 @@ double run_case_bf16(const Case& c, ThreadPool& pool, std::mt19937& rng, double*
       const double err = std::fabs(got - r);
       max_err = std::max(max_err, err);
       if (sabs * scale > 1e-2) *max_rel = std::max(*max_rel, err / (sabs * scale));
-      if (!(err <= std::ldexp(sabs, -7) * scale + 1e-5)) ok_bound = false;
+      if (!(err <= std::ldexp(sabs, bound_exp) * scale + 1e-5)) ok_bound = false;
       if (c.relu && !c.mul && !c.add && rr == 0) clamp_ok = clamp_ok && got == 0.f;
     }
     for (int64_t j = c.n; j < ldc; j++) pad_ok = pad_ok && c1[i * ldc + j] == sentinel;
   }
-  check(ok_arith, "bf16 matches the reference of the rounded operands " + describe(c));
-  check(ok_bound, "bf16 within 2^-7 sum|a w| of the fp32 reference " + describe(c) + " max_err=" + std::to_string(max_err));
-  check(clamp_ok, "bf16 relu clamps to exactly 0 " + describe(c));
-  check(pad_ok, "bf16 leaves ldc padding untouched " + describe(c));
-  check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, "bf16 threaded == serial bitwise " + describe(c));
-  check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0, "gemm() takes the bf16 path for a bf16-packed matrix " + describe(c));
+  const std::string k = std::string("bf16 ") + kernel + " ";
+  check(ok_arith, k + "matches the reference of the rounded operands " + describe(c));
+  check(ok_bound, k + "within 2^" + std::to_string(bound_exp) + " sum|a w| of the fp32 reference " + describe(c) +
+                      " max_err=" + std::to_string(max_err));
+  check(clamp_ok, k + "relu clamps to exactly 0 " + describe(c));
+  check(pad_ok, k + "leaves ldc padding untouched " + describe(c));
+  check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, k + "threaded == serial bitwise " + describe(c));
   return max_err;
+}
+
+// Every m from 1 to 64 (the small-M stream order up to kStreamRows, the blocked order above) on odd
+// n and k, on every fp32 path and bf16 kernel, serial and on the pool: each against the float64
+// reference (fp32: 1e-4; bf16: as run_case_bf16), and every row bitwise equal to the same row of
+// the m = 64 product (a row's result does not depend on m, the order or the split).
+void validate_small_m(ThreadPool& pool) {
+  double t0 = now_s();
+  std::mt19937 rng(4321);
+  const int shapes[][2] = {{37, 53}, {517, 515}};  // 517 × 515: over 2^18 weights, so split over the pool
+  int checked = 0;
+  for (auto& nk : shapes) {
+    const int n = nk[0], k = nk[1], M = 64;
+    const int64_t lda = k + 3, ldc = n + 1;
+    auto a = random_vec(rng, size_t(M) * lda, 1.f);
+    auto w = random_vec(rng, size_t(n) * k, 1.f / std::sqrt(float(k)));
+    auto bias = random_vec(rng, n, 0.5f);
+    auto x = random_vec(rng, size_t(M) * ldc, 1.f);
+    std::vector<float> wr(w);
+    for (auto& v : wr) v = round_bf16(v);
+    std::vector<float> ar(a);
+    for (auto& v : ar) v = round_bf16(v);
+    PackedMatrix pw(w.data(), n, k);
+    pw.pack_bf16();
+    // Reference sums over all 64 rows, once: exact, rounded W, rounded A and W; and Σ|a w|.
+    std::vector<double> ref(size_t(M) * n), refw(size_t(M) * n), refaw(size_t(M) * n), sabs(size_t(M) * n);
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < n; j++) {
+        double s = 0, sw = 0, saw = 0, sa = 0;
+        for (int p = 0; p < k; p++) {
+          const double av = a[i * lda + p], wv = w[int64_t(j) * k + p];
+          s += av * wv;
+          sw += av * wr[int64_t(j) * k + p];
+          saw += double(ar[i * lda + p]) * wr[int64_t(j) * k + p];
+          sa += std::fabs(av * wv);
+        }
+        ref[size_t(i) * n + j] = s, refw[size_t(i) * n + j] = sw, refaw[size_t(i) * n + j] = saw, sabs[size_t(i) * n + j] = sa;
+      }
+    struct Path {
+      std::string name;
+      bool bf16;
+      const char* id;
+    };
+    std::vector<Path> paths;
+    for (const char* isa : adrank::cpu::gemm_isas_available()) paths.push_back({std::string(isa), false, isa});
+    for (const char* kb : adrank::cpu::gemm_bf16_kernels_available()) paths.push_back({std::string("bf16 ") + kb, true, kb});
+    for (const Path& path : paths) {
+      const bool round_a = path.bf16 && std::strcmp(path.id, "avx512bf16") == 0;
+      const std::vector<double>& want = !path.bf16 ? ref : round_a ? refaw : refw;
+      std::vector<float> full;  // the m = 64 product
+      for (int m = M; m >= 1; m--) {
+        // Epilogue by m: bias + ReLU, bias + mul (x), bias + mul + add (x, x), none.
+        Epilogue ep;
+        const int e = m % 4;
+        if (e != 3) ep.bias = bias.data();
+        ep.relu = e == 0;
+        if (e == 1 || e == 2) ep.mul = x.data(), ep.ld_mul = ldc;
+        if (e == 2) ep.add = x.data(), ep.ld_add = ldc;
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          std::vector<float> c(size_t(m) * ldc, 12345.f), plain(size_t(m) * ldc, 12345.f);
+          auto run = [&](const Epilogue& epi, float* out) {
+            if (path.bf16) adrank::cpu::gemm_bf16_on(path.id, a.data(), m, lda, pw, out, ldc, epi, p);
+            else adrank::cpu::gemm_on(path.id, a.data(), m, lda, pw, out, ldc, epi, p);
+          };
+          run(ep, c.data());
+          run(Epilogue{}, plain.data());
+          if (m == M && p == nullptr) full = plain;
+          bool ok = true, same = true, pad = true;
+          for (int i = 0; i < m; i++) {
+            for (int j = 0; j < n; j++) {
+              const size_t ij = size_t(i) * n + j;
+              double r = want[ij];
+              if (ep.bias) r += bias[j];
+              if (ep.relu) r = std::max(r, 0.0);
+              double scale = 1;
+              if (ep.mul) r *= x[i * ldc + j], scale = std::fabs(x[i * ldc + j]);
+              if (ep.add) r += x[i * ldc + j];
+              const double got = c[i * ldc + j];
+              ok = ok && std::fabs(got - r) <= 1e-4 + 1e-4 * std::fabs(r);
+              if (path.bf16) {  // and against the exact reference within the rounding bound
+                double e2 = ref[ij] + (ep.bias ? bias[j] : 0);
+                if (ep.relu) e2 = std::max(e2, 0.0);
+                if (ep.mul) e2 *= x[i * ldc + j];
+                if (ep.add) e2 += x[i * ldc + j];
+                ok = ok && std::fabs(got - e2) <= std::ldexp(sabs[ij], round_a ? -7 : -8) * scale + 1e-5;
+              }
+              same = same && std::memcmp(&plain[i * ldc + j], &full[i * ldc + j], sizeof(float)) == 0;
+            }
+            pad = pad && c[i * ldc + n] == 12345.f;
+          }
+          const std::string what = path.name + (p ? " pool" : " serial") + " m=" + std::to_string(m) + " n=" +
+                                   std::to_string(n) + " k=" + std::to_string(k) + " epilogue " + std::to_string(e);
+          check(ok, what + " matches the reference");
+          check(same, what + " rows bitwise those of m=64");
+          check(pad, what + " leaves ldc padding untouched");
+          checked++;
+        }
+      }
+    }
+  }
+  std::printf("small m   every m 1..64, n×k 37×53 and 517×515, every path, serial and pool: %d products  %.2f s\n", checked,
+              now_s() - t0);
 }
 
 void validate_gemm(ThreadPool& pool) {
@@ -234,16 +352,16 @@ void validate_gemm(ThreadPool& pool) {
                 cases.size(), worst, (long long)clamped, now_s() - t0);
     check(clamped > 1000, std::string(isa) + " ReLU cases clamp something");
   }
-  if (adrank::cpu::gemm_bf16_available()) {
+  for (const char* kernel : adrank::cpu::gemm_bf16_kernels_available()) {
     double worst = 0, rel = 0;
     double t0 = now_s();
-    for (const Case& c : cases) worst = std::max(worst, run_case_bf16(c, pool, rng, &rel));
-    std::printf("gemm bf16    %3zu cases  max abs err vs fp32 reference %.3g, max err / sum|a w| %.3g (bound 2^-7)  %.2f s\n",
-                cases.size(), worst, rel, now_s() - t0);
-    check(worst > 1e-4, "bf16 really rounds (differs from the fp32 reference somewhere)");
-  } else {
-    std::printf("gemm bf16    not validated: %s\n", adrank::cpu::gemm_bf16_reason());
+    for (const Case& c : cases) worst = std::max(worst, run_case_bf16(kernel, c, pool, rng, &rel));
+    std::printf("gemm bf16 %-10s %3zu cases  max abs err vs fp32 reference %.3g, max err / sum|a w| %.3g (bound 2^%d)  %.2f s\n",
+                kernel, cases.size(), worst, rel, std::strcmp(kernel, "avx2") ? -7 : -8, now_s() - t0);
+    check(worst > 1e-4, std::string("bf16 ") + kernel + " really rounds (differs from the fp32 reference somewhere)");
   }
+  std::printf("gemm bf16 in use: %s (%s)\n", *adrank::cpu::gemm_bf16_kernel() ? adrank::cpu::gemm_bf16_kernel() : "none",
+              adrank::cpu::gemm_bf16_reason());
   // gemm_on refuses a path it does not know.
   bool threw = false;
   try {
@@ -444,6 +562,7 @@ int main(int argc, char** argv) {
   if (!bench_only) {
     ThreadPool pool(3);  // more threads than cores: the split must not change any bit
     validate_gemm(pool);
+    validate_small_m(pool);
     validate_pool();
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   }
