@@ -1,12 +1,16 @@
 // Standalone validation and timing harness for the CPU kernels (gemm.cc, parallel.cc).
 // Built and run by scripts/kernel-check.sh (g++ -O3, no -march: the kernels pick their own ISA).
 //
-//   kernel_check [--quick] [--bench] [--all] [--threads N]
+//   kernel_check [--quick] [--bench] [--all] [--stream] [--cputime] [--threads N]
 //     (default)  validate every ISA path against a float64 reference, check the thread pool,
-//                then time the demo model's shapes at m = 1000 (1 and N threads)
+//                then time the demo model's shapes at m = 1000 (1 and N threads), then --stream
 //     --quick    validation only
 //     --bench    timing only
 //     --all      time every demo shape at every m in {1, 64, 256, 1000, 10000}
+//     --stream   only the small-m weight stream: a STREAM-style read of 512 MiB (1 and N threads),
+//                then the DCN shape at m = 1, 4, 10, 16 on the fp32 path and every bf16 kernel, with
+//                W from DRAM, as GB/s of weights and % of that read bandwidth (also run by default)
+//     --cputime  one-thread timings in thread CPU time (for a loaded machine; wall time otherwise)
 //
 // Where the CPU has AVX512-BF16, the bf16 path (gemm_bf16) is validated too: against the float64
 // reference of the bf16-rounded operands at the fp32 tolerance (the arithmetic), and against the
@@ -17,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -26,6 +31,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
@@ -48,6 +57,17 @@ void check(bool ok, const std::string& what) {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// --cputime: one-thread timings in this thread's CPU time (CLOCK_THREAD_CPUTIME_ID) instead of wall
+// time, so a loaded machine's waits for a core do not count (caches are still shared). Multi-thread
+// timings stay wall time.
+bool g_cputime = false;
+double timer_s(bool one_thread) {
+  if (!(g_cputime && one_thread)) return now_s();
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 std::vector<float> random_vec(std::mt19937& rng, size_t n, float scale) {
@@ -495,8 +515,11 @@ void bench(bool all, int threads) {
   std::vector<int> ms = all ? std::vector<int>{1, 64, 256, 1000, 10000} : std::vector<int>{1000};
   std::mt19937 rng(7);
   const bool bf16 = adrank::cpu::gemm_bf16_available();
+  // vdpbf16ps does 64 FLOP/cycle per core; the avx2 bf16 kernel runs fp32 FMAs (32).
+  const bool vdp = std::strcmp(adrank::cpu::gemm_bf16_kernel(), "avx512bf16") == 0;
+  if (bf16) std::printf("bench     bf16 kernel %s\n", adrank::cpu::gemm_bf16_kernel());
   std::printf("%-11s %6s %5s %5s %3s %10s %9s %7s%s\n", "layer", "m", "n", "k", "thr", "time", "GFLOP/s", "%peak",
-              bf16 ? "   bf16 time  GFLOP/s  ×fp32  %bf16peak(64 FLOP/cycle)" : "");
+              !bf16 ? "" : vdp ? "   bf16 time  GFLOP/s  ×fp32  %bf16peak(64 FLOP/cycle)" : "   bf16 time  GFLOP/s  ×fp32  %peak(32 FLOP/cycle)");
   for (const Shape& s : kDemo) {
     if (!all && !(s.n == 1536 && s.k == 1536) && !(s.n == 356 && s.k == 712) && !(s.n == 2136)) continue;
     for (int m : ms) {
@@ -519,9 +542,9 @@ void bench(bool all, int threads) {
           adrank::cpu::gemm(a.data(), m, s.k, mat, c.data(), s.n, ep, p);  // warm-up
           double best = 1e30;
           for (int r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = timer_s(thr == 1);
             adrank::cpu::gemm(a.data(), m, s.k, mat, c.data(), s.n, ep, p);
-            best = std::min(best, now_s() - t0);
+            best = std::min(best, timer_s(thr == 1) - t0);
           }
           return best;
         };
@@ -532,9 +555,102 @@ void bench(bool all, int threads) {
         if (bf16) {
           const double bb = time(pwb);
           const double gb = flop / bb / 1e9;
-          std::printf("   %8.3f ms %8.1f %5.2fx %6.0f%%", bb * 1e3, gb, best / bb, 100 * gb / (2 * peak1 * thr));
+          std::printf("   %8.3f ms %8.1f %5.2fx %6.0f%%", bb * 1e3, gb, best / bb, 100 * gb / ((vdp ? 2 : 1) * peak1 * thr));
         }
         std::printf("\n");
+        if (threads == 1) break;
+      }
+    }
+  }
+}
+
+// ---- small m: the weight stream against the memory bandwidth ---------------------------------
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) float read_sum(const float* p, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i + 32 <= n; i += 32) {
+    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
+    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
+    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
+    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
+  }
+  float out[8];
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
+}
+#else
+float read_sum(const float* p, size_t n) {
+  float s = 0;
+  for (size_t i = 0; i < n; i++) s += p[i];
+  return s;
+}
+#endif
+
+// STREAM-style read: 512 MiB (far beyond any L3), each thread summing its own contiguous part, best
+// of 5 passes. Bytes per second.
+double stream_read(ThreadPool* pool, int threads) {
+  const size_t n = size_t(128) << 20;
+  std::vector<float, adrank::cpu::CacheAlignedAllocator<float>> buf(n, 1.f);
+  volatile float sink = 0;
+  double best = 1e30;
+  const bool one = !(pool && threads > 1);
+  for (int rep = 0; rep < 5; rep++) {
+    const double t0 = timer_s(one);
+    if (pool && threads > 1) {
+      std::vector<float> part(threads);
+      pool->parallel_for(threads, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; t++) part[t] = read_sum(buf.data() + n / threads * t, n / threads);
+      });
+      for (float x : part) sink = sink + x;
+    } else {
+      sink = sink + read_sum(buf.data(), n);
+    }
+    best = std::min(best, timer_s(one) - t0);
+  }
+  return double(n) * sizeof(float) / best;
+}
+
+// The DCN layer shape (1536 × 1536) at small m: 16 distinct matrices used in turn (150 MB in fp32,
+// 75 MB in bf16: more than the L3), so W comes from DRAM as a cold model's would; the weight bytes
+// read per second against stream_read with the same threads.
+void bench_stream(int threads) {
+  ThreadPool pool(threads);
+  const double bw1 = stream_read(nullptr, 1), bwn = stream_read(&pool, threads);
+  std::printf("stream    read bandwidth (512 MiB, best of 5): 1 thread %.1f GB/s, %d threads %.1f GB/s\n", bw1 / 1e9, threads,
+              bwn / 1e9);
+  const int n = 1536, k = 1536, count = 16;
+  std::mt19937 rng(11);
+  std::vector<PackedMatrix> mats;
+  for (int i = 0; i < count; i++) {
+    auto w = random_vec(rng, size_t(n) * k, 0.03f);
+    mats.emplace_back(w.data(), n, k);
+    mats.back().pack_bf16();
+  }
+  std::vector<std::string> paths{std::string("fp32 ") + adrank::cpu::gemm_isa()};
+  for (const char* kb : adrank::cpu::gemm_bf16_kernels_available()) paths.push_back(std::string("bf16 ") + kb);
+  std::printf("%-16s %4s %3s %10s %9s %8s\n", "path (DCN shape)", "m", "thr", "per GEMM", "W GB/s", "%stream");
+  for (const std::string& path : paths) {
+    const bool b16 = path.rfind("bf16 ", 0) == 0;
+    const double bytes = double(n) * k * (b16 ? 2 : 4);
+    for (int m : {1, 4, 10, 16}) {
+      auto a = random_vec(rng, size_t(m) * k, 1.f);
+      std::vector<float> c(size_t(m) * n);
+      for (int thr : {1, threads}) {
+        ThreadPool* p = thr == 1 ? nullptr : &pool;
+        auto once = [&](const PackedMatrix& w) {
+          if (b16) adrank::cpu::gemm_bf16_on(path.c_str() + 5, a.data(), m, k, w, c.data(), n, Epilogue{}, p);
+          else adrank::cpu::gemm_on(adrank::cpu::gemm_isa(), a.data(), m, k, w, c.data(), n, Epilogue{}, p);
+        };
+        for (auto& w : mats) once(w);  // warm-up
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+          const double t0 = timer_s(thr == 1);
+          for (auto& w : mats) once(w);
+          best = std::min(best, (timer_s(thr == 1) - t0) / count);
+        }
+        std::printf("%-16s %4d %3d %7.3f ms %9.1f %7.0f%%\n", path.c_str(), m, thr, best * 1e3, bytes / best / 1e9,
+                    100 * bytes / best / (thr == 1 ? bw1 : bwn));
         if (threads == 1) break;
       }
     }
@@ -544,15 +660,17 @@ void bench(bool all, int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, bench_only = false, all = false;
+  bool quick = false, bench_only = false, all = false, stream = false;
   int threads = 2;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--bench")) bench_only = true;
     else if (!std::strcmp(argv[i], "--all")) all = true;
+    else if (!std::strcmp(argv[i], "--stream")) stream = true;
+    else if (!std::strcmp(argv[i], "--cputime")) g_cputime = true;
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::max(1, std::atoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--bench] [--all] [--threads N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--bench] [--all] [--stream] [--cputime] [--threads N]\n", argv[0]);
       return 2;
     }
   }
@@ -566,6 +684,7 @@ int main(int argc, char** argv) {
     validate_pool();
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   }
-  if (!quick) bench(all, threads);
+  if (!quick && !stream) bench(all, threads);
+  if (!quick && (stream || !bench_only)) bench_stream(threads);
   return failures ? 1 : 0;
 }
