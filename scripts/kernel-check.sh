@@ -4,8 +4,10 @@
 #   scripts/kernel-check.sh            validate every ISA path + pool, time m=1000 shapes
 #   scripts/kernel-check.sh --quick    validation only
 #   scripts/kernel-check.sh --bench --all --threads 2   time every demo shape and batch size
+#   scripts/kernel-check.sh --stream --threads 2        read bandwidth vs the small-m weight stream
+#   (--cputime: one-thread timings in thread CPU time, for a loaded machine)
 # No -march flag: like the addon, the binary runs on any x86-64 and picks AVX-512/AVX2 at run time
-# (ADRANK_CPU_ISA=avx2|scalar forces a lower path for gemm()).
+# (ADRANK_CPU_ISA=avx2|scalar forces a lower path for gemm(), and avx2 the AVX2 bf16 kernel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${KERNEL_CHECK_DIR:-${TMPDIR:-/tmp}/adrank-kernel-check}"

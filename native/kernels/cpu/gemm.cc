@@ -48,7 +48,7 @@ constexpr int kNc = 1536;  // columns per task (a DCN layer's all: A packed once
 // Below this many multiply-adds a job is not worth waking the pool for (~20 µs on one core).
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 // Software prefetch distance in the stream order (small m): 64 cache lines of each W panel ahead
-// (4 KiB: on Zen 5, forced AVX2, m = 10, W from DRAM, 25% faster than 1 KiB).
+// (4 KiB: one Zen 5 core, forced AVX2, m = 10, W from DRAM, ~25% faster than 1 KiB).
 constexpr int kPrefetch = 4096;
 
 // One micro-kernel call: C[0:MR, 0:ncols] (+)= Apanel · Wpanelᵀ over kc, with the epilogue
