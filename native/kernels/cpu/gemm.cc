@@ -61,6 +61,7 @@ struct Tile {
   const uint32_t* wb;  // bf16 kernels: first W panel at this K block, [kc/2][16] bf16 pairs
   int64_t wbstride;    // pairs between consecutive bf16 W panels (ceil(k/2) * 16)
   bool prefetch;    // stream order: prefetch W kPrefetch bytes ahead
+  float* wout;      // bf16 kernels: also store the widened W here, fp32 panels [kc][16] (null: don't)
   float* c;
   int64_t ldc;
   int ncols;        // valid columns in the tile, 1 .. NP * 16 (the tile's W panels are all real)
@@ -240,6 +241,11 @@ struct Avx2Bf16Kernel {
         const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
         const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
         const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+        if (t.wout) {
+          float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
+          _mm256_store_ps(o, even);
+          _mm256_store_ps(o + kPanel, odd);
+        }
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
           acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
@@ -251,6 +257,7 @@ struct Avx2Bf16Kernel {
       for (int v = 0; v < V; v++) {
         const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
         const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+        if (t.wout) _mm256_store_ps(t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2), even);
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
       }
@@ -364,12 +371,13 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
     for (int64_t task = t0; task < t1; task++) {
       const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
       const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
-      // Pack A[i0:i1, K block kb] as micro-panels [kc][rows] (rows = mr, or fewer at the end).
+      const int tr = balanced_rows(i1 - i0, mr);
+      // Pack A[i0:i1, K block kb] as micro-panels [kc][rows] (rows = tr, or fewer at the end).
       auto pack = [&](int64_t kb, float* block) {
         const int64_t p0 = kb * kKc;
         const int kc = int(std::min<int64_t>(kKc, k - p0));
-        for (int64_t ir = i0; ir < i1; ir += mr) {
-          const int rows = int(std::min<int64_t>(mr, i1 - ir));
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
           float* dst = block + (ir - i0) * kc;
           for (int r = 0; r < rows; r++) {
             const float* src = a + (ir + r) * lda + p0;
@@ -397,21 +405,36 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
         if (wb) t.wb = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
         t.bias = ep.bias ? ep.bias + j : nullptr;
         // bf16 W and more than one row tile: widen the tile's W once and run the fp32 kernels on it.
-        const bool widen = bf16w && i1 - i0 > mr;
+        // In stream order (W from memory) the first row tile widens in registers, its FMAs
+        // overlapping the reads, and stores the widened W for the others; else widen_bf16 first.
+        const bool widen = bf16w && i1 - i0 > tr;
+        bool first_widens = false;
         if (widen) {
+          if (grid.stream) {
+            first_widens = true;
+          } else {
 #if defined(__x86_64__)
-          widen_bf16(t.wb, t.wbstride, np, t.kc, wide.data(), t.prefetch);
+            widen_bf16(t.wb, t.wbstride, np, t.kc, wide.data(), t.prefetch);
 #endif
-          t.w = wide.data();
-          t.wstride = int64_t(t.kc) * kPanel;
+          }
         }
-        const auto& kern = widen ? isa.uk : uk;
-        for (int64_t ir = i0; ir < i1; ir += mr) {
-          const int rows = int(std::min<int64_t>(mr, i1 - ir));
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
           t.a = block + (ir - i0) * t.kc;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
           t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
+          if (first_widens && ir == i0) {
+            t.wout = wide.data();
+            uk[rows - 1][np - 1](t);
+            t.wout = nullptr;
+            continue;
+          }
+          if (widen) {
+            t.w = wide.data();
+            t.wstride = int64_t(t.kc) * kPanel;
+          }
+          const auto& kern = widen ? isa.uk : uk;
           kern[rows - 1][np - 1](t);
         }
       };

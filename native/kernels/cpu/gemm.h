@@ -74,6 +74,11 @@ struct TaskGrid {
   }
 };
 
+// Rows per micro-tile for a task of `rows` rows on a path whose tiles hold up to mr: as many tiles
+// as mr requires, balanced (10 rows at mr = 6: 5 + 5, not 6 + 4; 7: 4 + 3, not 6 + 1), so no tile
+// is left with too few rows to hide the FMA latency. The last tile may be smaller.
+inline int balanced_rows(int64_t rows, int mr) { return int(ceil_div(rows, ceil_div(rows, mr))); }
+
 // 64-byte aligned storage, so every packed row of a panel is exactly one cache line.
 template <class T>
 struct CacheAlignedAllocator {

@@ -193,6 +193,7 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
     for (int64_t task = t0; task < t1; task++) {
       const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
       const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
+      const int tr = balanced_rows(i1 - i0, kMr);
       auto convert = [&](int64_t kb, uint32_t* block) {
         const int64_t p0 = kb * kKc;
         convert_block(a + i0 * lda + p0, lda, int(i1 - i0), int(std::min<int64_t>(kKc, k - p0)), block);
@@ -215,8 +216,8 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
         const int np = int(ceil_div(t.ncols, kPanel));
         t.w = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
         t.bias = ep.bias ? ep.bias + j : nullptr;
-        for (int64_t ir = i0; ir < i1; ir += kMr) {
-          const int rows = int(std::min<int64_t>(kMr, i1 - ir));
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
           t.a = block + (ir - i0) * kKc2;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
