@@ -15,13 +15,12 @@
  * within 2^-7 · Σ|a·w| per element (avx2, one rounding: 2^-8). In the scalar child the bf16 path
  * must be off and refuse to run.
  */
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 
 import { binding, type NativeKernels } from '../src/engine/binding.js';
 import { EngineError, resolvePrecision } from '../src/engine/index.js';
+import { mochaChild } from './support/index.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-4;
@@ -328,22 +327,11 @@ describe('20 kernels-cpu', () => {
       for (const isa of ['avx2', 'scalar'] as const) {
         it(`passes every check above with ADRANK_CPU_ISA=${isa}`, function () {
           this.timeout(180_000);
-          const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-          const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
-          const r = spawnSync(
-            process.execPath,
-            ['--import', 'tsx', mocha, '--no-config', '--timeout', '60000', '--reporter', 'dot', fileURLToPath(import.meta.url)],
-            {
-              cwd: root,
-              encoding: 'utf8',
-              env: {
-                ...process.env,
-                ADRANK_CPU_ISA: isa,
-                ADRANK_KERNEL_TEST_CHILD: '1',
-                ADRANK_KERNEL_TEST_BEST: binding().capabilities().cpu.simd,
-              },
-            },
-          );
+          const r = mochaChild(fileURLToPath(import.meta.url), {
+            ADRANK_CPU_ISA: isa,
+            ADRANK_KERNEL_TEST_CHILD: '1',
+            ADRANK_KERNEL_TEST_BEST: binding().capabilities().cpu.simd,
+          }, 60_000);
           expect(r.status, `child with ADRANK_CPU_ISA=${isa}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
           expect(r.stdout).to.match(/\d+ passing/);
         });

@@ -15,8 +15,6 @@
  * must be the AVX2 one (bf16 weights widened to fp32): the same tolerance on a CPU without
  * AVX512-BF16, checked on any AVX2 machine. Skips (saying why) where there is no bf16 kernel.
  */
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { capabilities, Engine, EngineError, type NativeResult } from '../src/engine/index.js';
@@ -25,7 +23,7 @@ import { makeDemoBundle, makeDemoConfig, makeRandomConfig, type RandomConfigOpti
 import type { EngineRequest } from '../src/features/feature-bundle.js';
 import { RefModel } from './reference/model.js';
 import { defaultAdState, modelScorers, refRank } from './reference/funnel.js';
-import { addonBuilt, randomRequest, Rng, toLoaded } from './support/index.js';
+import { addonBuilt, mochaChild, randomRequest, Rng, toLoaded } from './support/index.js';
 import { BF16_PROB_ATOL, bf16WinnersAgree } from './support/bf16.js';
 
 const isChild = process.env.ADRANK_BF16_TEST_CHILD === '1';
@@ -181,13 +179,7 @@ describe('32 engine (CPU) at precision bf16 vs the float64 reference', function 
     it('passes every check above with ADRANK_CPU_ISA=avx2 (the AVX2 bf16 kernel), in a child process', function () {
       if (capabilities().cpu.simd === 'scalar') this.skip(); // no AVX2 here
       this.timeout(600_000);
-      const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-      const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
-      const r = spawnSync(
-        process.execPath,
-        ['--import', 'tsx', mocha, '--no-config', '--timeout', '300000', '--reporter', 'spec', fileURLToPath(import.meta.url)],
-        { cwd: root, encoding: 'utf8', env: { ...process.env, ADRANK_CPU_ISA: 'avx2', ADRANK_BF16_TEST_CHILD: '1' } },
-      );
+      const r = mochaChild(fileURLToPath(import.meta.url), { ADRANK_CPU_ISA: 'avx2', ADRANK_BF16_TEST_CHILD: '1' }, 300_000, 'spec');
       const observed = r.stdout.split('\n').filter((l) => l.includes('[32.bf16 avx2]'));
       for (const l of observed) console.log(l);
       expect(r.status, `child with ADRANK_CPU_ISA=avx2:\n${r.stdout}\n${r.stderr}`).to.equal(0);

@@ -19,8 +19,10 @@
 //
 // bf16 weights on AVX2 (PackedMatrix::pack_bf16, gemm_bf16_kernel() "avx2"): a task with one row
 // tile runs Avx2Bf16Kernel, which widens the pairs in registers; a task with more widens each W
-// tile once per K block (widen_bf16, 16 KiB, stays in L1) and runs the fp32 kernels on it. Either
-// way the result is bitwise the fp32 avx2 path's on the bf16-rounded W.
+// tile once per K block into 16 KiB that stay in L1 (stream order: the first row tile's
+// Avx2Bf16Kernel stores what it widened; blocked order: widen_bf16 first) and runs the fp32
+// kernels on it for the other row tiles. Either way the result is bitwise the fp32 avx2 path's on
+// the bf16-rounded W. Row tiles are balanced over a task's rows (balanced_rows, gemm.h).
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -161,16 +163,21 @@ struct Avx2Kernel {
   __attribute__((target("avx2,fma"))) static __m256 load(const float* p, bool full, __m256i mask) {
     return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
   }
-  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+  // The column masks (n edge) and the accumulators' start: 0 on the first K block, else C.
+  __attribute__((target("avx2,fma"))) static bool start(const Tile& t, __m256 (&acc)[MR][V], __m256i (&mask)[V]) {
     const bool full = t.ncols == NP * kPanel;
-    __m256i mask[V];
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int v = 0; v < V; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
-    __m256 acc[MR][V];
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
       for (int v = 0; v < V; v++)
         acc[r][v] = t.first ? _mm256_setzero_ps() : load(t.c + r * t.ldc + 8 * v, full, mask[v]);
+    return full;
+  }
+  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+    __m256i mask[V];
+    __m256 acc[MR][V];
+    const bool full = start(t, acc, mask);
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
@@ -221,15 +228,9 @@ struct Avx2Bf16Kernel {
   static constexpr int V = 2 * NP;
   __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
     using K = Avx2Kernel<MR, NP>;
-    const bool full = t.ncols == NP * kPanel;
     __m256i mask[V];
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int v = 0; v < V; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
     __m256 acc[MR][V];
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++)
-      for (int v = 0; v < V; v++)
-        acc[r][v] = t.first ? _mm256_setzero_ps() : K::load(t.c + r * t.ldc + 8 * v, full, mask[v]);
+    const bool full = K::start(t, acc, mask);
     const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
     const float* a = t.a;
     const uint32_t* w = t.wb;
