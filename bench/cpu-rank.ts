@@ -504,7 +504,7 @@ function cpuInfo(): { model: string; flags: string[] } {
 
 if (opt.json) {
   const caps = capabilities().cpu;
-  const num = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? null : +x.toFixed(4));
+  const num = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? null : +x.toPrecision(5));
   const runner = (s: Stats | undefined) => (s ? { median: num(s.median), p90: num(s.p90), runs: s.runs, rps: num(s.rps1), rpsConcurrent: num(s.rpsN) } : null);
   const ratio = (a: Stats | undefined, o: Stats) => (a ? num(a.rps1 / o.rps1) : null);
   const report = {

@@ -10,6 +10,9 @@
  * And that bf16 really ran: the description says bf16 and the probabilities differ from the fp32
  * engine's. The observed max |Δp| and overlap are printed (docs/cpu-bf16.md quotes them).
  *
+ * Also: a small request, whose GEMMs run in stream order split over the pool, gives bitwise what a
+ * 1-thread engine and a large request (blocked order, chunks over the threads) give, fp32 and bf16.
+ *
  * The suite runs on the bf16 kernel in use (AVX512-BF16 where the CPU has it), then again in a child
  * process with ADRANK_CPU_ISA=avx2 (ADRANK_BF16_TEST_CHILD=1 stops the recursion), where the kernel
  * must be the AVX2 one (bf16 weights widened to fp32): the same tolerance on a CPU without
@@ -150,6 +153,38 @@ describe('32 engine (CPU) at precision bf16 vs the float64 reference', function 
       });
     } finally {
       engine.dispose();
+    }
+  });
+
+  it('a small request (its GEMMs split over the pool, stream order) gives the bits of a 1-thread engine and of the same ads in a large request, fp32 and bf16', async () => {
+    const config = makeDemoConfig();
+    const b = toLoaded(config, makeDemoBundle({ config, ads: 400, seed: 35 }).tensors);
+    const rng = new Rng(35);
+    const big = randomRequest(rng, b, { candidates: 300, k: 10, seqLen: 8 });
+    for (const precision of ['fp32', 'bf16'] as const) {
+      const two = Engine.fromBundle(b, { device: 'cpu', threads: 2, precision });
+      const one = Engine.fromBundle(b, { device: 'cpu', threads: 1, precision });
+      try {
+        const all = await two.explain(big);
+        const T = b.config.tasks.length;
+        const at = new Map(Array.from(all.rows, (row, i) => [row, i] as [number, number]));
+        for (const n of [1, 7, 10, 16]) {
+          const small = { ...big, candidates: (big.candidates as BigInt64Array).subarray(0, n) };
+          const x = await two.explain(small);
+          const y = await one.explain(small);
+          expect(Array.from(x.probs), `${precision} Rank(${n}): 2 threads = 1 thread, bitwise`).to.deep.equal(Array.from(y.probs));
+          expect(Array.from(x.cross), `${precision} Rank(${n}): cross layers, 2 threads = 1 thread`).to.deep.equal(Array.from(y.cross));
+          x.rows.forEach((row, c) => {
+            const i = at.get(row)!;
+            expect(Array.from(x.probs.subarray(c * T, (c + 1) * T)), `${precision} Rank(${n}) row ${row} = its row in Rank(300)`).to.deep.equal(
+              Array.from(all.probs.subarray(i * T, (i + 1) * T)),
+            );
+          });
+        }
+      } finally {
+        two.dispose();
+        one.dispose();
+      }
     }
   });
 
