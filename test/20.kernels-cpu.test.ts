@@ -6,7 +6,9 @@
  * ISA paths: gemm picks AVX-512 / AVX2 / scalar once per process, and ADRANK_CPU_ISA=avx2|scalar
  * (read at that moment) forces a lower one. So this suite runs its checks in-process on the
  * CPU's best path, then re-runs this same file in a child process per forced path
- * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too.
+ * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too; one more child
+ * with ADRANK_CPU_BF16=off (AVX512-BF16 hidden: on an AVX-512 machine, AVX-512 without BF16, where
+ * precision auto stays fp32).
  *
  * bf16 (linear with precision 'bf16', on the bf16 kernel in use: avx512bf16 where the CPU has
  * AVX512-BF16, avx2 on other AVX2 CPUs and in the ADRANK_CPU_ISA=avx2 child): against the float64
@@ -159,6 +161,17 @@ function run(kernels: () => NativeKernels): void {
         expect(caps().bf16Kernel).to.equal('avx2');
         expect(caps().bf16Auto).to.equal(true);
         expect(caps().bf16Reason).to.match(/bf16 weights widened to fp32 on AVX2/);
+      }
+      if (process.env.ADRANK_CPU_BF16 === 'off') {
+        // AVX512-BF16 hidden, as on a CPU without it
+        expect(caps().bf16Kernel).to.not.equal('avx512bf16');
+        if (caps().simd === 'avx512') {
+          // AVX-512 without BF16: bf16 weights on the avx2 kernel on request; auto stays fp32
+          expect(caps().bf16Kernel).to.equal('avx2');
+          expect(caps().bf16Auto).to.equal(false);
+          expect(caps().bf16AutoReason).to.match(/ADRANK_CPU_BF16=off\): fp32 on AVX-512/);
+          expect(resolvePrecision('auto', 'cpu').precision).to.equal('fp32');
+        }
       }
       if (forced === 'scalar') {
         expect(caps().bf16).to.equal(false);
@@ -324,15 +337,20 @@ describe('20 kernels-cpu', () => {
 
   if (!isChild) {
     describe('the other ISA paths (child process each)', () => {
-      for (const isa of ['avx2', 'scalar'] as const) {
-        it(`passes every check above with ADRANK_CPU_ISA=${isa}`, function () {
+      const children: [string, Record<string, string>][] = [
+        ['ADRANK_CPU_ISA=avx2', { ADRANK_CPU_ISA: 'avx2' }],
+        ['ADRANK_CPU_ISA=scalar', { ADRANK_CPU_ISA: 'scalar' }],
+        ['ADRANK_CPU_BF16=off (AVX-512 without BF16 on an AVX-512 machine)', { ADRANK_CPU_BF16: 'off' }],
+      ];
+      for (const [label, env] of children) {
+        it(`passes every check above with ${label}`, function () {
           this.timeout(180_000);
           const r = mochaChild(fileURLToPath(import.meta.url), {
-            ADRANK_CPU_ISA: isa,
+            ...env,
             ADRANK_KERNEL_TEST_CHILD: '1',
             ADRANK_KERNEL_TEST_BEST: binding().capabilities().cpu.simd,
           }, 60_000);
-          expect(r.status, `child with ADRANK_CPU_ISA=${isa}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
+          expect(r.status, `child with ${label}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
           expect(r.stdout).to.match(/\d+ passing/);
         });
       }

@@ -163,6 +163,8 @@ void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMa
 // gemm_bf16_kernel() is the one gemm runs: "avx512bf16" where the CPU has AVX512-BF16 and the fp32
 // path in use is avx512; else "avx2" where the fp32 path in use is avx512 or avx2 (so
 // ADRANK_CPU_ISA=avx2 selects it on any AVX2 CPU); else "" (the scalar path has no bf16 kernel).
+// ADRANK_CPU_BF16=off (read once) hides AVX512-BF16 as on a CPU without it: on an AVX-512 machine
+// the "AVX-512 without BF16" case, for tests and proxy measurements.
 const char* gemm_bf16_kernel();
 
 // The bf16 kernels this CPU can run, best first: a subset of {"avx512bf16", "avx2"}.

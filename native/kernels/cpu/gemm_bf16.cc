@@ -251,7 +251,18 @@ struct Support {
   std::string auto_reason;
 };
 
+// ADRANK_CPU_BF16=off (read once) hides AVX512-BF16, as on a CPU without it: on an AVX-512 machine
+// that is the "AVX-512 without BF16" case (avx512 fp32 path, the avx2 bf16 kernel, auto = fp32).
+bool bf16_hidden() {
+  static const bool hidden = [] {
+    const char* env = std::getenv("ADRANK_CPU_BF16");
+    return env && std::strcmp(env, "off") == 0;
+  }();
+  return hidden;
+}
+
 bool cpu_has_avx512bf16() {
+  if (bf16_hidden()) return false;
 #if defined(__x86_64__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -276,12 +287,15 @@ const Support& support() {
       const char* widen = "bf16 weights widened to fp32 on AVX2";
       if (isa == "avx2" && vdp)
         r.reason = std::string("the fp32 path in use is avx2 (ADRANK_CPU_ISA): ") + widen;
+      else if (bf16_hidden())
+        r.reason = std::string("AVX512-BF16 turned off (ADRANK_CPU_BF16=off): ") + widen;
       else
         r.reason = std::string("this CPU has no AVX512-BF16: ") + widen;
       r.automatic = isa == "avx2";
       r.auto_reason = r.automatic ? r.reason + " (half the weight bytes of fp32, as fast where the FMAs bound it)"
-                                  : std::string("this CPU has AVX-512 but no AVX512-BF16: fp32 on AVX-512 (the bf16 kernel, ") + widen +
-                                        ", has half its FMA width)";
+                                  : std::string(bf16_hidden() ? "AVX-512 with AVX512-BF16 turned off (ADRANK_CPU_BF16=off)"
+                                                                : "this CPU has AVX-512 but no AVX512-BF16") +
+                                        ": fp32 on AVX-512 (the bf16 kernel, " + widen + ", has half its FMA width)";
     } else {
 #if defined(__x86_64__)
       r.reason = "the fp32 path in use is " + isa + ", which has no bf16 kernel (needs AVX512-BF16, or AVX2 and FMA)";
