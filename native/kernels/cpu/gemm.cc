@@ -15,7 +15,8 @@
 // does not fuse multiply and add).
 //
 // Stream order (m <= kStreamRows, gemm.h): all of A is packed first, then per column tile all K
-// blocks back to back, W prefetched kPrefetch bytes ahead; with a pool one column range per thread.
+// blocks back to back, W prefetched kPrefetch bytes ahead (row tile i: (i + 1) · kPrefetch); with a
+// pool one column range per thread.
 //
 // bf16 weights on AVX2 (PackedMatrix::pack_bf16, gemm_bf16_kernel() "avx2"): a task with one row
 // tile runs Avx2Bf16Kernel, which widens the pairs in registers; a task with more widens each W
@@ -62,7 +63,7 @@ struct Tile {
   int64_t wstride;  // floats between consecutive W panels (k * 16)
   const uint32_t* wb;  // bf16 kernels: first W panel at this K block, [kc/2][16] bf16 pairs
   int64_t wbstride;    // pairs between consecutive bf16 W panels (ceil(k/2) * 16)
-  bool prefetch;    // stream order: prefetch W kPrefetch bytes ahead
+  int prefetch;     // stream order: prefetch W this many bytes ahead (0: none)
   float* wout;      // bf16 kernels: also store the widened W here, fp32 panels [kc][16] (null: don't)
   float* c;
   int64_t ldc;
@@ -182,7 +183,7 @@ struct Avx2Kernel {
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + kPrefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m256 b[V];
       for (int v = 0; v < V; v++) b[v] = _mm256_load_ps(w + (v / 2) * t.wstride + 8 * (v % 2));
 #pragma GCC unroll 12
@@ -237,7 +238,7 @@ struct Avx2Bf16Kernel {
     int p = 0;
     for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + kPrefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T0);
       for (int v = 0; v < V; v++) {
         const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
         const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
@@ -272,14 +273,12 @@ const Isa kAvx2 = make_isa<Avx2Kernel, Avx2Bf16Kernel, true, 6, 1, 3, 2>("avx2")
 // Widens np bf16 panels of one K block (kc k values; pairs at w, panel v at w + v * wbstride) into
 // fp32 panels [kc][16] at dst + v * kc * 16: the fp32 kernels then run on them unchanged. Used when a
 // task has several row tiles, so each weight is widened once, not once per row tile.
-__attribute__((target("avx2,fma"))) void widen_bf16(const uint32_t* w, int64_t wbstride, int np, int kc, float* dst,
-                                                    bool prefetch) {
+__attribute__((target("avx2,fma"))) void widen_bf16(const uint32_t* w, int64_t wbstride, int np, int kc, float* dst) {
   const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
   for (int v = 0; v < np; v++) {
     const uint32_t* src = w + v * wbstride;
     float* out = dst + int64_t(v) * kc * kPanel;
     for (int p = 0; p < kc; p += 2, src += kPanel, out += 2 * kPanel) {
-      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(src) + kPrefetch, _MM_HINT_T0);
       for (int h = 0; h < 2; h++) {
         const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 8 * h));
         _mm256_store_ps(out + 8 * h, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
@@ -308,7 +307,7 @@ struct Avx512Kernel {
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + kPrefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m512 b[NP];
       for (int v = 0; v < NP; v++) b[v] = _mm512_load_ps(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -393,7 +392,6 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
         t.kc = int(std::min<int64_t>(kKc, k - p0));
         t.wstride = int64_t(k) * kPanel;
         t.wbstride = k2 * kPanel;
-        t.prefetch = grid.stream;
         t.ldc = ldc;
         t.first = kb == 0;
         t.last = kb == kblocks - 1;
@@ -415,12 +413,15 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
             first_widens = true;
           } else {
 #if defined(__x86_64__)
-            widen_bf16(t.wb, t.wbstride, np, t.kc, wide.data(), t.prefetch);
+            widen_bf16(t.wb, t.wbstride, np, t.kc, wide.data());
 #endif
           }
         }
         for (int64_t ir = i0; ir < i1; ir += tr) {
           const int rows = int(std::min<int64_t>(tr, i1 - ir));
+          // Stream order: row tile i prefetches (i + 1) · kPrefetch ahead, so while the later
+          // tiles compute from L1 the reads run on into the next K block.
+          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;
           t.a = block + (ir - i0) * t.kc;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;

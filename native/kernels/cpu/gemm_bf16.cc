@@ -80,7 +80,7 @@ struct Tile {
   int64_t ldc;
   int ncols;            // valid columns, 1 .. NP * 16
   bool first, last;
-  bool prefetch;        // stream order: prefetch W kPrefetch bytes ahead
+  int prefetch;         // stream order: prefetch W this many bytes ahead (0: none)
   const float* bias;
   bool relu;
   const float* mul;
@@ -108,7 +108,7 @@ struct Bf16Kernel {
     const uint32_t* w = t.w;
     for (int p = 0; p < t.kc2; p++, a++, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + kPrefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m512bh b[NP];
       for (int v = 0; v < NP; v++) b[v] = (__m512bh)_mm512_load_si512(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -208,7 +208,6 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
         t.ldc = ldc;
         t.first = kb == 0;
         t.last = kb == kblocks - 1;
-        t.prefetch = grid.stream;
         t.relu = ep.relu;
         t.ld_mul = ep.ld_mul;
         t.ld_add = ep.ld_add;
@@ -218,6 +217,7 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
         t.bias = ep.bias ? ep.bias + j : nullptr;
         for (int64_t ir = i0; ir < i1; ir += tr) {
           const int rows = int(std::min<int64_t>(tr, i1 - ir));
+          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;  // as in gemm.cc
           t.a = block + (ir - i0) * kKc2;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
