@@ -2,18 +2,21 @@
 // gemm.h for the operands, the epilogue and the bf16 weight layout.
 //
 // Compiled without -march like the rest: every function that uses AVX512-BF16 carries its own
-// target attribute and is only called after gemm_bf16_available() said yes, so the same binary
-// runs on CPUs without it (they take the fp32 AVX-512 / AVX2 paths of gemm.cc).
+// target attribute and is only called where the CPU has it, so the same binary runs on CPUs
+// without it (they take the avx2 bf16 kernel or the fp32 paths of gemm.cc). This file also
+// chooses the bf16 kernel and what precision auto means (support(), gemm.h).
 //
 // Blocking (one task = one row block × one column block of C, all of K):
 //   for K block of kKc elements (kKc / 2 bf16 pairs)
 //     convert A[rows, K block] to bf16 pairs, row-major with a fixed row stride of kKc / 2 pairs
 //       (vcvtneps2bf16, 16 floats an instruction; odd k padded with a 0)
 //     for column tile of nr (32; 64 when m <= 4) in the task
-//       for row tile of 12 in the task's rows
+//       for row tile of up to 12 (balanced_rows) in the task's rows
 //         micro-kernel: 12 × 32 fp32 accumulators (24 zmm) in registers; per k pair 2 W loads,
 //         12 broadcasts of one A pair, 24 vdpbf16ps; C loaded back between K blocks (exact), on the
 //         last K block the fp32 epilogue in registers and a (masked) store.
+// Stream order (m <= kStreamRows): all K blocks of A converted first, then per column tile all K
+// blocks back to back, W prefetched ahead, one column range per thread (gemm.h TaskGrid).
 // A is not transposed into micro-panels as on the fp32 path: with a compile-time row stride the
 // 12 broadcasts are loads at fixed offsets from one pointer, and the conversion stays a straight
 // vector loop.
