@@ -1,8 +1,8 @@
 /**
- * CPU ranking benchmark. Targets (docs/design.md): the CPU backend at least at ONNX Runtime's
- * throughput (onnxruntime-node, same model, 2 cores) for a Rank of 1,000; with bf16 kernels
- * (docs/cpu-bf16.md) ≥ 1.8× ONNX Runtime's throughput at 1,000 and ≥ 1.5× lower latency than fp32
- * at 10.
+ * CPU ranking benchmark. Targets (docs/design.md, docs/cpu-bf16.md), throughput against ONNX
+ * Runtime (onnxruntime-node, same model, 2 threads, same run) at `--precision auto`: AVX2 + FMA
+ * ≥ 1.5× at Rank(10), ≥ 1.2× at 100, ≥ 1.0× at 1,000; AVX512-BF16 ≥ 1.5×, 1.5×, 1.8×; fp32 (the
+ * bit-exact mode) ≥ 1.0× at Rank(10) on both.
  *
  * One bundle (the demo config, 20,000 ads, seed 1, or --bundle), exported to ONNX with
  * scripts/export_onnx.py. For each Rank size C (--candidates, default 10,100,1000,10000), one request
@@ -12,7 +12,10 @@
  *   adrank fp32  engine.rank() on the CPU backend at precision fp32 (--threads, default 2): request
  *                side, gather, MaskNet + DCNv2 + MLP + heads, top-K selection and GSP prices, all
  *                inside the engine
- *   adrank bf16  the same engine at precision bf16 (AVX512-BF16; skipped, saying why, on CPUs without)
+ *   adrank bf16  the same engine at precision bf16 (the bf16 kernel of this CPU: AVX512-BF16, or bf16
+ *                weights widened on AVX2; skipped, saying why, where there is none)
+ *   adrank auto  precision auto: the runner above whose precision auto resolves to on this CPU (not
+ *                timed twice; the report says which)
  *   ONNX         onnxruntime-node InferenceSession.run (intraOpNumThreads = --threads) plus the
  *                per-request work ONNX needs around it: id → row lookup, gathering the candidates'
  *                ad-side features into input tensors, and a top-K of the utilities. The request-side
@@ -26,10 +29,16 @@
  * within 1e-3, and the bf16 engine's within the bf16 tolerance 2e-2 (test/support/bf16.ts); the
  * benchmark refuses to report numbers when they differ.
  *
+ * --json prints one JSON object on stdout instead of the tables (progress goes to stderr): the CPU
+ * model and ISA flags, what each runner ran, per candidate count the median (and p90) ms and
+ * requests/s of each runner (`fp32`, `bf16`, `auto`, `onnx`), the throughput ratios against ONNX
+ * Runtime, and the |Δp| checks. ADRANK_CPU_ISA=avx2 forces the AVX2 paths (fp32 and bf16 weights)
+ * on an AVX-512 machine: a proxy for an AVX2-only CPU, not a measurement of one.
+ *
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
  *   npm install --no-save onnxruntime-node
  *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 10,100,1000,10000] [--runs 30]
- *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep]
+ *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep] [--json]
  * --runs is per runner and size; sizes of 10,000 use a third of it (at least 5).
  * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
  * Debian's python3-torch links the reference (netlib) BLAS, ~5 GFLOP/s: PyTorch then takes ~10 s a
@@ -38,7 +47,7 @@
  * run with LD_LIBRARY_PATH=DIR/usr/lib/x86_64-linux-gnu/openblas-pthread (the table says which).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { capabilities, Engine, type EngineRequest, type NativeExplain, type NativeResult } from '../src/engine/index.js';
@@ -57,6 +66,7 @@ const flag = (name: string, dflt: string) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const opt = {
+  json: args.includes('--json'),
   bundle: flag('bundle', ''),
   onnx: flag('onnx', ''),
   candidates: flag('candidates', '10,100,1000,10000').split(',').map(Number),
@@ -69,6 +79,9 @@ const opt = {
   /** seconds for PyTorch's timing loop: Debian's torch uses the reference BLAS (~10 s a request) */
   torchBudget: Number(flag('torch-budget', '60')),
 };
+
+/** progress and tables; with --json stdout carries only the JSON object */
+const log = opt.json ? (...xs: unknown[]) => console.error(...xs) : (...xs: unknown[]) => console.log(...xs);
 
 // ---- onnxruntime-node, loaded dynamically (not a project dependency)
 
@@ -171,24 +184,30 @@ let bundlePath = opt.bundle;
 if (!bundlePath) {
   bundlePath = join(work, 'demo.safetensors');
   await writeDemoBundle({ ads: 20_000, seed: opt.seed, out: bundlePath });
-  console.log(`demo bundle (20,000 ads, seed ${opt.seed}): ${bundlePath}`);
+  log(`demo bundle (20,000 ads, seed ${opt.seed}): ${bundlePath}`);
 }
 let onnxPath = opt.onnx;
 if (!onnxPath) {
   onnxPath = join(work, 'rank.onnx');
   const t0 = performance.now();
   const report = JSON.parse(run(py, ['scripts/export_onnx.py', '--bundle', bundlePath, '--out', onnxPath]));
-  console.log(`ONNX export: ${onnxPath}, ${report.bytes} bytes, opset ${report.opset}, torch ${report.torch}, checker ${report.onnx_checker} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  log(`ONNX export: ${onnxPath}, ${report.bytes} bytes, opset ${report.opset}, torch ${report.torch}, checker ${report.onnx_checker} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
 const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'fp32' });
 const bf16Cpu = capabilities().cpu;
 const engineBf16 = bf16Cpu.bf16 ? await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'bf16' }) : undefined;
+// precision auto resolves per CPU to one of the two engines above; its reason is the auto engine's
+const engineAuto = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'auto' });
+const autoAs = engineAuto.precision;
+const autoReason = engineAuto.deviceReason;
+engineAuto.dispose();
 const b = engine.bundle;
 const c = engine.config;
 const T = c.tasks.length;
-console.log(`adrank: ${engine.description}, ${engine.numAds} ads`);
-console.log(engineBf16 ? `adrank: ${engineBf16.description} (${engineBf16.deviceReason})` : `adrank bf16: not run, ${bf16Cpu.bf16Reason}`);
+log(`adrank: ${engine.description}, ${engine.numAds} ads`);
+log(engineBf16 ? `adrank: ${engineBf16.description} (${engineBf16.deviceReason})` : `adrank bf16: not run, ${bf16Cpu.bf16Reason}`);
+log(`adrank auto: precision ${autoAs} (${autoReason})`);
 
 /** C distinct candidates among the untargeted ads (every targeting dim all ones): all eligible. */
 function untargetedCandidates(bundle: LoadedBundle, n: number, rng: Rng): BigInt64Array {
@@ -378,6 +397,8 @@ interface SizeResult {
   onnx: Stats;
   torch?: Stats;
   engineMs: { fp32: number; bf16?: number };
+  onnxDp: number;
+  sameTop: boolean;
   bf16Dp?: number;
   bf16Winners?: number;
 }
@@ -396,7 +417,7 @@ for (const n of opt.candidates) {
   const check = await ortRank(cands);
   const ortDiff = worstDiff(check.rows, check.probs, ref.rows, ref.probs);
   const sameTop = check.top.every((i, j) => check.rows[i] === ranked.rows[j]);
-  console.log(`Rank(${n}): ONNX Runtime vs adrank fp32: max |Δp| ${ortDiff.toExponential(2)} over ${ref.rows.length}×${T}${full ? '' : ' (the winners)'}; same top ${K} in the same order: ${sameTop}`);
+  log(`Rank(${n}): ONNX Runtime vs adrank fp32: max |Δp| ${ortDiff.toExponential(2)} over ${ref.rows.length}×${T}${full ? '' : ' (the winners)'}; same top ${K} in the same order: ${sameTop}`);
   if (!(ortDiff <= TOLERANCE)) refuse('ONNX Runtime', ortDiff);
   let bf16Dp: number | undefined;
   let bf16Winners: number | undefined;
@@ -406,7 +427,7 @@ for (const n of opt.candidates) {
     const rb = await engineBf16.rank(req);
     const top = new Set(ranked.rows);
     bf16Winners = Array.from(rb.rows).filter((r) => top.has(r)).length;
-    console.log(`Rank(${n}): adrank bf16 vs fp32: max |Δp| ${full ? bf16Dp.toExponential(2) : '(not checked above 1,000)'}; ${bf16Winners} of the ${K} fp32 winners`);
+    log(`Rank(${n}): adrank bf16 vs fp32: max |Δp| ${full ? bf16Dp.toExponential(2) : '(not checked above 1,000)'}; ${bf16Winners} of the ${K} fp32 winners`);
     if (!(bf16Dp <= BF16_TOLERANCE)) {
       console.error(`REFUSED: adrank bf16 differs from fp32 by ${bf16Dp} in probability (tolerance ${BF16_TOLERANCE}); no timings reported.`);
       process.exit(1);
@@ -438,6 +459,8 @@ for (const n of opt.candidates) {
     bf16: engineBf16 ? stats(lat.bf16) : undefined,
     onnx: stats(lat.ort),
     engineMs: { fp32: quantile(engineUs.fp32, 0.5) / 1000, bf16: engineBf16 ? quantile(engineUs.bf16, 0.5) / 1000 : undefined },
+    onnxDp: ortDiff,
+    sameTop,
     bf16Dp,
     bf16Winners,
   };
@@ -448,36 +471,94 @@ for (const n of opt.candidates) {
   if (opt.torch && n === 1000) {
     const t = runTorch(check.rows);
     const d = worstDiff(check.rows, Float32Array.from(t.probs), ref.rows, ref.probs);
-    console.log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
+    log(`check PyTorch ${t.torch} vs adrank: max |Δp| ${d.toExponential(2)}`);
     if (!(d <= TOLERANCE)) refuse('PyTorch', d);
     res.torch = stats(t.times);
     torchVersion = `${t.torch} (${t.threads} threads, BLAS ${t.blas})`;
-    if (t.times.length < opt.runs) console.log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
+    if (t.times.length < opt.runs) log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
   }
   results.push(res);
-  console.log(`Rank(${n}): fp32 ${f(res.fp32.median)} ms, bf16 ${f(res.bf16?.median)} ms, ONNX ${f(res.onnx.median)} ms (medians)`);
+  log(`Rank(${n}): fp32 ${f(res.fp32.median)} ms, bf16 ${f(res.bf16?.median)} ms, ONNX ${f(res.onnx.median)} ms (medians)`);
 }
 engine.dispose();
 engineBf16?.dispose();
 
 // ---- report
 
+/** The auto runner: the stats of the runner auto resolved to. */
+const autoOf = (r: SizeResult): Stats | undefined => (autoAs === 'bf16' ? r.bf16 : r.fp32);
+
+/** The CPU's model name and the ISA flags that choose the kernels (/proc/cpuinfo on Linux). */
+function cpuInfo(): { model: string; flags: string[] } {
+  const want = ['avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16', 'avx512_vnni', 'avx512_fp16', 'amx_bf16', 'amx_tile'];
+  let flags: string[] = [];
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    const have = new Set((line?.split(':')[1] ?? '').trim().split(/\s+/));
+    flags = want.filter((f) => have.has(f));
+  } catch {
+    // not Linux: the model name alone
+  }
+  return { model: cpus()[0]?.model ?? '?', flags };
+}
+
+if (opt.json) {
+  const caps = capabilities().cpu;
+  const num = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? null : +x.toPrecision(5));
+  const runner = (s: Stats | undefined) => (s ? { median: num(s.median), p90: num(s.p90), runs: s.runs, rps: num(s.rps1), rpsConcurrent: num(s.rpsN) } : null);
+  const ratio = (a: Stats | undefined, o: Stats) => (a ? num(a.rps1 / o.rps1) : null);
+  const report = {
+    cpu: { ...cpuInfo(), hardwareThreads: cpus().length, simd: caps.simd, bf16Kernel: caps.bf16Kernel, forcedIsa: process.env.ADRANK_CPU_ISA ?? null },
+    node: process.version,
+    onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+    threads: opt.threads,
+    concurrency: opt.concurrency,
+    warmup: opt.warmup,
+    runs: opt.runs,
+    loadAverage: { start: num(load0), end: num(loadavg()[0]) },
+    runners: {
+      fp32: engine.description,
+      bf16: engineBf16 ? engineBf16.description : `not run: ${bf16Cpu.bf16Reason}`,
+      auto: { precision: autoAs, reason: autoReason },
+      onnx: `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common}, intra-op ${opt.threads}, + gather and top-${K} in JS`,
+    },
+    sizes: results.map((r) => ({
+      candidates: r.n,
+      medianMs: { fp32: num(r.fp32.median), bf16: num(r.bf16?.median), auto: num(autoOf(r)?.median), onnx: num(r.onnx.median) },
+      runners: { fp32: runner(r.fp32), bf16: runner(r.bf16), auto: runner(autoOf(r)), onnx: runner(r.onnx), torch: runner(r.torch) },
+      throughputVsOnnx: { fp32: ratio(r.fp32, r.onnx), bf16: ratio(r.bf16, r.onnx), auto: ratio(autoOf(r), r.onnx) },
+      engineMs: { fp32: num(r.engineMs.fp32), bf16: num(r.engineMs.bf16) },
+      checks: {
+        onnxVsFp32MaxDp: num(r.onnxDp),
+        onnxTolerance: TOLERANCE,
+        onnxSameTop: r.sameTop,
+        bf16VsFp32MaxDp: r.n <= 1000 ? num(r.bf16Dp) : null,
+        bf16Tolerance: BF16_TOLERANCE,
+        bf16Fp32WinnersKept: r.bf16Winners ?? null,
+      },
+    })),
+  };
+  console.log(JSON.stringify(report, null, 2));
+  process.exit(0);
+}
+
 const line = (name: string, s: Stats | undefined) =>
   `| ${name} | ${f(s?.median)} | ${f(s?.p90)} | ${s?.runs ?? '—'} | ${f(s?.rps1)} | ${f(s?.rpsN)} |`;
 const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? '—' : `${f(a / b)}×`);
 const out: string[] = [];
 out.push(`
-machine: ${cpus()[0]?.model ?? '?'} (${cpus().length} hardware threads); node ${process.version}; onnxruntime-node ${ort.env.versions.node}; torch ${torchVersion}
+machine: ${cpus()[0]?.model ?? '?'} (${cpus().length} hardware threads; ${cpuInfo().flags.join(' ')}${process.env.ADRANK_CPU_ISA ? `; ADRANK_CPU_ISA=${process.env.ADRANK_CPU_ISA}` : ''}); node ${process.version}; onnxruntime-node ${ort.env.versions.node}; torch ${torchVersion}
+adrank bf16: ${engineBf16 ? `${engineBf16.description}, kernel ${capabilities().cpu.bf16Kernel}` : `not run, ${bf16Cpu.bf16Reason}`}; precision auto = ${autoAs} (${autoReason})
 load average (1 min) at start ${f(load0)}, at end ${f(loadavg()[0])}
 Rank of C candidates (all eligible), top ${K}, ${opt.threads} threads, ${opt.warmup} warm-up + ${opt.runs} timed runs per runner (a third at C = 10,000), fp32 / bf16 / ONNX interleaved in 3 rounds
 
 Summary (same run; throughput = requests/s; latency = median ms of sequential requests):
 
-| C | adrank fp32 ms | adrank bf16 ms | ONNX ms | bf16 / ONNX throughput (conc. 1) | (conc. ${opt.concurrency}) | fp32 / ONNX (conc. 1) | bf16 latency gain over fp32 | bf16 max |Δp| vs fp32 |
+| C | adrank fp32 ms | adrank bf16 ms | ONNX ms | auto (${autoAs}) / ONNX throughput (conc. 1) | (conc. ${opt.concurrency}) | fp32 / ONNX (conc. 1) | bf16 latency gain over fp32 | bf16 max |Δp| vs fp32 |
 | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
 for (const r of results)
   out.push(
-    `| ${r.n.toLocaleString('en-US')} | ${f(r.fp32.median)} | ${f(r.bf16?.median)} | ${f(r.onnx.median)} | ${ratio(r.bf16?.rps1, r.onnx.rps1)} | ${ratio(r.bf16?.rpsN, r.onnx.rpsN)} | ${ratio(r.fp32.rps1, r.onnx.rps1)} | ${ratio(r.fp32.median, r.bf16?.median)} | ${r.bf16Dp === undefined ? '—' : r.n <= 1000 ? r.bf16Dp.toExponential(1) : 'n/c'} |`,
+    `| ${r.n.toLocaleString('en-US')} | ${f(r.fp32.median)} | ${f(r.bf16?.median)} | ${f(r.onnx.median)} | ${ratio(autoOf(r)?.rps1, r.onnx.rps1)} | ${ratio(autoOf(r)?.rpsN, r.onnx.rpsN)} | ${ratio(r.fp32.rps1, r.onnx.rps1)} | ${ratio(r.fp32.median, r.bf16?.median)} | ${r.bf16Dp === undefined ? '—' : r.n <= 1000 ? r.bf16Dp.toExponential(1) : 'n/c'} |`,
   );
 for (const r of results) {
   out.push(`

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds the standalone CPU kernel harness (native/kernels/cpu/harness) with g++ -O3 into a
 # temporary directory (never into build/) and runs it. Arguments go to the harness:
-#   scripts/kernel-check.sh            validate every ISA path + pool, time m=1000 shapes
+#   scripts/kernel-check.sh            validate every ISA path + pool, time m=1000 shapes and the stream
 #   scripts/kernel-check.sh --quick    validation only
 #   scripts/kernel-check.sh --bench --all --threads 2   time every demo shape and batch size
+#   scripts/kernel-check.sh --stream --threads 2        only read bandwidth vs the small-m weight stream
+#   scripts/kernel-check.sh --bench --stream --threads 2   both timings, no validation
+#   (--cputime: one-thread timings in thread CPU time, for a loaded machine)
 # No -march flag: like the addon, the binary runs on any x86-64 and picks AVX-512/AVX2 at run time
-# (ADRANK_CPU_ISA=avx2|scalar forces a lower path for gemm()).
+# (ADRANK_CPU_ISA=avx2|scalar forces a lower path for gemm(), and avx2 the AVX2 bf16 kernel).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${KERNEL_CHECK_DIR:-${TMPDIR:-/tmp}/adrank-kernel-check}"

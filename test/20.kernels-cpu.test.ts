@@ -6,20 +6,23 @@
  * ISA paths: gemm picks AVX-512 / AVX2 / scalar once per process, and ADRANK_CPU_ISA=avx2|scalar
  * (read at that moment) forces a lower one. So this suite runs its checks in-process on the
  * CPU's best path, then re-runs this same file in a child process per forced path
- * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too.
+ * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too; one more child
+ * with ADRANK_CPU_BF16=off (AVX512-BF16 hidden: on an AVX-512 machine, AVX-512 without BF16, where
+ * precision auto stays fp32).
  *
- * bf16 (linear with precision 'bf16', where the CPU has AVX512-BF16): against the float64
- * reference of the bf16-rounded A and W at the same 1e-4 (only the fp32 accumulation differs), and
- * against the float64 reference of the fp32 operands within 2^-7 · Σ|a·w| per element (the two
- * roundings). In the forced-ISA children the bf16 path must be off and refuse to run.
+ * bf16 (linear with precision 'bf16', on the bf16 kernel in use: avx512bf16 where the CPU has
+ * AVX512-BF16, avx2 on other AVX2 CPUs and in the ADRANK_CPU_ISA=avx2 child): against the float64
+ * reference of the bf16-rounded operands at the same 1e-4 (only the fp32 accumulation differs;
+ * avx512bf16 rounds A and W, avx2 only W), and against the float64 reference of the fp32 operands
+ * within 2^-7 · Σ|a·w| per element (avx2, one rounding: 2^-8). In the scalar child the bf16 path
+ * must be off and refuse to run.
  */
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 
 import { binding, type NativeKernels } from '../src/engine/binding.js';
 import { EngineError, resolvePrecision } from '../src/engine/index.js';
+import { mochaChild } from './support/index.js';
 
 const ATOL = 1e-4;
 const RTOL = 1e-4;
@@ -125,14 +128,16 @@ function run(kernels: () => NativeKernels): void {
   describe('linear at precision bf16', () => {
     const caps = () => binding().capabilities().cpu;
     for (const [m, n, k] of LINEAR_SHAPES) {
-      it(`m=${m} n=${n} k=${k}: the arithmetic of bf16 operands, within 2^-7·Σ|a·w| of fp32`, function () {
+      it(`m=${m} n=${n} k=${k}: the arithmetic of bf16 operands, within 2^-7·Σ|a·w| (avx2: 2^-8) of fp32`, function () {
         if (!caps().bf16) this.skip();
+        const roundA = caps().bf16Kernel === 'avx512bf16';
+        const bound = roundA ? 128 : 256;
         const rand = rng(m * 7919 + n * 31 + k + 5);
         const a = randomArray(rand, m * k);
         const w = randomArray(rand, n * k, 1 / Math.sqrt(Math.max(k, 1)));
         const bias = randomArray(rand, n, 0.5);
         const got = kernels().linear(a, m, k, w, n, bias, 1, 'bf16');
-        expectClose(got, linearRef(a.map(bf16), m, k, w.map(bf16), n, bias, 1), `bf16 linear ${m}x${n}x${k} vs rounded operands`);
+        expectClose(got, linearRef(roundA ? a.map(bf16) : a, m, k, w.map(bf16), n, bias, 1), `bf16 ${caps().bf16Kernel} linear ${m}x${n}x${k} vs rounded operands`);
         const exact = linearRef(a, m, k, w, n, bias, 1);
         let differs = false;
         for (let i = 0; i < m; i++)
@@ -140,29 +145,50 @@ function run(kernels: () => NativeKernels): void {
             let sabs = 0;
             for (let p = 0; p < k; p++) sabs += Math.abs(a[i * k + p] * w[j * k + p]);
             const err = Math.abs(got[i * n + j] - exact[i * n + j]);
-            if (!(err <= sabs / 128 + 1e-5)) expect.fail(`bf16 linear ${m}x${n}x${k}: element ${i},${j} is ${got[i * n + j]}, fp32 reference ${exact[i * n + j]}, beyond 2^-7·${sabs}`);
+            if (!(err <= sabs / bound + 1e-5)) expect.fail(`bf16 linear ${m}x${n}x${k}: element ${i},${j} is ${got[i * n + j]}, fp32 reference ${exact[i * n + j]}, beyond ${sabs}/${bound}`);
             differs ||= err > 1e-6;
           }
         if (k >= 5) expect(differs, 'bf16 rounds (differs from the fp32 reference somewhere)').to.equal(true);
       });
     }
 
-    it("is refused where the CPU has no AVX512-BF16 or a lower ISA is forced; a bad precision names the field", () => {
+    it('runs the bf16 kernel of the ISA path (refused on scalar); auto follows bf16Auto; a bad precision names the field', () => {
       const a = new Float32Array([1, 2]);
       const w = new Float32Array([3, 4]);
-      if (process.env.ADRANK_CPU_ISA === 'avx2' || process.env.ADRANK_CPU_ISA === 'scalar') {
-        expect(caps().bf16).to.equal(false);
-        expect(caps().bf16Reason).to.match(/no AVX512-BF16|ADRANK_CPU_ISA/);
+      const forced = process.env.ADRANK_CPU_ISA;
+      if (forced === 'avx2' && caps().simd === 'avx2') {
+        // bf16 weights widened on AVX2, also on a CPU with AVX512-BF16
+        expect(caps().bf16Kernel).to.equal('avx2');
+        expect(caps().bf16Auto).to.equal(true);
+        expect(caps().bf16Reason).to.match(/bf16 weights widened to fp32 on AVX2/);
       }
+      if (process.env.ADRANK_CPU_BF16 === 'off') {
+        // AVX512-BF16 hidden, as on a CPU without it
+        expect(caps().bf16Kernel).to.not.equal('avx512bf16');
+        if (caps().simd === 'avx512') {
+          // AVX-512 without BF16: bf16 weights on the avx2 kernel on request; auto stays fp32
+          expect(caps().bf16Kernel).to.equal('avx2');
+          expect(caps().bf16Auto).to.equal(false);
+          expect(caps().bf16AutoReason).to.match(/ADRANK_CPU_BF16=off\): fp32 on AVX-512/);
+          expect(resolvePrecision('auto', 'cpu').precision).to.equal('fp32');
+        }
+      }
+      if (forced === 'scalar') {
+        expect(caps().bf16).to.equal(false);
+        expect(caps().bf16Kernel).to.equal('');
+        expect(caps().bf16Reason).to.match(/the fp32 path in use is scalar, which has no bf16 kernel/);
+      }
+      expect(caps().bf16).to.equal(caps().bf16Kernel !== '');
       if (!caps().bf16) {
-        expect(() => kernels().linear(a, 1, 2, w, 1, null, 0, 'bf16')).to.throw(/expected a CPU with AVX512-BF16 for gemm_bf16/);
-        // the engine's precision: auto falls back to fp32 and says why; an explicit bf16 is refused
-        expect(resolvePrecision('auto', 'cpu')).to.deep.equal({ precision: 'fp32', reason: `auto, ${caps().bf16Reason}` });
+        expect(() => kernels().linear(a, 1, 2, w, 1, null, 0, 'bf16')).to.throw(/expected a CPU with a bf16 kernel/);
         expect(() => resolvePrecision('bf16', 'cpu')).to.throw(EngineError, `precision bf16 requested but ${caps().bf16Reason}`).with.property('code', 'DEVICE');
       } else {
         expect(Array.from(kernels().linear(a, 1, 2, w, 1, null, 0, 'bf16'))).to.deep.equal([11]);
-        expect(resolvePrecision('auto', 'cpu').precision).to.equal('bf16');
+        expect(resolvePrecision('bf16', 'cpu')).to.deep.equal({ precision: 'bf16', reason: `requested, ${caps().bf16Reason}` });
       }
+      // the engine's precision: auto picks bf16 where bf16Auto says so, else fp32, and says why
+      expect(resolvePrecision('auto', 'cpu')).to.deep.equal({ precision: caps().bf16Auto ? 'bf16' : 'fp32', reason: `auto, ${caps().bf16AutoReason}` });
+      if (caps().bf16Auto) expect(caps().bf16).to.equal(true);
       expect(resolvePrecision('fp32', 'cpu')).to.deep.equal({ precision: 'fp32', reason: 'requested' });
       expect(() => resolvePrecision('auto', 'cuda:0')).to.not.throw();
       expect(() => resolvePrecision('fp32', 'cuda:0')).to.throw(EngineError, /expected auto or bf16 for precision on cuda:0/);
@@ -311,26 +337,20 @@ describe('20 kernels-cpu', () => {
 
   if (!isChild) {
     describe('the other ISA paths (child process each)', () => {
-      for (const isa of ['avx2', 'scalar'] as const) {
-        it(`passes every check above with ADRANK_CPU_ISA=${isa}`, function () {
+      const children: [string, Record<string, string>][] = [
+        ['ADRANK_CPU_ISA=avx2', { ADRANK_CPU_ISA: 'avx2' }],
+        ['ADRANK_CPU_ISA=scalar', { ADRANK_CPU_ISA: 'scalar' }],
+        ['ADRANK_CPU_BF16=off (AVX-512 without BF16 on an AVX-512 machine)', { ADRANK_CPU_BF16: 'off' }],
+      ];
+      for (const [label, env] of children) {
+        it(`passes every check above with ${label}`, function () {
           this.timeout(180_000);
-          const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-          const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
-          const r = spawnSync(
-            process.execPath,
-            ['--import', 'tsx', mocha, '--no-config', '--timeout', '60000', '--reporter', 'dot', fileURLToPath(import.meta.url)],
-            {
-              cwd: root,
-              encoding: 'utf8',
-              env: {
-                ...process.env,
-                ADRANK_CPU_ISA: isa,
-                ADRANK_KERNEL_TEST_CHILD: '1',
-                ADRANK_KERNEL_TEST_BEST: binding().capabilities().cpu.simd,
-              },
-            },
-          );
-          expect(r.status, `child with ADRANK_CPU_ISA=${isa}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
+          const r = mochaChild(fileURLToPath(import.meta.url), {
+            ...env,
+            ADRANK_KERNEL_TEST_CHILD: '1',
+            ADRANK_KERNEL_TEST_BEST: binding().capabilities().cpu.simd,
+          }, 60_000);
+          expect(r.status, `child with ${label}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
           expect(r.stdout).to.match(/\d+ passing/);
         });
       }

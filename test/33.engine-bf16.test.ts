@@ -9,8 +9,16 @@
  *    not depend on the scores).
  * And that bf16 really ran: the description says bf16 and the probabilities differ from the fp32
  * engine's. The observed max |Δp| and overlap are printed (docs/cpu-bf16.md quotes them).
- * Skips (saying why) where the CPU has no AVX512-BF16.
+ *
+ * Also: a small request, whose GEMMs run in stream order split over the pool, gives bitwise what a
+ * 1-thread engine and a large request (blocked order, chunks over the threads) give, fp32 and bf16.
+ *
+ * The suite runs on the bf16 kernel in use (AVX512-BF16 where the CPU has it), then again in a child
+ * process with ADRANK_CPU_ISA=avx2 (ADRANK_BF16_TEST_CHILD=1 stops the recursion), where the kernel
+ * must be the AVX2 one (bf16 weights widened to fp32): the same tolerance on a CPU without
+ * AVX512-BF16, checked on any AVX2 machine. Skips (saying why) where there is no bf16 kernel.
  */
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { capabilities, Engine, EngineError, type NativeResult } from '../src/engine/index.js';
 import type { LoadedBundle } from '../src/model/bundle.js';
@@ -18,8 +26,10 @@ import { makeDemoBundle, makeDemoConfig, makeRandomConfig, type RandomConfigOpti
 import type { EngineRequest } from '../src/features/feature-bundle.js';
 import { RefModel } from './reference/model.js';
 import { defaultAdState, modelScorers, refRank } from './reference/funnel.js';
-import { addonBuilt, randomRequest, Rng, toLoaded } from './support/index.js';
+import { addonBuilt, mochaChild, randomRequest, Rng, toLoaded } from './support/index.js';
 import { BF16_PROB_ATOL, bf16WinnersAgree } from './support/bf16.js';
+
+const isChild = process.env.ADRANK_BF16_TEST_CHILD === '1';
 
 
 interface Observed {
@@ -35,9 +45,12 @@ async function compare(label: string, b: LoadedBundle, requests: EngineRequest[]
   const bf16 = Engine.fromBundle(b, { device: 'cpu', threads: 2, precision: 'bf16' });
   const fp32 = Engine.fromBundle(b, { device: 'cpu', threads: 2, precision: 'fp32' });
   try {
+    const cpu = capabilities().cpu;
     expect(bf16.precision).to.equal('bf16');
-    expect(bf16.description).to.match(/^cpu avx512 bf16 x2 threads$/);
-    expect(bf16.deviceReason).to.match(/precision bf16: requested, this CPU has AVX512-BF16/);
+    expect(bf16.description).to.equal(`cpu ${cpu.simd} bf16 x2 threads`);
+    expect(bf16.deviceReason).to.match(/; precision bf16: requested, /);
+    expect(bf16.deviceReason.endsWith(cpu.bf16Reason)).to.equal(true);
+    if (isChild) expect(cpu.bf16Kernel, 'ADRANK_CPU_ISA=avx2 runs the AVX2 bf16 kernel').to.equal('avx2');
     expect(fp32.description).to.match(/ fp32 x2 threads$/);
     const m = new RefModel(b);
     const T = b.config.tasks.length;
@@ -76,7 +89,7 @@ async function compare(label: string, b: LoadedBundle, requests: EngineRequest[]
     // bf16 really ran: it rounds, so it cannot equal fp32 everywhere.
     expect(o.fp32VsBf16, `${label}: bf16 probabilities differ from fp32 somewhere`).to.be.greaterThan(1e-6);
     console.log(
-      `      [32.bf16] ${label}: max |Δp| ${o.maxDp.toExponential(2)}, max |Δvalue|/Σ|w| ${o.maxDvalue.toExponential(2)}, ` +
+      `      [32.bf16${isChild ? ' avx2' : ''}] ${label}: max |Δp| ${o.maxDp.toExponential(2)}, max |Δvalue|/Σ|w| ${o.maxDvalue.toExponential(2)}, ` +
         `top-K overlap ${o.overlap}/${o.winners}, max |p_bf16 − p_fp32| ${o.fp32VsBf16.toExponential(2)}`,
     );
     return o;
@@ -92,7 +105,7 @@ describe('33 engine (CPU) at precision bf16 vs the float64 reference', function 
     if (!addonBuilt()) this.skip();
     const cpu = capabilities().cpu;
     if (!cpu.bf16) {
-      console.log(`      [32.bf16] skipped: ${cpu.bf16Reason}`);
+      console.log(`      [32.bf16] skipped: no bf16 kernel: ${cpu.bf16Reason}`);
       this.skip();
     }
   });
@@ -143,14 +156,52 @@ describe('33 engine (CPU) at precision bf16 vs the float64 reference', function 
     }
   });
 
-  it("precision 'auto' picks bf16 here and says why; a bad precision is refused naming the field", () => {
+  it('a small request (its GEMMs split over the pool, stream order) gives the bits of a 1-thread engine and of the same ads in a large request, fp32 and bf16', async () => {
+    const config = makeDemoConfig();
+    const b = toLoaded(config, makeDemoBundle({ config, ads: 400, seed: 35 }).tensors);
+    const rng = new Rng(35);
+    const big = randomRequest(rng, b, { candidates: 300, k: 10, seqLen: 8 });
+    for (const precision of ['fp32', 'bf16'] as const) {
+      const two = Engine.fromBundle(b, { device: 'cpu', threads: 2, precision });
+      const one = Engine.fromBundle(b, { device: 'cpu', threads: 1, precision });
+      try {
+        const all = await two.explain(big);
+        const T = b.config.tasks.length;
+        const at = new Map(Array.from(all.rows, (row, i) => [row, i] as [number, number]));
+        for (const n of [1, 7, 10, 16]) {
+          const small = { ...big, candidates: (big.candidates as BigInt64Array).subarray(0, n) };
+          const x = await two.explain(small);
+          const y = await one.explain(small);
+          expect(Array.from(x.probs), `${precision} Rank(${n}): 2 threads = 1 thread, bitwise`).to.deep.equal(Array.from(y.probs));
+          expect(Array.from(x.cross), `${precision} Rank(${n}): cross layers, 2 threads = 1 thread`).to.deep.equal(Array.from(y.cross));
+          x.rows.forEach((row, c) => {
+            const i = at.get(row)!;
+            expect(Array.from(x.probs.subarray(c * T, (c + 1) * T)), `${precision} Rank(${n}) row ${row} = its row in Rank(300)`).to.deep.equal(
+              Array.from(all.probs.subarray(i * T, (i + 1) * T)),
+            );
+          });
+        }
+      } finally {
+        two.dispose();
+        one.dispose();
+      }
+    }
+  });
+
+  it("precision 'auto' follows capabilities().cpu.bf16Auto and says why; a bad precision is refused naming the field", () => {
     const config = makeRandomConfig(new Rng(34), {});
     const b = toLoaded(config, makeDemoBundle({ config, ads: 20, seed: 34 }).tensors);
     const e = Engine.fromBundle(b, { device: 'cpu', precision: 'auto' });
+    const cpu = capabilities().cpu;
     try {
-      expect(e.precision).to.equal('bf16');
-      expect(e.deviceReason).to.match(/; precision bf16: auto, this CPU has AVX512-BF16 \(vdpbf16ps\)$/);
-      expect(e.description).to.match(/ bf16 x\d+ threads$/);
+      // AVX512-BF16, or bf16 weights on an AVX2 path: bf16 at every size
+      if (cpu.bf16Kernel === 'avx512bf16' || cpu.simd === 'avx2') expect(cpu.bf16Auto).to.equal(true);
+      const want = cpu.bf16Auto ? 'bf16' : 'fp32';
+      expect(e.precision).to.equal(want);
+      expect(e.deviceReason.endsWith(`; precision ${want}: auto, ${cpu.bf16AutoReason}`), e.deviceReason).to.equal(true);
+      if (cpu.bf16Kernel === 'avx512bf16') expect(e.deviceReason).to.match(/auto, this CPU has AVX512-BF16 \(vdpbf16ps\)$/);
+      if (isChild) expect(e.deviceReason).to.match(/auto, the fp32 path in use is avx2 \(ADRANK_CPU_ISA\): bf16 weights widened to fp32 on AVX2/);
+      expect(e.description).to.equal(`cpu ${cpu.simd} ${want} x${e.description.match(/x(\d+) threads$/)![1]} threads`);
     } finally {
       e.dispose();
     }
@@ -158,4 +209,18 @@ describe('33 engine (CPU) at precision bf16 vs the float64 reference', function 
       .to.throw(EngineError, 'expected auto, fp32 or bf16 for precision, got "fp16"')
       .with.property('code', 'INVALID_REQUEST');
   });
+
+  if (!isChild) {
+    it('passes every check above with ADRANK_CPU_ISA=avx2 (the AVX2 bf16 kernel), in a child process', function () {
+      if (capabilities().cpu.simd === 'scalar') this.skip(); // no AVX2 here
+      this.timeout(600_000);
+      const r = mochaChild(fileURLToPath(import.meta.url), { ADRANK_CPU_ISA: 'avx2', ADRANK_BF16_TEST_CHILD: '1' }, 300_000, 'spec');
+      const observed = r.stdout.split('\n').filter((l) => l.includes('[32.bf16 avx2]'));
+      for (const l of observed) console.log(l);
+      expect(r.status, `child with ADRANK_CPU_ISA=avx2:\n${r.stdout}\n${r.stderr}`).to.equal(0);
+      expect(r.stdout).to.match(/\d+ passing/);
+      expect(r.stdout).to.not.match(/pending/);
+      expect(observed.length, 'the child compared every config').to.equal(7);
+    });
+  }
 });

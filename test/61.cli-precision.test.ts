@@ -80,7 +80,7 @@ describe('61 CLI --precision', function () {
     if (process.env.ADRANK_PRECISION) env.ADRANK_PRECISION = 'auto';
     const auto = await getModel(['--bundle', bundle, '--device', 'cpu'], env);
     const cpu = capabilities().cpu;
-    expect(auto.device).to.match(cpu.bf16 ? /^cpu avx512 bf16 x1 threads$/ : / fp32 x1 threads$/);
-    expect(auto.deviceReason).to.equal(`requested; precision ${cpu.bf16 ? 'bf16' : 'fp32'}: auto, ${cpu.bf16Reason}`);
+    expect(auto.device).to.equal(`cpu ${cpu.simd} ${cpu.bf16Auto ? 'bf16' : 'fp32'} x1 threads`);
+    expect(auto.deviceReason).to.equal(`requested; precision ${cpu.bf16Auto ? 'bf16' : 'fp32'}: auto, ${cpu.bf16AutoReason}`);
   });
 });

@@ -36,6 +36,9 @@ Napi::Value Capabilities(const Napi::CallbackInfo& info) {
   cpu.Set("simd", cpu::gemm_isa());
   cpu.Set("bf16", cpu::gemm_bf16_available());
   cpu.Set("bf16Reason", cpu::gemm_bf16_reason());
+  cpu.Set("bf16Kernel", cpu::gemm_bf16_kernel());
+  cpu.Set("bf16Auto", cpu::gemm_bf16_auto());
+  cpu.Set("bf16AutoReason", cpu::gemm_bf16_auto_reason());
   cpu.Set("threads", double(std::max(1u, std::thread::hardware_concurrency())));
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef ADRANK_WITH_CUDA
@@ -117,8 +120,8 @@ const float* f32_arg(const Napi::CallbackInfo& info, size_t i, int64_t length, c
 }
 
 // linear(a, m, k, w, n, bias | null, act, precision?): C[m,n] = act(A · Wᵀ + bias); k may be 0
-// (bias only); precision 'bf16' packs W as bf16 and runs the bf16 path (throws where the CPU
-// has no AVX512-BF16), absent or 'fp32' the fp32 path.
+// (bias only); precision 'bf16' packs W as bf16 and runs the bf16 kernel in use
+// (capabilities().cpu.bf16Kernel; throws where there is none), absent or 'fp32' the fp32 path.
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   const int m = dim_arg(info, 1, "m"), k = dim_arg(info, 2, "k", 0), n = dim_arg(info, 4, "n");
   const float* a = f32_arg(info, 0, int64_t(m) * k, "a");

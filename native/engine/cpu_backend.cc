@@ -26,11 +26,11 @@ constexpr int kMinChunk = 32;         // fewest, so small requests still spread 
 constexpr int64_t kScanChunk = 16384; // ads per retrieval-scan chunk
 
 
-void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu) {
+void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu, cpu::ThreadPool* pool = nullptr) {
   cpu::Epilogue ep;
   ep.bias = l.b.empty() ? nullptr : l.b.data();
   ep.relu = relu;
-  cpu::gemm(a, m, lda, l.w, c, ldc, ep, nullptr);
+  cpu::gemm(a, m, lda, l.w, c, ldc, ep, pool);
 }
 
 void layer_norm_rows(const float* x, int64_t ldx, float* y, int64_t ldy, int m, int n, const std::vector<float>& g,
@@ -114,8 +114,11 @@ class CpuBackend final : public Backend {
   void encode_sequence(const Request& req, UserState& us) const;
   void forward(const UserState& us, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t);
   void forward(const std::vector<Segment>& segs, const int32_t* rows, int64_t count, const ForwardOut& out, Timings& t);
+  // gp: the pool for the chunk's GEMMs (each splits its columns over it), when the forward has
+  // fewer chunks than threads (a small request: the weights are then read by every core, each its
+  // own columns); null otherwise (the chunks already keep the threads busy).
   void forward_chunk(const std::vector<Segment>& segs, const int32_t* rows, int m, int64_t r0, Workspace& ws,
-                     const ForwardOut& out, StageTime& st) const;
+                     const ForwardOut& out, StageTime& st, cpu::ThreadPool* gp) const;
   // Rank and RetrieveAndRank requests of one batch (entries[i] for i in `which`) into res[i].
   void rank_many(const std::vector<BatchEntry>& entries, const std::vector<size_t>& which, const AdStateTable& state,
                  std::vector<Result>& res);
@@ -304,7 +307,7 @@ void CpuBackend::compute_users(const std::vector<const Request*>& reqs, bool for
   for (size_t k = 0; k < m_.user_tower.size(); k++) {
     const Linear& l = m_.user_tower[k];
     b.assign(size_t(R) * l.w.n(), 0.f);
-    linear(a.data(), int(R), l.w.k(), l, b.data(), l.w.n(), k + 1 < m_.user_tower.size());
+    linear(a.data(), int(R), l.w.k(), l, b.data(), l.w.n(), k + 1 < m_.user_tower.size(), pool_);
     std::swap(a, b);
     width = l.w.n();
   }
@@ -315,7 +318,7 @@ void CpuBackend::compute_users(const std::vector<const Request*>& reqs, bool for
   if (for_ranking) {
     const int64_t Bh = int64_t(d.masknet_blocks) * d.masknet_hidden;
     std::vector<float> bias(size_t(R) * Bh, 0.f);
-    linear(U.data(), int(R), du, m_.mask1_user, bias.data(), Bh, false);
+    linear(U.data(), int(R), du, m_.mask1_user, bias.data(), Bh, false, pool_);
     for (int64_t i = 0; i < R; i++) users[i].bias1.assign(bias.begin() + i * Bh, bias.begin() + (i + 1) * Bh);
   }
 }
@@ -327,7 +330,7 @@ UserState CpuBackend::compute_user(const Request& req, bool for_ranking) const {
 }
 
 void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* rows, int m, int64_t r0, Workspace& ws,
-                               const ForwardOut& out, StageTime& st) const {
+                               const ForwardOut& out, StageTime& st, cpu::ThreadPool* gp) const {
   const ModelDims& d = m_.dims();
   const int du = d.user(), da = d.ad(), ds = d.seq_dim, din = d.input(), D = d.cross(), T = d.tasks;
   const int B = d.masknet_blocks, h = d.masknet_hidden, o = d.masknet_output, Bh = B * h;
@@ -359,9 +362,9 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     const int mm = p.hi - p.lo;
     if (us.n > 0) {
       for (int i = p.lo; i < p.hi; i++) std::memcpy(ws.qc.data() + size_t(i) * ds, m_.ad_query.data() + size_t(rows[i]) * ds, sizeof(float) * ds);
-      cpu::gemm(ws.qc.data() + size_t(p.lo) * ds, mm, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, nullptr);
+      cpu::gemm(ws.qc.data() + size_t(p.lo) * ds, mm, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, gp);
       for (int i = 0; i < mm; i++) cpu::softmax_inplace(ws.att.data() + size_t(i) * us.n, us.n);
-      cpu::gemm(ws.att.data(), mm, us.n, us.h_t, x + size_t(p.lo) * din + du + da, din, cpu::Epilogue{}, nullptr);
+      cpu::gemm(ws.att.data(), mm, us.n, us.h_t, x + size_t(p.lo) * din + du + da, din, cpu::Epilogue{}, gp);
     } else {
       for (int i = p.lo; i < p.hi; i++) std::memset(x + size_t(i) * din + du + da, 0, sizeof(float) * ds);
     }
@@ -378,7 +381,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
   {
     // The bias (user half of layer 1) differs per request, so it is added after the GEMM, row by
     // row, for a batch of one as for many: acc + bias then ReLU, the epilogue's arithmetic.
-    cpu::gemm(x + du, m, din, m_.mask1_ad, ws.hid.data(), Bh, cpu::Epilogue{}, nullptr);
+    cpu::gemm(x + du, m, din, m_.mask1_ad, ws.hid.data(), Bh, cpu::Epilogue{}, gp);
     for (const Part& p : parts) {
       const float* b1 = p.us->bias1.data();
       for (int i = p.lo; i < p.hi; i++) {
@@ -394,8 +397,8 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     ep.bias = blk.mask2.b.data();
     ep.mul = ws.xhat.data();
     ep.ld_mul = din;
-    cpu::gemm(ws.hid.data() + size_t(i) * h, m, Bh, blk.mask2.w, ws.t.data(), din, ep, nullptr);
-    cpu::gemm(ws.t.data(), m, din, blk.proj, x0 + size_t(i) * o, D, cpu::Epilogue{}, nullptr);
+    cpu::gemm(ws.hid.data() + size_t(i) * h, m, Bh, blk.mask2.w, ws.t.data(), din, ep, gp);
+    cpu::gemm(ws.t.data(), m, din, blk.proj, x0 + size_t(i) * o, D, cpu::Epilogue{}, gp);
     layer_norm_rows(x0 + size_t(i) * o, D, x0 + size_t(i) * o, D, m, o, blk.norm_w, blk.norm_b, true);
   }
   capture(out.x0, x0, D, D);
@@ -414,10 +417,10 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
     ep.add = cur;
     ep.ld_add = D;
     if (d.dcn_rank > 0) {
-      cpu::gemm(cur, m, D, c.v, ws.lr.data(), d.dcn_rank, cpu::Epilogue{}, nullptr);
-      cpu::gemm(ws.lr.data(), m, d.dcn_rank, c.u, next, D, ep, nullptr);
+      cpu::gemm(cur, m, D, c.v, ws.lr.data(), d.dcn_rank, cpu::Epilogue{}, gp);
+      cpu::gemm(ws.lr.data(), m, d.dcn_rank, c.u, next, D, ep, gp);
     } else {
-      cpu::gemm(cur, m, D, c.w, next, D, ep, nullptr);
+      cpu::gemm(cur, m, D, c.w, next, D, ep, gp);
     }
     cur = next;
   }
@@ -429,12 +432,12 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
   int width = D;
   for (size_t k = 0; k < m_.mlp.size(); k++) {
     float* next = (k % 2 == 0) ? ws.ma.data() : ws.mb.data();
-    linear(cur, m, width, m_.mlp[k], next, m_.mlp[k].w.n(), true);
+    linear(cur, m, width, m_.mlp[k], next, m_.mlp[k].w.n(), true, gp);
     cur = next;
     width = m_.mlp[k].w.n();
   }
   capture(out.hidden, cur, width, width);
-  linear(cur, m, width, m_.heads, ws.logits.data(), T, false);
+  linear(cur, m, width, m_.heads, ws.logits.data(), T, false, gp);
   capture(out.logits, ws.logits.data(), T, T);
   for (const Part& part : parts) {
     const UserState& us = *part.us;
@@ -467,6 +470,7 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
   const int64_t per_thread = (count + threads * kChunk - 1) / (threads * kChunk);
   const int64_t rows_per = std::max<int64_t>(kMinChunk, (count + threads * per_thread - 1) / (threads * per_thread));
   const int64_t chunks = (count + rows_per - 1) / rows_per;
+  cpu::ThreadPool* gp = chunks < threads ? pool_ : nullptr;
   std::mutex mu;
   StageTime total;
   auto run = [&](int64_t c0, int64_t c1) {
@@ -475,7 +479,7 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
     try {
       for (int64_t c = c0; c < c1; c++) {
         const int64_t r0 = c * rows_per;
-        forward_chunk(segs, rows + r0, int(std::min<int64_t>(rows_per, count - r0)), r0, *ws, out, st);
+        forward_chunk(segs, rows + r0, int(std::min<int64_t>(rows_per, count - r0)), r0, *ws, out, st, gp);
       }
     } catch (...) {
       release(std::move(ws));

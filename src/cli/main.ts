@@ -384,7 +384,7 @@ function program(): Command {
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
-    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 where the CPU has AVX512-BF16) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
+    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 with AVX512-BF16 or on AVX2-only CPUs) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(
       new Option('--front-end-threads <n>', 'JS threads accepting gRPC connections on the port, sharing one engine per model version (1 on Node < 22.12)')

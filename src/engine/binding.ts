@@ -15,8 +15,9 @@ export interface NativeModelInit {
   device: string;
   /** CPU worker threads; 0 = one per hardware thread. */
   threads: number;
-  /** Candidate-side GEMMs of the CPU backend: 'fp32' (default) or 'bf16' (AVX512-BF16 only; the TS
-   *  side resolves 'auto'). The CUDA backend computes in bf16 whatever this says. */
+  /** Candidate-side GEMMs of the CPU backend: 'fp32' (default) or 'bf16' (bf16 weights; needs a
+   *  bf16 kernel, capabilities().cpu.bf16; the TS side resolves 'auto'). The CUDA backend computes
+   *  in bf16 whatever this says. */
   precision?: 'fp32' | 'bf16';
   /** The config JSON's numbers, flattened (see src/engine/index.ts `nativeInit`). */
   dims: NativeDims;
@@ -202,10 +203,19 @@ export interface Capabilities {
     usable: true;
     simd: 'avx512' | 'avx2' | 'scalar';
     threads: number;
-    /** the bf16 GEMM path can run here (AVX512-BF16 vdpbf16ps, and the avx512 path in use) */
+    /** a bf16 GEMM kernel runs here (bf16Kernel is not '') */
     bf16: boolean;
-    /** why `bf16` is what it is, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" */
+    /** why `bf16` and `bf16Kernel` are what they are, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" */
     bf16Reason: string;
+    /** the bf16 kernel precision bf16 runs: 'avx512bf16' (vdpbf16ps: bf16 A and W, fp32
+     *  accumulation; where the CPU has AVX512-BF16 and the avx512 path is in use), 'avx2' (bf16
+     *  weights widened to fp32, fp32 FMAs; any other AVX2 + FMA CPU, or ADRANK_CPU_ISA=avx2), or ''
+     *  (none: the scalar path) */
+    bf16Kernel: 'avx512bf16' | 'avx2' | '';
+    /** whether precision 'auto' picks bf16 on this CPU (docs/cpu-bf16.md "Choosing it") */
+    bf16Auto: boolean;
+    /** why `bf16Auto` is what it is */
+    bf16AutoReason: string;
   };
   /** targets: the GPU code the build carries, e.g. "sm_80, sm_89, sm_90a, PTX compute_90" */
   cuda: { compiled: boolean; usable: boolean; devices: number; reason: string; targets: string };
@@ -214,7 +224,8 @@ export interface Capabilities {
 /** CPU kernels exposed for the kernel tests (test/20.kernels-cpu). */
 export interface NativeKernels {
   /** C[m,n] = act(A[m,k] · W[n,k]ᵀ + bias[n]); act 0 = none, 1 = ReLU. precision 'bf16' runs the
-   *  bf16 path (A and W rounded to bf16, fp32 accumulation; throws without AVX512-BF16). */
+   *  bf16 kernel in use (capabilities().cpu.bf16Kernel: avx512bf16 rounds A and W to bf16,
+   *  avx2 only W; fp32 accumulation; throws where there is none). */
   linear(a: Float32Array, m: number, k: number, w: Float32Array, n: number, bias: Float32Array | null, act: number, precision?: 'fp32' | 'bf16'): Float32Array;
   /** x_{l+1} = x0 ⊙ (xl · Wᵀ + b) + xl, all [m × n], W [n × n]. */
   crossLayer(x0: Float32Array, xl: Float32Array, m: number, w: Float32Array, bias: Float32Array): Float32Array;

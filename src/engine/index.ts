@@ -19,8 +19,9 @@ export interface EngineOptions {
   /** The addon to build the engine with (default: the one `binding()` loads). Tests pass the
    *  test-hooks build here; nothing else does. */
   binding?: NativeBinding;
-  /** Precision of the CPU backend's MaskNet / DCNv2 / MLP GEMMs: 'auto' (bf16 where the CPU has
-   *  native bf16 dot products, AVX512-BF16; else fp32), 'fp32' or 'bf16'. Default 'fp32' here on
+  /** Precision of the CPU backend's MaskNet / DCNv2 / MLP GEMMs: 'auto' (bf16 where
+   *  capabilities().cpu.bf16Auto: AVX512-BF16, or AVX2 without AVX-512; else fp32), 'fp32' or
+   *  'bf16' (bf16 weights on any AVX2 CPU). Default 'fp32' here on
    *  the CPU and bf16 on CUDA (its only precision; 'fp32' is refused there); the CLI (`--precision`)
    *  defaults to 'auto'. See docs/cpu-bf16.md. */
   precision?: string;
@@ -133,8 +134,8 @@ export type Precision = 'fp32' | 'bf16';
 
 /**
  * The precision the engine runs at on `device` (already resolved: 'cpu' or 'cuda:N') and why.
- * CPU: 'auto' → bf16 where capabilities().cpu.bf16 (AVX512-BF16), else fp32; 'bf16' on a CPU
- * without it is a DEVICE error. CUDA: the GPU path computes in bf16, so 'auto' and 'bf16' give
+ * CPU: 'auto' → bf16 where capabilities().cpu.bf16Auto (AVX512-BF16, or AVX2 without AVX-512),
+ * else fp32; 'bf16' where there is no bf16 kernel (capabilities().cpu.bf16) is a DEVICE error. CUDA: the GPU path computes in bf16, so 'auto' and 'bf16' give
  * bf16 and 'fp32' is refused.
  */
 export function resolvePrecision(precision: string, device: string): { precision: Precision; reason: string } {
@@ -150,7 +151,7 @@ export function resolvePrecision(precision: string, device: string): { precision
     if (!cpu.bf16) throw new EngineError(`precision bf16 requested but ${cpu.bf16Reason}`, 'DEVICE');
     return { precision, reason: `requested, ${cpu.bf16Reason}` };
   }
-  return { precision: cpu.bf16 ? 'bf16' : 'fp32', reason: `auto, ${cpu.bf16Reason}` };
+  return { precision: cpu.bf16Auto ? 'bf16' : 'fp32', reason: `auto, ${cpu.bf16AutoReason}` };
 }
 
 export function nativeInit(b: LoadedBundle, device: string, threads: number, precision: Precision = 'fp32'): NativeModelInit {

@@ -1,8 +1,10 @@
 /**
  * Shared test helpers: in-memory bundles, random requests, addon detection, comparisons.
  */
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { bundleMetadata, parseBundle, type LoadedBundle } from '../../src/model/bundle.js';
 import { makeDemoBundle, type DemoBundleOptions } from '../../src/model/demo.js';
@@ -45,3 +47,19 @@ export function expectClose(field: string, got: ArrayLike<number>, want: ArrayLi
 }
 
 export { Rng };
+
+/**
+ * Runs one mocha test file again in a child process (this node, tsx, mocha without the project's
+ * config, from the repository root) with `env` added to this process's environment: how a suite
+ * checks a path chosen once per process, e.g. ADRANK_CPU_ISA=avx2.
+ */
+export function mochaChild(file: string, env: Record<string, string>, timeoutMs: number, reporter = 'dot'): SpawnSyncReturns<string> {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
+  return spawnSync(process.execPath, ['--import', 'tsx', mocha, '--no-config', '--timeout', String(timeoutMs), '--reporter', reporter, file], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
+}
+

@@ -13,6 +13,17 @@
 // p = 0..k-1 (the store/reload between K blocks is exact), so the result does not depend on the
 // task grid or the thread count; it differs between ISA paths only by rounding (the scalar path
 // does not fuse multiply and add).
+//
+// Stream order (m <= kStreamRows, gemm.h): all of A is packed first, then per column tile all K
+// blocks back to back, W prefetched kPrefetch bytes ahead (row tile i: (i + 1) · kPrefetch); with a
+// pool one column range per thread.
+//
+// bf16 weights on AVX2 (PackedMatrix::pack_bf16, gemm_bf16_kernel() "avx2"): a task with one row
+// tile runs Avx2Bf16Kernel, which widens the pairs in registers; a task with more widens each W
+// tile once per K block into 16 KiB that stay in L1 (stream order: the first row tile's
+// Avx2Bf16Kernel stores what it widened; blocked order: widen_bf16 first) and runs the fp32
+// kernels on it for the other row tiles. Either way the result is bitwise the fp32 avx2 path's on
+// the bf16-rounded W. Row tiles are balanced over a task's rows (balanced_rows, gemm.h).
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -36,9 +47,12 @@ namespace {
 constexpr int kPanel = PackedMatrix::kPanel;
 constexpr int kKc = 256;  // K block: W micro-panel 256 × 32 × 4 B = 32 KiB
 constexpr int kMc = 240;  // rows per task (packed A block 240 × 256 × 4 B = 240 KiB, in L2)
-constexpr int kNc = 256;  // columns per task
+constexpr int kNc = 1536;  // columns per task (a DCN layer's all: A packed once per K block; 3–6% over 256)
 // Below this many multiply-adds a job is not worth waking the pool for (~20 µs on one core).
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
+// Software prefetch distance in the stream order (small m): 64 cache lines of each W panel ahead
+// (4 KiB: one Zen 5 core, forced AVX2, m = 10, W from DRAM, ~25% faster than 1 KiB).
+constexpr int kPrefetch = 4096;
 
 // One micro-kernel call: C[0:MR, 0:ncols] (+)= Apanel · Wpanelᵀ over kc, with the epilogue
 // on the last K block. All pointers are already offset to the tile's origin.
@@ -47,6 +61,10 @@ struct Tile {
   const float* a;   // packed A micro-panel, [kc][MR]
   const float* w;   // first W panel at this K block, [kc][16]; panel v at w + v * wstride
   int64_t wstride;  // floats between consecutive W panels (k * 16)
+  const uint32_t* wb;  // bf16 kernels: first W panel at this K block, [kc/2][16] bf16 pairs
+  int64_t wbstride;    // pairs between consecutive bf16 W panels (ceil(k/2) * 16)
+  int prefetch;     // stream order: prefetch W this many bytes ahead (0: none)
+  float* wout;      // bf16 kernels: also store the widened W here, fp32 panels [kc][16] (null: don't)
   float* c;
   int64_t ldc;
   int ncols;        // valid columns in the tile, 1 .. NP * 16 (the tile's W panels are all real)
@@ -72,6 +90,7 @@ struct Isa {
   int small_m;   // m up to which wide tiles are used (0: never)
   int small_np;  // W panels per wide tile
   std::array<std::array<Ukernel, 4>, 12> uk;
+  std::array<std::array<Ukernel, 4>, 12> ukb;  // the same tiles reading bf16 W (null: no bf16 kernel)
 };
 
 constexpr bool has_kernel(int mr, int np, int mr_max, int np_max, int small_m, int small_np) {
@@ -96,9 +115,11 @@ constexpr std::array<std::array<Ukernel, 4>, 12> make_table(std::index_sequence<
   return {table_row<K, kMr, kNp, kSmallM, kSmallNp, int(R) + 1>(std::make_index_sequence<4>())...};
 }
 
-template <template <int, int> class K, int kMr, int kNp, int kSmallM, int kSmallNp>
+// KB: the bf16-weight micro-kernel of the same tiles, or K with kBf16 = false (none).
+template <template <int, int> class K, template <int, int> class KB, bool kBf16, int kMr, int kNp, int kSmallM, int kSmallNp>
 constexpr Isa make_isa(const char* name) {
-  return {name, kMr, kNp, kSmallM, kSmallNp, make_table<K, kMr, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>())};
+  return {name, kMr, kNp, kSmallM, kSmallNp, make_table<K, kMr, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>()),
+          make_table<KB, kBf16 ? kMr : 0, kNp, kSmallM, kSmallNp>(std::make_index_sequence<12>())};
 }
 
 // ---- portable scalar path ----------------------------------------------------------------
@@ -131,7 +152,7 @@ struct ScalarKernel {
   }
 };
 
-const Isa kScalar = make_isa<ScalarKernel, 4, 1, 0, 1>("scalar");
+const Isa kScalar = make_isa<ScalarKernel, ScalarKernel, false, 4, 1, 0, 1>("scalar");
 
 #if defined(__x86_64__)
 
@@ -143,19 +164,26 @@ struct Avx2Kernel {
   __attribute__((target("avx2,fma"))) static __m256 load(const float* p, bool full, __m256i mask) {
     return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
   }
-  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+  // The column masks (n edge) and the accumulators' start: 0 on the first K block, else C.
+  __attribute__((target("avx2,fma"))) static bool start(const Tile& t, __m256 (&acc)[MR][V], __m256i (&mask)[V]) {
     const bool full = t.ncols == NP * kPanel;
-    __m256i mask[V];
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int v = 0; v < V; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(t.ncols - 8 * v), lane);
-    __m256 acc[MR][V];
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
       for (int v = 0; v < V; v++)
         acc[r][v] = t.first ? _mm256_setzero_ps() : load(t.c + r * t.ldc + 8 * v, full, mask[v]);
+    return full;
+  }
+  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+    __m256i mask[V];
+    __m256 acc[MR][V];
+    const bool full = start(t, acc, mask);
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m256 b[V];
       for (int v = 0; v < V; v++) b[v] = _mm256_load_ps(w + (v / 2) * t.wstride + 8 * (v % 2));
 #pragma GCC unroll 12
@@ -164,6 +192,10 @@ struct Avx2Kernel {
         for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(ar, b[v], acc[r][v]);
       }
     }
+    finish(t, acc, full, mask);
+  }
+  // The epilogue on the last K block and the (masked) store of C.
+  __attribute__((target("avx2,fma"))) static void finish(const Tile& t, __m256 (&acc)[MR][V], bool full, const __m256i (&mask)[V]) {
     if (t.last) {
       __m256 bias[V], zero = _mm256_setzero_ps();
       for (int v = 0; v < V; v++) bias[v] = t.bias ? load(t.bias + 8 * v, full, mask[v]) : zero;
@@ -187,7 +219,74 @@ struct Avx2Kernel {
   }
 };
 
-const Isa kAvx2 = make_isa<Avx2Kernel, 6, 1, 3, 2>("avx2");
+// The same tiles reading W as bf16 pairs (PackedMatrix::pack_bf16): 8 pairs of a panel row (one
+// 256-bit load) hold k = 2q and 2q + 1 of 8 columns; shifting each 32-bit lane left by 16 gives
+// the 8 fp32 weights of k = 2q, clearing its low half those of k = 2q + 1 (a bf16 is the upper
+// half of an fp32). Then the fp32 FMAs in the order of Avx2Kernel, p = 0, 1, 2, ... per element,
+// so the result is bitwise Avx2Kernel's on the bf16-rounded W. Half the bytes of W streamed.
+template <int MR, int NP>
+struct Avx2Bf16Kernel {
+  static constexpr int V = 2 * NP;
+  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+    using K = Avx2Kernel<MR, NP>;
+    __m256i mask[V];
+    __m256 acc[MR][V];
+    const bool full = K::start(t, acc, mask);
+    const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
+    const float* a = t.a;
+    const uint32_t* w = t.wb;
+    int p = 0;
+    for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T0);
+      for (int v = 0; v < V; v++) {
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+        if (t.wout) {
+          float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
+          _mm256_store_ps(o, even);
+          _mm256_store_ps(o + kPanel, odd);
+        }
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
+          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + MR + r), odd, acc[r][v]);
+        }
+      }
+    }
+    if (p < t.kc) {  // odd k: the last pair's upper half is padding
+      for (int v = 0; v < V; v++) {
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+        if (t.wout) _mm256_store_ps(t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2), even);
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
+      }
+    }
+    K::finish(t, acc, full, mask);
+  }
+};
+
+const Isa kAvx2 = make_isa<Avx2Kernel, Avx2Bf16Kernel, true, 6, 1, 3, 2>("avx2");
+
+// Widens np bf16 panels of one K block (kc k values; pairs at w, panel v at w + v * wbstride) into
+// fp32 panels [kc][16] at dst + v * kc * 16: the fp32 kernels then run on them unchanged. Used when a
+// task has several row tiles, so each weight is widened once, not once per row tile.
+__attribute__((target("avx2,fma"))) void widen_bf16(const uint32_t* w, int64_t wbstride, int np, int kc, float* dst) {
+  const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
+  for (int v = 0; v < np; v++) {
+    const uint32_t* src = w + v * wbstride;
+    float* out = dst + int64_t(v) * kc * kPanel;
+    for (int p = 0; p < kc; p += 2, src += kPanel, out += 2 * kPanel) {
+      for (int h = 0; h < 2; h++) {
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 8 * h));
+        _mm256_store_ps(out + 8 * h, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
+        if (p + 1 < kc) _mm256_store_ps(out + kPanel + 8 * h, _mm256_castsi256_ps(_mm256_and_si256(pairs, high)));
+      }
+    }
+  }
+}
 
 // ---- AVX-512: 12 × 32 tile (24 zmm accumulators over two W panels); m <= 4: up to 4 × 64 ------
 
@@ -207,6 +306,8 @@ struct Avx512Kernel {
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m512 b[NP];
       for (int v = 0; v < NP; v++) b[v] = _mm512_load_ps(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -234,66 +335,119 @@ struct Avx512Kernel {
   }
 };
 
-const Isa kAvx512 = make_isa<Avx512Kernel, 12, 2, 4, 4>("avx512");
+const Isa kAvx512 = make_isa<Avx512Kernel, Avx512Kernel, false, 12, 2, 4, 4>("avx512");
 
 #endif  // __x86_64__
 
 // ---- driver ---------------------------------------------------------------------------------
 
-// Packed A blocks, one per thread (reused across calls).
+// Packed A blocks, and widened bf16 W tiles, one each per thread (reused across calls).
 thread_local std::vector<float, CacheAlignedAllocator<float>> tls_apack;
+thread_local std::vector<float, CacheAlignedAllocator<float>> tls_wide;
 
 
-void gemm_with(const Isa& isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
-               const Epilogue& ep, ThreadPool* pool) {
+// bf16w: read W's bf16 pairs with isa.ukb (the caller checked both exist).
+void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c,
+               int64_t ldc, const Epilogue& ep, ThreadPool* pool) {
   const int n = w.n(), k = w.k();
   if (m <= 0 || n <= 0) return;
   const int mr = isa.mr;
   const int nr = (m <= isa.small_m ? isa.small_np : isa.np) * kPanel;
+  const auto& uk = bf16w ? isa.ukb : isa.uk;
+  const int64_t k2 = (int64_t(k) + 1) / 2;
+  const uint32_t* wb = bf16w ? reinterpret_cast<const uint32_t*>(w.bf16_data()) : nullptr;
 
   const TaskGrid grid(m, n, k, mr, nr, kMc, kNc, kKc, pool ? pool->size() : 1, kParallelMacs);
   const int64_t mc = grid.mc, cb = grid.cb, ncu = grid.ncu, kblocks = grid.kblocks;
+  // Blocked order: one packed A block (mc × kKc) at a time. Stream order: all of A packed first,
+  // block kb at kb · mc · kKc.
+  const size_t abuf = size_t(mc) * kKc * size_t(grid.stream ? kblocks : 1);
 
   auto run_tasks = [&](int64_t t0, int64_t t1) {
     auto& buf = tls_apack;
-    if (buf.size() < size_t(mc) * kKc) buf.resize(size_t(mc) * kKc);
+    if (buf.size() < abuf) buf.resize(abuf);
+    auto& wide = tls_wide;
+    if (bf16w && wide.size() < size_t(nr) * kKc) wide.resize(size_t(nr) * kKc);
     for (int64_t task = t0; task < t1; task++) {
       const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
       const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
-      for (int64_t kb = 0; kb < kblocks; kb++) {
+      const int tr = balanced_rows(i1 - i0, mr);
+      // Pack A[i0:i1, K block kb] as micro-panels [kc][rows] (rows = tr, or fewer at the end).
+      auto pack = [&](int64_t kb, float* block) {
         const int64_t p0 = kb * kKc;
         const int kc = int(std::min<int64_t>(kKc, k - p0));
-        // Pack A[i0:i1, p0:p0+kc] as micro-panels [kc][rows] (rows = mr, or fewer at the end).
-        for (int64_t ir = i0; ir < i1; ir += mr) {
-          const int rows = int(std::min<int64_t>(mr, i1 - ir));
-          float* dst = buf.data() + (ir - i0) * kc;
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
+          float* dst = block + (ir - i0) * kc;
           for (int r = 0; r < rows; r++) {
             const float* src = a + (ir + r) * lda + p0;
             for (int p = 0; p < kc; p++) dst[p * rows + r] = src[p];
           }
         }
+      };
+      // The row tiles of columns [j, j + nr) over K block kb, A block packed at `block`.
+      auto tiles = [&](int64_t kb, int64_t j, const float* block) {
+        const int64_t p0 = kb * kKc;
         Tile t{};
-        t.kc = kc;
+        t.kc = int(std::min<int64_t>(kKc, k - p0));
         t.wstride = int64_t(k) * kPanel;
+        t.wbstride = k2 * kPanel;
         t.ldc = ldc;
         t.first = kb == 0;
         t.last = kb == kblocks - 1;
         t.relu = ep.relu;
         t.ld_mul = ep.ld_mul;
         t.ld_add = ep.ld_add;
-        for (int64_t j = j0; j < j1; j += nr) {
-          t.ncols = int(std::min<int64_t>(nr, j1 - j));
-          const int np = int(ceil_div(t.ncols, kPanel));
-          t.w = w.data() + ((j / kPanel) * int64_t(k) + p0) * kPanel;
-          t.bias = ep.bias ? ep.bias + j : nullptr;
-          for (int64_t ir = i0; ir < i1; ir += mr) {
-            const int rows = int(std::min<int64_t>(mr, i1 - ir));
-            t.a = buf.data() + (ir - i0) * kc;
-            t.c = c + ir * ldc + j;
-            t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
-            t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
-            isa.uk[rows - 1][np - 1](t);
+        t.ncols = int(std::min<int64_t>(nr, j1 - j));
+        const int np = int(ceil_div(t.ncols, kPanel));
+        t.w = w.data() + ((j / kPanel) * int64_t(k) + p0) * kPanel;
+        if (wb) t.wb = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
+        t.bias = ep.bias ? ep.bias + j : nullptr;
+        // bf16 W and more than one row tile: widen the tile's W once and run the fp32 kernels on it.
+        // In stream order (W from memory) the first row tile widens in registers, its FMAs
+        // overlapping the reads, and stores the widened W for the others; else widen_bf16 first.
+        const bool widen = bf16w && i1 - i0 > tr;
+        bool first_widens = false;
+        if (widen) {
+          if (grid.stream) {
+            first_widens = true;
+          } else {
+#if defined(__x86_64__)
+            widen_bf16(t.wb, t.wbstride, np, t.kc, wide.data());
+#endif
           }
+        }
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
+          // Stream order: row tile i prefetches (i + 1) · kPrefetch ahead, so while the later
+          // tiles compute from L1 the reads run on into the next K block.
+          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;
+          t.a = block + (ir - i0) * t.kc;
+          t.c = c + ir * ldc + j;
+          t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
+          t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
+          if (first_widens && ir == i0) {
+            t.wout = wide.data();
+            uk[rows - 1][np - 1](t);
+            t.wout = nullptr;
+            continue;
+          }
+          if (widen) {
+            t.w = wide.data();
+            t.wstride = int64_t(t.kc) * kPanel;
+          }
+          const auto& kern = widen ? isa.uk : uk;
+          kern[rows - 1][np - 1](t);
+        }
+      };
+      if (grid.stream) {
+        for (int64_t kb = 0; kb < kblocks; kb++) pack(kb, buf.data() + kb * mc * kKc);
+        for (int64_t j = j0; j < j1; j += nr)
+          for (int64_t kb = 0; kb < kblocks; kb++) tiles(kb, j, buf.data() + kb * mc * kKc);
+      } else {
+        for (int64_t kb = 0; kb < kblocks; kb++) {
+          pack(kb, buf.data());
+          for (int64_t j = j0; j < j1; j += nr) tiles(kb, j, buf.data());
         }
       }
     }
@@ -341,7 +495,7 @@ PackedMatrix::PackedMatrix(const float* w, int n, int k)
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
           ThreadPool* pool) {
   if (w.has_bf16() && gemm_bf16_available()) return gemm_bf16(a, m, lda, w, c, ldc, ep, pool);
-  gemm_with(chosen(), a, m, lda, w, c, ldc, ep, pool);
+  gemm_with(chosen(), false, a, m, lda, w, c, ldc, ep, pool);
 }
 
 const char* gemm_isa() { return chosen().name; }
@@ -355,8 +509,30 @@ std::vector<const char*> gemm_isas_available() {
 void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
              const Epilogue& ep, ThreadPool* pool) {
   for (const Isa* p : available())
-    if (std::strcmp(p->name, isa) == 0) return gemm_with(*p, a, m, lda, w, c, ldc, ep, pool);
+    if (std::strcmp(p->name, isa) == 0) return gemm_with(*p, false, a, m, lda, w, c, ldc, ep, pool);
   throw std::invalid_argument(std::string("expected an ISA path this CPU runs for gemm_on, got ") + isa);
 }
+
+namespace detail {
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+void gemm_bf16_avx2(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                    const Epilogue& ep, ThreadPool* pool) {
+#if defined(__x86_64__)
+  gemm_with(kAvx2, true, a, m, lda, w, c, ldc, ep, pool);
+#else
+  (void)a, (void)m, (void)lda, (void)w, (void)c, (void)ldc, (void)ep, (void)pool;
+#endif
+}
+
+}  // namespace detail
 
 }  // namespace adrank::cpu

@@ -1,6 +1,7 @@
 // Linear layers on the CPU: C = epilogue(A · Wᵀ), cache-blocked, AVX-512 / AVX2 chosen at run time,
 // work split over a ThreadPool. fp32 by default; a PackedMatrix that also holds bf16 weights
-// (pack_bf16) runs on the AVX512-BF16 path where the CPU has it (gemm_bf16.cc).
+// (pack_bf16) runs on a bf16 kernel: AVX512-BF16 where the CPU has it (gemm_bf16.cc), else bf16
+// weights widened to fp32 on AVX2 (gemm.cc).
 //
 //   A  [m, k] row-major (lda >= k)          activations, one row per candidate
 //   W  [n, k] row-major                      weights as nn.Linear stores them (out × in),
@@ -19,10 +20,11 @@
 // path the result is bitwise the same for any thread count, task split or batch (a row computed
 // alone equals that row inside any m). Paths differ from each other only by rounding.
 //
-// bf16 path (vdpbf16ps): W and A are rounded to bf16 (round to nearest even), products are
-// accumulated in fp32 (one fixed-order chain over k pairs per element, so the same determinism
-// holds), the epilogue runs in fp32 on the fp32 accumulator and C is fp32. Relative error per
-// element is about 2^-8 of the sum of |a·w| terms (two bf16 roundings), not of the result.
+// bf16 kernels (gemm_bf16_kernel() below): avx512bf16 (vdpbf16ps) rounds W and A to bf16 (round
+// to nearest even) and accumulates the products in fp32 (one fixed-order chain over k pairs per
+// element, so the same determinism holds); avx2 rounds only W and runs the fp32 chain. The
+// epilogue runs in fp32 on the fp32 accumulator and C is fp32. The error per element is at most
+// 2^-7 (avx2: 2^-8) of the sum of |a·w| terms, not of the result (a bf16 rounding is ≤ 2^-8).
 #pragma once
 
 #include <algorithm>
@@ -37,29 +39,45 @@ class ThreadPool;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Rows up to which a GEMM runs in stream order (the small-M path): with so few rows the product
+// is bound by reading W, not by the FMAs, so the whole of A is packed first (a few KiB), then
+// every tile of columns runs all its K blocks back to back (W panels read once, in order, with
+// software prefetch), and with a pool the columns are cut into one contiguous range per thread
+// (each core streams its own part of W). Results are bitwise those of the blocked order.
+constexpr int kStreamRows = 16;
+
 // How the GEMMs (gemm.cc fp32, gemm_bf16.cc bf16) split C[m × n] into tasks: row blocks of `mc`
 // rows (at most max_rows, a multiple of mr), column blocks of `ncu` tiles of nr columns (at most
 // max_cols), both balanced; when the product reaches parallel_macs and the pool has threads, at
 // least ~4 tasks per thread where the shape allows. Task t covers rows (t / cb) · mc and columns
 // (t % cb) · ncu · nr. K runs in kblocks blocks of kc.
+// Stream order (m <= kStreamRows): one task without a pool; with one, parallel once W has 2^18
+// elements or the product reaches parallel_macs, and then exactly one column range per thread.
 struct TaskGrid {
-  bool parallel = false;
+  bool parallel = false, stream = false;
   int64_t mc = 0, cb = 0, ncu = 0, kblocks = 0, tasks = 0;
 
   TaskGrid(int64_t m, int64_t n, int64_t k, int mr, int nr, int max_rows, int max_cols, int kc, int pool_threads, int64_t parallel_macs)
-      : parallel(pool_threads > 1 && m * n * k >= parallel_macs) {
+      : parallel(pool_threads > 1 && m * n * k >= parallel_macs), stream(m <= kStreamRows) {
+    if (stream) parallel = pool_threads > 1 && (n * k >= (int64_t(1) << 18) || m * n * k >= parallel_macs);
     int64_t rb = ceil_div(m, max_rows);
     mc = ceil_div(ceil_div(m, rb), mr) * mr;
     rb = ceil_div(m, mc);
     const int64_t tiles = ceil_div(n, nr);
     cb = ceil_div(n, max_cols);
-    if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * int64_t(pool_threads), rb)));
+    if (stream) cb = parallel ? std::min<int64_t>(tiles, pool_threads) : 1;
+    else if (parallel) cb = std::max(cb, std::min(tiles, ceil_div(4 * int64_t(pool_threads), rb)));
     ncu = ceil_div(tiles, cb);
     cb = ceil_div(tiles, ncu);
     kblocks = std::max<int64_t>(1, ceil_div(k, kc));
     tasks = rb * cb;
   }
 };
+
+// Rows per micro-tile for a task of `rows` rows on a path whose tiles hold up to mr: as many tiles
+// as mr requires, balanced (10 rows at mr = 6: 5 + 5, not 6 + 4; 7: 4 + 3, not 6 + 1), so no tile
+// is left with too few rows to hide the FMA latency. The last tile may be smaller.
+inline int balanced_rows(int64_t rows, int mr) { return int(ceil_div(rows, ceil_div(rows, mr))); }
 
 // 64-byte aligned storage, so every packed row of a panel is exactly one cache line.
 template <class T>
@@ -90,8 +108,8 @@ class PackedMatrix {
   int k() const { return k_; }
   const float* data() const { return data_.data(); }
 
-  // Adds a bf16 copy (round to nearest even) for the bf16 path; the fp32 data stays (the CUDA
-  // backend and CPUs without AVX512-BF16 read it). Layout: panels of 16 columns, each
+  // Adds a bf16 copy (round to nearest even) for the bf16 kernels; the fp32 data stays (the CUDA
+  // backend reads it, and gemm_on runs on it). Layout: panels of 16 columns, each
   // [ceil(k/2)][16][2] (the two bf16 of one k pair of one column are adjacent, as vdpbf16ps
   // takes them), zero-padded in n and k: element (j, p) lives at
   // bf16_data()[((j / 16) * ceil(k/2) + p / 2) * 32 + (j % 16) * 2 + p % 2].
@@ -115,8 +133,8 @@ struct Epilogue {
   int64_t ld_add = 0;
 };
 
-// pool may be null (runs on the calling thread). Runs the bf16 path when w.has_bf16() and
-// gemm_bf16_available(), else the fp32 path of gemm_isa().
+// pool may be null (runs on the calling thread). Runs the bf16 kernel gemm_bf16_kernel() when
+// w.has_bf16() and there is one, else the fp32 path of gemm_isa().
 void gemm(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
           const Epilogue& ep, ThreadPool* pool);
 
@@ -129,24 +147,64 @@ const char* gemm_isa();
 // The paths this CPU can run, best first: a subset of {"avx512", "avx2", "scalar"}.
 std::vector<const char*> gemm_isas_available();
 
-// gemm on a named path regardless of gemm_isa() (the validation harness checks each one).
-// Throws std::invalid_argument when this CPU cannot run `isa`.
+// gemm on a named path regardless of gemm_isa() (the validation harness checks each one), always
+// in fp32 (the bf16 copy of w, if any, is not read). Throws std::invalid_argument when this CPU
+// cannot run `isa`.
 void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c,
              int64_t ldc, const Epilogue& ep, ThreadPool* pool);
 
-// Whether gemm can run the bf16 path here: the CPU has AVX512-BF16 (vdpbf16ps) and the fp32
-// path in use is "avx512" (ADRANK_CPU_ISA=avx2|scalar turns the bf16 path off too).
+// The bf16 kernels (for matrices packed with pack_bf16):
+//   "avx512bf16"  vdpbf16ps: A and W in bf16, fp32 accumulation (gemm_bf16.cc). Error per element
+//                 at most 2^-7 of Σ|a·w| (two roundings).
+//   "avx2"        W in bf16, widened to fp32 in registers (a shift and an AND per 8 pairs), A in
+//                 fp32, the fp32 AVX2 FMA chain (gemm.cc): bitwise the avx2 fp32 path on the
+//                 bf16-rounded W. Error at most 2^-8 of Σ|a·w| (one rounding). Half the weight bytes
+//                 of fp32, for CPUs without AVX512-BF16.
+// gemm_bf16_kernel() is the one gemm runs: "avx512bf16" where the CPU has AVX512-BF16 and the fp32
+// path in use is avx512; else "avx2" where the fp32 path in use is avx512 or avx2 (so
+// ADRANK_CPU_ISA=avx2 selects it on any AVX2 CPU); else "" (the scalar path has no bf16 kernel).
+// ADRANK_CPU_BF16=off (read once) hides AVX512-BF16 as on a CPU without it: on an AVX-512 machine
+// the "AVX-512 without BF16" case, for tests and proxy measurements.
+const char* gemm_bf16_kernel();
+
+// The bf16 kernels this CPU can run, best first: a subset of {"avx512bf16", "avx2"}.
+std::vector<const char*> gemm_bf16_kernels_available();
+
+// Whether gemm runs a bf16 kernel here (gemm_bf16_kernel() is not "").
 bool gemm_bf16_available();
 
-// Why gemm_bf16_available() says what it says, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)".
+// What gemm_bf16_kernel() is and why, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" or "this CPU has
+// no AVX512-BF16: bf16 weights widened to fp32 on AVX2".
 const char* gemm_bf16_reason();
+
+// Whether precision auto should choose bf16 here, and why (gemm_bf16_auto_reason): yes where the
+// bf16 kernel is avx512bf16 (faster at every size) or where it is avx2 and the fp32 path is avx2
+// too (half the bytes; as fast as fp32 where the FMAs bound it); no where there is no bf16 kernel,
+// or where the fp32 path is avx512 but the CPU lacks AVX512-BF16 (the avx2 kernel has half the
+// FMA width of that fp32 path).
+bool gemm_bf16_auto();
+const char* gemm_bf16_auto_reason();
 
 // Rounds x to bf16, round to nearest even (NaN stays NaN); the bits.
 uint16_t to_bf16(float x);
 
-// The bf16 path regardless of the dispatch (the harness and tests use it). Throws
-// std::invalid_argument when !gemm_bf16_available() or !w.has_bf16().
+// The bf16 kernel gemm_bf16_kernel() regardless of the dispatch (the harness and tests use it).
+// Throws std::invalid_argument when !gemm_bf16_available() or !w.has_bf16().
 void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
                ThreadPool* pool);
+
+// A named bf16 kernel (gemm_bf16_kernels_available()). Throws std::invalid_argument when this CPU
+// cannot run it or !w.has_bf16().
+void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                  const Epilogue& ep, ThreadPool* pool);
+
+namespace detail {
+// The kernels behind gemm_bf16_on (no checks): vdpbf16ps in gemm_bf16.cc, AVX2 in gemm.cc.
+void gemm_bf16_avx512bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                          const Epilogue& ep, ThreadPool* pool);
+void gemm_bf16_avx2(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                    const Epilogue& ep, ThreadPool* pool);
+bool cpu_has_avx2_fma();
+}  // namespace detail
 
 }  // namespace adrank::cpu

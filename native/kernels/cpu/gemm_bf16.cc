@@ -2,18 +2,21 @@
 // gemm.h for the operands, the epilogue and the bf16 weight layout.
 //
 // Compiled without -march like the rest: every function that uses AVX512-BF16 carries its own
-// target attribute and is only called after gemm_bf16_available() said yes, so the same binary
-// runs on CPUs without it (they take the fp32 AVX-512 / AVX2 paths of gemm.cc).
+// target attribute and is only called where the CPU has it, so the same binary runs on CPUs
+// without it (they take the avx2 bf16 kernel or the fp32 paths of gemm.cc). This file also
+// chooses the bf16 kernel and what precision auto means (support(), gemm.h).
 //
 // Blocking (one task = one row block × one column block of C, all of K):
 //   for K block of kKc elements (kKc / 2 bf16 pairs)
 //     convert A[rows, K block] to bf16 pairs, row-major with a fixed row stride of kKc / 2 pairs
 //       (vcvtneps2bf16, 16 floats an instruction; odd k padded with a 0)
 //     for column tile of nr (32; 64 when m <= 4) in the task
-//       for row tile of 12 in the task's rows
+//       for row tile of up to 12 (balanced_rows) in the task's rows
 //         micro-kernel: 12 × 32 fp32 accumulators (24 zmm) in registers; per k pair 2 W loads,
 //         12 broadcasts of one A pair, 24 vdpbf16ps; C loaded back between K blocks (exact), on the
 //         last K block the fp32 epilogue in registers and a (masked) store.
+// Stream order (m <= kStreamRows): all K blocks of A converted first, then per column tile all K
+// blocks back to back, W prefetched ahead, one column range per thread (gemm.h TaskGrid).
 // A is not transposed into micro-panels as on the fp32 path: with a compile-time row stride the
 // 12 broadcasts are loads at fixed offsets from one pointer, and the conversion stays a straight
 // vector loop.
@@ -65,6 +68,7 @@ constexpr int kKc2 = kKc / 2;     // pairs per K block, also the row stride of t
 constexpr int kMc = 264;          // rows per task: an engine chunk of ≤ 256 rows is one row block (A block 264 KiB)
 constexpr int kNc = 1536;         // columns per task (threads split columns further)
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
+constexpr int kPrefetch = 4096;   // stream order (small m): prefetch W 64 cache lines ahead (gemm.cc)
 
 
 #if defined(__x86_64__)
@@ -79,6 +83,7 @@ struct Tile {
   int64_t ldc;
   int ncols;            // valid columns, 1 .. NP * 16
   bool first, last;
+  int prefetch;         // stream order: prefetch W this many bytes ahead (0: none)
   const float* bias;
   bool relu;
   const float* mul;
@@ -105,6 +110,8 @@ struct Bf16Kernel {
     const uint32_t* a = t.a;
     const uint32_t* w = t.w;
     for (int p = 0; p < t.kc2; p++, a++, w += kPanel) {
+      if (t.prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
       __m512bh b[NP];
       for (int v = 0; v < NP; v++) b[v] = (__m512bh)_mm512_load_si512(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -179,17 +186,25 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
 
   const TaskGrid grid(m, n, k, kMr, nr, kMc, kNc, kKc, pool ? pool->size() : 1, kParallelMacs);
   const int64_t mc = grid.mc, cb = grid.cb, ncu = grid.ncu, kblocks = grid.kblocks;
+  // Blocked order: one converted A block at a time. Stream order: all of A first, block kb at
+  // kb · mc · kKc2.
+  const size_t abuf = size_t(mc) * kKc2 * size_t(grid.stream ? kblocks : 1);
 
   auto run_tasks = [&](int64_t t0, int64_t t1) {
     auto& buf = tls_abuf;
-    if (buf.size() < size_t(mc) * kKc2) buf.resize(size_t(mc) * kKc2);
+    if (buf.size() < abuf) buf.resize(abuf);
     for (int64_t task = t0; task < t1; task++) {
       const int64_t i0 = (task / cb) * mc, i1 = std::min<int64_t>(m, i0 + mc);
       const int64_t j0 = (task % cb) * ncu * nr, j1 = std::min<int64_t>(n, j0 + ncu * nr);
-      for (int64_t kb = 0; kb < kblocks; kb++) {
+      const int tr = balanced_rows(i1 - i0, kMr);
+      auto convert = [&](int64_t kb, uint32_t* block) {
+        const int64_t p0 = kb * kKc;
+        convert_block(a + i0 * lda + p0, lda, int(i1 - i0), int(std::min<int64_t>(kKc, k - p0)), block);
+      };
+      // The row tiles of columns [j, j + nr) over K block kb, A block converted at `block`.
+      auto tiles = [&](int64_t kb, int64_t j, const uint32_t* block) {
         const int64_t p0 = kb * kKc;
         const int kc = int(std::min<int64_t>(kKc, k - p0));
-        convert_block(a + i0 * lda + p0, lda, int(i1 - i0), kc, buf.data());
         Tile t{};
         t.kc2 = (kc + 1) / 2;
         t.wstride = k2 * kPanel;
@@ -199,19 +214,28 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
         t.relu = ep.relu;
         t.ld_mul = ep.ld_mul;
         t.ld_add = ep.ld_add;
-        for (int64_t j = j0; j < j1; j += nr) {
-          t.ncols = int(std::min<int64_t>(nr, j1 - j));
-          const int np = int(ceil_div(t.ncols, kPanel));
-          t.w = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
-          t.bias = ep.bias ? ep.bias + j : nullptr;
-          for (int64_t ir = i0; ir < i1; ir += kMr) {
-            const int rows = int(std::min<int64_t>(kMr, i1 - ir));
-            t.a = buf.data() + (ir - i0) * kKc2;
-            t.c = c + ir * ldc + j;
-            t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
-            t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
-            kTable[rows - 1][np - 1](t);
-          }
+        t.ncols = int(std::min<int64_t>(nr, j1 - j));
+        const int np = int(ceil_div(t.ncols, kPanel));
+        t.w = wb + ((j / kPanel) * k2 + p0 / 2) * kPanel;
+        t.bias = ep.bias ? ep.bias + j : nullptr;
+        for (int64_t ir = i0; ir < i1; ir += tr) {
+          const int rows = int(std::min<int64_t>(tr, i1 - ir));
+          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;  // as in gemm.cc
+          t.a = block + (ir - i0) * kKc2;
+          t.c = c + ir * ldc + j;
+          t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
+          t.add = ep.add ? ep.add + ir * ep.ld_add + j : nullptr;
+          kTable[rows - 1][np - 1](t);
+        }
+      };
+      if (grid.stream) {
+        for (int64_t kb = 0; kb < kblocks; kb++) convert(kb, buf.data() + kb * mc * kKc2);
+        for (int64_t j = j0; j < j1; j += nr)
+          for (int64_t kb = 0; kb < kblocks; kb++) tiles(kb, j, buf.data() + kb * mc * kKc2);
+      } else {
+        for (int64_t kb = 0; kb < kblocks; kb++) {
+          convert(kb, buf.data());
+          for (int64_t j = j0; j < j1; j += nr) tiles(kb, j, buf.data());
         }
       }
     }
@@ -224,26 +248,65 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
 #endif  // __x86_64__
 
 struct Support {
-  bool ok = false;
+  const char* kernel = "";  // gemm_bf16_kernel()
   std::string reason;
+  bool automatic = false;   // gemm_bf16_auto()
+  std::string auto_reason;
 };
+
+// ADRANK_CPU_BF16=off (read once) hides AVX512-BF16, as on a CPU without it: on an AVX-512 machine
+// that is the "AVX-512 without BF16" case (avx512 fp32 path, the avx2 bf16 kernel, auto = fp32).
+bool bf16_hidden() {
+  static const bool hidden = [] {
+    const char* env = std::getenv("ADRANK_CPU_BF16");
+    return env && std::strcmp(env, "off") == 0;
+  }();
+  return hidden;
+}
+
+bool cpu_has_avx512bf16() {
+  if (bf16_hidden()) return false;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
 
 const Support& support() {
   static const Support s = [] {
     Support r;
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bf16")) {
-      r.reason = "this CPU has no AVX512-BF16 (vdpbf16ps)";
-    } else if (std::strcmp(gemm_isa(), "avx512") != 0) {
-      r.reason = std::string("this CPU has AVX512-BF16 but the fp32 path in use is ") + gemm_isa() + " (ADRANK_CPU_ISA)";
-    } else {
-      r.ok = true;
+    const std::string isa = gemm_isa();
+    const bool vdp = cpu_has_avx512bf16();
+    if (vdp && isa == "avx512") {
+      r.kernel = "avx512bf16";
       r.reason = "this CPU has AVX512-BF16 (vdpbf16ps)";
-    }
+      r.automatic = true;
+      r.auto_reason = r.reason;
+    } else if ((isa == "avx512" || isa == "avx2") && detail::cpu_has_avx2_fma()) {
+      r.kernel = "avx2";
+      const char* widen = "bf16 weights widened to fp32 on AVX2";
+      if (isa == "avx2" && vdp)
+        r.reason = std::string("the fp32 path in use is avx2 (ADRANK_CPU_ISA): ") + widen;
+      else if (bf16_hidden())
+        r.reason = std::string("AVX512-BF16 turned off (ADRANK_CPU_BF16=off): ") + widen;
+      else
+        r.reason = std::string("this CPU has no AVX512-BF16: ") + widen;
+      r.automatic = isa == "avx2";
+      r.auto_reason = r.automatic ? r.reason + " (half the weight bytes of fp32, as fast where the FMAs bound it)"
+                                  : std::string(bf16_hidden() ? "AVX-512 with AVX512-BF16 turned off (ADRANK_CPU_BF16=off)"
+                                                                : "this CPU has AVX-512 but no AVX512-BF16") +
+                                        ": fp32 on AVX-512 (the bf16 kernel, " + widen + ", has half its FMA width)";
+    } else {
+#if defined(__x86_64__)
+      r.reason = "the fp32 path in use is " + isa + ", which has no bf16 kernel (needs AVX512-BF16, or AVX2 and FMA)";
 #else
-    r.reason = "not an x86-64 CPU (the bf16 path needs AVX512-BF16)";
+      r.reason = "not an x86-64 CPU (the bf16 kernels need AVX512-BF16, or AVX2 and FMA)";
 #endif
+      r.auto_reason = r.reason;
+    }
     return r;
   }();
   return s;
@@ -251,20 +314,54 @@ const Support& support() {
 
 }  // namespace
 
-bool gemm_bf16_available() { return support().ok; }
+namespace detail {
+
+void gemm_bf16_avx512bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                          const Epilogue& ep, ThreadPool* pool) {
+#if defined(__x86_64__)
+  gemm_bf16_x86(a, m, lda, w, c, ldc, ep, pool);
+#else
+  (void)a, (void)m, (void)lda, (void)w, (void)c, (void)ldc, (void)ep, (void)pool;
+#endif
+}
+
+}  // namespace detail
+
+const char* gemm_bf16_kernel() { return support().kernel; }
+
+bool gemm_bf16_available() { return *support().kernel != 0; }
 
 const char* gemm_bf16_reason() { return support().reason.c_str(); }
+
+bool gemm_bf16_auto() { return support().automatic; }
+
+const char* gemm_bf16_auto_reason() { return support().auto_reason.c_str(); }
+
+std::vector<const char*> gemm_bf16_kernels_available() {
+  std::vector<const char*> out;
+  if (cpu_has_avx512bf16()) out.push_back("avx512bf16");
+  if (detail::cpu_has_avx2_fma()) out.push_back("avx2");
+  return out;
+}
+
+void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                  const Epilogue& ep, ThreadPool* pool) {
+  if (!w.has_bf16()) throw std::invalid_argument("expected a matrix packed with pack_bf16() for gemm_bf16");
+  const std::string k = kernel;
+  bool runs = false;
+  for (const char* name : gemm_bf16_kernels_available()) runs = runs || k == name;
+  if (!runs) throw std::invalid_argument("expected a bf16 kernel this CPU runs (avx512bf16 or avx2) for gemm_bf16_on, got " + k);
+  if (k == "avx512bf16") detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
+  else detail::gemm_bf16_avx2(a, m, lda, w, c, ldc, ep, pool);
+}
 
 void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
                ThreadPool* pool) {
   if (!w.has_bf16()) throw std::invalid_argument("expected a matrix packed with pack_bf16() for gemm_bf16");
   if (!gemm_bf16_available())
-    throw std::invalid_argument(std::string("expected a CPU with AVX512-BF16 for gemm_bf16: ") + gemm_bf16_reason());
-#if defined(__x86_64__)
-  gemm_bf16_x86(a, m, lda, w, c, ldc, ep, pool);
-#else
-  (void)a, (void)m, (void)lda, (void)c, (void)ldc, (void)ep, (void)pool;
-#endif
+    throw std::invalid_argument(std::string("expected a CPU with a bf16 kernel (AVX512-BF16, or AVX2 and FMA) for gemm_bf16: ") +
+                                gemm_bf16_reason());
+  gemm_bf16_on(gemm_bf16_kernel(), a, m, lda, w, c, ldc, ep, pool);
 }
 
 }  // namespace adrank::cpu
