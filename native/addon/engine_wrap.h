@@ -10,11 +10,13 @@
 #include <set>
 #include <string>
 
+#include "addon/wire.h"
 #include "engine/engine.h"
 
 namespace adrank::addon {
 
 class EngineWrap;
+class WireWrap;
 
 // Live engines of one JS environment, freed by the env cleanup hook at teardown.
 struct Registry {
@@ -43,6 +45,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
   Napi::Value SetFallback(const Napi::CallbackInfo& info);
   Napi::Value Fallback(const Napi::CallbackInfo& info);
+  Napi::Value SetWireSchema(const Napi::CallbackInfo& info);
+  Napi::Value Prepare(const Napi::CallbackInfo& info);
+  Napi::Value Empty(const Napi::CallbackInfo& info);
+  static const WireWrap* prepared_wire(const Napi::Value& v, Op op);
 #ifdef ADRANK_TEST_HOOKS
   Napi::Value InjectDeviceErrors(const Napi::CallbackInfo& info);
   Napi::Value InjectBackendFault(const Napi::CallbackInfo& info);
@@ -60,6 +66,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   std::string backend_, description_;
   int64_t num_ads_ = 0;
   int tasks_ = 0;
+  wire::WireSchema schema_;  // set by setWireSchema
+  bool has_schema_ = false;
 };
 
 }  // namespace adrank::addon

@@ -19,7 +19,7 @@
  *   - a cancelled call leaves the queue at once (CANCELLED).
  */
 import { status } from '@grpc/grpc-js';
-import type { Engine, EngineError, NativeResult } from '../engine/index.js';
+import type { Engine, EngineError, NativeResult, NativeWireRequest } from '../engine/index.js';
 import { RequestError } from '../handlers/validate.js';
 
 /** Engine ops a batch carries (the addon's runBatch codes). */
@@ -52,7 +52,7 @@ export interface BatchCall {
 interface Pending {
   engine: Engine;
   op: BatchOp;
-  bundle: Uint8Array;
+  bundle: Uint8Array | NativeWireRequest;
   size: number;
   deadline: number;
   enqueued: number;
@@ -134,7 +134,7 @@ export class Batcher {
   }
 
   /** Queues one packed request; resolves to its own result. */
-  submit(engine: Engine, op: BatchOp, bundle: Uint8Array, size: number, call: BatchCall): Promise<NativeResult> {
+  submit(engine: Engine, op: BatchOp, bundle: Uint8Array | NativeWireRequest, size: number, call: BatchCall): Promise<NativeResult> {
     if (this.queue.length >= this.options.maxQueue) {
       this.s.refused.queueFull++;
       return Promise.reject(new RequestError(status.RESOURCE_EXHAUSTED, `batch queue full (${this.options.maxQueue} requests waiting)`));
