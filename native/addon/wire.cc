@@ -12,6 +12,8 @@ namespace adrank::wire {
 
 namespace {
 
+bool valid_utf8(const uint8_t* p, size_t n);
+
 // protobufjs's limit on nested groups and messages (util.recursionLimit, as protoc's).
 constexpr int kRecursionLimit = 100;
 // validate.ts limits
@@ -96,9 +98,11 @@ class Reader {
     pos += 4;
     return f;
   }
+  // proto3 strings are UTF-8: protobufjs refuses ill-formed ones (TextDecoder's fatal mode), and so does this
   std::string string() {
     const size_t e = delimited();
-    std::string s = sanitize_utf8(reinterpret_cast<const char*>(p_ + pos), e - pos);
+    if (!valid_utf8(p_ + pos, e - pos)) malformed("invalid UTF-8 in a string field", pos);
+    std::string s(reinterpret_cast<const char*>(p_ + pos), e - pos);
     pos = e;
     return s;
   }
@@ -271,54 +275,39 @@ void user_features(Reader& r, size_t end, int depth, WireMessage& m) {
 
 }  // namespace
 
-std::string sanitize_utf8(const char* s, size_t n) {
-  const auto* p = reinterpret_cast<const uint8_t*>(s);
+namespace {
+bool valid_utf8(const uint8_t* p, size_t n) {
   size_t i = 0;
-  while (i < n && p[i] < 0x80) i++;
-  if (i == n) return std::string(s, n);  // ASCII, the usual case
-  std::string out(s, i);
-  static const char kReplacement[] = "\xEF\xBF\xBD";
-  int needed = 0, seen = 0;
-  uint8_t lower = 0x80, upper = 0xBF;
-  size_t start = 0;
   while (i < n) {
     const uint8_t b = p[i];
-    if (needed == 0) {
-      if (b <= 0x7F) out.push_back(char(b));
-      else if (b >= 0xC2 && b <= 0xDF) needed = 1;
-      else if (b >= 0xE0 && b <= 0xEF) {
-        if (b == 0xE0) lower = 0xA0;
-        if (b == 0xED) upper = 0x9F;
-        needed = 2;
-      } else if (b >= 0xF0 && b <= 0xF4) {
-        if (b == 0xF0) lower = 0x90;
-        if (b == 0xF4) upper = 0x8F;
-        needed = 3;
-      } else {
-        out += kReplacement;
-      }
-      start = i;
+    if (b < 0x80) {
       i++;
       continue;
     }
-    if (b < lower || b > upper) {
-      needed = seen = 0;
-      lower = 0x80;
-      upper = 0xBF;
-      out += kReplacement;
-      continue;  // the byte is read again as the start of a sequence
+    int needed;
+    uint8_t lower = 0x80, upper = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) needed = 1;
+    else if (b >= 0xE0 && b <= 0xEF) {
+      needed = 2;
+      if (b == 0xE0) lower = 0xA0;  // no overlong forms
+      if (b == 0xED) upper = 0x9F;  // no surrogates
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      needed = 3;
+      if (b == 0xF0) lower = 0x90;
+      if (b == 0xF4) upper = 0x8F;  // at most U+10FFFF
+    } else {
+      return false;
     }
-    lower = 0x80;
-    upper = 0xBF;
-    i++;
-    if (++seen == needed) {
-      out.append(s + start, i - start);
-      needed = seen = 0;
+    if (n - i - 1 < size_t(needed)) return false;
+    for (int k = 1; k <= needed; k++) {
+      const uint8_t c = p[i + size_t(k)];
+      if (c < (k == 1 ? lower : 0x80) || c > (k == 1 ? upper : 0xBF)) return false;
     }
+    i += size_t(needed) + 1;
   }
-  if (needed != 0) out += kReplacement;
-  return out;
+  return true;
 }
+}  // namespace
 
 WireMessage parse_wire(const uint8_t* data, size_t len, Kind kind) {
   WireMessage m;

@@ -29,7 +29,7 @@ struct WireError : std::runtime_error {
 };
 
 struct WireMessage {
-  std::string request_id, surface, model_version;  // UTF-8, invalid sequences replaced by U+FFFD
+  std::string request_id, surface, model_version;  // well-formed UTF-8 (anything else is malformed)
   bool has_user = false;
   std::vector<float> dense, embedding;
   // user.sparse: in the order a JS object enumerates its keys (array-index keys ascending, then the
@@ -95,8 +95,5 @@ inline size_t timing_offset(size_t response_len, int field) { return response_le
 
 // Appends the encoded response to `out`; encode_us covers everything before the timings.
 void encode_response(const Result& r, const ResponseMeta& meta, std::string* out);
-
-// UTF-8 with every maximal invalid subpart replaced by U+FFFD (the WHATWG decoder, as JS strings decode it).
-std::string sanitize_utf8(const char* p, size_t n);
 
 }  // namespace adrank::wire
