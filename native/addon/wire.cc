@@ -144,6 +144,9 @@ class Reader {
   template <typename T, typename Read>
   void packed(std::vector<T>& out, Read read) {
     const size_t e = delimited();
+    size_t n = 0;  // the varints' last bytes: the element count, so the list grows once
+    for (size_t i = pos; i < e; i++) n += p_[i] < 128;
+    out.reserve(out.size() + n);
     const size_t saved = len_;
     len_ = e;
     while (pos < e) out.push_back(read());
