@@ -297,7 +297,8 @@ export class Engine {
   /** A prepared request through the engine; the result carries the response message. */
   runWire(op: NativeOp, w: NativeWireRequest, deadline?: number): Promise<NativeResult> {
     const d = finiteDeadline(deadline);
-    return this.call(() => (op === 0 ? this.native.rank(w, d) : op === 1 ? this.native.retrieve(w, d) : this.native.retrieveAndRank(w, d)));
+    // the native Promise itself, errors mapped on the way (one reaction, no async wrapper)
+    return (op === 0 ? this.native.rank(w, d) : op === 1 ? this.native.retrieve(w, d) : this.native.retrieveAndRank(w, d)).then(undefined, rethrowEngineError);
   }
   /** The fallback answer to a prepared request, with its response (`reason`: the proto's FallbackReason). */
   fallbackWire(op: FallbackOp, w: NativeWireRequest, reason: number): NativeResult {
@@ -435,6 +436,10 @@ export function wireSchema(c: ModelConfig): NativeWireSchema {
     reservePrice: c.reserve_price ?? 0,
     modelName: c.name,
   };
+}
+
+function rethrowEngineError(e: unknown): never {
+  throw toEngineError(e);
 }
 
 /** A native error as an EngineError with the code the handlers map to a status. */

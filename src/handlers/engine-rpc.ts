@@ -186,83 +186,70 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
 async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes: Uint8Array, call: CallState): Promise<Buffer> {
   const started = performance.now();
   call.started = started;
-  let wire: NativeWireRequest;
+  let parsed: NativeWireRequest;
   try {
-    wire = new (binding().WireRequest)(rpc.op, bytes);
+    parsed = new (binding().WireRequest)(rpc.op, bytes);
   } catch (e) {
     throw new RequestError(status.INTERNAL, `cannot decode the ${rpc.name} request: ${(e as Error).message}`);
   }
-  call.requestId = wire.requestId;
-  const lease = ctx.models.acquire(wire.modelVersion);
+  call.requestId = parsed.requestId;
+  const lease = ctx.models.acquire(parsed.modelVersion);
   try {
-    return await executeWireOn(ctx, rpc, bytes, wire, call, lease.engine, lease.version, started);
+    const { engine, version } = lease;
+    checkDeadline(call);
+    const config = engine.config;
+    // an engine of another copy of the addon (a test build) takes only its own WireRequests
+    const wire = engine.ownsWire(parsed) ? parsed : engine.parseWire(rpc.op, bytes);
+    let size: number;
+    try {
+      size = engine.prepare(wire, ctx.limits.maxCandidates, version);
+    } catch (e) {
+      throw e instanceof WireRefusal ? refusal(rpc, bytes, config, ctx.limits, e) : e;
+    }
+    checkDeadline(call);
+    const allowFallback = wire.allowFallback ?? true;
+
+    let result: NativeResult;
+    let fallback: FallbackReason | undefined;
+    // only a call with a deadline can fall back for lack of time
+    const p99 = allowFallback && call.deadline !== Infinity ? ctx.latency.p99(rpc.name, size) : undefined;
+    if (engine.adsOnly) {
+      if (!allowFallback)
+        throw new RequestError(status.UNAVAILABLE, 'no model version loads; this server answers from the fallback only (--fallback-only), and allow_fallback is false');
+      fallback = 'NO_MODEL';
+      result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+    } else if (p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
+      fallback = 'DEADLINE';
+      result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+    } else if (rpc.emptyAtZero && size === 0) {
+      result = engine.emptyWire(wire);
+    } else {
+      const pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, wire, size, call) : engine.runWire(rpc.op, wire, call.deadline);
+      ctx.stats.engineCall(rpc.name);
+      try {
+        result = await pending;
+        ctx.latency.record(rpc.name, size, performance.now() - started);
+      } catch (e) {
+        if (e instanceof EngineError && e.sticky) ctx.deviceFailed?.(engine, version, e);
+        if (!(allowFallback && isModelPathFailure(e) && engine.fallbackPlan)) throw e;
+        ctx.log.warn('fallback_served', { rpc: rpc.name, reason: 'ENGINE_ERROR', requestId: wire.requestId, error: e });
+        fallback = 'ENGINE_ERROR';
+        result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+      }
+    }
+    if (fallback) {
+      ctx.stats.fallback(fallback);
+      ctx.metrics?.fallbacks.inc({ rpc: rpc.name, reason: fallback });
+    }
+    if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
+    const response = result.response;
+    if (!response) throw new EngineError('the engine answered a WireRequest without its response', 'INTERNAL');
+    patchTotalUs(response, (performance.now() - started) * 1000);
+    call.done = { result, timings: timingsOf(response), config, surface: wire.surface ?? 0, version, fallback };
+    return response;
   } finally {
     lease.release();
   }
-}
-
-async function executeWireOn<Req>(
-  ctx: HandlerContext,
-  rpc: EngineRpc<Req>,
-  bytes: Uint8Array,
-  parsed: NativeWireRequest,
-  call: CallState,
-  engine: Engine,
-  version: string,
-  started: number,
-): Promise<Buffer> {
-  checkDeadline(call);
-  const config = engine.config;
-  // an engine of another copy of the addon (a test build) takes only its own WireRequests
-  const wire = engine.ownsWire(parsed) ? parsed : engine.parseWire(rpc.op, bytes);
-  let size: number;
-  try {
-    size = engine.prepare(wire, ctx.limits.maxCandidates, version);
-  } catch (e) {
-    throw e instanceof WireRefusal ? refusal(rpc, bytes, config, ctx.limits, e) : e;
-  }
-  checkDeadline(call);
-  const allowFallback = wire.allowFallback ?? true;
-
-  let result: NativeResult;
-  let fallback: FallbackReason | undefined;
-  const p99 = ctx.latency.p99(rpc.name, size);
-  if (engine.adsOnly) {
-    if (!allowFallback)
-      throw new RequestError(status.UNAVAILABLE, 'no model version loads; this server answers from the fallback only (--fallback-only), and allow_fallback is false');
-    fallback = 'NO_MODEL';
-    result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
-  } else if (allowFallback && p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
-    fallback = 'DEADLINE';
-    result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
-  } else if (rpc.emptyAtZero && size === 0) {
-    result = engine.emptyWire(wire);
-  } else {
-    const pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, wire, size, call) : engine.runWire(rpc.op, wire, call.deadline);
-    ctx.stats.engineCall(rpc.name);
-    try {
-      result = await pending;
-      ctx.latency.record(rpc.name, size, performance.now() - started);
-    } catch (e) {
-      if (e instanceof EngineError && e.sticky) ctx.deviceFailed?.(engine, version, e);
-      if (!(allowFallback && isModelPathFailure(e) && engine.fallbackPlan)) throw e;
-      ctx.log.warn('fallback_served', { rpc: rpc.name, reason: 'ENGINE_ERROR', requestId: wire.requestId, error: e });
-      fallback = 'ENGINE_ERROR';
-      result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
-    }
-  }
-  if (fallback) {
-    ctx.stats.fallback(fallback);
-    ctx.metrics?.fallbacks.inc({ rpc: rpc.name, reason: fallback });
-  }
-  if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
-  const response = result.response;
-  if (!response) throw new EngineError('the engine answered a WireRequest without its response', 'INTERNAL');
-  const totalUs = (performance.now() - started) * 1000;
-  patchTotalUs(response, totalUs);
-  const timings = timingsOf(response);
-  call.done = { result, timings, config, surface: wire.surface ?? 0, version, fallback };
-  return response;
 }
 
 /** The status of a request the native validation refused: the message validate.ts gives for it
