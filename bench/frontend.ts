@@ -5,6 +5,7 @@
  * result of K winners. Also compares ways of decoding the candidate id list.
  *
  *   npm run bench:frontend            (results: bench/RESULTS.md)
+ *   npm run bench:frontend -- --served   (served, from a separate client process: bench/served.ts)
  */
 import { cpus, platform, release } from 'node:os';
 import protobuf from 'protobufjs';
@@ -24,6 +25,12 @@ import { CallTracker } from '../src/server/drain.js';
 import { engineCallObserver } from '../src/metrics/observe.js';
 import { silentLogger } from '../src/server/log.js';
 import type { CallState } from '../src/handlers/engine-rpc.js';
+
+// --served: the served figures from a separate client process (bench/served.ts) instead
+if (process.argv.includes('--served')) {
+  await (await import('./served.js')).main();
+  process.exit(0);
+}
 
 const ITER = Number(process.env.ITER ?? 3000);
 

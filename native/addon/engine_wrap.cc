@@ -39,14 +39,15 @@ Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
 }
 
 // What every engine call off the JS thread shares: the Promise, the references that keep the JS
-// Engine and the request bytes alive while a worker reads them, the in-flight count, the queue time,
-// and the conversion of C++ exceptions into rejections (never an abort).
-class EngineWorker : public Napi::AsyncWorker {
+// Engine and the request bytes alive while a request thread reads them, the in-flight count, the
+// queue time, and the conversion of C++ exceptions into rejections (never an abort). Execute runs
+// on one of the engine's request threads (Engine::submit), Complete on the JS thread, from the
+// engine's completion wake-up (EngineWrap::Drain).
+class EngineWorker : public EngineJob {
  public:
-  EngineWorker(Napi::Env env, const char* name, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
+  EngineWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
                const Napi::Object& requests, int tasks)
-      : Napi::AsyncWorker(env, name),
-        engine_(std::move(engine)),
+      : engine_(std::move(engine)),
         tasks_(tasks),
         deferred_(Napi::Promise::Deferred::New(env)),
         owner_(owner),
@@ -65,24 +66,30 @@ class EngineWorker : public Napi::AsyncWorker {
     if (deadline_ms_ > 0) {
       const double now_ms = epoch_ms();
       if (now_ms > deadline_ms_) {
-        SetError("deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
-                 " ms for an engine thread and was dropped before it ran");
+        error_ = "deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
+                 " ms for an engine thread and was dropped before it ran";
+        failed_ = true;
         return;
       }
     }
     try {
       Run(queue);
     } catch (const std::exception& e) {
-      SetError(e.what());
+      error_ = e.what();
+      failed_ = true;
     } catch (...) {
-      SetError("adrank: unknown native error");
+      error_ = "adrank: unknown native error";
+      failed_ = true;
     }
   }
 
-  void OnOK() final {
+  void Complete(Napi::Env env) final {
     owner_->RunFinished();
     engine_.reset();
-    Napi::Env env = Env();
+    if (failed_) {
+      deferred_.Reject(Napi::Error::New(env, error_).Value());
+      return;
+    }
     try {
       deferred_.Resolve(Output(env));
     } catch (const Napi::Error& e) {
@@ -92,14 +99,8 @@ class EngineWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnError(const Napi::Error& e) final {
-    owner_->RunFinished();
-    engine_.reset();
-    deferred_.Reject(e.Value());
-  }
-
  protected:
-  // On the worker thread: the engine call; `queue` is the time from the call to this thread.
+  // On a request thread: the engine call; `queue` is the time from the call to this thread.
   virtual void Run(double queue) = 0;
   // On the JS thread: what the Promise resolves to.
   virtual Napi::Value Output(Napi::Env env) = 0;
@@ -114,6 +115,8 @@ class EngineWorker : public Napi::AsyncWorker {
   Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
   double created_;
   double deadline_ms_ = 0;
+  bool failed_ = false;
+  std::string error_;
 };
 
 // One rank / retrieve / retrieveAndRank / explain call.
@@ -121,7 +124,7 @@ class RunWorker final : public EngineWorker {
  public:
   RunWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine, Op op,
             const Napi::Object& request, const uint8_t* data, size_t len, const WireWrap* wire, int tasks)
-      : EngineWorker(env, "adrank.engine.run", owner, self, std::move(engine), request, tasks),
+      : EngineWorker(env, owner, self, std::move(engine), request, tasks),
         op_(op),
         data_(data),
         len_(len),
@@ -158,7 +161,7 @@ class BatchWorker final : public EngineWorker {
  public:
   BatchWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
               const Napi::Array& requests, std::vector<BatchInput> inputs, std::vector<const WireWrap*> wires, int tasks)
-      : EngineWorker(env, "adrank.engine.batch", owner, self, std::move(engine), requests, tasks),
+      : EngineWorker(env, owner, self, std::move(engine), requests, tasks),
         inputs_(std::move(inputs)),
         wires_(std::move(wires)) {}
 
@@ -242,11 +245,112 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
 }
 
 EngineWrap::~EngineWrap() {
+  if (wake_) {
+    std::lock_guard<std::mutex> lock(wake_->mu);
+    if (!wake_->finalized) napi_release_threadsafe_function(wake_->fn, napi_tsfn_release);
+  }
   std::lock_guard<std::mutex> lock(registry_->mu);
   registry_->live.erase(this);
 }
 
-void EngineWrap::Free() { engine_.reset(); }
+// Hands a job to the engine's request threads; it comes back through Drain. The completion wake-up
+// (one thread-safe function per engine, so per JS thread) is made at the first job and holds the
+// event loop open only while jobs are in flight.
+void EngineWrap::Queue(EngineJob* job) {
+  Napi::Env env = Env();
+  if (!wake_) {
+    napi_value name;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_create_string_utf8(env, "adrank.engine.done", NAPI_AUTO_LENGTH, &name));
+    auto wake = std::make_shared<Wake>();
+    wake->async = std::make_unique<Napi::AsyncContext>(env, "adrank.engine.run");
+    auto* hold = new std::shared_ptr<Wake>(wake);
+    const napi_status st = napi_create_threadsafe_function(
+        env, nullptr, nullptr, name, 0, 1, hold,
+        [](napi_env, void* data, void*) {
+          auto* w = static_cast<std::shared_ptr<Wake>*>(data);
+          {
+            std::lock_guard<std::mutex> lock((*w)->mu);
+            (*w)->finalized = true;
+          }
+          (void)(*w)->async.release();  // its environment is going or gone: nothing to destroy it with
+          delete w;
+        },
+        wake.get(), &EngineWrap::Drain, &wake->fn);
+    if (st != napi_ok) {
+      delete hold;
+      delete job;
+      NAPI_THROW_IF_FAILED_VOID(env, st);
+    }
+    napi_unref_threadsafe_function(env, wake->fn);
+    wake_ = std::move(wake);
+  }
+  if (inflight_++ == 0) napi_ref_threadsafe_function(env, wake_->fn);
+  std::shared_ptr<Engine> engine = engine_;
+  engine->submit([job, wake = wake_] {
+    {
+      std::lock_guard<std::mutex> lock(wake->ready_mu);
+      if (wake->abandoned) return;  // its environment is gone: the job is left unrun
+      wake->executing++;
+    }
+    job->Execute();
+    bool send = false;
+    {
+      std::lock_guard<std::mutex> lock(wake->ready_mu);
+      wake->executing--;
+      wake->ready.push_back(job);
+      send = !wake->pending && !wake->abandoned;
+      wake->pending = true;
+    }
+    wake->idle.notify_all();
+    if (!send) return;
+    std::lock_guard<std::mutex> lock(wake->mu);
+    if (!wake->finalized) napi_call_threadsafe_function(wake->fn, nullptr, napi_tsfn_nonblocking);
+  });
+}
+
+// On the JS thread: completes every job that is ready (one wake-up for all of them), inside a
+// callback scope so that the Promises' reactions run when it closes.
+void EngineWrap::Drain(napi_env raw, napi_value, void* context, void*) {
+  if (raw == nullptr || context == nullptr) return;  // the environment is being torn down
+  auto* wake = static_cast<Wake*>(context);
+  Napi::Env env(raw);
+  std::vector<EngineJob*> ready;
+  {
+    std::lock_guard<std::mutex> lock(wake->ready_mu);
+    ready.swap(wake->ready);
+    wake->pending = false;
+  }
+  size_t done = 0;
+  try {
+    Napi::HandleScope handles(env);
+    Napi::CallbackScope scope(env, *wake->async);
+    for (; done < ready.size(); done++) {
+      Napi::HandleScope per_job(env);
+      ready[done]->Complete(env);
+      delete ready[done];
+    }
+  } catch (...) {
+    // the environment is going away (a worker terminated with calls in flight): nothing more can
+    // be completed, and the jobs left hold references into it, so they are left as they are
+  }
+}
+
+void EngineWrap::RunFinished() {
+  if (--inflight_ == 0 && wake_) {
+    std::lock_guard<std::mutex> lock(wake_->mu);
+    if (!wake_->finalized) napi_unref_threadsafe_function(Env(), wake_->fn);
+  }
+}
+
+void EngineWrap::Free() {
+  if (wake_) {
+    // the environment is going away: no queued job starts now, and the running ones finish first
+    std::unique_lock<std::mutex> lock(wake_->ready_mu);
+    wake_->abandoned = true;
+    wake_->idle.wait(lock, [&] { return wake_->executing == 0; });
+  }
+  engine_.reset();
+}
 
 Napi::Value EngineWrap::Rank(const Napi::CallbackInfo& info) { return Run(info, Op::kRank); }
 Napi::Value EngineWrap::Retrieve(const Napi::CallbackInfo& info) { return Run(info, Op::kRetrieve); }
@@ -282,8 +386,7 @@ Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
   auto* w = new RunWorker(env, this, Value(), engine_, op, info[0].As<Napi::Object>(), data, len, wire, tasks_);
   if (deadline > 0 && std::isfinite(deadline)) w->SetDeadline(deadline);
   Napi::Promise p = w->Promise();
-  inflight_++;
-  w->Queue();
+  Queue(w);
   return p;
 }
 
@@ -324,8 +427,7 @@ Napi::Value EngineWrap::RunBatch(const Napi::CallbackInfo& info) {
   }
   auto* w = new BatchWorker(env, this, Value(), engine_, requests, std::move(inputs), std::move(wires), tasks_);
   Napi::Promise p = w->Promise();
-  inflight_++;
-  w->Queue();
+  Queue(w);
   return p;
 }
 
@@ -519,6 +621,7 @@ Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
   o.Set("captureFailures", double(d.capture_failures));
   o.Set("eagerOnlyKeys", double(d.eager_only_keys));
   o.Set("lostStreams", double(d.lost_streams));
+  o.Set("streams", double(d.streams));
   return o;
 }
 

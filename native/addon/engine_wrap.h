@@ -1,14 +1,19 @@
 // JS class Engine (NativeEngine in src/engine/binding.ts): wraps adrank::Engine. rank / retrieve /
-// retrieveAndRank / explain run on libuv worker threads (Napi::AsyncWorker) and resolve Promises;
-// the request Uint8Array is referenced for the life of the call and read in place.
+// retrieveAndRank / explain / runBatch run on the engine's own request threads (Engine::submit)
+// and resolve Promises; finished calls come back through one thread-safe function per engine,
+// which completes every ready call per wake-up. The request (a Uint8Array or a WireRequest) is
+// referenced for the life of the call and read in place.
 #pragma once
 
 #include <napi.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "addon/wire.h"
 #include "engine/engine.h"
@@ -17,6 +22,14 @@ namespace adrank::addon {
 
 class EngineWrap;
 class WireWrap;
+
+// One engine call in flight: Execute on an engine request thread, then Complete on the JS thread.
+class EngineJob {
+ public:
+  virtual ~EngineJob() = default;
+  virtual void Execute() = 0;
+  virtual void Complete(Napi::Env env) = 0;
+};
 
 // Live engines of one JS environment, freed by the env cleanup hook at teardown.
 struct Registry {
@@ -33,7 +46,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
   // Drops the native engine (runs still in flight keep their own reference until they finish).
   void Free();
-  void RunFinished() { inflight_--; }
+  void RunFinished();
+  // Runs `job` on the engine's request threads and completes it on this JS thread (takes it).
+  void Queue(EngineJob* job);
 
  private:
   Napi::Value Rank(const Napi::CallbackInfo& info);
@@ -68,6 +83,29 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   int tasks_ = 0;
   wire::WireSchema schema_;  // set by setWireSchema
   bool has_schema_ = false;
+
+  // Completion. Jobs done on request threads wait in `ready` for the next Drain on the JS thread,
+  // woken by a thread-safe function. Its finalizer runs at release, or when the environment is
+  // torn down first (a worker terminated with calls in flight, when this object may be gone too):
+  // after it no thread may touch the function, so request threads call it only under `mu` with
+  // `finalized` false, and they reach this state through their own shared_ptr, never through
+  // the EngineWrap.
+  struct Wake {
+    std::mutex mu;
+    bool finalized = false;
+    napi_threadsafe_function fn = nullptr;
+    std::mutex ready_mu;
+    std::vector<EngineJob*> ready;
+    bool pending = false;  // a wake-up is on its way
+    // the environment is going away (Free): jobs not started are dropped, and Free waits for the
+    // running ones, whose requests live in that environment's memory
+    bool abandoned = false;
+    int executing = 0;
+    std::condition_variable idle;
+    std::unique_ptr<Napi::AsyncContext> async;
+  };
+  static void Drain(napi_env env, napi_value, void* wake, void*);
+  std::shared_ptr<Wake> wake_;
 };
 
 }  // namespace adrank::addon

@@ -684,7 +684,7 @@ void counts(Writer& w, const Counts& c) {
 
 void encode_response(const Result& r, const ResponseMeta& meta, std::string* out) {
   const double t0 = steady_us();
-  out->reserve(out->size() + 64 + r.ad_ids.size() * (40 + 5 * (r.ad_ids.empty() ? 0 : r.probs.size() / r.ad_ids.size())) + kTimingsTail);
+  out->reserve(out->size() + 64 + r.ad_ids.size() * (40 + 5 * (r.ad_ids.empty() ? 0 : r.probs.size() / r.ad_ids.size())) + 3 + 9 * kTimingFields);
   Writer w(out);
   w.str(1, meta.request_id);
   const size_t n = r.ad_ids.size();
@@ -740,13 +740,13 @@ void encode_response(const Result& r, const ResponseMeta& meta, std::string* out
     w.u64(21, uint64_t(meta.fallback_reason));
   }
   const double encode_us = steady_us() - t0;
-  // timings last, every field written (fixed offsets; see timing_offset)
+  // timings last, every field written (fixed offsets from the end; see kTimingFields)
   w.tag(5, 2);
-  w.varint(14 * 9);
+  w.varint(9 * kTimingFields);
   const Timings& t = r.timings;
-  const double v[14] = {meta.decode_us, meta.validate_us, meta.bundle_us, encode_us, t.queue, t.user, t.retrieve,
-                        t.gather, t.masknet, t.dcn, t.mlp, t.select, t.total, 0.0};
-  for (int i = 0; i < 14; i++) w.f64(uint32_t(i + 1), v[i]);
+  const double v[kTimingFields] = {meta.decode_us, meta.validate_us, meta.bundle_us, encode_us, t.queue, t.user, t.retrieve,
+                                   t.gather, t.masknet, t.dcn, t.mlp, t.select, t.total, 0.0, 0.0};
+  for (int i = 0; i < kTimingFields; i++) w.f64(uint32_t(i + 1), v[i]);
 }
 
 }  // namespace adrank::wire

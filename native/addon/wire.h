@@ -88,10 +88,10 @@ struct ResponseMeta {
   double decode_us = 0, validate_us = 0, bundle_us = 0;
 };
 
-// The timings message is the last field of every response, all 14 doubles written, so that its
-// fields sit at fixed offsets from the end (total_us is patched in place when the answer is sent).
-constexpr size_t kTimingsTail = 2 + 14 * 9;
-inline size_t timing_offset(size_t response_len, int field) { return response_len - 14 * 9 + size_t(field - 1) * 9 + 1; }
+// The timings message is the last field of every response, all kTimingFields doubles written, so
+// that each sits at a fixed offset from the end: total_us and batch_wait_us are written into the
+// response in place by the front end (src/server/codec.ts).
+constexpr int kTimingFields = 15;
 
 // Appends the encoded response to `out`; encode_us covers everything before the timings.
 void encode_response(const Result& r, const ResponseMeta& meta, std::string* out);

@@ -131,8 +131,10 @@ export interface NativeResult {
   counts: NativeCounts;
   timings: NativeTimings;
   /** A run of a WireRequest: the whole response message (timings last, total_us still 0: see
-   *  src/server/codec.ts patchTotalUs) for grpc-js to send as is */
+   *  src/server/codec.ts patchTimings) for grpc-js to send as is */
   response?: Buffer;
+  /** A micro-batched request: µs it waited in the batcher's queue (src/batcher/), apart from `timings.queue` */
+  batchWaitUs?: number;
 }
 
 /** The op numbers of runBatch and WireRequest: 0 rank, 1 retrieve, 2 retrieveAndRank. */
@@ -291,6 +293,8 @@ export interface DeviceStats {
   eagerOnlyKeys: number;
   /** streams abandoned by the watchdog (ADRANK_CUDA_WATCHDOG_MS): their work never finished */
   lostStreams: number;
+  /** streams requests run on (ADRANK_CUDA_STREAMS, default 4); 0 on the CPU backend */
+  streams: number;
 }
 
 export interface CompletionOutcome {

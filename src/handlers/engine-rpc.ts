@@ -8,7 +8,7 @@ import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type Servic
 import { EngineError, WireRefusal, type Engine, type EngineRequest, type FallbackOp, type NativeOp, type NativeResult, type NativeWireRequest } from '../engine/index.js';
 import { binding } from '../engine/binding.js';
 import type { ModelConfig } from '../model/config.js';
-import { DECODE_START, DECODE_US, patchTotalUs, timingsOf, type DecodeStamp } from '../server/codec.js';
+import { DECODE_START, DECODE_US, patchTimings, timingsOf, type DecodeStamp } from '../server/codec.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
@@ -165,6 +165,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     validateUs: us(t0, t1),
     bundleUs: pending ? us(t1, packed) : 0,
     queueUs: result.timings.queue,
+    batchWaitUs: result.batchWaitUs ?? 0,
     userUs: result.timings.user,
     retrieveUs: result.timings.retrieve,
     gatherUs: result.timings.gather,
@@ -244,7 +245,7 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
     const response = result.response;
     if (!response) throw new EngineError('the engine answered a WireRequest without its response', 'INTERNAL');
-    patchTotalUs(response, (performance.now() - started) * 1000);
+    patchTimings(response, (performance.now() - started) * 1000, result.batchWaitUs);
     call.done = { result, timings: timingsOf(response), config, surface: wire.surface ?? 0, version, fallback };
     return response;
   } finally {

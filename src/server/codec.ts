@@ -327,16 +327,17 @@ export function defaultDecoder<T>(typeName: string): (buf: Buffer) => T {
 
 /**
  * Responses written by the addon (docs/wire.md) end with their ServerTimings message, every one
- * of its 14 double fields written, in field order: field i's value sits at a fixed offset from the
- * end, so total_us is filled in when the answer is handed to grpc-js and the timings are read
- * back without decoding the message.
+ * of its TIMING_FIELDS double fields written, in field order: field i's value sits at a fixed
+ * offset from the end, so total_us (and a batched request's batch_wait_us) are written in when the
+ * answer is handed to grpc-js, and the timings are read back without decoding the message.
  */
-const TIMING_FIELDS = 14;
+const TIMING_FIELDS = 15;
 const timingAt = (length: number, field: number) => length - 9 * TIMING_FIELDS + 9 * (field - 1) + 1;
 
-/** Writes total_us (field 14) into a response the addon wrote. */
-export function patchTotalUs(response: Buffer, totalUs: number): void {
+/** Writes total_us (field 14) and batch_wait_us (field 15) into a response the addon wrote. */
+export function patchTimings(response: Buffer, totalUs: number, batchWaitUs = 0): void {
   response.writeDoubleLE(totalUs, timingAt(response.length, 14));
+  if (batchWaitUs !== 0) response.writeDoubleLE(batchWaitUs, timingAt(response.length, 15));
 }
 
 /** The ServerTimings of a response the addon wrote. */
@@ -358,5 +359,6 @@ export function timingsOf(response: Buffer): ServerTimings {
     selectUs: f(12),
     engineTotalUs: f(13),
     totalUs: f(14),
+    batchWaitUs: f(15),
   };
 }
