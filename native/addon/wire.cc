@@ -59,31 +59,22 @@ class Reader {
     }
     malformed("invalid varint encoding", pos);
   }
-  uint32_t tag() {
+  // A tag (its fifth byte holds at most 4 bits) or a length (at most 3: below 2^31).
+  uint32_t tag() { return varint32(0x0F, "tag"); }
+  size_t size() { return varint32(0x07, "length"); }
+  uint32_t varint32(uint8_t max_fifth, const char* what) {
     uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-      if (pos >= len_) malformed("truncated tag", pos);
+    for (int i = 0; i < 5; i++) {
+      if (pos >= len_) malformed((std::string("truncated ") + what).c_str(), pos);
       const uint8_t b = p_[pos++];
+      if (i == 4) {
+        if (b > max_fifth) malformed((std::string("invalid ") + what + " encoding").c_str(), pos);
+        return v | uint32_t(b) << 28;
+      }
       v |= uint32_t(b & 127) << (7 * i);
       if (b < 128) return v;
     }
-    if (pos >= len_) malformed("truncated tag", pos);
-    const uint8_t b = p_[pos++];
-    if (b >= 128 || (b & 112) != 0) malformed("invalid tag encoding", pos);
-    return v | uint32_t(b) << 28;
-  }
-  size_t size() {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-      if (pos >= len_) malformed("truncated length", pos);
-      const uint8_t b = p_[pos++];
-      v |= uint32_t(b & 127) << (7 * i);
-      if (b < 128) return v;
-    }
-    if (pos >= len_) malformed("truncated length", pos);
-    const uint8_t b = p_[pos++];
-    if (b > 7) malformed("invalid length encoding", pos);
-    return v | uint32_t(b) << 28;
+    return v;
   }
   // The end of a length-delimited payload starting here.
   size_t delimited() {
