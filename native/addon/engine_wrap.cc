@@ -12,10 +12,14 @@ namespace adrank::addon {
 
 namespace {
 
-// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest.
-Napi::Object result_js(Napi::Env env, const Result& r, int tasks, const std::string* response) {
+// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest,
+// handed over without a copy (the Buffer owns the bytes).
+Napi::Object result_js(Napi::Env env, const Result& r, int tasks, std::string* response) {
   Napi::Object o = to_js(env, r, tasks);
-  if (response) o.Set("response", Napi::Buffer<char>::Copy(env, response->data(), response->size()));
+  if (response) {
+    auto* owned = new std::string(std::move(*response));
+    o.Set("response", Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
+  }
   return o;
 }
 
@@ -495,7 +499,7 @@ Napi::Value EngineWrap::Fallback(const Napi::CallbackInfo& info) {
     if (!(reason >= 1 && reason <= 3)) type_error(env, "reason", "a FallbackReason (1..3)", info.Length() > 2 ? info[2] : env.Undefined());
     try {
       const Result r = engine_->fallback(reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data()), wire->bundle().bundle_len, op);
-      const std::string response = respond(wire, r, int(reason));
+      std::string response = respond(wire, r, int(reason));
       return result_js(env, r, tasks_, &response);
     } catch (const Napi::Error&) {
       throw;
@@ -607,7 +611,7 @@ Napi::Value EngineWrap::Empty(const Napi::CallbackInfo& info) {
   const WireWrap* w = WireWrap::From(info[0]);
   if (!w || !w->prepared()) type_error(env, "request", "a prepared WireRequest", info[0]);
   const Result r;
-  const std::string response = respond(w, r);
+  std::string response = respond(w, r);
   return result_js(env, r, tasks_, &response);
 }
 
