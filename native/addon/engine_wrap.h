@@ -44,7 +44,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   explicit EngineWrap(const Napi::CallbackInfo& info);
   ~EngineWrap() override;
 
-  // Drops the native engine (runs still in flight keep their own reference until they finish).
+  // Drops the native engine: calls not yet started are dropped, running ones are waited for (their
+  // requests live in this environment), then the engine is released (freed with its last call).
   void Free();
   void RunFinished();
   // Runs `job` on the engine's request threads and completes it on this JS thread (takes it).

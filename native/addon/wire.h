@@ -6,7 +6,7 @@
 //   prepare_wire    WireMessage → the feature bundle (engine/request.h), with the checks of
 //                   src/handlers/validate.ts in the same order, so a refusal names the same field;
 //   encode_response Result → the whole response message, timings last at a fixed layout.
-// Pure C++ (no Node-API): the fuzz test (test/26.wire.test.ts) holds it to protobufjs.
+// Pure C++ (no Node-API): the fuzz test (test/27.wire.test.ts) holds it to protobufjs.
 #pragma once
 
 #include <cstddef>
