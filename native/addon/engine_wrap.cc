@@ -216,6 +216,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
 #endif
                                         InstanceMethod<&EngineWrap::DeviceStats>("deviceStats"),
                                         InstanceMethod<&EngineWrap::Inflight>("inflight"),
+                                        InstanceMethod<&EngineWrap::Completions>("completions"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
                                         InstanceAccessor<&EngineWrap::Description>("description"),
@@ -325,6 +326,8 @@ void EngineWrap::Drain(napi_env raw, napi_value, void* context, void*) {
     wake->pending = false;
   }
   size_t done = 0;
+  wake->wakeups++;
+  wake->completed += double(ready.size());
   try {
     Napi::HandleScope handles(env);
     Napi::CallbackScope scope(env, *wake->async);
@@ -630,6 +633,15 @@ Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::Inflight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), inflight_); }
+
+// completions(): {wakeUps, calls}: how many times the JS thread was woken for finished calls, and
+// how many calls those wake-ups completed (every call ready at a wake-up is completed by it).
+Napi::Value EngineWrap::Completions(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("wakeUps", wake_ ? wake_->wakeups : 0.0);
+  o.Set("calls", wake_ ? wake_->completed : 0.0);
+  return o;
+}
 
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {
   if (inflight_ > 0) throw Napi::Error::New(info.Env(), "engine busy: " + std::to_string(inflight_) + " runs in flight");

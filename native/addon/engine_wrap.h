@@ -71,6 +71,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 #endif
   Napi::Value DeviceStats(const Napi::CallbackInfo& info);
   Napi::Value Inflight(const Napi::CallbackInfo& info);
+  Napi::Value Completions(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Backend(const Napi::CallbackInfo& info);
   Napi::Value Description(const Napi::CallbackInfo& info);
@@ -98,6 +99,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     std::mutex ready_mu;
     std::vector<EngineJob*> ready;
     bool pending = false;  // a wake-up is on its way
+    double wakeups = 0, completed = 0;  // JS thread only (completions())
     // the environment is going away (Free): jobs not started are dropped, and Free waits for the
     // running ones, whose requests live in that environment's memory
     bool abandoned = false;

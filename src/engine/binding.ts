@@ -237,6 +237,9 @@ export interface NativeEngine {
   deviceStats(): DeviceStats;
   /** Runs in flight. */
   inflight(): number;
+  /** How many times the JS thread was woken for finished calls, and how many calls those wake-ups
+   *  completed (one wake-up completes every call that is ready). */
+  completions(): { wakeUps: number; calls: number };
   /** Frees the engine; throws if runs are in flight. */
   dispose(): void;
 }
