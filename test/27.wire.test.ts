@@ -421,7 +421,12 @@ describe('native wire path (docs/wire.md) against protobufjs', function () {
     };
     const bytes = type.encode(type.fromObject(req)).finish();
     const w = engine.parseWire(0, bytes);
+    await engine.runWire(0, w).then(
+      () => expect.fail('ran an unprepared request'),
+      (e: Error) => expect(e.message).to.match(/expected a prepared WireRequest/),
+    );
     expect(engine.prepare(w, 100, '7')).to.equal(20);
+    expect(() => engine.prepare(w, 100, '7'), 'a second prepare could change the bundle under a run').to.throw(/not yet prepared/);
     const result = await engine.runWire(0, w);
     const got = loadProto().root.lookupType('adrank.v1.RankResponse').toObject(
       loadProto().root.lookupType('adrank.v1.RankResponse').decode(result.response!),
