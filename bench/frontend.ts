@@ -5,6 +5,7 @@
  * result of K winners. Also compares ways of decoding the candidate id list.
  *
  *   npm run bench:frontend            (results: bench/RESULTS.md)
+ *   npm run bench:frontend -- --served   (served, from a separate client process: bench/served.ts)
  */
 import { cpus, platform, release } from 'node:os';
 import protobuf from 'protobufjs';
@@ -29,6 +30,11 @@ import type { CallState } from '../src/handlers/engine-rpc.js';
 if (process.argv.includes('--threads')) {
   const { main } = await import('./frontend-threads.js');
   await main(process.argv.slice(2));
+  process.exit(0);
+}
+// --served: the served figures from a separate client process (bench/served.ts) instead
+if (process.argv.includes('--served')) {
+  await (await import('./served.js')).main();
   process.exit(0);
 }
 

@@ -73,7 +73,7 @@ describe('22 CUDA backend faults (test-hooks build with CUDA)', function () {
       const reqA = randomRequest(rng, engine.bundle, { candidates: 600, k: 20, cap: 2 });
       const reqB = { ...reqA, k: 7 }; // another shape (the round-0 size differs)
       const first = await engine.rank(reqA); // eager (warm-up of the shape)
-      expect(engine.deviceStats()).to.deep.equal({ graphs: 0, captureFailures: 0, eagerOnlyKeys: 0, lostStreams: 0 });
+      expect(engine.deviceStats()).to.deep.equal({ graphs: 0, captureFailures: 0, eagerOnlyKeys: 0, lostStreams: 0, streams: 1 });
 
       engine.injectBackendFault('capture', 1);
       same(first, await engine.rank(reqA)); // the capture fails part way; the request runs eagerly

@@ -145,6 +145,22 @@ describe('25 addon', () => {
       expect(() => engine.setAdState(new BigInt64Array(0), new Uint8Array(0), new Uint8Array(0), new Float32Array(0))).to.throw('engine disposed');
     });
 
+    it('completes calls through one wake-up per batch of ready calls, not one per call', async () => {
+      expect(engine.completions()).to.deep.equal({ wakeUps: 0, calls: 0 });
+      const calls = Array.from({ length: 32 }, () => engine.rank(pack()));
+      // the JS thread is busy while the engine's threads finish them all: one wake-up finds all 32 ready
+      const until = Date.now() + 300;
+      while (Date.now() < until) {
+        /* busy */
+      }
+      const results = await Promise.all(calls);
+      expect(results.every((r) => r.adIds.length > 0)).to.equal(true);
+      const c = engine.completions();
+      expect(c.calls).to.equal(32);
+      expect(c.wakeUps, `${c.wakeUps} wake-ups for 32 calls`).to.be.at.most(2);
+      expect(engine.inflight()).to.equal(0);
+    });
+
     it('counts a failed call out of flight as well', async () => {
       const pending = rejection(engine.rank(pack({ k: 20000 })));
       expect(engine.inflight()).to.equal(1);

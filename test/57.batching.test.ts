@@ -9,6 +9,7 @@
  *   - fairness: one big caller and many small ones — the big one runs, and no small request waits
  *     behind more than the batches ahead of it when it arrived.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +17,13 @@ import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { binding, type NativeEngine, type NativeResult } from '../src/engine/binding.js';
 import { Engine } from '../src/engine/index.js';
-import { Batcher, BATCH_OP } from '../src/batcher/index.js';
+import { Batcher, BATCH_OP, batcherFor } from '../src/batcher/index.js';
 import { RequestError } from '../src/handlers/validate.js';
 import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/log.js';
 import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
-import { adId, init, pack } from './support/tiny-model.js';
+import { adId, init, pack, randomBundle } from './support/tiny-model.js';
 import { addonBuilt } from './support/index.js';
 import { adIds, protoRequest, writeSmallBundle } from './50.server.helpers.js';
 import { until } from './support/server.js';
@@ -211,6 +212,72 @@ describe('57 batching', function () {
       expect(await Promise.all(all.map(statusOf))).to.deep.equal(['OK', 'OK', 'OK']);
       void first;
       void queued;
+    });
+
+    it('every batcher setting comes from the server options (batcherFor), with defaults by backend; the CLI flags are checked', function () {
+      if (!addonBuilt()) this.skip();
+      const e = Engine.fromBundle(randomBundle(7), { device: 'cpu', threads: 1 });
+      try {
+        const d = batcherFor({}, e).options;
+        expect(d).to.include({ maxCandidates: 1024, maxDelayUs: 0, maxQueue: 256, maxInflightBatches: 1, dispatchWhenIdle: true });
+        const o = batcherFor({ maxCandidates: 64, maxDelayUs: 150, maxQueue: 9, maxInflightBatches: 3, dispatchWhenIdle: false }, e).options;
+        expect(o).to.deep.equal({ maxCandidates: 64, maxDelayUs: 150, maxQueue: 9, maxInflightBatches: 3, dispatchWhenIdle: false });
+      } finally {
+        e.dispose();
+      }
+      const cli = join(process.cwd(), 'src', 'cli', 'main.ts');
+      for (const [flag, value, message] of [
+        ['--batch-max-inflight-batches', '0', /--batch-max-inflight-batches <n>' argument '0' is invalid/],
+        ['--batch-dispatch-when-idle', 'maybe', /--batch-dispatch-when-idle <bool>' argument 'maybe' is invalid\. expected true or false, got "maybe"/],
+      ] as const) {
+        const r = spawnSync(process.execPath, ['--import', 'tsx', cli, 'serve', '--demo', flag, value], { encoding: 'utf8', timeout: 60_000 });
+        expect(r.status, flag).to.not.equal(0);
+        expect(r.stderr, flag).to.match(message);
+      }
+    });
+
+    it('one batch per free slot (maxInflightBatches, one per CUDA stream): a slot that frees takes what queued meanwhile', async () => {
+      const { engine, runs } = fakeEngine();
+      const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 10_000_000, maxQueue: 10, maxInflightBatches: 2 });
+      const first = b.submit(engine, BATCH_OP.rank, req(10), 10, noCall);
+      const second = b.submit(engine, BATCH_OP.rank, req(20), 20, noCall);
+      expect(runs.map((r) => r.sizes), 'both slots busy at once, no wait for company').to.deep.equal([[10], [20]]);
+      expect(b.stats().inflightBatches).to.equal(2);
+      const later = [31, 32, 33].map((n) => b.submit(engine, BATCH_OP.rank, req(n), n, noCall));
+      expect(runs, 'every slot busy: they wait').to.have.length(2);
+      runs[1].release(); // the second slot frees first
+      expect(await statusOf(second)).to.equal('OK');
+      await until('the third batch', () => runs.length === 3);
+      expect(runs[2].sizes, 'the three that queued, together').to.deep.equal([31, 32, 33]);
+      runs[0].release();
+      runs[2].release();
+      expect(await Promise.all([first, ...later].map(statusOf))).to.deep.equal(['OK', 'OK', 'OK', 'OK']);
+      expect(() => new Batcher({ maxCandidates: 10, maxDelayUs: 1, maxQueue: 1, maxInflightBatches: 0 })).to.throw(/maxInflightBatches/);
+    });
+
+    it('without dispatchWhenIdle a request waits maxDelayUs for company on one timer (no polling), and its wait is batch_wait, not queue', async () => {
+      const { engine, runs } = fakeEngine(0);
+      const b = new Batcher({ maxCandidates: 1000, maxDelayUs: 300, maxQueue: 10, dispatchWhenIdle: false });
+      const immediates: unknown[] = [];
+      const realSetImmediate = global.setImmediate;
+      global.setImmediate = ((fn: () => void) => {
+        immediates.push(fn);
+        return realSetImmediate(fn);
+      }) as typeof setImmediate;
+      try {
+        const t0 = performance.now();
+        const p = b.submit(engine, BATCH_OP.rank, req(10), 10, noCall);
+        expect(runs, 'waits for company').to.have.length(0);
+        const r = await p;
+        const waited = performance.now() - t0;
+        expect(runs).to.have.length(1);
+        expect(waited, 'the timer is at least 1 ms').to.be.at.least(0.9);
+        expect(immediates, 'no setImmediate polling while waiting').to.have.length(0);
+        expect(r.batchWaitUs, 'the wait in the batcher is reported').to.be.at.least(290);
+        expect(r.timings.queue, 'and not added to the engine queue time').to.equal(0);
+      } finally {
+        global.setImmediate = realSetImmediate;
+      }
     });
 
     it('an idle engine takes a request at once; requests arriving while a batch runs go together after it', async () => {

@@ -14,7 +14,7 @@ import { InflightLimit, Stats, type HandlerContext } from '../src/handlers/conte
 import { rank } from '../src/handlers/rank.js';
 import { retrieve } from '../src/handlers/retrieve.js';
 import { retrieveAndRank } from '../src/handlers/retrieve-and-rank.js';
-import { RecentLatency, MIN_SAMPLES } from '../src/fallback/recent-latency.js';
+import { RecentLatency, MIN_SAMPLES, WINDOW } from '../src/fallback/recent-latency.js';
 import { fixedLeases } from '../src/lifecycle/registry.js';
 import { silentLogger } from '../src/log.js';
 import { loadProto } from '../src/wire/proto.js';
@@ -156,6 +156,23 @@ describe('64 fallback', function () {
   });
 
   describe('triggers', () => {
+    it('the recent p99 is the nearest-rank p99 of the last WINDOW latencies of the bucket', () => {
+      const lat = new RecentLatency();
+      const seen: number[] = [];
+      let x = 12345;
+      for (let i = 0; i < 3 * WINDOW; i++) {
+        x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+        const ms = i % 97 === 0 ? 50 + (x % 50) : (x % 1000) / 100; // repeats and rare slow calls
+        lat.record('Rank', 700, ms);
+        seen.push(ms);
+        const last = seen.slice(-WINDOW).sort((a, b) => a - b);
+        const want = last.length < MIN_SAMPLES ? undefined : last[Math.min(last.length - 1, Math.ceil(0.99 * last.length) - 1)];
+        expect(lat.p99('Rank', 1000), `after ${i + 1}`).to.equal(want); // same power-of-two bucket as 700
+      }
+      expect(lat.p99('Rank', 2000)).to.equal(undefined);
+      expect(lat.p99('RetrieveAndRank', 700)).to.equal(undefined);
+    });
+
     const { root } = loadProto();
     const decodeRank = (bytes: Buffer) => root.lookupType('adrank.v1.RankResponse').toObject(root.lookupType('adrank.v1.RankResponse').decode(bytes), { longs: String, enums: String, defaults: true }) as RankResponse__Output;
     const ctxFor = (engine: Engine): HandlerContext => ({

@@ -75,7 +75,7 @@ describe('66 device failover', function () {
       const engine = Engine.fromBundle(demoLoaded({ ads: 50, seed: 4, config: smallConfig() }), { device: 'cpu', threads: 1, binding: loadBinding(hooksAddon) });
       try {
         expect(() => engine.injectBackendFault('capture', 1)).to.throw(/the cpu backend has no fault "capture" to inject/);
-        expect(engine.deviceStats()).to.deep.equal({ graphs: 0, captureFailures: 0, eagerOnlyKeys: 0, lostStreams: 0 });
+        expect(engine.deviceStats()).to.deep.equal({ graphs: 0, captureFailures: 0, eagerOnlyKeys: 0, lostStreams: 0, streams: 0 });
       } finally {
         engine.dispose();
       }

@@ -10,6 +10,7 @@
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
 #include "addon/shared_engines.h"
+#include "addon/wire_wrap.h"
 #include "engine/clock.h"
 #include "engine/completion.h"
 #include "kernels/cpu/gemm.h"
@@ -215,6 +216,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function engine = EngineWrap::Define(env, &data->registry);
   data->engine = Napi::Persistent(engine);
   exports.Set("Engine", engine);
+  exports.Set("WireRequest", WireWrap::Define(env));
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
   exports.Set("sharedEngines", Napi::Function::New<SharedEngines>(env, "sharedEngines"));

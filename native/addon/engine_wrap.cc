@@ -5,12 +5,37 @@
 
 #include "addon/convert.h"
 #include "addon/shared_engines.h"
+#include "addon/wire_wrap.h"
 #include "engine/clock.h"
 #include "engine/request_parser.h"
 
 namespace adrank::addon {
 
 namespace {
+
+// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest,
+// handed over without a copy (the Buffer owns the bytes).
+Napi::Object result_js(Napi::Env env, const Result& r, int tasks, std::string* response) {
+  Napi::Object o = to_js(env, r, tasks);
+  if (response) {
+    auto* owned = new std::string(std::move(*response));
+    o.Set("response", Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
+  }
+  return o;
+}
+
+// The response of a WireRequest for `r` (off the JS thread: the request is not changed after prepare).
+std::string respond(const WireWrap* w, const Result& r, int fallback_reason = 0) {
+  std::string out;
+  if (fallback_reason == 0) {
+    wire::encode_response(r, w->meta(), &out);
+  } else {
+    wire::ResponseMeta meta = w->meta();
+    meta.fallback_reason = fallback_reason;
+    wire::encode_response(r, meta, &out);
+  }
+  return out;
+}
 
 Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
   auto d = Napi::Promise::Deferred::New(env);
@@ -19,14 +44,15 @@ Napi::Value rejected(Napi::Env env, const Napi::Error& e) {
 }
 
 // What every engine call off the JS thread shares: the Promise, the references that keep the JS
-// Engine and the request bytes alive while a worker reads them, the in-flight count, the queue time,
-// and the conversion of C++ exceptions into rejections (never an abort).
-class EngineWorker : public Napi::AsyncWorker {
+// Engine and the request bytes alive while a request thread reads them, the in-flight count, the
+// queue time, and the conversion of C++ exceptions into rejections (never an abort). Execute runs
+// on one of the engine's request threads (Engine::submit), Complete on the JS thread, from the
+// engine's completion wake-up (EngineWrap::Drain).
+class EngineWorker : public EngineJob {
  public:
-  EngineWorker(Napi::Env env, const char* name, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
+  EngineWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
                const Napi::Object& requests, int tasks)
-      : Napi::AsyncWorker(env, name),
-        engine_(std::move(engine)),
+      : engine_(std::move(engine)),
         tasks_(tasks),
         deferred_(Napi::Promise::Deferred::New(env)),
         owner_(owner),
@@ -45,24 +71,30 @@ class EngineWorker : public Napi::AsyncWorker {
     if (deadline_ms_ > 0) {
       const double now_ms = epoch_ms();
       if (now_ms > deadline_ms_) {
-        SetError("deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
-                 " ms for an engine thread and was dropped before it ran");
+        error_ = "deadline exceeded: the request waited " + std::to_string(int64_t(queue / 1000)) +
+                 " ms for an engine thread and was dropped before it ran";
+        failed_ = true;
         return;
       }
     }
     try {
       Run(queue);
     } catch (const std::exception& e) {
-      SetError(e.what());
+      error_ = e.what();
+      failed_ = true;
     } catch (...) {
-      SetError("adrank: unknown native error");
+      error_ = "adrank: unknown native error";
+      failed_ = true;
     }
   }
 
-  void OnOK() final {
+  void Complete(Napi::Env env) final {
     owner_->RunFinished();
     engine_.reset();
-    Napi::Env env = Env();
+    if (failed_) {
+      deferred_.Reject(Napi::Error::New(env, error_).Value());
+      return;
+    }
     try {
       deferred_.Resolve(Output(env));
     } catch (const Napi::Error& e) {
@@ -72,14 +104,8 @@ class EngineWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnError(const Napi::Error& e) final {
-    owner_->RunFinished();
-    engine_.reset();
-    deferred_.Reject(e.Value());
-  }
-
  protected:
-  // On the worker thread: the engine call; `queue` is the time from the call to this thread.
+  // On a request thread: the engine call; `queue` is the time from the call to this thread.
   virtual void Run(double queue) = 0;
   // On the JS thread: what the Promise resolves to.
   virtual Napi::Value Output(Napi::Env env) = 0;
@@ -94,17 +120,20 @@ class EngineWorker : public Napi::AsyncWorker {
   Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
   double created_;
   double deadline_ms_ = 0;
+  bool failed_ = false;
+  std::string error_;
 };
 
 // One rank / retrieve / retrieveAndRank / explain call.
 class RunWorker final : public EngineWorker {
  public:
   RunWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine, Op op,
-            const Napi::TypedArray& request, int tasks)
-      : EngineWorker(env, "adrank.engine.run", owner, self, std::move(engine), request, tasks),
+            const Napi::Object& request, const uint8_t* data, size_t len, const WireWrap* wire, int tasks)
+      : EngineWorker(env, owner, self, std::move(engine), request, tasks),
         op_(op),
-        data_(typed_data<uint8_t>(request)),
-        len_(request.ByteLength()) {}
+        data_(data),
+        len_(len),
+        wire_(wire) {}
 
  private:
   void Run(double queue) override {
@@ -115,13 +144,18 @@ class RunWorker final : public EngineWorker {
       case Op::kExplain: explain_ = engine_->explain(data_, len_); break;
     }
     result_.timings.queue = queue;
+    if (wire_) response_ = respond(wire_, result_);
   }
 
-  Napi::Value Output(Napi::Env env) override { return op_ == Op::kExplain ? to_js(env, explain_) : to_js(env, result_, tasks_); }
+  Napi::Value Output(Napi::Env env) override {
+    return op_ == Op::kExplain ? to_js(env, explain_) : result_js(env, result_, tasks_, wire_ ? &response_ : nullptr);
+  }
 
   Op op_;
   const uint8_t* data_;
   size_t len_;
+  const WireWrap* wire_;  // kept alive by the request reference
+  std::string response_;
   Result result_;
   adrank::Explain explain_;
 };
@@ -131,26 +165,34 @@ class RunWorker final : public EngineWorker {
 class BatchWorker final : public EngineWorker {
  public:
   BatchWorker(Napi::Env env, EngineWrap* owner, const Napi::Object& self, std::shared_ptr<Engine> engine,
-              const Napi::Array& requests, std::vector<BatchInput> inputs, int tasks)
-      : EngineWorker(env, "adrank.engine.batch", owner, self, std::move(engine), requests, tasks), inputs_(std::move(inputs)) {}
+              const Napi::Array& requests, std::vector<BatchInput> inputs, std::vector<const WireWrap*> wires, int tasks)
+      : EngineWorker(env, owner, self, std::move(engine), requests, tasks),
+        inputs_(std::move(inputs)),
+        wires_(std::move(wires)) {}
 
  private:
   void Run(double queue) override {
     outputs_ = engine_->run_batch(inputs_);
-    for (BatchOutput& o : outputs_) o.result.timings.queue = queue;
+    responses_.resize(outputs_.size());
+    for (size_t i = 0; i < outputs_.size(); i++) {
+      outputs_[i].result.timings.queue = queue;
+      if (wires_[i] && outputs_[i].error.empty()) responses_[i] = respond(wires_[i], outputs_[i].result);
+    }
   }
 
   Napi::Value Output(Napi::Env env) override {
     Napi::Array out = Napi::Array::New(env, outputs_.size());
     for (size_t i = 0; i < outputs_.size(); i++) {
-      if (outputs_[i].error.empty()) out.Set(uint32_t(i), to_js(env, outputs_[i].result, tasks_));
+      if (outputs_[i].error.empty()) out.Set(uint32_t(i), result_js(env, outputs_[i].result, tasks_, wires_[i] ? &responses_[i] : nullptr));
       else out.Set(uint32_t(i), Napi::Error::New(env, outputs_[i].error).Value());
     }
     return out;
   }
 
   std::vector<BatchInput> inputs_;
+  std::vector<const WireWrap*> wires_;  // per request: its WireRequest (answered with its response), or null
   std::vector<BatchOutput> outputs_;
+  std::vector<std::string> responses_;
 };
 
 }  // namespace
@@ -166,12 +208,16 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::SetAdState>("setAdState"),
                                         InstanceMethod<&EngineWrap::SetFallback>("setFallback"),
                                         InstanceMethod<&EngineWrap::Fallback>("fallback"),
+                                        InstanceMethod<&EngineWrap::SetWireSchema>("setWireSchema"),
+                                        InstanceMethod<&EngineWrap::Prepare>("prepare"),
+                                        InstanceMethod<&EngineWrap::Empty>("empty"),
 #ifdef ADRANK_TEST_HOOKS
                                         InstanceMethod<&EngineWrap::InjectDeviceErrors>("injectDeviceErrors"),
                                         InstanceMethod<&EngineWrap::InjectBackendFault>("injectBackendFault"),
 #endif
                                         InstanceMethod<&EngineWrap::DeviceStats>("deviceStats"),
                                         InstanceMethod<&EngineWrap::Inflight>("inflight"),
+                                        InstanceMethod<&EngineWrap::Completions>("completions"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
                                         InstanceMethod<&EngineWrap::Share>("share"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
@@ -213,11 +259,114 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
 }
 
 EngineWrap::~EngineWrap() {
+  if (wake_) {
+    std::lock_guard<std::mutex> lock(wake_->mu);
+    if (!wake_->finalized) napi_release_threadsafe_function(wake_->fn, napi_tsfn_release);
+  }
   std::lock_guard<std::mutex> lock(registry_->mu);
   registry_->live.erase(this);
 }
 
-void EngineWrap::Free() { engine_.reset(); }
+// Hands a job to the engine's request threads; it comes back through Drain. The completion wake-up
+// (one thread-safe function per engine, so per JS thread) is made at the first job and holds the
+// event loop open only while jobs are in flight.
+void EngineWrap::Queue(EngineJob* job) {
+  Napi::Env env = Env();
+  if (!wake_) {
+    napi_value name;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_create_string_utf8(env, "adrank.engine.done", NAPI_AUTO_LENGTH, &name));
+    auto wake = std::make_shared<Wake>();
+    wake->async = std::make_unique<Napi::AsyncContext>(env, "adrank.engine.run");
+    auto* hold = new std::shared_ptr<Wake>(wake);
+    const napi_status st = napi_create_threadsafe_function(
+        env, nullptr, nullptr, name, 0, 1, hold,
+        [](napi_env, void* data, void*) {
+          auto* w = static_cast<std::shared_ptr<Wake>*>(data);
+          {
+            std::lock_guard<std::mutex> lock((*w)->mu);
+            (*w)->finalized = true;
+          }
+          (void)(*w)->async.release();  // its environment is going or gone: nothing to destroy it with
+          delete w;
+        },
+        wake.get(), &EngineWrap::Drain, &wake->fn);
+    if (st != napi_ok) {
+      delete hold;
+      delete job;
+      NAPI_THROW_IF_FAILED_VOID(env, st);
+    }
+    napi_unref_threadsafe_function(env, wake->fn);
+    wake_ = std::move(wake);
+  }
+  if (inflight_++ == 0) napi_ref_threadsafe_function(env, wake_->fn);
+  std::shared_ptr<Engine> engine = engine_;
+  engine->submit([job, wake = wake_] {
+    {
+      std::lock_guard<std::mutex> lock(wake->ready_mu);
+      if (wake->abandoned) return;  // its environment is gone: the job is left unrun
+      wake->executing++;
+    }
+    job->Execute();
+    bool send = false;
+    {
+      std::lock_guard<std::mutex> lock(wake->ready_mu);
+      wake->executing--;
+      wake->ready.push_back(job);
+      send = !wake->pending && !wake->abandoned;
+      wake->pending = true;
+    }
+    wake->idle.notify_all();
+    if (!send) return;
+    std::lock_guard<std::mutex> lock(wake->mu);
+    if (!wake->finalized) napi_call_threadsafe_function(wake->fn, nullptr, napi_tsfn_nonblocking);
+  });
+}
+
+// On the JS thread: completes every job that is ready (one wake-up for all of them), inside a
+// callback scope so that the Promises' reactions run when it closes.
+void EngineWrap::Drain(napi_env raw, napi_value, void* context, void*) {
+  if (raw == nullptr || context == nullptr) return;  // the environment is being torn down
+  auto* wake = static_cast<Wake*>(context);
+  Napi::Env env(raw);
+  std::vector<EngineJob*> ready;
+  {
+    std::lock_guard<std::mutex> lock(wake->ready_mu);
+    ready.swap(wake->ready);
+    wake->pending = false;
+  }
+  size_t done = 0;
+  wake->wakeups++;
+  wake->completed += double(ready.size());
+  try {
+    Napi::HandleScope handles(env);
+    Napi::CallbackScope scope(env, *wake->async);
+    for (; done < ready.size(); done++) {
+      Napi::HandleScope per_job(env);
+      ready[done]->Complete(env);
+      delete ready[done];
+    }
+  } catch (...) {
+    // the environment is going away (a worker terminated with calls in flight): nothing more can
+    // be completed, and the jobs left hold references into it, so they are left as they are
+  }
+}
+
+void EngineWrap::RunFinished() {
+  if (--inflight_ == 0 && wake_) {
+    std::lock_guard<std::mutex> lock(wake_->mu);
+    if (!wake_->finalized) napi_unref_threadsafe_function(Env(), wake_->fn);
+  }
+}
+
+void EngineWrap::Free() {
+  if (wake_) {
+    // the environment is going away: no queued job starts now, and the running ones finish first
+    std::unique_lock<std::mutex> lock(wake_->ready_mu);
+    wake_->abandoned = true;
+    wake_->idle.wait(lock, [&] { return wake_->executing == 0; });
+  }
+  engine_.reset();
+}
 
 Napi::Value EngineWrap::Rank(const Napi::CallbackInfo& info) { return Run(info, Op::kRank); }
 Napi::Value EngineWrap::Retrieve(const Napi::CallbackInfo& info) { return Run(info, Op::kRetrieve); }
@@ -227,11 +376,21 @@ Napi::Value EngineWrap::Explain(const Napi::CallbackInfo& info) { return Run(inf
 Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
   Napi::Env env = info.Env();
   if (!engine_) return rejected(env, Napi::Error::New(env, "engine disposed"));
-  Napi::TypedArray req;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  const WireWrap* wire = nullptr;
   try {
-    req = typed_array(info[0], napi_uint8_array, -1, "request");
-    if (req.ByteOffset() % 8 != 0)
-      throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
+    wire = op == Op::kExplain ? nullptr : prepared_wire(info[0], op);
+    if (wire) {
+      data = reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data());
+      len = wire->bundle().bundle_len;
+    } else {
+      const Napi::TypedArray req = typed_array(info[0], napi_uint8_array, -1, "request");
+      if (req.ByteOffset() % 8 != 0)
+        throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
+      data = typed_data<uint8_t>(req);
+      len = req.ByteLength();
+    }
   } catch (const Napi::Error& e) {
     return rejected(env, e);
   }
@@ -240,11 +399,10 @@ Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
     if (!info[1].IsNumber()) return rejected(env, Napi::TypeError::New(env, "expected a number (ms since the epoch) for deadline"));
     deadline = info[1].As<Napi::Number>().DoubleValue();
   }
-  auto* w = new RunWorker(env, this, Value(), engine_, op, req, tasks_);
+  auto* w = new RunWorker(env, this, Value(), engine_, op, info[0].As<Napi::Object>(), data, len, wire, tasks_);
   if (deadline > 0 && std::isfinite(deadline)) w->SetDeadline(deadline);
   Napi::Promise p = w->Promise();
-  inflight_++;
-  w->Queue();
+  Queue(w);
   return p;
 }
 
@@ -253,6 +411,7 @@ Napi::Value EngineWrap::RunBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine_) return rejected(env, Napi::Error::New(env, "engine disposed"));
   std::vector<BatchInput> inputs;
+  std::vector<const WireWrap*> wires;
   Napi::Array requests;
   try {
     if (info.Length() < 2 || !info[1].IsArray()) type_error(env, "requests", "an array of Uint8Array", info.Length() < 2 ? env.Undefined() : info[1]);
@@ -261,23 +420,30 @@ Napi::Value EngineWrap::RunBatch(const Napi::CallbackInfo& info) {
     const Napi::TypedArray ops = typed_array(info[0], napi_uint8_array, int64_t(n), "ops");
     const uint8_t* op = typed_data<uint8_t>(ops);
     inputs.resize(n);
+    wires.resize(n, nullptr);
     for (uint32_t i = 0; i < n; i++) {
       const std::string field = "requests[" + std::to_string(i) + "]";
-      const Napi::TypedArray req = typed_array(requests.Get(i), napi_uint8_array, -1, field);
-      if (req.ByteOffset() % 8 != 0)
-        throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for " + field + ", got " + std::to_string(req.ByteOffset()));
       if (op[i] > 2) throw Napi::TypeError::New(env, "expected 0 (rank), 1 (retrieve) or 2 (retrieveAndRank) for ops[" + std::to_string(i) + "], got " + std::to_string(op[i]));
       inputs[i].op = op[i] == 0 ? Op::kRank : op[i] == 1 ? Op::kRetrieve : Op::kRetrieveAndRank;
+      const Napi::Value item = requests.Get(i);
+      if (const WireWrap* wire = prepared_wire(item, inputs[i].op)) {
+        wires[i] = wire;
+        inputs[i].data = reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data());
+        inputs[i].len = wire->bundle().bundle_len;
+        continue;
+      }
+      const Napi::TypedArray req = typed_array(item, napi_uint8_array, -1, field);
+      if (req.ByteOffset() % 8 != 0)
+        throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for " + field + ", got " + std::to_string(req.ByteOffset()));
       inputs[i].data = typed_data<uint8_t>(req);
       inputs[i].len = req.ByteLength();
     }
   } catch (const Napi::Error& e) {
     return rejected(env, e);
   }
-  auto* w = new BatchWorker(env, this, Value(), engine_, requests, std::move(inputs), tasks_);
+  auto* w = new BatchWorker(env, this, Value(), engine_, requests, std::move(inputs), std::move(wires), tasks_);
   Napi::Promise p = w->Promise();
-  inflight_++;
-  w->Queue();
+  Queue(w);
   return p;
 }
 
@@ -332,14 +498,29 @@ Napi::Value EngineWrap::SetFallback(const Napi::CallbackInfo& info) {
 Napi::Value EngineWrap::Fallback(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!engine_) throw Napi::Error::New(env, "engine disposed");
-  const Napi::TypedArray req = typed_array(info[0], napi_uint8_array, -1, "request");
-  if (req.ByteOffset() % 8 != 0) throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
   const std::string name = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
   Op op;
   if (name == "rank") op = Op::kRank;
   else if (name == "retrieve") op = Op::kRetrieve;
   else if (name == "retrieveAndRank") op = Op::kRetrieveAndRank;
   else type_error(env, "op", "rank, retrieve or retrieveAndRank", info.Length() > 1 ? info[1] : env.Undefined());
+  // fallback(request: WireRequest, op, reason): the answer with its response message (reason: the
+  // proto's FallbackReason); fallback(bundle: Uint8Array, op): the answer alone
+  if (const WireWrap* wire = prepared_wire(info[0], op)) {
+    const double reason = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+    if (!(reason >= 1 && reason <= 3)) type_error(env, "reason", "a FallbackReason (1..3)", info.Length() > 2 ? info[2] : env.Undefined());
+    try {
+      const Result r = engine_->fallback(reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data()), wire->bundle().bundle_len, op);
+      std::string response = respond(wire, r, int(reason));
+      return result_js(env, r, tasks_, &response);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+  const Napi::TypedArray req = typed_array(info[0], napi_uint8_array, -1, "request");
+  if (req.ByteOffset() % 8 != 0) throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
   try {
     return to_js(env, engine_->fallback(typed_data<uint8_t>(req), req.ByteLength(), op), tasks_);
   } catch (const Napi::Error&) {
@@ -371,6 +552,83 @@ Napi::Value EngineWrap::InjectBackendFault(const Napi::CallbackInfo& info) {
 }
 #endif
 
+// The prepared WireRequest behind `v` for an `op` run, null when `v` is not a WireRequest; throws
+// for one that is not prepared or was parsed for another op.
+const WireWrap* EngineWrap::prepared_wire(const Napi::Value& v, Op op) {
+  const WireWrap* w = WireWrap::From(v);
+  if (!w) return nullptr;
+  if (!w->prepared()) throw Napi::TypeError::New(v.Env(), "expected a prepared WireRequest for request (call engine.prepare first)");
+  const Op want = w->kind() == wire::Kind::kRank ? Op::kRank : w->kind() == wire::Kind::kRetrieve ? Op::kRetrieve : Op::kRetrieveAndRank;
+  if (want != op) throw Napi::TypeError::New(v.Env(), std::string("expected a WireRequest of ") + op_name(op) + " for request, got one of " + op_name(want));
+  return w;
+}
+
+// setWireSchema({surfaces, tasks, userSparse, userDense, userEmbeddingDim, targetingDims, seqMaxLen,
+// seqActions, reservePrice, modelName}): what prepare() validates against (the model's config).
+Napi::Value EngineWrap::SetWireSchema(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) type_error(env, "schema", "an object", info.Length() ? info[0] : env.Undefined());
+  const Napi::Object o = info[0].As<Napi::Object>();
+  wire::WireSchema s;
+  s.surfaces = get_string_array(o, "surfaces", "schema.surfaces");
+  s.tasks = get_string_array(o, "tasks", "schema.tasks");
+  s.user_sparse = get_string_array(o, "userSparse", "schema.userSparse");
+  s.user_dense = uint32_t(get_int(o, "userDense", "schema.userDense"));
+  s.user_embedding_dim = uint32_t(get_int(o, "userEmbeddingDim", "schema.userEmbeddingDim"));
+  s.targeting_dims = uint32_t(get_int(o, "targetingDims", "schema.targetingDims"));
+  s.seq_max_len = uint32_t(get_int(o, "seqMaxLen", "schema.seqMaxLen"));
+  s.seq_actions = uint32_t(get_int(o, "seqActions", "schema.seqActions"));
+  s.reserve_price = float(get_number(o, "reservePrice", "schema.reservePrice"));
+  s.model_name = get_string(o, "modelName", "schema.modelName");
+  schema_ = std::move(s);
+  has_schema_ = true;
+  return env.Undefined();
+}
+
+// prepare(request: WireRequest, maxCandidates, version): validates the request against the model
+// (the checks of src/handlers/validate.ts, in its order) and writes its feature bundle; returns the
+// request's size (the batcher's). A refusal throws an Error whose `field` names the field.
+Napi::Value EngineWrap::Prepare(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!has_schema_) throw Napi::Error::New(env, "no wire schema: setWireSchema was not called");
+  WireWrap* w = WireWrap::From(info[0]);
+  if (!w) type_error(env, "request", "a WireRequest", info[0]);
+  // prepared once: a run may be reading its bundle
+  if (w->prepared()) throw Napi::TypeError::New(env, "expected a WireRequest not yet prepared for request (one prepare per request)");
+  const double max = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  if (!(max >= 0 && max <= 4294967295.0)) type_error(env, "maxCandidates", "a non-negative integer", info.Length() > 1 ? info[1] : env.Undefined());
+  if (info.Length() < 3 || !info[2].IsString()) type_error(env, "version", "a string", info.Length() > 2 ? info[2] : env.Undefined());
+  const double t0 = steady_us();
+  wire::Prepared p;
+  wire::Refusal why;
+  if (!wire::prepare_wire(w->message(), w->kind(), schema_, uint32_t(max), &p, &why)) {
+    Napi::Error e = Napi::Error::New(env, why.message);
+    e.Set("field", Napi::String::New(env, why.field));
+    throw e;
+  }
+  wire::ResponseMeta meta = w->meta();
+  meta.kind = w->kind();
+  meta.request_id = w->message().request_id;
+  meta.model_name = schema_.model_name;
+  meta.version = info[2].As<Napi::String>().Utf8Value();
+  meta.ads_only = backend_ == "none";
+  meta.validate_us = steady_us() - t0;
+  const double size = p.size;
+  w->set_prepared(std::move(p), std::move(meta));
+  return Napi::Number::New(env, size);
+}
+
+// empty(request: WireRequest): the answer of a request that needs no engine work (a Rank without
+// candidates), with its response message.
+Napi::Value EngineWrap::Empty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const WireWrap* w = WireWrap::From(info[0]);
+  if (!w || !w->prepared()) type_error(env, "request", "a prepared WireRequest", info[0]);
+  const Result r;
+  std::string response = respond(w, r);
+  return result_js(env, r, tasks_, &response);
+}
+
 // deviceStats(): the backend's DeviceStats (graphs held, failed captures, eager-only keys, streams
 // lost to the watchdog); all zero on the CPU backend.
 Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
@@ -381,6 +639,7 @@ Napi::Value EngineWrap::DeviceStats(const Napi::CallbackInfo& info) {
   o.Set("captureFailures", double(d.capture_failures));
   o.Set("eagerOnlyKeys", double(d.eager_only_keys));
   o.Set("lostStreams", double(d.lost_streams));
+  o.Set("streams", double(d.streams));
   return o;
 }
 
@@ -391,6 +650,15 @@ Napi::Value EngineWrap::Inflight(const Napi::CallbackInfo& info) { return Napi::
 Napi::Value EngineWrap::Share(const Napi::CallbackInfo& info) {
   if (!engine_) throw Napi::Error::New(info.Env(), "engine disposed");
   return Napi::Number::New(info.Env(), double(share_engine(engine_)));
+}
+
+// completions(): {wakeUps, calls}: how many times the JS thread was woken for finished calls, and
+// how many calls those wake-ups completed (every call ready at a wake-up is completed by it).
+Napi::Value EngineWrap::Completions(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("wakeUps", wake_ ? wake_->wakeups : 0.0);
+  o.Set("calls", wake_ ? wake_->completed : 0.0);
+  return o;
 }
 
 Napi::Value EngineWrap::Dispose(const Napi::CallbackInfo& info) {

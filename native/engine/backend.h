@@ -31,6 +31,7 @@ struct DeviceStats {
   int64_t capture_failures = 0;   // captures or instantiations that failed (the key then runs eagerly)
   int64_t eager_only_keys = 0;    // keys that run eagerly for good after a failed capture
   int64_t lost_streams = 0;       // streams abandoned by the watchdog (their work never finished)
+  int64_t streams = 0;            // streams the backend runs requests on (ADRANK_CUDA_STREAMS); 0 on the CPU
 };
 
 class Backend {

@@ -187,6 +187,7 @@ class CudaBackend final : public Backend {
     d.capture_failures = n_capture_failures_.load();
     d.eager_only_keys = n_eager_only_.load();
     d.lost_streams = n_lost_.load();
+    d.streams = int64_t(slots_.size());
     return d;
   }
 #ifdef ADRANK_TEST_HOOKS

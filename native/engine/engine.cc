@@ -45,7 +45,39 @@ void Engine::sync_device_state(const AdStateTable& state, const int32_t* rows, s
 #endif
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(run_mu_);
+    run_stop_ = true;
+  }
+  run_cv_.notify_all();
+  for (std::thread& t : runners_) t.join();
+}
+
+void Engine::submit(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(run_mu_);
+    run_queue_.push_back(std::move(task));
+    if (runners_.empty()) {
+      const int n = std::max(1, pool_->size());
+      for (int i = 0; i < n; i++)
+        runners_.emplace_back([this] {
+          std::unique_lock<std::mutex> lock(run_mu_);
+          for (;;) {
+            run_cv_.wait(lock, [&] { return run_stop_ || !run_queue_.empty(); });
+            if (run_queue_.empty()) return;  // stopping, nothing left
+            std::function<void()> next = std::move(run_queue_.front());
+            run_queue_.pop_front();
+            lock.unlock();
+            next();
+            next = nullptr;
+            lock.lock();
+          }
+        });
+    }
+  }
+  run_cv_.notify_one();
+}
 
 void Engine::require_model() const {
   if (!backend_) throw std::runtime_error("no model: this engine holds the ad tables only and serves fallback answers (--fallback-only)");

@@ -2,10 +2,14 @@
 // Node-API glue is in native/addon). Requests are feature bundles (request.h), validated here.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 #ifdef ADRANK_TEST_HOOKS
 #include <atomic>
@@ -48,6 +52,11 @@ class Engine {
   // still run; an error in the run itself throws (the whole batch fails). timings.total of every
   // result is the batch's wall time.
   std::vector<BatchOutput> run_batch(const std::vector<BatchInput>& in);
+
+  // Runs `task` on one of the engine's own request threads (as many as its CPU threads, started at
+  // the first call), oldest first: each request runs on one of them, its parallel work spread over
+  // the engine's pool as before. A task must not own the last reference to this engine.
+  void submit(std::function<void()> task);
 
   // Fallback answers (engine/fallback.h): set one surface's plan (at load), answer from it.
   void set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs);
@@ -96,6 +105,12 @@ class Engine {
   std::shared_ptr<const AdStateTable> state_;
   std::unique_ptr<Backend> backend_;
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
+  // the request threads (submit)
+  std::mutex run_mu_;
+  std::condition_variable run_cv_;
+  std::deque<std::function<void()>> run_queue_;
+  std::vector<std::thread> runners_;
+  bool run_stop_ = false;
 #ifdef ADRANK_TEST_HOOKS
   std::atomic<int> injected_errors_{0};
   std::atomic<bool> injected_hung_{false};

@@ -6,9 +6,11 @@
  * own answer, bit for bit what it gets alone (test/57.batching).
  *
  * Policy (after Triton's dynamic batcher):
- *   - a batch is sent when the engine has room (at most `maxInflightBatches` batches running) and
- *     either the engine is idle (no batch running; `dispatchWhenIdle`, on by default), the queued
- *     candidates reach `maxCandidates`, or the oldest request has waited `maxDelayUs`;
+ *   - a batch is sent when the engine has room (at most `maxInflightBatches` batches running: one
+ *     per CUDA stream, one on the CPU) and either that room is free now (`dispatchWhenIdle`, on by
+ *     default: requests wait for company only while every slot is busy, and a slot that frees
+ *     takes what has queued meanwhile), the queued candidates reach `maxCandidates`, or the oldest
+ *     request has waited `maxDelayUs`;
  *   - a batch takes requests in arrival order while their candidates fit `maxCandidates`; a
  *     request larger than that runs alone; nothing overtakes the head of the queue, so a big
  *     request is never starved and small ones wait for at most the batches ahead of them;
@@ -19,7 +21,7 @@
  *   - a cancelled call leaves the queue at once (CANCELLED).
  */
 import { status } from '@grpc/grpc-js';
-import type { Engine, EngineError, NativeResult } from '../engine/index.js';
+import type { Engine, EngineError, NativeResult, NativeWireRequest } from '../engine/index.js';
 import { RequestError } from '../handlers/validate.js';
 
 /** Engine ops a batch carries (the addon's runBatch codes). */
@@ -33,11 +35,12 @@ export interface BatcherOptions {
   maxDelayUs: number;
   /** requests waiting at most; more → RESOURCE_EXHAUSTED */
   maxQueue: number;
-  /** batches running at once (default 1: one batch keeps the CPU backend's pool busy while the next forms) */
+  /** batches running at once (default 1; src/batcher/index.ts sets one per CUDA stream: a batch
+   *  keeps the CPU backend's pool busy while the next forms, a GPU has a stream per batch) */
   maxInflightBatches?: number;
-  /** An idle engine takes the head of the queue at once instead of letting it wait `maxDelayUs`
-   *  for company (default true): company can only come from requests that arrive while a batch
-   *  runs, so waiting on an idle engine adds latency at low load and nothing under load. */
+  /** A free slot takes the head of the queue at once instead of letting it wait `maxDelayUs` for
+   *  company (default true): company can only come from requests that arrive while the slots are
+   *  busy, so waiting with a slot free adds latency at low load and nothing under load. */
   dispatchWhenIdle?: boolean;
 }
 
@@ -52,7 +55,7 @@ export interface BatchCall {
 interface Pending {
   engine: Engine;
   op: BatchOp;
-  bundle: Uint8Array;
+  bundle: Uint8Array | NativeWireRequest;
   size: number;
   deadline: number;
   enqueued: number;
@@ -88,7 +91,6 @@ export class Batcher {
   private queuedCandidates = 0;
   private inflight = 0;
   private timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
   /** run times (ms) of the last RECENT batches; the fastest is a lower bound for the next one */
   private readonly recentMs: number[] = [];
   private runMs = 0;
@@ -105,8 +107,8 @@ export class Batcher {
   onBatch?: (b: { seq: number; candidates: number; requests: number; waitedBatches: number[] }) => void;
 
   constructor(readonly options: BatcherOptions) {
-    for (const [k, min] of [['maxCandidates', 1], ['maxDelayUs', 0], ['maxQueue', 1]] as const) {
-      const v = options[k];
+    for (const [k, min] of [['maxCandidates', 1], ['maxDelayUs', 0], ['maxQueue', 1], ['maxInflightBatches', 1]] as const) {
+      const v = options[k] ?? min;
       if (!Number.isInteger(v) || v < min) throw new Error(`expected an integer >= ${min} for batch ${k}, got ${v}`);
     }
   }
@@ -134,7 +136,7 @@ export class Batcher {
   }
 
   /** Queues one packed request; resolves to its own result. */
-  submit(engine: Engine, op: BatchOp, bundle: Uint8Array, size: number, call: BatchCall): Promise<NativeResult> {
+  submit(engine: Engine, op: BatchOp, bundle: Uint8Array | NativeWireRequest, size: number, call: BatchCall): Promise<NativeResult> {
     if (this.queue.length >= this.options.maxQueue) {
       this.s.refused.queueFull++;
       return Promise.reject(new RequestError(status.RESOURCE_EXHAUSTED, `batch queue full (${this.options.maxQueue} requests waiting)`));
@@ -176,21 +178,21 @@ export class Batcher {
     else p.reject(e);
   }
 
-  /** Sends batches while the engine has room and a batch is due; otherwise arms a wake-up. */
+  /** Sends batches while the engine has room and a batch is due; otherwise arms one timer. With
+   *  `dispatchWhenIdle` (the default) nothing ever waits on a timer: a request finds a free slot at
+   *  once or waits for one, and every batch that ends pumps the queue. */
   private pump(): void {
     if (this.timer) clearTimeout(this.timer);
-    if (this.immediate) clearImmediate(this.immediate);
-    this.timer = this.immediate = undefined;
+    this.timer = undefined;
     const maxInflight = this.options.maxInflightBatches ?? 1;
+    const dispatchWhenIdle = this.options.dispatchWhenIdle ?? true;
     while (this.queue.length > 0 && this.inflight < maxInflight) {
       const head = this.queue[0];
       const waitedUs = (performance.now() - head.enqueued) * 1000;
-      const idle = this.inflight === 0 && (this.options.dispatchWhenIdle ?? true);
-      if (!idle && this.queuedCandidates < this.options.maxCandidates && waitedUs < this.options.maxDelayUs) {
+      if (!dispatchWhenIdle && this.queuedCandidates < this.options.maxCandidates && waitedUs < this.options.maxDelayUs) {
+        // timers have 1 ms granularity: a shorter wait is rounded up to one (no polling per turn)
         const leftMs = (this.options.maxDelayUs - waitedUs) / 1000;
-        // timers have 1 ms granularity: shorter waits poll once per event-loop turn
-        if (leftMs >= 1) this.timer = setTimeout(() => this.pump(), Math.floor(leftMs)).unref();
-        else this.immediate = setImmediate(() => this.pump());
+        this.timer = setTimeout(() => this.pump(), Math.max(1, Math.ceil(leftMs))).unref();
         return;
       }
       this.dispatch();
@@ -235,7 +237,7 @@ export class Batcher {
           const r = results[i] as NativeResult | EngineError;
           if (r instanceof Error) p.reject(r);
           else {
-            r.timings.queue += (t0 - p.enqueued) * 1000; // the wait in this queue
+            r.batchWaitUs = (t0 - p.enqueued) * 1000; // the wait in this queue, apart from the engine's queue time
             p.resolve(r);
           }
         });

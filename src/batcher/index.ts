@@ -14,6 +14,11 @@ export interface BatchingOptions {
   maxDelayUs?: number;
   /** requests waiting at most (default 256) */
   maxQueue?: number;
+  /** batches running at once; default by backend: one per CUDA stream (ADRANK_CUDA_STREAMS), 1 on the CPU */
+  maxInflightBatches?: number;
+  /** a free slot takes the head of the queue at once (default true); false: requests wait up to
+   *  maxDelayUs for company even with a slot free */
+  dispatchWhenIdle?: boolean;
 }
 
 /** GPU: 200 µs; CPU: off (docs/batching.md says why). */
@@ -28,5 +33,7 @@ export function batcherFor(o: BatchingOptions, engine: Engine): Batcher {
     maxCandidates: o.maxCandidates ?? DEFAULT_BATCH_MAX_CANDIDATES[backend],
     maxDelayUs: o.maxDelayUs ?? DEFAULT_BATCH_MAX_DELAY_US[backend],
     maxQueue: o.maxQueue ?? DEFAULT_BATCH_MAX_QUEUE,
+    maxInflightBatches: o.maxInflightBatches ?? (backend === 'cuda' ? Math.max(1, engine.deviceStats().streams) : 1),
+    dispatchWhenIdle: o.dispatchWhenIdle ?? true,
   });
 }

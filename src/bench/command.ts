@@ -101,7 +101,8 @@ export function addBenchCommand(p: Command): void {
     .action((f: BenchFlags) => bench(f));
 }
 
-async function adIdsFrom(address: string, needed: number, k: number): Promise<{ model: GetModelResponse__Output; ids: string[] }> {
+/** The served model and up to 10,000 of its ad ids (a Retrieve of them), for request pools. */
+export async function adIdsFrom(address: string, needed: number, k: number): Promise<{ model: GetModelResponse__Output; ids: string[] }> {
   const client = connect(address);
   try {
     const model = await call<object, GetModelResponse__Output>(client, 'GetModel', {});

@@ -37,6 +37,7 @@ export const STAGES = [
   'validateUs',
   'bundleUs',
   'queueUs',
+  'batchWaitUs',
   'userUs',
   'retrieveUs',
   'gatherUs',

@@ -42,7 +42,14 @@ export function parseServerSpec(spec: string): { name: string; flags: string[] }
 }
 
 export async function startServer(name: string, flags: string[], baseFlags: string[], timeoutMs = 300_000): Promise<ServerProc> {
-  const args = [...process.execArgv, cliMain(), 'serve', '--host', 'localhost', '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...baseFlags, ...flags];
+  const args = [cliMain(), 'serve', '--host', 'localhost', '--port', '0', '--metrics-port', '0', '--log-level', 'info', ...baseFlags, ...flags];
+  return startProcess(name, args, flags, timeoutMs);
+}
+
+/** A node child running `args` (a script and its arguments, under this process's node options)
+ *  that prints a JSON line `{"event":"serving","address":...}` once it serves, as `adrank serve` does. */
+export async function startProcess(name: string, scriptArgs: string[], flags: string[] = [], timeoutMs = 300_000): Promise<ServerProc> {
+  const args = [...process.execArgv, ...scriptArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   const address = await new Promise<string>((resolve, reject) => {

@@ -20,6 +20,12 @@ export function decimal(max = Infinity) {
   };
 }
 
+/** A boolean written out: true or false. */
+export function trueFalse(v: string): boolean {
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new InvalidArgumentError(`expected true or false, got ${JSON.stringify(v)}`);
+}
+
 /** A fraction in 0..1: 0, 1, 0.25, .25, 1.0. */
 export function fraction(v: string): number {
   const n = /^(0|1|0?\.\d+|1\.0*)$/.test(v) ? Number(v) : NaN;

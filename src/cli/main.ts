@@ -37,7 +37,7 @@ import { DEFAULT_BATCH_MAX_QUEUE } from '../batcher/index.js';
 import { shardBundleFile, shardMeta, MAX_SHARDS } from '../model/shard.js';
 import { RouterServer } from '../router/router.js';
 import { formatBytes, table } from './table.js';
-import { decimal, fraction, int, intList } from './args.js';
+import { decimal, fraction, int, intList, trueFalse } from './args.js';
 import { runExplain, type ExplainFlags } from './explain.js';
 import { printReplay, replay, type ReplayFlags } from './replay.js';
 import { compareModes, printCompareModes, type CompareModesFlags } from './compare-modes.js';
@@ -118,6 +118,8 @@ interface ServeFlags {
   batchMaxCandidates?: number;
   batchMaxDelayUs?: number;
   batchMaxQueue: number;
+  batchMaxInflightBatches?: number;
+  batchDispatchWhenIdle: boolean;
   metricsPort: number;
   accessLogSample: number;
   tlsCert?: string;
@@ -224,7 +226,13 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
         server.shutdown('front-end threads failing').finally(() => exit(1));
       },
       shutdownGraceMs: f.shutdownGraceMs,
-      batching: { maxCandidates: f.batchMaxCandidates, maxDelayUs: f.batchMaxDelayUs, maxQueue: f.batchMaxQueue },
+      batching: {
+        maxCandidates: f.batchMaxCandidates,
+        maxDelayUs: f.batchMaxDelayUs,
+        maxQueue: f.batchMaxQueue,
+        maxInflightBatches: f.batchMaxInflightBatches,
+        dispatchWhenIdle: f.batchDispatchWhenIdle,
+      },
       log,
       tls,
       auth: { dataTokens: tokenFiles.data, adminTokens: tokenFiles.admin, adminInsecure: f.adminInsecure },
@@ -399,6 +407,8 @@ function program(): Command {
     .addOption(new Option('--batch-max-candidates <n>', 'candidates per micro-batch (default: cpu 1024, cuda 4096)').env('ADRANK_BATCH_MAX_CANDIDATES').argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--batch-max-delay-us <us>', 'longest wait for a micro-batch to fill; 0 = off (default: cpu 0, cuda 200)').env('ADRANK_BATCH_MAX_DELAY_US').argParser(int(0, 1_000_000)))
     .addOption(new Option('--batch-max-queue <n>', 'requests waiting for a batch; beyond → RESOURCE_EXHAUSTED').env('ADRANK_BATCH_MAX_QUEUE').default(DEFAULT_BATCH_MAX_QUEUE).argParser(int(1)))
+    .addOption(new Option('--batch-max-inflight-batches <n>', 'micro-batches running at once (default: cpu 1, cuda one per stream, ADRANK_CUDA_STREAMS)').env('ADRANK_BATCH_MAX_INFLIGHT_BATCHES').argParser(int(1, 64)))
+    .addOption(new Option('--batch-dispatch-when-idle <bool>', 'a free batch slot takes the queue at once (true) or waits up to --batch-max-delay-us for company (false)').env('ADRANK_BATCH_DISPATCH_WHEN_IDLE').default(true).argParser(trueFalse))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
     .addOption(new Option('--access-log-sample <fraction>', 'fraction of engine calls logged as "access" lines (0..1)').env('ADRANK_ACCESS_LOG_SAMPLE').default(0).argParser(fraction))
     .addOption(new Option('--metrics-port <port>', 'Prometheus GET /metrics on --host (0 = off)').env('ADRANK_METRICS_PORT').default(DEFAULT_METRICS_PORT).argParser(int(0, 65535)))

@@ -131,6 +131,45 @@ export interface NativeResult {
   sourceCounts: NativeSourceCounts[];
   counts: NativeCounts;
   timings: NativeTimings;
+  /** A run of a WireRequest: the whole response message (timings last, total_us still 0: see
+   *  src/wire/codec.ts patchTimings) for grpc-js to send as is */
+  response?: Buffer;
+  /** A micro-batched request: µs it waited in the batcher's queue (src/batcher/), apart from `timings.queue` */
+  batchWaitUs?: number;
+}
+
+/** The op numbers of runBatch and WireRequest: 0 rank, 1 retrieve, 2 retrieveAndRank. */
+export type NativeOp = 0 | 1 | 2;
+
+/** An engine RPC's request bytes parsed in native code (docs/wire.md). `new WireRequest(op, bytes)`
+ *  throws "malformed request: ..." for bytes that are not a message of the op's request type. */
+export interface NativeWireRequest {
+  /** UTF-8 decoded as a JS string decodes it (invalid sequences become U+FFFD) */
+  readonly requestId: string;
+  readonly modelVersion: string;
+  readonly allowFallback: boolean | undefined;
+  /** the surface index, once prepared */
+  readonly surface: number | undefined;
+  /** µs the parse took */
+  readonly decodeUs: number;
+  /** the parsed fields (tests) */
+  toObject(): Record<string, unknown>;
+  /** a copy of the feature bundle prepare() wrote (tests); undefined before */
+  bundle(): Uint8Array | undefined;
+}
+
+/** What NativeEngine.prepare validates a WireRequest against: the model's config. */
+export interface NativeWireSchema {
+  surfaces: string[];
+  tasks: string[];
+  userSparse: string[];
+  userDense: number;
+  userEmbeddingDim: number;
+  targetingDims: number;
+  seqMaxLen: number;
+  seqActions: number;
+  reservePrice: number;
+  modelName: string;
 }
 
 /** Intermediate values of the forward for each known, unique candidate (tests and debugging).
@@ -163,13 +202,13 @@ export interface NativeEngine {
   readonly numAds: number;
   /** `deadline`: ms since the epoch; a request still waiting for an engine thread past it is
    *  dropped ("deadline exceeded: ..."). Absent or 0 = none. */
-  rank(request: Uint8Array, deadline?: number): Promise<NativeResult>;
-  retrieve(request: Uint8Array, deadline?: number): Promise<NativeResult>;
-  retrieveAndRank(request: Uint8Array, deadline?: number): Promise<NativeResult>;
+  rank(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
+  retrieve(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
+  retrieveAndRank(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
   explain(request: Uint8Array): Promise<NativeExplain>;
   /** One micro-batch (src/batcher/): ops[i] 0 = rank, 1 = retrieve, 2 = retrieveAndRank for
    *  requests[i]; per request its result, or an Error when that request alone was refused. */
-  runBatch(ops: Uint8Array, requests: Uint8Array[]): Promise<(NativeResult | Error)[]>;
+  runBatch(ops: Uint8Array, requests: (Uint8Array | NativeWireRequest)[]): Promise<(NativeResult | Error)[]>;
   /** Live ad state (docs/funnel.md): the whole state of each listed ad, applied as one batch that
    *  no request sees half of. `bid` is the live bid override per ad, NaN (or no array) = the
    *  bundle's bid. Returns how many ids were unknown (and ignored). */
@@ -179,6 +218,16 @@ export interface NativeEngine {
   setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;
   /** The fallback answer to a feature bundle (synchronous, host memory only). */
   fallback(request: Uint8Array, op: 'rank' | 'retrieve' | 'retrieveAndRank'): NativeResult;
+  /** The fallback answer to a prepared WireRequest with its response (`reason`: FallbackReason 1..3). */
+  fallback(request: NativeWireRequest, op: 'rank' | 'retrieve' | 'retrieveAndRank', reason: number): NativeResult;
+  /** Sets what prepare() validates against. */
+  setWireSchema(schema: NativeWireSchema): void;
+  /** Validates a WireRequest against the model (the checks of src/handlers/validate.ts, in its
+   *  order) and writes its feature bundle; returns its size (the batcher's). A refusal throws an
+   *  Error with `field`. `version`: the version label the response names. */
+  prepare(request: NativeWireRequest, maxCandidates: number, version: string): number;
+  /** The answer of a prepared request that needs no engine work (Rank without candidates). */
+  empty(request: NativeWireRequest): NativeResult;
   /** Test builds only (ADRANK_TEST_HOOKS): the next n model runs fail as a device error, an
    *  illegal address or ('hung') the CUDA watchdog's verdict. */
   injectDeviceErrors?(n: number, kind?: DeviceFault): void;
@@ -189,6 +238,9 @@ export interface NativeEngine {
   deviceStats(): DeviceStats;
   /** Runs in flight. */
   inflight(): number;
+  /** How many times the JS thread was woken for finished calls, and how many calls those wake-ups
+   *  completed (one wake-up completes every call that is ready). */
+  completions(): { wakeUps: number; calls: number };
   /** Frees the engine; throws if runs are in flight. */
   dispose(): void;
   /** The key under which the other JS threads of this process attach to this same native engine
@@ -237,6 +289,7 @@ export interface NativeBinding {
   Engine: new (init: NativeModelInit | { shared: number }) => NativeEngine;
   /** Engines shared (NativeEngine.share) that some JS thread still holds. */
   sharedEngines(): number;
+  WireRequest: new (op: NativeOp, bytes: Uint8Array) => NativeWireRequest;
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit
@@ -260,6 +313,8 @@ export interface DeviceStats {
   eagerOnlyKeys: number;
   /** streams abandoned by the watchdog (ADRANK_CUDA_WATCHDOG_MS): their work never finished */
   lostStreams: number;
+  /** streams requests run on (ADRANK_CUDA_STREAMS, default 4); 0 on the CPU backend */
+  streams: number;
 }
 
 export interface CompletionOutcome {

@@ -3,12 +3,12 @@
  * into feature bundles and run them on the native engine. The only module besides binding.ts
  * that touches the addon.
  */
-import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult, type TensorArray } from './binding.js';
+import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeOp, type NativeResult, type NativeWireRequest, type NativeWireSchema, type TensorArray } from './binding.js';
 import { loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
 
-export type { NativeResult, NativeExplain, Capabilities } from './binding.js';
+export type { NativeResult, NativeExplain, Capabilities, NativeOp, NativeWireRequest } from './binding.js';
 export type { EngineRequest } from '../features/feature-bundle.js';
 
 export interface EngineOptions {
@@ -228,6 +228,8 @@ function neutralRequest(engine: Engine, surface: number, candidates: BigInt64Arr
 export class Engine {
   private constructor(
     private readonly native: NativeEngine,
+    /** the addon this engine lives in: its WireRequests are the ones it takes */
+    private readonly addon: NativeBinding,
     readonly bundle: LoadedBundle,
     /** why this device and precision were chosen, for logs and GetModel */
     readonly deviceReason: string,
@@ -252,7 +254,8 @@ export class Engine {
       } catch (e) {
         throw new EngineError(`cannot read the ad tables: ${(e as Error).message}`, 'BUNDLE');
       }
-      return new Engine(native, bundle, 'ad tables only: fallback answers (--fallback-only)', 'fp32');
+      native.setWireSchema(wireSchema(bundle.config));
+      return new Engine(native, options.binding ?? binding(), bundle, 'ad tables only: fallback answers (--fallback-only)', 'fp32');
     }
     const { device, reason, detail } = resolveDevice(options.device ?? 'auto');
     // library default: fp32 on the CPU (the exact path), bf16 on CUDA (its only precision)
@@ -264,7 +267,8 @@ export class Engine {
     } catch (e) {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
-    return new Engine(native, bundle, `${reason}; precision ${p.precision}: ${p.reason}`, p.precision, detail);
+    native.setWireSchema(wireSchema(bundle.config));
+    return new Engine(native, options.binding ?? binding(), bundle, `${reason}; precision ${p.precision}: ${p.reason}`, p.precision, detail);
   }
 
   /** This engine for another JS thread of this process (worker_threads): see SharedEngine. */
@@ -280,14 +284,15 @@ export class Engine {
   /** The engine another thread shared (its native engine, not a copy). Throws when every thread
    *  that held it has let go. */
   static attach(shared: SharedEngine, options: Pick<EngineOptions, 'binding'> = {}): Engine {
-    const Native = (options.binding ?? binding()).Engine;
+    const b = options.binding ?? binding();
     let native: NativeEngine;
     try {
-      native = new Native({ shared: shared.key });
+      native = new b.Engine({ shared: shared.key });
     } catch (e) {
       throw new EngineError((e as Error).message, 'DISPOSED');
     }
-    const engine = new Engine(native, shared.bundle, shared.deviceReason, shared.precision);
+    native.setWireSchema(wireSchema(shared.bundle.config));  // the schema is per thread's wrapper
+    const engine = new Engine(native, b, shared.bundle, shared.deviceReason, shared.precision);
     engine.fallbackPlan = shared.fallbackPlan;
     return engine;
   }
@@ -319,6 +324,43 @@ export class Engine {
   retrieveAndRank(r: EngineRequest, deadline?: number): Promise<NativeResult> {
     return this.call(() => this.native.retrieveAndRank(packFeatureBundle(this.config, r), finiteDeadline(deadline)));
   }
+  /** Parses an engine RPC's request bytes in native code (docs/wire.md). Throws "malformed
+   *  request: ..." for bytes that are not a message of the op's request type. */
+  parseWire(op: NativeOp, bytes: Uint8Array): NativeWireRequest {
+    return new this.addon.WireRequest(op, bytes);
+  }
+  /** Whether `w` was parsed by this engine's addon (the only WireRequests it takes). */
+  ownsWire(w: NativeWireRequest): boolean {
+    return w instanceof this.addon.WireRequest;
+  }
+  /** Validates a parsed request against this model and writes its feature bundle; returns its size
+   *  (src/handlers `size`). A refusal throws a WireRefusal naming the field. `version`: the label
+   *  the response names. */
+  prepare(w: NativeWireRequest, maxCandidates: number, version: string): number {
+    try {
+      return this.native.prepare(w, maxCandidates, version);
+    } catch (e) {
+      const field = (e as { field?: unknown }).field;
+      if (typeof field === 'string') throw new WireRefusal((e as Error).message, field);
+      throw toEngineError(e);
+    }
+  }
+  /** A prepared request through the engine; the result carries the response message. */
+  runWire(op: NativeOp, w: NativeWireRequest, deadline?: number): Promise<NativeResult> {
+    const d = finiteDeadline(deadline);
+    // the native Promise itself, errors mapped on the way (one reaction, no async wrapper)
+    return (op === 0 ? this.native.rank(w, d) : op === 1 ? this.native.retrieve(w, d) : this.native.retrieveAndRank(w, d)).then(undefined, rethrowEngineError);
+  }
+  /** The fallback answer to a prepared request, with its response (`reason`: the proto's FallbackReason). */
+  fallbackWire(op: FallbackOp, w: NativeWireRequest, reason: number): NativeResult {
+    if (!this.fallbackPlan) throw new EngineError('no fallback plan: prepareFallback() was not run', 'INTERNAL');
+    const result = this.native.fallback(w, op, reason);
+    return this.adsOnly ? { ...result, probs: new Float32Array(0), values: new Float32Array(0) } : result;
+  }
+  /** The answer, with its response, of a prepared request that needs no engine work. */
+  emptyWire(w: NativeWireRequest): NativeResult {
+    return this.native.empty(w);
+  }
   /** The feature bundle of a validated request (what rank / retrieve / runBatch send). */
   pack(r: EngineRequest): Uint8Array {
     return packFeatureBundle(this.config, r);
@@ -328,7 +370,7 @@ export class Engine {
    * would get alone. Per request: its result, or an EngineError when that request was refused; a
    * failure of the run itself rejects.
    */
-  async runBatch(ops: Uint8Array, requests: Uint8Array[]): Promise<(NativeResult | EngineError)[]> {
+  async runBatch(ops: Uint8Array, requests: (Uint8Array | NativeWireRequest)[]): Promise<(NativeResult | EngineError)[]> {
     const out = await this.call(() => this.native.runBatch(ops, requests));
     return out.map((r) => (r instanceof Error ? toEngineError(r) : r));
   }
@@ -418,6 +460,37 @@ export class Engine {
       throw toEngineError(e);
     }
   }
+}
+
+/** A request the native validation refused (Engine.prepare): `field` as src/handlers/validate.ts names it. */
+export class WireRefusal extends Error {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
+    super(message);
+    this.name = 'WireRefusal';
+  }
+}
+
+/** What the native validation of a request needs of the model's config. */
+export function wireSchema(c: ModelConfig): NativeWireSchema {
+  return {
+    surfaces: c.surfaces,
+    tasks: c.tasks,
+    userSparse: c.user_sparse.map((f) => f.name),
+    userDense: c.user_dense,
+    userEmbeddingDim: c.user_embedding_dim,
+    targetingDims: c.targeting_dims.length,
+    seqMaxLen: c.sequence.max_len,
+    seqActions: c.sequence.actions,
+    reservePrice: c.reserve_price ?? 0,
+    modelName: c.name,
+  };
+}
+
+function rethrowEngineError(e: unknown): never {
+  throw toEngineError(e);
 }
 
 /** A native error as an EngineError with the code the handlers map to a status. */

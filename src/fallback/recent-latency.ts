@@ -10,22 +10,44 @@
 export const WINDOW = 256;
 export const MIN_SAMPLES = 20;
 
+/** The last WINDOW values, also kept in sorted order (one insertion and one removal per value,
+ *  a move of at most WINDOW doubles), so that the p99 read on every call with a deadline costs a lookup. */
 class Ring {
   private readonly values = new Float64Array(WINDOW);
+  private readonly sorted = new Float64Array(WINDOW);
   private count = 0;
   private next = 0;
 
   add(v: number): void {
+    if (this.count === WINDOW) {
+      const at = this.lowerBound(this.values[this.next]);
+      this.sorted.copyWithin(at, at + 1, this.count);
+      this.count--;
+    }
     this.values[this.next] = v;
     this.next = (this.next + 1) % WINDOW;
-    if (this.count < WINDOW) this.count++;
+    const at = this.lowerBound(v);
+    this.sorted.copyWithin(at + 1, at, this.count);
+    this.sorted[at] = v;
+    this.count++;
+  }
+
+  /** The first index of `sorted` holding a value >= v. */
+  private lowerBound(v: number): number {
+    let lo = 0;
+    let hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.sorted[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /** The 99th percentile (nearest rank) of what is held, or undefined below MIN_SAMPLES. */
   p99(): number | undefined {
     if (this.count < MIN_SAMPLES) return undefined;
-    const sorted = Array.from(this.values.subarray(0, this.count)).sort((a, b) => a - b);
-    return sorted[Math.min(this.count - 1, Math.ceil(0.99 * this.count) - 1)];
+    return this.sorted[Math.min(this.count - 1, Math.ceil(0.99 * this.count) - 1)];
   }
 }
 

@@ -45,8 +45,9 @@ export interface HandlerContext {
   afterSent?(request: object, fn: () => void): void;
 }
 
-/** An engine RPC finished with `code`; `state.done` is set when the engine answered. */
-export type EngineCallObserver = (rpc: string, code: status, call: ServerUnaryCall<{ requestId: string }, unknown>, state: CallState) => void;
+/** An engine RPC finished with `code`; `state.done` is set when the engine answered. `call.request`
+ *  is the request bytes (docs/wire.md); `state.requestId` is its id once parsed. */
+export type EngineCallObserver = (rpc: string, code: status, call: ServerUnaryCall<unknown, unknown>, state: CallState) => void;
 
 /** Counters by RPC and outcome, for tests and logs. */
 export class Stats {

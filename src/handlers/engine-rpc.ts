@@ -5,9 +5,10 @@
  * errors to gRPC statuses (docs/api.md "Status codes").
  */
 import { Metadata, status, type sendUnaryData, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
-import { EngineError, type Engine, type EngineRequest, type FallbackOp, type NativeResult } from '../engine/index.js';
+import { EngineError, WireRefusal, type Engine, type EngineRequest, type FallbackOp, type NativeOp, type NativeResult, type NativeWireRequest } from '../engine/index.js';
+import { binding } from '../engine/binding.js';
 import type { ModelConfig } from '../model/config.js';
-import { DECODE_START, DECODE_US, WIRE, type DecodeStamp } from '../wire/codec.js';
+import { DECODE_START, DECODE_US, patchTimings, timingsOf, type DecodeStamp } from '../wire/codec.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 import type { Winner } from '../generated/adrank/v1/Winner.js';
 import type { DropCounts } from '../generated/adrank/v1/DropCounts.js';
@@ -37,7 +38,12 @@ export type FallbackReason = keyof typeof FALLBACK_REASON;
 export interface EngineRpc<Req> {
   /** the RPC's name as in the proto ("Rank") */
   name: string;
-  /** wire bytes → request (the gRPC deserializer; see src/wire/codec.ts) */
+  /** its native op (WireRequest, runBatch): 0 rank, 1 retrieve, 2 retrieveAndRank */
+  op: NativeOp;
+  /** true when a request of size 0 needs no engine work (a Rank without candidates) */
+  emptyAtZero?: boolean;
+  /** wire bytes → the JS view of a request (src/wire/codec.ts): built only when something needs
+   *  it (a shadow copy, the message of a refusal, Explain); the served path parses natively */
   decode(bytes: Buffer): Req;
   validate(request: Req, config: ModelConfig, limits: Limits): EngineRequest;
   /** the engine call; `undefined` when the request needs no engine work (empty candidate list).
@@ -64,6 +70,9 @@ export interface CallState {
   /** set by execute once the engine answered: what metrics, the access log and the shadow read;
    *  `version` is the version that answered, `fallback` set when the answer came from the fallback */
   done?: { result: NativeResult; timings: ServerTimings; config: ModelConfig; surface: number; version?: string; fallback?: FallbackReason };
+  /** set by execute once the request was parsed: its id and when the call's work began (performance.now()) */
+  requestId?: string;
+  started?: number;
 }
 
 const us = (from: number, to: number) => (to - from) * 1000;
@@ -85,9 +94,10 @@ function checkDeadline(call: CallState): void {
 export async function execute<Req extends { requestId: string; modelVersion?: string; allowFallback?: boolean | null } & DecodeStamp>(
   ctx: HandlerContext,
   rpc: EngineRpc<Req>,
-  request: Req,
+  request: Req | Uint8Array,
   call: CallState = { deadline: Infinity, cancelled: () => false },
 ): Promise<Buffer> {
+  if (request instanceof Uint8Array) return executeWire(ctx, rpc, request, call);
   const lease = ctx.models.acquire(request.modelVersion ?? '');
   try {
     return await executeOn(ctx, rpc, request, call, lease.engine, lease.version);
@@ -155,6 +165,7 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
     validateUs: us(t0, t1),
     bundleUs: pending ? us(t1, packed) : 0,
     queueUs: result.timings.queue,
+    batchWaitUs: result.batchWaitUs ?? 0,
     userUs: result.timings.user,
     retrieveUs: result.timings.retrieve,
     gatherUs: result.timings.gather,
@@ -168,6 +179,89 @@ async function executeOn<Req extends { requestId: string; allowFallback?: boolea
   const response = responseOf(request.requestId, result, config, rpc.withRetrieved, version);
   if (fallback) Object.assign(response, { fallback: true, fallbackReason: FALLBACK_REASON[fallback] });
   return rpc.encode(response, timings, started);
+}
+
+/** The served path (docs/wire.md): the request bytes parsed and validated in native code into the
+ *  feature bundle, the response written natively into one buffer; the same steps, statuses and
+ *  fallback rules as executeOn, whose JS view of the request is never built here. */
+async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes: Uint8Array, call: CallState): Promise<Buffer> {
+  const started = performance.now();
+  call.started = started;
+  let parsed: NativeWireRequest;
+  try {
+    parsed = new (binding().WireRequest)(rpc.op, bytes);
+  } catch (e) {
+    throw new RequestError(status.INTERNAL, `cannot decode the ${rpc.name} request: ${(e as Error).message}`);
+  }
+  call.requestId = parsed.requestId;
+  const lease = ctx.models.acquire(parsed.modelVersion);
+  try {
+    const { engine, version } = lease;
+    checkDeadline(call);
+    const config = engine.config;
+    // an engine of another copy of the addon (a test build) takes only its own WireRequests
+    const wire = engine.ownsWire(parsed) ? parsed : engine.parseWire(rpc.op, bytes);
+    let size: number;
+    try {
+      size = engine.prepare(wire, ctx.limits.maxCandidates, version);
+    } catch (e) {
+      throw e instanceof WireRefusal ? refusal(rpc, bytes, config, ctx.limits, e) : e;
+    }
+    checkDeadline(call);
+    const allowFallback = wire.allowFallback ?? true;
+
+    let result: NativeResult;
+    let fallback: FallbackReason | undefined;
+    // only a call with a deadline can fall back for lack of time
+    const p99 = allowFallback && call.deadline !== Infinity ? ctx.latency.p99(rpc.name, size) : undefined;
+    if (engine.adsOnly) {
+      if (!allowFallback)
+        throw new RequestError(status.UNAVAILABLE, 'no model version loads; this server answers from the fallback only (--fallback-only), and allow_fallback is false');
+      fallback = 'NO_MODEL';
+      result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+    } else if (p99 !== undefined && call.deadline - Date.now() < p99 && engine.fallbackPlan) {
+      fallback = 'DEADLINE';
+      result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+    } else if (rpc.emptyAtZero && size === 0) {
+      result = engine.emptyWire(wire);
+    } else {
+      const pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, wire, size, call) : engine.runWire(rpc.op, wire, call.deadline);
+      ctx.stats.engineCall(rpc.name);
+      try {
+        result = await pending;
+        ctx.latency.record(rpc.name, size, performance.now() - started);
+      } catch (e) {
+        if (e instanceof EngineError && e.sticky) ctx.deviceFailed?.(engine, version, e);
+        if (!(allowFallback && isModelPathFailure(e) && engine.fallbackPlan)) throw e;
+        ctx.log.warn('fallback_served', { rpc: rpc.name, reason: 'ENGINE_ERROR', requestId: wire.requestId, error: e });
+        fallback = 'ENGINE_ERROR';
+        result = engine.fallbackWire(rpc.fallbackOp, wire, FALLBACK_REASON[fallback]);
+      }
+    }
+    if (fallback) {
+      ctx.stats.fallback(fallback);
+      ctx.metrics?.fallbacks.inc({ rpc: rpc.name, reason: fallback });
+    }
+    if (call.cancelled()) throw new RequestError(status.CANCELLED, 'call cancelled');
+    const response = result.response;
+    if (!response) throw new EngineError('the engine answered a WireRequest without its response', 'INTERNAL');
+    patchTimings(response, (performance.now() - started) * 1000, result.batchWaitUs);
+    call.done = { result, timings: timingsOf(response), config, surface: wire.surface ?? 0, version, fallback };
+    return response;
+  } finally {
+    lease.release();
+  }
+}
+
+/** The status of a request the native validation refused: the message validate.ts gives for it
+ *  (so that quoting and number formatting match its messages byte for byte), else the native one. */
+function refusal<Req>(rpc: EngineRpc<Req>, bytes: Uint8Array, config: ModelConfig, limits: Limits, e: WireRefusal): RequestError {
+  try {
+    rpc.validate(rpc.decode(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)), config, limits);
+  } catch (js) {
+    if (js instanceof RequestError && js.message.includes(` for ${e.field},`)) return js;
+  }
+  return new RequestError(status.INVALID_ARGUMENT, e.message);
 }
 
 /** A failure of the model path itself (engine or device), not of the request or of shutdown. */
@@ -193,7 +287,7 @@ export function responseOf(requestId: string, result: NativeResult, config: Mode
 
 /** The gRPC unary handler for an engine RPC. */
 export function unaryHandler<Req extends { requestId: string; modelVersion?: string } & DecodeStamp>(ctx: HandlerContext, rpc: EngineRpc<Req>) {
-  return (call: ServerUnaryCall<Req, Buffer>, callback: sendUnaryData<Buffer>): void => {
+  return (call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>): void => {
     const state: CallState = { deadline: deadlineMs(call.getDeadline()), cancelled: () => call.cancelled, onCancel: (fn) => call.once('cancelled', fn) };
     ctx.shadow?.arrived();
     if (!ctx.inflight.tryAcquire()) {
@@ -205,20 +299,23 @@ export function unaryHandler<Req extends { requestId: string; modelVersion?: str
     execute(ctx, rpc, call.request, state).then(
       (bytes) => {
         ctx.inflight.release();
+        const cancelled = call.cancelled;
+        if (!cancelled) callback(null, bytes);
+        // after the answer is handed to grpc-js
         ctx.stats.outcome(rpc.name, 'OK');
         ctx.observe?.(rpc.name, status.OK, call, state);
-        if (call.cancelled) return;
-        callback(null, bytes);
-        ctx.featureLog?.record(rpc.name, call.request.requestId, call.request[WIRE], bytes);
-        // after the answer is handed to grpc-js; the copy itself starts on a later turn
-        ctx.shadow?.offer(rpc, call.request, state.done, ctx.afterSent);
+        if (cancelled) return;
+        const requestId = state.requestId ?? '';
+        ctx.featureLog?.record(rpc.name, requestId, call.request, bytes);
+        // the copy itself starts on a later turn, from a JS view of the request built then
+        ctx.shadow?.offerWire(rpc, requestId, call.request, state.done, ctx.afterSent);
       },
       (e: unknown) => {
         ctx.inflight.release();
         const err = toServiceError(e);
         ctx.stats.outcome(rpc.name, status[err.code]);
         ctx.observe?.(rpc.name, err.code, call, state);
-        const fields = { rpc: rpc.name, code: status[err.code], details: err.details, requestId: call.request?.requestId, traceparent: traceparent(call.metadata) };
+        const fields = { rpc: rpc.name, code: status[err.code], details: err.details, requestId: state.requestId, traceparent: traceparent(call.metadata) };
         if (err.code === status.INTERNAL || err.code === status.UNAVAILABLE) ctx.log.warn('rpc_failed', fields);
         else ctx.log.debug('rpc_refused', fields);
         if (!call.cancelled) callback(err);

@@ -9,6 +9,8 @@ const encode = responseEncoder<RankResponse>('adrank.v1.RankResponse');
 
 export const rank: EngineRpc<RankInput> = {
   name: 'Rank',
+  op: 0,
+  emptyAtZero: true,
   decode: requestDecoder('adrank.v1.RankRequest', ['candidateAdIds']),
   validate: validateRank,
   // An empty candidate list is OK with no winners and needs no engine work.

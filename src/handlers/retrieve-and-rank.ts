@@ -9,6 +9,7 @@ const encode = responseEncoder<RetrieveAndRankResponse>('adrank.v1.RetrieveAndRa
 
 export const retrieveAndRank: EngineRpc<RetrieveAndRankInput> = {
   name: 'RetrieveAndRank',
+  op: 2,
   decode: requestDecoder('adrank.v1.RetrieveAndRankRequest', ['candidateAdIds']),
   validate: validateRetrieveAndRank,
   run: (engine, r, deadline) => engine.retrieveAndRank(r, deadline),

@@ -8,6 +8,7 @@ const encode = responseEncoder<RetrieveResponse>('adrank.v1.RetrieveResponse');
 
 export const retrieve: EngineRpc<RetrieveInput> = {
   name: 'Retrieve',
+  op: 1,
   decode: requestDecoder('adrank.v1.RetrieveRequest', []),
   validate: (r, c) => validateRetrieve(r, c),
   run: (engine, r, deadline) => engine.retrieve(r, deadline),

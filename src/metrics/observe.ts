@@ -30,10 +30,11 @@ export function engineCallObserver(metrics: Metrics | undefined, access: AccessL
     const d = state.done;
     if (metrics && d && code === status.OK) metrics.engineResult(rpc, d.result, d.timings, d.config, d.surface);
     if (sample === 0 || (sample < 1 && random() >= sample)) return;
+    // a call served from its wire bytes has its id and start in its state (src/handlers/engine-rpc.ts)
     const request = call.request as ({ requestId?: string } & DecodeStamp) | undefined;
-    const started = request?.[DECODE_START];
+    const started = state.started ?? request?.[DECODE_START];
     access!.log.info('access', {
-      requestId: request?.requestId,
+      requestId: state.requestId ?? request?.requestId,
       rpc,
       code: status[code],
       candidates: d?.result.counts.received ?? 0,

@@ -199,8 +199,8 @@ function serviceDefinition(): grpc.ServiceDefinition {
   for (const [method, rpc] of Object.entries(ENGINE_RPCS)) {
     def[method] = {
       ...base[method],
-      // fast request decoding (BigInt64Array id lists); handlers return encoded bytes
-      requestDeserialize: (rpc as EngineRpc<unknown>).decode,
+      // the handlers take the request bytes (parsed natively, docs/wire.md) and return the response bytes
+      requestDeserialize: (bytes: Buffer) => bytes,
       responseSerialize: (bytes: unknown) => bytes as Buffer,
     };
   }
@@ -762,7 +762,7 @@ export class AdrankServer {
     const candidates = Array.from(ids.subarray(0, Math.min(1000, this.ctx.limits.maxCandidates)), String);
     const send = <R>(rpc: EngineRpc<R>, req: object) => {
       const type = root.lookupType(`adrank.v1.${rpc.name}Request`);
-      return execute(ctx, rpc as EngineRpc<R & { requestId: string }>, rpc.decode(Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish())) as R & { requestId: string });
+      return execute(ctx, rpc as EngineRpc<R & { requestId: string }>, Buffer.from(type.encode(type.fromObject(req) as protobuf.Message).finish()));
     };
     await send(retrieve, sampleRetrieve(shape));
     await send(rank, sampleRank(shape, candidates));

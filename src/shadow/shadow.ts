@@ -158,10 +158,21 @@ export class Shadow {
    * answer), on the next turn, unless it is dropped then.
    */
   offer<Req extends Request>(rpc: EngineRpc<Req>, request: Req, done: Done | undefined, afterSent?: (request: object, fn: () => void) => void): void {
-    if (!done || !SHADOWED_RPCS.has(rpc.name) || !shadowSampled(request.requestId, this.sample)) return;
+    this.schedule(rpc, request.requestId, request, () => request, done, afterSent);
+  }
+
+  /** offer() for a call served from its wire bytes (docs/wire.md): the JS view of the request is
+   *  decoded only for a sampled copy, when it starts. */
+  offerWire<Req extends Request>(rpc: EngineRpc<Req>, requestId: string, bytes: Buffer, done: Done | undefined, afterSent?: (request: object, fn: () => void) => void): void {
+    this.schedule(rpc, requestId, bytes, () => rpc.decode(bytes), done, afterSent);
+  }
+
+  /** `key`: the call's request message as grpc-js delivered it (what afterSent knows the call by). */
+  private schedule<Req extends Request>(rpc: EngineRpc<Req>, requestId: string, key: object, view: () => Req, done: Done | undefined, afterSent?: (request: object, fn: () => void) => void): void {
+    if (!done || !SHADOWED_RPCS.has(rpc.name) || !shadowSampled(requestId, this.sample)) return;
     this.stats.sampled++;
-    const go = () => void setImmediate(() => this.start(rpc, request, done));
-    if (afterSent) afterSent(request, go);
+    const go = () => void setImmediate(() => this.start(rpc, view(), done));
+    if (afterSent) afterSent(key, go);
     else go();
   }
 

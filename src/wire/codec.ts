@@ -324,3 +324,41 @@ export function defaultDecoder<T>(typeName: string): (buf: Buffer) => T {
   return (buf) => type.toObject(type.decode(buf), TO_OBJECT) as T;
 }
 
+
+/**
+ * Responses written by the addon (docs/wire.md) end with their ServerTimings message, every one
+ * of its TIMING_FIELDS double fields written, in field order: field i's value sits at a fixed
+ * offset from the end, so total_us (and a batched request's batch_wait_us) are written in when the
+ * answer is handed to grpc-js, and the timings are read back without decoding the message.
+ */
+const TIMING_FIELDS = 15;
+const timingAt = (length: number, field: number) => length - 9 * TIMING_FIELDS + 9 * (field - 1) + 1;
+
+/** Writes total_us (field 14) and batch_wait_us (field 15) into a response the addon wrote. */
+export function patchTimings(response: Buffer, totalUs: number, batchWaitUs = 0): void {
+  response.writeDoubleLE(totalUs, timingAt(response.length, 14));
+  if (batchWaitUs !== 0) response.writeDoubleLE(batchWaitUs, timingAt(response.length, 15));
+}
+
+/** The ServerTimings of a response the addon wrote. */
+export function timingsOf(response: Buffer): ServerTimings {
+  const n = response.length;
+  const f = (field: number) => response.readDoubleLE(timingAt(n, field));
+  return {
+    decodeUs: f(1),
+    validateUs: f(2),
+    bundleUs: f(3),
+    encodeUs: f(4),
+    queueUs: f(5),
+    userUs: f(6),
+    retrieveUs: f(7),
+    gatherUs: f(8),
+    masknetUs: f(9),
+    dcnUs: f(10),
+    mlpUs: f(11),
+    selectUs: f(12),
+    engineTotalUs: f(13),
+    totalUs: f(14),
+    batchWaitUs: f(15),
+  };
+}

@@ -37,6 +37,11 @@ export interface ServerTimings {
    * From the start of decoding to the end of encoding.
    */
   'totalUs'?: (number | string);
+  /**
+   * Micro-batching (docs/batching.md): the wait in the batcher's queue before the request's batch
+   * was sent; not part of queue_us or engine_total_us. 0 when the request was not batched.
+   */
+  'batchWaitUs'?: (number | string);
 }
 
 /**
@@ -75,4 +80,9 @@ export interface ServerTimings__Output {
    * From the start of decoding to the end of encoding.
    */
   'totalUs': (number);
+  /**
+   * Micro-batching (docs/batching.md): the wait in the batcher's queue before the request's batch
+   * was sent; not part of queue_us or engine_total_us. 0 when the request was not batched.
+   */
+  'batchWaitUs': (number);
 }
