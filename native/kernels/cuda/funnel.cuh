@@ -127,6 +127,10 @@ struct SelectPlan {
   const int* e_dev = nullptr;
   const unsigned long long* keys = nullptr;
   const int* rows = nullptr;
+  // Enqueue the fallback round (after round 0, non-local). It can act only when a cap removes
+  // qualifiers (plan_logic.h fallback_round_can_act); false leaves its kernels out of the stream and
+  // the graph.
+  bool fallback_round = true;
 };
 void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
                     FunnelWorkspace& fw, cudaStream_t st);

@@ -83,7 +83,7 @@ __device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ?
 void launch_check(const char* name) { ::adrank::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__); }
 
 constexpr int kThreads = 256;
-int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * 132); }
+int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * device_sm_count()); }
 
 }  // namespace
 

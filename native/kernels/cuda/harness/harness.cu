@@ -283,8 +283,10 @@ void demo_chain(int m) {
   bf16* act = nullptr;
   float* out = nullptr;
   const size_t maxw = 2208ull * 3;
-  CUDA_CHECK(cudaMalloc(&act, sizeof(bf16) * m * maxw));
-  CUDA_CHECK(cudaMemset(act, 0, sizeof(bf16) * m * maxw));
+  {  // real (non-zero) activations: zeros can run faster than real data and hide wrong indexing
+    const auto host = random_bf16(size_t(m) * maxw, 0.5f);
+    act = to_device(host);
+  }
   CUDA_CHECK(cudaMalloc(&out, sizeof(float) * m * maxw));
   double flops = 0;
   for (const L& l : layers) {
@@ -314,6 +316,63 @@ void demo_chain(int m) {
   for (bf16* w : ws) cudaFree(w);
   cudaFree(act);
   cudaFree(out);
+}
+
+// One layer shape under each tile policy (plan_logic.h) on random non-zero data: which tile the
+// shape policy picks, and what each tile costs, so one GPU run shows whether kShape's choice is the
+// faster one. Every policy's output is checked against the first's (the same sums in the same order
+// per tile, so within bf16 rounding of the fp32 accumulator).
+void gemm_tile_case(int m, int n, int k, int batch) {
+  auto a = random_bf16(size_t(m) * k), w = random_bf16(size_t(batch) * n * k, 0.1f);
+  bf16 *da = to_device(a), *dw = to_device(w);
+  float* dc = nullptr;
+  CUDA_CHECK(cudaMalloc(&dc, sizeof(float) * m * n * batch));
+  GemmShape s{m, n, k, nullptr, batch, dw, k, int64_t(n) * k};
+  ASource src;
+  src.seg0 = da;
+  src.ld0 = k;
+  src.z_stride0 = 0;
+  BiasActEpilogue<false> e;
+  e.out_f32 = dc;
+  e.ld_f32 = int64_t(n) * batch;
+  e.out_f32_z = n;
+  const TilePolicy before = gemm_tile_policy();
+  double us[4] = {};
+  std::vector<float> first;
+  for (int p = 0; p < 4; ++p) {
+    set_gemm_tile_policy(TilePolicy(p));
+    CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));  // NaN poison: every element must be written
+    gemm_bf16(s, src, e, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto got = to_host(dc, size_t(m) * n * batch);
+    if (p == 0) {
+      first = got;
+      size_t unwritten = 0;
+      for (float v : got) unwritten += !(v == v);
+      if (unwritten) {
+        std::printf("  gemm tile m=%d n=%d: %zu outputs unwritten FAIL\n", m, n, unwritten);
+        ++g_failures;
+      }
+    } else {
+      char name[96];
+      std::snprintf(name, sizeof name, "tile %s vs fill m=%d n=%d k=%d", tile_policy_name(TilePolicy(p)), m, n, k);
+      validate(name, got.data(), first.data(), got.size(), 1e-3f, 1e-3f);
+    }
+    us[p] = time_us([&] { gemm_bf16(s, src, e, 0); });
+  }
+  set_gemm_tile_policy(before);
+  const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
+  std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f us\n", m, n, k, batch, us[0], us[1],
+              big ? "big" : "small", us[2], us[3]);
+  char extra[256];
+  std::snprintf(extra, sizeof extra,
+                "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f,\"shape_us\":%.2f,\"big_us\":%.2f,\"small_us\":%.2f,"
+                "\"shape_choice\":\"%s\"",
+                m, n, k, batch, us[0], us[1], us[2], us[3], big ? "big" : "small");
+  result_json("gemm_tile", us[1], extra);
+  cudaFree(da);
+  cudaFree(dw);
+  cudaFree(dc);
 }
 
 // ---- retrieval + selection ----------------------------------------------------------------------------
@@ -465,8 +524,13 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
     const double bw = measure_bandwidth_gbs();
     const double t_scan = time_us(scan, 10), t_sel = time_us(select, 10);
     const double bytes = double(N) * dim * 2;
-    std::printf("    scan %.1f us (%.0f GB/s = %.0f%% of measured %.0f GB/s), select %.1f us, total %.1f us\n", t_scan,
-                bytes / (t_scan * 1e-6) / 1e9, 100.0 * bytes / (t_scan * 1e-6) / 1e9 / bw, bw, t_sel, t_scan + t_sel);
+    // What the scan really moves per ad: the row, the id, advertiser and state words and the id rank
+    // it reads (eligibility, order key), and the 8-byte key it writes.
+    const double moved = double(N) * (dim * 2 + 8 + 8 + 8 + 4 + 8);
+    std::printf("    scan %.1f us (%.0f GB/s of corpus = %.0f%% of measured %.0f GB/s; %.0f GB/s = %.0f%% counting every byte it "
+                "moves, %.2f GB), select %.1f us, total %.1f us\n",
+                t_scan, bytes / (t_scan * 1e-6) / 1e9, 100.0 * bytes / (t_scan * 1e-6) / 1e9 / bw, bw, moved / (t_scan * 1e-6) / 1e9,
+                100.0 * moved / (t_scan * 1e-6) / 1e9 / bw, moved / 1e9, t_sel, t_scan + t_sel);
     char extra[192];
     std::snprintf(extra, sizeof extra, "\"N\":%lld,\"dim\":%d,\"K\":%d,\"cap\":%d,\"scan_us\":%.1f,\"select_us\":%.1f,\"bw_gbs\":%.0f",
                   (long long)N, dim, K, cap, t_scan, t_sel, bw);
@@ -522,6 +586,10 @@ int main(int argc, char** argv) {
       for (int m : {1000, 10000})
         for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
       for (int m : {1000, 10000}) demo_chain(m);
+      std::printf("gemm_bf16 tile policies at the demo layers (fill = the default, shape = ADRANK_CUDA_TILE=shape)\n");
+      const int layers[][3] = {{2208, 192, 1}, {384, 736, 3}, {512, 384, 3}, {1536, 1536, 1}, {256, 1536, 1}};
+      for (int m : {128, 1024, 10000})
+        for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2]);
     }
     std::printf("selection\n");
     const int64_t sel_n = small ? 20000 : 200000;
