@@ -51,10 +51,15 @@ for key in sorted(paths, key=lambda k: (k[0], k[1] or 0, k[2] or 0, k[3])):
     label = f"{name} {cnt or N}" + (f" cap {cap}" if cap else "")
     old_us, new_us = o.get("device_us", nan), n.get("device_us", nan)
     same = "yes" if o.get("digest") and o.get("digest") == n.get("digest") else ("NO" if o and n else "-")
-    pe = next((r for r in peer if (name.startswith("rank") and not cap and r["name"] == "peer_rank" and r.get("n") == cnt)
-               or (name == "retrieve" and r["name"] == "peer_retrieve" and r.get("N") == N)), None)
-    eager = pe.get("eager_us", nan) if pe else nan
-    comp = pe.get("us", nan) if pe else nan
+    def peer_us(what, **match):
+        r = next((r for r in peer if r["name"] == what and all(r.get(k) == v for k, v in match.items())), None)
+        return r["us"] if r else nan
+    if name.startswith("rank") and not cap:
+        eager, comp = peer_us("peer_rank_eager", n=cnt), peer_us("peer_rank", n=cnt)
+    elif name == "retrieve":
+        eager = comp = peer_us("peer_retrieve", N=N)
+    else:
+        eager = comp = nan
     print(f"{label:22} {f(old_us)} {f(new_us)} {f(new_us / old_us if old_us else nan, 8, 2)} {same:>5} "
           f"{f(o.get('wall_us', nan))} {f(n.get('wall_us', nan))} {f(eager)} {f(comp)} {f(comp / new_us if new_us else nan, 9, 2)}")
 print("  comp/new > 1: the engine's new path is faster than torch.compile on the same bundle and inputs")

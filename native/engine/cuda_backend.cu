@@ -308,6 +308,7 @@ class CudaBackend final : public Backend {
   // Paths switched against the old ones (docs/cuda.md "Settings"); each off by default.
   bool graph_io_ = false;          // ADRANK_CUDA_GRAPH_IO: H2D, D2H and the start/end marks inside the graph
   bool skip_idle_round_ = false;   // ADRANK_CUDA_SKIP_IDLE_ROUND: no fallback round in an uncapped key
+  bool epilogue_ = false;          // ADRANK_CUDA_EPILOGUE: one-block selection for buckets <= 16,384
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
   // abandons its slot (the stream still holds the work) and fails as StreamHung.
   std::chrono::milliseconds watchdog_{10000};
@@ -339,6 +340,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
   graph_io_ = env_switch("ADRANK_CUDA_GRAPH_IO");
   skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
+  epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -358,7 +360,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   }
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
-                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") +
+                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") + ")";
 }
 
@@ -863,8 +865,9 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
   CUDA_CHECK(cudaMemsetAsync(s.fun.n_elig, 0, sizeof(int), st));
   enqueue_exclusions(m, desc, bundle, s.fun, true, st);
 
-  // Forward over rows[0, *count) in chunks, then order keys for the selection.
-  auto forward = [&](const int* rows, const int* count, int bucket) {
+  // Forward over rows[0, *count) in chunks, then order keys for the selection (the epilogue makes
+  // its own).
+  auto forward = [&](const int* rows, const int* count, int bucket, bool keys) {
     const int n_chunks = ceil_div(bucket, kChunk);
     chunk_counts_kernel<<<1, 32 * ceil_div(n_chunks, 32), 0, st>>>(count, kChunk, n_chunks, s.chunk_counts);
     CUDA_CHECK_LAUNCH("chunk_counts_kernel");
@@ -873,7 +876,15 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
       enqueue_candidates(m, desc, bundle, rows + int64_t(c) * kChunk, s.chunk_counts + c, rows_cap, c * kChunk, s.fw, st,
                          c == n_chunks - 1 ? &s.marks[kMarkGather] : nullptr);
     }
-    enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
+    if (keys) enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
+  };
+  // A rank stage's selection: the single-block epilogue where it is on and fits, else the rounds.
+  auto use_epilogue = [&](const SelectPlan& plan) { return epilogue_ && epilogue_fits(plan); };
+  auto select_rank = [&](const SelectPlan& plan) {
+    if (use_epilogue(plan))
+      enqueue_epilogue(m, desc, plan, s.fw.utility, s.sw, s.fun, st);
+    else
+      enqueue_select(m, desc, plan, s.sw, s.fun, st);
   };
 
   if (op == OpKind::kRank) {
@@ -882,7 +893,6 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     enqueue_request_side(m, desc, bundle, s.fw, false, true, st);
     mark(kMarkUser);
     mark(kMarkRetrieve);
-    forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket);
     SelectPlan plan;
     plan.stage = SelectStage::kRank;
     plan.local = key.local;
@@ -893,7 +903,8 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     plan.e_dev = s.fun.n_elig;
     plan.keys = s.fun.keys;
     plan.rows = s.fun.elig_rows;
-    enqueue_select(m, desc, plan, s.sw, s.fun, st);
+    forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket, !use_epilogue(plan));
+    select_rank(plan);
     enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, nullptr, st);
     enqueue_rank_intake_reset(desc, s.fun, key.m_bucket, st);
   } else {
@@ -918,7 +929,6 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     mark(kMarkRetrieve);
     if (rr) {
       const int bucket = key.m_bucket;  // >= R >= *s.n_rr
-      forward(s.fun.elig_rows, s.n_rr, bucket);
       SelectPlan plan;
       plan.stage = SelectStage::kRankPriced;
       plan.local = key.local;
@@ -929,7 +939,8 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
       plan.e_dev = s.n_rr;
       plan.keys = s.fun.keys;
       plan.rows = s.fun.elig_rows;
-      enqueue_select(m, desc, plan, s.sw, s.fun, st);
+      forward(s.fun.elig_rows, s.n_rr, bucket, !use_epilogue(plan));
+      select_rank(plan);
       enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, s.n_rr, st);
     } else {
       for (int i : {kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp}) mark(i);
