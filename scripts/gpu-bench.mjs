@@ -5,7 +5,7 @@
 // gpu-check runs this script once per path (old, new) in separate processes.
 //
 //   node scripts/gpu-bench.mjs --path NAME --dir DIR [--reps 200] [--rank-ads 100000]
-//                              [--retrieve-ads 1000000,10000000] [--write]
+//                              [--retrieve-ads 1000000,10000000] [--write] [--device cuda:0]
 //
 // --write makes the bundles and requests first (DIR/rank.safetensors, DIR/retrieve-N.safetensors,
 // DIR/requests.json: EngineRequest JSON, the form scripts/reference reads), so the PyTorch peer
@@ -33,6 +33,7 @@ const reps = Number(arg('reps', '200'));
 const rankAds = Number(arg('rank-ads', '100000'));
 const retrieveAds = arg('retrieve-ads', '1000000').split(',').filter(Boolean).map(Number);
 const write = process.argv.includes('--write');
+const device = arg('device', 'cuda:0');  // cpu: a dry run of this script where there is no GPU
 const RANK_SIZES = [100, 1000, 10000];
 mkdirSync(dir, { recursive: true });
 
@@ -119,7 +120,7 @@ async function measure(engine, name, call, extra) {
 }
 
 async function run() {
-  const engine = Engine.fromBundle(rankBundle, { device: 'cuda:0' });
+  const engine = Engine.fromBundle(rankBundle, { device });
   console.log(`path ${path}: ${engine.backend}: ${engine.description}`);
   try {
     for (const n of RANK_SIZES) await measure(engine, 'rank', () => engine.rank(requests[`rank-${n}`]), { n, k: 100 });
@@ -135,7 +136,7 @@ async function run() {
       console.log(`retrieve N=${N}: no bundle (${e.message})`);
       continue;
     }
-    const e = Engine.fromBundle(b, { device: 'cuda:0' });
+    const e = Engine.fromBundle(b, { device });
     try {
       await measure(e, 'retrieve', () => e.retrieve(requests.retrieve), { N, k: 1000 });
     } finally {
