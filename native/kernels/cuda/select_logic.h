@@ -78,6 +78,28 @@ struct EpiOut {  // what the result block is written from
   long long capped = 0;
 };
 
+// Bitonic sort of keys[0, p) ascending (p a power of two), carrying vals[] along when not null.
+template <class X>
+ADRANK_HD void bitonic_sort(X& x, unsigned long long* keys, int* vals, int p) {
+  for (int k = 2; k <= p; k <<= 1)
+    for (int j = k >> 1; j > 0; j >>= 1)
+      x.for_each(p, [&](int i) {
+        const int l = i ^ j;
+        if (l <= i) return;
+        const bool up = (i & k) == 0;
+        const unsigned long long a = keys[i], b = keys[l];
+        if (up ? a > b : a < b) {
+          keys[i] = b;
+          keys[l] = a;
+          if (vals) {
+            const int t = vals[i];
+            vals[i] = vals[l];
+            vals[l] = t;
+          }
+        }
+      });
+}
+
 // Exact selection over the n eligible candidates: score descending, ad id ascending, the greedy
 // per-advertiser cap (funnel.cuh: an item is taken iff its rank within its advertiser is < cap and
 // fewer than K were taken before it), the runner-up, and `capped` (items the walk passed over before
@@ -93,38 +115,12 @@ ADRANK_HD void epilogue_select(X& x, const EpiParams& P, const Src& src, EpiShar
     keys[i] = i < n ? src.key(i) : kEpiMaxKey;
     aux[i] = i;
   });
-  // bitonic sort of (keys, aux) ascending; the keys are unique (id rank in the low bits) below n
-  for (int k = 2; k <= p; k <<= 1)
-    for (int j = k >> 1; j > 0; j >>= 1)
-      x.for_each(p, [&](int i) {
-        const int l = i ^ j;
-        if (l <= i) return;
-        const bool up = (i & k) == 0;
-        const unsigned long long a = keys[i], b = keys[l];
-        if (up ? a > b : a < b) {
-          keys[i] = b;
-          keys[l] = a;
-          const int t = aux[i];
-          aux[i] = aux[l];
-          aux[l] = t;
-        }
-      });
+  bitonic_sort(x, keys, aux, p);  // the keys are unique (id rank in the low bits) below n
   x.for_each(p, [&](int t) { out.sorted_pos[t] = aux[t]; });
   // qualifiers: with a cap, sort (advertiser, sorted index) and take rank-in-group < cap
   if (P.cap > 0) {
     x.for_each(p, [&](int t) { keys[t] = t < n ? (static_cast<unsigned long long>(src.group(out.sorted_pos[t])) << 32) | unsigned(t) : kEpiMaxKey; });
-    for (int k = 2; k <= p; k <<= 1)
-      for (int j = k >> 1; j > 0; j >>= 1)
-        x.for_each(p, [&](int i) {
-          const int l = i ^ j;
-          if (l <= i) return;
-          const bool up = (i & k) == 0;
-          const unsigned long long a = keys[i], b = keys[l];
-          if (up ? a > b : a < b) {
-            keys[i] = b;
-            keys[l] = a;
-          }
-        });
+    bitonic_sort(x, keys, static_cast<int*>(nullptr), p);
     x.for_each(p, [&](int u) {
       if (u >= n) return;
       const bool q = u < P.cap || (keys[u - P.cap] >> 32) != (keys[u] >> 32);
