@@ -21,9 +21,11 @@
 #   3. the like-for-like peer (scripts/gpu-peer-rank.py): the whole Rank model of scripts/reference
 #      in PyTorch on the same bundle and requests, eager and torch.compile (CUDA graphs);
 #      torch.matmul on real layer inputs; torch.topk(E @ q) on the same retrieval corpus
-#   4. test/21, test/40 through the addon on cuda and test/22 through its test-hooks build, then
-#      test/21 again with the new path's switches, beside compute-sanitizer (memcheck and racecheck
-#      on the harness --small, memcheck on one addon request: scripts/gpu-one-request.mjs)
+#   4. test/21, test/40 through the addon on cuda and test/22 through its test-hooks build, beside
+#      compute-sanitizer (memcheck and racecheck on the harness --small, memcheck on one addon
+#      request: scripts/gpu-one-request.mjs). test/21 compares each switch of the new path with the
+#      old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns test/21 with
+#      every switch on (ADRANK_CUDA_TILE is process-wide)
 #   5. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), eight files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log, bench.log,
@@ -37,7 +39,7 @@ mkdir -p "$out" "$work"
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 scale="${GPU_CHECK_SCALE:-1}"
-budget="${GPU_CHECK_BUDGET:-450}"
+budget="${GPU_CHECK_BUDGET:-460}"
 # The new path: every switch of docs/cuda.md "Settings" that is off by default.
 new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1}"
 status=0
@@ -133,7 +135,7 @@ fi
 # 3. the like-for-like peer, alone on the GPU, on the bundle and requests step 2 wrote
 if ((!quick)) && ! skip peer; then
   if [[ -f "$bench/requests.json" ]]; then
-    step "PyTorch peer: whole Rank, same inputs" 130 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer-rank.py" "$bench"
+    step "PyTorch peer: whole Rank, same inputs" 150 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer-rank.py" "$bench"
   else
     echo "no bundle from step 2: the whole-Rank peer needs scripts/gpu-bench.mjs --write" | tee -a "$out/peer.log"
   fi
@@ -148,7 +150,7 @@ if ((have_node)); then
       dist/test/22.cuda-faults.test.js dist/test/40.parity.test.js"
    rc=$?
    echo "${rows[-1]}" >"$work/mocha.row"
-   skip mocha-new || step "mocha test/21 on cuda, new path" 90 "$out/mocha.log" bash -c "cd '$root' && env $new_env \
+   [[ -z "${GPU_CHECK_MOCHA_NEW:-}" ]] || step "mocha test/21 on cuda, new path" 90 "$out/mocha.log" bash -c "cd '$root' && env $new_env \
       node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 dist/test/21.kernels-gpu.test.js"
    rc2=$?
    echo "${rows[-1]}" >>"$work/mocha.row"

@@ -109,7 +109,9 @@ def main(d):
     model, config, ads = import_bundle(os.path.join(d, "rank.safetensors"))
     peer = RankPeer(model, ads, config)
     gemm_inputs = {}
-    for name in sorted(k for k in reqs if k.startswith("rank-") and "cap" not in k):
+    # Rank(1,000) first, then 10,000 (the two sizes with targets), then 100: each size compiles anew
+    order = {"rank-1000": 0, "rank-10000": 1, "rank-100": 2}
+    for name in sorted((k for k in reqs if k in order), key=order.get):
         req = Request.from_json(reqs[name])
         host_rows, kw = rank_inputs(peer, ads, req, config)
         rows = torch.empty_like(host_rows, device=dev)
