@@ -878,13 +878,16 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     }
     if (keys) enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
   };
-  // A rank stage's selection: the single-block epilogue where it is on and fits, else the rounds.
+  // A rank stage's selection and result block: the single-block epilogue where it is on and fits,
+  // else the selection rounds and the results kernel. n_rr: RetrieveAndRank's retrieved count.
   auto use_epilogue = [&](const SelectPlan& plan) { return epilogue_ && epilogue_fits(plan); };
-  auto select_rank = [&](const SelectPlan& plan) {
-    if (use_epilogue(plan))
-      enqueue_epilogue(m, desc, plan, s.fw.utility, s.sw, s.fun, st);
-    else
+  auto select_rank = [&](const SelectPlan& plan, const int* n_rr) {
+    if (use_epilogue(plan)) {
+      enqueue_epilogue(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, n_rr, st);
+    } else {
       enqueue_select(m, desc, plan, s.sw, s.fun, st);
+      enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, n_rr, st);
+    }
   };
 
   if (op == OpKind::kRank) {
@@ -904,8 +907,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     plan.keys = s.fun.keys;
     plan.rows = s.fun.elig_rows;
     forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket, !use_epilogue(plan));
-    select_rank(plan);
-    enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, nullptr, st);
+    select_rank(plan, nullptr);
     enqueue_rank_intake_reset(desc, s.fun, key.m_bucket, st);
   } else {
     mark(kMarkIntake);
@@ -940,8 +942,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
       plan.keys = s.fun.keys;
       plan.rows = s.fun.elig_rows;
       forward(s.fun.elig_rows, s.n_rr, bucket, !use_epilogue(plan));
-      select_rank(plan);
-      enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, s.n_rr, st);
+      select_rank(plan, s.n_rr);
     } else {
       for (int i : {kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp}) mark(i);
     }

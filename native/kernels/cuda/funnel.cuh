@@ -139,13 +139,15 @@ void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectP
 // The single-CTA epilogue (ADRANK_CUDA_EPILOGUE, select_logic.h epilogue_select): for a global
 // (non-local) rank stage whose bucket (plan.n_static, a power of two) is at most kEpiMaxItems, one
 // block of 1,024 threads computes the order keys from `utility` (no enqueue_rank_keys), sorts them,
-// walks the cap, finds the runner-up and `capped`, and leaves ws.sorted_pos, ws.win and the state's
-// n_win / runner as enqueue_select does, so enqueue_results runs unchanged. One launch instead of
-// round 0 and the fallback round (about 36 launches). epilogue_fits: the bucket and this device's
-// shared memory allow it (16,384 items on sm_90, 8,192 on sm_80, 4,096 on sm_89).
+// walks the cap, finds the runner-up and `capped`, and writes the result block as enqueue_results
+// does (it replaces enqueue_select and enqueue_results: one launch instead of about 40).
+// `retrieved`: RetrieveAndRank's retrieved count for the header, else null. epilogue_fits: the
+// bucket and this device's shared memory allow it (16,384 items on sm_90, 8,192 on sm_80, 4,096 on
+// sm_89).
 bool epilogue_fits(const SelectPlan& plan);
-void enqueue_epilogue(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const float* utility,
-                      SelectWorkspace& ws, FunnelWorkspace& fw, cudaStream_t st);
+void enqueue_epilogue(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
+                      FunnelWorkspace& fw, const float* utility, const float* value, const float* probs, unsigned char* result,
+                      const ResultLayout& layout, const int* retrieved, cudaStream_t st);
 
 // Writes the result block from the selection: ids, advertisers, rows, scores (utility or decoded
 // retrieval score), probs and prices (rank stages). rank_* may be null for kRetrieve.
