@@ -63,13 +63,28 @@ for key in sorted(paths, key=lambda k: (k[0], k[1] or 0, k[2] or 0, k[3])):
     print(f"{label:22} {f(old_us)} {f(new_us)} {f(new_us / old_us if old_us else nan, 8, 2)} {same:>5} "
           f"{f(o.get('wall_us', nan))} {f(n.get('wall_us', nan))} {f(eager)} {f(comp)} {f(comp / new_us if new_us else nan, 9, 2)}")
 print("  comp/new > 1: the engine's new path is faster than torch.compile on the same bundle and inputs")
+
+
+def target(label, key, limit_us, ratio):
+    n = paths.get(key, {}).get("new", {})
+    us = n.get("device_us", nan)
+    comp = next((r["us"] for r in peer if r["name"] == "peer_rank" and r.get("n") == key[1]), nan)
+    r = comp / us if us == us and us else nan
+    met = [f"{'met' if 0 < us <= limit_us else 'SHORT'} (≤ {limit_us} µs: {f(us, 1)})" if limit_us else "",
+           f"{'met' if r >= ratio else 'SHORT'} (≥ {ratio}× torch.compile: {f(r, 1, 2)}×)" if r == r else "no peer figure"]
+    print(f"  target {label}: " + "; ".join(x for x in met if x))
+
+
+print("== design targets (new path, this GPU)")
+target("Rank(1,000)", ("rank", 1000, None, 0), 60, 2.0)
+target("Rank(10,000)", ("rank", 10000, None, 0), 0, 1.3)
 for key, p in sorted(paths.items(), key=lambda kv: str(kv[0])):
     for path, r in sorted(p.items()):
         print(f"  stages {key[0]} {key[1] or key[2]} {path}: {json.dumps(r.get('stages', {}))}")
 
 tiles = [r for r in harness if r["name"] == "gemm_tile"]
 if tiles:
-    print("== GEMM tile policy at the harness's shapes (median µs on real data; torch.matmul on the same shapes)")
+    print("== GEMM tile policy at the harness's shapes (median µs on random non-zero data)")
     print(f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'chosen':>7}")
     for r in tiles:
         print(f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
