@@ -881,7 +881,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
   // A rank stage's selection and result block: the single-block epilogue where it is on and fits,
   // else the selection rounds and the results kernel. n_rr: RetrieveAndRank's retrieved count.
   auto use_epilogue = [&](const SelectPlan& plan) { return epilogue_ && epilogue_fits(plan); };
-  auto select_rank = [&](const SelectPlan& plan, const int* n_rr) {
+  auto select_rank = [&](const SelectPlan& plan, int* n_rr) {
     if (use_epilogue(plan)) {
       enqueue_epilogue(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, n_rr, st);
     } else {
