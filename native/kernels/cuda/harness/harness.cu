@@ -27,6 +27,7 @@
 #include "kernels/cuda/forward.cuh"
 #include "kernels/cuda/funnel.cuh"
 #include "kernels/cuda/gemm_bf16.cuh"
+#include "engine/request.h"
 
 using namespace adrank::cuda;
 
@@ -542,6 +543,108 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
     cudaFree(p);
 }
 
+// The single-CTA epilogue (ADRANK_CUDA_EPILOGUE) against the old path (order keys, the radix
+// selection rounds, the results kernel; itself checked against the CPU greedy walk above) on the
+// same utilities: the two result blocks must be identical byte for byte (header, counts, ids,
+// advertisers, rows, scores, values, probabilities, GSP prices). Scores come in a few levels, so
+// many ties are decided by ad id. Timed (both paths) unless small.
+void epilogue_case(int n, int K, int cap, int advertisers, bool priced, bool timed) {
+  const int64_t N = std::max<int64_t>(2 * n, 1000);
+  SyntheticCorpus c = make_corpus(N, 8, advertisers);
+  std::vector<float> bid(N), util(n), value(n), probs(n);
+  for (auto& b : bid) b = 0.5f + urand(0.f, 1.f);
+  for (int i = 0; i < n; ++i) {
+    util[i] = float(int(urand(0.f, 1.f) * 64.f)) / 64.f;  // ties
+    value[i] = 0.05f + urand(0.f, 1.f);
+    probs[i] = urand(0.f, 1.f);
+  }
+  std::vector<int> rows(N);
+  std::iota(rows.begin(), rows.end(), 0);
+  std::shuffle(rows.begin(), rows.end(), g_rng);
+  rows.resize(n);
+  c.m.ad_bid = to_device(bid);
+  c.owned.push_back((void*)c.m.ad_bid);
+  RequestDesc desc{};
+  desc.k = K;
+  desc.cap = cap;
+  desc.partitions = 1;
+  desc.flags = priced ? uint32_t(adrank::kFlagPrice) : 0u;
+  desc.reserve = 0.05f;
+  RequestDesc* ddesc = to_device(std::vector<RequestDesc>{desc});
+  float *du = to_device(util), *dv = to_device(value), *dp = to_device(probs);
+  int* drows = to_device(rows);
+  int* dn = to_device(std::vector<int>{n});
+  int p = 256;
+  while (p < n) p <<= 1;
+  FunnelWorkspace fw;
+  CUDA_CHECK(cudaMalloc(&fw.counts, sizeof(unsigned long long) * kNumCounts));
+  CUDA_CHECK(cudaMalloc(&fw.keys, sizeof(unsigned long long) * p));
+  const int l0_cap = 1 << 16;
+  void* sw_mem = nullptr;
+  CUDA_CHECK(cudaMalloc(&sw_mem, select_workspace_bytes(p, l0_cap, 16)));
+  SelectWorkspace sw = select_workspace_carve(p, l0_cap, 16, sw_mem);
+  int kc = 64;
+  while (kc < K) kc <<= 1;
+  const ResultLayout lay = ResultLayout::make(kc, 1);
+  unsigned char* dres = nullptr;
+  CUDA_CHECK(cudaMalloc(&dres, lay.bytes));
+  SelectPlan plan;
+  plan.stage = SelectStage::kRank;
+  plan.capped = cap > 0;
+  plan.n_static = p;
+  int l0 = 64;
+  while (l0 < (cap > 0 ? 4 * (K + 1) : K + 1)) l0 <<= 1;
+  plan.l0 = std::min(l0, l0_cap);
+  plan.e_dev = dn;
+  plan.keys = fw.keys;
+  plan.rows = drows;
+  auto old_path = [&] {
+    CUDA_CHECK(cudaMemsetAsync(fw.counts, 0, sizeof(unsigned long long) * kNumCounts));
+    enqueue_rank_keys(c.m, du, drows, dn, p, fw.keys, 0);
+    enqueue_select(c.m, ddesc, plan, sw, fw, 0);
+    enqueue_results(c.m, ddesc, plan, sw, fw, du, dv, dp, dres, lay, nullptr, nullptr, 0);
+  };
+  auto new_path = [&] {
+    CUDA_CHECK(cudaMemsetAsync(fw.counts, 0, sizeof(unsigned long long) * kNumCounts));
+    enqueue_epilogue(c.m, ddesc, plan, sw, fw, du, dv, dp, dres, lay, nullptr, 0);
+  };
+  char name[128];
+  std::snprintf(name, sizeof name, "epilogue n=%d K=%d cap=%d priced=%d", n, K, cap, int(priced));
+  if (!epilogue_fits(plan)) {
+    std::printf("  %-40s skipped: %d items do not fit this device's shared memory\n", name, p);
+  } else {
+    CUDA_CHECK(cudaMemset(dres, 0xab, lay.bytes));
+    old_path();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto want = to_host(dres, lay.bytes);
+    CUDA_CHECK(cudaMemset(dres, 0xcd, lay.bytes));  // a different poison: every byte the old path wrote must be written
+    new_path();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = to_host(dres, lay.bytes);
+    const ResultHeader* hw = reinterpret_cast<const ResultHeader*>(want.data());
+    const int nw = std::min(hw->n_win, lay.k_cap);
+    // compare the header and each array's first nw entries (the rest is unwritten by both)
+    size_t diff = std::memcmp(got.data(), want.data(), sizeof(ResultHeader)) != 0;
+    const size_t offs[] = {lay.off_ids, lay.off_adv, lay.off_rows, lay.off_scores, lay.off_values, lay.off_probs, lay.off_prices};
+    const size_t width[] = {8, 8, 4, 4, 4, 4, 4};
+    for (int a = 0; a < (priced ? 7 : 6); ++a) diff += std::memcmp(got.data() + offs[a], want.data() + offs[a], width[a] * nw) != 0;
+    std::printf("  %-40s n_win %d capped %llu runner %d: %s\n", name, hw->n_win, hw->counts[kCntCapped], int(hw->has_runner),
+                diff ? "FAIL (result blocks differ)" : "ok (identical to the old path)");
+    if (diff) ++g_failures;
+    if (timed) {
+      const double t_old = time_us(old_path), t_new = time_us(new_path);
+      std::printf("    old path (keys + select + results) %.1f us, epilogue %.1f us\n", t_old, t_new);
+      char extra[160];
+      std::snprintf(extra, sizeof extra, "\"n\":%d,\"K\":%d,\"cap\":%d,\"old_us\":%.2f,\"new_us\":%.2f", n, K, cap, t_old, t_new);
+      result_json("epilogue", t_new, extra);
+    }
+  }
+  for (void* q : c.owned) cudaFree(q);
+  for (void* q : {(void*)ddesc, (void*)du, (void*)dv, (void*)dp, (void*)drows, (void*)dn, (void*)fw.counts, (void*)fw.keys, sw_mem,
+                  (void*)dres})
+    cudaFree(q);
+}
+
 }  // namespace
 
 // Host-side: the selection's order keys (funnel.cuh) order by score descending, then ad id rank
@@ -596,6 +699,10 @@ int main(int argc, char** argv) {
     retrieval_case(sel_n, 128, 1000, 0, 5000, false);
     retrieval_case(sel_n, 128, 1000, 1, 300, false);   // cap forces the fallback round
     retrieval_case(sel_n, 128, 500, 2, 2000, false);
+    std::printf("single-CTA epilogue vs the old selection path\n");
+    for (int n : small ? std::vector<int>{300, 5000} : std::vector<int>{100, 1000, 10000, 16384})
+      for (int cap : {0, 1, 2}) epilogue_case(n, 100, cap, cap == 1 ? 30 : 400, cap != 2, !small && cap != 1);
+    if (!small) epilogue_case(16384, 10000, 2, 3000, true, false);
     if (!quick) retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
   } catch (const std::exception& e) {
     std::printf("ERROR: %s\n", e.what());
