@@ -89,6 +89,12 @@ if tiles:
     for r in tiles:
         print(f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
               f"{f(r.get('big_us'))} {f(r.get('small_us'))} {r.get('shape_choice', '-'):>7}")
+epi = [r for r in harness if r["name"] == "epilogue"]
+if epi:
+    print("== selection + result block: old path (order keys, radix rounds, results kernel) vs the single-CTA epilogue (µs)")
+    for r in epi:
+        print(f"  n={r['n']:<6} K={r['K']:<5} cap={r['cap']}  old {f(r['old_us'])}  epilogue {f(r['new_us'])}  "
+              f"old/epilogue {f(r['old_us'] / r['new_us'] if r['new_us'] else nan, 5, 2)}")
 pg = [r for r in peer if r["name"] == "peer_gemm"]
 if pg:
     print("== torch.matmul on the Rank(1,000) request's real layer inputs")
