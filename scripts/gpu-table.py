@@ -82,22 +82,24 @@ for key, p in sorted(paths.items(), key=lambda kv: str(kv[0])):
     for path, r in sorted(p.items()):
         print(f"  stages {key[0]} {key[1] or key[2]} {path}: {json.dumps(r.get('stages', {}))}")
 
-tiles = [r for r in harness if r["name"] == "gemm_tile"]
-if tiles:
-    print("== GEMM tile policy at the harness's shapes (median µs on random non-zero data)")
-    print(f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'chosen':>7}")
-    for r in tiles:
-        print(f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
-              f"{f(r.get('big_us'))} {f(r.get('small_us'))} {r.get('shape_choice', '-'):>7}")
-epi = [r for r in harness if r["name"] == "epilogue"]
-if epi:
-    print("== selection + result block: old path (order keys, radix rounds, results kernel) vs the single-CTA epilogue (µs)")
-    for r in epi:
-        print(f"  n={r['n']:<6} K={r['K']:<5} cap={r['cap']}  old {f(r['old_us'])}  epilogue {f(r['new_us'])}  "
-              f"old/epilogue {f(r['old_us'] / r['new_us'] if r['new_us'] else nan, 5, 2)}")
-pg = [r for r in peer if r["name"] == "peer_gemm"]
-if pg:
-    print("== torch.matmul on the Rank(1,000) request's real layer inputs")
-    for r in pg:
-        print(f"  {r['layer']:28} m={r['m']:<6} n={r['n']:<5} k={r['k']:<5} {f(r['us'])} µs {f(r['tflops'], 7)} TFLOP/s "
-              f"(nonzero {r.get('nonzero')})")
+def section(rows, title, line):
+    """A titled block of one line per RESULT row, printed only when there are rows."""
+    if rows:
+        print(title)
+        for r in rows:
+            print(line(r))
+
+
+section([r for r in harness if r["name"] == "gemm_tile"],
+        "== GEMM tile policy at the harness's shapes (median µs on random non-zero data)\n"
+        f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'chosen':>7}",
+        lambda r: f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
+                  f"{f(r.get('big_us'))} {f(r.get('small_us'))} {r.get('shape_choice', '-'):>7}")
+section([r for r in harness if r["name"] == "epilogue"],
+        "== selection + result block: old path (order keys, radix rounds, results kernel) vs the single-CTA epilogue (µs)",
+        lambda r: f"  n={r['n']:<6} K={r['K']:<5} cap={r['cap']}  old {f(r['old_us'])}  epilogue {f(r['new_us'])}  "
+                  f"old/epilogue {f(r['old_us'] / r['new_us'] if r['new_us'] else nan, 5, 2)}")
+section([r for r in peer if r["name"] == "peer_gemm"],
+        "== torch.matmul on the Rank(1,000) request's real layer inputs",
+        lambda r: f"  {r['layer']:28} m={r['m']:<6} n={r['n']:<5} k={r['k']:<5} {f(r['us'])} µs {f(r['tflops'], 7)} TFLOP/s "
+                  f"(nonzero {r.get('nonzero')})")
