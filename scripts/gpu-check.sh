@@ -90,6 +90,9 @@ os.makedirs(os.path.join(root, "build", "Release"), exist_ok=True)
 unxz("adrank.node.xz", os.path.join(root, "build", "Release", "adrank.node"))
 os.makedirs(os.path.join(root, "build-cuda-test", "Release"), exist_ok=True)
 unxz("adrank-hooks.node.xz", os.path.join(root, "build-cuda-test", "Release", "adrank.node"))
+link = os.path.join(root, "node_modules")
+if os.path.islink(link) and not os.path.exists(link):  # a link to a shared install that did not travel
+    os.remove(link)
 for t in ("dist.tar.xz", "modules.tar.xz"):
     with tarfile.open(os.path.join(kit, t)) as tf:
         tf.extractall(root)
