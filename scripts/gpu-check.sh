@@ -10,16 +10,27 @@
 # GPU_CHECK_SKIP="peer e2e" leaves those steps out (a rerun after a fix, when the peer and the
 # gRPC figures of an earlier run on the same machine still stand).
 # Steps, each under its own time limit (GPU_CHECK_SCALE multiplies them), so a hung kernel costs
-# one step and not the run; the whole script ends inside 9 minutes (about 4 when all is well):
-#   1. harness: the kernels against CPU references, then their timings, alone on the GPU
-#   2. the PyTorch peer (scripts/gpu-peer.py), same shapes, same GPU, alone on it
-#   3. test/21 and test/40 through the addon on cuda, and test/22 (injected capture failures and
-#      hung streams) through its test-hooks build, beside compute-sanitizer (memcheck and
-#      racecheck on the harness --small, memcheck on one addon request: scripts/gpu-one-request.mjs)
-#   4. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
-# Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), seven files at most: summary.txt
-# (the machine, the step table and the comparison, printed last), harness.log, peer.log,
-# mocha.log, sanitizer.log, e2e.json, e2e.log. Binaries go to a work folder, never to $OUT or build/.
+# one step and not the run; and all of them inside GPU_CHECK_BUDGET seconds (default 450: a step
+# that would start past it is skipped, one that would run past it gets what is left), so the run
+# fits one 8-minute device call:
+#   1. harness: the kernels against CPU references, then their timings (the GEMM tile policies
+#      side by side on real data), alone on the GPU
+#   2. before/after: whole requests through the addon (scripts/gpu-bench.mjs), Rank 100 / 1,000 /
+#      10,000 (and 1,000 with cap 2) and Retrieve over GPU_CHECK_RETRIEVE_ADS ads (default 1M; the
+#      10M figure is the harness's), once with every switch off (old) and once on (new, GPU_CHECK_NEW)
+#   3. the like-for-like peer (scripts/gpu-peer-rank.py): the whole Rank model of scripts/reference
+#      in PyTorch on the same bundle and requests, eager and torch.compile (CUDA graphs);
+#      torch.matmul on real layer inputs; torch.topk(E @ q) on the same retrieval corpus
+#   4. test/21, test/40 through the addon on cuda and test/22 through its test-hooks build, beside
+#      compute-sanitizer (memcheck and racecheck on the harness --small, memcheck on one addon
+#      request: scripts/gpu-one-request.mjs). test/21 compares each switch of the new path with the
+#      old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns test/21 with
+#      every switch on (ADRANK_CUDA_TILE is process-wide)
+#   5. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
+# Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), eight files at most: summary.txt
+# (the machine, the step table, the before/after table, printed last), harness.log, bench.log,
+# peer.log, mocha.log, sanitizer.log, e2e.json, e2e.log. Binaries and bundles go to a work folder,
+# never to $OUT or build/.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${OUT:-${TMPDIR:-/tmp}/adrank-gpu-check}"
@@ -28,6 +39,9 @@ mkdir -p "$out" "$work"
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 scale="${GPU_CHECK_SCALE:-1}"
+budget="${GPU_CHECK_BUDGET:-460}"
+# The new path: every switch of docs/cuda.md "Settings" that is off by default.
+new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1}"
 status=0
 rows=()
 skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }
@@ -36,6 +50,13 @@ skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }
 step() {
   local name=$1 limit=$(($2 * scale)) log=$3
   shift 3
+  local left=$((budget - SECONDS))
+  if ((left < 15)); then
+    rows+=("$(printf '%-38s %-14s' "$name" "SKIPPED (budget)")")
+    echo "== $name: skipped, ${SECONDS}s of ${budget}s spent" | tee -a "$log"
+    return 0
+  fi
+  ((limit > left)) && limit=$left
   local s=$SECONDS what=ok
   echo "== $name (limit ${limit}s)" | tee -a "$log"
   timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
@@ -69,6 +90,9 @@ os.makedirs(os.path.join(root, "build", "Release"), exist_ok=True)
 unxz("adrank.node.xz", os.path.join(root, "build", "Release", "adrank.node"))
 os.makedirs(os.path.join(root, "build-cuda-test", "Release"), exist_ok=True)
 unxz("adrank-hooks.node.xz", os.path.join(root, "build-cuda-test", "Release", "adrank.node"))
+link = os.path.join(root, "node_modules")
+if os.path.islink(link) and not os.path.exists(link):  # a link to a shared install that did not travel
+    os.remove(link)
 for t in ("dist.tar.xz", "modules.tar.xz"):
     with tarfile.open(os.path.join(kit, t)) as tf:
         tf.extractall(root)
@@ -79,30 +103,64 @@ fi
 
 harness="$work/harness"
 if [[ ! -x "$harness" ]]; then
-  echo "== build harness (nvcc, for the GPU present)"
-  nvcc -std=c++17 -O3 -arch=native --expt-relaxed-constexpr -lineinfo -I "$root/native" \
+  # An explicit target, never -arch=native: on a Hopper GPU that is sm_90 without the "a", and a
+  # path under __CUDA_ARCH_FEAT_SM90_ALL (wgmma, setmaxnreg) would silently compile out.
+  cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  case "$cc" in
+    90) gencode="-gencode=arch=compute_90a,code=sm_90a" ;;
+    [0-9][0-9]) gencode="-gencode=arch=compute_$cc,code=sm_$cc" ;;
+    *) gencode="-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80" ;;
+  esac
+  echo "== build harness (nvcc $gencode)"
+  nvcc -std=c++17 -O3 $gencode --expt-relaxed-constexpr -lineinfo -I "$root/native" \
     "$root/native/kernels/cuda/harness/harness.cu" "$root/native/kernels/cuda/"*.cu -o "$harness" 2>&1 | tail -20
   [[ -x "$harness" ]] || { echo "harness build FAILED"; exit 1; }
 fi
+cuobjdump --list-elf "$harness" 2>/dev/null | sed 's/^/harness carries: /' | head -4 >>"$out/summary.txt"
 
 # 1. the kernels alone
 if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --quick
 else step "harness (validation + timings)" 120 "$out/harness.log" "$harness"; fi
 
-# 2. the peer, alone on the GPU
-((quick)) || skip peer || step "PyTorch peer" 120 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer.py"
-
-# 3. correctness through the addon, beside the sanitizers (no timings are read in this step)
 have_node=0
 command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" && -d "$root/dist/test" ]] && have_node=1
+bench="$work/bench"
+
+# 2. before/after through the addon, alone on the GPU: the old path writes the bundles and requests
+if ((have_node && !quick)) && ! skip bench; then
+  ads="${GPU_CHECK_RETRIEVE_ADS:-1000000}"
+  step "before/after: old path" 110 "$out/bench.log" bash -c "cd '$root' && ADRANK_CUDA_STREAMS=1 \
+      node scripts/gpu-bench.mjs --path old --dir '$bench' --write --retrieve-ads $ads"
+  step "before/after: new path" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 $new_env \
+      node scripts/gpu-bench.mjs --path new --dir '$bench' --retrieve-ads $ads"
+fi
+
+# 3. the like-for-like peer, alone on the GPU, on the bundle and requests step 2 wrote
+if ((!quick)) && ! skip peer; then
+  if [[ -f "$bench/requests.json" ]]; then
+    step "PyTorch peer: whole Rank, same inputs" 150 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer-rank.py" "$bench"
+  else
+    echo "no bundle from step 2: the whole-Rank peer needs scripts/gpu-bench.mjs --write" | tee -a "$out/peer.log"
+  fi
+  [[ -n "${GPU_CHECK_LAYER_PEER:-}" ]] && step "PyTorch peer: layer shapes" 90 "$out/peer.log" env PYTHONUNBUFFERED=1 python3 "$root/scripts/gpu-peer.py"
+fi
+
+# 4. correctness through the addon, beside the sanitizers (no timings are read in this step)
 if ((have_node)); then
   node -e "console.log(JSON.stringify(require('$root/build/Release/adrank.node').capabilities()))" >>"$out/summary.txt" 2>&1
-  (step "mocha test/21, 22, 40 on cuda" 220 "$out/mocha.log" bash -c "cd '$root' && ADRANK_PARITY_DEVICE=cuda \
+  (step "mocha test/21, 22, 40 on cuda" 200 "$out/mocha.log" bash -c "cd '$root' && ADRANK_PARITY_DEVICE=cuda \
       node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 dist/test/21.kernels-gpu.test.js \
       dist/test/22.cuda-faults.test.js dist/test/40.parity.test.js"
    rc=$?
    echo "${rows[-1]}" >"$work/mocha.row"
-   exit $rc) &
+   rc2=0
+   if [[ -n "${GPU_CHECK_MOCHA_NEW:-}" ]]; then
+     step "mocha test/21 on cuda, new path" 90 "$out/mocha.log" bash -c "cd '$root' && env $new_env \
+       node node_modules/mocha/bin/mocha.js --no-config --timeout 300000 dist/test/21.kernels-gpu.test.js"
+     rc2=$?
+     echo "${rows[-1]}" >>"$work/mocha.row"
+   fi
+   exit $((rc || rc2))) &
   mocha_pid=$!
 else
   echo "skipped: node, build/Release/adrank.node or dist/test missing" | tee "$out/mocha.log"
@@ -119,14 +177,14 @@ else
 fi
 if ((have_node)); then
   wait "$mocha_pid" || status=1
-  rows+=("$(cat "$work/mocha.row" 2>/dev/null || echo 'mocha: no result')")
+  while IFS= read -r row; do rows+=("$row"); done <"$work/mocha.row" 2>/dev/null || rows+=("mocha: no result")
 fi
 
-# 4. what a user sees: served Rank(1,000) from a separate client process
+# 5. what a user sees: served Rank(1,000) from a separate client process
 if ((have_node && !quick)) && ! skip e2e; then
   step "gRPC Rank(1000) c=1,16" 75 "$out/e2e.log" bash -c "cd '$root' && node dist/src/cli/main.js bench \
     --server gpu='--device cuda' --server-flags '--demo --demo-ads 100000 --metrics-port 0' \
-    --candidates 1000 --k 100 -c 1,16 --duration 8 --warmup 3 --json >'$out/e2e.json'"
+    --candidates 1000 --k 100 -c 1,16 --duration 5 --warmup 2 --json >'$out/e2e.json'"
 fi
 
 {
@@ -135,8 +193,11 @@ fi
   grep -h -E "FAIL|mismatch|ERROR SUMMARY|RACECHECK SUMMARY|passing|failing|pending" \
     "$out/harness.log" "$out/mocha.log" "$out/sanitizer.log" 2>/dev/null | head -40
   if ((!quick)); then
-    echo "== engine vs peer (median µs; same run, same device)"
-    python3 "$root/scripts/gpu-compare.py" "$out/harness.log" "$out/peer.log" "$out/e2e.json"
+    grep -h -E "^path |scan .* us" "$out/bench.log" "$out/harness.log" 2>/dev/null
+    echo "== new path switches: $new_env"
+    python3 "$root/scripts/gpu-table.py" "$out/bench.log" "$out/peer.log" "$out/harness.log"
+    echo "== served (gRPC)"
+    python3 "$root/scripts/gpu-compare.py" /dev/null /dev/null "$out/e2e.json" | sed -n '/gRPC/,$p'
   fi
   echo "== done: status $status, outputs in $out"
 } 2>&1 | tee -a "$out/summary.txt"

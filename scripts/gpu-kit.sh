@@ -35,7 +35,10 @@ nvcc -std=c++17 -O3 --expt-relaxed-constexpr -lineinfo -I native \
   native/kernels/cuda/harness/harness.cu native/kernels/cuda/*.cu -o "$kit/harness"
 xz -T2 -6 "$kit/harness"
 tar -C "$root" -cf - dist | xz -T2 -6 > "$kit/dist.tar.xz"
-tar -C "$root" -cf - \
+# node_modules may be a link to a shared install (a worktree): archive what it points to, as node_modules/
+nm="$(readlink -f "$root/node_modules")"
+[[ "$(basename "$nm")" == node_modules ]] || { echo "gpu-kit: $root/node_modules resolves to $nm, not a node_modules folder"; exit 1; }
+tar -C "$(dirname "$nm")" -cf - \
   --exclude='node_modules/typescript' --exclude='node_modules/@esbuild' --exclude='node_modules/esbuild' \
   --exclude='node_modules/node-gyp' --exclude='node_modules/cmake-js' --exclude='node_modules/@types' \
   --exclude='node_modules/node-api-headers' --exclude='node_modules/.cache' node_modules | xz -T2 -6 > "$kit/modules.tar.xz"

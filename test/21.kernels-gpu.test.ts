@@ -209,4 +209,86 @@ describe('21 CUDA backend vs CPU backend', function () {
       for (let i = 0; i < reqs.length; i++) compareExact(gs[i], await cpu.rank(reqs[i]), `concurrent ${i}`);
     });
   });
+
+  /**
+   * Each switched path (docs/cuda.md "Settings") against the old path on the same GPU, same bundle,
+   * same requests: the selection is exact and the forward is the same kernels, so the answers must be
+   * identical (ids, scores, prices, probabilities, every count), on the eager run, the capture and the
+   * replays. ADRANK_CUDA_TILE is left out here (the policy is process-wide and read once; gpu-check
+   * runs this whole file again with it set). With ADRANK_CUDA_GRAPH_IO the request's GPU time
+   * (timings.device) covers every stage mark.
+   */
+  describe('switched paths give the old path\'s answers', function () {
+    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE'];
+    let b: LoadedBundle;
+    let old: Engine;
+    before(function () {
+      if (reason) this.skip();
+      b = demoLoaded({ ads: 30000, seed: 2122 });
+      const adv = b.tensors['ads.advertiser'] as BigInt64Array;
+      const rng = new Rng(6);
+      for (let i = 0; i < adv.length; i++) if (rng.uniform() < 0.6) adv[i] = 555n;  // cap 1 walks far
+      const saved = SWITCHES.map((k) => process.env[k]);
+      for (const k of SWITCHES) delete process.env[k];
+      try {
+        old = Engine.fromBundle(b, { device: 'cuda:0' });
+      } finally {
+        SWITCHES.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+      }
+    });
+    after(() => old?.dispose());
+
+    function expectIdentical(g: NativeResult, o: NativeResult, what: string): void {
+      expect(Array.from(g.adIds), `${what}: ids`).to.deep.equal(Array.from(o.adIds));
+      expect(Array.from(g.scores), `${what}: scores`).to.deep.equal(Array.from(o.scores));
+      expect(Array.from(g.prices), `${what}: prices`).to.deep.equal(Array.from(o.prices));
+      expect(Array.from(g.probs), `${what}: probabilities`).to.deep.equal(Array.from(o.probs));
+      expect(g.counts, `${what}: counts`).to.deep.equal(o.counts);
+    }
+
+    for (const on of [...SWITCHES.map((s) => [s]), SWITCHES]) {
+      it(`${on.join(' + ')}: Rank (100 to 20,000 candidates, cap 0/1/2, priced, local), Retrieve, RetrieveAndRank`, async function () {
+        const saved = on.map((k) => process.env[k]);
+        on.forEach((k) => (process.env[k] = '1'));
+        let eng: Engine;
+        try {
+          eng = Engine.fromBundle(b, { device: 'cuda:0' });
+        } finally {
+          on.forEach((k, i) => (saved[i] === undefined ? delete process.env[k] : (process.env[k] = saved[i])));
+        }
+        try {
+          const rng = new Rng(31);
+          const reqs: EngineRequest[] = [];
+          for (const [n, cap] of [[100, 0], [1000, 0], [1000, 1], [5000, 2], [16000, 1], [20000, 0]]) {
+            const r = randomRequest(rng, b, { candidates: n, k: 100, cap, unknown: 0.01, duplicate: 0.02 });
+            r.price = n !== 100;
+            reqs.push(r);
+          }
+          const local = randomRequest(rng, b, { candidates: 3000, k: 60, cap: 1 });
+          local.mode = 1;
+          local.partitions = 4;
+          reqs.push(local);
+          for (const [i, r] of reqs.entries())
+            for (let rep = 0; rep < 3; rep++) {  // eager, capture, replay
+              const [g, o] = [await eng.rank(r), await old.rank(r)];
+              expectIdentical(g, o, `rank ${i} (${r.candidates.length} candidates, cap ${r.cap}) run ${rep}`);
+              if (on.includes('ADRANK_CUDA_GRAPH_IO')) {
+                const t = g.timings;
+                const stages = t.user + t.retrieve + t.gather + t.masknet + t.dcn + t.mlp + t.select;
+                expect(t.device ?? 0, 'timings.device').to.be.greaterThan(0);
+                expect(t.device!, 'the request\'s GPU time covers its stages').to.be.at.least(stages * 0.95 - 2);
+              }
+            }
+          const rq = { ...reqs[1], candidates: new BigInt64Array(0), k: 200, cap: 1 };
+          const rr = { ...rq, k: 20, cap: 2, retrieveCount: 2000 };
+          for (let rep = 0; rep < 3; rep++) {
+            expectIdentical(await eng.retrieve(rq), await old.retrieve(rq), `retrieve run ${rep}`);
+            expectIdentical(await eng.retrieveAndRank(rr), await old.retrieveAndRank(rr), `retrieveAndRank run ${rep}`);
+          }
+        } finally {
+          eng.dispose();
+        }
+      });
+    }
+  });
 });

@@ -282,6 +282,7 @@ Napi::Object to_js(Napi::Env env, const Result& r, int) {
   t.Set("mlp", s.mlp);
   t.Set("select", s.select);
   t.Set("total", s.total);
+  t.Set("device", s.device);
   o.Set("timings", t);
   return o;
 }

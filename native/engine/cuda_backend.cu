@@ -32,6 +32,8 @@
 #include "kernels/cuda/device_model.cuh"
 #include "kernels/cuda/forward.cuh"
 #include "kernels/cuda/funnel.cuh"
+#include "kernels/cuda/gemm_bf16.cuh"
+#include "kernels/cuda/plan_logic.h"
 
 namespace adrank::cuda {
 
@@ -49,6 +51,11 @@ int next_pow2(int64_t v) {
   int64_t p = 1;
   while (p < v) p <<= 1;
   return int(p);
+}
+// An on/off setting from the environment: set and not "0".
+bool env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::string(v) != "0";
 }
 int pad8(int v) { return int(round_up(v, 8)); }
 int pad32(int v) { return int(round_up(v, 32)); }
@@ -129,17 +136,24 @@ __global__ void spin_kernel(unsigned long long ns) {
 
 enum class OpKind : int { kRank = 0, kRetrieve = 1, kRetrieveAndRank = 2 };
 
+// io_bytes: with ADRANK_CUDA_GRAPH_IO the bytes the graph's own H2D copy moves (a power of two
+// >= the packed request, so one graph serves every request up to that size); 0 otherwise.
 struct GraphKey {
   int op, m_bucket, l0, k_cap, l0_top;
   bool capped, local;
+  int64_t io_bytes = 0;
   bool operator<(const GraphKey& o) const {
-    return std::tie(op, m_bucket, l0, k_cap, l0_top, capped, local) <
-           std::tie(o.op, o.m_bucket, o.l0, o.k_cap, o.l0_top, o.capped, o.local);
+    return std::tie(op, m_bucket, l0, k_cap, l0_top, capped, local, io_bytes) <
+           std::tie(o.op, o.m_bucket, o.l0, o.k_cap, o.l0_top, o.capped, o.local, o.io_bytes);
   }
 };
 
+// kMarkStart opens a request's device work and kMarkEnd closes it (after the D2H copy): their
+// difference is the engine's GPU time (Timings::device). With ADRANK_CUDA_GRAPH_IO both are nodes of
+// the graph and the copies sit between them, so no host gap counts; without it kMarkStart is a plain
+// record before the H2D copy and the graph launch follows it from the host.
 enum Mark : int { kMarkH2D = 0, kMarkIntake, kMarkUser, kMarkRetrieve, kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp,
-                  kMarkSelect, kMarkEnd, kNumMarks };
+                  kMarkSelect, kMarkEnd, kMarkStart, kNumMarks };
 
 // One stream and everything a request needs on it.
 struct Slot {
@@ -292,6 +306,10 @@ class CudaBackend final : public Backend {
   std::vector<uint64_t> state_words_;
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
   bool graphs_enabled_ = true;
+  // Paths switched against the old ones (docs/cuda.md "Settings"); each off by default.
+  bool graph_io_ = false;          // ADRANK_CUDA_GRAPH_IO: H2D, D2H and the start/end marks inside the graph
+  bool skip_idle_round_ = false;   // ADRANK_CUDA_SKIP_IDLE_ROUND: no fallback round in an uncapped key
+  bool epilogue_ = false;          // ADRANK_CUDA_EPILOGUE: one-block selection for buckets <= 16,384
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
   // abandons its slot (the stream still holds the work) and fails as StreamHung.
   std::chrono::milliseconds watchdog_{10000};
@@ -321,6 +339,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   if (const std::string no = no_code_reason(device_); !no.empty()) throw std::runtime_error("device cuda:" + std::to_string(device) + ": " + no);
   cpu_ = make_cpu_backend(model_, pool);
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
+  graph_io_ = env_switch("ADRANK_CUDA_GRAPH_IO");
+  skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
+  epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -338,8 +359,10 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
     for (auto& slot : slots_) free_slot(*slot);
     throw;
   }
-  description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " + std::to_string(streams) +
-                 " streams" + (graphs_enabled_ ? ", graphs" : "") + ")";
+  description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
+                 std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
+                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") +
+                 (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") + ")";
 }
 
 CudaBackend::~CudaBackend() {
@@ -833,12 +856,19 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
   const unsigned char* bundle = s.dev_bundle + sizeof(RequestDesc);
   const ResultLayout lay = ResultLayout::make(key.k_cap, m.tasks);
   auto mark = [&](int i) { record_mark(s.marks[i], st); };  // event nodes when captured (common.cuh)
+  if (key.io_bytes > 0) {  // ADRANK_CUDA_GRAPH_IO: the copy is the graph's first node after the start mark
+    mark(kMarkStart);
+    NvtxRange h2d(stage::kH2D);
+    CUDA_CHECK(cudaMemcpyAsync(s.dev_bundle, s.host_bundle, size_t(key.io_bytes), cudaMemcpyHostToDevice, st));
+    mark(kMarkH2D);
+  }
   CUDA_CHECK(cudaMemsetAsync(s.fun.counts, 0, sizeof(unsigned long long) * kNumCounts, st));
   CUDA_CHECK(cudaMemsetAsync(s.fun.n_elig, 0, sizeof(int), st));
   enqueue_exclusions(m, desc, bundle, s.fun, true, st);
 
-  // Forward over rows[0, *count) in chunks, then order keys for the selection.
-  auto forward = [&](const int* rows, const int* count, int bucket) {
+  // Forward over rows[0, *count) in chunks, then order keys for the selection (the epilogue makes
+  // its own).
+  auto forward = [&](const int* rows, const int* count, int bucket, bool keys) {
     const int n_chunks = ceil_div(bucket, kChunk);
     chunk_counts_kernel<<<1, 32 * ceil_div(n_chunks, 32), 0, st>>>(count, kChunk, n_chunks, s.chunk_counts);
     CUDA_CHECK_LAUNCH("chunk_counts_kernel");
@@ -847,7 +877,18 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
       enqueue_candidates(m, desc, bundle, rows + int64_t(c) * kChunk, s.chunk_counts + c, rows_cap, c * kChunk, s.fw, st,
                          c == n_chunks - 1 ? &s.marks[kMarkGather] : nullptr);
     }
-    enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
+    if (keys) enqueue_rank_keys(m, s.fw.utility, rows, count, bucket, s.fun.keys, st);
+  };
+  // A rank stage's selection and result block: the single-block epilogue where it is on and fits,
+  // else the selection rounds and the results kernel. n_rr: RetrieveAndRank's retrieved count.
+  auto use_epilogue = [&](const SelectPlan& plan) { return epilogue_ && epilogue_fits(plan); };
+  auto select_rank = [&](const SelectPlan& plan, int* n_rr) {
+    if (use_epilogue(plan)) {
+      enqueue_epilogue(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, n_rr, st);
+    } else {
+      enqueue_select(m, desc, plan, s.sw, s.fun, st);
+      enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, n_rr, st);
+    }
   };
 
   if (op == OpKind::kRank) {
@@ -856,18 +897,18 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     enqueue_request_side(m, desc, bundle, s.fw, false, true, st);
     mark(kMarkUser);
     mark(kMarkRetrieve);
-    forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket);
     SelectPlan plan;
     plan.stage = SelectStage::kRank;
     plan.local = key.local;
     plan.capped = key.capped;
     plan.n_static = key.m_bucket;
     plan.l0 = key.l0;
+    plan.fallback_round = fallback_round_can_act(key.capped, false) || !skip_idle_round_;
     plan.e_dev = s.fun.n_elig;
     plan.keys = s.fun.keys;
     plan.rows = s.fun.elig_rows;
-    enqueue_select(m, desc, plan, s.sw, s.fun, st);
-    enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, nullptr, st);
+    forward(s.fun.elig_rows, s.fun.n_elig, key.m_bucket, !use_epilogue(plan));
+    select_rank(plan, nullptr);
     enqueue_rank_intake_reset(desc, s.fun, key.m_bucket, st);
   } else {
     mark(kMarkIntake);
@@ -883,6 +924,7 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     top.capped = rr ? false : key.capped;
     top.n_static = int(m.num_ads);
     top.l0 = rr ? key.l0_top : key.l0;
+    top.fallback_round = fallback_round_can_act(top.capped, false) || !skip_idle_round_;
     top.e_dev = s.fun.n_elig;
     top.keys = s.fun.keys;
     enqueue_select(m, desc, top, s.sw, s.fun, st);
@@ -890,24 +932,29 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     mark(kMarkRetrieve);
     if (rr) {
       const int bucket = key.m_bucket;  // >= R >= *s.n_rr
-      forward(s.fun.elig_rows, s.n_rr, bucket);
       SelectPlan plan;
       plan.stage = SelectStage::kRankPriced;
       plan.local = key.local;
       plan.capped = key.capped;
       plan.n_static = bucket;
       plan.l0 = key.l0;
+      plan.fallback_round = fallback_round_can_act(key.capped, false) || !skip_idle_round_;
       plan.e_dev = s.n_rr;
       plan.keys = s.fun.keys;
       plan.rows = s.fun.elig_rows;
-      enqueue_select(m, desc, plan, s.sw, s.fun, st);
-      enqueue_results(m, desc, plan, s.sw, s.fun, s.fw.utility, s.fw.value, s.fw.probs, s.dev_result, lay, nullptr, s.n_rr, st);
+      forward(s.fun.elig_rows, s.n_rr, bucket, !use_epilogue(plan));
+      select_rank(plan, s.n_rr);
     } else {
       for (int i : {kMarkGather, kMarkMaskNet, kMarkDcn, kMarkMlp}) mark(i);
     }
   }
   enqueue_exclusions(m, desc, bundle, s.fun, false, st);
   mark(kMarkSelect);
+  if (key.io_bytes > 0) {
+    NvtxRange d2h(stage::kD2H);
+    CUDA_CHECK(cudaMemcpyAsync(s.host_result, s.dev_result, lay.bytes, cudaMemcpyDeviceToHost, st));
+    mark(kMarkEnd);
+  }
 }
 
 // First use of a key runs eagerly (warm-up: lazy module loading, cudaFuncSetAttribute, cub's
@@ -976,7 +1023,7 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*sta
   if (local && req.partitions > uint32_t(kMaxPartitions)) throw std::runtime_error("expected at most 65536 for partitions");
   const bool capped = req.cap > 0;
   const uint32_t k = req.k;
-  GraphKey key{int(op), 0, 0, 0, 0, capped, local};
+  GraphKey key{int(op), 0, 0, 0, 0, capped, local, 0};
   if (op == OpKind::kRetrieveAndRank) key.l0_top = next_pow2(std::max<int64_t>(int64_t(req.retrieve_count) + 1, 64));
   if (op == OpKind::kRank) key.m_bucket = next_pow2(std::max<int64_t>(int64_t(req.candidates.size), kMinBucket));
   // RetrieveAndRank's stage 2 ranks at most R rows: its forward and selection are sized for R, not
@@ -1000,9 +1047,14 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*sta
     {
       NvtxRange range(stage::kBundle);
       const size_t bytes = pack(*s, req);
-      NvtxRange h2d(stage::kH2D);
-      CUDA_CHECK(cudaMemcpyAsync(s->dev_bundle, s->host_bundle, bytes, cudaMemcpyHostToDevice, s->stream));  // the one copy
-      CUDA_CHECK(cudaEventRecord(s->marks[kMarkH2D], s->stream));
+      if (graph_io_) {
+        key.io_bytes = io_bucket(int64_t(bytes), int64_t(s->bundle_cap));  // the body copies that many (the slot holds them)
+      } else {
+        CUDA_CHECK(cudaEventRecord(s->marks[kMarkStart], s->stream));
+        NvtxRange h2d(stage::kH2D);
+        CUDA_CHECK(cudaMemcpyAsync(s->dev_bundle, s->host_bundle, bytes, cudaMemcpyHostToDevice, s->stream));  // the one copy
+        CUDA_CHECK(cudaEventRecord(s->marks[kMarkH2D], s->stream));
+      }
     }
 #ifdef ADRANK_TEST_HOOKS
     if (const int ms = hang_ms_.exchange(0); ms > 0) {  // work that outlasts the watchdog
@@ -1011,7 +1063,7 @@ Result CudaBackend::run(OpKind op, const Request& req, const AdStateTable& /*sta
     }
 #endif
     launch(*s, op, key);
-    {
+    if (!graph_io_) {
       NvtxRange range(stage::kD2H);
       CUDA_CHECK(cudaMemcpyAsync(s->host_result, s->dev_result, lay.bytes, cudaMemcpyDeviceToHost, s->stream));
       CUDA_CHECK(cudaEventRecord(s->marks[kMarkEnd], s->stream));
@@ -1087,6 +1139,7 @@ Result CudaBackend::unpack(Slot& s, OpKind op, const Request& req, const ResultL
     return cudaEventElapsedTime(&v, s.marks[a], s.marks[b]) == cudaSuccess ? double(v) * 1000.0 : 0.0;
   };
   r.timings.select = ms(kMarkH2D, kMarkIntake) + ms(kMarkMlp, kMarkSelect);
+  r.timings.device = ms(kMarkStart, kMarkEnd);
   r.timings.user = ms(kMarkIntake, kMarkUser);
   r.timings.retrieve = ms(kMarkUser, kMarkRetrieve);
   if (op != OpKind::kRetrieve) {

@@ -34,6 +34,7 @@ struct SourceCounts {
 // proportion to the thread time each stage took, so they add up to the forward's wall time.
 struct Timings {
   double queue = 0, user = 0, retrieve = 0, gather = 0, masknet = 0, dcn = 0, mlp = 0, select = 0, total = 0;
+  double device = 0;  // CUDA backend: the request's GPU time, start to end event (0 on the CPU)
 };
 
 struct Result {

@@ -107,6 +107,8 @@ export interface NativeTimings {
   mlp: number;
   select: number;
   total: number;
+  /** CUDA backend: the request's GPU time from its start to its end event (absent or 0 on the CPU) */
+  device?: number;
 }
 
 export interface NativeResult {

@@ -69,6 +69,22 @@ inline int max_smem_optin() {
   return bytes;
 }
 
+// The current device's multiprocessor count (132 on an H100 SXM or H200, 108 on an A100, 58 on an
+// L40S, 114 on an H100 PCIe), read once per device: grid sizes scale with it, never with a constant.
+inline int device_sm_count() {
+  static std::mutex mu;
+  static std::map<int, int> known;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice", __FILE__, __LINE__);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = known.find(dev);
+  if (it != known.end()) return it->second;
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute (SM count)", __FILE__, __LINE__);
+  known[dev] = v < 1 ? 1 : v;
+  return known[dev];
+}
+
 // Opts `kernel` in to `bytes` of dynamic shared memory on the current device. The attribute is per
 // device, so this remembers the largest value set per (kernel, device) rather than running once per
 // process. Not a stream operation: call it before any graph capture (the backend warms up first).

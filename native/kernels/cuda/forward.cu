@@ -465,7 +465,7 @@ void enqueue_candidates(const DeviceModel& m, const RequestDesc* desc, const uns
     const int warps = 8;
     const size_t smem = sizeof(float) * (size_t(m.seq_max_len) * m.d_s + m.du + size_t(warps) * (m.d_s + m.seq_max_len));
     opt_in_smem(reinterpret_cast<const void*>(target_attention_xhat_kernel), int(smem), "target_attention_xhat_kernel");
-    target_attention_xhat_kernel<<<std::max(1, std::min(ceil_div(M, warps), 4 * 132)), warps * 32, smem, st>>>(
+    target_attention_xhat_kernel<<<std::max(1, std::min(ceil_div(M, warps), 4 * device_sm_count())), warps * 32, smem, st>>>(
         m, desc, ws.seq_H, ws.u, rows, m_dev, ws.ta, ta_w, ws.xhat);
     CUDA_CHECK_LAUNCH("target_attention_xhat_kernel");
     mark(0);

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "kernels/cuda/device_model.cuh"
+#include "kernels/cuda/select_logic.h"
 
 namespace adrank::cuda {
 
@@ -127,9 +128,26 @@ struct SelectPlan {
   const int* e_dev = nullptr;
   const unsigned long long* keys = nullptr;
   const int* rows = nullptr;
+  // Enqueue the fallback round (after round 0, non-local). It can act only when a cap removes
+  // qualifiers (plan_logic.h fallback_round_can_act); false leaves its kernels out of the stream and
+  // the graph.
+  bool fallback_round = true;
 };
 void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
                     FunnelWorkspace& fw, cudaStream_t st);
+
+// The single-CTA epilogue (ADRANK_CUDA_EPILOGUE, select_logic.h epilogue_select): for a global
+// (non-local) rank stage whose bucket (plan.n_static, a power of two) is at most kEpiMaxItems, one
+// block of 1,024 threads computes the order keys from `utility` (no enqueue_rank_keys), sorts them,
+// walks the cap, finds the runner-up and `capped`, and writes the result block as enqueue_results
+// does (it replaces enqueue_select and enqueue_results: one launch instead of about 40).
+// `retrieved`: RetrieveAndRank's retrieved count for the header, else null. epilogue_fits: the
+// bucket and this device's shared memory allow it (16,384 items on sm_90, 8,192 on sm_80, 4,096 on
+// sm_89).
+bool epilogue_fits(const SelectPlan& plan);
+void enqueue_epilogue(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
+                      FunnelWorkspace& fw, const float* utility, const float* value, const float* probs, unsigned char* result,
+                      const ResultLayout& layout, const int* retrieved, cudaStream_t st);
 
 // Writes the result block from the selection: ids, advertisers, rows, scores (utility or decoded
 // retrieval score), probs and prices (rank stages). rank_* may be null for kRetrieve.
@@ -145,36 +163,6 @@ void enqueue_rank_intake_reset(const RequestDesc* desc, FunnelWorkspace& fw, int
 void greedy_reference(const std::vector<int>& advertiser_in_order, int k, int cap, bool runner, std::vector<int>& winners,
                       int* runner_out, long long* capped);
 
-__host__ __device__ __forceinline__ unsigned float_bits(float f) {
-#ifdef __CUDA_ARCH__
-  return __float_as_uint(f);
-#else
-  unsigned u;
-  __builtin_memcpy(&u, &f, 4);
-  return u;
-#endif
-}
-__host__ __device__ __forceinline__ float bits_float(unsigned u) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
-__host__ __device__ __forceinline__ unsigned long long order_key(float score, int id_rank) {
-  unsigned bits = float_bits(score);
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) bits = 0xff800000u;  // NaN → −inf
-  if (bits == 0x80000000u) bits = 0;  // −0 orders as +0 (ties by ad id, as on the CPU)
-  const unsigned o = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (static_cast<unsigned long long>(~o) << 32) | static_cast<unsigned>(id_rank);
-}
-__host__ __device__ __forceinline__ float key_score(unsigned long long key) {
-  const unsigned o = ~static_cast<unsigned>(key >> 32);
-  const unsigned bits = (o & 0x80000000u) ? (o ^ 0x80000000u) : ~o;
-  return bits_float(bits);
-}
+// float_bits, bits_float, order_key, key_score: select_logic.h (shared with the host tests)
 
 }  // namespace adrank::cuda

@@ -78,12 +78,69 @@ __device__ __forceinline__ bool stage_runner(const RequestDesc* d, SelectStage s
 }
 __device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ? rows[pos] : pos; }
 
+// The result block (funnel.cuh ResultLayout) from the selection: ids, advertisers, rows, scores,
+// values, probabilities and GSP prices of the winners, the header with the counts; for
+// kRetrieveTop the retrieved rows instead. Work item `first`, then every `stride`-th (a grid-stride
+// loop in the results kernel, a block-stride loop in the single-CTA epilogue); item 0 writes the
+// header.
+__device__ __forceinline__ void write_results(const DeviceModel& m, const RequestDesc* desc, SelectStage stage, const SelectState* st,
+                                              const int* win, const int* sorted_pos, const unsigned long long* sorted_keys, const int* rows,
+                                              const unsigned long long* counts, const float* utility, const float* value,
+                                              const float* probs, unsigned char* result, ResultLayout lay, int* out_rows, int* out_n,
+                                              const int* retrieved, int first, int stride) {
+  const int T = m.tasks;
+  if (stage == SelectStage::kRetrieveTop) {  // out_rows holds up to the candidate bucket (>= R)
+    const int n = st->n_win;
+    for (int w = first; w < n; w += stride)
+      out_rows[w] = pos_row(rows, sorted_pos[win[w]]);
+    if (first == 0) *out_n = n;
+    return;
+  }
+  const int n = min(st->n_win, lay.k_cap);
+  const bool priced = stage_runner(desc, stage);
+  ResultHeader* h = reinterpret_cast<ResultHeader*>(result);
+  if (first == 0) {
+    h->n_win = n;
+    h->has_runner = st->runner >= 0;
+    h->retrieved = retrieved ? *retrieved : 0;
+    for (int c = 0; c < kNumCounts; ++c) h->counts[c] = counts[c];
+  }
+  int64_t* ids = reinterpret_cast<int64_t*>(result + lay.off_ids);
+  int64_t* adv = reinterpret_cast<int64_t*>(result + lay.off_adv);
+  int* rws = reinterpret_cast<int*>(result + lay.off_rows);
+  float* scores = reinterpret_cast<float*>(result + lay.off_scores);
+  float* prices = reinterpret_cast<float*>(result + lay.off_prices);
+  float* values = reinterpret_cast<float*>(result + lay.off_values);
+  float* pr = reinterpret_cast<float*>(result + lay.off_probs);
+  for (int w = first; w < n; w += stride) {
+    const int s = win[w], pos = sorted_pos[s], row = pos_row(rows, pos);
+    ids[w] = m.ad_id[row];
+    adv[w] = m.advertiser_id[m.ad_advertiser[row]];
+    rws[w] = row;
+    if (stage == SelectStage::kRetrieve) {
+      scores[w] = key_score(sorted_keys[s]);
+      continue;
+    }
+    scores[w] = utility[pos];
+    values[w] = value[pos];
+    for (int t = 0; t < T; ++t) pr[int64_t(w) * T + t] = probs[int64_t(pos) * T + t];
+    if (priced) {
+      const float bid = m.ad_bid[row], reserve = desc->reserve;
+      int next = -1;
+      if (w + 1 < n) next = sorted_pos[win[w + 1]];
+      else if (st->runner >= 0) next = sorted_pos[st->runner];
+      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, utility[next] / value[pos]));
+    }
+  }
+}
+
+
 // ---- launch helpers ---------------------------------------------------------------------------------
 
 void launch_check(const char* name) { ::adrank::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__); }
 
 constexpr int kThreads = 256;
-int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * 132); }
+int grid_small(int64_t n) { return grid_for(n, kThreads, 4 * device_sm_count()); }
 
 }  // namespace
 

@@ -3,6 +3,8 @@
 //
 #include "kernels/cuda/gemm_bf16.cuh"
 
+#include <atomic>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -206,19 +208,13 @@ void check_shape(const GemmShape& s, const ASource& a) {
   if (!al16(s.w) || !al16(a.seg0) || (a.seg1 && !al16(a.seg1))) bad("operands must be 16-byte aligned");
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) v = 132;
-    return v;
-  }();
-  return n;
+std::atomic<int>& policy_slot() {
+  static std::atomic<int> p{int(parse_tile_policy(std::getenv("ADRANK_CUDA_TILE")))};
+  return p;
 }
 
-// The big tile when it alone fills the GPU with one wave, the small one otherwise.
 bool prefer_big(const GemmShape& s) {
-  const int64_t blocks = int64_t(ceil_div(s.m, BigTile::BM)) * ceil_div(s.n, BigTile::BN) * s.batch;
-  return blocks >= sm_count();
+  return tile_is_big(gemm_tile_policy(), s.m, s.n, s.batch, device_sm_count(), BigTile::BM, BigTile::BN);
 }
 
 template <class Cfg, class Epi>
@@ -241,6 +237,9 @@ void dispatch(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t 
 }
 
 }  // namespace
+
+TilePolicy gemm_tile_policy() { return TilePolicy(policy_slot().load(std::memory_order_relaxed)); }
+void set_gemm_tile_policy(TilePolicy p) { policy_slot().store(int(p), std::memory_order_relaxed); }
 
 // ---- launchers ------------------------------------------------------------------------------------
 

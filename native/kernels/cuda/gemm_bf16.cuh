@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/plan_logic.h"
 
 namespace adrank::cuda {
 
@@ -128,6 +129,11 @@ void gemm_bf16(const GemmShape& s, const ASource& a, const CrossEpilogue& ep, cu
 
 // Which tile configuration gemm_bf16 would use for this shape ("128x128x32/4" or "64x64x32/4").
 const char* gemm_bf16_config(const GemmShape& s);
+
+// Tile choice (plan_logic.h): the process-wide policy comes from ADRANK_CUDA_TILE (fill | shape |
+// big | small) at first use; a graph keeps the tiles chosen when it was captured.
+TilePolicy gemm_tile_policy();
+void set_gemm_tile_policy(TilePolicy p);
 
 // CPU reference (fp32 math on bf16 inputs): c[i, j] = Σ_k a[i, k] · w[j, k], no epilogue.
 // a [m, k] (lda), w [n, k] (ldw), c [m, n] (ldc). Used by the harness.

@@ -37,50 +37,8 @@ __global__ void results_kernel(DeviceModel m, const RequestDesc* desc, SelectSta
                                const unsigned long long* counts, const float* utility, const float* value,
                                const float* probs, unsigned char* result, ResultLayout lay, int* out_rows, int* out_n,
                                const int* retrieved) {
-  const int T = m.tasks;
-  if (stage == SelectStage::kRetrieveTop) {  // out_rows holds up to the candidate bucket (>= R)
-    const int n = st->n_win;
-    for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x)
-      out_rows[w] = pos_row(rows, sorted_pos[win[w]]);
-    if (blockIdx.x == 0 && threadIdx.x == 0) *out_n = n;
-    return;
-  }
-  const int n = min(st->n_win, lay.k_cap);
-  const bool priced = stage_runner(desc, stage);
-  ResultHeader* h = reinterpret_cast<ResultHeader*>(result);
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    h->n_win = n;
-    h->has_runner = st->runner >= 0;
-    h->retrieved = retrieved ? *retrieved : 0;
-    for (int c = 0; c < kNumCounts; ++c) h->counts[c] = counts[c];
-  }
-  int64_t* ids = reinterpret_cast<int64_t*>(result + lay.off_ids);
-  int64_t* adv = reinterpret_cast<int64_t*>(result + lay.off_adv);
-  int* rws = reinterpret_cast<int*>(result + lay.off_rows);
-  float* scores = reinterpret_cast<float*>(result + lay.off_scores);
-  float* prices = reinterpret_cast<float*>(result + lay.off_prices);
-  float* values = reinterpret_cast<float*>(result + lay.off_values);
-  float* pr = reinterpret_cast<float*>(result + lay.off_probs);
-  for (int w = blockIdx.x * blockDim.x + threadIdx.x; w < n; w += gridDim.x * blockDim.x) {
-    const int s = win[w], pos = sorted_pos[s], row = pos_row(rows, pos);
-    ids[w] = m.ad_id[row];
-    adv[w] = m.advertiser_id[m.ad_advertiser[row]];
-    rws[w] = row;
-    if (stage == SelectStage::kRetrieve) {
-      scores[w] = key_score(sorted_keys[s]);
-      continue;
-    }
-    scores[w] = utility[pos];
-    values[w] = value[pos];
-    for (int t = 0; t < T; ++t) pr[int64_t(w) * T + t] = probs[int64_t(pos) * T + t];
-    if (priced) {
-      const float bid = m.ad_bid[row], reserve = desc->reserve;
-      int next = -1;
-      if (w + 1 < n) next = sorted_pos[win[w + 1]];
-      else if (st->runner >= 0) next = sorted_pos[st->runner];
-      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, utility[next] / value[pos]));
-    }
-  }
+  write_results(m, desc, stage, st, win, sorted_pos, sorted_keys, rows, counts, utility, value, probs, result, lay, out_rows, out_n,
+                retrieved, blockIdx.x * blockDim.x + threadIdx.x, gridDim.x * blockDim.x);
 }
 
 }  // namespace

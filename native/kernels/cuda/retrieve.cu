@@ -103,9 +103,7 @@ __global__ void rank_keys_kernel(DeviceModel m, const float* utility, const int*
 
 void enqueue_retrieve_scan(const DeviceModel& m, const RequestDesc* desc, const unsigned char* bundle, const float* query,
                            FunnelWorkspace& fw, cudaStream_t st) {
-  int dev = 0, sms = 132;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int sms = device_sm_count();
   const int grid = std::max(1, std::min(sms * 8, ceil_div(m.num_ads, 256)));  // 256 ads per block-step
   retrieve_scan_kernel<<<grid, 256, sizeof(float) * m.d_r_pad, st>>>(m, desc, bundle, query, fw.excl_ad, fw.excl_adv,
                                                                      fw.keys, fw.n_elig, fw.counts);

@@ -452,7 +452,8 @@ void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectP
     select_round(m, desc, plan, ws, fw, /*first_round=*/true, /*full=*/true, st);
   } else {
     select_round(m, desc, plan, ws, fw, true, false, st);
-    select_round(m, desc, plan, ws, fw, false, true, st);  // no-op unless round 0 asked for it
+    if (plan.fallback_round)  // its kernels return at once unless round 0 asked for it
+      select_round(m, desc, plan, ws, fw, false, true, st);
   }
 }
 

@@ -27,6 +27,7 @@
 #include "kernels/cuda/forward.cuh"
 #include "kernels/cuda/funnel.cuh"
 #include "kernels/cuda/gemm_bf16.cuh"
+#include "engine/request.h"
 
 using namespace adrank::cuda;
 
@@ -283,8 +284,10 @@ void demo_chain(int m) {
   bf16* act = nullptr;
   float* out = nullptr;
   const size_t maxw = 2208ull * 3;
-  CUDA_CHECK(cudaMalloc(&act, sizeof(bf16) * m * maxw));
-  CUDA_CHECK(cudaMemset(act, 0, sizeof(bf16) * m * maxw));
+  {  // real (non-zero) activations: zeros can run faster than real data and hide wrong indexing
+    const auto host = random_bf16(size_t(m) * maxw, 0.5f);
+    act = to_device(host);
+  }
   CUDA_CHECK(cudaMalloc(&out, sizeof(float) * m * maxw));
   double flops = 0;
   for (const L& l : layers) {
@@ -314,6 +317,63 @@ void demo_chain(int m) {
   for (bf16* w : ws) cudaFree(w);
   cudaFree(act);
   cudaFree(out);
+}
+
+// One layer shape under each tile policy (plan_logic.h) on random non-zero data: which tile the
+// shape policy picks, and what each tile costs, so one GPU run shows whether kShape's choice is the
+// faster one. Every policy's output is checked against the first's (the same sums in the same order
+// per tile, so within bf16 rounding of the fp32 accumulator).
+void gemm_tile_case(int m, int n, int k, int batch) {
+  auto a = random_bf16(size_t(m) * k), w = random_bf16(size_t(batch) * n * k, 0.1f);
+  bf16 *da = to_device(a), *dw = to_device(w);
+  float* dc = nullptr;
+  CUDA_CHECK(cudaMalloc(&dc, sizeof(float) * m * n * batch));
+  GemmShape s{m, n, k, nullptr, batch, dw, k, int64_t(n) * k};
+  ASource src;
+  src.seg0 = da;
+  src.ld0 = k;
+  src.z_stride0 = 0;
+  BiasActEpilogue<false> e;
+  e.out_f32 = dc;
+  e.ld_f32 = int64_t(n) * batch;
+  e.out_f32_z = n;
+  const TilePolicy before = gemm_tile_policy();
+  double us[4] = {};
+  std::vector<float> first;
+  for (int p = 0; p < 4; ++p) {
+    set_gemm_tile_policy(TilePolicy(p));
+    CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));  // NaN poison: every element must be written
+    gemm_bf16(s, src, e, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto got = to_host(dc, size_t(m) * n * batch);
+    if (p == 0) {
+      first = got;
+      size_t unwritten = 0;
+      for (float v : got) unwritten += !(v == v);
+      if (unwritten) {
+        std::printf("  gemm tile m=%d n=%d: %zu outputs unwritten FAIL\n", m, n, unwritten);
+        ++g_failures;
+      }
+    } else {
+      char name[96];
+      std::snprintf(name, sizeof name, "tile %s vs fill m=%d n=%d k=%d", tile_policy_name(TilePolicy(p)), m, n, k);
+      validate(name, got.data(), first.data(), got.size(), 1e-3f, 1e-3f);
+    }
+    us[p] = time_us([&] { gemm_bf16(s, src, e, 0); });
+  }
+  set_gemm_tile_policy(before);
+  const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
+  std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f us\n", m, n, k, batch, us[0], us[1],
+              big ? "big" : "small", us[2], us[3]);
+  char extra[256];
+  std::snprintf(extra, sizeof extra,
+                "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f,\"shape_us\":%.2f,\"big_us\":%.2f,\"small_us\":%.2f,"
+                "\"shape_choice\":\"%s\"",
+                m, n, k, batch, us[0], us[1], us[2], us[3], big ? "big" : "small");
+  result_json("gemm_tile", us[1], extra);
+  cudaFree(da);
+  cudaFree(dw);
+  cudaFree(dc);
 }
 
 // ---- retrieval + selection ----------------------------------------------------------------------------
@@ -465,8 +525,13 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
     const double bw = measure_bandwidth_gbs();
     const double t_scan = time_us(scan, 10), t_sel = time_us(select, 10);
     const double bytes = double(N) * dim * 2;
-    std::printf("    scan %.1f us (%.0f GB/s = %.0f%% of measured %.0f GB/s), select %.1f us, total %.1f us\n", t_scan,
-                bytes / (t_scan * 1e-6) / 1e9, 100.0 * bytes / (t_scan * 1e-6) / 1e9 / bw, bw, t_sel, t_scan + t_sel);
+    // What the scan really moves per ad: the row, the id, advertiser and state words and the id rank
+    // it reads (eligibility, order key), and the 8-byte key it writes.
+    const double moved = double(N) * (dim * 2 + 8 + 8 + 8 + 4 + 8);
+    std::printf("    scan %.1f us (%.0f GB/s of corpus = %.0f%% of measured %.0f GB/s; %.0f GB/s = %.0f%% counting every byte it "
+                "moves, %.2f GB), select %.1f us, total %.1f us\n",
+                t_scan, bytes / (t_scan * 1e-6) / 1e9, 100.0 * bytes / (t_scan * 1e-6) / 1e9 / bw, bw, moved / (t_scan * 1e-6) / 1e9,
+                100.0 * moved / (t_scan * 1e-6) / 1e9 / bw, moved / 1e9, t_sel, t_scan + t_sel);
     char extra[192];
     std::snprintf(extra, sizeof extra, "\"N\":%lld,\"dim\":%d,\"K\":%d,\"cap\":%d,\"scan_us\":%.1f,\"select_us\":%.1f,\"bw_gbs\":%.0f",
                   (long long)N, dim, K, cap, t_scan, t_sel, bw);
@@ -476,6 +541,108 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
   for (void* p : {(void*)dq, (void*)ddesc, (void*)dbundle, (void*)fw.counts, (void*)fw.n_elig, (void*)fw.keys,
                   (void*)fw.excl_ad, (void*)fw.excl_adv, sw_mem, (void*)dres})
     cudaFree(p);
+}
+
+// The single-CTA epilogue (ADRANK_CUDA_EPILOGUE) against the old path (order keys, the radix
+// selection rounds, the results kernel; itself checked against the CPU greedy walk above) on the
+// same utilities: the two result blocks must be identical byte for byte (header, counts, ids,
+// advertisers, rows, scores, values, probabilities, GSP prices). Scores come in a few levels, so
+// many ties are decided by ad id. Timed (both paths) unless small.
+void epilogue_case(int n, int K, int cap, int advertisers, bool priced, bool timed) {
+  const int64_t N = std::max<int64_t>(2 * n, 1000);
+  SyntheticCorpus c = make_corpus(N, 8, advertisers);
+  std::vector<float> bid(N), util(n), value(n), probs(n);
+  for (auto& b : bid) b = 0.5f + urand(0.f, 1.f);
+  for (int i = 0; i < n; ++i) {
+    util[i] = float(int(urand(0.f, 1.f) * 64.f)) / 64.f;  // ties
+    value[i] = 0.05f + urand(0.f, 1.f);
+    probs[i] = urand(0.f, 1.f);
+  }
+  std::vector<int> rows(N);
+  std::iota(rows.begin(), rows.end(), 0);
+  std::shuffle(rows.begin(), rows.end(), g_rng);
+  rows.resize(n);
+  c.m.ad_bid = to_device(bid);
+  c.owned.push_back((void*)c.m.ad_bid);
+  RequestDesc desc{};
+  desc.k = K;
+  desc.cap = cap;
+  desc.partitions = 1;
+  desc.flags = priced ? uint32_t(adrank::kFlagPrice) : 0u;
+  desc.reserve = 0.05f;
+  RequestDesc* ddesc = to_device(std::vector<RequestDesc>{desc});
+  float *du = to_device(util), *dv = to_device(value), *dp = to_device(probs);
+  int* drows = to_device(rows);
+  int* dn = to_device(std::vector<int>{n});
+  int p = 256;
+  while (p < n) p <<= 1;
+  FunnelWorkspace fw;
+  CUDA_CHECK(cudaMalloc(&fw.counts, sizeof(unsigned long long) * kNumCounts));
+  CUDA_CHECK(cudaMalloc(&fw.keys, sizeof(unsigned long long) * p));
+  const int l0_cap = 1 << 16;
+  void* sw_mem = nullptr;
+  CUDA_CHECK(cudaMalloc(&sw_mem, select_workspace_bytes(p, l0_cap, 16)));
+  SelectWorkspace sw = select_workspace_carve(p, l0_cap, 16, sw_mem);
+  int kc = 64;
+  while (kc < K) kc <<= 1;
+  const ResultLayout lay = ResultLayout::make(kc, 1);
+  unsigned char* dres = nullptr;
+  CUDA_CHECK(cudaMalloc(&dres, lay.bytes));
+  SelectPlan plan;
+  plan.stage = SelectStage::kRank;
+  plan.capped = cap > 0;
+  plan.n_static = p;
+  int l0 = 64;
+  while (l0 < (cap > 0 ? 4 * (K + 1) : K + 1)) l0 <<= 1;
+  plan.l0 = std::min(l0, l0_cap);
+  plan.e_dev = dn;
+  plan.keys = fw.keys;
+  plan.rows = drows;
+  auto old_path = [&] {
+    CUDA_CHECK(cudaMemsetAsync(fw.counts, 0, sizeof(unsigned long long) * kNumCounts));
+    enqueue_rank_keys(c.m, du, drows, dn, p, fw.keys, 0);
+    enqueue_select(c.m, ddesc, plan, sw, fw, 0);
+    enqueue_results(c.m, ddesc, plan, sw, fw, du, dv, dp, dres, lay, nullptr, nullptr, 0);
+  };
+  auto new_path = [&] {
+    CUDA_CHECK(cudaMemsetAsync(fw.counts, 0, sizeof(unsigned long long) * kNumCounts));
+    enqueue_epilogue(c.m, ddesc, plan, sw, fw, du, dv, dp, dres, lay, nullptr, 0);
+  };
+  char name[128];
+  std::snprintf(name, sizeof name, "epilogue n=%d K=%d cap=%d priced=%d", n, K, cap, int(priced));
+  if (!epilogue_fits(plan)) {
+    std::printf("  %-40s skipped: %d items do not fit this device's shared memory\n", name, p);
+  } else {
+    CUDA_CHECK(cudaMemset(dres, 0xab, lay.bytes));
+    old_path();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto want = to_host(dres, lay.bytes);
+    CUDA_CHECK(cudaMemset(dres, 0xcd, lay.bytes));  // a different poison: every byte the old path wrote must be written
+    new_path();
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto got = to_host(dres, lay.bytes);
+    const ResultHeader* hw = reinterpret_cast<const ResultHeader*>(want.data());
+    const int nw = std::min(hw->n_win, lay.k_cap);
+    // compare the header and each array's first nw entries (the rest is unwritten by both)
+    size_t diff = std::memcmp(got.data(), want.data(), sizeof(ResultHeader)) != 0;
+    const size_t offs[] = {lay.off_ids, lay.off_adv, lay.off_rows, lay.off_scores, lay.off_values, lay.off_probs, lay.off_prices};
+    const size_t width[] = {8, 8, 4, 4, 4, 4, 4};
+    for (int a = 0; a < (priced ? 7 : 6); ++a) diff += std::memcmp(got.data() + offs[a], want.data() + offs[a], width[a] * nw) != 0;
+    std::printf("  %-40s n_win %d capped %llu runner %d: %s\n", name, hw->n_win, hw->counts[kCntCapped], int(hw->has_runner),
+                diff ? "FAIL (result blocks differ)" : "ok (identical to the old path)");
+    if (diff) ++g_failures;
+    if (timed) {
+      const double t_old = time_us(old_path), t_new = time_us(new_path);
+      std::printf("    old path (keys + select + results) %.1f us, epilogue %.1f us\n", t_old, t_new);
+      char extra[160];
+      std::snprintf(extra, sizeof extra, "\"n\":%d,\"K\":%d,\"cap\":%d,\"old_us\":%.2f,\"new_us\":%.2f", n, K, cap, t_old, t_new);
+      result_json("epilogue", t_new, extra);
+    }
+  }
+  for (void* q : c.owned) cudaFree(q);
+  for (void* q : {(void*)ddesc, (void*)du, (void*)dv, (void*)dp, (void*)drows, (void*)dn, (void*)fw.counts, (void*)fw.keys, sw_mem,
+                  (void*)dres})
+    cudaFree(q);
 }
 
 }  // namespace
@@ -522,12 +689,20 @@ int main(int argc, char** argv) {
       for (int m : {1000, 10000})
         for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
       for (int m : {1000, 10000}) demo_chain(m);
+      std::printf("gemm_bf16 tile policies at the demo layers (fill = the default, shape = ADRANK_CUDA_TILE=shape)\n");
+      const int layers[][3] = {{2208, 192, 1}, {384, 736, 3}, {512, 384, 3}, {1536, 1536, 1}, {256, 1536, 1}};
+      for (int m : {128, 1024, 10000})
+        for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2]);
     }
     std::printf("selection\n");
     const int64_t sel_n = small ? 20000 : 200000;
     retrieval_case(sel_n, 128, 1000, 0, 5000, false);
     retrieval_case(sel_n, 128, 1000, 1, 300, false);   // cap forces the fallback round
     retrieval_case(sel_n, 128, 500, 2, 2000, false);
+    std::printf("single-CTA epilogue vs the old selection path\n");
+    for (int n : small ? std::vector<int>{300} : std::vector<int>{100, 1000, 10000, 16384})
+      for (int cap : {0, 1, 2}) epilogue_case(n, 100, cap, cap == 1 ? 30 : 400, cap != 2, !small && cap != 1);
+    if (!small) epilogue_case(16384, 10000, 2, 3000, true, false);
     if (!quick) retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
   } catch (const std::exception& e) {
     std::printf("ERROR: %s\n", e.what());

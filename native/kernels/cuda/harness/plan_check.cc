@@ -1,0 +1,212 @@
+// Host-only checks of the CUDA path's host logic and of the single-CTA epilogue's selection
+// (select_logic.h epilogue_select, the same steps the device block runs) against the CPU funnel
+// (engine/funnel.cc select_global, gsp_prices). No GPU and no CUDA toolkit needed; test/23 builds and
+// runs it:
+//   g++ -std=c++17 -O2 -I native native/kernels/cuda/harness/plan_check.cc native/engine/funnel.cc -o plan_check
+//   ./plan_check [cases]      prints one line per group and "plan_check: N failures"; exit 1 on any
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/funnel.h"
+#include "kernels/cuda/plan_logic.h"
+#include "kernels/cuda/select_logic.h"
+
+using namespace adrank;
+using namespace adrank::cuda;
+
+namespace {
+
+int g_fail = 0;
+#define EXPECT(cond, ...)                   \
+  do {                                      \
+    if (!(cond)) {                          \
+      ++g_fail;                             \
+      std::printf("  FAIL %s: ", #cond);    \
+      std::printf(__VA_ARGS__);             \
+      std::printf("\n");                    \
+    }                                       \
+  } while (0)
+
+struct HostExec {
+  template <class F>
+  void for_each(int n, F f) {
+    for (int i = 0; i < n; ++i) f(i);
+  }
+  template <class F>
+  void single(F f) {
+    f();
+  }
+};
+
+void tile_cases() {
+  // 1,024 rows × 1536 (a cross layer): 8 × 12 = 96 big tiles on 132 SMs
+  EXPECT(!tile_is_big(TilePolicy::kFill, 1024, 1536, 1, 132), "fill keeps the small tile below one full wave");
+  EXPECT(tile_is_big(TilePolicy::kShape, 1024, 1536, 1, 132), "shape takes the big tile at 96 of 132 SMs");
+  EXPECT(tile_is_big(TilePolicy::kFill, 10000, 1536, 1, 132), "fill: 10,000 rows fill the GPU");
+  EXPECT(tile_is_big(TilePolicy::kShape, 10000, 1536, 1, 132), "shape: 10,000 rows");
+  EXPECT(!tile_is_big(TilePolicy::kShape, 128, 256, 1, 132), "shape: 2 big tiles stay small");
+  EXPECT(!tile_is_big(TilePolicy::kShape, 1024, 256, 1, 132), "shape: 16 big tiles stay small");
+  EXPECT(tile_is_big(TilePolicy::kShape, 1024, 384, 3, 132), "shape: batch counts (72 big tiles)");
+  EXPECT(!tile_is_big(TilePolicy::kShape, 1024, 1536, 1, 200), "shape: the SM count comes from the device (96 of 200)");
+  EXPECT(tile_is_big(TilePolicy::kBig, 1, 8, 1, 132) && !tile_is_big(TilePolicy::kSmall, 1 << 20, 4096, 1, 132), "forced tiles");
+  EXPECT(parse_tile_policy("shape") == TilePolicy::kShape && parse_tile_policy(nullptr) == TilePolicy::kFill &&
+             parse_tile_policy("nonsense") == TilePolicy::kFill && parse_tile_policy("small") == TilePolicy::kSmall,
+         "tile policy names");
+  std::printf("tile choice: %s\n", g_fail ? "FAIL" : "ok");
+}
+
+void key_cases() {
+  const int before = g_fail;
+  EXPECT(io_bucket(100, 1 << 20) == 4096, "small requests share the 4 KiB graph");
+  EXPECT(io_bucket(4097, 1 << 20) == 8192, "next power of two");
+  EXPECT(io_bucket(1 << 20, 1 << 20) == (1 << 20), "exactly the staging size");
+  EXPECT(io_bucket((1 << 20) - 5, 1 << 20) == (1 << 20), "never past the staging");
+  EXPECT(io_bucket(3000, 2048) == 2048, "capped by the staging size");
+  EXPECT(!fallback_round_can_act(false, false), "uncapped: no fallback round");
+  EXPECT(fallback_round_can_act(true, false), "capped: the fallback round stays");
+  EXPECT(!fallback_round_can_act(true, true), "local: one full round, no fallback");
+  // the claim behind it, over the round-0 rule of select.cu: uncapped, L = min(K+1, E) keys all
+  // qualify; the fallback runs iff qualifiers < K (+1 priced) and L < E
+  for (int E = 0; E <= 70; ++E)
+    for (int K = 1; K <= 70; ++K)
+      for (int runner = 0; runner < 2; ++runner) {
+        const int L = std::min(K + 1, E), q = L, need = K + runner;
+        EXPECT(!(q < need && L < E), "uncapped round 0 asked for a fallback at E=%d K=%d", E, K);
+      }
+  std::printf("graph keys and plans: %s\n", g_fail > before ? "FAIL" : "ok");
+}
+
+struct Case {
+  std::vector<float> score;
+  std::vector<int64_t> id, adv;
+  std::vector<int> id_rank;
+  std::vector<float> bid, value;
+};
+
+struct HostSource {
+  const Case* c;
+  unsigned long long key(int i) const { return order_key(c->score[i], c->id_rank[i]); }
+  unsigned group(int i) const { return unsigned(c->adv[i]); }
+};
+
+Case make_case(std::mt19937_64& rng, int n, int advertisers, int levels) {
+  Case c;
+  std::uniform_int_distribution<int64_t> idd(-(int64_t(1) << 40), int64_t(1) << 40);
+  std::vector<int64_t> ids;
+  while (int(ids.size()) < n) {
+    ids.push_back(idd(rng));
+    if (ids.size() == size_t(n)) {
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    }
+  }
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::vector<int64_t> sorted = ids;
+  std::sort(sorted.begin(), sorted.end());
+  std::uniform_int_distribution<int> lv(0, std::max(levels - 1, 0)), ad(0, std::max(advertisers - 1, 0));
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  for (int i = 0; i < n; ++i) {
+    c.id.push_back(ids[i]);
+    c.id_rank.push_back(int(std::lower_bound(sorted.begin(), sorted.end(), ids[i]) - sorted.begin()));
+    // few score levels → many ties broken by id; a few NaN, −0 and +0
+    float s = levels > 0 ? float(lv(rng)) / float(levels) : u(rng);
+    const float r = u(rng);
+    if (r < 0.01f) s = std::nanf("");
+    else if (r < 0.02f) s = -0.f;
+    else if (r < 0.03f) s = 0.f;
+    c.score.push_back(s);
+    // a skewed advertiser: a third of the ads belong to advertiser 0
+    c.adv.push_back(u(rng) < 0.33f ? 0 : ad(rng));
+    c.bid.push_back(0.5f + u(rng));
+    c.value.push_back(0.01f + u(rng));
+  }
+  return c;
+}
+
+void epilogue_case(std::mt19937_64& rng, int n, int k, int cap, bool runner, int advertisers, int levels, int& checked) {
+  const Case c = make_case(rng, n, advertisers, levels);
+  int p = 256;
+  while (p < n) p <<= 1;
+  std::vector<unsigned long long> keys(p);
+  std::vector<int> aux(p), chunk(2 * kEpiChunks), sorted_pos(p), win(std::max(k, 1));
+  EpiParams P;
+  P.n = n;
+  P.p = p;
+  P.k = k;
+  P.cap = cap;
+  P.runner = runner;
+  EpiOut out;
+  out.sorted_pos = sorted_pos.data();
+  out.win = win.data();
+  HostExec x;
+  epilogue_select(x, P, HostSource{&c}, EpiShared{keys.data(), aux.data(), chunk.data()}, out);
+
+  std::vector<Candidate> cands;
+  for (int i = 0; i < n; ++i) cands.push_back(make_candidate(c.score[i], c.id[i], c.adv[i], i));
+  const Selection want = select_global(cands, uint32_t(k), uint32_t(cap), runner);
+  char what[160];
+  std::snprintf(what, sizeof what, "n=%d k=%d cap=%d runner=%d advertisers=%d levels=%d", n, k, cap, int(runner), advertisers, levels);
+  EXPECT(out.n_win == int(want.winners.size()), "%s: %d winners, CPU funnel %zu", what, out.n_win, want.winners.size());
+  const int nw = std::min(out.n_win, int(want.winners.size()));
+  int bad = 0;
+  for (int w = 0; w < nw; ++w) bad += c.id[sorted_pos[win[w]]] != want.winners[w].id;
+  EXPECT(bad == 0, "%s: %d winners differ from the CPU funnel's", what, bad);
+  EXPECT(out.capped == want.capped, "%s: capped %lld, CPU funnel %lld", what, out.capped, (long long)want.capped);
+  EXPECT((out.runner >= 0) == want.has_runner_up, "%s: runner-up %d, CPU funnel has one: %d", what, out.runner, int(want.has_runner_up));
+  if (out.runner >= 0 && want.has_runner_up)
+    EXPECT(c.id[sorted_pos[out.runner]] == want.runner_up.id, "%s: runner-up id differs", what);
+  // GSP prices from the epilogue's winners and runner-up (what the results kernel reads) against the CPU's
+  if (runner && bad == 0 && out.n_win == int(want.winners.size())) {
+    Selection got;
+    for (int w = 0; w < out.n_win; ++w) {
+      const int i = sorted_pos[win[w]];
+      got.winners.push_back(make_candidate(c.score[i], c.id[i], c.adv[i], i));
+    }
+    got.has_runner_up = out.runner >= 0;
+    if (got.has_runner_up) {
+      const int i = sorted_pos[out.runner];
+      got.runner_up = make_candidate(c.score[i], c.id[i], c.adv[i], i);
+    }
+    auto bid = [&](int32_t i) { return c.bid[i]; };
+    auto value = [&](int32_t i) { return c.value[i]; };
+    const auto a = gsp_prices(got, 0.05f, bid, value), b = gsp_prices(want, 0.05f, bid, value);
+    int diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) diff += !(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])));
+    EXPECT(diff == 0, "%s: %d GSP prices differ", what, diff);
+  }
+  ++checked;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::max(1, std::atoi(argv[1])) : 2;
+  tile_cases();
+  key_cases();
+  // order key: score descending, id rank ascending, NaN as −inf, −0 == +0
+  EXPECT(order_key(1.f, 9) < order_key(0.5f, 1) && order_key(0.f, 1) < order_key(-0.f, 2) && order_key(-0.f, 1) < order_key(0.f, 2) &&
+             order_key(-1.f, 0) < order_key(std::nanf(""), 0) && key_score(order_key(0.25f, 3)) == 0.25f,
+         "order keys");
+  std::mt19937_64 rng(20261207);
+  const int before = g_fail;
+  int checked = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (int n : {0, 1, 7, 255, 256, 1000, 4097})
+      for (int k : {1, 10, 100, 1000})
+        for (int cap : {0, 1, 2})
+          for (bool runner : {false, true})
+            epilogue_case(rng, n, k, cap, runner, n < 100 ? 3 : 40, (k + n + cap) % 3 == 0 ? 50 : 0, checked);
+    epilogue_case(rng, 16384, 1000, 0, true, 800, 0, checked);
+    epilogue_case(rng, 16384, 1000, 1, true, 300, 200, checked);   // the cap passes over many: the old path's fallback round
+    epilogue_case(rng, 16384, 10000, 2, true, 2000, 0, checked);
+    epilogue_case(rng, 9000, 100, 3, false, 5, 20, checked);       // five advertisers: the walk runs out
+  }
+  std::printf("epilogue selection vs CPU funnel: %d cases, %s\n", checked, g_fail > before ? "FAIL" : "ok");
+  std::printf("plan_check: %d failures\n", g_fail);
+  return g_fail ? 1 : 0;
+}

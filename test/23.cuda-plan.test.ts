@@ -1,0 +1,59 @@
+/**
+ * The CUDA path's host logic, on the CPU (no GPU, no CUDA toolkit): native/kernels/cuda/harness/
+ * plan_check.cc, built with the host C++ compiler. It checks the GEMM tile choice by shape
+ * (ADRANK_CUDA_TILE), the graph's copy size (ADRANK_CUDA_GRAPH_IO), when the selection's fallback
+ * round can act (ADRANK_CUDA_SKIP_IDLE_ROUND), the order keys, and runs the single-CTA epilogue's
+ * selection (ADRANK_CUDA_EPILOGUE: select_logic.h epilogue_select, the steps the device block runs)
+ * on the host against the CPU funnel (engine/funnel.cc select_global and gsp_prices): winners in
+ * order, runner-up, `capped` and GSP prices, over ties, NaN, ±0, heavy caps and up to 16,384
+ * candidates.
+ *
+ * Skipped, saying why, where no C++ compiler is found.
+ */
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// the repository root: test/.. from the sources, dist/test/../.. from the compiled tests
+let root = join(dirname(fileURLToPath(import.meta.url)), '..');
+if (!existsSync(join(root, 'native'))) root = join(root, '..');
+
+function compiler(): string | undefined {
+  for (const c of [process.env.CXX, 'c++', 'g++', 'clang++'].filter(Boolean) as string[])
+    if (spawnSync(c, ['--version'], { stdio: 'ignore' }).status === 0) return c;
+  return undefined;
+}
+
+describe('23 CUDA path host logic (plan_check.cc, no GPU)', function () {
+  this.timeout(180000);
+  const cxx = compiler();
+  let dir = '';
+  let bin = '';
+  before(function () {
+    if (!cxx) {
+      console.log('      [23.cuda-plan] skipped: no C++ compiler (CXX, c++, g++, clang++) on PATH');
+      this.skip();
+    }
+    dir = mkdtempSync(join(tmpdir(), 'adrank-plan-'));
+    bin = join(dir, 'plan_check');
+    const r = spawnSync(cxx!, ['-std=c++17', '-O2', '-I', join(root, 'native'), join(root, 'native/kernels/cuda/harness/plan_check.cc'),
+      join(root, 'native/engine/funnel.cc'), '-o', bin], { encoding: 'utf8' });
+    expect(r.status, `compile failed:\n${r.stderr}`).to.equal(0);
+  });
+  after(() => dir && rmSync(dir, { recursive: true, force: true }));
+
+  it('tile choice, graph keys, order keys, and the epilogue selection equal to the CPU funnel', function () {
+    const r = spawnSync(bin, ['2'], { encoding: 'utf8' });
+    const out = `${r.stdout}${r.stderr}`;
+    expect(out).to.match(/tile choice: ok/);
+    expect(out).to.match(/graph keys and plans: ok/);
+    const m = /epilogue selection vs CPU funnel: (\d+) cases, ok/.exec(out);
+    expect(m, out).to.not.equal(null);
+    expect(Number(m![1]), 'epilogue cases run').to.be.at.least(300);
+    expect(out).to.match(/plan_check: 0 failures/);
+    expect(r.status, out).to.equal(0);
+  });
+});
