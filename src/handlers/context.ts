@@ -5,14 +5,13 @@
 import type { ServerUnaryCall, status } from '@grpc/grpc-js';
 import type { Engine } from '../engine/index.js';
 import type { ModelLeases } from '../lifecycle/registry.js';
-import type { CallState } from './engine-rpc.js';
+import type { CallState, ShadowTap } from './rpc.js';
 import type { Metrics } from '../metrics/index.js';
 import type { FeatureLog } from '../featurelog/writer.js';
 import type { Logger } from '../log.js';
 import type { Limits } from './validate.js';
 import type { RecentLatency } from '../fallback/recent-latency.js';
 import type { Batcher } from '../batcher/index.js';
-import type { Shadow } from '../shadow/shadow.js';
 
 export interface HandlerContext {
   /** the default version's engine, or undefined while no version is ready. Dispatch a native
@@ -39,7 +38,7 @@ export interface HandlerContext {
    *  (src/lifecycle/failover.ts); absent = nothing is done */
   deviceFailed?(engine: Engine, version: string, error: Error): void;
   /** shadow traffic (--shadow-version), when on: offered each answered call (src/shadow/) */
-  shadow?: Shadow;
+  shadow?: ShadowTap;
   /** runs a function once the status of the call with this request message has been sent
    *  (src/server/drain.ts CallTracker.afterSent) */
   afterSent?(request: object, fn: () => void): void;

@@ -227,6 +227,8 @@ export class AdrankServer {
   private readonly health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   private readonly watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
   private readonly ctx: HandlerContext;
+  /** shadow traffic (--shadow-version), when on; the handlers see it as ctx.shadow */
+  private shadowTraffic: Shadow | undefined;
   /** the other front-end threads, on the owner thread (undefined with one thread) */
   private threads: FrontEndThreads | undefined;
   /** on a worker thread: the owner's health, and the shared engine key of each version served */
@@ -315,6 +317,7 @@ export class AdrankServer {
           return b === 'none' ? 'cpu' : b; // an ads-only stand-in: CPU defaults
         },
       });
+      this.shadowTraffic = shadow;
       this.ctx.shadow = shadow;
       if (parts.metrics) parts.metrics.shadowInflight.read = () => shadow.inflight;
     }
@@ -466,7 +469,7 @@ export class AdrankServer {
 
   /** Shadow traffic (undefined when off). */
   get shadow(): Shadow | undefined {
-    return this.ctx.shadow;
+    return this.shadowTraffic;
   }
 
   /**
@@ -644,7 +647,7 @@ export class AdrankServer {
     this.loaded = true;
     this.setHealth('SERVING');
     this.log.info('serving', { address: `${this.host}:${this.port}`, default: this.models.defaultVersion() });
-    const sh = this.ctx.shadow;
+    const sh = this.shadowTraffic;
     if (sh) this.log.info('shadow', { version: sh.version, state: this.models.get(sh.version)?.state ?? 'missing', sample: sh.sample, maxInflight: sh.maxInflight, idleGapFactor: sh.idleGapFactor });
     void this.adState.compact('start');
   }
@@ -786,7 +789,7 @@ export class AdrankServer {
       this.setHealth('NOT_SERVING');
       // no new shadow runs; the running ones hold leases on the shadow version, which the retiring
       // below waits for (bounded)
-      void this.ctx.shadow?.close();
+      void this.shadowTraffic?.close();
       for (const w of this.watches) w.end();
       this.watches.clear();
       // every front-end thread drains at the same time as this one

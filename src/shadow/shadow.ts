@@ -18,7 +18,8 @@ import type { FeatureLog } from '../featurelog/writer.js';
 import { sampled } from '../featurelog/sampler.js';
 import type { Logger } from '../log.js';
 import type { Limits } from '../handlers/validate.js';
-import { emptyResult, toServiceError, type CallState, type EngineRpc } from '../handlers/engine-rpc.js';
+import { emptyResult, toServiceError } from '../handlers/engine-rpc.js';
+import type { CallState, EngineRpc, ShadowTap } from '../handlers/rpc.js';
 import { compareResults, type ShadowComparison } from './compare.js';
 
 export interface ShadowOptions {
@@ -93,7 +94,7 @@ type Request = { requestId: string };
 /** at most one `shadow_failed` line per this many ms */
 const FAIL_LOG_MS = 10_000;
 
-export class Shadow {
+export class Shadow implements ShadowTap {
   readonly version: string;
   readonly sample: number;
   readonly stats: ShadowStats = { sampled: 0, started: 0, outcomes: {}, dropped: {} };
