@@ -9,6 +9,7 @@
 
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
+#include "addon/mapped.h"
 #include "engine/clock.h"
 #include "engine/completion.h"
 #include "kernels/cpu/gemm.h"
@@ -209,6 +210,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->engine = Napi::Persistent(engine);
   exports.Set("Engine", engine);
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
+  register_mapped(env, exports);
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
 #ifdef ADRANK_TEST_HOOKS
   exports.Set("completionWait", Napi::Function::New<CompletionWait>(env, "completionWait"));

@@ -1,5 +1,7 @@
 #include "addon/convert.h"
 
+#include "addon/mapped.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -202,6 +204,8 @@ ModelInit model_init(const Napi::Object& init) {
     ref.count = a.ElementLength();
     mi.tensors[name] = ref;
   }
+  mi.mapping = mapped_file_of(init.Get("mapping"), "mapping");
+  mi.id_map = id_index_of(init.Get("idIndex"), "idIndex");
   return mi;
 }
 

@@ -92,8 +92,9 @@ class DeviceArena {
     if (count) CUDA_CHECK(cudaMemcpy(p, data, sizeof(T) * count, cudaMemcpyHostToDevice));
     return p;
   }
-  template <class T>
-  T* upload(const std::vector<T>& v) {
+  // A std::vector or a model Table (which may view the mapped bundle: no host copy in between).
+  template <class V>
+  auto upload(const V& v) {
     return upload(v.data(), v.size());
   }
 

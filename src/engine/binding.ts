@@ -21,8 +21,14 @@ export interface NativeModelInit {
   /** The config JSON's numbers, flattened (see src/engine/index.ts `nativeInit`). */
   dims: NativeDims;
   /** Tensors by bundle name; F32 as Float32Array, I64 as BigInt64Array, U64 as BigUint64Array,
-   *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps. */
+   *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps, except the ad tables
+   *  of a mapped bundle (`mapping`), which it reads in place. */
   tensors: Record<string, TensorArray>;
+  /** The mapped bundle file the tensors view (mapFile().handle): the engine reads the ad tables in
+   *  place from it and keeps it mapped; absent, it copies them. */
+  mapping?: MappedFileHandle;
+  /** The id → row index of ads.id (buildIdIndex().handle), shared instead of built again. */
+  idIndex?: IdIndexHandle;
   /** Only the ad tables (ads.id, ads.advertiser, ads.bid, ads.targeting): an engine that gives
    *  fallback answers and nothing else (--fallback-only; backend 'none'). */
   adsOnly?: boolean;
@@ -218,8 +224,27 @@ export interface NativeKernels {
   layerNorm(x: Float32Array, m: number, n: number, gamma: Float32Array, beta: Float32Array): Float32Array;
 }
 
+/** Opaque native handles (type-tagged: anything else is refused). */
+export type MappedFileHandle = { readonly __mapped: unique symbol };
+export type IdIndexHandle = { readonly __idIndex: unique symbol };
+
+export interface MappedFile {
+  /** The whole file, mapped read-only: views of it must never be written (the process would fault). */
+  buffer: ArrayBuffer;
+  size: number;
+  handle: MappedFileHandle;
+}
+
 export interface NativeBinding {
   Engine: new (init: NativeModelInit) => NativeEngine;
+  /** Maps a file read-only (native engine/mapped_file.h); throws naming the path. */
+  mapFile(path: string): MappedFile;
+  /** '' while the mapped file is unchanged, else how it changed (truncated, written in place). */
+  mappedFileChanged(handle: MappedFileHandle): string;
+  /** The id → row index of unique ids, built in parallel; or the first duplicate found. */
+  buildIdIndex(ids: BigInt64Array): { handle: IdIndexHandle } | { duplicate: bigint; rows: [number, number] };
+  /** Rows of `ids` (-1 where absent). */
+  idIndexRows(handle: IdIndexHandle, ids: BigInt64Array): Int32Array;
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit

@@ -4,7 +4,7 @@
  * that touches the addon.
  */
 import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeResult } from './binding.js';
-import { loadBundle, type LoadedBundle } from '../model/bundle.js';
+import { adRows, loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
 
@@ -137,6 +137,8 @@ export function nativeInit(b: LoadedBundle, device: string, threads: number, pre
     threads,
     precision,
     tensors: b.tensors,
+    mapping: b.mapping?.handle,
+    idIndex: b.adIndex?.handle,
     dims: {
       userDense: c.user_dense,
       adDense: c.ad_dense,
@@ -314,7 +316,7 @@ export class Engine {
       let value = ex ? 0 : 1;
       for (let t = 0; ex && t < T; t++) value += weights[s * T + t] * probs[t];
       const list = this.bundle.tensors[`fallback.${c.surfaces[s]}`] as BigInt64Array | undefined;
-      const listed = list ? Int32Array.from(list, (id) => this.bundle.adRow!.get(id)!) : new Int32Array(0);
+      const listed = list ? adRows(this.bundle).rows(list) : new Int32Array(0);
       this.native.setFallback(s, listed, value, probs);
       plan.push({ surface: c.surfaces[s], listed: listed.length, value, probs: Array.from(probs), sample: rows });
     }

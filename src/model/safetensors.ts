@@ -80,19 +80,28 @@ export function checkSafetensorsStart(start: Uint8Array, fileSize: number): void
     throw new BundleError(`not a safetensors file: expected an 8-byte header length followed by a JSON header starting with "{", got ${describeStart(start)}`);
 }
 
+/** A whole file's bytes: a Uint8Array, or an ArrayBuffer (a mapped file over 4 GiB has no single
+ *  Uint8Array view: typed arrays hold at most 2^32 elements). */
+export type FileBytes = Uint8Array | ArrayBuffer;
+
+/** `length` bytes of `buf` from `start`, as a view. */
+export function bytesAt(buf: FileBytes, start: number, length: number): Uint8Array {
+  return buf instanceof Uint8Array ? buf.subarray(start, start + length) : new Uint8Array(buf, start, length);
+}
+
 /** Parses and validates the header of a safetensors file held in `buf` (the whole file). */
-export function parseSafetensorsHeader(buf: Uint8Array): SafetensorsHeader {
+export function parseSafetensorsHeader(buf: FileBytes): SafetensorsHeader {
   const fileSize = buf.byteLength;
-  checkSafetensorsStart(buf.subarray(0, SAFETENSORS_START_BYTES), fileSize);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n64 = dv.getBigUint64(0, true);
+  checkSafetensorsStart(bytesAt(buf, 0, Math.min(SAFETENSORS_START_BYTES, fileSize)), fileSize);
+  const head = bytesAt(buf, 0, 8);
+  const n64 = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw new BundleError(`header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
   const n = Number(n64);
   if (8 + n > fileSize) throw new BundleError(`header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
   if (n < 2) throw new BundleError(`header length ${n} is too short for a JSON object`);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytesAt(buf, 8, n)));
   } catch (e) {
     throw new BundleError(`header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
@@ -152,13 +161,13 @@ function parseEntry(name: string, v: unknown): TensorEntry {
 }
 
 /** A typed-array view of one tensor's data, or a copy when the bytes are not aligned for it. */
-export function tensorData(buf: Uint8Array, dataStart: number, e: Pick<TensorEntry, 'dtype' | 'begin' | 'end'>): TensorArray {
+export function tensorData(buf: FileBytes, dataStart: number, e: Pick<TensorEntry, 'dtype' | 'begin' | 'end'>): TensorArray {
   const size = DTYPE_SIZE[e.dtype];
   const count = (e.end - e.begin) / size;
-  let ab = buf.buffer as ArrayBuffer;
-  let off = buf.byteOffset + dataStart + e.begin;
+  let ab = (buf instanceof Uint8Array ? buf.buffer : buf) as ArrayBuffer;
+  let off = (buf instanceof Uint8Array ? buf.byteOffset : 0) + dataStart + e.begin;
   if (off % size !== 0) {
-    ab = new Uint8Array(buf.subarray(dataStart + e.begin, dataStart + e.end)).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
+    ab = new Uint8Array(bytesAt(buf, dataStart + e.begin, e.end - e.begin)).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
     off = 0;
   }
   switch (e.dtype) {
@@ -174,7 +183,7 @@ export function tensorData(buf: Uint8Array, dataStart: number, e: Pick<TensorEnt
 }
 
 /** Reads a whole safetensors file held in memory; tensors view `buf` where alignment allows. */
-export function readSafetensors(buf: Uint8Array): { metadata: Record<string, string>; tensors: Map<string, Tensor> } {
+export function readSafetensors(buf: FileBytes): { metadata: Record<string, string>; tensors: Map<string, Tensor> } {
   const h = parseSafetensorsHeader(buf);
   const tensors = new Map<string, Tensor>();
   for (const e of h.entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: tensorData(buf, h.dataStart, e) });

@@ -12,7 +12,7 @@
  * Updates are serialized, so the file's order is the order they took effect in.
  */
 import type { Engine } from '../engine/index.js';
-import { adRows } from '../model/bundle.js';
+import { adRows, type AdIndex } from '../model/bundle.js';
 import type { Logger } from '../server/log.js';
 import { StateFileError, StateLog } from './log.js';
 
@@ -49,7 +49,7 @@ export class StateUnavailableError extends Error {
 
 /** Per-engine lookups, built once per engine. */
 interface EngineIndex {
-  rows: Map<bigint, number>;
+  rows: AdIndex;
   advertiser: BigInt64Array;
   adIds: BigInt64Array;
   byAdvertiser: Map<bigint, bigint[]>;

@@ -1,0 +1,117 @@
+#include "addon/mapped.h"
+
+#include <algorithm>
+
+#include "addon/convert.h"
+#include "kernels/cpu/parallel.h"
+
+namespace adrank::addon {
+
+namespace {
+
+// Type tags: a handle from elsewhere (or a forged External) is refused.
+constexpr napi_type_tag kMappedTag = {0x6164726b6d617070ULL, 0x1b2e8f0a55c3d901ULL};
+constexpr napi_type_tag kIdIndexTag = {0x6164726b69646d70ULL, 0x7c41d2e9a0b3f612ULL};
+
+using MappedHandle = std::shared_ptr<const MappedFile>;
+
+template <class T>
+T* tagged(const Napi::Value& v, const napi_type_tag& tag, const std::string& field, const char* what) {
+  bool ok = false;
+  if (v.Type() == napi_external) napi_check_object_type_tag(v.Env(), v, &tag, &ok);
+  if (!ok) type_error(v.Env(), field, what, v);
+  return v.As<Napi::External<T>>().Data();
+}
+
+// mapFile(path) → { buffer: ArrayBuffer (read-only pages: never write to it), size, handle }.
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) type_error(env, "path", "a string", info.Length() ? info[0] : env.Undefined());
+  MappedHandle m;
+  try {
+    m = MappedFile::open(info[0].As<Napi::String>().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  Napi::Object out = Napi::Object::New(env);
+  // the ArrayBuffer and the handle each hold the mapping; it is unmapped when the last holder goes
+  Napi::ArrayBuffer buf =
+      m->size() == 0 ? Napi::ArrayBuffer::New(env, 0)
+                     : Napi::ArrayBuffer::New(env, const_cast<uint8_t*>(m->data()), m->size(),
+                                              [](Napi::Env, void*, MappedHandle* h) { delete h; }, new MappedHandle(m));
+  auto handle = Napi::External<MappedHandle>::New(env, new MappedHandle(m), [](Napi::Env, MappedHandle* h) { delete h; });
+  napi_type_tag_object(env, handle, &kMappedTag);
+  out.Set("buffer", buf);
+  out.Set("size", double(m->size()));
+  out.Set("handle", handle);
+  return out;
+}
+
+// mappedFileChanged(handle) → '' or how the file changed since it was mapped.
+Napi::Value MappedFileChanged(const Napi::CallbackInfo& info) {
+  const MappedHandle& m = *tagged<MappedHandle>(info[0], kMappedTag, "handle", "a mapFile() handle");
+  return Napi::String::New(info.Env(), m->changed());
+}
+
+// buildIdIndex(ids: BigInt64Array) → { handle } for unique ids, else { duplicate: bigint, rows: [a, b] }.
+Napi::Value BuildIdIndex(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::TypedArray a = typed_array(info[0], napi_bigint64_array, -1, "ids");
+  const int64_t* ids = typed_data<int64_t>(a);
+  const int64_t n = int64_t(a.ElementLength());
+  if (n >= (int64_t(1) << 31) - 1) type_error(env, "ids", "fewer than 2^31 - 1 ids", info[0]);
+  auto map = std::make_unique<IdMap>();
+  int64_t dup = 0;
+  int32_t rows[2] = {-1, -1};
+  bool ok;
+  {
+    cpu::ThreadPool pool(0);
+    ok = map->build(ids, n, &dup, &pool, rows);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  if (!ok) {
+    out.Set("duplicate", Napi::BigInt::New(env, dup));
+    Napi::Array r = Napi::Array::New(env, 2);
+    r.Set(0u, double(rows[0]));
+    r.Set(1u, double(rows[1]));
+    out.Set("rows", r);
+    return out;
+  }
+  auto handle = Napi::External<IdMap>::New(env, map.release(), [](Napi::Env, IdMap* m) { delete m; });
+  napi_type_tag_object(env, handle, &kIdIndexTag);
+  out.Set("handle", handle);
+  return out;
+}
+
+// idIndexRows(handle, ids: BigInt64Array) → Int32Array of rows (-1 = not in the index).
+Napi::Value IdIndexRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const IdMap* map = tagged<IdMap>(info[0], kIdIndexTag, "handle", "a buildIdIndex() handle");
+  const Napi::TypedArray a = typed_array(info[1], napi_bigint64_array, -1, "ids");
+  const int64_t* ids = typed_data<int64_t>(a);
+  const size_t n = a.ElementLength();
+  Napi::Int32Array out = Napi::Int32Array::New(env, n);
+  for (size_t i = 0; i < n; i++) out[i] = map->find(ids[i]);
+  return out;
+}
+
+}  // namespace
+
+std::shared_ptr<const MappedFile> mapped_file_of(const Napi::Value& v, const std::string& field) {
+  if (v.IsUndefined()) return nullptr;
+  return *tagged<MappedHandle>(v, kMappedTag, field, "a mapFile() handle");
+}
+
+const IdMap* id_index_of(const Napi::Value& v, const std::string& field) {
+  if (v.IsUndefined()) return nullptr;
+  return tagged<IdMap>(v, kIdIndexTag, field, "a buildIdIndex() handle");
+}
+
+void register_mapped(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapFile", Napi::Function::New<MapFile>(env, "mapFile"));
+  exports.Set("mappedFileChanged", Napi::Function::New<MappedFileChanged>(env, "mappedFileChanged"));
+  exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
+  exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));
+}
+
+}  // namespace adrank::addon
