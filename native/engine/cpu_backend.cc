@@ -70,7 +70,7 @@ struct Workspace {
 
 // Where a forward writes; every pointer is [candidates × width] row-major, null = not wanted.
 struct ForwardOut {
-  const float* bid = nullptr;  // input: the bid per ad row (the live state)
+  const AdStateTable* state = nullptr;  // input: the live state (its bid per ad row)
   float* probs = nullptr;    // [× T]
   float* utility = nullptr;  // [×]
   float* value = nullptr;    // Σ_t w_t p_t, [×]
@@ -137,7 +137,7 @@ class CpuBackend final : public Backend {
   static void credit_winners(const std::vector<int32_t>& rows, Result& r);
   // Selection, winners and prices for one request from its rows' forward outputs.
   void finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
-                     const float* value, const float* bids, Result& r, bool want_prices) const;
+                     const float* value, const AdStateTable& state, Result& r, bool want_prices) const;
 
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
@@ -448,7 +448,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
         value += us.weights[t] * p;
       }
       if (out.value) out.value[r0 + i] = value;
-      if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
+      if (out.utility) out.utility[r0 + i] = out.state->bid(rows[i]) * value;
     }
   }
   st.mlp += steady_us() - t3;
@@ -540,7 +540,7 @@ std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& 
 // Selects K of `rows` (all eligible, forward outputs in probs/utility/value) with the request's cap
 // and mode, prices if asked.
 void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
-                               const float* value, const float* bids, Result& r, bool want_prices) const {
+                               const float* value, const AdStateTable& state, Result& r, bool want_prices) const {
   const int T = m_.dims().tasks;
   const size_t n = rows.size();
   const double t0 = steady_us();
@@ -566,7 +566,7 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
     std::memcpy(r.probs.data() + i * T, probs + size_t(idx) * T, sizeof(float) * T);
   }
   if (want_prices)
-    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return bids[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
+    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return state.bid(rows[idx]); }, [&](int32_t idx) { return value[idx]; });
   r.timings.select += steady_us() - t0;
 }
 
@@ -682,7 +682,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
   const int T = m_.dims().tasks;
   std::vector<float> probs(size_t(total) * T), utility(static_cast<size_t>(total)), value(static_cast<size_t>(total));
   ForwardOut out;
-  out.bid = state.bids();
+  out.state = &state;
   out.probs = probs.data();
   out.utility = utility.data();
   out.value = value.data();
@@ -697,7 +697,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     r.timings.dcn += ft.dcn;
     r.timings.mlp += ft.mlp;
     const bool price = es[i].op == Op::kRetrieveAndRank || es[i].req->price();
-    finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state.bids(), r, price);
+    finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state, r, price);
     if (es[i].op == Op::kRetrieveAndRank) credit_winners(rows[i], r);
     off += int64_t(rows[i].size());
   }
@@ -777,7 +777,7 @@ Explain CpuBackend::explain(const Request& req, const AdStateTable& state) {
   e.utility.resize(n);
   e.retrieval_scores.resize(n);
   ForwardOut out;
-  out.bid = state.bids();  // the live bids, as the RPC it explains uses
+  out.state = &state;  // the live bids, as the RPC it explains uses
   out.probs = e.probs.data();
   out.utility = e.utility.data();
   out.ad = e.ad.data();

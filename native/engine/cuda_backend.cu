@@ -290,6 +290,7 @@ class CudaBackend final : public Backend {
   StateGate gate_;
   std::mutex state_mu_;
   std::vector<uint64_t> state_words_;
+  std::vector<float> state_bids_;  // staging of a full upload's bids (the snapshot's are in chunks)
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
   bool graphs_enabled_ = true;
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
@@ -698,9 +699,11 @@ void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, s
 void CudaBackend::enqueue_state_upload(const AdStateTable& state, const int32_t* rows, size_t n) {
   const size_t N = size_t(dm_.num_ads);
   if (!rows || n > N / 8) {
-    for (size_t r = 0; r < N; ++r) state_words_[r] = state.word(int64_t(r));
+    state.copy_words(state_words_.data());
+    state_bids_.resize(N);
+    state.copy_bids(state_bids_.data());
     CUDA_CHECK(cudaMemcpyAsync(dev_state_, state_words_.data(), sizeof(uint64_t) * N, cudaMemcpyHostToDevice, state_stream_));
-    CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state.bids(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state_bids_.data(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
   } else if (n > 0) {
     constexpr size_t kRowBytes = sizeof(int32_t) + sizeof(uint64_t) + sizeof(float);
     if (!state_host_) {  // both halves or neither: a failed allocation is retried by the next upload

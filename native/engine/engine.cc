@@ -169,7 +169,8 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
     }
   }
   std::lock_guard<std::mutex> writer(write_mu_);
-  auto next = std::make_shared<AdStateTable>(*ad_state());
+  // copy-on-write: shares every chunk of the current snapshot, copies the ones this batch writes
+  std::shared_ptr<AdStateTable> next = ad_state()->successor();
   int64_t unknown = 0;
   std::vector<int32_t> rows;
   rows.reserve(n);
@@ -185,7 +186,11 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
   }
   if (!rows.empty()) {
     sync_device_state(*next, rows.data(), rows.size());
+    last_copied_ = int64_t(next->chunks_copied());
+    next->publish();
+    std::shared_ptr<const AdStateTable> old;  // released outside the lock
     std::lock_guard<std::mutex> lock(state_mu_);
+    old = std::move(state_);
     state_ = std::move(next);
   }
   return unknown;

@@ -2,6 +2,7 @@
 // Node-API glue is in native/addon). Requests are feature bundles (request.h), validated here.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,8 @@ class Engine {
                        const float* bid, size_t n);
   // The snapshot a request runs with.
   std::shared_ptr<const AdStateTable> ad_state() const;
+  // Chunks the last published batch copied (copy-on-write; AdStateTable::kChunkRows rows each).
+  int64_t ad_state_last_copied() const { return last_copied_.load(); }
 
   // "none" for an ads-only engine (ModelInit::ads_only): it answers from the fallback only.
   const char* backend_kind() const { return backend_ ? backend_->kind() : "none"; }
@@ -95,6 +98,7 @@ class Engine {
   mutable std::mutex state_mu_;  // guards the state_ pointer (held only to copy or swap it)
   std::mutex write_mu_;          // one writer at a time (copy → apply → publish)
   std::shared_ptr<const AdStateTable> state_;
+  std::atomic<int64_t> last_copied_{0};
   std::unique_ptr<Backend> backend_;
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
 #ifdef ADRANK_TEST_HOOKS

@@ -179,6 +179,9 @@ export interface NativeEngine {
    *  no request sees half of. `bid` is the live bid override per ad, NaN (or no array) = the
    *  bundle's bid. Returns how many ids were unknown (and ignored). */
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array, bid?: Float32Array): number;
+  /** The live state's copy-on-write layout: `chunks` chunks of `chunkRows` rows; `lastCopied` the
+   *  chunks the last applied batch copied (a batch costs O(changed), not O(N)). */
+  adStateStats(): { chunkRows: number; chunks: number; lastCopied: number };
   /** One surface's fallback plan: `rows` first, in order, then every other ad by bid; `value` the
    *  surface's estimated Σ_t w_t p̄_t and `probs` its mean probabilities [T]. */
   setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;

@@ -350,6 +350,11 @@ export class Engine {
     return this.native.deviceStats();
   }
 
+  /** See NativeEngine.adStateStats. */
+  adStateStats(): { chunkRows: number; chunks: number; lastCopied: number } {
+    return this.native.adStateStats();
+  }
+
   /** See NativeEngine.setAdState: one atomic batch; bid NaN = the bundle's bid. */
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array, bid?: Float32Array): number {
     return bid ? this.native.setAdState(ids, active, inBudget, pacingRate, bid) : this.native.setAdState(ids, active, inBudget, pacingRate);
