@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine/index.js';
 import { binding, type NativeResult } from '../src/engine/binding.js';
-import { BundleError, loadBundle, parseBundle, writeBundle } from '../src/model/bundle.js';
+import { AdvertiserIndex, BundleError, loadBundle, parseBundle, writeBundle } from '../src/model/bundle.js';
 import { makeDemoBundle, makeRandomConfig } from '../src/model/demo.js';
 import { addonBuilt, randomRequest, Rng } from './support/index.js';
 
@@ -54,6 +54,12 @@ describe('12 mapped bundles', function () {
     const ids = b.tensors['ads.id'] as BigInt64Array;
     const rows = b.adIndex!.rows(BigInt64Array.from([ids[5], ids[2999], -7n]));
     expect(Array.from(rows)).to.deep.equal([5, 2999, -1]);
+    // advertiser → rows, as a scan of ads.advertiser finds them
+    const adv = b.tensors['ads.advertiser'] as BigInt64Array;
+    const index = new AdvertiserIndex(adv);
+    for (const a of [adv[0], adv[1234], adv[2999]]) expect(Array.from(index.rows(a)), `advertiser ${a}`).to.deep.equal([...adv.keys()].filter((r) => adv[r] === a));
+    expect(index.has(-99n)).to.equal(false);
+    expect(index.rows(-99n).length).to.equal(0);
   });
 
   it('answers exactly as the same bundle read into memory (Rank, Retrieve, RetrieveAndRank)', async () => {

@@ -1,6 +1,8 @@
 #include "addon/mapped.h"
 
 #include <algorithm>
+#include <unordered_map>
+#include <vector>
 
 #include "addon/convert.h"
 #include "kernels/cpu/parallel.h"
@@ -95,6 +97,44 @@ Napi::Value IdIndexRows(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// buildGroupIndex(keys: BigInt64Array) → { handle, starts: Int32Array(G + 1), rows: Int32Array(N) }:
+// the distinct keys (the handle indexes them in first-seen order: group g) and, per group, its rows
+// ascending at rows[starts[g] .. starts[g + 1]). For the ads of an advertiser.
+Napi::Value BuildGroupIndex(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::TypedArray a = typed_array(info[0], napi_bigint64_array, -1, "keys");
+  const int64_t* keys = typed_data<int64_t>(a);
+  const size_t n = a.ElementLength();
+  if (n >= (size_t(1) << 31) - 1) type_error(env, "keys", "fewer than 2^31 - 1 keys", info[0]);
+  std::unordered_map<int64_t, int32_t> group;
+  group.reserve(n / 8 + 16);
+  std::vector<int64_t> distinct;
+  std::vector<int32_t> gid(n);
+  for (size_t r = 0; r < n; r++) {
+    auto it = group.emplace(keys[r], int32_t(distinct.size()));
+    if (it.second) distinct.push_back(keys[r]);
+    gid[r] = it.first->second;
+  }
+  const size_t G = distinct.size();
+  Napi::Int32Array starts = Napi::Int32Array::New(env, G + 1);
+  Napi::Int32Array rows = Napi::Int32Array::New(env, n);
+  std::vector<int32_t> fill(G + 1, 0);
+  for (size_t r = 0; r < n; r++) fill[size_t(gid[r]) + 1]++;
+  for (size_t g = 0; g < G; g++) fill[g + 1] += fill[g];
+  for (size_t g = 0; g <= G; g++) starts[g] = fill[g];
+  for (size_t r = 0; r < n; r++) rows[size_t(fill[size_t(gid[r])]++)] = int32_t(r);
+  auto map = std::make_unique<IdMap>();
+  int64_t dup = 0;
+  map->build(distinct.data(), int64_t(G), &dup);
+  auto handle = Napi::External<IdMap>::New(env, map.release(), [](Napi::Env, IdMap* m) { delete m; });
+  napi_type_tag_object(env, handle, &kIdIndexTag);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("handle", handle);
+  out.Set("starts", starts);
+  out.Set("rows", rows);
+  return out;
+}
+
 }  // namespace
 
 std::shared_ptr<const MappedFile> mapped_file_of(const Napi::Value& v, const std::string& field) {
@@ -112,6 +152,7 @@ void register_mapped(Napi::Env env, Napi::Object exports) {
   exports.Set("mappedFileChanged", Napi::Function::New<MappedFileChanged>(env, "mappedFileChanged"));
   exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
   exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));
+  exports.Set("buildGroupIndex", Napi::Function::New<BuildGroupIndex>(env, "buildGroupIndex"));
 }
 
 }  // namespace adrank::addon

@@ -248,6 +248,9 @@ export interface NativeBinding {
   buildIdIndex(ids: BigInt64Array): { handle: IdIndexHandle } | { duplicate: bigint; rows: [number, number] };
   /** Rows of `ids` (-1 where absent). */
   idIndexRows(handle: IdIndexHandle, ids: BigInt64Array): Int32Array;
+  /** The rows of each distinct key: `handle` indexes the keys (group g, in first-seen order), whose
+   *  rows are rows[starts[g] .. starts[g + 1]], ascending. */
+  buildGroupIndex(keys: BigInt64Array): { handle: IdIndexHandle; starts: Int32Array; rows: Int32Array };
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit

@@ -64,6 +64,30 @@ export class AdIndex {
   }
 }
 
+/** advertiser id → its ads' rows, from ads.advertiser (native: typed arrays, no JavaScript map). */
+export class AdvertiserIndex {
+  private readonly handle: IdIndexHandle;
+  private readonly starts: Int32Array;
+  private readonly rowList: Int32Array;
+
+  constructor(advertisers: BigInt64Array) {
+    const g = binding().buildGroupIndex(advertisers);
+    this.handle = g.handle;
+    this.starts = g.starts;
+    this.rowList = g.rows;
+  }
+
+  /** The rows of `advertiser`'s ads, ascending (empty when it has none). */
+  rows(advertiser: bigint): Int32Array {
+    const g = binding().idIndexRows(this.handle, BigInt64Array.of(advertiser))[0];
+    return g < 0 ? new Int32Array(0) : this.rowList.subarray(this.starts[g], this.starts[g + 1]);
+  }
+
+  has(advertiser: bigint): boolean {
+    return binding().idIndexRows(this.handle, BigInt64Array.of(advertiser))[0] >= 0;
+  }
+}
+
 /** ad id → row, built (and cached on the bundle) when the bundle did not come from parseBundle. */
 export function adRows(b: LoadedBundle): AdIndex {
   b.adIndex ??= AdIndex.build(b.tensors['ads.id'] as BigInt64Array);

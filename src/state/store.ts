@@ -12,7 +12,7 @@
  * Updates are serialized, so the file's order is the order they took effect in.
  */
 import type { Engine } from '../engine/index.js';
-import { adRows, type AdIndex } from '../model/bundle.js';
+import { adRows, AdvertiserIndex, type AdIndex } from '../model/bundle.js';
 import type { Logger } from '../server/log.js';
 import { StateFileError, StateLog } from './log.js';
 
@@ -52,7 +52,7 @@ interface EngineIndex {
   rows: AdIndex;
   advertiser: BigInt64Array;
   adIds: BigInt64Array;
-  byAdvertiser: Map<bigint, bigint[]>;
+  byAdvertiser: AdvertiserIndex;
 }
 
 export interface StoreOptions {
@@ -118,7 +118,7 @@ export class AdStateStore {
     const ix = this.indexOf(engine);
     const ids = new Set<bigint>();
     for (const id of this.ads.keys()) if (ix.rows.has(id)) ids.add(id);
-    for (const adv of this.advertisers.keys()) for (const id of ix.byAdvertiser.get(adv) ?? []) ids.add(id);
+    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) ids.add(ix.adIds[row]);
     this.push(engine, ids);
     this.engines.add(engine);
     return ids.size;
@@ -169,7 +169,7 @@ export class AdStateStore {
         for (const c of kept) {
           if (c.target === 'ad') {
             if (ix.rows.has(c.id)) ids.add(c.id);
-          } else for (const id of ix.byAdvertiser.get(c.id) ?? []) ids.add(id);
+          } else for (const row of ix.byAdvertiser.rows(c.id)) ids.add(ix.adIds[row]);
         }
         this.push(engine, ids);
       }
@@ -262,20 +262,18 @@ export class AdStateStore {
     if (ids.size === 0) return;
     const ix = this.indexOf(engine);
     const n = ids.size;
-    const idArr = new BigInt64Array(n);
+    const idArr = BigInt64Array.from(ids);
+    const rows = ix.rows.rows(idArr); // one native lookup for the whole batch
     const active = new Uint8Array(n);
     const inBudget = new Uint8Array(n);
     const rate = new Float32Array(n);
     const bid = new Float32Array(n);
-    let i = 0;
-    for (const id of ids) {
-      const s = this.resolve(id, ix.advertiser[ix.rows.get(id)!]);
-      idArr[i] = id;
+    for (let i = 0; i < n; i++) {
+      const s = this.resolve(idArr[i], ix.advertiser[rows[i]]);
       active[i] = s.active ? 1 : 0;
       inBudget[i] = s.inBudget ? 1 : 0;
       rate[i] = s.pacingRate;
       bid[i] = s.bidOverride ?? NaN;
-      i++;
     }
     engine.setAdState(idArr, active, inBudget, rate, bid);
   }
@@ -286,12 +284,7 @@ export class AdStateStore {
       const t = engine.bundle.tensors;
       const adIds = t['ads.id'] as BigInt64Array;
       const advertiser = t['ads.advertiser'] as BigInt64Array;
-      const byAdvertiser = new Map<bigint, bigint[]>();
-      for (let r = 0; r < adIds.length; r++) {
-        const list = byAdvertiser.get(advertiser[r]);
-        if (list) list.push(adIds[r]);
-        else byAdvertiser.set(advertiser[r], [adIds[r]]);
-      }
+      const byAdvertiser = new AdvertiserIndex(advertiser);
       ix = { rows: adRows(engine.bundle), advertiser, adIds, byAdvertiser };
       this.index.set(engine, ix);
     }
