@@ -11,6 +11,7 @@
 #include "engine/backend.h"
 #include "engine/clock.h"
 #include "engine/funnel.h"
+#include "engine/retrieval_scan.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
@@ -23,7 +24,6 @@ namespace {
 
 constexpr int kChunk = 256;           // most candidate rows per forward chunk (workspace size)
 constexpr int kMinChunk = 32;         // fewest, so small requests still spread over the threads
-constexpr int64_t kScanChunk = 16384; // ads per retrieval-scan chunk
 
 
 void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu) {
@@ -120,7 +120,8 @@ class CpuBackend final : public Backend {
   void rank_many(const std::vector<BatchEntry>& entries, const std::vector<size_t>& which, const AdStateTable& state,
                  std::vector<Result>& res);
   // Eligibility over the whole corpus with retrieval scores for the eligible ads.
-  std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts);
+  // The candidates that may be among the first k of the walk with `cap` (engine/retrieval_scan.h).
+  std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, uint32_t k, uint32_t cap, Counts& counts);
   // Retrieval's first half, shared by Retrieve and RetrieveAndRank: the request side, then scan();
   // sets r.timings.user and r.timings.retrieve and r.counts.
   struct Scanned {
@@ -498,43 +499,9 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
   t.mlp += total.mlp * f;
 }
 
-std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts) {
-  const int64_t N = m_.num_ads();
-  const int Dr = m_.dims().retrieval_dim;
-  const Eligibility el(m_, state, req);
-  const int64_t chunks = (N + kScanChunk - 1) / kScanChunk;
-  std::vector<std::vector<Candidate>> parts(size_t(std::max<int64_t>(chunks, 0)));
-  std::vector<Counts> part_counts(parts.size());
-  auto run = [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c++) {
-      const int64_t r1 = std::min(N, (c + 1) * kScanChunk);
-      for (int64_t r = c * kScanChunk; r < r1; r++) {
-        const Drop drop = el.check(int32_t(r));
-        Eligibility::count(drop, part_counts[c]);
-        if (drop != Drop::kEligible) continue;
-        const float s = cpu::dot(us.query.data(), m_.ad_retrieval.data() + size_t(r) * Dr, Dr);
-        parts[c].push_back(make_candidate(s, m_.ad_id[r], m_.ad_advertiser[r], int32_t(r)));
-      }
-    }
-  };
-  if (pool_) pool_->parallel_for(chunks, run, 1); else run(0, chunks);
-  counts.received += N;
-  size_t total = 0;
-  for (size_t c = 0; c < parts.size(); c++) {
-    const Counts& p = part_counts[c];
-    counts.excluded_ad += p.excluded_ad;
-    counts.excluded_advertiser += p.excluded_advertiser;
-    counts.inactive += p.inactive;
-    counts.out_of_budget += p.out_of_budget;
-    counts.targeting += p.targeting;
-    counts.paced += p.paced;
-    counts.eligible += p.eligible;
-    total += parts[c].size();
-  }
-  std::vector<Candidate> all;
-  all.reserve(total);
-  for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
-  return all;
+std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& state, const UserState& us, uint32_t k, uint32_t cap,
+                                        Counts& counts) {
+  return retrieval_scan(m_, state, req, us.query.data(), k, cap, counts, pool_);
 }
 
 // Selects K of `rows` (all eligible, forward outputs in probs/utility/value) with the request's cap
@@ -657,7 +624,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     const Request& req = *es[i].req;
     Result& r = res[i];
     const double t2 = steady_us();
-    std::vector<Candidate> cands = scan(req, state, users[j], r.counts);
+    std::vector<Candidate> cands = scan(req, state, users[j], req.retrieve_count, 0, r.counts);
     const Selection top = select_global(cands, req.retrieve_count, 0, false);
     rows[i].reserve(top.winners.size() + req.candidates.size);
     for (const Candidate& c : top.winners) rows[i].push_back(c.index);
@@ -726,7 +693,7 @@ CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTab
   Scanned s{compute_user(req, for_ranking), {}};
   const double t1 = steady_us();
   r.timings.user = t1 - t0;
-  s.cands = scan(req, state, s.us, r.counts);
+  s.cands = scan(req, state, s.us, req.k, req.cap, r.counts);
   r.timings.retrieve = steady_us() - t1;
   return s;
 }

@@ -405,6 +405,26 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
     // the L2n(emb) columns of a_c are the GEMM's input (lda = da)
     cpu::gemm(ad_features.data() + (da - d.ad_embedding_dim), int(N), da, ta_query.w, ad_query.data(), ds, ep, pool);
   }
+  if (init.retrieval_bf16_scan) {
+    // round to nearest even; the bound needs the largest row norm of the fp32 table
+    const int Dr = d.retrieval_dim;
+    ad_retrieval_bf16.resize(size_t(N) * Dr);
+    std::vector<float> norms(size_t(std::max<int64_t>(N, 0)));
+    auto convert = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        const float* x = ad_retrieval.data() + size_t(r) * Dr;
+        uint16_t* y = ad_retrieval_bf16.data() + size_t(r) * Dr;
+        for (int j = 0; j < Dr; j++) {
+          uint32_t b;
+          std::memcpy(&b, &x[j], 4);
+          y[j] = uint16_t((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+        }
+        norms[size_t(r)] = std::sqrt(cpu::dot(x, x, Dr));
+      }
+    };
+    if (pool) pool->parallel_for(N, convert, 4096); else convert(0, N);
+    for (float v : norms) retrieval_max_norm = std::max(retrieval_max_norm, v);
+  }
   release_unborrowed(init);
 }
 

@@ -102,6 +102,8 @@ struct ModelInit {
   std::shared_ptr<const MappedFile> mapping;
   // The id → row map of ads.id, when already built (the bundle loader builds it; it is shared).
   const IdMap* id_map = nullptr;
+  // Also keep a bf16 copy of the retrieval table for the CPU scan (engine/retrieval_scan.h).
+  bool retrieval_bf16_scan = false;
   // Only the ad tables a fallback answer needs (ads.id, ads.advertiser, ads.bid, ads.targeting): the
   // server's --fallback-only stand-in when no model version loads (docs/funnel.md "Fallback").
   bool ads_only = false;
@@ -179,6 +181,8 @@ class Model {
   std::vector<float> ad_features;                    // a_c, [N, da]
   std::vector<float> ad_query;                       // q_c = W_ta L2n(emb_c) + b_ta, [N, d_s]
   Table<float> ad_retrieval;                         // [N, D_r] (BF16 converted)
+  std::vector<uint16_t> ad_retrieval_bf16;           // [N, D_r], empty unless the bf16 scan is on
+  float retrieval_max_norm = 0;                      // max_c ‖ad_retrieval[c]‖ (the bf16 scan's bound)
   IdMap id_to_row;
   // The mapped bundle the borrowed tables live in (null when everything was copied).
   std::shared_ptr<const MappedFile> mapping;

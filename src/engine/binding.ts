@@ -29,6 +29,8 @@ export interface NativeModelInit {
   mapping?: MappedFileHandle;
   /** The id → row index of ads.id (buildIdIndex().handle), shared instead of built again. */
   idIndex?: IdIndexHandle;
+  /** The CPU retrieval scan over the fp32 table (default) or a bf16 copy with exact fp32 rescoring. */
+  retrievalScan?: 'fp32' | 'bf16';
   /** Only the ad tables (ads.id, ads.advertiser, ads.bid, ads.targeting): an engine that gives
    *  fallback answers and nothing else (--fallback-only; backend 'none'). */
   adsOnly?: boolean;

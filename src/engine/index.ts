@@ -27,6 +27,10 @@ export interface EngineOptions {
   /** Only the ad tables: an engine for fallback answers and nothing else (`--fallback-only`, when
    *  no model version loads). No device is used; `backend` is 'none'. */
   adsOnly?: boolean;
+  /** The CPU retrieval scan: 'fp32' (default) reads the fp32 table; 'bf16' keeps a bf16 copy of it
+   *  (2 bytes per value more in memory), scans that, half the bytes, and rescores the near-top in
+   *  fp32, so the answers are the fp32 scan's (docs/funnel.md "Retrieval scan"). */
+  retrievalScan?: 'fp32' | 'bf16';
 }
 
 /** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
@@ -237,7 +241,7 @@ export class Engine {
     const Native = (options.binding ?? binding()).Engine;
     let native: NativeEngine;
     try {
-      native = new Native(nativeInit(bundle, device, options.threads ?? 0, p.precision));
+      native = new Native({ ...nativeInit(bundle, device, options.threads ?? 0, p.precision), retrievalScan: options.retrievalScan ?? 'fp32' });
     } catch (e) {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
