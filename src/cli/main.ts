@@ -88,6 +88,27 @@ async function ensureDemoBundle(out: string, ads: number, adsGiven: boolean, log
   log.info('demo_bundle_written', { path: out, ads, bytes: r.size, sha256: r.sha256, ms: Math.round(performance.now() - t0) });
 }
 
+/** A progress bar on a terminal (redrawn at most 10 times a second), one line per 10% otherwise. */
+function progressBar(out: NodeJS.WriteStream, t0: number): (done: number, total: number, last?: boolean) => void {
+  let shown = -1;
+  let drawn = 0;
+  return (done, total, last = false) => {
+    const frac = total > 0 ? done / total : 1;
+    const s = (performance.now() - t0) / 1000;
+    const text = `${(100 * frac).toFixed(0).padStart(3)}% ${formatBytes(done)} of ${formatBytes(total)}, ${s.toFixed(1)} s`;
+    if (out.isTTY) {
+      if (!last && performance.now() - drawn < 100) return;
+      drawn = performance.now();
+      const width = 30;
+      const fill = Math.round(width * frac);
+      out.write(`\r[${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${text}${last ? '\n' : ''}`);
+    } else if (Math.floor(10 * frac) > shown) {
+      shown = Math.floor(10 * frac);
+      out.write(`${text}\n`);
+    }
+  };
+}
+
 /** grpc-js's own log lines go into the JSON log at debug level, so a failure is reported once, by us. */
 function routeGrpcLogs(log: Logger): void {
   const line = (...args: unknown[]) => log.debug('grpc_js', { message: format(...args) });
@@ -414,8 +435,11 @@ function program(): Command {
     .addOption(new Option('--seed <s>', 'random seed').default(1).argParser(int(0)))
     .requiredOption('--out <file>', 'output .safetensors file (required)')
     .action(async (f: { ads: number; seed: number; out: string }) => {
-      const r = await writeDemoBundle({ ads: f.ads, seed: f.seed, out: f.out });
-      console.log(`wrote ${f.out}: ${f.ads} ads, ${formatBytes(r.size)}, sha256 ${r.sha256}`);
+      const t0 = performance.now();
+      const bar = progressBar(process.stderr, t0);
+      const r = await writeDemoBundle({ ads: f.ads, seed: f.seed, out: f.out, onProgress: bar });
+      bar(r.size, r.size, true);
+      console.log(`wrote ${f.out}: ${f.ads} ads, ${formatBytes(r.size)}, sha256 ${r.sha256}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 
   p.command('inspect')
