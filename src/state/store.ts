@@ -73,6 +73,8 @@ export class AdStateStore {
   private broken: string | undefined;
   private readonly log: Logger | undefined;
   private readonly compactBytes: number;
+  /** the file's size after the last compaction: the next one waits until the log has doubled it */
+  private compactedBytes = 0;
 
   private constructor(
     private readonly file: StateLog | undefined,
@@ -173,7 +175,9 @@ export class AdStateStore {
         }
         this.push(engine, ids);
       }
-      if (this.file && this.file.bytes > this.compactBytes) await this.compactNow('size');
+      // past the threshold and twice the last snapshot: a live state larger than the threshold
+      // would otherwise be rewritten on every batch; this keeps compaction O(1) per update, amortised
+      if (this.file && this.file.bytes > Math.max(this.compactBytes, 2 * this.compactedBytes)) await this.compactNow('size');
     }
     return { applied: kept.length, unknown: changes.length - kept.length };
   }
@@ -210,6 +214,7 @@ export class AdStateStore {
       this.log?.error('state_file_write_failed', { path: this.file.path, error: e });
       return;
     }
+    this.compactedBytes = this.file.bytes;
     for (const id of goneAds) this.ads.delete(id);
     for (const id of goneAdvertisers) this.advertisers.delete(id);
     if (goneAds.length || goneAdvertisers.length)
