@@ -354,12 +354,11 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
   float* x = ws.x.data();
   for (const Part& p : parts)
     for (int i = p.lo; i < p.hi; i++) std::memcpy(x + size_t(i) * din, p.us->u.data(), sizeof(float) * du);
-  for (int i = 0; i < m; i++) std::memcpy(x + size_t(i) * din + du, m_.ad_features.data() + size_t(rows[i]) * da, sizeof(float) * da);
+  m_.ad_side(rows, m, x + du, din, ws.qc.data());  // a_c into x, q_c into ws.qc
   for (const Part& p : parts) {
     const UserState& us = *p.us;
     const int mm = p.hi - p.lo;
     if (us.n > 0) {
-      for (int i = p.lo; i < p.hi; i++) std::memcpy(ws.qc.data() + size_t(i) * ds, m_.ad_query.data() + size_t(rows[i]) * ds, sizeof(float) * ds);
       cpu::gemm(ws.qc.data() + size_t(p.lo) * ds, mm, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, nullptr);
       for (int i = 0; i < mm; i++) cpu::softmax_inplace(ws.att.data() + size_t(i) * us.n, us.n);
       cpu::gemm(ws.att.data(), mm, us.n, us.h_t, x + size_t(p.lo) * din + du + da, din, cpu::Epilogue{}, nullptr);

@@ -259,11 +259,10 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
 
   ud_mean = t.f32("features.user_dense.mean", {d.user_dense});
   ud_std = t.f32("features.user_dense.std", {d.user_dense});
-  const std::vector<float> ad_mean = t.f32("features.ad_dense.mean", {d.ad_dense});
-  const std::vector<float> ad_std = t.f32("features.ad_dense.std", {d.ad_dense});
+  ad_mean_ = t.f32("features.ad_dense.mean", {d.ad_dense});
+  ad_std_ = t.f32("features.ad_dense.std", {d.ad_dense});
   for (const auto& f : d.user_sparse) user_sparse.push_back(t.f32("features.user_sparse." + f.name, {f.cardinality, f.dim}));
-  std::vector<std::vector<float>> ad_sparse;
-  for (const auto& f : d.ad_sparse) ad_sparse.push_back(t.f32("features.ad_sparse." + f.name, {f.cardinality, f.dim}));
+  for (const auto& f : d.ad_sparse) ad_sparse_.push_back(t.f32("features.ad_sparse." + f.name, {f.cardinality, f.dim}));
   surface = t.f32("features.surface", {d.surfaces, d.surface_dim});
 
   seq_item = t.f32("sequence.item", {d.seq_item_buckets, ds});
@@ -288,7 +287,7 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
   }
   seq_norm_w = t.f32("sequence.norm.weight", {ds});
   seq_norm_b = t.f32("sequence.norm.bias", {ds});
-  const Linear ta_query = t.linear("target_attention.query", ds, d.ad_embedding_dim);
+  ta_query_ = t.linear("target_attention.query", ds, d.ad_embedding_dim);
 
   input_norm_w = t.f32("masknet.input_norm.weight", {din});
   input_norm_b = t.f32("masknet.input_norm.bias", {din});
@@ -349,13 +348,16 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
 
   // Ad tables.
   load_ad_tables(*this, d, t, init, pool);
-  // Read in place (checked, not copied): they are needed only to build a_c and q_c below.
+  // The inputs of a_c and q_c, read in place (checked, not copied) from a mapped bundle.
   const float* dense = static_cast<const float*>(t.get("ads.dense", {N, d.ad_dense}, {DType::F32}));
   check_finite("ads.dense", dense, size_t(N) * d.ad_dense);
+  keep_table(ad_dense, dense, size_t(N) * d.ad_dense, mapping.get());
   const int nsf = int(d.ad_sparse.size());
   const int64_t* sparse = static_cast<const int64_t*>(t.get("ads.sparse", {N, nsf}, {DType::I64}));
+  keep_table(ad_sparse_ids, sparse, size_t(N) * nsf, mapping.get());
   const float* emb = static_cast<const float*>(t.get("ads.embedding", {N, d.ad_embedding_dim}, {DType::F32}));
   check_finite("ads.embedding", emb, size_t(N) * d.ad_embedding_dim);
+  keep_table(ad_embedding, emb, size_t(N) * d.ad_embedding_dim, mapping.get());
   {
     DType rd;
     const void* r = t.get("ads.retrieval", {N, d.retrieval_dim}, {DType::F32, DType::BF16}, &rd);
@@ -375,36 +377,6 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
     }
   }
 
-  // Static ad side: a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)], q_c = W_ta L2n(emb) + b_ta.
-  ad_features.assign(size_t(N) * da, 0.f);
-  auto build_rows = [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      float* a = ad_features.data() + r * da;
-      const float* x = dense + r * d.ad_dense;
-      for (int j = 0; j < d.ad_dense; j++) {
-        const float z = (x[j] - ad_mean[j]) / ad_std[j];
-        a[j] = std::fmin(std::fmax(z, -d.dense_clip), d.dense_clip);
-      }
-      int off = d.ad_dense;
-      for (int f = 0; f < nsf; f++) {
-        const auto& fd = d.ad_sparse[f];
-        const int64_t b = bucket_of(sparse[r * nsf + f], fd.cardinality);
-        std::memcpy(a + off, ad_sparse[f].data() + b * fd.dim, sizeof(float) * fd.dim);
-        cpu::l2_normalize(a + off, fd.dim);
-        off += fd.dim;
-      }
-      std::memcpy(a + off, emb + r * d.ad_embedding_dim, sizeof(float) * d.ad_embedding_dim);
-      cpu::l2_normalize(a + off, d.ad_embedding_dim);
-    }
-  };
-  if (pool) pool->parallel_for(N, build_rows, 1024); else build_rows(0, N);
-  ad_query.assign(size_t(N) * ds, 0.f);
-  if (N > 0) {
-    cpu::Epilogue ep;
-    ep.bias = ta_query.b.data();
-    // the L2n(emb) columns of a_c are the GEMM's input (lda = da)
-    cpu::gemm(ad_features.data() + (da - d.ad_embedding_dim), int(N), da, ta_query.w, ad_query.data(), ds, ep, pool);
-  }
   if (init.retrieval_bf16_scan) {
     // round to nearest even; the bound needs the largest row norm of the fp32 table
     const int Dr = d.retrieval_dim;
@@ -428,12 +400,41 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
   release_unborrowed(init);
 }
 
+void Model::ad_side(const int32_t* rows, int m, float* a, int64_t lda, float* q) const {
+  const ModelDims& d = dims_;
+  const int nsf = int(d.ad_sparse.size()), dae = d.ad_embedding_dim, da = d.ad();
+  for (int i = 0; i < m; i++) {
+    const int64_t r = rows[i];
+    float* x = a + i * lda;
+    const float* dense = ad_dense.data() + r * d.ad_dense;
+    for (int j = 0; j < d.ad_dense; j++) {
+      const float z = (dense[j] - ad_mean_[j]) / ad_std_[j];
+      x[j] = std::fmin(std::fmax(z, -d.dense_clip), d.dense_clip);
+    }
+    int off = d.ad_dense;
+    for (int f = 0; f < nsf; f++) {
+      const auto& fd = d.ad_sparse[f];
+      const int64_t b = bucket_of(ad_sparse_ids[size_t(r * nsf + f)], fd.cardinality);
+      std::memcpy(x + off, ad_sparse_[f].data() + b * fd.dim, sizeof(float) * fd.dim);
+      cpu::l2_normalize(x + off, fd.dim);
+      off += fd.dim;
+    }
+    std::memcpy(x + off, ad_embedding.data() + r * dae, sizeof(float) * dae);
+    cpu::l2_normalize(x + off, dae);
+  }
+  if (q && m > 0) {
+    cpu::Epilogue ep;
+    ep.bias = ta_query_.b.data();
+    cpu::gemm(a + (da - dae), m, lda, ta_query_.w, q, d.seq_dim, ep, nullptr);  // the L2n(emb) columns of a_c
+  }
+}
+
 // Pages of the mapped bundle that were read once at load (weights, now packed; the ad inputs of a_c
 // and q_c) leave this process's resident set; they stay in the page cache. Borrowed tables stay.
 void Model::release_unborrowed(const ModelInit& init) const {
   if (!mapping) return;
-  const void* kept[] = {ad_id.data(), ad_advertiser.data(), ad_bid.data(), ad_targeting.data(),
-                        ad_retrieval.borrowed() ? ad_retrieval.data() : nullptr};
+  const void* kept[] = {ad_id.data(), ad_advertiser.data(), ad_bid.data(), ad_targeting.data(), ad_dense.data(),
+                        ad_sparse_ids.data(), ad_embedding.data(), ad_retrieval.borrowed() ? ad_retrieval.data() : nullptr};
   for (const auto& [name, ref] : init.tensors) {
     if (std::find(std::begin(kept), std::end(kept), ref.data) != std::end(kept)) continue;
     const size_t size = ref.dtype == DType::BF16 ? 2 : ref.dtype == DType::F32 ? 4 : 8;

@@ -1,9 +1,10 @@
 // The model of docs/design.md §3–§4 held in host memory, built from the flattened dims and tensors the
-// addon hands over (src/engine/binding.ts NativeModelInit). Weights are packed for cpu::gemm at load
-// and the static ad side (a_c, the target-attention query q_c) is precomputed once for all N ads.
-// The ad tables (ids, advertisers, bids, targeting, an F32 retrieval table) are read in place when
-// the tensors lie in a mapped bundle file (ModelInit::mapping; engine/mapped_file.h), copied
-// otherwise.
+// addon hands over (src/engine/binding.ts NativeModelInit). Weights are packed for cpu::gemm at load.
+// The ad tables (ids, advertisers, bids, targeting, dense, sparse, embedding, an F32 retrieval table)
+// are read in place when the tensors lie in a mapped bundle file (ModelInit::mapping;
+// engine/mapped_file.h), copied otherwise; the static ad side of a candidate (a_c and the
+// target-attention query q_c) is computed from them when the candidate is ranked (ad_side), which
+// costs little next to the MaskNet and keeps the resident size at about the bundle's.
 #pragma once
 
 #include <cstdint>
@@ -178,8 +179,11 @@ class Model {
   Table<int64_t> ad_id, ad_advertiser;               // [N]
   Table<float> ad_bid;                               // [N]
   Table<uint64_t> ad_targeting;                      // [N, targeting_dims]
-  std::vector<float> ad_features;                    // a_c, [N, da]
-  std::vector<float> ad_query;                       // q_c = W_ta L2n(emb_c) + b_ta, [N, d_s]
+  Table<float> ad_dense, ad_embedding;               // raw [N, n_ad], [N, d_ae]
+  Table<int64_t> ad_sparse_ids;                      // raw [N, len(ad_sparse)]
+  // a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)] of `rows` into a (row stride lda, da values a
+  // row) and, when q is not null, q_c = W_ta L2n(emb_c) + b_ta into q ([m, d_s]). Single-threaded.
+  void ad_side(const int32_t* rows, int m, float* a, int64_t lda, float* q) const;
   Table<float> ad_retrieval;                         // [N, D_r] (BF16 converted)
   std::vector<uint16_t> ad_retrieval_bf16;           // [N, D_r], empty unless the bf16 scan is on
   float retrieval_max_norm = 0;                      // max_c ‖ad_retrieval[c]‖ (the bf16 scan's bound)
@@ -191,6 +195,9 @@ class Model {
 
  private:
   void release_unborrowed(const ModelInit& init) const;
+  std::vector<float> ad_mean_, ad_std_;              // [n_ad]
+  std::vector<std::vector<float>> ad_sparse_;        // per field [cardinality, dim]
+  Linear ta_query_;                                  // [d_s, d_ae]
   ModelDims dims_;
   bool bf16_weights_ = false;
   bool ads_only_ = false;
