@@ -141,6 +141,18 @@ describe('12 mapped bundles', function () {
     expect(() => binding().idIndexRows({} as never, new BigInt64Array(1))).to.throw(TypeError, /handle/);
   });
 
+  it('finds the first non-finite value of a large table, fp32 and bf16, scanning in parallel', () => {
+    const f = new Float32Array(3_000_000);
+    expect(binding().firstNonFinite(f)).to.equal(-1);
+    f[2_999_999] = Infinity;
+    f[1_777_777] = NaN;
+    expect(binding().firstNonFinite(f)).to.equal(1_777_777);
+    const h = new Uint16Array(2_000_000);
+    h[1_500_000] = 0xff80; // bf16 -Infinity
+    h[1_600_000] = 0x7fc1; // NaN
+    expect(binding().firstNonFinite(h)).to.equal(1_500_000);
+  });
+
   it('reports duplicate ids with both rows', () => {
     const r = binding().buildIdIndex(BigInt64Array.from([5n, 9n, -3n, 9n, 11n]));
     expect(r).to.deep.equal({ duplicate: 9n, rows: [1, 3] });

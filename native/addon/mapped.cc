@@ -1,6 +1,8 @@
 #include "addon/mapped.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
 #include <unordered_map>
 #include <vector>
 
@@ -135,6 +137,43 @@ Napi::Value BuildGroupIndex(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// firstNonFinite(values: Float32Array | Uint16Array (bf16 bits)) → the first index holding NaN or
+// ±Inf, or -1; scanned in parallel (a mapped bundle's large tables).
+Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) type_error(env, "values", "a Float32Array or Uint16Array", info.Length() ? info[0] : env.Undefined());
+  const Napi::TypedArray a = info[0].As<Napi::TypedArray>();
+  const bool bf16 = a.TypedArrayType() == napi_uint16_array;
+  if (!bf16 && a.TypedArrayType() != napi_float32_array) type_error(env, "values", "a Float32Array or Uint16Array", info[0]);
+  const int64_t n = int64_t(a.ElementLength());
+  const uint8_t* base = typed_data<uint8_t>(a);
+  std::atomic<int64_t> first{n};
+  auto scan = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1 && i < first.load(std::memory_order_relaxed); i++) {
+      uint32_t exp;
+      if (bf16) {
+        uint16_t v;
+        std::memcpy(&v, base + 2 * i, 2);
+        exp = (v >> 7) & 0xff;
+      } else {
+        uint32_t v;
+        std::memcpy(&v, base + 4 * i, 4);
+        exp = (v >> 23) & 0xff;
+      }
+      if (exp == 0xff) {
+        for (int64_t cur = first.load(); i < cur && !first.compare_exchange_weak(cur, i);) {
+        }
+        return;
+      }
+    }
+  };
+  {
+    cpu::ThreadPool pool(0);
+    pool.parallel_for(n, scan, 1 << 20);
+  }
+  return Napi::Number::New(env, first.load() == n ? -1.0 : double(first.load()));
+}
+
 }  // namespace
 
 std::shared_ptr<const MappedFile> mapped_file_of(const Napi::Value& v, const std::string& field) {
@@ -153,6 +192,7 @@ void register_mapped(Napi::Env env, Napi::Object exports) {
   exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
   exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));
   exports.Set("buildGroupIndex", Napi::Function::New<BuildGroupIndex>(env, "buildGroupIndex"));
+  exports.Set("firstNonFinite", Napi::Function::New<FirstNonFinite>(env, "firstNonFinite"));
 }
 
 }  // namespace adrank::addon

@@ -253,6 +253,8 @@ export interface NativeBinding {
   /** The rows of each distinct key: `handle` indexes the keys (group g, in first-seen order), whose
    *  rows are rows[starts[g] .. starts[g + 1]], ascending. */
   buildGroupIndex(keys: BigInt64Array): { handle: IdIndexHandle; starts: Int32Array; rows: Int32Array };
+  /** The first index of a NaN or ±Inf (bf16 bits in a Uint16Array), or -1; scanned in parallel. */
+  firstNonFinite(values: Float32Array | Uint16Array): number;
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit

@@ -249,6 +249,14 @@ function checkFinite(name: string, t: Tensor): void {
   const bad = (i: number, v: string): never => {
     throw new BundleError(`tensor ${JSON.stringify(name)}: ${v} at flat index ${i} (shape ${JSON.stringify(t.shape)})`, { tensor: name });
   };
+  if ((t.dtype === 'F32' || t.dtype === 'BF16') && t.data.length >= 1 << 20) {
+    // large (the ad tables): scanned natively, in parallel; the message is the same
+    const i = binding().firstNonFinite(t.data as Float32Array | Uint16Array);
+    if (i < 0) return;
+    if (t.dtype === 'F32') bad(i, String((t.data as Float32Array)[i]));
+    const v = (t.data as Uint16Array)[i];
+    bad(i, v & 0x7f ? 'NaN' : v & 0x8000 ? '-Infinity' : 'Infinity');
+  }
   if (t.dtype === 'F32') {
     const a = t.data as Float32Array;
     for (let i = 0; i < a.length; i++) {
