@@ -87,8 +87,6 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     fail(path, "not a regular file");
   }
   m->size_ = size_t(st.st_size);
-  m->ino_ = int64_t(st.st_ino);
-  m->dev_ = int64_t(st.st_dev);
   m->mtime_ns_ = mtime_ns(st);
   if (m->size_ == 0) return m;
   void* p = mmap(nullptr, m->size_, PROT_READ, MAP_SHARED, m->fd_, 0);

@@ -5,7 +5,7 @@
 //   changes for this version;
 // - truncated or written in place: a page past the new end would raise SIGBUS. A process-wide
 //   handler substitutes a zero page for a faulting page that lies in a live mapping and marks that
-//   mapping damaged; changed() also compares the file's size, mtime and inode with those at mapping
+//   mapping damaged; changed() also compares the file's size and mtime with those at mapping
 //   time. The engine checks changed() after every run and refuses the answer (and every later one)
 //   with an error naming the file, so nothing computed from changed bytes leaves the engine.
 #pragma once
@@ -46,7 +46,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   int fd_ = -1;
-  int64_t ino_ = 0, dev_ = 0, mtime_ns_ = 0;
+  int64_t mtime_ns_ = 0;
   int slot_ = -1;  // index in the SIGBUS guard's table
 };
 

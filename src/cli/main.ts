@@ -50,6 +50,11 @@ function device(v: string): string {
   return v;
 }
 
+function retrievalScan(v: string): string {
+  if (!/^(fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected fp32 or bf16, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function precision(v: string): string {
   if (!/^(auto|fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected auto, fp32 or bf16, got ${JSON.stringify(v)}`);
   return v;
@@ -128,6 +133,7 @@ interface ServeFlags {
   port: number;
   device: string;
   precision: string;
+  retrievalScan: 'fp32' | 'bf16';
   threads: number;
   maxInflight: number;
   maxCandidates: number;
@@ -187,7 +193,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       cmd.error(`error: --${{ shadowSample: 'shadow-sample', shadowMaxInflight: 'shadow-max-inflight', shadowIdleGap: 'shadow-idle-gap' }[flag]} needs --shadow-version V`);
   }
   const path = bundle;
-  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision });
+  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision, retrievalScan: f.retrievalScan });
   // A device that cannot be had, a missing, unreadable or foreign bundle, or a corrupt state file
   // fails here, before the port is bound.
   try {
@@ -395,6 +401,7 @@ function program(): Command {
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
     .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 where the CPU has AVX512-BF16) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
+    .addOption(new Option('--retrieval-scan <p>', 'CPU retrieval scan: fp32 | bf16 (a bf16 copy of the table, half the bytes read, exact fp32 rescoring of the near-top; docs/funnel.md)').env('ADRANK_RETRIEVAL_SCAN').default('fp32').argParser(retrievalScan))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(new Option('--max-inflight <n>', 'concurrent engine requests; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
