@@ -106,7 +106,8 @@ Explain Engine::explain(const uint8_t* b, size_t n) {
 void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs) {
   if (surface >= uint32_t(model_->dims().surfaces))
     throw std::runtime_error("expected a surface index < " + std::to_string(model_->dims().surfaces) + " for fallback surface, got " + std::to_string(surface));
-  FallbackPlan plan = make_fallback_plan(*model_, listed, n_listed, value, probs, n_probs);
+  FallbackPlan plan = make_fallback_plan(*model_, listed, n_listed, value, probs, n_probs, by_bid_);
+  if (n_listed == 0) by_bid_ = plan.rows;  // one by-bid order (8 bytes per ad) for every such surface
   if (fallback_.size() < size_t(model_->dims().surfaces)) fallback_.resize(size_t(model_->dims().surfaces));
   fallback_[surface] = std::move(plan);
 }
@@ -114,7 +115,7 @@ void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_list
 Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
   const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
-  if (req.surface >= fallback_.size() || fallback_[req.surface].order.empty())
+  if (req.surface >= fallback_.size() || !fallback_[req.surface].rows)
     throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
   const std::shared_ptr<const AdStateTable> state = ad_state();
   check_mapping();

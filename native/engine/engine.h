@@ -101,6 +101,7 @@ class Engine {
   std::atomic<int64_t> last_copied_{0};
   std::unique_ptr<Backend> backend_;
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
+  std::shared_ptr<const PlanOrder> by_bid_;  // the plan of a surface that lists no ads
 #ifdef ADRANK_TEST_HOOKS
   std::atomic<int> injected_errors_{0};
   std::atomic<bool> injected_hung_{false};
