@@ -28,6 +28,7 @@
 #include "engine/completion.h"
 #include "engine/model.h"
 #include "engine/request_parser.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/device_model.cuh"
 #include "kernels/cuda/forward.cuh"
