@@ -35,13 +35,7 @@ float walk_threshold(std::vector<Scored>& s, uint32_t k, uint32_t cap, const int
   size_t sorted = 0, taken = 0;
   std::unordered_map<int64_t, uint32_t> counts;  // advertiser → taken
   counts.reserve(4 * size_t(k));
-  auto extend = [&](size_t want) {
-    want = std::min(want, n);
-    if (want <= sorted) return;
-    if (want < n) std::nth_element(s.begin() + sorted, s.begin() + want, s.end(), desc);
-    std::sort(s.begin() + sorted, s.begin() + want, desc);
-    sorted = want;
-  };
+  auto extend = [&](size_t want) { sorted = sort_prefix(s, sorted, want, desc); };
   extend(std::max<size_t>(2 * size_t(k), 64));
   for (size_t i = 0; i < n; i++) {
     if (i == sorted) extend(2 * sorted);
