@@ -324,15 +324,20 @@ function mix32(seed: number, i: number): number {
   return (z ^ (z >>> 16)) >>> 0;
 }
 
-/** Standard normals into `out` (Box–Muller on 32-bit uniforms: the corpus needs volume, not 53 bits). */
+/** Standard normals into `out` (Marsaglia's polar method on 32-bit uniforms: no trigonometry, about
+ *  twice as fast as Box–Muller here; the corpus needs volume, not 53 bits). */
 function fillNormals(rng: Rng, out: Float32Array): void {
   const n = out.length;
-  for (let i = 0; i < n; i += 2) {
-    const u = (rng.u32() + 0.5) * 2.3283064365386963e-10;
-    const v = rng.u32() * 1.4629180792671596e-9; // 2π / 2^32
-    const m = Math.sqrt(-2 * Math.log(u));
-    out[i] = m * Math.cos(v);
-    if (i + 1 < n) out[i + 1] = m * Math.sin(v);
+  for (let i = 0; i < n; ) {
+    let x: number, y: number, s: number;
+    do {
+      x = (rng.u32() | 0) * 4.656612873077393e-10; // [-1, 1)
+      y = (rng.u32() | 0) * 4.656612873077393e-10;
+      s = x * x + y * y;
+    } while (s >= 1 || s === 0);
+    const m = Math.sqrt((-2 * Math.log(s)) / s);
+    out[i++] = x * m;
+    if (i < n) out[i++] = y * m;
   }
 }
 
