@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
@@ -27,7 +28,7 @@ T* tagged(const Napi::Value& v, const napi_type_tag& tag, const std::string& fie
   return v.As<Napi::External<T>>().Data();
 }
 
-// mapFile(path) → { buffer: ArrayBuffer (read-only pages: never write to it), size, handle }.
+// mapFile(path) → { size, handle }; mapView(handle, offset, length) gives views of it.
 Napi::Value MapFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) type_error(env, "path", "a string", info.Length() ? info[0] : env.Undefined());
@@ -38,17 +39,29 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
   Napi::Object out = Napi::Object::New(env);
-  // the ArrayBuffer and the handle each hold the mapping; it is unmapped when the last holder goes
-  Napi::ArrayBuffer buf =
-      m->size() == 0 ? Napi::ArrayBuffer::New(env, 0)
-                     : Napi::ArrayBuffer::New(env, const_cast<uint8_t*>(m->data()), m->size(),
-                                              [](Napi::Env, void*, MappedHandle* h) { delete h; }, new MappedHandle(m));
   auto handle = Napi::External<MappedHandle>::New(env, new MappedHandle(m), [](Napi::Env, MappedHandle* h) { delete h; });
   napi_type_tag_object(env, handle, &kMappedTag);
-  out.Set("buffer", buf);
   out.Set("size", double(m->size()));
   out.Set("handle", handle);
   return out;
+}
+
+// mapView(handle, offset, length) → an ArrayBuffer over those bytes of the mapping (read-only pages:
+// never write to it). Node-API makes external ArrayBuffers as Buffers, at most 2^32 - 1 bytes each,
+// so a file is viewed region by region (a tensor, a piece to hash). Each view holds the mapping; it
+// is unmapped when the last holder goes.
+Napi::Value MapView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const MappedHandle& m = *tagged<MappedHandle>(info[0], kMappedTag, "handle", "a mapFile() handle");
+  const double off = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  const double len = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+  if (!(off >= 0 && off == std::floor(off) && off <= double(m->size()))) type_error(env, "offset", "an integer in [0, " + std::to_string(m->size()) + "]", info[1]);
+  if (!(len >= 0 && len == std::floor(len) && off + len <= double(m->size())))
+    type_error(env, "length", "an integer with offset + length <= " + std::to_string(m->size()), info[2]);
+  if (len >= 4294967296.0) type_error(env, "length", "at most 2^32 - 1 bytes (one view)", info[2]);
+  if (len == 0) return Napi::ArrayBuffer::New(env, 0);
+  return Napi::ArrayBuffer::New(env, const_cast<uint8_t*>(m->data()) + size_t(off), size_t(len),
+                                [](Napi::Env, void*, MappedHandle* h) { delete h; }, new MappedHandle(m));
 }
 
 // mappedFileChanged(handle) → '' or how the file changed since it was mapped.
@@ -188,6 +201,7 @@ const IdMap* id_index_of(const Napi::Value& v, const std::string& field) {
 
 void register_mapped(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New<MapFile>(env, "mapFile"));
+  exports.Set("mapView", Napi::Function::New<MapView>(env, "mapView"));
   exports.Set("mappedFileChanged", Napi::Function::New<MappedFileChanged>(env, "mappedFileChanged"));
   exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
   exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));

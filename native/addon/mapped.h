@@ -1,5 +1,5 @@
 // Node-API glue for mapped bundle files and id indexes (engine/mapped_file.h, engine/id_map.h):
-// mapFile, mappedFileChanged, buildIdIndex, idIndexRows, buildGroupIndex, firstNonFinite (NativeBinding in src/engine/binding.ts).
+// mapFile, mapView, mappedFileChanged, buildIdIndex, idIndexRows, buildGroupIndex, firstNonFinite (NativeBinding in src/engine/binding.ts).
 #pragma once
 
 #include <napi.h>

@@ -234,8 +234,6 @@ export type MappedFileHandle = { readonly __mapped: unique symbol };
 export type IdIndexHandle = { readonly __idIndex: unique symbol };
 
 export interface MappedFile {
-  /** The whole file, mapped read-only: views of it must never be written (the process would fault). */
-  buffer: ArrayBuffer;
   size: number;
   handle: MappedFileHandle;
 }
@@ -244,6 +242,9 @@ export interface NativeBinding {
   Engine: new (init: NativeModelInit) => NativeEngine;
   /** Maps a file read-only (native engine/mapped_file.h); throws naming the path. */
   mapFile(path: string): MappedFile;
+  /** An ArrayBuffer over `length` bytes of the mapping from `offset` (at most 2^32 - 1 bytes: a
+   *  Node-API external buffer is a Buffer). Read-only pages: never write to it (the process faults). */
+  mapView(handle: MappedFileHandle, offset: number, length: number): ArrayBuffer;
   /** '' while the mapped file is unchanged, else how it changed (truncated, written in place). */
   mappedFileChanged(handle: MappedFileHandle): string;
   /** The id → row index of unique ids, built in parallel; or the first duplicate found. */

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { binding, type IdIndexHandle, type MappedFile, type TensorArray } from '../engine/binding.js';
 import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
-import { BundleError, bytesAt, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type FileBytes, type Tensor } from './safetensors.js';
+import { BundleError, bytesAt, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type ByteSource, type FileBytes, type Tensor } from './safetensors.js';
 import { shardMeta } from './shard-meta.js';
 
 export { BundleError } from './safetensors.js';
@@ -147,8 +147,10 @@ export async function loadBundle(path: string, options: BundleReadOptions = {}):
   } catch (e) {
     throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message.replace(`cannot map bundle ${path}: `, '')}`);
   }
+  const { handle, size } = mapped;
+  const source: ByteSource = { byteLength: size, bytes: (start, length) => new Uint8Array(binding().mapView(handle, start, length)) };
   try {
-    const b = parseBundle(mapped.buffer, path, options);
+    const b = parseBundle(source, path, options);
     const changed = binding().mappedFileChanged(mapped.handle);
     if (changed) throw new BundleError(`changed while it was being validated (${changed.replace(`bundle ${path} `, '')})`);
     b.mapping = mapped;

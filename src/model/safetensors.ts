@@ -80,13 +80,20 @@ export function checkSafetensorsStart(start: Uint8Array, fileSize: number): void
     throw new BundleError(`not a safetensors file: expected an 8-byte header length followed by a JSON header starting with "{", got ${describeStart(start)}`);
 }
 
-/** A whole file's bytes: a Uint8Array, or an ArrayBuffer (a mapped file over 4 GiB has no single
- *  Uint8Array view: typed arrays hold at most 2^32 elements). */
-export type FileBytes = Uint8Array | ArrayBuffer;
+/** A file's bytes viewed region by region (a mapped file: one view holds at most 2^32 - 1 bytes). */
+export interface ByteSource {
+  readonly byteLength: number;
+  bytes(start: number, length: number): Uint8Array;
+}
+
+/** A whole file's bytes: a Uint8Array, an ArrayBuffer, or a ByteSource. */
+export type FileBytes = Uint8Array | ArrayBuffer | ByteSource;
 
 /** `length` bytes of `buf` from `start`, as a view. */
 export function bytesAt(buf: FileBytes, start: number, length: number): Uint8Array {
-  return buf instanceof Uint8Array ? buf.subarray(start, start + length) : new Uint8Array(buf, start, length);
+  if (buf instanceof Uint8Array) return buf.subarray(start, start + length);
+  if (buf instanceof ArrayBuffer) return new Uint8Array(buf, start, length);
+  return buf.bytes(start, length);
 }
 
 /** Parses and validates the header of a safetensors file held in `buf` (the whole file). */
@@ -164,10 +171,13 @@ function parseEntry(name: string, v: unknown): TensorEntry {
 export function tensorData(buf: FileBytes, dataStart: number, e: Pick<TensorEntry, 'dtype' | 'begin' | 'end'>): TensorArray {
   const size = DTYPE_SIZE[e.dtype];
   const count = (e.end - e.begin) / size;
-  let ab = (buf instanceof Uint8Array ? buf.buffer : buf) as ArrayBuffer;
-  let off = (buf instanceof Uint8Array ? buf.byteOffset : 0) + dataStart + e.begin;
-  if (off % size !== 0) {
-    ab = new Uint8Array(bytesAt(buf, dataStart + e.begin, e.end - e.begin)).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
+  const view = bytesAt(buf, dataStart + e.begin, e.end - e.begin);
+  let ab = view.buffer as ArrayBuffer;
+  let off = view.byteOffset;
+  // aligned in memory: in the buffer and, for a file's regions, in the file (its mapping is page-aligned)
+  const inFile = (buf instanceof Uint8Array ? buf.byteOffset : 0) + dataStart + e.begin;
+  if (off % size !== 0 || inFile % size !== 0) {
+    ab = new Uint8Array(view).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
     off = 0;
   }
   switch (e.dtype) {
