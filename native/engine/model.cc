@@ -396,6 +396,8 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
     };
     if (pool) pool->parallel_for(N, convert, 4096); else convert(0, N);
     for (float v : norms) retrieval_max_norm = std::max(retrieval_max_norm, v);
+    // the scan reads the bf16 copy; the fp32 rows are read back (from the page cache) only to rescore
+    if (ad_retrieval.borrowed() && mapping) mapping->release(ad_retrieval.data(), sizeof(float) * ad_retrieval.size());
   }
   release_unborrowed(init);
 }
