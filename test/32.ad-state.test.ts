@@ -108,5 +108,54 @@ describe('32 live ad state (CPU engine)', function () {
       for (const c of seen.keys()) expect([0, n], `inactive count ${c} (seen: ${JSON.stringify([...seen])})`).to.include(c);
       expect(toggles, 'batches landed while requests ran').to.be.greaterThan(100);
     });
+
+    it('copy-on-write: a batch copies only the chunks it writes, and two interleaved series of batches are each seen whole', async () => {
+      const config = makeRandomConfig(new Rng(34), { surfaces: 1 });
+      const b = toLoaded(config, makeDemoBundle({ config, ads: 20_000, seed: 34 }).tensors);
+      const e = open(b);
+      const all = b.tensors['ads.id'] as BigInt64Array;
+      const { chunkRows, chunks } = e.adStateStats();
+      expect(chunks).to.equal(Math.ceil(20_000 / chunkRows));
+      const ones = (n: number) => new Uint8Array(n).fill(1);
+      // one ad: one chunk; ads spread over the table: one chunk per distinct chunk they fall in
+      e.setAdState(all.subarray(7, 8), ones(1), ones(1), new Float32Array(1).fill(0.5));
+      expect(e.adStateStats().lastCopied).to.equal(1);
+      const spread = all.filter((_, i) => i % 1000 === 3 || i % 1000 === 4);
+      e.setAdState(spread, ones(spread.length), ones(spread.length), new Float32Array(spread.length).fill(1));
+      expect(e.adStateStats().lastCopied).to.equal(new Set(Array.from(b.adIndex!.rows(spread), (r) => Math.floor(r / chunkRows))).size);
+      expect(e.adStateStats().lastCopied).to.be.lessThan(chunks / 4);
+
+      // series A toggles `active` on rows i % 4 == 0, series B `inBudget` on rows i % 4 == 1 (the
+      // same chunks): every request sees each series' last batch whole, never a mix
+      const a = all.filter((_, i) => i % 4 === 0);
+      const bb = all.filter((_, i) => i % 4 === 1);
+      const rng = new Rng(35);
+      const seen: [number, number][] = [];
+      let turns = 0;
+      for (let round = 0; round < 10; round++) {
+        let pending = 0;
+        const runs = Array.from({ length: 6 }, () => {
+          pending++;
+          return e.retrieve({ ...randomRequest(rng, b, { candidates: 0, k: 5 }), excludedAds: new BigInt64Array(0), excludedAdvertisers: new BigInt64Array(0) }).finally(() => pending--);
+        });
+        while (pending > 0) {
+          const on = turns++ % 2;
+          if (turns % 3 === 0) e.setAdState(bb, ones(bb.length), new Uint8Array(bb.length).fill(on), new Float32Array(bb.length).fill(1));
+          else e.setAdState(a, new Uint8Array(a.length).fill(on), ones(a.length), new Float32Array(a.length).fill(1));
+          await new Promise((r) => setImmediate(r));
+        }
+        for (const r of await Promise.all(runs)) seen.push([r.counts.inactive, r.counts.outOfBudget]);
+      }
+      for (const [inactive, outOfBudget] of seen) {
+        expect([0, a.length], `inactive ${inactive}`).to.include(inactive);
+        expect([0, bb.length], `out of budget ${outOfBudget}`).to.include(outOfBudget);
+      }
+      expect(turns).to.be.greaterThan(50);
+      // and the last batches are what a new request sees
+      e.setAdState(a, new Uint8Array(a.length), ones(a.length), new Float32Array(a.length).fill(1));
+      e.setAdState(bb, ones(bb.length), new Uint8Array(bb.length), new Float32Array(bb.length).fill(1));
+      const last = await e.retrieve({ ...randomRequest(rng, b, { candidates: 0, k: 5 }), excludedAds: new BigInt64Array(0), excludedAdvertisers: new BigInt64Array(0) });
+      expect([last.counts.inactive, last.counts.outOfBudget]).to.deep.equal([a.length, bb.length]);
+    });
   });
 });

@@ -103,7 +103,7 @@ describe('59 durable live ad state', function () {
       const a = open();
       const other = randomBundle(4);
       (other.tensors['ads.id'] as BigInt64Array).forEach((_, i, ids) => (ids[i] = 50_000n + BigInt(i)));
-      other.adRow = undefined;
+      other.adIndex = undefined;
       const b = open(other);
       try {
         const s1 = await AdStateStore.open(path, { log });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import type * as grpc from '@grpc/grpc-js';
 import { call, connect } from '../src/cli/client.js';
-import { loadBundle, parseBundle, type LoadedBundle } from '../src/model/bundle.js';
+import { adRows, loadBundle, parseBundle, type LoadedBundle } from '../src/model/bundle.js';
 import { encodeSafetensors, readSafetensors } from '../src/model/safetensors.js';
 import { readFileSync } from 'node:fs';
 import { Rng } from '../src/model/random.js';
@@ -85,7 +85,7 @@ describe('70 router: sharded corpus, exact merge', function () {
       const mine = b.tensors['ads.id'] as BigInt64Array;
       for (const id of mine) expect(shardOf(id, S)).to.equal(i);
       // the rows keep their ads' data: same bid and advertiser as in the source
-      const row = source.adRow!.get(mine[0])!;
+      const row = adRows(source).get(mine[0])!;
       expect((b.tensors['ads.bid'] as Float32Array)[0]).to.equal((source.tensors['ads.bid'] as Float32Array)[row]);
       expect((b.tensors['ads.advertiser'] as BigInt64Array)[0]).to.equal((source.tensors['ads.advertiser'] as BigInt64Array)[row]);
       total += mine.length;

@@ -11,6 +11,7 @@
 #include "addon/engine_wrap.h"
 #include "addon/shared_engines.h"
 #include "addon/wire_wrap.h"
+#include "addon/mapped.h"
 #include "engine/clock.h"
 #include "engine/completion.h"
 #include "kernels/cpu/gemm.h"
@@ -218,6 +219,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", engine);
   exports.Set("WireRequest", WireWrap::Define(env));
   exports.Set("capabilities", Napi::Function::New<Capabilities>(env, "capabilities"));
+  register_mapped(env, exports);
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
   exports.Set("sharedEngines", Napi::Function::New<SharedEngines>(env, "sharedEngines"));
 #ifdef ADRANK_TEST_HOOKS

@@ -1,5 +1,7 @@
 #include "addon/convert.h"
 
+#include "addon/mapped.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -202,6 +204,14 @@ ModelInit model_init(const Napi::Object& init) {
     ref.count = a.ElementLength();
     mi.tensors[name] = ref;
   }
+  mi.mapping = mapped_file_of(init.Get("mapping"), "mapping");
+  const Napi::Value scan = init.Get("retrievalScan");
+  if (!scan.IsUndefined()) {
+    const std::string s = scan.IsString() ? scan.As<Napi::String>().Utf8Value() : "";
+    if (s != "fp32" && s != "bf16") type_error(init.Env(), "retrievalScan", "\"fp32\" or \"bf16\"", scan);
+    mi.retrieval_bf16_scan = s == "bf16";
+  }
+  mi.id_map = id_index_of(init.Get("idIndex"), "idIndex");
   return mi;
 }
 

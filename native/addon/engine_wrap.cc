@@ -206,6 +206,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::Explain>("explain"),
                                         InstanceMethod<&EngineWrap::RunBatch>("runBatch"),
                                         InstanceMethod<&EngineWrap::SetAdState>("setAdState"),
+                                        InstanceMethod<&EngineWrap::AdStateStats>("adStateStats"),
                                         InstanceMethod<&EngineWrap::SetFallback>("setFallback"),
                                         InstanceMethod<&EngineWrap::Fallback>("fallback"),
                                         InstanceMethod<&EngineWrap::SetWireSchema>("setWireSchema"),
@@ -467,6 +468,18 @@ Napi::Value EngineWrap::SetAdState(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
+}
+
+// { chunkRows, chunks, lastCopied }: the copy-on-write layout of the live state and what the last
+// batch copied.
+Napi::Value EngineWrap::AdStateStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) throw Napi::Error::New(env, "engine disposed");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("chunkRows", double(AdStateTable::kChunkRows));
+  o.Set("chunks", double((engine_->num_ads() + AdStateTable::kChunkRows - 1) / AdStateTable::kChunkRows));
+  o.Set("lastCopied", double(engine_->ad_state_last_copied()));
+  return o;
 }
 
 // A non-negative integer argument.

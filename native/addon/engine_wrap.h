@@ -59,6 +59,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Run(const Napi::CallbackInfo& info, Op op);
   Napi::Value RunBatch(const Napi::CallbackInfo& info);
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
+  Napi::Value AdStateStats(const Napi::CallbackInfo& info);
   Napi::Value SetFallback(const Napi::CallbackInfo& info);
   Napi::Value Fallback(const Napi::CallbackInfo& info);
   Napi::Value SetWireSchema(const Napi::CallbackInfo& info);

@@ -11,6 +11,7 @@
 #include "engine/backend.h"
 #include "engine/clock.h"
 #include "engine/funnel.h"
+#include "engine/retrieval_scan.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/layer_norm.h"
@@ -23,7 +24,6 @@ namespace {
 
 constexpr int kChunk = 256;           // most candidate rows per forward chunk (workspace size)
 constexpr int kMinChunk = 32;         // fewest, so small requests still spread over the threads
-constexpr int64_t kScanChunk = 16384; // ads per retrieval-scan chunk
 
 
 void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu, cpu::ThreadPool* pool = nullptr) {
@@ -70,7 +70,7 @@ struct Workspace {
 
 // Where a forward writes; every pointer is [candidates × width] row-major, null = not wanted.
 struct ForwardOut {
-  const float* bid = nullptr;  // input: the bid per ad row (the live state)
+  const AdStateTable* state = nullptr;  // input: the live state (its bid per ad row)
   float* probs = nullptr;    // [× T]
   float* utility = nullptr;  // [×]
   float* value = nullptr;    // Σ_t w_t p_t, [×]
@@ -123,7 +123,8 @@ class CpuBackend final : public Backend {
   void rank_many(const std::vector<BatchEntry>& entries, const std::vector<size_t>& which, const AdStateTable& state,
                  std::vector<Result>& res);
   // Eligibility over the whole corpus with retrieval scores for the eligible ads.
-  std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts);
+  // The candidates that may be among the first k of the walk with `cap` (engine/retrieval_scan.h).
+  std::vector<Candidate> scan(const Request& req, const AdStateTable& state, const UserState& us, uint32_t k, uint32_t cap, Counts& counts);
   // Retrieval's first half, shared by Retrieve and RetrieveAndRank: the request side, then scan();
   // sets r.timings.user and r.timings.retrieve and r.counts.
   struct Scanned {
@@ -140,7 +141,7 @@ class CpuBackend final : public Backend {
   static void credit_winners(const std::vector<int32_t>& rows, Result& r);
   // Selection, winners and prices for one request from its rows' forward outputs.
   void finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
-                     const float* value, const float* bids, Result& r, bool want_prices) const;
+                     const float* value, const AdStateTable& state, Result& r, bool want_prices) const;
 
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
@@ -356,12 +357,11 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
   float* x = ws.x.data();
   for (const Part& p : parts)
     for (int i = p.lo; i < p.hi; i++) std::memcpy(x + size_t(i) * din, p.us->u.data(), sizeof(float) * du);
-  for (int i = 0; i < m; i++) std::memcpy(x + size_t(i) * din + du, m_.ad_features.data() + size_t(rows[i]) * da, sizeof(float) * da);
+  m_.ad_side(rows, m, x + du, din, ws.qc.data());  // a_c into x, q_c into ws.qc
   for (const Part& p : parts) {
     const UserState& us = *p.us;
     const int mm = p.hi - p.lo;
     if (us.n > 0) {
-      for (int i = p.lo; i < p.hi; i++) std::memcpy(ws.qc.data() + size_t(i) * ds, m_.ad_query.data() + size_t(rows[i]) * ds, sizeof(float) * ds);
       cpu::gemm(ws.qc.data() + size_t(p.lo) * ds, mm, ds, us.h_scaled, ws.att.data(), us.n, cpu::Epilogue{}, gp);
       for (int i = 0; i < mm; i++) cpu::softmax_inplace(ws.att.data() + size_t(i) * us.n, us.n);
       cpu::gemm(ws.att.data(), mm, us.n, us.h_t, x + size_t(p.lo) * din + du + da, din, cpu::Epilogue{}, gp);
@@ -451,7 +451,7 @@ void CpuBackend::forward_chunk(const std::vector<Segment>& segs, const int32_t* 
         value += us.weights[t] * p;
       }
       if (out.value) out.value[r0 + i] = value;
-      if (out.utility) out.utility[r0 + i] = out.bid[rows[i]] * value;
+      if (out.utility) out.utility[r0 + i] = out.state->bid(rows[i]) * value;
     }
   }
   st.mlp += steady_us() - t3;
@@ -502,49 +502,15 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
   t.mlp += total.mlp * f;
 }
 
-std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& state, const UserState& us, Counts& counts) {
-  const int64_t N = m_.num_ads();
-  const int Dr = m_.dims().retrieval_dim;
-  const Eligibility el(m_, state, req);
-  const int64_t chunks = (N + kScanChunk - 1) / kScanChunk;
-  std::vector<std::vector<Candidate>> parts(size_t(std::max<int64_t>(chunks, 0)));
-  std::vector<Counts> part_counts(parts.size());
-  auto run = [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c++) {
-      const int64_t r1 = std::min(N, (c + 1) * kScanChunk);
-      for (int64_t r = c * kScanChunk; r < r1; r++) {
-        const Drop drop = el.check(int32_t(r));
-        Eligibility::count(drop, part_counts[c]);
-        if (drop != Drop::kEligible) continue;
-        const float s = cpu::dot(us.query.data(), m_.ad_retrieval.data() + size_t(r) * Dr, Dr);
-        parts[c].push_back(make_candidate(s, m_.ad_id[r], m_.ad_advertiser[r], int32_t(r)));
-      }
-    }
-  };
-  if (pool_) pool_->parallel_for(chunks, run, 1); else run(0, chunks);
-  counts.received += N;
-  size_t total = 0;
-  for (size_t c = 0; c < parts.size(); c++) {
-    const Counts& p = part_counts[c];
-    counts.excluded_ad += p.excluded_ad;
-    counts.excluded_advertiser += p.excluded_advertiser;
-    counts.inactive += p.inactive;
-    counts.out_of_budget += p.out_of_budget;
-    counts.targeting += p.targeting;
-    counts.paced += p.paced;
-    counts.eligible += p.eligible;
-    total += parts[c].size();
-  }
-  std::vector<Candidate> all;
-  all.reserve(total);
-  for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
-  return all;
+std::vector<Candidate> CpuBackend::scan(const Request& req, const AdStateTable& state, const UserState& us, uint32_t k, uint32_t cap,
+                                        Counts& counts) {
+  return retrieval_scan(m_, state, req, us.query.data(), k, cap, counts, pool_);
 }
 
 // Selects K of `rows` (all eligible, forward outputs in probs/utility/value) with the request's cap
 // and mode, prices if asked.
 void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& rows, const float* probs, const float* utility,
-                               const float* value, const float* bids, Result& r, bool want_prices) const {
+                               const float* value, const AdStateTable& state, Result& r, bool want_prices) const {
   const int T = m_.dims().tasks;
   const size_t n = rows.size();
   const double t0 = steady_us();
@@ -570,7 +536,7 @@ void CpuBackend::finish_ranked(const Request& req, const std::vector<int32_t>& r
     std::memcpy(r.probs.data() + i * T, probs + size_t(idx) * T, sizeof(float) * T);
   }
   if (want_prices)
-    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return bids[rows[idx]]; }, [&](int32_t idx) { return value[idx]; });
+    r.prices = gsp_prices(s, req.reserve, [&](int32_t idx) { return state.bid(rows[idx]); }, [&](int32_t idx) { return value[idx]; });
   r.timings.select += steady_us() - t0;
 }
 
@@ -661,7 +627,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     const Request& req = *es[i].req;
     Result& r = res[i];
     const double t2 = steady_us();
-    std::vector<Candidate> cands = scan(req, state, users[j], r.counts);
+    std::vector<Candidate> cands = scan(req, state, users[j], req.retrieve_count, 0, r.counts);
     const Selection top = select_global(cands, req.retrieve_count, 0, false);
     rows[i].reserve(top.winners.size() + req.candidates.size);
     for (const Candidate& c : top.winners) rows[i].push_back(c.index);
@@ -686,7 +652,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
   const int T = m_.dims().tasks;
   std::vector<float> probs(size_t(total) * T), utility(static_cast<size_t>(total)), value(static_cast<size_t>(total));
   ForwardOut out;
-  out.bid = state.bids();
+  out.state = &state;
   out.probs = probs.data();
   out.utility = utility.data();
   out.value = value.data();
@@ -701,7 +667,7 @@ void CpuBackend::rank_many(const std::vector<BatchEntry>& es, const std::vector<
     r.timings.dcn += ft.dcn;
     r.timings.mlp += ft.mlp;
     const bool price = es[i].op == Op::kRetrieveAndRank || es[i].req->price();
-    finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state.bids(), r, price);
+    finish_ranked(*es[i].req, rows[i], probs.data() + size_t(off) * T, utility.data() + off, value.data() + off, state, r, price);
     if (es[i].op == Op::kRetrieveAndRank) credit_winners(rows[i], r);
     off += int64_t(rows[i].size());
   }
@@ -730,7 +696,7 @@ CpuBackend::Scanned CpuBackend::scan_corpus(const Request& req, const AdStateTab
   Scanned s{compute_user(req, for_ranking), {}};
   const double t1 = steady_us();
   r.timings.user = t1 - t0;
-  s.cands = scan(req, state, s.us, r.counts);
+  s.cands = scan(req, state, s.us, req.k, req.cap, r.counts);
   r.timings.retrieve = steady_us() - t1;
   return s;
 }
@@ -781,7 +747,7 @@ Explain CpuBackend::explain(const Request& req, const AdStateTable& state) {
   e.utility.resize(n);
   e.retrieval_scores.resize(n);
   ForwardOut out;
-  out.bid = state.bids();  // the live bids, as the RPC it explains uses
+  out.state = &state;  // the live bids, as the RPC it explains uses
   out.probs = e.probs.data();
   out.utility = e.utility.data();
   out.ad = e.ad.data();

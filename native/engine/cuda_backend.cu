@@ -28,6 +28,7 @@
 #include "engine/completion.h"
 #include "engine/model.h"
 #include "engine/request_parser.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/device_model.cuh"
 #include "kernels/cuda/forward.cuh"
@@ -99,8 +100,9 @@ class DeviceArena {
     if (count) CUDA_CHECK(cudaMemcpy(p, data, sizeof(T) * count, cudaMemcpyHostToDevice));
     return p;
   }
-  template <class T>
-  T* upload(const std::vector<T>& v) {
+  // A std::vector or a model Table (which may view the mapped bundle: no host copy in between).
+  template <class V>
+  auto upload(const V& v) {
     return upload(v.data(), v.size());
   }
 
@@ -227,7 +229,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  void upload_model();
+  void upload_model(cpu::ThreadPool* pool);
   void upload_state(const AdStateTable& state, const int32_t* rows, size_t n);
   void enqueue_state_upload(const AdStateTable& state, const int32_t* rows, size_t n);
   void make_slot(Slot& s);
@@ -304,6 +306,7 @@ class CudaBackend final : public Backend {
   StateGate gate_;
   std::mutex state_mu_;
   std::vector<uint64_t> state_words_;
+  std::vector<float> state_bids_;  // staging of a full upload's bids (the snapshot's are in chunks)
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
   bool graphs_enabled_ = true;
   // Paths switched against the old ones (docs/cuda.md "Settings"); each off by default.
@@ -345,7 +348,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
-  upload_model();
+  const double load0 = steady_us();
+  upload_model(pool);
+  const double load_ms = (steady_us() - load0) / 1000;
   m_cap_ = next_pow2(std::max<int64_t>(kMaxCandidates, kMaxRetrieve));
   k_cap_max_ = next_pow2(kMaxK + 1);
   l0_cap_ = next_pow2(4 * (int64_t(std::max(kMaxK, kMaxRetrieve)) + 1));
@@ -362,7 +367,8 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
                  (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") +
-                 (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") + ")";
+                 (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
+                 "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }
 
 CudaBackend::~CudaBackend() {
@@ -399,7 +405,7 @@ void CudaBackend::free_slot(Slot& s) {
   s.dev_bundle = s.host_bundle = s.host_result = nullptr;
 }
 
-void CudaBackend::upload_model() {
+void CudaBackend::upload_model(cpu::ThreadPool* pool_) {
   const Model& M = *model_;
   const ModelDims& d = M.dims();
   DeviceModel& m = dm_;
@@ -475,14 +481,30 @@ void CudaBackend::upload_model() {
   // ad tables
   m.da_pad = pad8(m.da);
   {
-    std::vector<bf16> a(size_t(N) * m.da_pad, __float2bfloat16(0.f));
-    put_bf16(a, m.da_pad, 0, M.ad_features.data(), m.da, int(N), 0, 0, m.da);
-    m.ad_features = arena_.upload(a);
-    std::vector<bf16> r(size_t(N) * m.d_r_pad, __float2bfloat16(0.f));
-    put_bf16(r, m.d_r_pad, 0, M.ad_retrieval.data(), m.d_r, int(N), 0, 0, m.d_r);
-    m.ad_retrieval = arena_.upload(r);
+    // a_c, q_c and the retrieval table go up in blocks of rows: the host holds one block of each
+    // (computed from the ad tables, which a mapped bundle holds in place), never a second copy of N
+    constexpr int64_t kBlock = 65536;
+    bf16* dev_a = static_cast<bf16*>(arena_.alloc(sizeof(bf16) * size_t(N) * m.da_pad));
+    bf16* dev_r = static_cast<bf16*>(arena_.alloc(sizeof(bf16) * size_t(N) * m.d_r_pad));
+    float* dev_q = static_cast<float*>(arena_.alloc(sizeof(float) * size_t(N) * d.seq_dim));
+    std::vector<float> a(size_t(kBlock) * m.da), q(size_t(kBlock) * d.seq_dim);
+    std::vector<bf16> a16(size_t(kBlock) * m.da_pad, __float2bfloat16(0.f)), r16(size_t(kBlock) * m.d_r_pad, __float2bfloat16(0.f));
+    std::vector<int32_t> rows(kBlock);
+    for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
+      const int n = int(std::min(kBlock, N - r0));
+      for (int i = 0; i < n; ++i) rows[i] = int32_t(r0 + i);
+      auto part = [&](int64_t i0, int64_t i1) { M.ad_side(rows.data() + i0, int(i1 - i0), a.data() + i0 * m.da, m.da, q.data() + i0 * d.seq_dim); };
+      if (pool_) pool_->parallel_for(n, part, 1024); else part(0, n);
+      put_bf16(a16, m.da_pad, 0, a.data(), m.da, n, 0, 0, m.da);
+      put_bf16(r16, m.d_r_pad, 0, M.ad_retrieval.data() + size_t(r0) * m.d_r, m.d_r, n, 0, 0, m.d_r);
+      CUDA_CHECK(cudaMemcpy(dev_a + size_t(r0) * m.da_pad, a16.data(), sizeof(bf16) * size_t(n) * m.da_pad, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(dev_r + size_t(r0) * m.d_r_pad, r16.data(), sizeof(bf16) * size_t(n) * m.d_r_pad, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(dev_q + size_t(r0) * d.seq_dim, q.data(), sizeof(float) * size_t(n) * d.seq_dim, cudaMemcpyHostToDevice));
+    }
+    m.ad_features = dev_a;
+    m.ad_retrieval = dev_r;
+    m.ad_query = dev_q;
   }
-  m.ad_query = arena_.upload(M.ad_query);
   m.ad_id = arena_.upload(M.ad_id);
   // the effective bids (bundle bid or live override), written by upload_state like the state words
   dev_bid_ = arena_.upload(M.ad_bid);
@@ -721,9 +743,11 @@ void CudaBackend::upload_state(const AdStateTable& state, const int32_t* rows, s
 void CudaBackend::enqueue_state_upload(const AdStateTable& state, const int32_t* rows, size_t n) {
   const size_t N = size_t(dm_.num_ads);
   if (!rows || n > N / 8) {
-    for (size_t r = 0; r < N; ++r) state_words_[r] = state.word(int64_t(r));
+    state.copy_words(state_words_.data());
+    state_bids_.resize(N);
+    state.copy_bids(state_bids_.data());
     CUDA_CHECK(cudaMemcpyAsync(dev_state_, state_words_.data(), sizeof(uint64_t) * N, cudaMemcpyHostToDevice, state_stream_));
-    CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state.bids(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
+    CUDA_CHECK(cudaMemcpyAsync(dev_bid_, state_bids_.data(), sizeof(float) * N, cudaMemcpyHostToDevice, state_stream_));
   } else if (n > 0) {
     constexpr size_t kRowBytes = sizeof(int32_t) + sizeof(uint64_t) + sizeof(float);
     if (!state_host_) {  // both halves or neither: a failed allocation is retried by the next upload

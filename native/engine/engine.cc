@@ -83,13 +83,21 @@ void Engine::require_model() const {
   if (!backend_) throw std::runtime_error("no model: this engine holds the ad tables only and serves fallback answers (--fallback-only)");
 }
 
+// A bundle file changed under its mapping (engine/mapped_file.h): nothing computed from it leaves.
+void Engine::check_mapping() const {
+  const std::string why = model_->mapping_changed();
+  if (!why.empty()) throw std::runtime_error(why + "; this model version refuses to answer (load a valid bundle)");
+}
+
 template <typename F>
 Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
   require_model();
+  check_mapping();
   maybe_inject_device_error();
   Result r = run(req);
+  check_mapping();
   r.timings.total = steady_us() - t0;
   return r;
 }
@@ -121,13 +129,17 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
   require_model();
-  return backend_->explain(req, *ad_state());
+  check_mapping();
+  Explain e = backend_->explain(req, *ad_state());
+  check_mapping();
+  return e;
 }
 
 void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_listed, float value, const float* probs, size_t n_probs) {
   if (surface >= uint32_t(model_->dims().surfaces))
     throw std::runtime_error("expected a surface index < " + std::to_string(model_->dims().surfaces) + " for fallback surface, got " + std::to_string(surface));
-  FallbackPlan plan = make_fallback_plan(*model_, listed, n_listed, value, probs, n_probs);
+  FallbackPlan plan = make_fallback_plan(*model_, listed, n_listed, value, probs, n_probs, by_bid_);
+  if (n_listed == 0) by_bid_ = plan.rows;  // one by-bid order (8 bytes per ad) for every such surface
   if (fallback_.size() < size_t(model_->dims().surfaces)) fallback_.resize(size_t(model_->dims().surfaces));
   fallback_[surface] = std::move(plan);
 }
@@ -135,10 +147,12 @@ void Engine::set_fallback(uint32_t surface, const int32_t* listed, size_t n_list
 Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
   const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
-  if (req.surface >= fallback_.size() || fallback_[req.surface].order.empty())
+  if (req.surface >= fallback_.size() || !fallback_[req.surface].rows)
     throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
   const std::shared_ptr<const AdStateTable> state = ad_state();
+  check_mapping();
   Result r = fallback_answer(*model_, *state, req, op, fallback_[req.surface]);
+  check_mapping();
   r.timings.select = r.timings.total = steady_us() - t0;
   return r;
 }
@@ -162,7 +176,9 @@ std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
   for (size_t j = 0; j < reqs.size(); j++) entries[j] = BatchEntry{&reqs[j], in[index[j]].op};
   maybe_inject_device_error();
   const std::shared_ptr<const AdStateTable> state = ad_state();  // the snapshot the whole batch runs with
+  check_mapping();
   std::vector<Result> results = backend_->run_batch(entries, *state, pool_.get());
+  check_mapping();
   const double total = steady_us() - t0;
   for (size_t j = 0; j < results.size(); j++) {
     out[index[j]].result = std::move(results[j]);
@@ -186,7 +202,8 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
     }
   }
   std::lock_guard<std::mutex> writer(write_mu_);
-  auto next = std::make_shared<AdStateTable>(*ad_state());
+  // copy-on-write: shares every chunk of the current snapshot, copies the ones this batch writes
+  std::shared_ptr<AdStateTable> next = ad_state()->successor();
   int64_t unknown = 0;
   std::vector<int32_t> rows;
   rows.reserve(n);
@@ -202,7 +219,11 @@ int64_t Engine::set_ad_state(const int64_t* ids, const uint8_t* active, const ui
   }
   if (!rows.empty()) {
     sync_device_state(*next, rows.data(), rows.size());
+    last_copied_ = int64_t(next->chunks_copied());
+    next->publish();
+    std::shared_ptr<const AdStateTable> old;  // released outside the lock
     std::lock_guard<std::mutex> lock(state_mu_);
+    old = std::move(state_);
     state_ = std::move(next);
   }
   return unknown;

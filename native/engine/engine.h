@@ -3,6 +3,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -84,6 +85,8 @@ class Engine {
                        const float* bid, size_t n);
   // The snapshot a request runs with.
   std::shared_ptr<const AdStateTable> ad_state() const;
+  // Chunks the last published batch copied (copy-on-write; AdStateTable::kChunkRows rows each).
+  int64_t ad_state_last_copied() const { return last_copied_.load(); }
 
   // "none" for an ads-only engine (ModelInit::ads_only): it answers from the fallback only.
   const char* backend_kind() const { return backend_ ? backend_->kind() : "none"; }
@@ -93,6 +96,7 @@ class Engine {
 
  private:
   void require_model() const;  // throws for an ads-only engine
+  void check_mapping() const;  // throws when the mapped bundle file changed since load
   void maybe_inject_device_error();
   void sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n);
   template <typename F>
@@ -103,6 +107,7 @@ class Engine {
   mutable std::mutex state_mu_;  // guards the state_ pointer (held only to copy or swap it)
   std::mutex write_mu_;          // one writer at a time (copy → apply → publish)
   std::shared_ptr<const AdStateTable> state_;
+  std::atomic<int64_t> last_copied_{0};
   std::unique_ptr<Backend> backend_;
   std::vector<FallbackPlan> fallback_;  // per surface; empty until set
   // the request threads (submit)
@@ -111,6 +116,7 @@ class Engine {
   std::deque<std::function<void()>> run_queue_;
   std::vector<std::thread> runners_;
   bool run_stop_ = false;
+  std::shared_ptr<const PlanOrder> by_bid_;  // the plan of a surface that lists no ads
 #ifdef ADRANK_TEST_HOOKS
   std::atomic<int> injected_errors_{0};
   std::atomic<bool> injected_hung_{false};

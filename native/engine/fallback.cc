@@ -12,7 +12,7 @@
 namespace adrank {
 
 FallbackPlan make_fallback_plan(const Model& m, const int32_t* listed, size_t n_listed, float value, const float* probs,
-                                size_t n_probs) {
+                                size_t n_probs, const std::shared_ptr<const PlanOrder>& by_bid) {
   const int64_t n = m.num_ads();
   if (n_probs != size_t(m.dims().tasks))
     throw std::runtime_error("expected " + std::to_string(m.dims().tasks) + " values for fallback probs, got " + std::to_string(n_probs));
@@ -20,27 +20,33 @@ FallbackPlan make_fallback_plan(const Model& m, const int32_t* listed, size_t n_
   FallbackPlan p;
   p.value = value;
   p.probs.assign(probs, probs + n_probs);
-  p.order.reserve(size_t(n));
-  p.position.assign(size_t(n), -1);
+  if (n_listed == 0 && by_bid) {
+    p.rows = by_bid;
+    return p;
+  }
+  auto rows = std::make_shared<PlanOrder>();
+  rows->order.reserve(size_t(n));
+  rows->position.assign(size_t(n), -1);
   for (size_t i = 0; i < n_listed; i++) {
     const int32_t row = listed[i];
     if (row < 0 || row >= n) throw std::runtime_error("expected a row in [0, " + std::to_string(n) + ") for fallback order[" + std::to_string(i) + "], got " + std::to_string(row));
-    if (p.position[size_t(row)] >= 0) continue;
-    p.position[size_t(row)] = int32_t(p.order.size());
-    p.order.push_back(row);
+    if (rows->position[size_t(row)] >= 0) continue;
+    rows->position[size_t(row)] = int32_t(rows->order.size());
+    rows->order.push_back(row);
   }
   std::vector<int32_t> rest;
-  rest.reserve(size_t(n) - p.order.size());
+  rest.reserve(size_t(n) - rows->order.size());
   for (int32_t row = 0; row < n; row++)
-    if (p.position[size_t(row)] < 0) rest.push_back(row);
+    if (rows->position[size_t(row)] < 0) rest.push_back(row);
   std::sort(rest.begin(), rest.end(), [&](int32_t a, int32_t b) {
     const float ba = m.ad_bid[size_t(a)], bb = m.ad_bid[size_t(b)];
     return ba > bb || (ba == bb && m.ad_id[size_t(a)] < m.ad_id[size_t(b)]);
   });
   for (int32_t row : rest) {
-    p.position[size_t(row)] = int32_t(p.order.size());
-    p.order.push_back(row);
+    rows->position[size_t(row)] = int32_t(rows->order.size());
+    rows->order.push_back(row);
   }
+  p.rows = std::move(rows);
   return p;
 }
 
@@ -48,7 +54,7 @@ namespace {
 
 // The order key of a row: earlier in the plan = higher (select() orders by score descending).
 Candidate plan_candidate(const Model& m, const FallbackPlan& p, int32_t row) {
-  return make_candidate(-float(p.position[size_t(row)]), m.ad_id[size_t(row)], m.ad_advertiser[size_t(row)], row);
+  return make_candidate(-float(p.rows->position[size_t(row)]), m.ad_id[size_t(row)], m.ad_advertiser[size_t(row)], row);
 }
 
 // The first rows of the plan that a capped walk to k (+ the runner-up) needs, eligible only.
@@ -57,7 +63,7 @@ std::vector<Candidate> walk_plan(const Model& m, const AdStateTable& state, cons
   std::vector<Candidate> out;
   std::unordered_map<int64_t, uint32_t> taken;
   size_t want = size_t(req.k) + 1;
-  for (int32_t row : p.order) {
+  for (int32_t row : p.rows->order) {
     counts.received++;
     const Drop d = el.check(row);
     Eligibility::count(d, counts);

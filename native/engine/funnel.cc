@@ -115,14 +115,7 @@ Selection select_global(std::vector<Candidate>& c, uint32_t k, uint32_t cap, boo
   const size_t target = size_t(k) + (want_runner_up ? 1 : 0);
   if (n == 0 || target == 0) return s;
   size_t sorted = 0;
-  // Make [0, want) the best `want` candidates in order, touching only what is not sorted yet.
-  auto extend = [&](size_t want) {
-    want = std::min(want, n);
-    if (want <= sorted) return;
-    if (want < n) std::nth_element(c.begin() + sorted, c.begin() + want, c.end(), before);
-    std::sort(c.begin() + sorted, c.begin() + want, before);
-    sorted = want;
-  };
+  auto extend = [&](size_t want) { sorted = sort_prefix(c, sorted, want, before); };
   extend(cap == 0 ? target : std::max<size_t>(2 * target, 64));
   AdvertiserCounter taken(cap == 0 ? 1 : std::min(n, 4 * target));
   s.winners.reserve(k);

@@ -54,6 +54,17 @@ struct Selection {
   int64_t capped = 0;
 };
 
+// Makes v[0, want) the best `want` elements in order (by `less`), given v[0, sorted) already is,
+// touching only what is not sorted yet; returns the new sorted length. The walks sort as they go.
+template <class T, class Less>
+size_t sort_prefix(std::vector<T>& v, size_t sorted, size_t want, Less less) {
+  want = std::min(want, v.size());
+  if (want <= sorted) return sorted;
+  if (want < v.size()) std::nth_element(v.begin() + sorted, v.begin() + want, v.end(), less);
+  std::sort(v.begin() + sorted, v.begin() + want, less);
+  return want;
+}
+
 // The greedy walk over `cands` (reordered in place): take while the advertiser has < cap taken
 // (cap 0 = none), stop at k. With want_runner_up the walk goes on to the next ad it would take.
 // Sorts only as much of the input as the walk reaches.

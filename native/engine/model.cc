@@ -1,7 +1,10 @@
 #include "engine/model.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
@@ -99,20 +102,42 @@ float bf16_to_f32(uint16_t v) {
   return f;
 }
 
+// A table read in place when it lies in the mapped bundle file, else copied.
+template <class T>
+void keep_table(Table<T>& out, const T* p, size_t n, const MappedFile* mapping) {
+  if (mapping && n > 0 && mapping->contains(p, n * sizeof(T)))
+    out.borrow(p, n);
+  else
+    out.own(std::vector<T>(p, p + n));
+}
+
+void check_finite(const std::string& name, const float* p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!std::isfinite(p[i]))
+      throw std::runtime_error("tensor " + name + ": expected finite values, got " + std::to_string(p[i]) + " at index " + std::to_string(i));
+}
+
 // The ad tables every path needs, the fallback's included: ids (and the id → row map),
 // advertisers, bids, targeting masks.
-void load_ad_tables(Model& m, const ModelDims& d, const Tensors& t) {
+void load_ad_tables(Model& m, const ModelDims& d, const Tensors& t, const ModelInit& init, cpu::ThreadPool* pool) {
   const int64_t N = d.num_ads;
+  const MappedFile* map = init.mapping.get();
   const int64_t* ids = static_cast<const int64_t*>(t.get("ads.id", {N}, {DType::I64}));
-  m.ad_id.assign(ids, ids + N);
+  keep_table(m.ad_id, ids, size_t(N), map);
   const int64_t* adv = static_cast<const int64_t*>(t.get("ads.advertiser", {N}, {DType::I64}));
-  m.ad_advertiser.assign(adv, adv + N);
-  int64_t dup = 0;
-  if (!m.id_to_row.build(m.ad_id.data(), N, &dup))
-    throw std::runtime_error("tensor ads.id: expected unique ad ids, got " + std::to_string(dup) + " more than once");
-  m.ad_bid = t.f32("ads.bid", {N});
+  keep_table(m.ad_advertiser, adv, size_t(N), map);
+  if (init.id_map && init.id_map->built()) {
+    m.id_to_row = *init.id_map;  // shared, built from these ids by the loader
+  } else {
+    int64_t dup = 0;
+    if (!m.id_to_row.build(m.ad_id.data(), N, &dup, pool))
+      throw std::runtime_error("tensor ads.id: expected unique ad ids, got " + std::to_string(dup) + " more than once");
+  }
+  const float* bid = static_cast<const float*>(t.get("ads.bid", {N}, {DType::F32}));
+  check_finite("ads.bid", bid, size_t(N));
+  keep_table(m.ad_bid, bid, size_t(N), map);
   const uint64_t* tg = static_cast<const uint64_t*>(t.get("ads.targeting", {N, d.targeting_dims}, {DType::U64}));
-  m.ad_targeting.assign(tg, tg + size_t(N) * d.targeting_dims);
+  keep_table(m.ad_targeting, tg, size_t(N) * d.targeting_dims, map);
 }
 
 }  // namespace
@@ -172,23 +197,50 @@ void ModelDims::validate() const {
   if (int64_t(masknet_blocks) * masknet_hidden >= (int64_t(1) << 31)) bad_dim("masknetHidden", "blocks * hidden < 2^31", masknet_hidden);
 }
 
-bool IdMap::build(const int64_t* ids, int64_t n, int64_t* dup) {
+bool IdMap::build(const int64_t* ids, int64_t n, int64_t* dup, cpu::ThreadPool* pool, int32_t* dup_rows) {
+  auto t = std::make_shared<Storage>();
   size_t cap = 16;
-  while (cap < size_t(2 * n)) cap <<= 1;
-  keys_.assign(cap, 0);
-  rows_.assign(cap, -1);
-  mask_ = cap - 1;
-  for (int64_t r = 0; r < n; r++) {
-    uint64_t s = splitmix64(uint64_t(ids[r])) & mask_;
-    for (; rows_[s] >= 0; s = (s + 1) & mask_) {
-      if (keys_[s] == ids[r]) {
-        *dup = ids[r];
-        return false;
+  while (cap < size_t(n) + size_t(n) / 2) cap <<= 1;
+  t->mask = cap - 1;
+  t->rows.assign(cap, -1);
+  // Insertion claims a slot with a compare-and-swap on its row; the key is read back through the
+  // row (ids[row]), so there is nothing else to publish and threads insert independently.
+  std::atomic<bool> failed{false};
+  std::mutex dup_mu;
+  int32_t first = -1, second = -1;
+  int32_t* rows = t->rows.data();
+  const uint64_t mask = t->mask;
+  auto insert = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1 && !failed.load(std::memory_order_relaxed); r++) {
+      const int64_t id = ids[r];
+      for (uint64_t s = splitmix64(uint64_t(id)) & mask;; s = (s + 1) & mask) {
+        int32_t cur = __atomic_load_n(&rows[s], __ATOMIC_ACQUIRE);
+        if (cur < 0) {
+          if (__atomic_compare_exchange_n(&rows[s], &cur, int32_t(r), false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+        }
+        if (ids[cur] == id) {
+          std::lock_guard<std::mutex> lock(dup_mu);
+          const int32_t a = std::min(cur, int32_t(r)), b = std::max(cur, int32_t(r));
+          if (first < 0 || b < second) first = a, second = b;
+          failed.store(true);
+          break;
+        }
       }
     }
-    keys_[s] = ids[r];
-    rows_[s] = int32_t(r);
+  };
+  if (pool && n > 4096) pool->parallel_for(n, insert, 1 << 15); else insert(0, n);
+  if (failed.load()) {
+    *dup = ids[second];
+    if (dup_rows) dup_rows[0] = first, dup_rows[1] = second;
+    return false;
   }
+  t->keys.resize(cap);
+  int64_t* keys = t->keys.data();
+  auto fill = [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; s++) keys[s] = rows[s] >= 0 ? ids[rows[s]] : 0;
+  };
+  if (pool && n > 4096) pool->parallel_for(int64_t(cap), fill, 1 << 16); else fill(0, int64_t(cap));
+  t_ = std::move(t);
   return true;
 }
 
@@ -196,8 +248,10 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
   const ModelDims& d = dims_;
   d.validate();
   const Tensors t(init.tensors);
+  mapping = init.mapping;
   if (ads_only_) {
-    load_ad_tables(*this, d, t);
+    load_ad_tables(*this, d, t, init, pool);
+    release_unborrowed(init);
     return;
   }
   const int ds = d.seq_dim, du = d.user(), da = d.ad(), din = d.input(), D = d.cross();
@@ -205,11 +259,10 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
 
   ud_mean = t.f32("features.user_dense.mean", {d.user_dense});
   ud_std = t.f32("features.user_dense.std", {d.user_dense});
-  const std::vector<float> ad_mean = t.f32("features.ad_dense.mean", {d.ad_dense});
-  const std::vector<float> ad_std = t.f32("features.ad_dense.std", {d.ad_dense});
+  ad_mean_ = t.f32("features.ad_dense.mean", {d.ad_dense});
+  ad_std_ = t.f32("features.ad_dense.std", {d.ad_dense});
   for (const auto& f : d.user_sparse) user_sparse.push_back(t.f32("features.user_sparse." + f.name, {f.cardinality, f.dim}));
-  std::vector<std::vector<float>> ad_sparse;
-  for (const auto& f : d.ad_sparse) ad_sparse.push_back(t.f32("features.ad_sparse." + f.name, {f.cardinality, f.dim}));
+  for (const auto& f : d.ad_sparse) ad_sparse_.push_back(t.f32("features.ad_sparse." + f.name, {f.cardinality, f.dim}));
   surface = t.f32("features.surface", {d.surfaces, d.surface_dim});
 
   seq_item = t.f32("sequence.item", {d.seq_item_buckets, ds});
@@ -234,7 +287,7 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
   }
   seq_norm_w = t.f32("sequence.norm.weight", {ds});
   seq_norm_b = t.f32("sequence.norm.bias", {ds});
-  const Linear ta_query = t.linear("target_attention.query", ds, d.ad_embedding_dim);
+  ta_query_ = t.linear("target_attention.query", ds, d.ad_embedding_dim);
 
   input_norm_w = t.f32("masknet.input_norm.weight", {din});
   input_norm_b = t.f32("masknet.input_norm.bias", {din});
@@ -294,11 +347,17 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
   }
 
   // Ad tables.
-  load_ad_tables(*this, d, t);
-  const std::vector<float> dense = t.f32("ads.dense", {N, d.ad_dense});
+  load_ad_tables(*this, d, t, init, pool);
+  // The inputs of a_c and q_c, read in place (checked, not copied) from a mapped bundle.
+  const float* dense = static_cast<const float*>(t.get("ads.dense", {N, d.ad_dense}, {DType::F32}));
+  check_finite("ads.dense", dense, size_t(N) * d.ad_dense);
+  keep_table(ad_dense, dense, size_t(N) * d.ad_dense, mapping.get());
   const int nsf = int(d.ad_sparse.size());
   const int64_t* sparse = static_cast<const int64_t*>(t.get("ads.sparse", {N, nsf}, {DType::I64}));
-  const std::vector<float> emb = t.f32("ads.embedding", {N, d.ad_embedding_dim});
+  keep_table(ad_sparse_ids, sparse, size_t(N) * nsf, mapping.get());
+  const float* emb = static_cast<const float*>(t.get("ads.embedding", {N, d.ad_embedding_dim}, {DType::F32}));
+  check_finite("ads.embedding", emb, size_t(N) * d.ad_embedding_dim);
+  keep_table(ad_embedding, emb, size_t(N) * d.ad_embedding_dim, mapping.get());
   {
     DType rd;
     const void* r = t.get("ads.retrieval", {N, d.retrieval_dim}, {DType::F32, DType::BF16}, &rd);
@@ -306,48 +365,82 @@ Model::Model(const ModelInit& init, cpu::ThreadPool* pool) : dims_(init.dims), a
       throw std::runtime_error(std::string("tensor ads.retrieval: expected dtype ") + (d.retrieval_bf16 ? "BF16" : "F32") +
                                " (dims.retrievalBf16), got " + dtype_name(rd));
     const size_t n = size_t(N) * d.retrieval_dim;
-    ad_retrieval.resize(n);
     if (rd == DType::F32) {
-      std::memcpy(ad_retrieval.data(), r, n * sizeof(float));
+      check_finite("ads.retrieval", static_cast<const float*>(r), n);
+      keep_table(ad_retrieval, static_cast<const float*>(r), n, mapping.get());
     } else {
       const uint16_t* b = static_cast<const uint16_t*>(r);
-      for (size_t i = 0; i < n; i++) ad_retrieval[i] = bf16_to_f32(b[i]);
+      std::vector<float> wide(n);
+      for (size_t i = 0; i < n; i++) wide[i] = bf16_to_f32(b[i]);
+      check_finite("ads.retrieval", wide.data(), n);
+      ad_retrieval.own(std::move(wide));
     }
-    for (size_t i = 0; i < n; i++)
-      if (!std::isfinite(ad_retrieval[i]))
-        throw std::runtime_error("tensor ads.retrieval: expected finite values, got " + std::to_string(ad_retrieval[i]) + " at index " + std::to_string(i));
   }
 
-  // Static ad side: a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)], q_c = W_ta L2n(emb) + b_ta.
-  ad_features.assign(size_t(N) * da, 0.f);
-  std::vector<float> emb_n(emb);
-  auto build_rows = [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-      float* a = ad_features.data() + r * da;
-      const float* x = dense.data() + r * d.ad_dense;
-      for (int j = 0; j < d.ad_dense; j++) {
-        const float z = (x[j] - ad_mean[j]) / ad_std[j];
-        a[j] = std::fmin(std::fmax(z, -d.dense_clip), d.dense_clip);
+  if (init.retrieval_bf16_scan) {
+    // round to nearest even; the bound needs the largest row norm of the fp32 table
+    const int Dr = d.retrieval_dim;
+    ad_retrieval_bf16.resize(size_t(N) * Dr);
+    std::vector<float> norms(size_t(std::max<int64_t>(N, 0)));
+    auto convert = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; r++) {
+        const float* x = ad_retrieval.data() + size_t(r) * Dr;
+        uint16_t* y = ad_retrieval_bf16.data() + size_t(r) * Dr;
+        for (int j = 0; j < Dr; j++) {
+          uint32_t b;
+          std::memcpy(&b, &x[j], 4);
+          y[j] = uint16_t((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+        }
+        norms[size_t(r)] = std::sqrt(cpu::dot(x, x, Dr));
       }
-      int off = d.ad_dense;
-      for (int f = 0; f < nsf; f++) {
-        const auto& fd = d.ad_sparse[f];
-        const int64_t b = bucket_of(sparse[r * nsf + f], fd.cardinality);
-        std::memcpy(a + off, ad_sparse[f].data() + b * fd.dim, sizeof(float) * fd.dim);
-        cpu::l2_normalize(a + off, fd.dim);
-        off += fd.dim;
-      }
-      float* e = emb_n.data() + r * d.ad_embedding_dim;
-      cpu::l2_normalize(e, d.ad_embedding_dim);
-      std::memcpy(a + off, e, sizeof(float) * d.ad_embedding_dim);
+    };
+    if (pool) pool->parallel_for(N, convert, 4096); else convert(0, N);
+    for (float v : norms) retrieval_max_norm = std::max(retrieval_max_norm, v);
+    // the scan reads the bf16 copy; the fp32 rows are read back (from the page cache) only to rescore
+    if (ad_retrieval.borrowed() && mapping) mapping->release(ad_retrieval.data(), sizeof(float) * ad_retrieval.size());
+  }
+  release_unborrowed(init);
+}
+
+void Model::ad_side(const int32_t* rows, int m, float* a, int64_t lda, float* q) const {
+  const ModelDims& d = dims_;
+  const int nsf = int(d.ad_sparse.size()), dae = d.ad_embedding_dim, da = d.ad();
+  for (int i = 0; i < m; i++) {
+    const int64_t r = rows[i];
+    float* x = a + i * lda;
+    const float* dense = ad_dense.data() + r * d.ad_dense;
+    for (int j = 0; j < d.ad_dense; j++) {
+      const float z = (dense[j] - ad_mean_[j]) / ad_std_[j];
+      x[j] = std::fmin(std::fmax(z, -d.dense_clip), d.dense_clip);
     }
-  };
-  if (pool) pool->parallel_for(N, build_rows, 1024); else build_rows(0, N);
-  ad_query.assign(size_t(N) * ds, 0.f);
-  if (N > 0) {
+    int off = d.ad_dense;
+    for (int f = 0; f < nsf; f++) {
+      const auto& fd = d.ad_sparse[f];
+      const int64_t b = bucket_of(ad_sparse_ids[size_t(r * nsf + f)], fd.cardinality);
+      std::memcpy(x + off, ad_sparse_[f].data() + b * fd.dim, sizeof(float) * fd.dim);
+      cpu::l2_normalize(x + off, fd.dim);
+      off += fd.dim;
+    }
+    std::memcpy(x + off, ad_embedding.data() + r * dae, sizeof(float) * dae);
+    cpu::l2_normalize(x + off, dae);
+  }
+  if (q && m > 0) {
     cpu::Epilogue ep;
-    ep.bias = ta_query.b.data();
-    cpu::gemm(emb_n.data(), int(N), d.ad_embedding_dim, ta_query.w, ad_query.data(), ds, ep, pool);
+    ep.bias = ta_query_.b.data();
+    cpu::gemm(a + (da - dae), m, lda, ta_query_.w, q, d.seq_dim, ep, nullptr);  // the L2n(emb) columns of a_c
+  }
+}
+
+// Pages of the mapped bundle that were read once at load (weights, now packed; the ad inputs of a_c
+// and q_c) leave this process's resident set; they stay in the page cache. Borrowed tables stay.
+void Model::release_unborrowed(const ModelInit& init) const {
+  if (!mapping) return;
+  const void* kept[] = {ad_id.data(), ad_advertiser.data(), ad_bid.data(), ad_targeting.data(), ad_dense.data(),
+                        ad_sparse_ids.data(), ad_embedding.data(), ad_retrieval.borrowed() ? ad_retrieval.data() : nullptr};
+  for (const auto& [name, ref] : init.tensors) {
+    if (std::find(std::begin(kept), std::end(kept), ref.data) != std::end(kept)) continue;
+    const size_t size = ref.dtype == DType::BF16 ? 2 : ref.dtype == DType::F32 ? 4 : 8;
+    mapping->release(ref.data, ref.count * size);
   }
 }
 

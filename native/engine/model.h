@@ -1,7 +1,10 @@
 // The model of docs/design.md §3–§4 held in host memory, built from the flattened dims and tensors the
-// addon hands over (src/engine/binding.ts NativeModelInit). Everything kept is copied; weights are
-// packed for cpu::gemm at load, and the static ad side (a_c, the target-attention query q_c, the
-// f32 retrieval table) is precomputed once for all N ads.
+// addon hands over (src/engine/binding.ts NativeModelInit). Weights are packed for cpu::gemm at load.
+// The ad tables (ids, advertisers, bids, targeting, dense, sparse, embedding, an F32 retrieval table)
+// are read in place when the tensors lie in a mapped bundle file (ModelInit::mapping;
+// engine/mapped_file.h), copied otherwise; the static ad side of a candidate (a_c and the
+// target-attention query q_c) is computed from them when the candidate is ranked (ad_side), which
+// costs little next to the MaskNet and keeps the resident size at about the bundle's.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "engine/id_map.h"
+#include "engine/mapped_file.h"
 #include "kernels/cpu/gemm.h"
 
 namespace adrank::cpu {
@@ -62,9 +66,45 @@ struct TensorRef {
   size_t count = 0;
 };
 
+// One ad table: a view of a mapped bundle file (kept alive by Model::mapping) or an owned copy.
+template <class T>
+class Table {
+ public:
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const T& operator[](size_t i) const { return data_[i]; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + size_; }
+  bool borrowed() const { return size_ > 0 && own_.empty(); }
+  void borrow(const T* p, size_t n) {
+    own_.clear();
+    own_.shrink_to_fit();
+    data_ = p;
+    size_ = n;
+  }
+  void own(std::vector<T> v) {
+    own_ = std::move(v);
+    data_ = own_.data();
+    size_ = own_.size();
+  }
+
+ private:
+  std::vector<T> own_;
+  const T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 struct ModelInit {
   ModelDims dims;
   std::map<std::string, TensorRef> tensors;
+  // The bundle file the tensors view, when they view one: the ad tables inside it are read in place
+  // and the Model keeps it mapped.
+  std::shared_ptr<const MappedFile> mapping;
+  // The id → row map of ads.id, when already built (the bundle loader builds it; it is shared).
+  const IdMap* id_map = nullptr;
+  // Also keep a bf16 copy of the retrieval table for the CPU scan (engine/retrieval_scan.h).
+  bool retrieval_bf16_scan = false;
   // Only the ad tables a fallback answer needs (ads.id, ads.advertiser, ads.bid, ads.targeting): the
   // server's --fallback-only stand-in when no model version loads (docs/funnel.md "Fallback").
   bool ads_only = false;
@@ -136,15 +176,28 @@ class Model {
   std::vector<Linear> user_tower;
 
   // Ad tables, row-major by ad row.
-  std::vector<int64_t> ad_id, ad_advertiser;         // [N]
-  std::vector<float> ad_bid;                         // [N]
-  std::vector<uint64_t> ad_targeting;                // [N, targeting_dims]
-  std::vector<float> ad_features;                    // a_c, [N, da]
-  std::vector<float> ad_query;                       // q_c = W_ta L2n(emb_c) + b_ta, [N, d_s]
-  std::vector<float> ad_retrieval;                   // [N, D_r] (BF16 converted)
+  Table<int64_t> ad_id, ad_advertiser;               // [N]
+  Table<float> ad_bid;                               // [N]
+  Table<uint64_t> ad_targeting;                      // [N, targeting_dims]
+  Table<float> ad_dense, ad_embedding;               // raw [N, n_ad], [N, d_ae]
+  Table<int64_t> ad_sparse_ids;                      // raw [N, len(ad_sparse)]
+  // a_c = [z(dense) ; L2n(sparse rows) ; L2n(emb)] of `rows` into a (row stride lda, da values a
+  // row) and, when q is not null, q_c = W_ta L2n(emb_c) + b_ta into q ([m, d_s]). Single-threaded.
+  void ad_side(const int32_t* rows, int m, float* a, int64_t lda, float* q) const;
+  Table<float> ad_retrieval;                         // [N, D_r] (BF16 converted)
+  std::vector<uint16_t> ad_retrieval_bf16;           // [N, D_r], empty unless the bf16 scan is on
+  float retrieval_max_norm = 0;                      // max_c ‖ad_retrieval[c]‖ (the bf16 scan's bound)
   IdMap id_to_row;
+  // The mapped bundle the borrowed tables live in (null when everything was copied).
+  std::shared_ptr<const MappedFile> mapping;
+  // Non-empty when the mapped file changed since load (MappedFile::changed): answers are refused.
+  std::string mapping_changed() const { return mapping ? mapping->changed() : std::string(); }
 
  private:
+  void release_unborrowed(const ModelInit& init) const;
+  std::vector<float> ad_mean_, ad_std_;              // [n_ad]
+  std::vector<std::vector<float>> ad_sparse_;        // per field [cardinality, dim]
+  Linear ta_query_;                                  // [d_s, d_ae]
   ModelDims dims_;
   bool bf16_weights_ = false;
   bool ads_only_ = false;

@@ -51,6 +51,11 @@ function device(v: string): string {
   return v;
 }
 
+function retrievalScan(v: string): string {
+  if (!/^(fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected fp32 or bf16, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function precision(v: string): string {
   if (!/^(auto|fp32|bf16)$/.test(v)) throw new InvalidArgumentError(`expected auto, fp32 or bf16, got ${JSON.stringify(v)}`);
   return v;
@@ -89,6 +94,27 @@ async function ensureDemoBundle(out: string, ads: number, adsGiven: boolean, log
   log.info('demo_bundle_written', { path: out, ads, bytes: r.size, sha256: r.sha256, ms: Math.round(performance.now() - t0) });
 }
 
+/** A progress bar on a terminal (redrawn at most 10 times a second), one line per 10% otherwise. */
+function progressBar(out: NodeJS.WriteStream, t0: number): (done: number, total: number, last?: boolean) => void {
+  let shown = -1;
+  let drawn = 0;
+  return (done, total, last = false) => {
+    const frac = total > 0 ? done / total : 1;
+    const s = (performance.now() - t0) / 1000;
+    const text = `${(100 * frac).toFixed(0).padStart(3)}% ${formatBytes(done)} of ${formatBytes(total)}, ${s.toFixed(1)} s`;
+    if (out.isTTY) {
+      if (!last && performance.now() - drawn < 100) return;
+      drawn = performance.now();
+      const width = 30;
+      const fill = Math.round(width * frac);
+      out.write(`\r[${'#'.repeat(fill)}${' '.repeat(width - fill)}] ${text}${last ? '\n' : ''}`);
+    } else if (Math.floor(10 * frac) > shown) {
+      shown = Math.floor(10 * frac);
+      out.write(`${text}\n`);
+    }
+  };
+}
+
 /** grpc-js's own log lines go into the JSON log at debug level, so a failure is reported once, by us. */
 function routeGrpcLogs(log: Logger): void {
   const line = (...args: unknown[]) => log.debug('grpc_js', { message: format(...args) });
@@ -108,6 +134,7 @@ interface ServeFlags {
   port: number;
   device: string;
   precision: string;
+  retrievalScan: 'fp32' | 'bf16';
   threads: number;
   frontEndThreads: number;
   maxInflight: number;
@@ -172,7 +199,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       cmd.error(`error: --${{ shadowSample: 'shadow-sample', shadowMaxInflight: 'shadow-max-inflight', shadowIdleGap: 'shadow-idle-gap' }[flag]} needs --shadow-version V`);
   }
   const path = bundle;
-  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision });
+  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision, retrievalScan: f.retrievalScan });
   // A device that cannot be had, a missing, unreadable or foreign bundle, or a corrupt state file
   // fails here, before the port is bound.
   try {
@@ -393,6 +420,7 @@ function program(): Command {
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
     .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 with AVX512-BF16 or on AVX2-only CPUs) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
+    .addOption(new Option('--retrieval-scan <p>', 'CPU retrieval scan: fp32 | bf16 (a bf16 copy of the table, half the bytes read, exact fp32 rescoring of the near-top; docs/funnel.md)').env('ADRANK_RETRIEVAL_SCAN').default('fp32').argParser(retrievalScan))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(
       new Option('--front-end-threads <n>', 'JS threads accepting gRPC connections on the port, sharing one engine per model version (1 on Node < 22.12)')
@@ -443,8 +471,11 @@ function program(): Command {
     .addOption(new Option('--seed <s>', 'random seed').default(1).argParser(int(0)))
     .requiredOption('--out <file>', 'output .safetensors file (required)')
     .action(async (f: { ads: number; seed: number; out: string }) => {
-      const r = await writeDemoBundle({ ads: f.ads, seed: f.seed, out: f.out });
-      console.log(`wrote ${f.out}: ${f.ads} ads, ${formatBytes(r.size)}, sha256 ${r.sha256}`);
+      const t0 = performance.now();
+      const bar = progressBar(process.stderr, t0);
+      const r = await writeDemoBundle({ ads: f.ads, seed: f.seed, out: f.out, onProgress: bar });
+      bar(r.size, r.size, true);
+      console.log(`wrote ${f.out}: ${f.ads} ads, ${formatBytes(r.size)}, sha256 ${r.sha256}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     });
 
   p.command('inspect')

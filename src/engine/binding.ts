@@ -22,8 +22,16 @@ export interface NativeModelInit {
   /** The config JSON's numbers, flattened (see src/engine/index.ts `nativeInit`). */
   dims: NativeDims;
   /** Tensors by bundle name; F32 as Float32Array, I64 as BigInt64Array, U64 as BigUint64Array,
-   *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps. */
+   *  BF16 as Uint16Array (raw bf16 bits). Native code copies what it keeps, except the ad tables
+   *  of a mapped bundle (`mapping`), which it reads in place. */
   tensors: Record<string, TensorArray>;
+  /** The mapped bundle file the tensors view (mapFile().handle): the engine reads the ad tables in
+   *  place from it and keeps it mapped; absent, it copies them. */
+  mapping?: MappedFileHandle;
+  /** The id → row index of ads.id (buildIdIndex().handle), shared instead of built again. */
+  idIndex?: IdIndexHandle;
+  /** The CPU retrieval scan over the fp32 table (default) or a bf16 copy with exact fp32 rescoring. */
+  retrievalScan?: 'fp32' | 'bf16';
   /** Only the ad tables (ads.id, ads.advertiser, ads.bid, ads.targeting): an engine that gives
    *  fallback answers and nothing else (--fallback-only; backend 'none'). */
   adsOnly?: boolean;
@@ -215,6 +223,9 @@ export interface NativeEngine {
    *  no request sees half of. `bid` is the live bid override per ad, NaN (or no array) = the
    *  bundle's bid. Returns how many ids were unknown (and ignored). */
   setAdState(ids: BigInt64Array, active: Uint8Array, inBudget: Uint8Array, pacingRate: Float32Array, bid?: Float32Array): number;
+  /** The live state's copy-on-write layout: `chunks` chunks of `chunkRows` rows; `lastCopied` the
+   *  chunks the last applied batch copied (a batch costs O(changed), not O(N)). */
+  adStateStats(): { chunkRows: number; chunks: number; lastCopied: number };
   /** One surface's fallback plan: `rows` first, in order, then every other ad by bid; `value` the
    *  surface's estimated Σ_t w_t p̄_t and `probs` its mean probabilities [T]. */
   setFallback(surface: number, rows: Int32Array, value: number, probs: Float32Array): void;
@@ -287,11 +298,36 @@ export interface NativeKernels {
   layerNorm(x: Float32Array, m: number, n: number, gamma: Float32Array, beta: Float32Array): Float32Array;
 }
 
+/** Opaque native handles (type-tagged: anything else is refused). */
+export type MappedFileHandle = { readonly __mapped: unique symbol };
+export type IdIndexHandle = { readonly __idIndex: unique symbol };
+
+export interface MappedFile {
+  size: number;
+  handle: MappedFileHandle;
+}
+
 export interface NativeBinding {
   Engine: new (init: NativeModelInit | { shared: number }) => NativeEngine;
   /** Engines shared (NativeEngine.share) that some JS thread still holds. */
   sharedEngines(): number;
   WireRequest: new (op: NativeOp, bytes: Uint8Array) => NativeWireRequest;
+  /** Maps a file read-only (native engine/mapped_file.h); throws naming the path. */
+  mapFile(path: string): MappedFile;
+  /** An ArrayBuffer over `length` bytes of the mapping from `offset` (at most 2^32 - 1 bytes: a
+   *  Node-API external buffer is a Buffer). Read-only pages: never write to it (the process faults). */
+  mapView(handle: MappedFileHandle, offset: number, length: number): ArrayBuffer;
+  /** '' while the mapped file is unchanged, else how it changed (truncated, written in place). */
+  mappedFileChanged(handle: MappedFileHandle): string;
+  /** The id → row index of unique ids, built in parallel; or the first duplicate found. */
+  buildIdIndex(ids: BigInt64Array): { handle: IdIndexHandle } | { duplicate: bigint; rows: [number, number] };
+  /** Rows of `ids` (-1 where absent). */
+  idIndexRows(handle: IdIndexHandle, ids: BigInt64Array): Int32Array;
+  /** The rows of each distinct key: `handle` indexes the keys (group g, in first-seen order), whose
+   *  rows are rows[starts[g] .. starts[g + 1]], ascending. */
+  buildGroupIndex(keys: BigInt64Array): { handle: IdIndexHandle; starts: Int32Array; rows: Int32Array };
+  /** The first index of a NaN or ±Inf (bf16 bits in a Uint16Array), or -1; scanned in parallel. */
+  firstNonFinite(values: Float32Array | Uint16Array): number;
   capabilities(): Capabilities;
   kernels: NativeKernels;
   /** Ends the process now with `code`, without waiting for queued native runs (process.exit

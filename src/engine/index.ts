@@ -4,7 +4,7 @@
  * that touches the addon.
  */
 import { binding, type Capabilities, type DeviceFault, type DeviceStats, type NativeBinding, type NativeEngine, type NativeExplain, type NativeModelInit, type NativeOp, type NativeResult, type NativeWireRequest, type NativeWireSchema, type TensorArray } from './binding.js';
-import { loadBundle, type LoadedBundle } from '../model/bundle.js';
+import { adRows, loadBundle, type LoadedBundle } from '../model/bundle.js';
 import { modelDims, type ModelConfig } from '../model/config.js';
 import { packFeatureBundle, type EngineRequest } from '../features/feature-bundle.js';
 
@@ -28,6 +28,10 @@ export interface EngineOptions {
   /** Only the ad tables: an engine for fallback answers and nothing else (`--fallback-only`, when
    *  no model version loads). No device is used; `backend` is 'none'. */
   adsOnly?: boolean;
+  /** The CPU retrieval scan: 'fp32' (default) reads the fp32 table; 'bf16' keeps a bf16 copy of it
+   *  (2 bytes per value more in memory), scans that, half the bytes, and rescores the near-top in
+   *  fp32, so the answers are the fp32 scan's (docs/funnel.md "Retrieval scan"). */
+  retrievalScan?: 'fp32' | 'bf16';
 }
 
 /** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
@@ -162,6 +166,8 @@ export function nativeInit(b: LoadedBundle, device: string, threads: number, pre
     threads,
     precision,
     tensors: b.tensors,
+    mapping: b.mapping?.handle,
+    idIndex: b.adIndex?.handle,
     dims: {
       userDense: c.user_dense,
       adDense: c.ad_dense,
@@ -263,7 +269,7 @@ export class Engine {
     const Native = (options.binding ?? binding()).Engine;
     let native: NativeEngine;
     try {
-      native = new Native(nativeInit(bundle, device, options.threads ?? 0, p.precision));
+      native = new Native({ ...nativeInit(bundle, device, options.threads ?? 0, p.precision), retrievalScan: options.retrievalScan ?? 'fp32' });
     } catch (e) {
       throw new EngineError(`cannot build the engine on ${device}: ${(e as Error).message}`, 'BUNDLE');
     }
@@ -275,9 +281,12 @@ export class Engine {
   share(): SharedEngine {
     const b = this.bundle;
     const tensors: LoadedBundle['tensors'] = {};
-    // in shared memory: every thread reads the one copy (a view of the file would clone all of it)
+    // in shared memory: every thread reads the one copy (a view of the mapped file cannot be sent;
+    // the native engine the threads share reads the mapping itself)
     for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = inSharedMemory(t);
-    const bundle: LoadedBundle = { ...b, tensors, adRow: undefined };
+    // the id index and the mapping are this thread's native handles: the other thread builds its own
+    // index from the shared ids when it needs one (adRows)
+    const bundle: LoadedBundle = { ...b, tensors, adIndex: undefined, mapping: undefined };
     return { key: this.native.share(), bundle, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
   }
 
@@ -406,7 +415,7 @@ export class Engine {
       let value = ex ? 0 : 1;
       for (let t = 0; ex && t < T; t++) value += weights[s * T + t] * probs[t];
       const list = this.bundle.tensors[`fallback.${c.surfaces[s]}`] as BigInt64Array | undefined;
-      const listed = list ? Int32Array.from(list, (id) => this.bundle.adRow!.get(id)!) : new Int32Array(0);
+      const listed = list ? adRows(this.bundle).rows(list) : new Int32Array(0);
       this.native.setFallback(s, listed, value, probs);
       plan.push({ surface: c.surfaces[s], listed: listed.length, value, probs: Array.from(probs), sample: rows });
     }
@@ -438,6 +447,11 @@ export class Engine {
   /** The backend's counters: CUDA graphs, failed captures, eager-only keys, streams lost to the watchdog. */
   deviceStats(): DeviceStats {
     return this.native.deviceStats();
+  }
+
+  /** See NativeEngine.adStateStats. */
+  adStateStats(): { chunkRows: number; chunks: number; lastCopied: number } {
+    return this.native.adStateStats();
   }
 
   /** See NativeEngine.setAdState: one atomic batch; bid NaN = the bundle's bid. */

@@ -1,14 +1,15 @@
 /**
  * Model bundle loading (docs/design.md §3, docs/bundle-format.md): a safetensors file whose metadata
- * carries the adrank config. Loading is all-or-nothing: the whole file is read, hashed and
- * validated (container, config, every tensor's presence/shape/dtype, no extra tensors, finite
- * weights, unique ad ids, sane ad tables) before a LoadedBundle exists.
+ * carries the adrank config. Loading is all-or-nothing: the whole file is mapped read-only (not
+ * copied), hashed and validated (container, config, every tensor's presence/shape/dtype, no extra
+ * tensors, finite weights, unique ad ids, sane ad tables) before a LoadedBundle exists. Tensors
+ * are views of the mapping; the native engine reads the ad tables in place from it.
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
-import type { TensorArray } from '../engine/binding.js';
+import { open, type FileHandle } from 'node:fs/promises';
+import { binding, type IdIndexHandle, type MappedFile, type TensorArray } from '../engine/binding.js';
 import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
-import { BundleError, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type Tensor } from './safetensors.js';
+import { BundleError, bytesAt, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type ByteSource, type FileBytes, type Tensor } from './safetensors.js';
 import { shardMeta } from './shard-meta.js';
 
 export { BundleError } from './safetensors.js';
@@ -29,16 +30,76 @@ export interface LoadedBundle {
   /** the raw `__metadata__` strings (set by loadBundle/parseBundle) */
   metadata?: Record<string, string>;
   /** ad id → row in the ads.* tables (set by loadBundle/parseBundle; see adRows()) */
-  adRow?: Map<bigint, number>;
+  adIndex?: AdIndex;
+  /** the mapped file the tensors view (loadBundle); kept here so the mapping lives as long as they do */
+  mapping?: MappedFile;
+}
+
+/**
+ * ad id → row in the ads.* tables: the native open-addressing index (engine/id_map.h), built in
+ * parallel from ads.id and shared with the engine, so no JavaScript copy of the ids exists.
+ */
+export class AdIndex {
+  private constructor(readonly handle: IdIndexHandle, readonly size: number) {}
+
+  /** The index of unique `ids`; a BundleError naming the first duplicate found otherwise. */
+  static build(ids: BigInt64Array): AdIndex {
+    const r = binding().buildIdIndex(ids);
+    if ('duplicate' in r) failTensor('ads.id', `duplicate ad id ${r.duplicate} at rows ${r.rows[0]} and ${r.rows[1]}`);
+    return new AdIndex(r.handle, ids.length);
+  }
+
+  /** Rows of `ids`, -1 where an id is not in the bundle. */
+  rows(ids: BigInt64Array): Int32Array {
+    return binding().idIndexRows(this.handle, ids);
+  }
+
+  get(id: bigint): number | undefined {
+    const r = this.rows(BigInt64Array.of(id))[0];
+    return r < 0 ? undefined : r;
+  }
+
+  has(id: bigint): boolean {
+    return this.get(id) !== undefined;
+  }
+}
+
+/** advertiser id → its ads' rows, from ads.advertiser (native: typed arrays, no JavaScript map). */
+export class AdvertiserIndex {
+  private readonly handle: IdIndexHandle;
+  private readonly starts: Int32Array;
+  private readonly rowList: Int32Array;
+
+  constructor(advertisers: BigInt64Array) {
+    const g = binding().buildGroupIndex(advertisers);
+    this.handle = g.handle;
+    this.starts = g.starts;
+    this.rowList = g.rows;
+  }
+
+  /** The rows of `advertiser`'s ads, ascending (empty when it has none). */
+  rows(advertiser: bigint): Int32Array {
+    const g = binding().idIndexRows(this.handle, BigInt64Array.of(advertiser))[0];
+    return g < 0 ? new Int32Array(0) : this.rowList.subarray(this.starts[g], this.starts[g + 1]);
+  }
+
+  has(advertiser: bigint): boolean {
+    return binding().idIndexRows(this.handle, BigInt64Array.of(advertiser))[0] >= 0;
+  }
 }
 
 /** ad id → row, built (and cached on the bundle) when the bundle did not come from parseBundle. */
-export function adRows(b: LoadedBundle): Map<bigint, number> {
-  if (!b.adRow) {
-    const ids = b.tensors['ads.id'] as BigInt64Array;
-    b.adRow = new Map(Array.from(ids, (id, i) => [id, i] as [bigint, number]));
-  }
-  return b.adRow;
+export function adRows(b: LoadedBundle): AdIndex {
+  b.adIndex ??= AdIndex.build(b.tensors['ads.id'] as BigInt64Array);
+  return b.adIndex;
+}
+
+/** sha256 of a whole file's bytes, in pieces (a mapped file may exceed one typed array's 2^32 limit). */
+function sha256Of(buf: FileBytes): string {
+  const hash = createHash('sha256');
+  const piece = 1 << 30;
+  for (let off = 0; off < buf.byteLength; off += piece) hash.update(bytesAt(buf, off, Math.min(piece, buf.byteLength - off)));
+  return hash.digest('hex');
 }
 
 /**
@@ -74,15 +135,26 @@ export interface BundleReadOptions {
 /** The tensors an ads-only read keeps and validates. */
 export const AD_TABLES = ['ads.id', 'ads.advertiser', 'ads.bid', 'ads.targeting'] as const;
 
+/**
+ * Maps the file read-only and validates it in place (nothing is copied: the tensors view the
+ * mapping). A file that changes while it is validated is refused; one that changes later is caught
+ * by the engine, which then refuses to answer from it (docs/bundle-format.md "Mapped, not copied").
+ */
 export async function loadBundle(path: string, options: BundleReadOptions = {}): Promise<LoadedBundle> {
-  let buf: Buffer;
+  let mapped: MappedFile;
   try {
-    buf = await readFile(path);
+    mapped = binding().mapFile(path);
   } catch (e) {
-    throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message}`);
+    throw new BundleError(`cannot read bundle ${path}: ${(e as Error).message.replace(`cannot map bundle ${path}: `, '')}`);
   }
+  const { handle, size } = mapped;
+  const source: ByteSource = { byteLength: size, bytes: (start, length) => new Uint8Array(binding().mapView(handle, start, length)) };
   try {
-    return parseBundle(buf, path, options);
+    const b = parseBundle(source, path, options);
+    const changed = binding().mappedFileChanged(mapped.handle);
+    if (changed) throw new BundleError(`changed while it was being validated (${changed.replace(`bundle ${path} `, '')})`);
+    b.mapping = mapped;
+    return b;
   } catch (e) {
     if (e instanceof BundleError) {
       e.message = `bundle ${path}: ${e.message}`;
@@ -92,7 +164,7 @@ export async function loadBundle(path: string, options: BundleReadOptions = {}):
 }
 
 /** Validates a bundle held in memory (the whole file). Tensors view `buf` where aligned. */
-export function parseBundle(buf: Uint8Array, path = '<buffer>', options: BundleReadOptions = {}): LoadedBundle {
+export function parseBundle(buf: FileBytes, path = '<buffer>', options: BundleReadOptions = {}): LoadedBundle {
   const { metadata, tensors } = readSafetensors(buf);
   const format = metadata['adrank.format'];
   if (format !== BUNDLE_FORMAT)
@@ -145,10 +217,10 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>', options: BundleR
     shapes: {},
     dtypes: {},
     numAds,
-    sha256: createHash('sha256').update(buf).digest('hex'),
+    sha256: sha256Of(buf),
     fileSize: buf.byteLength,
     metadata,
-    adRow,
+    adIndex: adRow,
   };
   for (const name of [...expected.map((spec) => spec.name), ...optional]) {
     const t = tensors.get(name)!;
@@ -160,14 +232,15 @@ export function parseBundle(buf: Uint8Array, path = '<buffer>', options: BundleR
 }
 
 /** `fallback.<surface>`: I64 [L], ad ids of the bundle in priority order, each once. */
-function checkFallbackList(name: string, t: Tensor, adRow: Map<bigint, number>): void {
+function checkFallbackList(name: string, t: Tensor, adRow: AdIndex): void {
   const where = { tensor: name };
   if (t.dtype !== 'I64') throw new BundleError(`tensor ${JSON.stringify(name)}: expected dtype I64, got ${t.dtype}`, where);
   if (t.shape.length !== 1) throw new BundleError(`tensor ${JSON.stringify(name)}: expected shape [L], got ${JSON.stringify(t.shape)}`, where);
   const ids = t.data as BigInt64Array;
+  const rows = adRow.rows(ids);
   const seen = new Map<bigint, number>();
   for (let i = 0; i < ids.length; i++) {
-    if (!adRow.has(ids[i])) throw new BundleError(`tensor ${JSON.stringify(name)}: ad id ${ids[i]} at index ${i} is not in ads.id`, where);
+    if (rows[i] < 0) throw new BundleError(`tensor ${JSON.stringify(name)}: ad id ${ids[i]} at index ${i} is not in ads.id`, where);
     const first = seen.get(ids[i]);
     if (first !== undefined) throw new BundleError(`tensor ${JSON.stringify(name)}: duplicate ad id ${ids[i]} at indices ${first} and ${i}`, where);
     seen.set(ids[i], i);
@@ -178,6 +251,14 @@ function checkFinite(name: string, t: Tensor): void {
   const bad = (i: number, v: string): never => {
     throw new BundleError(`tensor ${JSON.stringify(name)}: ${v} at flat index ${i} (shape ${JSON.stringify(t.shape)})`, { tensor: name });
   };
+  if ((t.dtype === 'F32' || t.dtype === 'BF16') && t.data.length >= 1 << 20) {
+    // large (the ad tables): scanned natively, in parallel; the message is the same
+    const i = binding().firstNonFinite(t.data as Float32Array | Uint16Array);
+    if (i < 0) return;
+    if (t.dtype === 'F32') bad(i, String((t.data as Float32Array)[i]));
+    const v = (t.data as Uint16Array)[i];
+    bad(i, v & 0x7f ? 'NaN' : v & 0x8000 ? '-Infinity' : 'Infinity');
+  }
   if (t.dtype === 'F32') {
     const a = t.data as Float32Array;
     for (let i = 0; i < a.length; i++) {
@@ -194,22 +275,18 @@ function failTensor(tensor: string, problem: string): never {
   throw new BundleError(`tensor ${JSON.stringify(tensor)}: ${problem}`, { tensor });
 }
 
-/** Unique ids (→ the id → row map), non-negative bids, targeting masks that allow some value. */
-function checkAdTables(c: ModelConfig, n: number, arr: (name: string) => TensorArray): Map<bigint, number> {
+/** Unique ids (→ the id → row index), non-negative bids, targeting masks that allow some value. */
+function checkAdTables(c: ModelConfig, n: number, arr: (name: string) => TensorArray): AdIndex {
   const fail = failTensor;
   const ids = arr('ads.id') as BigInt64Array;
-  const adRow = new Map<bigint, number>();
-  for (let i = 0; i < n; i++) {
-    const prev = adRow.get(ids[i]);
-    if (prev !== undefined) fail('ads.id', `duplicate ad id ${ids[i]} at rows ${prev} and ${i}`);
-    adRow.set(ids[i], i);
-  }
+  const adRow = AdIndex.build(ids);
   const bid = arr('ads.bid') as Float32Array;
   for (let i = 0; i < n; i++) if (!(bid[i] >= 0)) fail('ads.bid', `negative bid ${bid[i]} at row ${i} (ad ${ids[i]})`);
   const tg = arr('ads.targeting') as BigUint64Array;
   const dims = c.targeting_dims.length;
+  const halves = new Uint32Array(tg.buffer, tg.byteOffset, tg.length * 2); // no BigInt per mask
   for (let i = 0; i < tg.length; i++)
-    if (tg[i] === 0n)
+    if (halves[2 * i] === 0 && halves[2 * i + 1] === 0)
       fail('ads.targeting', `row ${Math.floor(i / dims)} (ad ${ids[Math.floor(i / dims)]}) allows no value of targeting dimension ${JSON.stringify(c.targeting_dims[i % dims])} (mask 0; deactivate the ad instead)`);
   return adRow;
 }

@@ -11,7 +11,8 @@
 import { expectedTensors, modelDims, type ModelConfig, type TensorSpec } from './config.js';
 import { bundleMetadata } from './bundle.js';
 import { Rng } from './random.js';
-import { writeSafetensors, type Tensor } from './safetensors.js';
+import { writeSafetensorsStream, type StreamEntry, type Tensor } from './safetensors.js';
+import type { TensorArray } from '../engine/binding.js';
 
 /** The reference demo config of docs/design.md §4. */
 export function makeDemoConfig(): ModelConfig {
@@ -128,62 +129,10 @@ export function makeDemoBundle(opts: DemoBundleOptions = {}): DemoBundle {
     f32(spec, initWeight(config, spec, rng, dims.cross));
   }
 
-  // ---- the ad corpus
-  const ids = new BigInt64Array(numAds);
-  const seen = new Set<bigint>();
-  for (let i = 0; i < numAds; i++) {
-    let id: bigint;
-    do id = BigInt(rng.int(1, 2 ** 40)) * 8n + BigInt(rng.int(0, 7)); // large, sparse, all residues
-    while (seen.has(id));
-    seen.add(id);
-    ids[i] = id;
-  }
-  // ~N/20 advertisers with skewed sizes (a few large ones, a long tail)
-  const numAdvertisers = Math.max(1, Math.round(numAds / 20));
-  const advertiserIds = Array.from({ length: numAdvertisers }, (_, a) => BigInt(100_000 + a * 7 + rng.int(0, 6)));
-  const advertiser = new BigInt64Array(numAds);
-  for (let i = 0; i < numAds; i++) advertiser[i] = advertiserIds[Math.floor(numAdvertisers * rng.uniform() ** 2)];
-  const bid = new Float32Array(numAds);
-  for (let i = 0; i < numAds; i++) bid[i] = Math.exp(0.5 * rng.gaussian()) * 0.5;
-  const mean = tensors.get('features.ad_dense.mean')!.data as Float32Array;
-  const std = tensors.get('features.ad_dense.std')!.data as Float32Array;
-  const dense = new Float32Array(numAds * config.ad_dense);
-  for (let i = 0; i < dense.length; i++) {
-    const j = i % config.ad_dense;
-    dense[i] = mean[j] + std[j] * rng.gaussian();
-  }
-  const sparse = new BigInt64Array(numAds * config.ad_sparse.length);
-  for (let i = 0; i < sparse.length; i++) sparse[i] = BigInt(rng.int(0, 3 * config.ad_sparse[i % config.ad_sparse.length].cardinality));
-  const embedding = rng.normals(numAds * config.ad_embedding_dim);
-  const dr = config.retrieval.dim;
-  const retrieval = rng.normals(numAds * dr);
-  for (let i = 0; i < numAds; i++) {
-    const row = retrieval.subarray(i * dr, (i + 1) * dr);
-    const norm = Math.hypot(...row);
-    for (let j = 0; j < dr; j++) row[j] /= Math.max(norm, 1e-12);
-  }
-  const nt = config.targeting_dims.length;
-  const targeting = new BigUint64Array(numAds * nt);
-  for (let i = 0; i < targeting.length; i++) {
-    if (rng.uniform() < 0.8) targeting[i] = ALL_ONES;
-    else {
-      let m = 0n;
-      const values = rng.int(1, 3);
-      for (let v = 0; v < values; v++) m |= 1n << BigInt(rng.int(0, 7));
-      targeting[i] = m;
-    }
-  }
-  const byName: Record<string, Tensor> = {
-    'ads.id': { dtype: 'I64', shape: [numAds], data: ids },
-    'ads.advertiser': { dtype: 'I64', shape: [numAds], data: advertiser },
-    'ads.bid': { dtype: 'F32', shape: [numAds], data: bid },
-    'ads.dense': { dtype: 'F32', shape: [numAds, config.ad_dense], data: dense },
-    'ads.sparse': { dtype: 'I64', shape: [numAds, config.ad_sparse.length], data: sparse },
-    'ads.embedding': { dtype: 'F32', shape: [numAds, config.ad_embedding_dim], data: embedding },
-    'ads.retrieval':
-      opts.retrievalDtype === 'BF16' ? { dtype: 'BF16', shape: [numAds, dr], data: toBf16(retrieval) } : { dtype: 'F32', shape: [numAds, dr], data: retrieval },
-    'ads.targeting': { dtype: 'U64', shape: [numAds, nt], data: targeting },
-  };
+  // ---- the ad corpus: every table in blocks of rows, as writeDemoBundle streams it
+  const corpus = new AdCorpus(config, numAds, opts.seed ?? 1, tensors.get('features.ad_dense.mean')!.data as Float32Array, tensors.get('features.ad_dense.std')!.data as Float32Array);
+  const byName: Record<string, Tensor> = {};
+  for (const spec of adSpecs) byName[spec.name] = corpus.whole(spec.name, opts.retrievalDtype ?? 'F32');
   for (const spec of adSpecs) tensors.set(spec.name, byName[spec.name]);
   return { config, tensors, metadata: bundleMetadata(config) };
 }
@@ -241,9 +190,193 @@ function initWeight(c: ModelConfig, spec: TensorSpec, rng: Rng, cross: number): 
   return rng.normals(size, Math.sqrt((beforeRelu ? 2 : 1) / fanIn));
 }
 
-/** Writes a demo bundle file (`adrank demo-bundle --ads N --seed S --out FILE`). */
-export async function writeDemoBundle(opts: { ads: number; seed: number; out: string; retrievalDtype?: 'F32' | 'BF16'; config?: ModelConfig }): Promise<{ sha256: string; size: number; config: ModelConfig }> {
-  const b = makeDemoBundle(opts);
-  const r = await writeSafetensors(opts.out, b.tensors, b.metadata);
-  return { ...r, config: b.config };
+/** Rows per generated block: every ad table is produced block by block, each block from its own
+ *  random stream (seed, table, block), so a table can be written without holding all of it. */
+export const DEMO_BLOCK_ROWS = 65_536;
+
+const AD_TABLES = ['ads.id', 'ads.advertiser', 'ads.bid', 'ads.dense', 'ads.sparse', 'ads.embedding', 'ads.retrieval', 'ads.targeting'];
+
+/**
+ * The synthetic ad corpus: ids large and sparse (an odd multiplier modulo 2^43, so unique without a
+ * set), ~N/20 advertisers with skewed sizes, lognormal bids, ~20% of targeting masks restricted to
+ * 1–3 of the values 0–7, L2-normalised Gaussian retrieval vectors.
+ */
+class AdCorpus {
+  private readonly dims: { [name: string]: number };
+  private readonly advertisers: number;
+
+  constructor(
+    private readonly c: ModelConfig,
+    readonly n: number,
+    private readonly seed: number,
+    private readonly mean: Float32Array,
+    private readonly std: Float32Array,
+  ) {
+    this.dims = {
+      'ads.id': 1,
+      'ads.advertiser': 1,
+      'ads.bid': 1,
+      'ads.dense': c.ad_dense,
+      'ads.sparse': c.ad_sparse.length,
+      'ads.embedding': c.ad_embedding_dim,
+      'ads.retrieval': c.retrieval.dim,
+      'ads.targeting': c.targeting_dims.length,
+    };
+    this.advertisers = Math.max(1, Math.round(n / 20));
+  }
+
+  /** The values of one table for rows [r0, r1) (r0 a multiple of DEMO_BLOCK_ROWS). */
+  block(name: string, r0: number, r1: number, dtype: 'F32' | 'BF16' = 'F32'): TensorArray {
+    const w = this.dims[name];
+    const rows = r1 - r0;
+    const rng = new Rng(this.seed * 1_000_003 + AD_TABLES.indexOf(name) * 65_537 + r0 / DEMO_BLOCK_ROWS);
+    switch (name) {
+      case 'ads.id': {
+        // (i·A + B) mod 2^43 + 1 with A odd is a bijection of i < 2^43: unique, sparse, every residue
+        const out = new BigInt64Array(rows);
+        const A = 0x1b873593n;
+        const B = BigInt.asUintN(43, BigInt(new Rng(this.seed).u32()) * 2654435761n);
+        const M = (1n << 43n) - 1n;
+        for (let i = 0; i < rows; i++) out[i] = ((BigInt(r0 + i) * A + B) & M) + 1n;
+        return out;
+      }
+      case 'ads.advertiser': {
+        const out = new BigInt64Array(rows);
+        for (let i = 0; i < rows; i++) {
+          const a = Math.floor(this.advertisers * rng.uniform() ** 2);
+          out[i] = BigInt(100_000 + a * 7 + (mix32(this.seed, a) % 7));
+        }
+        return out;
+      }
+      case 'ads.bid': {
+        const out = new Float32Array(rows);
+        fillNormals(rng, out);
+        for (let i = 0; i < rows; i++) out[i] = Math.exp(0.5 * out[i]) * 0.5;
+        return out;
+      }
+      case 'ads.dense': {
+        const out = new Float32Array(rows * w);
+        fillNormals(rng, out);
+        for (let i = 0; i < out.length; i++) out[i] = this.mean[i % w] + this.std[i % w] * out[i];
+        return out;
+      }
+      case 'ads.sparse': {
+        const out = new BigInt64Array(rows * w);
+        for (let i = 0; i < out.length; i++) out[i] = BigInt(Math.floor(rng.uniform() * 3 * this.c.ad_sparse[i % w].cardinality));
+        return out;
+      }
+      case 'ads.embedding': {
+        const out = new Float32Array(rows * w);
+        fillNormals(rng, out);
+        return out;
+      }
+      case 'ads.retrieval': {
+        const out = new Float32Array(rows * w);
+        fillNormals(rng, out);
+        for (let i = 0; i < rows; i++) {
+          let ss = 0;
+          for (let j = 0; j < w; j++) ss += out[i * w + j] * out[i * w + j];
+          const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);
+          for (let j = 0; j < w; j++) out[i * w + j] *= inv;
+        }
+        return dtype === 'BF16' ? toBf16(out) : out;
+      }
+      case 'ads.targeting': {
+        const out = new BigUint64Array(rows * w);
+        for (let i = 0; i < out.length; i++) {
+          if (rng.uniform() < 0.8) out[i] = ALL_ONES;
+          else {
+            let m = 0n;
+            const values = rng.int(1, 3);
+            for (let v = 0; v < values; v++) m |= 1n << BigInt(rng.int(0, 7));
+            out[i] = m;
+          }
+        }
+        return out;
+      }
+    }
+    throw new Error(`not an ad table: ${name}`);
+  }
+
+  /** A whole table as one tensor (in-memory bundles). */
+  whole(name: string, dtype: 'F32' | 'BF16'): Tensor {
+    const w = this.dims[name];
+    const shape = name === 'ads.id' || name === 'ads.advertiser' || name === 'ads.bid' ? [this.n] : [this.n, w];
+    const parts: TensorArray[] = [];
+    for (let r0 = 0; r0 < this.n; r0 += DEMO_BLOCK_ROWS) parts.push(this.block(name, r0, Math.min(this.n, r0 + DEMO_BLOCK_ROWS), dtype));
+    const type = name === 'ads.retrieval' ? dtype : name === 'ads.targeting' ? 'U64' : name === 'ads.id' || name === 'ads.advertiser' || name === 'ads.sparse' ? 'I64' : 'F32';
+    const Ctor = (parts[0]?.constructor ?? { F32: Float32Array, BF16: Uint16Array, I64: BigInt64Array, U64: BigUint64Array }[type]) as new (n: number) => TensorArray;
+    const data = new Ctor(this.n * (shape.length === 2 ? w : 1));
+    let off = 0;
+    for (const p of parts) {
+      (data as unknown as { set(a: ArrayLike<unknown>, o: number): void }).set(p as unknown as ArrayLike<unknown>, off);
+      off += p.length;
+    }
+    return { dtype: type as Tensor['dtype'], shape, data };
+  }
+}
+
+/** A 32-bit hash of (seed, i). */
+function mix32(seed: number, i: number): number {
+  let z = (Math.imul(seed, 0x9e3779b9) ^ Math.imul(i, 0x85ebca6b)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x7feb352d) >>> 0;
+  z = Math.imul(z ^ (z >>> 15), 0x846ca68b) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+/** Standard normals into `out` (Marsaglia's polar method on 32-bit uniforms: no trigonometry, about
+ *  twice as fast as Box–Muller here; the corpus needs volume, not 53 bits). */
+function fillNormals(rng: Rng, out: Float32Array): void {
+  const n = out.length;
+  for (let i = 0; i < n; ) {
+    let x: number, y: number, s: number;
+    do {
+      x = (rng.u32() | 0) * 4.656612873077393e-10; // [-1, 1)
+      y = (rng.u32() | 0) * 4.656612873077393e-10;
+      s = x * x + y * y;
+    } while (s >= 1 || s === 0);
+    const m = Math.sqrt((-2 * Math.log(s)) / s);
+    out[i++] = x * m;
+    if (i < n) out[i++] = y * m;
+  }
+}
+
+/** Writes a demo bundle file (`adrank demo-bundle --ads N --seed S --out FILE`): the weights, then
+ *  the ad tables block by block, so memory stays at the weights plus one block whatever N is.
+ *  `onProgress(done, total)` is called with bytes written. */
+export async function writeDemoBundle(opts: {
+  ads: number;
+  seed: number;
+  out: string;
+  retrievalDtype?: 'F32' | 'BF16';
+  config?: ModelConfig;
+  onProgress?: (done: number, total: number) => void;
+}): Promise<{ sha256: string; size: number; config: ModelConfig }> {
+  const config = opts.config ?? makeDemoConfig();
+  const numAds = opts.ads;
+  const rng = new Rng(opts.seed);
+  const dims = modelDims(config);
+  const specs = expectedTensors(config, numAds);
+  const weights = new Map<string, Tensor>();
+  for (const spec of specs) if (!spec.name.startsWith('ads.')) weights.set(spec.name, { dtype: 'F32', shape: spec.shape, data: initWeight(config, spec, rng, dims.cross) });
+  const corpus = new AdCorpus(config, numAds, opts.seed, weights.get('features.ad_dense.mean')!.data as Float32Array, weights.get('features.ad_dense.std')!.data as Float32Array);
+  const entries: StreamEntry[] = [];
+  for (const spec of specs) {
+    const w = weights.get(spec.name);
+    if (w) {
+      entries.push({ name: spec.name, dtype: 'F32', shape: spec.shape, chunks: function* () { yield w.data; } });
+      continue;
+    }
+    const dtype = spec.name === 'ads.retrieval' ? (opts.retrievalDtype ?? 'F32') : spec.dtypes[0];
+    entries.push({
+      name: spec.name,
+      dtype,
+      shape: spec.shape,
+      chunks: function* () {
+        for (let r0 = 0; r0 < numAds; r0 += DEMO_BLOCK_ROWS) yield corpus.block(spec.name, r0, Math.min(numAds, r0 + DEMO_BLOCK_ROWS), opts.retrievalDtype ?? 'F32');
+      },
+    });
+  }
+  const r = await writeSafetensorsStream(opts.out, entries, bundleMetadata(config), opts.onProgress);
+  return { ...r, config };
 }

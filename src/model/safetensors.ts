@@ -80,19 +80,35 @@ export function checkSafetensorsStart(start: Uint8Array, fileSize: number): void
     throw new BundleError(`not a safetensors file: expected an 8-byte header length followed by a JSON header starting with "{", got ${describeStart(start)}`);
 }
 
+/** A file's bytes viewed region by region (a mapped file: one view holds at most 2^32 - 1 bytes). */
+export interface ByteSource {
+  readonly byteLength: number;
+  bytes(start: number, length: number): Uint8Array;
+}
+
+/** A whole file's bytes: a Uint8Array, an ArrayBuffer, or a ByteSource. */
+export type FileBytes = Uint8Array | ArrayBuffer | ByteSource;
+
+/** `length` bytes of `buf` from `start`, as a view. */
+export function bytesAt(buf: FileBytes, start: number, length: number): Uint8Array {
+  if (buf instanceof Uint8Array) return buf.subarray(start, start + length);
+  if (buf instanceof ArrayBuffer) return new Uint8Array(buf, start, length);
+  return buf.bytes(start, length);
+}
+
 /** Parses and validates the header of a safetensors file held in `buf` (the whole file). */
-export function parseSafetensorsHeader(buf: Uint8Array): SafetensorsHeader {
+export function parseSafetensorsHeader(buf: FileBytes): SafetensorsHeader {
   const fileSize = buf.byteLength;
-  checkSafetensorsStart(buf.subarray(0, SAFETENSORS_START_BYTES), fileSize);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n64 = dv.getBigUint64(0, true);
+  checkSafetensorsStart(bytesAt(buf, 0, Math.min(SAFETENSORS_START_BYTES, fileSize)), fileSize);
+  const head = bytesAt(buf, 0, 8);
+  const n64 = new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(MAX_HEADER_BYTES)) throw new BundleError(`header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
   const n = Number(n64);
   if (8 + n > fileSize) throw new BundleError(`header length ${n} runs past the end of the ${fileSize}-byte file (truncated?)`);
   if (n < 2) throw new BundleError(`header length ${n} is too short for a JSON object`);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytesAt(buf, 8, n)));
   } catch (e) {
     throw new BundleError(`header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
@@ -152,13 +168,16 @@ function parseEntry(name: string, v: unknown): TensorEntry {
 }
 
 /** A typed-array view of one tensor's data, or a copy when the bytes are not aligned for it. */
-export function tensorData(buf: Uint8Array, dataStart: number, e: Pick<TensorEntry, 'dtype' | 'begin' | 'end'>): TensorArray {
+export function tensorData(buf: FileBytes, dataStart: number, e: Pick<TensorEntry, 'dtype' | 'begin' | 'end'>): TensorArray {
   const size = DTYPE_SIZE[e.dtype];
   const count = (e.end - e.begin) / size;
-  let ab = buf.buffer as ArrayBuffer;
-  let off = buf.byteOffset + dataStart + e.begin;
-  if (off % size !== 0) {
-    ab = new Uint8Array(buf.subarray(dataStart + e.begin, dataStart + e.end)).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
+  const view = bytesAt(buf, dataStart + e.begin, e.end - e.begin);
+  let ab = view.buffer as ArrayBuffer;
+  let off = view.byteOffset;
+  // aligned in memory: in the buffer and, for a file's regions, in the file (its mapping is page-aligned)
+  const inFile = (buf instanceof Uint8Array ? buf.byteOffset : 0) + dataStart + e.begin;
+  if (off % size !== 0 || inFile % size !== 0) {
+    ab = new Uint8Array(view).buffer as ArrayBuffer; // aligned copy (Buffer.slice would be a view)
     off = 0;
   }
   switch (e.dtype) {
@@ -174,7 +193,7 @@ export function tensorData(buf: Uint8Array, dataStart: number, e: Pick<TensorEnt
 }
 
 /** Reads a whole safetensors file held in memory; tensors view `buf` where alignment allows. */
-export function readSafetensors(buf: Uint8Array): { metadata: Record<string, string>; tensors: Map<string, Tensor> } {
+export function readSafetensors(buf: FileBytes): { metadata: Record<string, string>; tensors: Map<string, Tensor> } {
   const h = parseSafetensorsHeader(buf);
   const tensors = new Map<string, Tensor>();
   for (const e of h.entries) tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: tensorData(buf, h.dataStart, e) });
@@ -190,26 +209,31 @@ const ARRAY_DTYPE: [new (...a: never[]) => TensorArray, DType][] = [
 
 interface Layout {
   header: Buffer;
-  order: [string, Tensor][];
+  /** indexes into the input, in data order */
+  order: number[];
   dataBytes: number;
+}
+
+interface Described {
+  name: string;
+  dtype: DType;
+  shape: number[];
 }
 
 /** Header and data order for writing: 8-byte element types first so every tensor stays aligned
  *  (the header is padded with spaces to a multiple of 8, as the safetensors writer does). */
-function layout(tensors: Map<string, Tensor> | Record<string, Tensor>, metadata: Record<string, string>): Layout {
-  const list = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
-  for (const [name, t] of list) {
-    const want = ARRAY_DTYPE.find(([, d]) => d === t.dtype);
-    if (!want || !(t.data instanceof want[0])) throw new BundleError(`tensor ${quote(name)}: dtype ${t.dtype} does not match its ${t.data.constructor.name}`, { tensor: name });
-    const elems = t.shape.reduce((a, b) => a * b, 1);
-    if (elems !== t.data.length) throw new BundleError(`tensor ${quote(name)}: shape ${JSON.stringify(t.shape)} has ${elems} elements, data has ${t.data.length}`, { tensor: name });
-  }
-  const order = list.sort(([an, a], [bn, b]) => DTYPE_SIZE[b.dtype] - DTYPE_SIZE[a.dtype] || (an < bn ? -1 : an > bn ? 1 : 0));
+function layoutOf(list: Described[], metadata: Record<string, string>): Layout {
+  const bytes = (t: Described) => t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[t.dtype];
+  const order = list.map((_, i) => i).sort((a, b) => {
+    const [x, y] = [list[a], list[b]];
+    return DTYPE_SIZE[y.dtype] - DTYPE_SIZE[x.dtype] || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0);
+  });
   const json: Record<string, unknown> = { __metadata__: metadata };
   let off = 0;
-  for (const [name, t] of order) {
-    json[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.byteLength] };
-    off += t.data.byteLength;
+  for (const i of order) {
+    const t = list[i];
+    json[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes(t)] };
+    off += bytes(t);
   }
   const text = JSON.stringify(json);
   const len = (Buffer.byteLength(text) + 7) & ~7;
@@ -217,6 +241,23 @@ function layout(tensors: Map<string, Tensor> | Record<string, Tensor>, metadata:
   header.writeBigUInt64LE(BigInt(len), 0);
   header.write(text, 8, 'utf8');
   return { header, order, dataBytes: off };
+}
+
+function layout(tensors: Map<string, Tensor> | Record<string, Tensor>, metadata: Record<string, string>): { header: Buffer; order: [string, Tensor][]; dataBytes: number } {
+  const list = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  for (const [name, t] of list) {
+    const want = ARRAY_DTYPE.find(([, d]) => d === t.dtype);
+    if (!want || !(t.data instanceof want[0])) throw new BundleError(`tensor ${quote(name)}: dtype ${t.dtype} does not match its ${t.data.constructor.name}`, { tensor: name });
+    const elems = t.shape.reduce((a, b) => a * b, 1);
+    if (elems !== t.data.length) throw new BundleError(`tensor ${quote(name)}: shape ${JSON.stringify(t.shape)} has ${elems} elements, data has ${t.data.length}`, { tensor: name });
+  }
+  const l = layoutOf(list.map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })), metadata);
+  return { header: l.header, order: l.order.map((i) => list[i]), dataBytes: l.dataBytes };
+}
+
+/** One tensor of a streamed write: its data as consecutive pieces (together dtype × shape). */
+export interface StreamEntry extends Described {
+  chunks: () => Iterable<TensorArray>;
 }
 
 const bytesOf = (a: TensorArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -240,20 +281,49 @@ export async function writeSafetensors(
   tensors: Map<string, Tensor> | Record<string, Tensor>,
   metadata: Record<string, string>,
 ): Promise<{ sha256: string; size: number }> {
-  const { header, order, dataBytes } = layout(tensors, metadata);
+  layout(tensors, metadata); // checks dtype and length against the data
+  const list = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  return writeSafetensorsStream(path, list.map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, chunks: () => [t.data] })), metadata);
+}
+
+/**
+ * Writes a safetensors file whose tensors arrive in pieces (`chunks`, produced only when that
+ * tensor's turn comes), so a file larger than memory can be written. Each tensor's pieces must add
+ * up to its dtype × shape. `onProgress(done, total)` gets the bytes written after each piece.
+ */
+export async function writeSafetensorsStream(
+  path: string,
+  entries: StreamEntry[],
+  metadata: Record<string, string>,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ sha256: string; size: number }> {
+  const { header, order, dataBytes } = layoutOf(entries, metadata);
+  const total = header.length + dataBytes;
   const hash = createHash('sha256');
   const fh = await open(path, 'w');
+  let done = 0;
   try {
     const put = async (b: Uint8Array) => {
       hash.update(b);
       for (let off = 0; off < b.byteLength; ) off += (await fh.write(b, off, b.byteLength - off)).bytesWritten;
+      done += b.byteLength;
+      onProgress?.(done, total);
     };
     await put(header);
-    for (const [, t] of order) await put(bytesOf(t.data));
+    for (const i of order) {
+      const e = entries[i];
+      const want = e.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZE[e.dtype];
+      let got = 0;
+      for (const piece of e.chunks()) {
+        await put(bytesOf(piece));
+        got += piece.byteLength;
+      }
+      if (got !== want) throw new BundleError(`tensor ${quote(e.name)}: ${got} bytes written, dtype × shape needs ${want}`, { tensor: e.name });
+    }
   } finally {
     await fh.close();
   }
-  return { sha256: hash.digest('hex'), size: header.length + dataBytes };
+  return { sha256: hash.digest('hex'), size: total };
 }
 
 /** The tensor names and shapes of a safetensors file, from its header alone (no data is read,

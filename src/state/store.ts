@@ -18,7 +18,7 @@
  * makes the state writable again, with no restart (docs/operations.md "When a disk fills").
  */
 import type { Engine } from '../engine/index.js';
-import { adRows } from '../model/bundle.js';
+import { adRows, AdvertiserIndex, type AdIndex } from '../model/bundle.js';
 import type { Logger } from '../log.js';
 import { StateFileError, StateLog } from './log.js';
 
@@ -55,10 +55,10 @@ export class StateUnavailableError extends Error {
 
 /** Per-engine lookups, built once per engine. */
 interface EngineIndex {
-  rows: Map<bigint, number>;
+  rows: AdIndex;
   advertiser: BigInt64Array;
   adIds: BigInt64Array;
-  byAdvertiser: Map<bigint, bigint[]>;
+  byAdvertiser: AdvertiserIndex;
 }
 
 export interface StoreOptions {
@@ -123,6 +123,8 @@ export class AdStateStore {
   private closed = false;
   private readonly log: Logger | undefined;
   private readonly compactBytes: number;
+  /** the file's size after the last compaction: the next one waits until the log has doubled it */
+  private compactedBytes = 0;
 
   private constructor(
     private readonly file: StateLog | undefined,
@@ -183,7 +185,7 @@ export class AdStateStore {
     const ix = this.indexOf(engine);
     const ids = new Set<bigint>();
     for (const id of this.ads.keys()) if (ix.rows.has(id)) ids.add(id);
-    for (const adv of this.advertisers.keys()) for (const id of ix.byAdvertiser.get(adv) ?? []) ids.add(id);
+    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) ids.add(ix.adIds[row]);
     this.push(engine, ids);
     this.engines.add(engine);
     return ids.size;
@@ -236,11 +238,13 @@ export class AdStateStore {
         for (const c of kept) {
           if (c.target === 'ad') {
             if (ix.rows.has(c.id)) ids.add(c.id);
-          } else for (const id of ix.byAdvertiser.get(c.id) ?? []) ids.add(id);
+          } else for (const row of ix.byAdvertiser.rows(c.id)) ids.add(ix.adIds[row]);
         }
         this.push(engine, ids);
       }
-      if (this.file && this.file.bytes > this.compactBytes) await this.compactNow('size');
+      // past the threshold and twice the last snapshot: a live state larger than the threshold
+      // would otherwise be rewritten on every batch; this keeps compaction O(1) per update, amortised
+      if (this.file && this.file.bytes > Math.max(this.compactBytes, 2 * this.compactedBytes)) await this.compactNow('size');
     }
     return { applied: kept.length, unknown: changes.length - kept.length };
   }
@@ -282,6 +286,7 @@ export class AdStateStore {
     }
     this.compactBackoff.reset();
     this.compactNotBefore = 0;
+    this.compactedBytes = this.file.bytes;
     for (const id of goneAds) this.ads.delete(id);
     for (const id of goneAdvertisers) this.advertisers.delete(id);
     if (goneAds.length || goneAdvertisers.length)
@@ -385,20 +390,18 @@ export class AdStateStore {
     if (ids.size === 0) return;
     const ix = this.indexOf(engine);
     const n = ids.size;
-    const idArr = new BigInt64Array(n);
+    const idArr = BigInt64Array.from(ids);
+    const rows = ix.rows.rows(idArr); // one native lookup for the whole batch
     const active = new Uint8Array(n);
     const inBudget = new Uint8Array(n);
     const rate = new Float32Array(n);
     const bid = new Float32Array(n);
-    let i = 0;
-    for (const id of ids) {
-      const s = this.resolve(id, ix.advertiser[ix.rows.get(id)!]);
-      idArr[i] = id;
+    for (let i = 0; i < n; i++) {
+      const s = this.resolve(idArr[i], ix.advertiser[rows[i]]);
       active[i] = s.active ? 1 : 0;
       inBudget[i] = s.inBudget ? 1 : 0;
       rate[i] = s.pacingRate;
       bid[i] = s.bidOverride ?? NaN;
-      i++;
     }
     engine.setAdState(idArr, active, inBudget, rate, bid);
   }
@@ -409,12 +412,7 @@ export class AdStateStore {
       const t = engine.bundle.tensors;
       const adIds = t['ads.id'] as BigInt64Array;
       const advertiser = t['ads.advertiser'] as BigInt64Array;
-      const byAdvertiser = new Map<bigint, bigint[]>();
-      for (let r = 0; r < adIds.length; r++) {
-        const list = byAdvertiser.get(advertiser[r]);
-        if (list) list.push(adIds[r]);
-        else byAdvertiser.set(advertiser[r], [adIds[r]]);
-      }
+      const byAdvertiser = new AdvertiserIndex(advertiser);
       ix = { rows: adRows(engine.bundle), advertiser, adIds, byAdvertiser };
       this.index.set(engine, ix);
     }
