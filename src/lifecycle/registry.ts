@@ -236,8 +236,15 @@ export class ModelRegistry implements ModelLeases {
   /** Retires every version (shutdown), waiting at most `waitMs`; returns the engines whose runs
    *  outlasted it. */
   async close(waitMs = NATIVE_RUN_WAIT_MS): Promise<Engine[]> {
+    // versions already being retired (a reload, or a front-end thread mirroring the owner's
+    // retirement) still count: their runs in flight hold the exit like the others'
+    const until = Date.now() + waitMs;
+    const retiring = this.all().filter((v) => v.state === 'UNLOADING' && v.engine);
     const left = await Promise.all(this.all().map((v) => this.retire(v, 'shutdown', waitMs)));
-    return left.filter((e): e is Engine => e !== undefined);
+    while (retiring.some((v) => v.engine && v.engine.inflight() > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    const stillRunning = retiring.filter((v) => v.engine && v.engine.inflight() > 0);
+    for (const v of stillRunning) this.log.warn('dispose_deferred', { version: v.version, leases: v.refs, inflight: v.engine!.inflight(), waitedMs: waitMs });
+    return [...left.filter((e): e is Engine => e !== undefined), ...stillRunning.map((v) => v.engine!)];
   }
 
   /** The highest READY version, the shadow version excepted while another one is READY (a
