@@ -36,7 +36,7 @@
  * on an AVX-512 machine: a proxy for an AVX2-only CPU, not a measurement of one.
  *
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
- *   npm install --no-save onnxruntime-node
+ *   npm install --no-save --ignore-scripts onnxruntime-node   (its install script only fetches a CUDA provider from the network)
  *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 10,100,1000,10000] [--runs 30]
  *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep] [--json]
  * --runs is per runner and size; sizes of 10,000 use a third of it (at least 5).
@@ -107,7 +107,7 @@ async function loadOrt(): Promise<Ort> {
     console.error(
       `bench:cpu needs onnxruntime-node, which is not a dependency of adrank (${(e as Error).message.split('\n')[0]}).\n` +
         'Install it without touching package.json / package-lock.json:\n' +
-        '  npm install --no-save onnxruntime-node\n' +
+        '  npm install --no-save --ignore-scripts onnxruntime-node\n' +
         '(its postinstall only fetches CUDA binaries, which this benchmark does not use; add\n' +
         ' --onnxruntime-node-install-cuda=skip if that download fails.)',
     );
