@@ -20,7 +20,10 @@ export interface ServerProc {
   stop(): Promise<void>;
 }
 
+/** The `adrank` entry point to serve from: ADRANK_BENCH_CLI (another checkout's, to measure a
+ *  baseline in the same run), else this checkout's. */
 function cliMain(): string {
+  if (process.env.ADRANK_BENCH_CLI) return process.env.ADRANK_BENCH_CLI;
   const here = dirname(fileURLToPath(import.meta.url));
   for (const f of ['../cli/main.js', '../cli/main.ts']) {
     const p = join(here, f);
