@@ -3,12 +3,11 @@
  * NOT_SERVING on shutdown; server reflection; and the CLI server under SIGTERM with calls in
  * flight (they all complete OK and the process exits 0).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -19,6 +18,7 @@ import { call, connect } from '../src/cli/client.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { addonBuilt } from './support/index.js';
+import { portOf, serveCli } from './support/cli-server.js';
 import { adIds, protoRequest, reflectionClient, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { loadBundle } from '../src/model/bundle.js';
 import { writeDemoBundle } from '../src/model/demo.js';
@@ -150,26 +150,12 @@ describe('51 server lifecycle', function () {
       const heavyPath = join(dir, 'heavy.safetensors');
       const c: ModelConfig = { ...smallConfig(), masknet: { blocks: 2, projection_ratio: 1, output_dim: 256 }, dcn: { layers: 3, rank: 0 } };
       await writeDemoBundle({ ads: 2000, seed: 3, out: heavyPath, config: c });
-      const cli = join(process.cwd(), 'src', 'cli', 'main.ts');
-      child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', heavyPath, '--port', '0', '--device', DEVICE, '--threads', '1', '--metrics-port', '0'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const events: Record<string, any>[] = [];
-      const waiters: [string, (e: Record<string, any>) => void][] = [];
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const e = JSON.parse(line);
-        events.push(e);
-        for (const [name, fn] of waiters) if (e.event === name) fn(e);
-      });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      const event = (name: string) => new Promise<Record<string, any>>((resolve) => {
-        const found = events.find((e) => e.event === name);
-        if (found) resolve(found);
-        else waiters.push([name, resolve]);
-      });
+      const server = serveCli(['--bundle', heavyPath, '--port', '0', '--device', DEVICE, '--threads', '1', '--metrics-port', '0']);
+      child = server.proc;
+      const { events, event, exited } = server;
 
       const listening = await event('listening');
-      const port = Number(String(listening.address).split(':').pop());
+      const port = portOf(listening);
       await event('serving');
 
       const client = connect(`localhost:${port}`);

@@ -8,7 +8,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
@@ -22,6 +21,7 @@ import { accessOf, type AuthConfig } from '../src/auth/policy.js';
 import { addonBuilt } from './support/index.js';
 import { haveOpenssl, makeCerts, pem, type TestCerts } from './support/certs.js';
 import { repoRoot } from './support/python.js';
+import { portOf, serveCli } from './support/cli-server.js';
 import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 
 const PYTHON = process.env.ADRANK_PYTHON ?? '/usr/bin/python3';
@@ -269,23 +269,12 @@ describe('55 security', function () {
     it('SIGHUP rereads --auth-token-file: a removed token is refused, a new one accepted', async () => {
       const tokens = join(dir, 'hup-tokens');
       writeFileSync(tokens, 'first\n');
-      const cli = join(repoRoot, 'src', 'cli', 'main.ts');
-      child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--bundle', bundlePath, '--port', '0', '--device', 'cpu', '--threads', '1', '--metrics-port', '0', '--auth-token-file', tokens], { stdio: ['ignore', 'pipe', 'inherit'] });
-      const events: Record<string, any>[] = [];
-      const waiters: [string, (e: Record<string, any>) => void][] = [];
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const e = JSON.parse(line);
-        events.push(e);
-        for (const [name, fn] of waiters) if (e.event === name) fn(e);
-      });
-      const event = (name: string) => new Promise<Record<string, any>>((resolve) => {
-        const found = events.find((e) => e.event === name);
-        if (found) resolve(found);
-        else waiters.push([name, resolve]);
-      });
+      const server = serveCli(['--bundle', bundlePath, '--port', '0', '--device', 'cpu', '--threads', '1', '--metrics-port', '0', '--auth-token-file', tokens]);
+      child = server.proc;
+      const { event, exited } = server;
       const listening = await event('listening');
       expect(listening.auth).to.deep.equal({ data: 'token', admin: 'off' });
-      const address = `localhost:${Number(String(listening.address).split(':').pop())}`;
+      const address = `localhost:${portOf(listening)}`;
       await event('serving');
       expect((await rawCall(address, RANK, rankBytes, undefined, 'Bearer first')).code).to.equal('OK');
       expect((await rawCall(address, RANK, rankBytes, undefined, 'Bearer second')).code).to.equal('UNAUTHENTICATED');
@@ -296,7 +285,7 @@ describe('55 security', function () {
       expect((await rawCall(address, RANK, rankBytes, undefined, 'Bearer first')).code).to.equal('UNAUTHENTICATED');
       expect((await rawCall(address, RANK, rankBytes, undefined, 'Bearer second')).code).to.equal('OK');
       child.kill('SIGTERM');
-      expect(await new Promise((resolve) => child!.on('exit', resolve))).to.equal(0);
+      expect(await exited).to.equal(0);
     });
   });
 });
