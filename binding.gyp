@@ -21,13 +21,13 @@
       ],
       "cflags!": ["-fno-exceptions", "-O2", "-O3"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=c++17", "-O2", "-O3"],
-      "cflags": ["-O3", "-fno-math-errno"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-fno-math-errno"],
+      "cflags": ["-O3", "-fno-math-errno", "-ffp-contract=off"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-fno-math-errno", "-ffp-contract=off"],
       "ldflags": ["-pthread"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
-        "OTHER_CFLAGS": ["-O3", "-fno-math-errno"]
+        "OTHER_CFLAGS": ["-O3", "-fno-math-errno", "-ffp-contract=off"]
       },
       "msvs_settings": {
         "VCCLCompilerTool": { "ExceptionHandling": 1, "AdditionalOptions": ["/std:c++17"] }

@@ -13,7 +13,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${KERNEL_CHECK_DIR:-${TMPDIR:-/tmp}/adrank-kernel-check}"
 mkdir -p "$out"
-"${CXX:-g++}" -std=c++17 -O3 -fno-math-errno -Wall -Wextra -Wno-unused-parameter -pthread \
+"${CXX:-g++}" -std=c++17 -O3 -fno-math-errno -ffp-contract=off -Wall -Wextra -Wno-unused-parameter -pthread \
   -I"$root/native" \
   "$root/native/kernels/cpu/harness/kernel_check.cc" \
   "$root/native/kernels/cpu/gemm.cc" \

@@ -37,11 +37,11 @@ describe('13 retrieval scan (CPU)', function () {
     const rng = new Rng(14);
     for (let i = 4; i < N; i++) for (let j = 0; j < 8; j++) r[i * 8 + j] = r[(i % 4) * 8 + j] * (1 + 4e-3 * rng.gaussian());
     const b = toLoaded(config, demo.tensors);
-    // One thread each: with two, the CPU backend's user side can put a request's query a rounding
-    // step apart from one call to the next (a known defect, docs/funnel.md "Retrieval scan"), and
-    // this test compares two engines' scores bit for bit. The scan's chunk logic is the same.
-    fp32 = Engine.fromBundle(b, { device: 'cpu', threads: 1, retrievalScan: 'fp32' });
-    bf16 = Engine.fromBundle(b, { device: 'cpu', threads: 1, retrievalScan: 'bf16' });
+    // Two threads each, and two engines compared bit for bit: this also holds the engine to giving
+    // a request the same bits on every call (it did not while the compiler chose FMA or mul + add
+    // by code path: CMakeLists.txt, -ffp-contract=off).
+    fp32 = Engine.fromBundle(b, { device: 'cpu', threads: 2, retrievalScan: 'fp32' });
+    bf16 = Engine.fromBundle(b, { device: 'cpu', threads: 2, retrievalScan: 'bf16' });
     // 8,000 ads stay active, spread over every chunk, so one Retrieve(K = 10,000) lists them all
     const ids = b.tensors['ads.id'] as BigInt64Array;
     const off = ids.filter((_, i) => i % 5 !== 0);
