@@ -6,11 +6,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define ADRANK_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define ADRANK_HOST_DEVICE inline
-#endif
+#include "engine/host_device.h"
 
 namespace adrank {
 

@@ -7,15 +7,11 @@
 #include <cstdint>
 #include <cstring>
 
-#ifdef __CUDACC__
-#define ADRANK_HD __host__ __device__ __forceinline__
-#else
-#define ADRANK_HD inline
-#endif
+#include "engine/host_device.h"
 
 namespace adrank::cuda {
 
-ADRANK_HD unsigned float_bits(float f) {
+ADRANK_HOST_DEVICE unsigned float_bits(float f) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(f);
 #else
@@ -24,7 +20,7 @@ ADRANK_HD unsigned float_bits(float f) {
   return u;
 #endif
 }
-ADRANK_HD float bits_float(unsigned u) {
+ADRANK_HOST_DEVICE float bits_float(unsigned u) {
 #ifdef __CUDA_ARCH__
   return __uint_as_float(u);
 #else
@@ -35,14 +31,14 @@ ADRANK_HD float bits_float(unsigned u) {
 }
 
 // Order key: (~orderable(score) << 32) | id_rank; ascending = score descending, then ad id ascending.
-ADRANK_HD unsigned long long order_key(float score, int id_rank) {
+ADRANK_HOST_DEVICE unsigned long long order_key(float score, int id_rank) {
   unsigned bits = float_bits(score);
   if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) bits = 0xff800000u;  // NaN → −inf
   if (bits == 0x80000000u) bits = 0;  // −0 orders as +0 (ties by ad id, as on the CPU)
   const unsigned o = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return (static_cast<unsigned long long>(~o) << 32) | static_cast<unsigned>(id_rank);
 }
-ADRANK_HD float key_score(unsigned long long key) {
+ADRANK_HOST_DEVICE float key_score(unsigned long long key) {
   const unsigned o = ~static_cast<unsigned>(key >> 32);
   const unsigned bits = (o & 0x80000000u) ? (o ^ 0x80000000u) : ~o;
   return bits_float(bits);
@@ -80,7 +76,7 @@ struct EpiOut {  // what the result block is written from
 
 // Bitonic sort of keys[0, p) ascending (p a power of two), carrying vals[] along when not null.
 template <class X>
-ADRANK_HD void bitonic_sort(X& x, unsigned long long* keys, int* vals, int p) {
+ADRANK_HOST_DEVICE void bitonic_sort(X& x, unsigned long long* keys, int* vals, int p) {
   for (int k = 2; k <= p; k <<= 1)
     for (int j = k >> 1; j > 0; j >>= 1)
       x.for_each(p, [&](int i) {
@@ -107,7 +103,7 @@ ADRANK_HD void bitonic_sort(X& x, unsigned long long* keys, int* vals, int p) {
 // X: x.for_each(n, f) runs f(i) for i in [0, n), all done before it returns; x.single(f) runs f once.
 // out.n_win, runner and capped are written inside x.single (by one thread on the device).
 template <class X, class Src>
-ADRANK_HD void epilogue_select(X& x, const EpiParams& P, const Src& src, EpiShared sh, EpiOut& out) {
+ADRANK_HOST_DEVICE void epilogue_select(X& x, const EpiParams& P, const Src& src, EpiShared sh, EpiOut& out) {
   const int p = P.p, n = P.n;
   unsigned long long* keys = sh.keys;
   int* aux = sh.aux;
