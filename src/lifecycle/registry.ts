@@ -208,7 +208,7 @@ export class ModelRegistry implements ModelLeases {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([v.whenUnheld(), new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
     clearTimeout(timer);
-    while (engine.inflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    await untilIdle([engine], until);
     const free = () => {
       try {
         engine.dispose();
@@ -241,7 +241,7 @@ export class ModelRegistry implements ModelLeases {
     const until = Date.now() + waitMs;
     const retiring = this.all().filter((v) => v.state === 'UNLOADING' && v.engine);
     const left = await Promise.all(this.all().map((v) => this.retire(v, 'shutdown', waitMs)));
-    while (retiring.some((v) => v.engine && v.engine.inflight() > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    await untilIdle(retiring.flatMap((v) => (v.engine ? [v.engine] : [])), until);
     const stillRunning = retiring.filter((v) => v.engine && v.engine.inflight() > 0);
     for (const v of stillRunning) this.log.warn('dispose_deferred', { version: v.version, leases: v.refs, inflight: v.engine!.inflight(), waitedMs: waitMs });
     return [...left.filter((e): e is Engine => e !== undefined), ...stillRunning.map((v) => v.engine!)];
@@ -273,4 +273,9 @@ export function fixedLeases(engine: Engine | undefined, version = engine?.config
     },
     defaultVersion: () => (engine ? version : undefined),
   };
+}
+
+/** Waits (polling every 5 ms) until no run is in flight on `engines`, or until `until` (epoch ms). */
+async function untilIdle(engines: Engine[], until: number): Promise<void> {
+  while (engines.some((e) => e.inflight() > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
 }
