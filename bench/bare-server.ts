@@ -3,7 +3,7 @@
  * (Retrieve, Rank, RetrieveAndRank) answered with fixed response bytes, no decoding, no engine,
  * so that its CPU per call is grpc-js's own cost for the same client and the same messages.
  *
- *   node --import tsx bench/bare-server.ts RESPONSE_FILE
+ *   node --import tsx bench/bare-server.ts RESPONSE_FILE [PORT]
  *
  * Prints {"event":"serving","address":"localhost:PORT"} once it serves (src/bench/server-proc.ts).
  */
@@ -26,7 +26,7 @@ const service = Object.fromEntries(names.map((n) => [n, method(n)])) as grpc.Ser
 const answer: grpc.handleUnaryCall<Buffer, Buffer> = (_call, callback) => callback(null, response);
 const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
 server.addService(service, Object.fromEntries(names.map((n) => [n, answer])));
-server.bindAsync('localhost:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+server.bindAsync(`localhost:${process.argv[3] ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
   if (err) throw err;
   console.log(JSON.stringify({ event: 'serving', address: `localhost:${port}` }));
 });

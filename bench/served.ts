@@ -12,12 +12,13 @@
  *     (0), alternating; target: on ≥ 1.6× off.
  *
  * DURATION (s, default 10), WARMUP (s, default 2), REPEAT (runs per cell, default 3), ADS (demo
- * bundle ads, default 100,000), SERVE_FLAGS (added to every adrank server, e.g. "--threads 2").
+ * bundle ads, default 100,000), SERVE_FLAGS (added to every adrank server, e.g. "--threads 2"),
+ * PARTS (which of 1, 2, 3 to run, e.g. "1" or "2,3"; default all).
  * The lines it prints are the figures for bench/load.md.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { writeDemoBundle, makeDemoConfig } from '../src/model/demo.js';
 import type { ModelConfig } from '../src/model/config.js';
@@ -32,6 +33,7 @@ const WARMUP = Number(process.env.WARMUP ?? 2);
 const REPEAT = Number(process.env.REPEAT ?? 3);
 const ADS = Number(process.env.ADS ?? 100_000);
 const SERVE_FLAGS = splitFlags(process.env.SERVE_FLAGS ?? '');
+const PARTS = new Set((process.env.PARTS ?? '1,2,3').split(',').map(Number));
 
 /** A model whose Rank(10) takes the engine well under 20 µs: the demo's shape, every width small. */
 function tinyConfig(): ModelConfig {
@@ -105,6 +107,7 @@ export async function main(): Promise<void> {
     const rank1000: MixEntry[] = [{ rpc: 'rank', n: 1000, weight: 1 }];
 
     // 1. server CPU per call: adrank (tiny model) against a bare grpc-js server
+    if (PARTS.has(1)) {
     const tiny = join(dir, 'tiny.safetensors');
     await writeDemoBundle({ ads: 2000, seed: 7, out: tiny, config: tinyConfig() });
     const adrank = await start('adrank-tiny', ['--bundle', tiny]);
@@ -112,7 +115,7 @@ export async function main(): Promise<void> {
     const pool10 = buildPool(root, tinyModel, rank10, tinyIds, 10, 64);
     const fixed = join(dir, 'rank-response.bin');
     writeFileSync(fixed, await rawCall(adrank.address, '/adrank.v1.AdRanker/Rank', pool10[0][0].bytes));
-    const bare = await startProcess('bare-grpc-js', [join(import.meta.dirname, 'bare-server.ts'), fixed]);
+    const bare = await startProcess('bare-grpc-js', [join(import.meta.dirname, `bare-server${extname(import.meta.filename)}`), fixed]);
     procs.push(bare);
     const targets: Target[] = [
       { name: 'adrank', proc: adrank, clients: clientsFor(adrank.address) },
@@ -132,6 +135,8 @@ export async function main(): Promise<void> {
     say(`server CPU per call, Rank(10), tiny model (engine median ${median(engine).toFixed(1)} µs): adrank ${a.toFixed(0)} µs, bare grpc-js ${b.toFixed(0)} µs, ratio ${(a / b).toFixed(2)} (target ≤ 1.30)`);
     for (const t of targets) for (const c of t.clients) c.close();
     await Promise.all([adrank.stop(), bare.stop()]);
+    }
+    if (!PARTS.has(2) && !PARTS.has(3)) return;
 
     // 2. served overhead at concurrency 1 on the demo bundle
     const demo = join(dir, 'demo.safetensors');
@@ -139,7 +144,7 @@ export async function main(): Promise<void> {
     const off = await start('batch-off', ['--bundle', demo, '--batch-max-delay-us', '0']);
     const { model, ids } = await adIdsFrom(off.address, 1000, 10);
     const offT: Target = { name: 'batch-off', proc: off, clients: clientsFor(off.address) };
-    for (const [label, mix] of [['Rank(10)', rank10], ['Rank(1,000)', rank1000]] as const) {
+    for (const [label, mix] of PARTS.has(2) ? ([['Rank(10)', rank10], ['Rank(1,000)', rank1000]] as const) : []) {
       const pool = buildPool(root, model, [...mix], ids, 10, 32);
       const served: number[] = [];
       for (let rep = 0; rep < REPEAT; rep++) {
@@ -151,6 +156,7 @@ export async function main(): Promise<void> {
     }
 
     // 3. batching on / off, Rank(10) at concurrency 16
+    if (!PARTS.has(3)) return;
     const on = await start('batch-on', ['--bundle', demo, '--batch-max-delay-us', '200']);
     const both: Target[] = [offT, { name: 'batch-on', proc: on, clients: clientsFor(on.address) }];
     const pool = buildPool(root, model, rank10, ids, 10, 64);

@@ -225,6 +225,7 @@ describe('53 front end (no addon)', () => {
       models: fixedLeases(e),
       limits: { maxCandidates: 100 },
       inflight: new InflightLimit(1),
+      inlineMaxUs: 0,
       log: silentLogger,
       stats: new Stats(),
       latency: new RecentLatency(),

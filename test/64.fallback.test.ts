@@ -180,6 +180,7 @@ describe('64 fallback', function () {
       models: fixedLeases(engine, engine.config.version),
       limits: { maxCandidates: 1000 },
       inflight: new InflightLimit(8),
+      inlineMaxUs: 0,
       log: silentLogger,
       stats: new Stats(),
       latency: new RecentLatency(),

@@ -239,62 +239,118 @@ Napi::Uint8Array u8(Napi::Env env, const std::vector<uint8_t>& v) {
   return a;
 }
 
-Napi::Object counts_js(Napi::Env env, const Counts& k) {
+// The property names of a result object, made once per JS thread (environment) and reused: a
+// name given as a C string is made into a V8 string and looked up in the string table at every
+// Set, about 40 times per result. References, not handles, so that they outlive handle scopes;
+// never deleted (the environment frees them when it goes).
+enum Key {
+  kAdIds, kAdvertisers, kRows, kScores, kProbs, kPrices, kValues, kRetrieved, kCounts, kSources, kSourceCounts, kTimings,
+  kReceived, kUnknown, kDuplicate, kInactive, kOutOfBudget, kPaced, kTargeting, kExcludedAd, kExcludedAdvertiser, kCapped,
+  kEligible, kSource, kEarlierSource, kOverQuota, kRanked, kWinners, kQueue, kUser, kRetrieve, kGather, kMasknet, kDcn,
+  kMlp, kSelect, kTotal, kDevice, kResponse, kKeyCount
+};
+constexpr const char* kKeyNames[kKeyCount] = {
+    "adIds", "advertisers", "rows", "scores", "probs", "prices", "values", "retrieved", "counts", "sources", "sourceCounts", "timings",
+    "received", "unknown", "duplicate", "inactive", "outOfBudget", "paced", "targeting", "excludedAd", "excludedAdvertiser", "capped",
+    "eligible", "source", "earlierSource", "overQuota", "ranked", "winners", "queue", "user", "retrieve", "gather", "masknet", "dcn",
+    "mlp", "select", "total", "device", "response"};
+
+class Keys {
+ public:
+  // The names are held by one array (a reference can hold an object, not a string, before
+  // Node-API 10); each use takes them out into handles of the caller's scope.
+  explicit Keys(Napi::Env env) : env_(env) {
+    thread_local napi_env made_for = nullptr;
+    thread_local napi_ref names = nullptr;
+    if (made_for != env) {
+      Napi::Array a = Napi::Array::New(env, kKeyCount);
+      for (uint32_t i = 0; i < kKeyCount; i++) a.Set(i, Napi::String::New(env, kKeyNames[i]));
+      NAPI_THROW_IF_FAILED_VOID(env, napi_create_reference(env, a, 1, &names));
+      made_for = env;
+    }
+    napi_value a;
+    NAPI_THROW_IF_FAILED_VOID(env, napi_get_reference_value(env, names, &a));
+    for (uint32_t i = 0; i < kKeyCount; i++) NAPI_THROW_IF_FAILED_VOID(env, napi_get_element(env, a, i, &keys_[i]));
+  }
+  // obj[key] = v
+  void set(napi_value obj, Key key, napi_value v) const { NAPI_THROW_IF_FAILED_VOID(env_, napi_set_property(env_, obj, keys_[key], v)); }
+  void set(napi_value obj, Key key, double v) const { set(obj, key, static_cast<napi_value>(Napi::Number::New(env_, v))); }
+
+ private:
+  Napi::Env env_;
+  napi_value keys_[kKeyCount];
+};
+
+Napi::Object counts_js(const Keys& keys, Napi::Env env, const Counts& k, bool with_capped = true) {
   Napi::Object c = Napi::Object::New(env);
-  c.Set("received", double(k.received));
-  c.Set("unknown", double(k.unknown));
-  c.Set("duplicate", double(k.duplicate));
-  c.Set("inactive", double(k.inactive));
-  c.Set("outOfBudget", double(k.out_of_budget));
-  c.Set("paced", double(k.paced));
-  c.Set("targeting", double(k.targeting));
-  c.Set("excludedAd", double(k.excluded_ad));
-  c.Set("excludedAdvertiser", double(k.excluded_advertiser));
-  c.Set("capped", double(k.capped));
-  c.Set("eligible", double(k.eligible));
+  keys.set(c, kReceived, double(k.received));
+  keys.set(c, kUnknown, double(k.unknown));
+  keys.set(c, kDuplicate, double(k.duplicate));
+  keys.set(c, kInactive, double(k.inactive));
+  keys.set(c, kOutOfBudget, double(k.out_of_budget));
+  keys.set(c, kPaced, double(k.paced));
+  keys.set(c, kTargeting, double(k.targeting));
+  keys.set(c, kExcludedAd, double(k.excluded_ad));
+  keys.set(c, kExcludedAdvertiser, double(k.excluded_advertiser));
+  if (with_capped) keys.set(c, kCapped, double(k.capped));
+  keys.set(c, kEligible, double(k.eligible));
   return c;
 }
 }  // namespace
 
 Napi::Object to_js(Napi::Env env, const Result& r, int) {
+  const Keys keys(env);
   Napi::Object o = Napi::Object::New(env);
-  o.Set("adIds", i64(env, r.ad_ids));
-  o.Set("advertisers", i64(env, r.advertisers));
-  o.Set("rows", i32(env, r.rows));
-  o.Set("scores", f32(env, r.scores));
-  o.Set("probs", f32(env, r.probs));
-  o.Set("prices", f32(env, r.prices));
-  o.Set("values", f32(env, r.values));
-  o.Set("retrieved", Napi::Number::New(env, double(r.retrieved)));
-  o.Set("counts", counts_js(env, r.counts));
-  o.Set("sources", u8(env, r.sources));
+  keys.set(o, kAdIds, i64(env, r.ad_ids));
+  keys.set(o, kAdvertisers, i64(env, r.advertisers));
+  keys.set(o, kRows, i32(env, r.rows));
+  keys.set(o, kScores, f32(env, r.scores));
+  keys.set(o, kProbs, f32(env, r.probs));
+  keys.set(o, kPrices, f32(env, r.prices));
+  keys.set(o, kValues, f32(env, r.values));
+  keys.set(o, kRetrieved, double(r.retrieved));
+  keys.set(o, kCounts, counts_js(keys, env, r.counts));
+  keys.set(o, kSources, u8(env, r.sources));
   Napi::Array sc = Napi::Array::New(env, r.source_counts.size());
   for (size_t i = 0; i < r.source_counts.size(); i++) {
     const SourceCounts& x = r.source_counts[i];
-    Napi::Object e = counts_js(env, x.counts);
-    e.Delete("capped");  // the cap applies to the union: Result::counts only
-    e.Set("source", double(x.source));
-    e.Set("earlierSource", double(x.earlier_source));
-    e.Set("overQuota", double(x.over_quota));
-    e.Set("ranked", double(x.ranked));
-    e.Set("winners", double(x.winners));
+    Napi::Object e = counts_js(keys, env, x.counts, false);  // the cap applies to the union: Result::counts only
+    keys.set(e, kSource, double(x.source));
+    keys.set(e, kEarlierSource, double(x.earlier_source));
+    keys.set(e, kOverQuota, double(x.over_quota));
+    keys.set(e, kRanked, double(x.ranked));
+    keys.set(e, kWinners, double(x.winners));
     sc.Set(uint32_t(i), e);
   }
-  o.Set("sourceCounts", sc);
+  keys.set(o, kSourceCounts, sc);
   Napi::Object t = Napi::Object::New(env);
   const Timings& s = r.timings;
-  t.Set("queue", s.queue);
-  t.Set("user", s.user);
-  t.Set("retrieve", s.retrieve);
-  t.Set("gather", s.gather);
-  t.Set("masknet", s.masknet);
-  t.Set("dcn", s.dcn);
-  t.Set("mlp", s.mlp);
-  t.Set("select", s.select);
-  t.Set("total", s.total);
-  t.Set("device", s.device);
-  o.Set("timings", t);
+  keys.set(t, kQueue, s.queue);
+  keys.set(t, kUser, s.user);
+  keys.set(t, kRetrieve, s.retrieve);
+  keys.set(t, kGather, s.gather);
+  keys.set(t, kMasknet, s.masknet);
+  keys.set(t, kDcn, s.dcn);
+  keys.set(t, kMlp, s.mlp);
+  keys.set(t, kSelect, s.select);
+  keys.set(t, kTotal, s.total);
+  keys.set(t, kDevice, s.device);
+  keys.set(o, kTimings, t);
   return o;
+}
+
+// A small response is copied into a JS-owned Buffer: an external one would need a finalizer,
+// which Node runs later on a native immediate, per response.
+constexpr size_t kCopyResponseBelow = 64 * 1024;
+
+void set_response(Napi::Env env, Napi::Object& o, std::string* response) {
+  const Keys keys(env);
+  if (response->size() < kCopyResponseBelow) {
+    keys.set(o, kResponse, Napi::Buffer<char>::Copy(env, response->data(), response->size()));
+    return;
+  }
+  auto* owned = new std::string(std::move(*response));
+  keys.set(o, kResponse, Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
 }
 
 Napi::Object to_js(Napi::Env env, const Explain& e) {

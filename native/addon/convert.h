@@ -36,6 +36,8 @@ T* typed_data(const Napi::TypedArray& a) {
 ModelInit model_init(const Napi::Object& init);
 
 Napi::Object to_js(Napi::Env env, const Result& r, int tasks);
+// o.response = the response bytes (moved out of *response where it is not copied).
+void set_response(Napi::Env env, Napi::Object& o, std::string* response);
 Napi::Object to_js(Napi::Env env, const Explain& e);
 
 Napi::Float32Array f32_array(Napi::Env env, const float* p, size_t n);

@@ -1,6 +1,7 @@
 #include "addon/engine_wrap.h"
 
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 
 #include "addon/convert.h"
@@ -17,10 +18,7 @@ namespace {
 // handed over without a copy (the Buffer owns the bytes).
 Napi::Object result_js(Napi::Env env, const Result& r, int tasks, std::string* response) {
   Napi::Object o = to_js(env, r, tasks);
-  if (response) {
-    auto* owned = new std::string(std::move(*response));
-    o.Set("response", Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
-  }
+  if (response) set_response(env, o, response);
   return o;
 }
 
@@ -54,14 +52,26 @@ class EngineWorker : public EngineJob {
                const Napi::Object& requests, int tasks)
       : engine_(std::move(engine)),
         tasks_(tasks),
-        deferred_(Napi::Promise::Deferred::New(env)),
         owner_(owner),
         created_(steady_us()) {
     self_ = Napi::Persistent(self);
     requests_ = Napi::Persistent(requests);
   }
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  // For a job handed to Queue: the Promise it settles.
+  Napi::Promise Promise(Napi::Env env) {
+    deferred_.emplace(Napi::Promise::Deferred::New(env));
+    return deferred_->Promise();
+  }
+
+  // Runs the job here, on the calling JS thread, and returns its output (throws its error): for
+  // work smaller than a hand-off to a request thread and back (EngineWrap::RunHere).
+  Napi::Value ExecuteHere(Napi::Env env) {
+    Execute();
+    engine_.reset();
+    if (failed_) throw Napi::Error::New(env, error_);
+    return Output(env);
+  }
 
   // The caller's deadline, ms since the Unix epoch (0 = none): work still queued past it is dropped.
   void SetDeadline(double epoch_ms) { deadline_ms_ = epoch_ms; }
@@ -92,15 +102,15 @@ class EngineWorker : public EngineJob {
     owner_->RunFinished();
     engine_.reset();
     if (failed_) {
-      deferred_.Reject(Napi::Error::New(env, error_).Value());
+      deferred_->Reject(Napi::Error::New(env, error_).Value());
       return;
     }
     try {
-      deferred_.Resolve(Output(env));
+      deferred_->Resolve(Output(env));
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      deferred_->Reject(e.Value());
     } catch (const std::exception& e) {
-      deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+      deferred_->Reject(Napi::Error::New(env, e.what()).Value());
     }
   }
 
@@ -114,7 +124,7 @@ class EngineWorker : public EngineJob {
   int tasks_;
 
  private:
-  Napi::Promise::Deferred deferred_;
+  std::optional<Napi::Promise::Deferred> deferred_;
   EngineWrap* owner_;              // kept alive by self_
   Napi::ObjectReference self_;     // the JS Engine object
   Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
@@ -123,6 +133,8 @@ class EngineWorker : public EngineJob {
   bool failed_ = false;
   std::string error_;
 };
+
+}  // namespace
 
 // One rank / retrieve / retrieveAndRank / explain call.
 class RunWorker final : public EngineWorker {
@@ -159,6 +171,8 @@ class RunWorker final : public EngineWorker {
   Result result_;
   adrank::Explain explain_;
 };
+
+namespace {
 
 // One micro-batch (runBatch): one libuv worker for the whole batch, not one per request. Resolves
 // to an array with, per request, its NativeResult or an Error.
@@ -204,6 +218,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::Retrieve>("retrieve"),
                                         InstanceMethod<&EngineWrap::RetrieveAndRank>("retrieveAndRank"),
                                         InstanceMethod<&EngineWrap::Explain>("explain"),
+                                        InstanceMethod<&EngineWrap::RunHere>("runHere"),
                                         InstanceMethod<&EngineWrap::RunBatch>("runBatch"),
                                         InstanceMethod<&EngineWrap::SetAdState>("setAdState"),
                                         InstanceMethod<&EngineWrap::AdStateStats>("adStateStats"),
@@ -374,37 +389,59 @@ Napi::Value EngineWrap::Retrieve(const Napi::CallbackInfo& info) { return Run(in
 Napi::Value EngineWrap::RetrieveAndRank(const Napi::CallbackInfo& info) { return Run(info, Op::kRetrieveAndRank); }
 Napi::Value EngineWrap::Explain(const Napi::CallbackInfo& info) { return Run(info, Op::kExplain); }
 
-Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
+// The job of one run: the request (a prepared WireRequest, or a feature bundle) at info[at], the
+// deadline (ms since the epoch) at info[at + 1]. Throws Napi::Error for a bad argument.
+RunWorker* EngineWrap::NewRun(const Napi::CallbackInfo& info, Op op, size_t at) {
   Napi::Env env = info.Env();
-  if (!engine_) return rejected(env, Napi::Error::New(env, "engine disposed"));
+  if (!engine_) throw Napi::Error::New(env, "engine disposed");
   const uint8_t* data = nullptr;
   size_t len = 0;
-  const WireWrap* wire = nullptr;
+  const WireWrap* wire = op == Op::kExplain ? nullptr : prepared_wire(info[at], op);
+  if (wire) {
+    data = reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data());
+    len = wire->bundle().bundle_len;
+  } else {
+    const Napi::TypedArray req = typed_array(info[at], napi_uint8_array, -1, "request");
+    if (req.ByteOffset() % 8 != 0)
+      throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
+    data = typed_data<uint8_t>(req);
+    len = req.ByteLength();
+  }
+  double deadline = 0;
+  if (info.Length() > at + 1 && !info[at + 1].IsUndefined()) {
+    if (!info[at + 1].IsNumber()) throw Napi::TypeError::New(env, "expected a number (ms since the epoch) for deadline");
+    deadline = info[at + 1].As<Napi::Number>().DoubleValue();
+  }
+  auto* w = new RunWorker(env, this, Value(), engine_, op, info[at].As<Napi::Object>(), data, len, wire, tasks_);
+  if (deadline > 0 && std::isfinite(deadline)) w->SetDeadline(deadline);
+  return w;
+}
+
+Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
+  Napi::Env env = info.Env();
+  RunWorker* w;
   try {
-    wire = op == Op::kExplain ? nullptr : prepared_wire(info[0], op);
-    if (wire) {
-      data = reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data());
-      len = wire->bundle().bundle_len;
-    } else {
-      const Napi::TypedArray req = typed_array(info[0], napi_uint8_array, -1, "request");
-      if (req.ByteOffset() % 8 != 0)
-        throw Napi::TypeError::New(env, "expected a byteOffset that is a multiple of 8 for request, got " + std::to_string(req.ByteOffset()));
-      data = typed_data<uint8_t>(req);
-      len = req.ByteLength();
-    }
+    w = NewRun(info, op, 0);
   } catch (const Napi::Error& e) {
     return rejected(env, e);
   }
-  double deadline = 0;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsNumber()) return rejected(env, Napi::TypeError::New(env, "expected a number (ms since the epoch) for deadline"));
-    deadline = info[1].As<Napi::Number>().DoubleValue();
-  }
-  auto* w = new RunWorker(env, this, Value(), engine_, op, info[0].As<Napi::Object>(), data, len, wire, tasks_);
-  if (deadline > 0 && std::isfinite(deadline)) w->SetDeadline(deadline);
-  Napi::Promise p = w->Promise();
+  Napi::Promise p = w->Promise(env);
   Queue(w);
   return p;
+}
+
+// runHere(op: 0 rank | 1 retrieve | 2 retrieveAndRank, request, deadline?): the run on this JS
+// thread, returning its result (throwing its error), for requests whose whole engine time is less
+// than a hand-off to a request thread and back costs (docs/wire.md "Inline runs"). The CPU backend
+// only: a device run would hold the event loop while the device works.
+Napi::Value EngineWrap::RunHere(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) type_error(env, "op", "0, 1 or 2", info[0]);
+  const int o = info[0].As<Napi::Number>().Int32Value();
+  if (o < 0 || o > 2) type_error(env, "op", "0, 1 or 2", info[0]);
+  if (backend_ != "cpu") throw Napi::Error::New(env, "runHere is for the cpu backend, this engine's is " + backend_);
+  std::unique_ptr<RunWorker> w(NewRun(info, o == 0 ? Op::kRank : o == 1 ? Op::kRetrieve : Op::kRetrieveAndRank, 1));
+  return w->ExecuteHere(env);
 }
 
 // runBatch(ops: Uint8Array (0 rank, 1 retrieve, 2 retrieveAndRank), requests: Uint8Array[]).
@@ -443,7 +480,7 @@ Napi::Value EngineWrap::RunBatch(const Napi::CallbackInfo& info) {
     return rejected(env, e);
   }
   auto* w = new BatchWorker(env, this, Value(), engine_, requests, std::move(inputs), std::move(wires), tasks_);
-  Napi::Promise p = w->Promise();
+  Napi::Promise p = w->Promise(env);
   Queue(w);
   return p;
 }

@@ -22,6 +22,7 @@ namespace adrank::addon {
 
 class EngineWrap;
 class WireWrap;
+class RunWorker;
 
 // One engine call in flight: Execute on an engine request thread, then Complete on the JS thread.
 class EngineJob {
@@ -57,6 +58,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value RetrieveAndRank(const Napi::CallbackInfo& info);
   Napi::Value Explain(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info, Op op);
+  RunWorker* NewRun(const Napi::CallbackInfo& info, Op op, size_t at);
+  Napi::Value RunHere(const Napi::CallbackInfo& info);
   Napi::Value RunBatch(const Napi::CallbackInfo& info);
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
   Napi::Value AdStateStats(const Napi::CallbackInfo& info);

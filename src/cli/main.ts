@@ -19,6 +19,7 @@ import {
   BindError,
   DEFAULT_HOST,
   DEFAULT_MAX_INFLIGHT,
+  DEFAULT_INLINE_MAX_US,
   DEFAULT_MAX_RECEIVE_BYTES,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
@@ -138,6 +139,7 @@ interface ServeFlags {
   threads: number;
   frontEndThreads: number;
   maxInflight: number;
+  inlineMaxUs: number;
   maxCandidates: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
@@ -147,6 +149,7 @@ interface ServeFlags {
   batchMaxQueue: number;
   batchMaxInflightBatches?: number;
   batchDispatchWhenIdle: boolean;
+  grpcFastPath: boolean;
   metricsPort: number;
   accessLogSample: number;
   tlsCert?: string;
@@ -244,6 +247,8 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       fallbackOnly: f.fallbackOnly ? { load: (file: string) => Engine.load(file, { adsOnly: true }), bundle: path } : undefined,
       adState,
       maxInflight: f.maxInflight,
+      inlineMaxUs: f.inlineMaxUs,
+      fastPath: f.grpcFastPath,
       maxCandidates: f.maxCandidates,
       maxReceiveBytes: f.maxMessageBytes,
       frontEndThreads: f.frontEndThreads,
@@ -429,6 +434,12 @@ function program(): Command {
         .argParser(int(1, 1024)),
     )
     .addOption(new Option('--max-inflight <n>', 'concurrent engine requests per front-end thread; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_INFLIGHT').default(DEFAULT_MAX_INFLIGHT).argParser(int(1)))
+    .addOption(
+      new Option('--inline-max-us <us>', 'a CPU run expected to take at most this many µs of engine time runs on the JS thread that received it, not on a request thread (0 = never)')
+        .env('ADRANK_INLINE_MAX_US')
+        .default(DEFAULT_INLINE_MAX_US)
+        .argParser(int(0, 1_000_000)),
+    )
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))
     .addOption(new Option('--shutdown-grace-ms <ms>', 'drain time on SIGTERM before calls are cut').env('ADRANK_SHUTDOWN_GRACE_MS').default(DEFAULT_SHUTDOWN_GRACE_MS).argParser(int(0)))
@@ -437,6 +448,7 @@ function program(): Command {
     .addOption(new Option('--batch-max-queue <n>', 'requests waiting for a batch; beyond → RESOURCE_EXHAUSTED').env('ADRANK_BATCH_MAX_QUEUE').default(DEFAULT_BATCH_MAX_QUEUE).argParser(int(1)))
     .addOption(new Option('--batch-max-inflight-batches <n>', 'micro-batches running at once (default: cpu 1, cuda one per stream, ADRANK_CUDA_STREAMS)').env('ADRANK_BATCH_MAX_INFLIGHT_BATCHES').argParser(int(1, 64)))
     .addOption(new Option('--batch-dispatch-when-idle <bool>', 'a free batch slot takes the queue at once (true) or waits up to --batch-max-delay-us for company (false)').env('ADRANK_BATCH_DISPATCH_WHEN_IDLE').default(true).argParser(trueFalse))
+    .addOption(new Option('--grpc-fast-path <bool>', 'serve Rank, Retrieve and RetrieveAndRank on their HTTP/2 streams directly, beside grpc-js (false: every call through grpc-js)').env('ADRANK_GRPC_FAST_PATH').default(true).argParser(trueFalse))
     .addOption(new Option('--log-level <level>', 'debug | info | warn | error').env('ADRANK_LOG_LEVEL').default('info'))
     .addOption(new Option('--access-log-sample <fraction>', 'fraction of engine calls logged as "access" lines (0..1)').env('ADRANK_ACCESS_LOG_SAMPLE').default(0).argParser(fraction))
     .addOption(new Option('--metrics-port <port>', 'Prometheus GET /metrics on --host (0 = off)').env('ADRANK_METRICS_PORT').default(DEFAULT_METRICS_PORT).argParser(int(0, 65535)))

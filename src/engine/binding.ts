@@ -215,6 +215,9 @@ export interface NativeEngine {
   rank(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
   retrieve(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
   retrieveAndRank(request: Uint8Array | NativeWireRequest, deadline?: number): Promise<NativeResult>;
+  /** The run on the calling JS thread (op 0 rank, 1 retrieve, 2 retrieveAndRank), its result
+   *  returned, its error thrown; the CPU backend only. */
+  runHere(op: 0 | 1 | 2, request: NativeWireRequest, deadline?: number): NativeResult;
   explain(request: Uint8Array): Promise<NativeExplain>;
   /** One micro-batch (src/batcher/): ops[i] 0 = rank, 1 = retrieve, 2 = retrieveAndRank for
    *  requests[i]; per request its result, or an Error when that request alone was refused. */

@@ -355,6 +355,22 @@ export class Engine {
     }
   }
   /** A prepared request through the engine; the result carries the response message. */
+  /** What this engine's runs have cost, by op and size: the inline decision (runWireHere). */
+  readonly runCost = new RunCost();
+  private cpu?: boolean;
+  /** Whether a run may be made on the calling JS thread (runWireHere): the CPU backend's runs. */
+  get runsHere(): boolean {
+    return (this.cpu ??= this.native.backend === 'cpu');
+  }
+  /** The run of a prepared request on this JS thread (the CPU backend only), for requests whose
+   *  engine time is below a hand-off to a request thread and back (docs/wire.md "Inline runs"). */
+  runWireHere(op: NativeOp, w: NativeWireRequest, deadline?: number): NativeResult {
+    try {
+      return this.native.runHere(op, w, finiteDeadline(deadline));
+    } catch (e) {
+      return rethrowEngineError(e);
+    }
+  }
   runWire(op: NativeOp, w: NativeWireRequest, deadline?: number): Promise<NativeResult> {
     const d = finiteDeadline(deadline);
     // the native Promise itself, errors mapped on the way (one reaction, no async wrapper)
@@ -501,6 +517,30 @@ export function wireSchema(c: ModelConfig): NativeWireSchema {
     reservePrice: c.reserve_price ?? 0,
     modelName: c.name,
   };
+}
+
+/**
+ * The engine time of recent runs by op and size (log2 buckets of candidates), a moving average per
+ * bucket: how long a run of this size takes here, so that one cheaper than a thread hand-off can
+ * run where it is (docs/wire.md "Inline runs"). A bucket with no run yet knows nothing.
+ */
+export class RunCost {
+  private readonly us = new Float64Array(3 * 32);
+
+  private static slot(op: NativeOp, size: number): number {
+    return op * 32 + Math.min(31, 32 - Math.clz32(size));
+  }
+  /** The average engine µs of a run of this op and size; undefined before the first. */
+  estimate(op: NativeOp, size: number): number | undefined {
+    const v = this.us[RunCost.slot(op, size)];
+    return v > 0 ? v : undefined;
+  }
+  record(op: NativeOp, size: number, engineUs: number): void {
+    if (!(engineUs > 0)) return;
+    const i = RunCost.slot(op, size);
+    const v = this.us[i];
+    this.us[i] = v > 0 ? v + (engineUs - v) / 8 : engineUs;
+  }
 }
 
 function rethrowEngineError(e: unknown): never {

@@ -22,6 +22,9 @@ export interface HandlerContext {
   models: ModelLeases;
   limits: Limits;
   inflight: InflightLimit;
+  /** a request whose engine run is expected to take at most this many µs runs on the JS thread
+   *  that received it instead of a request thread (--inline-max-us; 0 = never; CPU backend only) */
+  inlineMaxUs: number;
   log: Logger;
   stats: Stats;
   /** the model path's recent latency by RPC and size (fallback's deadline trigger) */
@@ -63,8 +66,13 @@ export class Stats {
   fallback(reason: string): void {
     this.fallbacks[reason] = (this.fallbacks[reason] ?? 0) + 1;
   }
+  /** "rpc code" keys, made once each (not a new string per call) */
+  private readonly keys = new Map<string, Map<string, string>>();
   outcome(rpc: string, code: string): void {
-    const key = `${rpc} ${code}`;
+    let byCode = this.keys.get(rpc);
+    if (!byCode) this.keys.set(rpc, (byCode = new Map()));
+    let key = byCode.get(code);
+    if (key === undefined) byCode.set(code, (key = `${rpc} ${code}`));
     this.outcomes[key] = (this.outcomes[key] ?? 0) + 1;
   }
 }

@@ -170,10 +170,16 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     } else if (rpc.emptyAtZero && size === 0) {
       result = engine.emptyWire(wire);
     } else {
-      const pending = rpc.batch && ctx.batcher?.wants(size) ? ctx.batcher.submit(engine, rpc.batch.op, wire, size, call) : engine.runWire(rpc.op, wire, call.deadline);
+      // a run cheaper than the hand-off to a request thread and back runs here (docs/wire.md "Inline runs")
+      const cost = ctx.inlineMaxUs > 0 && engine.runsHere ? engine.runCost.estimate(rpc.op, size) : undefined;
+      const here = cost !== undefined && cost <= ctx.inlineMaxUs;
+      const batched = !here && rpc.batch !== undefined && ctx.batcher?.wants(size) === true;
       ctx.stats.engineCall(rpc.name);
       try {
-        result = await pending;
+        result = here
+          ? engine.runWireHere(rpc.op, wire, call.deadline)
+          : await (batched ? ctx.batcher!.submit(engine, rpc.batch!.op, wire, size, call) : engine.runWire(rpc.op, wire, call.deadline));
+        if (!batched && engine.runsHere) engine.runCost.record(rpc.op, size, result.timings.total);
         ctx.latency.record(rpc.name, size, performance.now() - started);
       } catch (e) {
         if (e instanceof EngineError && e.sticky) ctx.deviceFailed?.(engine, version, e);

@@ -16,7 +16,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
-import { ServerInterceptingCall, status, type Server, type ServerInterceptingCallInterface, type ServerInterceptor } from '@grpc/grpc-js';
+import { ServerInterceptingCall, status, type Server, type ServerInterceptor } from '@grpc/grpc-js';
 
 /** Records how each call ended (src/metrics: adrank_requests_total and the duration histogram). */
 export interface CallRecorder {
@@ -24,8 +24,8 @@ export interface CallRecorder {
 }
 
 export class CallTracker {
-  /** the wire-side call of each call in flight → ends it with a status code */
-  private readonly calls = new Map<ServerInterceptingCallInterface, (code: number) => boolean>();
+  /** each call in flight (its wire-side call, or its fast-path call) → how to end it with a status */
+  private readonly calls = new Map<object, { end: (code: number) => boolean; send: (code: number, details: string) => void }>();
   private idle: (() => void)[] = [];
   /** by request message: what runs once that call's status has been sent (see afterSent) */
   private readonly pendingAfter = new WeakMap<object, () => void>();
@@ -33,33 +33,47 @@ export class CallTracker {
   private readonly sent = new WeakSet<object>();
 
   /** `recorderFor` (optional) gives the recorder for a method path, or null for none: this
-   *  interceptor sees every status sent, so it is also where per-call metrics are taken. */
-  constructor(private readonly recorderFor?: (path: string) => CallRecorder | null) {}
+   *  interceptor sees every status sent, so it is also where per-call metrics are taken.
+   *  `trackSent`: keep what afterSent needs (each call's request and whether its status went);
+   *  off where nothing calls afterSent (no shadow traffic), which saves a weak-set entry per call. */
+  constructor(
+    private readonly recorderFor?: (path: string) => CallRecorder | null,
+    private readonly trackSent = true,
+  ) {}
 
-  readonly interceptor: ServerInterceptor = (method, call) => {
-    const rec = this.recorderFor?.(method.path) ?? null;
+  /** Tracks a call from now on: `send` answers it with a status (cutAll). Returns `end(code)`,
+   *  to call when its status is sent or it ends without one; true the first time. */
+  begin(key: object, path: string, send: (code: number, details: string) => void): (code: number) => boolean {
+    const rec = this.recorderFor?.(path) ?? null;
     const t0 = rec ? performance.now() : 0;
     let live = true;
-    let request: object | undefined;
     const end = (code: number): boolean => {
       if (!live) return false;
       live = false;
-      this.calls.delete(call);
+      this.calls.delete(key);
       if (rec) rec.finished(code, (performance.now() - t0) / 1000);
       if (this.calls.size === 0 && this.idle.length > 0) for (const f of this.idle.splice(0)) f();
       return true;
     };
-    this.calls.set(call, end);
+    this.calls.set(key, { end, send });
+    return end;
+  }
+
+  readonly interceptor: ServerInterceptor = (method, call) => {
+    let request: object | undefined;
+    const end = this.begin(call, method.path, (code, details) => call.sendStatus({ code, details }));
     return new ServerInterceptingCall(call, {
       // ended without a status through the interceptors: a client cancel, or the deadline
       start: (next) =>
         next({
-          onReceiveMessage: (m, nextMessage) => {
-            if (m !== null && typeof m === 'object') request = m as object;
-            nextMessage(m);
-          },
+          onReceiveMessage: this.trackSent
+            ? (m, nextMessage) => {
+                if (m !== null && typeof m === 'object') request = m as object;
+                nextMessage(m);
+              }
+            : undefined,
           onCancel: () => {
-            if (live) end(Number(call.getDeadline()) <= Date.now() ? status.DEADLINE_EXCEEDED : status.CANCELLED);
+            end(Number(call.getDeadline()) <= Date.now() ? status.DEADLINE_EXCEEDED : status.CANCELLED);
             if (request) this.statusSent(request); // nothing more will be sent
           },
         }),
@@ -83,7 +97,9 @@ export class CallTracker {
     this.pendingAfter.set(request, fn);
   }
 
-  private statusSent(request: object): void {
+  /** The status of the call whose request message is `request` has been handed to the wire. */
+  statusSent(request: object): void {
+    if (!this.trackSent) return;
     this.sent.add(request);
     const fn = this.pendingAfter.get(request);
     if (!fn) return;
@@ -99,9 +115,9 @@ export class CallTracker {
   /** Answers every call in flight with `code`; their handlers' later answers are dropped. */
   cutAll(details: string, code: status = status.UNAVAILABLE): number {
     const n = this.calls.size;
-    for (const [call, end] of [...this.calls]) {
+    for (const { end, send } of [...this.calls.values()]) {
       end(code);
-      call.sendStatus({ code, details });
+      send(code, details);
     }
     return n;
   }

@@ -32,6 +32,7 @@ import { RecentLatency } from '../fallback/recent-latency.js';
 import { batcherFor, type BatchingOptions, type BatcherStats } from '../batcher/index.js';
 import { loadProto, SERVICE_NAME } from '../wire/proto.js';
 import { CallTracker, ConnectionCloser } from './drain.js';
+import { FastUnary, type UnaryHandler } from './fast-unary.js';
 import { Metrics } from '../metrics/index.js';
 import { serveMetrics, type MetricsEndpoint } from '../metrics/http.js';
 import { checkSample, engineCallObserver } from '../metrics/observe.js';
@@ -59,6 +60,12 @@ export interface ServerOptions {
   adState?: AdStateStore;
   /** concurrent engine RPCs; more fail at once with RESOURCE_EXHAUSTED (default 256) */
   maxInflight?: number;
+  /** engine runs expected to take at most this many µs run on the JS thread that received the
+   *  call, not on a request thread (CPU backend; 0 = never; default DEFAULT_INLINE_MAX_US) */
+  inlineMaxUs?: number;
+  /** serve the engine RPCs on their HTTP/2 streams directly, beside grpc-js (src/server/fast-unary.ts;
+   *  default true; false: every call through grpc-js) */
+  fastPath?: boolean;
   /** candidate ids per Rank, 1..100,000 (the engine's limit; default 100,000) */
   maxCandidates?: number;
   /** largest request message accepted; larger → RESOURCE_EXHAUSTED (default 8 MiB) */
@@ -111,6 +118,9 @@ interface Parts {
 export const DEFAULT_PORT = 50051;
 export const DEFAULT_HOST = 'localhost';
 export const DEFAULT_MAX_INFLIGHT = 256;
+/** runs expected to take at most this many µs of engine time run on the receiving JS thread:
+ *  about what a hand-off to a request thread and back costs here (docs/wire.md "Inline runs") */
+export const DEFAULT_INLINE_MAX_US = 50;
 export const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
@@ -209,6 +219,16 @@ function serviceDefinition(): grpc.ServiceDefinition {
 
 export class AdrankServer {
   readonly stats = new Stats();
+  /** the engine RPCs' fast path (src/server/fast-unary.ts), when on */
+  private fast: FastUnary | undefined;
+  /** whether the engine RPCs are served on the fast path */
+  get fastPath(): boolean {
+    return this.fast !== undefined;
+  }
+  /** calls this thread served on the fast path so far */
+  get fastPathCalls(): number {
+    return this.fast?.served ?? 0;
+  }
   /** resolves once the model is loaded and warmed up and health says SERVING */
   readonly ready: Promise<void>;
   /** the model versions: leases for requests, the default, states */
@@ -266,6 +286,7 @@ export class AdrankServer {
       models: this.models,
       limits: { maxCandidates: opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES },
       inflight,
+      inlineMaxUs: opts.inlineMaxUs ?? DEFAULT_INLINE_MAX_US,
       log,
       stats: this.stats,
       latency: new RecentLatency(),
@@ -363,6 +384,8 @@ export class AdrankServer {
     if (!Number.isInteger(maxCandidates) || maxCandidates < 1 || maxCandidates > MAX_CANDIDATES)
       throw new Error(`expected an integer in 1..${MAX_CANDIDATES} for max candidates, got ${maxCandidates}`);
     const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
+    const inlineMaxUs = opts.inlineMaxUs ?? DEFAULT_INLINE_MAX_US;
+    if (!(Number.isFinite(inlineMaxUs) && inlineMaxUs >= 0)) throw new Error(`expected a number of µs >= 0 for inline max us, got ${inlineMaxUs}`);
     checkSample(opts.accessLogSample ?? 0);
     const maxAge = opts.maxConnectionAgeMs;
     if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
@@ -379,8 +402,10 @@ export class AdrankServer {
     const maxReceive = opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES;
     // a worker thread keeps its own metrics, without the process-wide ones, for the owner's /metrics
     const metrics = opts.thread ? (opts.thread.metrics ? new Metrics({ defaults: false }) : undefined) : opts.metrics ? new Metrics() : undefined;
-    const tracker = new CallTracker(metrics && ((path) => metrics.method(path)));
+    const tracker = new CallTracker(metrics && ((path) => metrics.method(path)), opts.shadow !== undefined);
     const server = new grpc.Server({
+      // channelz (grpc-js's per-call and per-session counters) is not served: do not keep it
+      'grpc.enable_channelz': 0,
       // nearest the wire first: the tracker (drain, metrics) sees every status, auth refusals included
       interceptors: [tracker.interceptor, authInterceptor(opts.auth ?? {}, log)],
       ...(maxAge !== undefined ? { 'grpc.max_connection_age_ms': maxAge } : {}),
@@ -427,6 +452,7 @@ export class AdrankServer {
       metricsPort: endpoint?.port ?? null,
       maxReceiveBytes: maxReceive,
       maxInflight: s.ctx.inflight.max,
+      inlineMaxUs: s.ctx.inlineMaxUs,
       maxCandidates: s.ctx.limits.maxCandidates,
       frontEndThreads: threads,
     });
@@ -578,12 +604,16 @@ export class AdrankServer {
   }
 
   private addServices(): void {
-    this.server.addService(serviceDefinition(), {
-      Retrieve: unaryHandler(this.ctx, retrieve),
-      Rank: unaryHandler(this.ctx, rank),
-      RetrieveAndRank: unaryHandler(this.ctx, retrieveAndRank),
-      GetModel: getModelHandler(this.ctx),
-    });
+    const service = serviceDefinition();
+    const engineRpcs = { Retrieve: unaryHandler(this.ctx, retrieve), Rank: unaryHandler(this.ctx, rank), RetrieveAndRank: unaryHandler(this.ctx, retrieveAndRank) };
+    this.server.addService(service, { ...engineRpcs, GetModel: getModelHandler(this.ctx) });
+    // the same handlers on the fast path, for the streams it can read (src/server/fast-unary.ts)
+    if (this.opts.fastPath ?? true) {
+      const fast = new FastUnary({ maxReceiveBytes: this.opts.maxReceiveBytes ?? DEFAULT_MAX_RECEIVE_BYTES, tracker: this.parts.tracker, auth: this.opts.auth ?? {}, log: this.log });
+      for (const [name, handler] of Object.entries(engineRpcs)) fast.add(service[name].path, handler as UnaryHandler);
+      if (fast.attach(this.server) > 0) this.fast = fast;
+      else this.log.warn('fast_path_unavailable', { reason: "this grpc-js does not keep its HTTP/2 servers where adrank looks; every call goes through grpc-js" });
+    }
     // Health, with Watch streams tracked so that shutdown can end them (they would hold the drain).
     this.health.addToServer({
       addService: (svc, impl) =>
@@ -849,6 +879,8 @@ function threadOptions(opts: ServerOptions, host: string): ThreadServerOptions {
   return {
     host,
     maxInflight: opts.maxInflight,
+    inlineMaxUs: opts.inlineMaxUs,
+    fastPath: opts.fastPath,
     maxCandidates: opts.maxCandidates,
     maxReceiveBytes: opts.maxReceiveBytes,
     shutdownGraceMs: opts.shutdownGraceMs,

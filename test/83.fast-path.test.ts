@@ -1,0 +1,173 @@
+/**
+ * The fast path (src/server/fast-unary.ts): Rank, Retrieve and RetrieveAndRank served on their
+ * HTTP/2 streams beside grpc-js must answer exactly as grpc-js does. Two servers on the same
+ * bundle, one with the fast path and one without, get the same calls: well-formed ones, and raw
+ * HTTP/2 requests no grpc-js client sends (no message, two messages, a compressed flag without an
+ * encoding, an oversized message, a malformed or expired grpc-timeout); each answer (status, details,
+ * message) must be the same from both. Calls the fast path cannot read (compressed ones) must
+ * reach grpc-js and be answered the same too.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import * as grpc from '@grpc/grpc-js';
+import { Engine } from '../src/engine/index.js';
+import { AdrankServer } from '../src/server/server.js';
+import { silentLogger } from '../src/log.js';
+import { loadProto } from '../src/wire/proto.js';
+import { addonBuilt } from './support/index.js';
+import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+
+interface Answer {
+  code: number;
+  details: string;
+  message?: Buffer;
+}
+
+/** One call over plain HTTP/2: `body` is sent as is (framing included); `headers` added. */
+function h2(port: number, method: string, body: Buffer, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const session = http2Connect(`http://localhost:${port}`);
+    session.on('error', reject);
+    const req = session.request({ ':method': 'POST', ':path': `/adrank.v1.AdRanker/${method}`, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    let h: Record<string, unknown> = {};
+    const data: Buffer[] = [];
+    req.on('response', (x) => (h = { ...x }));
+    req.on('trailers', (t) => (h = { ...h, ...t }));
+    req.on('data', (d: Buffer) => data.push(d));
+    req.on('end', () => {
+      session.close();
+      const all = Buffer.concat(data);
+      resolve({ code: Number(h['grpc-status']), details: decodeURIComponent(String(h['grpc-message'] ?? '')), message: all.length >= 5 ? all.subarray(5) : undefined });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+function frame(message: Uint8Array, compressed = false): Buffer {
+  const f = Buffer.alloc(5 + message.length);
+  f[0] = compressed ? 1 : 0;
+  f.writeUInt32BE(message.length, 1);
+  f.set(message, 5);
+  return f;
+}
+
+/** A raw-bytes client for `method`, with client options (e.g. compression). */
+function call(address: string, method: string, bytes: Buffer, options: grpc.ClientOptions = {}): Promise<Answer> {
+  const c = new grpc.Client(address, grpc.credentials.createInsecure(), options);
+  const id = (b: Buffer) => b;
+  return new Promise((resolve) =>
+    c.makeUnaryRequest(`/adrank.v1.AdRanker/${method}`, id, id, bytes, (e, r) => {
+      c.close();
+      resolve(e ? { code: e.code, details: e.details } : { code: grpc.status.OK, details: '', message: r });
+    }),
+  );
+}
+
+describe('83 fast path: the engine RPCs beside grpc-js', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let fast: AdrankServer;
+  let slow: AdrankServer;
+  const { root } = loadProto();
+  const RankRequest = root.lookupType('adrank.v1.RankRequest');
+  const RankResponse = root.lookupType('adrank.v1.RankResponse');
+  const RetrieveRequest = root.lookupType('adrank.v1.RetrieveRequest');
+  const c = smallConfig();
+  let rankBytes: Buffer;
+  let retrieveBytes: Buffer;
+
+  before(async function () {
+    if (!addonBuilt()) this.skip();
+    dir = mkdtempSync(join(tmpdir(), 'adrank-fast-'));
+    const bundle = join(dir, 'b.safetensors');
+    await writeSmallBundle(bundle);
+    const start = (fastPath: boolean) =>
+      AdrankServer.start({ port: 0, engine: () => Engine.load(bundle, { threads: 1 }), fastPath, maxReceiveBytes: 64 * 1024, log: silentLogger });
+    fast = await start(true);
+    slow = await start(false);
+    await Promise.all([fast.ready, slow.ready]);
+    const e = await Engine.load(bundle, { threads: 1 });
+    const ids = adIds(e.bundle).slice(0, 50);
+    e.dispose();
+    rankBytes = Buffer.from(RankRequest.encode(RankRequest.fromObject(protoRequest(c, { candidateAdIds: ids }))).finish());
+    retrieveBytes = Buffer.from(RetrieveRequest.encode(RetrieveRequest.fromObject(protoRequest(c))).finish());
+  });
+
+  after(async function () {
+    await fast?.shutdown('test over');
+    await slow?.shutdown('test over');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The answer less its timings (which differ from call to call). */
+  const winnersOf = (a: Answer) => {
+    expect(a.code, a.details).to.equal(grpc.status.OK);
+    const o = RankResponse.toObject(RankResponse.decode(a.message!), { longs: String, defaults: true }) as Record<string, unknown>;
+    delete o.timings;
+    return o;
+  };
+
+  it('is on where asked, and serves the engine RPCs there (GetModel stays with grpc-js)', async () => {
+    expect(fast.fastPath).to.equal(true);
+    expect(slow.fastPath).to.equal(false);
+    const before = fast.fastPathCalls;
+    const a = await call(`localhost:${fast.port}`, 'Rank', rankBytes);
+    expect(a.code, a.details).to.equal(grpc.status.OK);
+    const r = await call(`localhost:${fast.port}`, 'Retrieve', retrieveBytes);
+    expect(r.code, r.details).to.equal(grpc.status.OK);
+    expect(fast.fastPathCalls - before).to.equal(2);
+    expect(slow.fastPathCalls).to.equal(0);
+  });
+
+  it('answers a Rank as grpc-js does: the same winners, scores, counts and model', async () => {
+    const [a, b] = await Promise.all([call(`localhost:${fast.port}`, 'Rank', rankBytes), call(`localhost:${slow.port}`, 'Rank', rankBytes)]);
+    const wa = winnersOf(a);
+    expect((wa.winners as unknown[]).length).to.be.greaterThan(0);
+    expect(wa).to.deep.equal(winnersOf(b));
+  });
+
+  it('leaves a compressed call to grpc-js, which answers it the same', async () => {
+    const before = fast.fastPathCalls;
+    const gzip = { 'grpc.default_compression_algorithm': 2 } as grpc.ClientOptions;
+    const a = await call(`localhost:${fast.port}`, 'Rank', rankBytes, gzip);
+    expect(fast.fastPathCalls).to.equal(before);
+    expect(winnersOf(a)).to.deep.equal(winnersOf(await call(`localhost:${slow.port}`, 'Rank', rankBytes)));
+  });
+
+  it('refuses a bad request with the same status and field as grpc-js', async () => {
+    const bad = Buffer.from(RankRequest.encode(RankRequest.fromObject(protoRequest(c, { k: 0, candidateAdIds: ['1'] }))).finish());
+    const [a, b] = await Promise.all([call(`localhost:${fast.port}`, 'Rank', bad), call(`localhost:${slow.port}`, 'Rank', bad)]);
+    expect(a.code).to.equal(grpc.status.INVALID_ARGUMENT);
+    expect(a.details).to.include('k');
+    expect(a).to.deep.equal(b);
+  });
+
+  const raw: [string, () => Buffer, Record<string, string>, grpc.status][] = [
+    ['no message', () => Buffer.alloc(0), {}, grpc.status.UNIMPLEMENTED],
+    ['a truncated message', () => frame(rankBytes).subarray(0, 20), {}, grpc.status.UNIMPLEMENTED],
+    ['two messages', () => Buffer.concat([frame(rankBytes), frame(rankBytes)]), {}, grpc.status.UNIMPLEMENTED],
+    ['a compressed flag without grpc-encoding (read as it is)', () => frame(rankBytes, true), {}, grpc.status.OK],
+    ['a message over the size limit', () => frame(Buffer.alloc(70 * 1024, 1)), {}, grpc.status.RESOURCE_EXHAUSTED],
+    ['a malformed grpc-timeout', () => frame(rankBytes), { 'grpc-timeout': 'soon' }, grpc.status.INTERNAL],
+    ['an expired grpc-timeout', () => frame(rankBytes), { 'grpc-timeout': '0n' }, grpc.status.DEADLINE_EXCEEDED],
+  ];
+  for (const [what, body, headers, code] of raw)
+    it(`answers ${what} as grpc-js does (${grpc.status[code]})`, async () => {
+      const before = fast.fastPathCalls;
+      const a = await h2(fast.port, 'Rank', body(), headers);
+      const b = await h2(slow.port, 'Rank', body(), headers);
+      expect(fast.fastPathCalls - before).to.equal(1);
+      expect(grpc.status[a.code], a.details).to.equal(grpc.status[code]);
+      expect({ code: a.code, details: a.details }).to.deep.equal({ code: b.code, details: b.details });
+    });
+
+  it('answers a well-formed raw call with the message grpc-js sends', async () => {
+    const a = await h2(fast.port, 'Rank', frame(rankBytes), { 'grpc-timeout': '10S' });
+    const b = await h2(slow.port, 'Rank', frame(rankBytes), { 'grpc-timeout': '10S' });
+    expect(winnersOf(a)).to.deep.equal(winnersOf(b));
+  });
+});
