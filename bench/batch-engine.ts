@@ -13,7 +13,7 @@ const path = process.argv[2] ?? 'demo/adrank-demo.safetensors';
 const rounds = Number(process.argv[3] ?? 5);
 const REPS = 10;
 
-const engine = await Engine.load(path, { device: 'cpu' });
+const engine = await Engine.load(path, { device: 'cpu', precision: (process.env.PRECISION as 'fp32' | 'bf16' | undefined) ?? 'fp32' });
 const rng = new Rng(5);
 const mk = (n: number) => engine.pack({ ...randomRequest(rng, engine.bundle, { candidates: n, seqLen: 8 }), k: 10 });
 const small = Array.from({ length: 16 }, () => mk(10));

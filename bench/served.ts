@@ -4,8 +4,9 @@
  *
  *  1. server CPU per call, Rank(10) on a tiny model (engine ≤ 20 µs), against a bare grpc-js
  *     server answering the same methods with fixed bytes (bench/bare-server.ts; the bytes are an
- *     answer of the adrank server), same client, same run, the two alternating run by run;
- *     target: adrank ≤ 1.3× the bare server;
+ *     answer of the adrank server) and, as the floor under it, a bare node:http2 server doing the
+ *     same (bench/bare-http2.ts); same client, same run, alternating run by run;
+ *     target: adrank ≤ 1.3× the bare grpc-js server;
  *  2. served overhead (total_us − engine_total_us, the server's own timings), concurrency 1,
  *     Rank(10) and Rank(1,000) on the demo bundle; target ≤ 100 µs;
  *  3. Rank(10) at concurrency 16 on the demo bundle, batching on (--batch-max-delay-us 200) and off
@@ -117,11 +118,14 @@ export async function main(): Promise<void> {
     writeFileSync(fixed, await rawCall(adrank.address, '/adrank.v1.AdRanker/Rank', pool10[0][0].bytes));
     const bare = await startProcess('bare-grpc-js', [join(import.meta.dirname, `bare-server${extname(import.meta.filename)}`), fixed]);
     procs.push(bare);
+    const http2 = await startProcess('bare-http2', [join(import.meta.dirname, `bare-http2${extname(import.meta.filename)}`), fixed]);
+    procs.push(http2);
     const targets: Target[] = [
       { name: 'adrank', proc: adrank, clients: clientsFor(adrank.address) },
       { name: 'bare', proc: bare, clients: clientsFor(bare.address) },
+      { name: 'http2', proc: http2, clients: clientsFor(http2.address) },
     ];
-    const cpu: Record<string, number[]> = { adrank: [], bare: [] };
+    const cpu: Record<string, number[]> = { adrank: [], bare: [], http2: [] };
     const engine: number[] = [];
     for (let rep = 0; rep < REPEAT; rep++)
       for (const t of targets) {
@@ -132,9 +136,9 @@ export async function main(): Promise<void> {
       }
     const a = median(cpu.adrank);
     const b = median(cpu.bare);
-    say(`server CPU per call, Rank(10), tiny model (engine median ${median(engine).toFixed(1)} µs): adrank ${a.toFixed(0)} µs, bare grpc-js ${b.toFixed(0)} µs, ratio ${(a / b).toFixed(2)} (target ≤ 1.30)`);
+    say(`server CPU per call, Rank(10), tiny model (engine median ${median(engine).toFixed(1)} µs): adrank ${a.toFixed(0)} µs, bare grpc-js ${b.toFixed(0)} µs, ratio ${(a / b).toFixed(2)} (target ≤ 1.30); bare node:http2 ${median(cpu.http2).toFixed(0)} µs`);
     for (const t of targets) for (const c of t.clients) c.close();
-    await Promise.all([adrank.stop(), bare.stop()]);
+    await Promise.all([adrank.stop(), bare.stop(), http2.stop()]);
     }
     if (!PARTS.has(2) && !PARTS.has(3)) return;
 

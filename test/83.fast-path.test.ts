@@ -165,6 +165,26 @@ describe('83 fast path: the engine RPCs beside grpc-js', function () {
       expect({ code: a.code, details: a.details }).to.deep.equal({ code: b.code, details: b.details });
     });
 
+  it('runs a request cheaper than a thread hand-off on the receiving thread, with the same answer', async () => {
+    // one server that runs every request inline once it has seen one run, one that never does
+    const start = (inlineMaxUs: number) => AdrankServer.start({ port: 0, engine: () => Engine.load(join(dir, 'b.safetensors'), { threads: 1 }), inlineMaxUs, warmup: false, log: silentLogger });
+    const [here, there] = await Promise.all([start(1e6), start(0)]);
+    try {
+      await Promise.all([here.ready, there.ready]);
+      const a: Answer[] = [];
+      const b: Answer[] = [];
+      for (let i = 0; i < 3; i++) {
+        a.push(await call(`localhost:${here.port}`, 'Rank', rankBytes));
+        b.push(await call(`localhost:${there.port}`, 'Rank', rankBytes));
+      }
+      expect(here.stats.inlineRuns).to.equal(2); // the first run (no estimate yet) on a request thread
+      expect(there.stats.inlineRuns).to.equal(0);
+      for (let i = 0; i < 3; i++) expect(winnersOf(a[i])).to.deep.equal(winnersOf(b[i]));
+    } finally {
+      await Promise.all([here.shutdown('test over'), there.shutdown('test over')]);
+    }
+  });
+
   it('answers a well-formed raw call with the message grpc-js sends', async () => {
     const a = await h2(fast.port, 'Rank', frame(rankBytes), { 'grpc-timeout': '10S' });
     const b = await h2(slow.port, 'Rank', frame(rankBytes), { 'grpc-timeout': '10S' });

@@ -59,6 +59,8 @@ export class Stats {
   readonly outcomes: Record<string, number> = {};
   /** fallback answers by reason (ENGINE_ERROR, DEADLINE) */
   readonly fallbacks: Record<string, number> = {};
+  /** engine runs made on the receiving JS thread (--inline-max-us) */
+  inlineRuns = 0;
 
   engineCall(rpc: string): void {
     this.engineCalls[rpc] = (this.engineCalls[rpc] ?? 0) + 1;

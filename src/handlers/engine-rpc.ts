@@ -175,6 +175,7 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
       const here = cost !== undefined && cost <= ctx.inlineMaxUs;
       const batched = !here && rpc.batch !== undefined && ctx.batcher?.wants(size) === true;
       ctx.stats.engineCall(rpc.name);
+      if (here) ctx.stats.inlineRuns++;
       try {
         result = here
           ? engine.runWireHere(rpc.op, wire, call.deadline)
