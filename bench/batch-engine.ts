@@ -4,6 +4,7 @@
  * and 16 separate Rank(10), on the demo bundle, interleaved round by round.
  *
  *   node --import tsx bench/batch-engine.ts [bundle] [rounds]     (results: bench/load.md)
+ *   PRECISION=bf16 (environment) runs the bf16 GEMMs; default fp32
  */
 import { Engine } from '../src/engine/index.js';
 import { randomRequest } from '../src/features/random-request.js';
