@@ -65,6 +65,37 @@ describe('12 mapped bundles', function () {
     expect(index.rows(-99n).length).to.equal(0);
   });
 
+  it('a thread that attaches to a shared engine views its large ad tables in the same mapping (no copy)', async () => {
+    const path = await write('shared.safetensors', 3, 200_000);
+    const engine = await Engine.load(path, { threads: 1 });
+    try {
+      const shared = engine.share();
+      const big = Object.keys(shared.mapped ?? {});
+      expect(big, 'tables over 1 MiB handed over as places in the mapping').to.include.members(['ads.id', 'ads.advertiser']);
+      for (const name of big) expect(shared.bundle.tensors[name], `${name} not copied`).to.equal(undefined);
+      const other = Engine.attach(shared);
+      try {
+        const handle = binding().mapFile(path).handle;
+        for (const name of big) {
+          const mine = engine.bundle.tensors[name];
+          const theirs = other.bundle.tensors[name];
+          expect(theirs.buffer instanceof SharedArrayBuffer, `${name} is not a shared-memory copy`).to.equal(false);
+          expect(theirs.constructor).to.equal(mine.constructor);
+          expect(Buffer.from(theirs.buffer, theirs.byteOffset, theirs.byteLength).equals(Buffer.from(mine.buffer, mine.byteOffset, mine.byteLength)), name).to.equal(true);
+          // the same bytes of the file: at the offset the loader's own view has in its mapping
+          expect(binding().mapOffset(other.bundle.mapping!.handle, theirs)).to.equal(binding().mapOffset(engine.bundle.mapping!.handle, mine));
+          expect(binding().mapOffset(handle, theirs), 'another mapping of the file does not hold it').to.equal(-1);
+        }
+        const r = await other.rank(randomRequest(new Rng(5), other.bundle, { candidates: 50 }));
+        expect(r.adIds.length).to.be.greaterThan(0);
+      } finally {
+        other.dispose();
+      }
+    } finally {
+      engine.dispose();
+    }
+  });
+
   it('answers exactly as the same bundle read into memory (Rank, Retrieve, RetrieveAndRank)', async () => {
     const path = await write('parity.safetensors', 2);
     const mapped = await Engine.load(path, { device: 'cpu', threads: 2 });

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "addon/convert.h"
+#include "addon/mapped.h"
 #include "addon/shared_engines.h"
 #include "addon/wire_wrap.h"
 #include "engine/clock.h"
@@ -236,6 +237,7 @@ Napi::Function EngineWrap::Define(Napi::Env env, std::shared_ptr<Registry>* regi
                                         InstanceMethod<&EngineWrap::Completions>("completions"),
                                         InstanceMethod<&EngineWrap::Dispose>("dispose"),
                                         InstanceMethod<&EngineWrap::Share>("share"),
+                                        InstanceMethod<&EngineWrap::Mapping>("mapping"),
                                         InstanceAccessor<&EngineWrap::Backend>("backend"),
                                         InstanceAccessor<&EngineWrap::Description>("description"),
                                         InstanceAccessor<&EngineWrap::NumAds>("numAds"),
@@ -434,6 +436,15 @@ Napi::Value EngineWrap::Run(const Napi::CallbackInfo& info, Op op) {
 // thread, returning its result (throwing its error), for requests whose whole engine time is less
 // than a hand-off to a request thread and back costs (docs/wire.md "Inline runs"). The CPU backend
 // only: a device run would hold the event loop while the device works.
+// mapping(): a mapFile() handle on the bundle file this engine reads in place, for this thread
+// (undefined when its tables were copied): a thread that attached to a shared engine makes its
+// views of the ad tables from it, without a copy.
+Napi::Value EngineWrap::Mapping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_ || !engine_->model().mapping) return env.Undefined();
+  return mapped_handle_js(env, engine_->model().mapping);
+}
+
 Napi::Value EngineWrap::RunHere(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) type_error(env, "op", "0, 1 or 2", info[0]);

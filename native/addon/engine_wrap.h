@@ -60,6 +60,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Run(const Napi::CallbackInfo& info, Op op);
   RunWorker* NewRun(const Napi::CallbackInfo& info, Op op, size_t at);
   Napi::Value RunHere(const Napi::CallbackInfo& info);
+  Napi::Value Mapping(const Napi::CallbackInfo& info);
   Napi::Value RunBatch(const Napi::CallbackInfo& info);
   Napi::Value SetAdState(const Napi::CallbackInfo& info);
   Napi::Value AdStateStats(const Napi::CallbackInfo& info);

@@ -39,10 +39,8 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
   Napi::Object out = Napi::Object::New(env);
-  auto handle = Napi::External<MappedHandle>::New(env, new MappedHandle(m), [](Napi::Env, MappedHandle* h) { delete h; });
-  napi_type_tag_object(env, handle, &kMappedTag);
   out.Set("size", double(m->size()));
-  out.Set("handle", handle);
+  out.Set("handle", mapped_handle_js(env, m));
   return out;
 }
 
@@ -187,7 +185,26 @@ Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, first.load() == n ? -1.0 : double(first.load()));
 }
 
+// mapOffset(handle, view) → the offset in the mapping of a typed array's first byte, or -1 when it
+// does not lie in the mapping (a copy, or another file's view).
+Napi::Value MapOffset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const MappedHandle& m = *tagged<MappedHandle>(info[0], kMappedTag, "handle", "a mapFile() handle");
+  if (info.Length() < 2 || !info[1].IsTypedArray()) type_error(env, "view", "a typed array", info.Length() < 2 ? env.Undefined() : info[1]);
+  const Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+  const uint8_t* p = typed_data<uint8_t>(a);
+  const uint8_t* base = m->data();
+  if (p < base || p + a.ByteLength() > base + m->size()) return Napi::Number::New(env, -1);
+  return Napi::Number::New(env, double(p - base));
+}
+
 }  // namespace
+
+Napi::Value mapped_handle_js(Napi::Env env, std::shared_ptr<const MappedFile> m) {
+  auto handle = Napi::External<MappedHandle>::New(env, new MappedHandle(std::move(m)), [](Napi::Env, MappedHandle* h) { delete h; });
+  napi_type_tag_object(env, handle, &kMappedTag);
+  return handle;
+}
 
 std::shared_ptr<const MappedFile> mapped_file_of(const Napi::Value& v, const std::string& field) {
   if (v.IsUndefined()) return nullptr;
@@ -202,6 +219,7 @@ const IdMap* id_index_of(const Napi::Value& v, const std::string& field) {
 void register_mapped(Napi::Env env, Napi::Object exports) {
   exports.Set("mapFile", Napi::Function::New<MapFile>(env, "mapFile"));
   exports.Set("mapView", Napi::Function::New<MapView>(env, "mapView"));
+  exports.Set("mapOffset", Napi::Function::New<MapOffset>(env, "mapOffset"));
   exports.Set("mappedFileChanged", Napi::Function::New<MappedFileChanged>(env, "mappedFileChanged"));
   exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
   exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));

@@ -218,6 +218,9 @@ export interface NativeEngine {
   /** The run on the calling JS thread (op 0 rank, 1 retrieve, 2 retrieveAndRank), its result
    *  returned, its error thrown; the CPU backend only. */
   runHere(op: 0 | 1 | 2, request: NativeWireRequest, deadline?: number): NativeResult;
+  /** A mapFile() handle, for this thread, on the bundle file the engine reads in place
+   *  (undefined when its tables were copied into memory). */
+  mapping(): MappedFileHandle | undefined;
   explain(request: Uint8Array): Promise<NativeExplain>;
   /** One micro-batch (src/batcher/): ops[i] 0 = rank, 1 = retrieve, 2 = retrieveAndRank for
    *  requests[i]; per request its result, or an Error when that request alone was refused. */
@@ -322,6 +325,8 @@ export interface NativeBinding {
   mapView(handle: MappedFileHandle, offset: number, length: number): ArrayBuffer;
   /** '' while the mapped file is unchanged, else how it changed (truncated, written in place). */
   mappedFileChanged(handle: MappedFileHandle): string;
+  /** The offset in the mapping of a typed array's first byte; -1 when it does not lie in it. */
+  mapOffset(handle: MappedFileHandle, view: ArrayBufferView): number;
   /** The id → row index of unique ids, built in parallel; or the first duplicate found. */
   buildIdIndex(ids: BigInt64Array): { handle: IdIndexHandle } | { duplicate: bigint; rows: [number, number] };
   /** Rows of `ids` (-1 where absent). */

@@ -50,17 +50,36 @@ export interface FallbackEstimate {
  *  large tensors (the model stays in native memory, once). Structured-clonable. */
 export interface SharedEngine {
   key: number;
+  /** the bundle less the tensors in `mapped` */
   bundle: LoadedBundle;
+  /** tensors that lie in the mapped bundle file: where (offset, bytes) and as what (the typed
+   *  array's constructor name); the attaching thread views them in the engine's own mapping */
+  mapped?: Record<string, { offset: number; bytes: number; type: string }>;
   deviceReason: string;
   precision: Precision;
   fallbackPlan: FallbackEstimate[] | undefined;
 }
 
-/** Tensors a thread that attaches to a shared engine can read (one copy in shared memory for all
- *  of them): the ad tables the handlers read (ids, advertisers, targeting, bids) and anything small
- *  (means, task weights, lists). */
+/** Tensors a thread that attaches to a shared engine can read: the ad tables the handlers read
+ *  (ids, advertisers, targeting, bids) and anything small (means, task weights, lists). From a
+ *  mapped bundle they are views of the same mapping (no copy); otherwise one copy in shared memory
+ *  serves every thread. */
 const ATTACHED_TENSORS = new Set(['ads.id', 'ads.advertiser', 'ads.targeting', 'ads.bid']);
 const SMALL_TENSOR_BYTES = 1 << 20;
+
+/** The shared bundle with its mapped tensors viewed in the shared engine's mapping, on this thread. */
+function viewMapped(b: NativeBinding, native: NativeEngine, shared: SharedEngine): LoadedBundle {
+  const entries = Object.entries(shared.mapped ?? {});
+  if (entries.length === 0) return shared.bundle;
+  const handle = native.mapping();
+  if (!handle) throw new EngineError('the shared engine has no mapped bundle file to view its tables in', 'INTERNAL');
+  const tensors = { ...shared.bundle.tensors };
+  for (const [name, { offset, bytes, type }] of entries) {
+    const Ctor = (globalThis as unknown as Record<string, new (buf: ArrayBuffer) => TensorArray>)[type];
+    tensors[name] = new Ctor(b.mapView(handle, offset, bytes));
+  }
+  return { ...shared.bundle, tensors, mapping: { handle, size: shared.bundle.fileSize } };
+}
 
 /** A copy of `t` in a SharedArrayBuffer (postMessage then shares it instead of copying it). */
 function inSharedMemory<T extends TensorArray>(t: T): T {
@@ -283,11 +302,18 @@ export class Engine {
     const tensors: LoadedBundle['tensors'] = {};
     // in shared memory: every thread reads the one copy (a view of the mapped file cannot be sent;
     // the native engine the threads share reads the mapping itself)
-    for (const [name, t] of Object.entries(b.tensors)) if (ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES) tensors[name] = inSharedMemory(t);
-    // the id index and the mapping are this thread's native handles: the other thread builds its own
-    // index from the shared ids when it needs one (adRows)
+    const mapped: NonNullable<SharedEngine['mapped']> = {};
+    const handle = b.mapping?.handle;
+    for (const [name, t] of Object.entries(b.tensors)) {
+      if (!(ATTACHED_TENSORS.has(name) || t.byteLength <= SMALL_TENSOR_BYTES)) continue;
+      const offset = handle && t.byteLength > SMALL_TENSOR_BYTES ? this.addon.mapOffset(handle, t) : -1;
+      if (offset >= 0) mapped[name] = { offset, bytes: t.byteLength, type: t.constructor.name };
+      else tensors[name] = inSharedMemory(t);
+    }
+    // the id index and the mapping are this thread's native handles: the other thread gets the
+    // mapping from the shared engine, and builds its own index from the ids when it needs one (adRows)
     const bundle: LoadedBundle = { ...b, tensors, adIndex: undefined, mapping: undefined };
-    return { key: this.native.share(), bundle, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
+    return { key: this.native.share(), bundle, mapped, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
   }
 
   /** The engine another thread shared (its native engine, not a copy). Throws when every thread
@@ -301,7 +327,7 @@ export class Engine {
       throw new EngineError((e as Error).message, 'DISPOSED');
     }
     native.setWireSchema(wireSchema(shared.bundle.config));  // the schema is per thread's wrapper
-    const engine = new Engine(native, b, shared.bundle, shared.deviceReason, shared.precision);
+    const engine = new Engine(native, b, viewMapped(b, native, shared), shared.deviceReason, shared.precision);
     engine.fallbackPlan = shared.fallbackPlan;
     return engine;
   }
