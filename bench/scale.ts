@@ -89,6 +89,8 @@ interface Row {
   retrieveP99: number;
   tableReadMs: number;
   update: Record<number, { p50: number; p99: number }>;
+  /** of the same batches, from the server's ad_states_updated lines: the apply alone, and the append with its fsync (p50 ms) */
+  apply: Record<number, { apply: number; write: number }>;
   rankP99Off: number;
   rankP99On: number;
   updatesPerS: number;
@@ -160,6 +162,9 @@ async function measure(ads: number): Promise<Row> {
 
     // UpdateAdStates of 1, 1,000, 100,000 ads
     const update: Row['update'] = {};
+    const apply: Row['apply'] = {};
+    let applied: { applyMs: number; writeMs: number }[] = [];
+    srv.onEvent('ad_states_updated', (f) => applied.push({ applyMs: Number(f.applyMs), writeMs: Number(f.writeMs) }));
     for (const [n, reps] of [
       [1, 50],
       [1000, 30],
@@ -167,6 +172,7 @@ async function measure(ads: number): Promise<Row> {
     ]) {
       if (n > ids.length) continue;
       const lat: number[] = [];
+      applied = [];
       for (let r = 0; r < reps; r++) {
         const off = rng.int(0, ids.length - n);
         const updates = Array.from({ length: n }, (_, i) => ({ adId: String(ids[off + i]), pacingRate: 0.5 + 0.5 * rng.uniform() }));
@@ -175,6 +181,7 @@ async function measure(ads: number): Promise<Row> {
         lat.push(ms(t));
       }
       update[n] = { p50: pct(lat, 50), p99: pct(lat, 99) };
+      apply[n] = { apply: pct(applied.map((a) => a.applyMs), 50), write: pct(applied.map((a) => a.writeMs), 50) };
     }
 
     // Rank traffic without, then with, a back-to-back update loop
@@ -222,6 +229,7 @@ async function measure(ads: number): Promise<Row> {
       retrieveP99: pct(rlat, 99),
       tableReadMs,
       update,
+      apply,
       rankP99Off: pct(rankOff, 99),
       rankP99On: pct(rankOn, 99),
       updatesPerS: done / onS,
@@ -246,7 +254,15 @@ for (const n of sizes) {
 const u = (r: Row, n: number) => (r.update[n] ? `${fmt(r.update[n].p50)} / ${fmt(r.update[n].p99)}` : '-');
 console.log('| ads | bundle file | RSS serving (× file) | swap peak (× RSS) | start → SERVING s | Retrieve K=100 p50 / p99 ms (p50 / one read of the table) | UpdateAdStates 1 / 1,000 / 100,000: p50 / p99 ms | Rank p99 ms, updates off → on | updates/s during Rank (aimed at) |');
 console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+const a = (r: Row, n: number) => (r.apply[n] ? `${fmt(r.apply[n].apply)} (${fmt(r.apply[n].write)})` : '-');
+const printApply = () => {
+  console.log('');
+  console.log('| ads | UpdateAdStates 1 / 1,000 / 100,000: the apply alone, p50 ms (the append with its fsync, p50 ms) |');
+  console.log('| ---: | ---: |');
+  for (const r of rows) console.log(`| ${r.ads.toLocaleString('en-US')} | ${a(r, 1)}; ${a(r, 1000)}; ${a(r, 100_000)} |`);
+};
 for (const r of rows)
   console.log(
     `| ${r.ads.toLocaleString('en-US')} | ${formatBytes(r.fileBytes)}${r.writeS !== undefined ? ` (written in ${r.writeS.toFixed(1)} s)` : ''} | ${formatBytes(r.rss)} (${(r.rss / r.fileBytes).toFixed(2)}×) | ${formatBytes(r.swapPeak)} (${(r.swapPeak / r.rss).toFixed(2)}×) | ${r.servingS.toFixed(1)} | ${fmt(r.retrieveP50)} / ${fmt(r.retrieveP99)} (${(r.retrieveP50 / r.tableReadMs).toFixed(1)}× ${fmt(r.tableReadMs)} ms) | ${u(r, 1)}; ${u(r, 1000)}; ${u(r, 100_000)} | ${fmt(r.rankP99Off)} → ${fmt(r.rankP99On)} (${(r.rankP99On / r.rankP99Off).toFixed(2)}×) | ${Math.round(r.updatesPerS).toLocaleString('en-US')} (${updateRate > 0 ? updateRate.toLocaleString('en-US') : 'flat out'}) |`,
   );
+printApply();

@@ -176,6 +176,7 @@ describe('56 observability', function () {
       expect(value(lines, 'adrank_model_info', { version: '7', backend: 'cpu' })).to.equal(1);
       expect(value(lines, 'adrank_model_load_failures_total')).to.equal(0);
       expect(value(lines, 'adrank_ad_state_updates_total')).to.equal(0);
+      for (const m of ['adrank_ad_state_write_seconds_count', 'adrank_ad_state_apply_seconds_count']) expect(value(lines, m), m).to.equal(0);
       expect(lines.some((l) => l.name === 'process_cpu_seconds_total')).to.equal(true);
       expect(lines.some((l) => l.name === 'nodejs_eventloop_lag_seconds')).to.equal(true);
       expect((await fetch(`http://localhost:${server.metricsPort}/other`)).status).to.equal(404);

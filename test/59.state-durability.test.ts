@@ -109,7 +109,11 @@ describe('59 durable live ad state', function () {
         const s1 = await AdStateStore.open(path, { log });
         s1.attach(a);
         s1.attach(b);
-        expect(await s1.update([{ target: 'ad', id: adId(1), active: false }, { target: 'advertiser', id: 3n, bid: 0.5, pacingRate: 0.5 }, { target: 'ad', id: 50_001n, inBudget: false }, { target: 'ad', id: 7n, active: false }])).to.deep.equal({ applied: 3, unknown: 1 });
+        const r = await s1.update([{ target: 'ad', id: adId(1), active: false }, { target: 'advertiser', id: 3n, bid: 0.5, pacingRate: 0.5 }, { target: 'ad', id: 50_001n, inBudget: false }, { target: 'ad', id: 7n, active: false }]);
+        expect(r).to.include({ applied: 3, unknown: 1 });
+        // timed apart: the append with its fsync, and the apply to the live state and the engine
+        expect(r.writeMs).to.be.greaterThan(0);
+        expect(r.applyMs).to.be.greaterThan(0);
         // the advertiser's later bid beats nothing; an ad-level pacing later beats the advertiser's
         await s1.update([{ target: 'ad', id: adId(3), pacingRate: 0.75 }]);
         const want = [adId(1), adId(3), adId(10), 50_001n].map((id) => s1.effective(id < 50_000n ? a : b, id));

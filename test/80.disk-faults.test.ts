@@ -172,7 +172,7 @@ describe('80 disk faults', function () {
       try {
         const store = await AdStateStore.open(path, { log, retryMinMs: 50, retryMaxMs: 200 });
         store.attach(engine);
-        expect(await store.update(batch(1, 0.5))).to.deep.equal({ applied: 150, unknown: 0 });
+        expect(await store.update(batch(1, 0.5))).to.include({ applied: 150, unknown: 0 });
         expect(store.writable).to.equal(true);
 
         let filler = fill(mnt!);
@@ -192,7 +192,7 @@ describe('80 disk faults', function () {
 
         // freed: the next batch goes through
         unlinkSync(filler);
-        expect(await store.update(batch(2, 0.75))).to.deep.equal({ applied: 150, unknown: 0 });
+        expect(await store.update(batch(2, 0.75))).to.include({ applied: 150, unknown: 0 });
         expect(store.writable).to.equal(true);
         expect(store.effective(engine, adId(2))?.pacingRate).to.equal(0.75);
 
@@ -204,7 +204,7 @@ describe('80 disk faults', function () {
         await until('the background retry to recover', () => store.writable, 10_000);
         const recovered = log.events.filter((e) => e.event === 'state_file_recovered');
         expect(recovered.map((e) => e.by)).to.deep.equal(['batch', 'retry']);
-        expect(await store.update(batch(4, 0.6))).to.deep.equal({ applied: 150, unknown: 0 });
+        expect(await store.update(batch(4, 0.6))).to.include({ applied: 150, unknown: 0 });
         await store.close();
 
         // every acknowledged batch replays; the refused ones and the retries' records leave no trace
@@ -231,7 +231,7 @@ describe('80 disk faults', function () {
         expect(PAGE - (statSync(path).size % PAGE)).to.be.greaterThan(1000);
         const filler = fill(mnt!);
         for (let i = 0; i < 8 && !log.events.some((e) => e.event === 'state_file_compaction_failed'); i++)
-          expect(await store.update([{ target: 'ad', id: adId(2), pacingRate: 0.25 }])).to.deep.equal({ applied: 1, unknown: 0 });
+          expect(await store.update([{ target: 'ad', id: adId(2), pacingRate: 0.25 }])).to.include({ applied: 1, unknown: 0 });
         const failed = log.events.filter((e) => e.event === 'state_file_compaction_failed');
         expect(failed).to.have.length(1);
         expect(failed[0]).to.deep.include({ level: 'warn', reason: 'enospc' });

@@ -41,12 +41,19 @@ export async function updateAdStates(ctx: AdminContext, req: UpdateAdStatesReque
   const t0 = performance.now();
   const r = await ctx.state.update(changes);
   ctx.metrics?.adStateUpdates.inc(changes.length);
+  if (r.applied > 0) {
+    ctx.metrics?.adStateWrite.observe(r.writeMs / 1000);
+    ctx.metrics?.adStateApply.observe(r.applyMs / 1000);
+  }
+  const ms = (x: number) => Math.round(x * 1000) / 1000;
   ctx.log.info('ad_states_updated', {
     updates: changes.length,
     applied: r.applied,
     unknown: r.unknown,
     advertiserTargets: changes.filter((c) => c.target === 'advertiser').length,
-    ms: Math.round((performance.now() - t0) * 1000) / 1000,
+    ms: ms(performance.now() - t0),
+    writeMs: ms(r.writeMs),
+    applyMs: ms(r.applyMs),
   });
-  return r;
+  return { applied: r.applied, unknown: r.unknown };
 }

@@ -17,6 +17,8 @@ export interface ServerProc {
   child: ChildProcess;
   /** user + system CPU seconds so far (NaN where /proc is missing) */
   cpuSeconds(): number;
+  /** calls `fn` with every JSON log line of this event the server prints from now on */
+  onEvent(event: string, fn: (fields: Record<string, unknown>) => void): void;
   stop(): Promise<void>;
 }
 
@@ -55,6 +57,7 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
   const args = [...process.execArgv, ...scriptArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
+  const listeners = new Map<string, ((fields: Record<string, unknown>) => void)[]>();
   const address = await new Promise<string>((resolve, reject) => {
     let addr: string | undefined;
     const timer = setTimeout(() => reject(new Error(`bench: server ${name} not serving after ${timeoutMs} ms`)), timeoutMs);
@@ -64,6 +67,7 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
       try {
         const j = JSON.parse(line) as { event?: string; msg?: string; address?: string };
         const ev = j.event ?? j.msg;
+        if (ev !== undefined) for (const fn of listeners.get(ev) ?? []) fn(j);
         if (ev === 'listening' && j.address) addr = j.address;
         if (ev === 'serving' && (j.address ?? addr)) {
           clearTimeout(timer);
@@ -85,6 +89,9 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
     flags,
     address,
     child,
+    onEvent(event, fn) {
+      listeners.set(event, [...(listeners.get(event) ?? []), fn]);
+    },
     cpuSeconds() {
       try {
         const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');

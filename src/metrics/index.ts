@@ -88,6 +88,9 @@ export interface MetricsOptions {
   defaults?: boolean;
 }
 
+/** seconds: a state file append and fsync, a copy-on-write apply (100 µs to 2.5 s) */
+const STATE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
 export class Metrics {
   readonly registry = new Registry();
   readonly requests: FastCounter;
@@ -104,6 +107,8 @@ export class Metrics {
   readonly modelInfo: Gauge<'version' | 'backend' | 'device'>;
   readonly modelLoadFailures: Counter;
   readonly adStateUpdates: Counter;
+  readonly adStateWrite: Histogram;
+  readonly adStateApply: Histogram;
   /** the live ad state store (src/state/store.ts): writable, and failed writes by reason */
   readonly adStateWritable: CallbackGauge;
   readonly adStateWriteFailures: CallbackFamily;
@@ -144,6 +149,8 @@ export class Metrics {
     this.modelInfo = new Gauge({ name: 'adrank_model_info', help: '1 for each loaded model version', labelNames: ['version', 'backend', 'device'], registers: [r] });
     this.modelLoadFailures = new Counter({ name: 'adrank_model_load_failures_total', help: 'model bundles that failed to load or validate', registers: [r] });
     this.adStateUpdates = new Counter({ name: 'adrank_ad_state_updates_total', help: 'ad and advertiser state updates applied through the admin API', registers: [r] });
+    this.adStateWrite = new Histogram({ name: 'adrank_ad_state_write_seconds', help: 'UpdateAdStates batches: time to append the record to the state file and fsync it', buckets: STATE_BUCKETS, registers: [r] });
+    this.adStateApply = new Histogram({ name: 'adrank_ad_state_apply_seconds', help: 'UpdateAdStates batches: time to apply a written batch to the live state and every engine (copy-on-write)', buckets: STATE_BUCKETS, registers: [r] });
     this.adStateWritable = new CallbackGauge('adrank_ad_state_writable', '1 when ad state updates are accepted, 0 while they are refused after a failed state file write', () => undefined).register(r);
     this.adStateWriteFailures = new CallbackFamily('adrank_ad_state_write_failures_total', 'failed state file writes (batch appends, background retries, compactions), by reason (the error code: enospc, eio, ...)', 'counter', () => []).register(r);
     this.featureLogBytes = new CallbackGauge('adrank_feature_log_bytes', 'bytes of feature log files in the log directory (complete files and the one being written)', () => undefined).register(r);

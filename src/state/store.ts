@@ -25,6 +25,16 @@ import { StateFileError, StateLog } from './log.js';
 export type Field = 'active' | 'inBudget' | 'pacingRate' | 'bid';
 export const FIELDS: readonly Field[] = ['active', 'inBudget', 'pacingRate', 'bid'];
 
+/** What one batch did: changes applied and unknown (no attached engine has the target); the time
+ *  its record took to reach the disk (append and fsync) and the time the in-memory state and every
+ *  engine took to take it (the copy-on-write apply). */
+export interface UpdateResult {
+  applied: number;
+  unknown: number;
+  writeMs: number;
+  applyMs: number;
+}
+
 /** One validated change (AdStateUpdate); unset fields are left as they are. */
 export interface AdStateChange {
   target: 'ad' | 'advertiser';
@@ -183,12 +193,12 @@ export class AdStateStore {
    *  so no update can fall between the two. Returns the number of ads given a state. */
   attach(engine: Engine): number {
     const ix = this.indexOf(engine);
-    const ids = new Set<bigint>();
-    for (const id of this.ads.keys()) if (ix.rows.has(id)) ids.add(id);
-    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) ids.add(ix.adIds[row]);
-    this.push(engine, ids);
+    const rows = new Set<number>();
+    for (const row of ix.rows.rows(BigInt64Array.from(this.ads.keys()))) if (row >= 0) rows.add(row);
+    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) rows.add(row);
+    this.push(engine, Int32Array.from(rows));
     this.engines.add(engine);
-    return ids.size;
+    return rows.size;
   }
 
   detach(engine: Engine): void {
@@ -207,16 +217,19 @@ export class AdStateStore {
    * Persists and applies one batch (already validated). Updates whose target no attached engine
    * has are unknown and not stored. Resolves once the batch is on disk and in effect.
    */
-  update(changes: AdStateChange[]): Promise<{ applied: number; unknown: number }> {
+  update(changes: AdStateChange[]): Promise<UpdateResult> {
     const run = this.queue.then(() => this.updateNow(changes));
     this.queue = run.catch(() => {});
     return run;
   }
 
-  private async updateNow(changes: AdStateChange[]): Promise<{ applied: number; unknown: number }> {
+  private async updateNow(changes: AdStateChange[]): Promise<UpdateResult> {
     if (this.engines.size === 0) throw new StateUnavailableError('no model version is ready yet (health: NOT_SERVING)');
-    const kept = changes.filter((c) => this.knownAnywhere(c));
+    const kept = this.known(changes);
+    let writeMs = 0;
+    let applyMs = 0;
     if (kept.length > 0) {
+      const t0 = performance.now();
       if (this.file) {
         // read-only or not, every batch tries: the first append that reaches the disk recovers
         const record = { t: 'batch', u: kept.map(encodeChange) };
@@ -229,24 +242,26 @@ export class AdStateStore {
         }
         this.writeSucceeded('batch');
       }
+      const t1 = performance.now();
+      writeMs = t1 - t0;
       // From here to the end of the loop below nothing awaits: every engine gets the batch in
       // the same turn of the event loop.
       for (const c of kept) this.record(c);
+      const adIds = BigInt64Array.from(kept.filter((c) => c.target === 'ad'), (c) => c.id);
       for (const engine of this.engines) {
         const ix = this.indexOf(engine);
-        const ids = new Set<bigint>();
-        for (const c of kept) {
-          if (c.target === 'ad') {
-            if (ix.rows.has(c.id)) ids.add(c.id);
-          } else for (const row of ix.byAdvertiser.rows(c.id)) ids.add(ix.adIds[row]);
-        }
-        this.push(engine, ids);
+        // the rows the batch touches in this engine's bundle: one native lookup for the ads
+        const rows = new Set<number>();
+        for (const row of ix.rows.rows(adIds)) if (row >= 0) rows.add(row);
+        for (const c of kept) if (c.target === 'advertiser') for (const row of ix.byAdvertiser.rows(c.id)) rows.add(row);
+        this.push(engine, Int32Array.from(rows));
       }
+      applyMs = performance.now() - t1;
       // past the threshold and twice the last snapshot: a live state larger than the threshold
       // would otherwise be rewritten on every batch; this keeps compaction O(1) per update, amortised
       if (this.file && this.file.bytes > Math.max(this.compactBytes, 2 * this.compactedBytes)) await this.compactNow('size');
     }
-    return { applied: kept.length, unknown: changes.length - kept.length };
+    return { applied: kept.length, unknown: changes.length - kept.length, writeMs, applyMs };
   }
 
   /** Rewrites the state file as one snapshot, dropping state of ads and advertisers that no
@@ -351,12 +366,20 @@ export class AdStateStore {
     this.retryTimer.unref();
   }
 
-  private knownAnywhere(c: AdStateChange): boolean {
+  /** The changes whose target some attached engine has (one native lookup of the ads per engine). */
+  private known(changes: AdStateChange[]): AdStateChange[] {
+    const found = new Uint8Array(changes.length);
+    const ads = changes.flatMap((c, i) => (c.target === 'ad' ? [i] : []));
+    const adIds = BigInt64Array.from(ads, (i) => changes[i].id);
     for (const e of this.engines) {
       const ix = this.indexOf(e);
-      if (c.target === 'ad' ? ix.rows.has(c.id) : ix.byAdvertiser.has(c.id)) return true;
+      const rows = ix.rows.rows(adIds);
+      for (let j = 0; j < ads.length; j++) if (rows[j] >= 0) found[ads[j]] = 1;
+      changes.forEach((c, i) => {
+        if (c.target === 'advertiser' && ix.byAdvertiser.has(c.id)) found[i] = 1;
+      });
     }
-    return false;
+    return changes.filter((_, i) => found[i] === 1);
   }
 
   private record(c: AdStateChange): void {
@@ -385,13 +408,13 @@ export class AdStateStore {
     };
   }
 
-  /** One native batch with the effective state of `ids` (all in the engine's bundle). */
-  private push(engine: Engine, ids: Set<bigint>): void {
-    if (ids.size === 0) return;
+  /** One native batch with the effective state of the ads at `rows` of the engine's bundle. */
+  private push(engine: Engine, rows: Int32Array): void {
+    const n = rows.length;
+    if (n === 0) return;
     const ix = this.indexOf(engine);
-    const n = ids.size;
-    const idArr = BigInt64Array.from(ids);
-    const rows = ix.rows.rows(idArr); // one native lookup for the whole batch
+    const idArr = new BigInt64Array(n);
+    for (let i = 0; i < n; i++) idArr[i] = ix.adIds[rows[i]];
     const active = new Uint8Array(n);
     const inBudget = new Uint8Array(n);
     const rate = new Float32Array(n);
