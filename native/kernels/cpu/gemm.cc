@@ -239,19 +239,43 @@ struct Avx2Bf16Kernel {
     for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
       if (t.prefetch)
         for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T0);
-      for (int v = 0; v < V; v++) {
-        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
-        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
-        if (t.wout) {
-          float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
-          _mm256_store_ps(o, even);
-          _mm256_store_ps(o + kPanel, odd);
+      if constexpr (MR * V + 2 * V <= 15) {
+        // Every vector of the pair widened first, then each A value broadcast once for all V
+        // (2 MR broadcasts per pair instead of 2 MR V: the loads, not the FMAs, were the limit).
+        // The accumulators, the widened W and one broadcast fit the 16 ymm registers.
+        __m256 even[V], odd[V];
+        for (int v = 0; v < V; v++) {
+          const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+          even[v] = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+          odd[v] = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+          if (t.wout) {
+            float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
+            _mm256_store_ps(o, even[v]);
+            _mm256_store_ps(o + kPanel, odd[v]);
+          }
         }
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) {
-          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
-          acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + MR + r), odd, acc[r][v]);
+          const __m256 a0 = _mm256_broadcast_ss(a + r);
+          for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(a0, even[v], acc[r][v]);
+          const __m256 a1 = _mm256_broadcast_ss(a + MR + r);
+          for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(a1, odd[v], acc[r][v]);
+        }
+      } else {
+        for (int v = 0; v < V; v++) {
+          const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+          const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+          const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+          if (t.wout) {
+            float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
+            _mm256_store_ps(o, even);
+            _mm256_store_ps(o + kPanel, odd);
+          }
+#pragma GCC unroll 12
+          for (int r = 0; r < MR; r++) {
+            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
+            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + MR + r), odd, acc[r][v]);
+          }
         }
       }
     }
