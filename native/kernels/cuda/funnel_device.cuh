@@ -129,7 +129,9 @@ __device__ __forceinline__ void write_results(const DeviceModel& m, const Reques
       int next = -1;
       if (w + 1 < n) next = sorted_pos[win[w + 1]];
       else if (st->runner >= 0) next = sorted_pos[st->runner];
-      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, utility[next] / value[pos]));
+      // value 0 (all task weights 0, or underflow): ratio 0, as the CPU funnel (engine/funnel.h gsp_prices)
+      const float ratio = value[pos] > 0.f ? utility[next < 0 ? pos : next] / value[pos] : 0.f;
+      prices[w] = next < 0 ? fminf(bid, reserve) : fminf(bid, fmaxf(reserve, ratio));
     }
   }
 }
