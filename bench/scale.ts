@@ -4,13 +4,15 @@
  *   - time from start to SERVING; resident memory when serving; peak resident memory during a swap
  *     to a second version (VmHWM, reset just before the swap);
  *   - Retrieve(K = 100) median and p99 (sequential calls);
- *   - UpdateAdStates latency for batches of 1, 1,000 and 100,000 ads (fsync included);
+ *   - UpdateAdStates latency for batches of 1, 1,000 and 100,000 ads (fsync included), and the
+ *     server's own apply and append-with-fsync times of the same batches (its log lines);
  *   - Rank traffic's p99 with no updates, then with an update loop running, and the updates/s that
- *     loop sustains.
+ *     loop sustains: --rank-pairs such pairs, alternating; the pair with the median ratio is shown,
+ *     every ratio after it.
  *
  *   npm run bench:scale -- [--ads 100000,1000000,10000000] [--dir /tmp/adrank-scale] [--threads 0]
  *        [--retrieves 200] [--rank-seconds 15] [--rank-concurrency 4] [--rank-candidates 100]
- *        [--update-batch 1000] [--update-rate 5000] [--delete]
+ *        [--rank-pairs 3] [--update-batch 1000] [--update-rate 5000] [--delete]
  *
  * Bundles are written once into --dir (version 1 with seed 1, version 2 with seed 2) and reused by
  * later runs; --delete removes them at the end. Run on a quiet machine: every figure is a latency.
@@ -42,6 +44,7 @@ const threads = flag('threads', '0');
 const retrieves = Number(flag('retrieves', '200'));
 const rankSeconds = Number(flag('rank-seconds', '15'));
 const rankConcurrency = Number(flag('rank-concurrency', '4'));
+const rankPairs = Number(flag('rank-pairs', '3'));
 const rankCandidates = Number(flag('rank-candidates', '100'));
 const updateBatch = Number(flag('update-batch', '1000'));
 const updateRate = Number(flag('update-rate', '5000')); // ads/s the loop aims at during Rank traffic; 0 = back to back
@@ -93,6 +96,8 @@ interface Row {
   apply: Record<number, { apply: number; write: number }>;
   rankP99Off: number;
   rankP99On: number;
+  /** on / off of every pair, in order */
+  rankRatios: number[];
   updatesPerS: number;
 }
 
@@ -184,27 +189,34 @@ async function measure(ads: number): Promise<Row> {
       apply[n] = { apply: pct(applied.map((a) => a.applyMs), 50), write: pct(applied.map((a) => a.writeMs), 50) };
     }
 
-    // Rank traffic without, then with, a back-to-back update loop
-    const rankOff = await rankLoad(srv.address, model, ids, rankSeconds, rankConcurrency, rng);
-    let updated = 0;
-    let stop = false;
-    const loop = (async () => {
-      const start = performance.now();
-      while (!stop) {
-        const updates = Array.from({ length: updateBatch }, () => ({ adId: String(ids[rng.int(0, ids.length - 1)]), inBudget: rng.uniform() < 0.9 }));
-        await admin(adm, 'UpdateAdStates', { updates });
-        updated += updateBatch;
-        // paced at --update-rate: the next batch is due when the rate allows it
-        const due = updateRate > 0 ? start + (updated / updateRate) * 1000 : 0;
-        if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
-      }
-    })();
-    const tOn = performance.now();
-    const rankOn = await rankLoad(srv.address, model, ids, rankSeconds, rankConcurrency, rng);
-    const onS = ms(tOn) / 1000;
-    const done = updated;
-    stop = true;
-    await loop;
+    // Rank traffic without, then with, an update loop: --rank-pairs pairs, alternating, so that the
+    // machine's drift between runs does not read as the updates' effect; the median pair is shown
+    const pairs: { off: number; on: number; perS: number }[] = [];
+    for (let pair = 0; pair < rankPairs; pair++) {
+      const rankOff = await rankLoad(srv.address, model, ids, rankSeconds, rankConcurrency, rng);
+      let updated = 0;
+      let stop = false;
+      const loop = (async () => {
+        const start = performance.now();
+        while (!stop) {
+          const updates = Array.from({ length: updateBatch }, () => ({ adId: String(ids[rng.int(0, ids.length - 1)]), inBudget: rng.uniform() < 0.9 }));
+          await admin(adm, 'UpdateAdStates', { updates });
+          updated += updateBatch;
+          // paced at --update-rate: the next batch is due when the rate allows it
+          const due = updateRate > 0 ? start + (updated / updateRate) * 1000 : 0;
+          if (due > performance.now()) await new Promise((r) => setTimeout(r, due - performance.now()));
+        }
+      })();
+      const tOn = performance.now();
+      const rankOn = await rankLoad(srv.address, model, ids, rankSeconds, rankConcurrency, rng);
+      const onS = ms(tOn) / 1000;
+      const done = updated;
+      stop = true;
+      await loop;
+      pairs.push({ off: pct(rankOff, 99), on: pct(rankOn, 99), perS: done / onS });
+      console.error(`scale: ${ads} ads, pair ${pair + 1}: Rank p99 ${fmt(pairs.at(-1)!.off)} → ${fmt(pairs.at(-1)!.on)} ms with ${Math.round(done / onS)} updates/s`);
+    }
+    const mid = [...pairs].sort((a, b) => a.on / a.off - b.on / b.off)[(pairs.length - 1) >> 1];
 
     // swap to version 2: the peak resident memory while both are loaded
     writeFileSync(`/proc/${pid}/clear_refs`, '5');
@@ -230,9 +242,10 @@ async function measure(ads: number): Promise<Row> {
       tableReadMs,
       update,
       apply,
-      rankP99Off: pct(rankOff, 99),
-      rankP99On: pct(rankOn, 99),
-      updatesPerS: done / onS,
+      rankP99Off: mid.off,
+      rankP99On: mid.on,
+      rankRatios: pairs.map((x) => x.on / x.off),
+      updatesPerS: mid.perS,
     };
   } finally {
     client.close();
@@ -263,6 +276,6 @@ const printApply = () => {
 };
 for (const r of rows)
   console.log(
-    `| ${r.ads.toLocaleString('en-US')} | ${formatBytes(r.fileBytes)}${r.writeS !== undefined ? ` (written in ${r.writeS.toFixed(1)} s)` : ''} | ${formatBytes(r.rss)} (${(r.rss / r.fileBytes).toFixed(2)}×) | ${formatBytes(r.swapPeak)} (${(r.swapPeak / r.rss).toFixed(2)}×) | ${r.servingS.toFixed(1)} | ${fmt(r.retrieveP50)} / ${fmt(r.retrieveP99)} (${(r.retrieveP50 / r.tableReadMs).toFixed(1)}× ${fmt(r.tableReadMs)} ms) | ${u(r, 1)}; ${u(r, 1000)}; ${u(r, 100_000)} | ${fmt(r.rankP99Off)} → ${fmt(r.rankP99On)} (${(r.rankP99On / r.rankP99Off).toFixed(2)}×) | ${Math.round(r.updatesPerS).toLocaleString('en-US')} (${updateRate > 0 ? updateRate.toLocaleString('en-US') : 'flat out'}) |`,
+    `| ${r.ads.toLocaleString('en-US')} | ${formatBytes(r.fileBytes)}${r.writeS !== undefined ? ` (written in ${r.writeS.toFixed(1)} s)` : ''} | ${formatBytes(r.rss)} (${(r.rss / r.fileBytes).toFixed(2)}×) | ${formatBytes(r.swapPeak)} (${(r.swapPeak / r.rss).toFixed(2)}×) | ${r.servingS.toFixed(1)} | ${fmt(r.retrieveP50)} / ${fmt(r.retrieveP99)} (${(r.retrieveP50 / r.tableReadMs).toFixed(1)}× ${fmt(r.tableReadMs)} ms) | ${u(r, 1)}; ${u(r, 1000)}; ${u(r, 100_000)} | ${fmt(r.rankP99Off)} → ${fmt(r.rankP99On)} (${(r.rankP99On / r.rankP99Off).toFixed(2)}×; all pairs ${r.rankRatios.map((x) => x.toFixed(2)).join(', ')}) | ${Math.round(r.updatesPerS).toLocaleString('en-US')} (${updateRate > 0 ? updateRate.toLocaleString('en-US') : 'flat out'}) |`,
   );
 printApply();

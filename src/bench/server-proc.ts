@@ -64,6 +64,7 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       lines.push(line);
+      if (lines.length > 200) lines.splice(0, 100); // the last lines, for an error message
       try {
         const j = JSON.parse(line) as { event?: string; msg?: string; address?: string };
         const ev = j.event ?? j.msg;
