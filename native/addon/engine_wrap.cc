@@ -15,8 +15,8 @@ namespace adrank::addon {
 
 namespace {
 
-// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest,
-// handed over without a copy (the Buffer owns the bytes).
+// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest
+// (set_response: a small one copied into a JS-owned Buffer, a large one handed over without a copy).
 Napi::Object result_js(Napi::Env env, const Result& r, int tasks, std::string* response) {
   Napi::Object o = to_js(env, r, tasks);
   if (response) set_response(env, o, response);

@@ -380,7 +380,6 @@ export class Engine {
       throw toEngineError(e);
     }
   }
-  /** A prepared request through the engine; the result carries the response message. */
   /** What this engine's runs have cost, by op and size: the inline decision (runWireHere). */
   readonly runCost = new RunCost();
   private cpu?: boolean;
@@ -397,6 +396,7 @@ export class Engine {
       return rethrowEngineError(e);
     }
   }
+  /** A prepared request through the engine; the result carries the response message. */
   runWire(op: NativeOp, w: NativeWireRequest, deadline?: number): Promise<NativeResult> {
     const d = finiteDeadline(deadline);
     // the native Promise itself, errors mapped on the way (one reaction, no async wrapper)

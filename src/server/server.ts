@@ -453,6 +453,7 @@ export class AdrankServer {
       maxReceiveBytes: maxReceive,
       maxInflight: s.ctx.inflight.max,
       inlineMaxUs: s.ctx.inlineMaxUs,
+      grpcFastPath: s.fastPath,
       maxCandidates: s.ctx.limits.maxCandidates,
       frontEndThreads: threads,
     });
