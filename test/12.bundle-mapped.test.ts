@@ -65,6 +65,29 @@ describe('12 mapped bundles', function () {
     expect(index.rows(-99n).length).to.equal(0);
   });
 
+  it("hashes the file on a worker thread with hash: 'background', to the same sha256", async () => {
+    const path = await write('hashed.safetensors', 4);
+    const now = await loadBundle(path);
+    const later = await loadBundle(path, { hash: 'background' });
+    expect(later.hashed, 'a promise of the hash').to.not.equal(undefined);
+    await later.hashed;
+    expect(later.sha256).to.match(/^[0-9a-f]{64}$/);
+    expect(later.sha256).to.equal(now.sha256);
+    // Engine.load: known when it resolves, unless asked to resolve first
+    const e1 = await Engine.load(path, { threads: 1 });
+    const e2 = await Engine.load(path, { threads: 1, hashLater: true });
+    try {
+      expect(e1.bundle.sha256).to.equal(now.sha256);
+      await e2.bundle.hashed;
+      expect(e2.bundle.sha256).to.equal(now.sha256);
+      // a shared engine's bundle carries the hash, not the promise (it is sent to other threads)
+      expect(e2.share().bundle).to.include({ sha256: now.sha256, hashed: undefined });
+    } finally {
+      e1.dispose();
+      e2.dispose();
+    }
+  });
+
   it('a thread that attaches to a shared engine views its large ad tables in the same mapping (no copy)', async () => {
     const path = await write('shared.safetensors', 3, 200_000);
     const engine = await Engine.load(path, { threads: 1 });

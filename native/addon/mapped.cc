@@ -68,6 +68,12 @@ Napi::Value MappedFileChanged(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), m->changed());
 }
 
+// mappedFileId(handle) → "dev:ino:size:mtime_ns" of the mapped file (MappedFile::identity).
+Napi::Value MappedFileId(const Napi::CallbackInfo& info) {
+  const MappedHandle& m = *tagged<MappedHandle>(info[0], kMappedTag, "handle", "a mapFile() handle");
+  return Napi::String::New(info.Env(), m->identity());
+}
+
 // buildIdIndex(ids: BigInt64Array) → { handle } for unique ids, else { duplicate: bigint, rows: [a, b] }.
 Napi::Value BuildIdIndex(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -221,6 +227,7 @@ void register_mapped(Napi::Env env, Napi::Object exports) {
   exports.Set("mapView", Napi::Function::New<MapView>(env, "mapView"));
   exports.Set("mapOffset", Napi::Function::New<MapOffset>(env, "mapOffset"));
   exports.Set("mappedFileChanged", Napi::Function::New<MappedFileChanged>(env, "mappedFileChanged"));
+  exports.Set("mappedFileId", Napi::Function::New<MappedFileId>(env, "mappedFileId"));
   exports.Set("buildIdIndex", Napi::Function::New<BuildIdIndex>(env, "buildIdIndex"));
   exports.Set("idIndexRows", Napi::Function::New<IdIndexRows>(env, "idIndexRows"));
   exports.Set("buildGroupIndex", Napi::Function::New<BuildGroupIndex>(env, "buildGroupIndex"));

@@ -128,6 +128,13 @@ std::string MappedFile::changed() const {
   return "";
 }
 
+std::string MappedFile::identity() const {
+  struct stat st;
+  if (fd_ < 0 || fstat(fd_, &st) != 0) return "";
+  return std::to_string(uint64_t(st.st_dev)) + ":" + std::to_string(uint64_t(st.st_ino)) + ":" + std::to_string(int64_t(st.st_size)) + ":" +
+         std::to_string(mtime_ns(st));
+}
+
 void MappedFile::release(const void* p, size_t bytes) const {
   if (!contains(p, bytes) || bytes == 0) return;
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + g_page - 1) & ~(g_page - 1);

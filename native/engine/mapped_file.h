@@ -36,6 +36,9 @@ class MappedFile {
   }
   // Non-empty when the file changed under the mapping (truncated, written in place): says how.
   std::string changed() const;
+  // "dev:ino:size:mtime_ns" of the mapped file (fstat of the mapping's descriptor): the same string
+  // as another reader of the same file computes, e.g. a thread that hashes it (src/model/hash-worker.ts).
+  std::string identity() const;
   // Drops these pages from this process's resident set (they stay in the page cache): for tables
   // read once at load.
   void release(const void* p, size_t bytes) const;

@@ -202,7 +202,8 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       cmd.error(`error: --${{ shadowSample: 'shadow-sample', shadowMaxInflight: 'shadow-max-inflight', shadowIdleGap: 'shadow-idle-gap' }[flag]} needs --shadow-version V`);
   }
   const path = bundle;
-  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision, retrievalScan: f.retrievalScan });
+  // the sha256 is hashed while the version is built and warmed (the server awaits it before serving)
+  const load = (file: string) => Engine.load(file, { device: f.device, threads: f.threads, precision: f.precision, retrievalScan: f.retrievalScan, hashLater: true });
   // A device that cannot be had, a missing, unreadable or foreign bundle, or a corrupt state file
   // fails here, before the port is bound.
   try {
@@ -244,7 +245,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       ...(repository
         ? { repository: { dir: repository, load, keepVersions: f.keepVersions, pollMs: f.repositoryPollMs } }
         : { engine: () => load(path!) }),
-      fallbackOnly: f.fallbackOnly ? { load: (file: string) => Engine.load(file, { adsOnly: true }), bundle: path } : undefined,
+      fallbackOnly: f.fallbackOnly ? { load: (file: string) => Engine.load(file, { adsOnly: true, hashLater: true }), bundle: path } : undefined,
       adState,
       maxInflight: f.maxInflight,
       inlineMaxUs: f.inlineMaxUs,

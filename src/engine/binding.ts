@@ -325,6 +325,8 @@ export interface NativeBinding {
   mapView(handle: MappedFileHandle, offset: number, length: number): ArrayBuffer;
   /** '' while the mapped file is unchanged, else how it changed (truncated, written in place). */
   mappedFileChanged(handle: MappedFileHandle): string;
+  /** "dev:ino:size:mtime_ns" of the mapped file (src/model/hash-worker.ts computes the same). */
+  mappedFileId(handle: MappedFileHandle): string;
   /** The offset in the mapping of a typed array's first byte; -1 when it does not lie in it. */
   mapOffset(handle: MappedFileHandle, view: ArrayBufferView): number;
   /** The id → row index of unique ids, built in parallel; or the first duplicate found. */

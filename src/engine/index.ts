@@ -32,6 +32,11 @@ export interface EngineOptions {
    *  (2 bytes per value more in memory), scans that, half the bytes, and rescores the near-top in
    *  fp32, so the answers are the fp32 scan's (docs/funnel.md "Retrieval scan"). */
   retrievalScan?: 'fp32' | 'bf16';
+  /** Resolve before the file's sha256 is known (it is hashed on a worker thread meanwhile):
+   *  `engine.bundle.sha256` is '' until `engine.bundle.hashed` resolves. The server awaits it before
+   *  a version serves, so the hash overlaps the engine's build, the fallback plan and the warm-up.
+   *  Default false: the sha256 is known when load resolves. */
+  hashLater?: boolean;
 }
 
 /** One surface's fallback, as estimated at load: value = Σ_t w_t p̄_t over a sample of ads. */
@@ -266,8 +271,10 @@ export class Engine {
 
   /** Loads and validates a bundle file and builds the engine on the chosen device. */
   static async load(path: string, options: EngineOptions = {}): Promise<Engine> {
-    const bundle = await loadBundle(path, { adsOnly: options.adsOnly });
-    return Engine.fromBundle(bundle, options);
+    const bundle = await loadBundle(path, { adsOnly: options.adsOnly, hash: 'background' });
+    const engine = Engine.fromBundle(bundle, options);
+    if (!options.hashLater) await bundle.hashed;
+    return engine;
   }
 
   static fromBundle(bundle: LoadedBundle, options: EngineOptions = {}): Engine {
@@ -312,7 +319,7 @@ export class Engine {
     }
     // the id index and the mapping are this thread's native handles: the other thread gets the
     // mapping from the shared engine, and builds its own index from the ids when it needs one (adRows)
-    const bundle: LoadedBundle = { ...b, tensors, adIndex: undefined, mapping: undefined };
+    const bundle: LoadedBundle = { ...b, tensors, adIndex: undefined, mapping: undefined, hashed: undefined };
     return { key: this.native.share(), bundle, mapped, deviceReason: this.deviceReason, precision: this.precision, fallbackPlan: this.fallbackPlan };
   }
 

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { binding, type IdIndexHandle, type MappedFile, type TensorArray } from '../engine/binding.js';
 import { expectedTensors, modelDims, type DType, type ModelConfig, type SparseField } from './config.js';
 import { BundleError, bytesAt, checkSafetensorsStart, readSafetensors, SAFETENSORS_START_BYTES, writeSafetensors, type ByteSource, type FileBytes, type Tensor } from './safetensors.js';
@@ -33,6 +34,8 @@ export interface LoadedBundle {
   adIndex?: AdIndex;
   /** the mapped file the tensors view (loadBundle); kept here so the mapping lives as long as they do */
   mapping?: MappedFile;
+  /** loadBundle with `hash: 'background'`: resolves once `sha256` is set (it is '' until then) */
+  hashed?: Promise<void>;
 }
 
 /**
@@ -130,6 +133,23 @@ export async function checkBundleFile(path: string): Promise<void> {
  *  needs (the --fallback-only stand-in when no version loads; docs/funnel.md "Fallback"). */
 export interface BundleReadOptions {
   adsOnly?: boolean;
+  /** the file's sha256: 'now' (default) before the bundle is returned; 'background' (loadBundle) on
+   *  a worker thread while the caller goes on, `hashed` resolving once `sha256` is set; 'none'
+   *  (parseBundle only) not at all */
+  hash?: 'now' | 'background' | 'none';
+}
+
+/** The sha256 of the file at `path` and which file that was (src/model/hash-worker.ts), on a
+ *  worker thread; `stop` ends the worker early. */
+function hashInBackground(path: string): { result: Promise<{ sha256: string; id: string }>; stop(): void } {
+  const worker = new Worker(new URL(import.meta.url.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', import.meta.url), { workerData: { path } });
+  const result = new Promise<{ sha256: string; id: string }>((resolve, reject) => {
+    worker.once('message', (m: { sha256: string; id: string } | { error: string }) => ('error' in m ? reject(new Error(m.error)) : resolve(m)));
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the hashing thread exited with ${code} before answering`)));
+  });
+  result.catch(() => {}); // a caller that stopped waiting (the bundle was refused) must not see it
+  return { result, stop: () => void worker.terminate() };
 }
 
 /** The tensors an ads-only read keeps and validates. */
@@ -149,13 +169,24 @@ export async function loadBundle(path: string, options: BundleReadOptions = {}):
   }
   const { handle, size } = mapped;
   const source: ByteSource = { byteLength: size, bytes: (start, length) => new Uint8Array(binding().mapView(handle, start, length)) };
+  const background = options.hash === 'background' ? hashInBackground(path) : undefined;
   try {
-    const b = parseBundle(source, path, options);
+    const b = parseBundle(source, path, { ...options, hash: background ? 'none' : 'now' });
     const changed = binding().mappedFileChanged(mapped.handle);
     if (changed) throw new BundleError(`changed while it was being validated (${changed.replace(`bundle ${path} `, '')})`);
     b.mapping = mapped;
+    if (background) {
+      // the hash of the file that was read; if another file was there by then (replaced by rename
+      // between the two opens) or the thread failed, the mapping is hashed here
+      const id = binding().mappedFileId(handle);
+      b.hashed = background.result.then(
+        (r) => void (b.sha256 = r.id === id ? r.sha256 : sha256Of(source)),
+        () => void (b.sha256 = sha256Of(source)),
+      );
+    }
     return b;
   } catch (e) {
+    background?.stop();
     if (e instanceof BundleError) {
       e.message = `bundle ${path}: ${e.message}`;
     }
@@ -217,7 +248,7 @@ export function parseBundle(buf: FileBytes, path = '<buffer>', options: BundleRe
     shapes: {},
     dtypes: {},
     numAds,
-    sha256: sha256Of(buf),
+    sha256: options.hash === 'none' ? '' : sha256Of(buf),
     fileSize: buf.byteLength,
     metadata,
     adIndex: adRow,

@@ -700,7 +700,6 @@ export class AdrankServer {
       device: engine.description,
       deviceReason: engine.deviceReason,
       bundle: engine.bundle.path,
-      sha256: engine.bundle.sha256,
       loadMs: Math.round(performance.now() - t0),
     });
     if (engine.deviceDetail) this.log.debug('device_detail', { cuda: engine.deviceDetail });
@@ -748,6 +747,9 @@ export class AdrankServer {
     const fallback = await engine.prepareFallback();
     this.log.info('fallback_ready', { version, surfaces: fallback.map((f) => ({ surface: f.surface, listed: f.listed, value: Number(f.value.toFixed(4)) })) });
     await this.prepareServing(engine, version);
+    // the file's sha256, hashed on a worker thread meanwhile (EngineOptions.hashLater): a version
+    // serves with its identity known
+    await engine.bundle.hashed;
   }
 
   /** This thread's part of preparing a version: the batcher (from the first version) and the warm-up. */
