@@ -34,17 +34,22 @@ FallbackPlan make_fallback_plan(const Model& m, const int32_t* listed, size_t n_
     rows->position[size_t(row)] = int32_t(rows->order.size());
     rows->order.push_back(row);
   }
-  std::vector<int32_t> rest;
+  // The rest by bid, highest first, ties by ad id. The keys are copied next to the rows first, so
+  // the sort compares contiguous values instead of reading the (mapped) tables at random: at 10M
+  // ads that was most of a start's fallback plan.
+  struct Key {
+    float bid;
+    int32_t row;
+    int64_t id;
+  };
+  std::vector<Key> rest;
   rest.reserve(size_t(n) - rows->order.size());
   for (int32_t row = 0; row < n; row++)
-    if (rows->position[size_t(row)] < 0) rest.push_back(row);
-  std::sort(rest.begin(), rest.end(), [&](int32_t a, int32_t b) {
-    const float ba = m.ad_bid[size_t(a)], bb = m.ad_bid[size_t(b)];
-    return ba > bb || (ba == bb && m.ad_id[size_t(a)] < m.ad_id[size_t(b)]);
-  });
-  for (int32_t row : rest) {
-    rows->position[size_t(row)] = int32_t(rows->order.size());
-    rows->order.push_back(row);
+    if (rows->position[size_t(row)] < 0) rest.push_back(Key{m.ad_bid[size_t(row)], row, m.ad_id[size_t(row)]});
+  std::sort(rest.begin(), rest.end(), [](const Key& a, const Key& b) { return a.bid > b.bid || (a.bid == b.bid && a.id < b.id); });
+  for (const Key& k : rest) {
+    rows->position[size_t(k.row)] = int32_t(rows->order.size());
+    rows->order.push_back(k.row);
   }
   p.rows = std::move(rows);
   return p;
