@@ -8,6 +8,9 @@
  *    field, and for the others writes the very feature bundle the JS path packs;
  *  - the response it writes decodes (protobufjs) to what the JS encoder writes for the same result.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'chai';
 import protobuf from 'protobufjs';
 import { Engine, WireRefusal, type NativeOp, type NativeWireRequest } from '../src/engine/index.js';
@@ -21,6 +24,7 @@ import { RequestError } from '../src/handlers/validate.js';
 import { responseOf, type EngineRpc } from '../src/handlers/engine-rpc.js';
 import { Rng, addonBuilt } from './support/index.js';
 import { adId, config, randomBundle } from './support/tiny-model.js';
+import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 
 const RPCS: [NativeOp, EngineRpc<never>, string][] = [
   [0, rank as unknown as EngineRpc<never>, 'adrank.v1.RankRequest'],
@@ -446,5 +450,49 @@ describe('native wire path (docs/wire.md) against protobufjs', function () {
     expect(got.timings.decodeUs).to.equal(w.decodeUs);
     expect(got.timings.totalUs).to.equal(0); // filled in when the answer is sent
     expect(got.fallback).to.equal(false);
+  });
+  it('hands a result over as one block: the arrays, counts and timings the response holds; a response of 64 KiB and more whole', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'adrank-block-'));
+    const big = await (async () => {
+      await writeSmallBundle(join(dir, 'b.safetensors'), 3000);
+      return Engine.load(join(dir, 'b.safetensors'), { device: 'cpu', threads: 1 });
+    })();
+    try {
+      const root = loadProto().root;
+      const RankRequest = root.lookupType('adrank.v1.RankRequest');
+      const RankResponse = root.lookupType('adrank.v1.RankResponse');
+      const ids = adIds(big.bundle);
+      for (const [n, k, large] of [[ids.length, 3000, true], [40, 5, false]] as const) {
+        const bytes = RankRequest.encode(RankRequest.fromObject(protoRequest(smallConfig(), { candidateAdIds: ids.slice(0, n), k, perAdvertiserCap: 0, price: true }))).finish();
+        for (const here of [false, true]) {
+          const w = big.parseWire(0, bytes);
+          big.prepare(w, 10_000, '1');
+          const r = here ? big.runWireHere(0, w) : await big.runWire(0, w);
+          const label = `Rank(${n}), k ${k}, ${here ? 'inline' : 'on a request thread'}`;
+          expect(r.response!.length > 64 * 1024, `${label}: response of ${r.response!.length} bytes`).to.equal(large);
+          // the arrays are views on one block; a small response is in it too, a large one is not copied
+          for (const a of [r.advertisers, r.rows, r.scores, r.probs, r.prices, r.values, r.sources]) expect(a.buffer, label).to.equal(r.adIds.buffer);
+          expect(r.response!.buffer === r.adIds.buffer, label).to.equal(!large);
+          const got = RankResponse.toObject(RankResponse.decode(r.response!), { longs: String, defaults: true }) as Record<string, any>;
+          expect(r.adIds.length, label).to.be.greaterThan(large ? 1000 : 0);
+          expect(got.winners.map((x: { adId: string }) => x.adId), label).to.deep.equal(Array.from(r.adIds, str));
+          expect(got.winners.map((x: { advertiserId: string }) => x.advertiserId)).to.deep.equal(Array.from(r.advertisers, str));
+          expect(got.winners.map((x: { score: number }) => x.score)).to.deep.equal(Array.from(r.scores));
+          expect(got.winners.map((x: { price: number }) => x.price)).to.deep.equal(Array.from(r.prices));
+          expect(got.winners.flatMap((x: { taskProbabilities: number[] }) => x.taskProbabilities)).to.deep.equal(Array.from(r.probs));
+          expect(r.rows.length).to.equal(r.adIds.length);
+          expect(r.values.length).to.equal(r.adIds.length);
+          expect(Object.keys(r.counts)).to.deep.equal(['received', 'unknown', 'duplicate', 'inactive', 'outOfBudget', 'paced', 'targeting', 'excludedAd', 'excludedAdvertiser', 'capped', 'eligible']);
+          for (const [key, v] of Object.entries(r.counts)) expect(got.counts[key], `${label}: counts.${key}`).to.equal(v);
+          expect(r.counts.received).to.equal(n);
+          expect(got.timings.engineTotalUs).to.equal(r.timings.total);
+          expect(r.timings.total).to.be.greaterThan(0);
+          expect(Object.keys(r.timings)).to.deep.equal(['queue', 'user', 'retrieve', 'gather', 'masknet', 'dcn', 'mlp', 'select', 'total', 'device']);
+        }
+      }
+    } finally {
+      big.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -223,11 +223,6 @@ Napi::Float32Array f32_array(Napi::Env env, const float* p, size_t n) {
 
 namespace {
 Napi::Float32Array f32(Napi::Env env, const std::vector<float>& v) { return f32_array(env, v.data(), v.size()); }
-Napi::TypedArrayOf<int64_t> i64(Napi::Env env, const std::vector<int64_t>& v) {
-  auto a = Napi::TypedArrayOf<int64_t>::New(env, v.size(), napi_bigint64_array);
-  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 8);
-  return a;
-}
 Napi::Int32Array i32(Napi::Env env, const std::vector<int32_t>& v) {
   auto a = Napi::Int32Array::New(env, v.size());
   if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 4);
@@ -239,118 +234,152 @@ Napi::Uint8Array u8(Napi::Env env, const std::vector<uint8_t>& v) {
   return a;
 }
 
-// The property names of a result object, made once per JS thread (environment) and reused: a
-// name given as a C string is made into a V8 string and looked up in the string table at every
-// Set, about 40 times per result. References, not handles, so that they outlive handle scopes;
-// never deleted (the environment frees them when it goes).
-enum Key {
-  kAdIds, kAdvertisers, kRows, kScores, kProbs, kPrices, kValues, kRetrieved, kCounts, kSources, kSourceCounts, kTimings,
-  kReceived, kUnknown, kDuplicate, kInactive, kOutOfBudget, kPaced, kTargeting, kExcludedAd, kExcludedAdvertiser, kCapped,
-  kEligible, kSource, kEarlierSource, kOverQuota, kRanked, kWinners, kQueue, kUser, kRetrieve, kGather, kMasknet, kDcn,
-  kMlp, kSelect, kTotal, kDevice, kResponse, kKeyCount
-};
-constexpr const char* kKeyNames[kKeyCount] = {
-    "adIds", "advertisers", "rows", "scores", "probs", "prices", "values", "retrieved", "counts", "sources", "sourceCounts", "timings",
-    "received", "unknown", "duplicate", "inactive", "outOfBudget", "paced", "targeting", "excludedAd", "excludedAdvertiser", "capped",
-    "eligible", "source", "earlierSource", "overQuota", "ranked", "winners", "queue", "user", "retrieve", "gather", "masknet", "dcn",
-    "mlp", "select", "total", "device", "response"};
+// A result crosses to JS as one block: a header of doubles (each array's byte offset and length,
+// the counts, the timings, the per-source counts, where the response is), then the arrays,
+// 8-byte aligned, then the response bytes; a small JS function, compiled once per JS thread,
+// makes the result object from it: views on the one ArrayBuffer, object literals for counts and
+// timings. That is one allocation and one call per result instead of ten ArrayBuffers and about
+// forty property sets through Node-API, the larger part of a small request's time on the JS
+// thread after its run (docs/wire.md "The result object").
 
-class Keys {
- public:
-  // The names are held by one array (a reference can hold an object, not a string, before
-  // Node-API 10); each use takes them out into handles of the caller's scope.
-  explicit Keys(Napi::Env env) : env_(env) {
-    thread_local napi_env made_for = nullptr;
-    thread_local napi_ref names = nullptr;
-    if (made_for != env) {
-      Napi::Array a = Napi::Array::New(env, kKeyCount);
-      for (uint32_t i = 0; i < kKeyCount; i++) a.Set(i, Napi::String::New(env, kKeyNames[i]));
-      NAPI_THROW_IF_FAILED_VOID(env, napi_create_reference(env, a, 1, &names));
-      made_for = env;
-    }
-    napi_value a;
-    NAPI_THROW_IF_FAILED_VOID(env, napi_get_reference_value(env, names, &a));
-    for (uint32_t i = 0; i < kKeyCount; i++) NAPI_THROW_IF_FAILED_VOID(env, napi_get_element(env, a, i, &keys_[i]));
+constexpr int kArrays = 8;           // adIds, advertisers, rows, scores, probs, prices, values, sources
+constexpr int kRetrievedAt = 2 * kArrays;
+constexpr int kCountsAt = kRetrievedAt + 1;
+constexpr int kCountFields = 11;
+constexpr int kTimingsAt = kCountsAt + kCountFields;
+constexpr int kTimingFields = 10;
+constexpr int kResponseAt = kTimingsAt + kTimingFields;  // offset (-1 none, -2 the second argument), length
+constexpr int kSourcesAt = kResponseAt + 2;              // how many, then kSourceFields per source
+constexpr int kSourceFields = 16;                        // counts (11), source, earlierSource, overQuota, ranked, winners
+constexpr int kHeaderFixed = kSourcesAt + 1;
+// the decoder below reads these positions as numbers
+static_assert(kRetrievedAt == 16 && kCountsAt == 17 && kTimingsAt == 28 && kResponseAt == 38 && kSourcesAt == 40 && kHeaderFixed == 41 && kSourceFields == 16);
+
+// The result block → NativeResult (src/engine/binding.ts); property order as the interface's.
+constexpr const char kDecodeResult[] = R"JS((function decodeResult(ab, external) {
+  'use strict';
+  const h = new Float64Array(ab, 0, 41 + 16 * new Float64Array(ab, 40 * 8, 1)[0]);
+  const counts = (i) => ({ received: h[i], unknown: h[i + 1], duplicate: h[i + 2], inactive: h[i + 3], outOfBudget: h[i + 4], paced: h[i + 5],
+    targeting: h[i + 6], excludedAd: h[i + 7], excludedAdvertiser: h[i + 8], capped: h[i + 9], eligible: h[i + 10] });
+  const sourceCounts = [];
+  for (let s = 0, i = 41; s < h[40]; s++, i += 16)
+    sourceCounts.push({ received: h[i], unknown: h[i + 1], duplicate: h[i + 2], inactive: h[i + 3], outOfBudget: h[i + 4], paced: h[i + 5],
+      targeting: h[i + 6], excludedAd: h[i + 7], excludedAdvertiser: h[i + 8], eligible: h[i + 10],
+      source: h[i + 11], earlierSource: h[i + 12], overQuota: h[i + 13], ranked: h[i + 14], winners: h[i + 15] });
+  const r = {
+    adIds: new BigInt64Array(ab, h[0], h[1]),
+    advertisers: new BigInt64Array(ab, h[2], h[3]),
+    rows: new Int32Array(ab, h[4], h[5]),
+    scores: new Float32Array(ab, h[6], h[7]),
+    probs: new Float32Array(ab, h[8], h[9]),
+    prices: new Float32Array(ab, h[10], h[11]),
+    values: new Float32Array(ab, h[12], h[13]),
+    retrieved: h[16],
+    counts: counts(17),
+    sources: new Uint8Array(ab, h[14], h[15]),
+    sourceCounts,
+    timings: { queue: h[28], user: h[29], retrieve: h[30], gather: h[31], masknet: h[32], dcn: h[33], mlp: h[34], select: h[35], total: h[36], device: h[37] },
+  };
+  if (h[38] === -2) r.response = external;
+  else if (h[38] >= 0) r.response = Buffer.from(ab, h[38], h[39]);
+  return r;
+}))JS";
+
+// The decoder, compiled once per JS thread (environment). A reference, never deleted: the
+// environment frees it when it goes.
+napi_value result_decoder(Napi::Env env) {
+  thread_local napi_env made_for = nullptr;
+  thread_local napi_ref decoder = nullptr;
+  napi_value fn;
+  if (made_for != env) {
+    napi_value source;
+    NAPI_THROW_IF_FAILED(env, napi_create_string_utf8(env, kDecodeResult, NAPI_AUTO_LENGTH, &source), nullptr);
+    NAPI_THROW_IF_FAILED(env, napi_run_script(env, source, &fn), nullptr);
+    NAPI_THROW_IF_FAILED(env, napi_create_reference(env, fn, 1, &decoder), nullptr);
+    made_for = env;
+    return fn;
   }
-  // obj[key] = v
-  void set(napi_value obj, Key key, napi_value v) const { NAPI_THROW_IF_FAILED_VOID(env_, napi_set_property(env_, obj, keys_[key], v)); }
-  void set(napi_value obj, Key key, double v) const { set(obj, key, static_cast<napi_value>(Napi::Number::New(env_, v))); }
-
- private:
-  Napi::Env env_;
-  napi_value keys_[kKeyCount];
-};
-
-Napi::Object counts_js(const Keys& keys, Napi::Env env, const Counts& k, bool with_capped = true) {
-  Napi::Object c = Napi::Object::New(env);
-  keys.set(c, kReceived, double(k.received));
-  keys.set(c, kUnknown, double(k.unknown));
-  keys.set(c, kDuplicate, double(k.duplicate));
-  keys.set(c, kInactive, double(k.inactive));
-  keys.set(c, kOutOfBudget, double(k.out_of_budget));
-  keys.set(c, kPaced, double(k.paced));
-  keys.set(c, kTargeting, double(k.targeting));
-  keys.set(c, kExcludedAd, double(k.excluded_ad));
-  keys.set(c, kExcludedAdvertiser, double(k.excluded_advertiser));
-  if (with_capped) keys.set(c, kCapped, double(k.capped));
-  keys.set(c, kEligible, double(k.eligible));
-  return c;
-}
-}  // namespace
-
-Napi::Object to_js(Napi::Env env, const Result& r, int) {
-  const Keys keys(env);
-  Napi::Object o = Napi::Object::New(env);
-  keys.set(o, kAdIds, i64(env, r.ad_ids));
-  keys.set(o, kAdvertisers, i64(env, r.advertisers));
-  keys.set(o, kRows, i32(env, r.rows));
-  keys.set(o, kScores, f32(env, r.scores));
-  keys.set(o, kProbs, f32(env, r.probs));
-  keys.set(o, kPrices, f32(env, r.prices));
-  keys.set(o, kValues, f32(env, r.values));
-  keys.set(o, kRetrieved, double(r.retrieved));
-  keys.set(o, kCounts, counts_js(keys, env, r.counts));
-  keys.set(o, kSources, u8(env, r.sources));
-  Napi::Array sc = Napi::Array::New(env, r.source_counts.size());
-  for (size_t i = 0; i < r.source_counts.size(); i++) {
-    const SourceCounts& x = r.source_counts[i];
-    Napi::Object e = counts_js(keys, env, x.counts, false);  // the cap applies to the union: Result::counts only
-    keys.set(e, kSource, double(x.source));
-    keys.set(e, kEarlierSource, double(x.earlier_source));
-    keys.set(e, kOverQuota, double(x.over_quota));
-    keys.set(e, kRanked, double(x.ranked));
-    keys.set(e, kWinners, double(x.winners));
-    sc.Set(uint32_t(i), e);
-  }
-  keys.set(o, kSourceCounts, sc);
-  Napi::Object t = Napi::Object::New(env);
-  const Timings& s = r.timings;
-  keys.set(t, kQueue, s.queue);
-  keys.set(t, kUser, s.user);
-  keys.set(t, kRetrieve, s.retrieve);
-  keys.set(t, kGather, s.gather);
-  keys.set(t, kMasknet, s.masknet);
-  keys.set(t, kDcn, s.dcn);
-  keys.set(t, kMlp, s.mlp);
-  keys.set(t, kSelect, s.select);
-  keys.set(t, kTotal, s.total);
-  keys.set(t, kDevice, s.device);
-  keys.set(o, kTimings, t);
-  return o;
+  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, decoder, &fn), nullptr);
+  return fn;
 }
 
-// A small response is copied into a JS-owned Buffer: an external one would need a finalizer,
-// which Node runs later on a native immediate, per response.
+void put_counts(double* h, const Counts& k) {
+  const int64_t v[kCountFields] = {k.received, k.unknown, k.duplicate, k.inactive, k.out_of_budget, k.paced,
+                                   k.targeting, k.excluded_ad, k.excluded_advertiser, k.capped, k.eligible};
+  for (int i = 0; i < kCountFields; i++) h[i] = double(v[i]);
+}
+
+// A large response is handed over without a copy (an external Buffer); a small one is copied into
+// the block: an external Buffer needs a finalizer, which Node runs later on a native immediate.
 constexpr size_t kCopyResponseBelow = 64 * 1024;
 
-void set_response(Napi::Env env, Napi::Object& o, std::string* response) {
-  const Keys keys(env);
-  if (response->size() < kCopyResponseBelow) {
-    keys.set(o, kResponse, Napi::Buffer<char>::Copy(env, response->data(), response->size()));
-    return;
+}  // namespace
+
+Napi::Object to_js(Napi::Env env, const Result& r, int, std::string* response) {
+  const size_t header = (kHeaderFixed + kSourceFields * r.source_counts.size()) * sizeof(double);
+  struct Span { const void* data; size_t bytes, length; };
+  const Span arrays[kArrays] = {
+      {r.ad_ids.data(), r.ad_ids.size() * 8, r.ad_ids.size()},   {r.advertisers.data(), r.advertisers.size() * 8, r.advertisers.size()},
+      {r.rows.data(), r.rows.size() * 4, r.rows.size()},         {r.scores.data(), r.scores.size() * 4, r.scores.size()},
+      {r.probs.data(), r.probs.size() * 4, r.probs.size()},      {r.prices.data(), r.prices.size() * 4, r.prices.size()},
+      {r.values.data(), r.values.size() * 4, r.values.size()},   {r.sources.data(), r.sources.size(), r.sources.size()}};
+  const auto align8 = [](size_t x) { return (x + 7) & ~size_t(7); };
+  size_t offsets[kArrays];
+  size_t at = header;
+  for (int i = 0; i < kArrays; i++) {
+    offsets[i] = at;
+    at = align8(at + arrays[i].bytes);
   }
-  auto* owned = new std::string(std::move(*response));
-  keys.set(o, kResponse, Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
+  const bool copy_response = response && response->size() < kCopyResponseBelow;
+  const size_t response_at = at;
+  if (copy_response) at += response->size();
+
+  void* data = nullptr;
+  napi_value ab;
+  NAPI_THROW_IF_FAILED(env, napi_create_arraybuffer(env, at, &data, &ab), Napi::Object());
+  auto* base = static_cast<uint8_t*>(data);
+  double* h = reinterpret_cast<double*>(base);
+  for (int i = 0; i < kArrays; i++) {
+    h[2 * i] = double(offsets[i]);
+    h[2 * i + 1] = double(arrays[i].length);
+    if (arrays[i].bytes) std::memcpy(base + offsets[i], arrays[i].data, arrays[i].bytes);
+  }
+  h[kRetrievedAt] = double(r.retrieved);
+  put_counts(h + kCountsAt, r.counts);
+  const Timings& t = r.timings;
+  const double timings[kTimingFields] = {t.queue, t.user, t.retrieve, t.gather, t.masknet, t.dcn, t.mlp, t.select, t.total, t.device};
+  std::memcpy(h + kTimingsAt, timings, sizeof timings);
+  h[kSourcesAt] = double(r.source_counts.size());
+  for (size_t s = 0; s < r.source_counts.size(); s++) {
+    const SourceCounts& x = r.source_counts[s];
+    double* e = h + kHeaderFixed + kSourceFields * s;
+    put_counts(e, x.counts);  // its capped stays out of the object: the cap applies to the union (Result::counts)
+    e[11] = double(x.source);
+    e[12] = double(x.earlier_source);
+    e[13] = double(x.over_quota);
+    e[14] = double(x.ranked);
+    e[15] = double(x.winners);
+  }
+  napi_value external;
+  NAPI_THROW_IF_FAILED(env, napi_get_undefined(env, &external), Napi::Object());
+  if (!response) {
+    h[kResponseAt] = -1;
+    h[kResponseAt + 1] = -1;
+  } else if (copy_response) {
+    h[kResponseAt] = double(response_at);
+    h[kResponseAt + 1] = double(response->size());
+    if (!response->empty()) std::memcpy(base + response_at, response->data(), response->size());
+  } else {
+    h[kResponseAt] = -2;
+    h[kResponseAt + 1] = double(response->size());
+    auto* owned = new std::string(std::move(*response));
+    external = Napi::Buffer<char>::NewOrCopy(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned);
+  }
+  napi_value decoder = result_decoder(env);
+  napi_value argv[2] = {ab, external};
+  napi_value out;
+  NAPI_THROW_IF_FAILED(env, napi_call_function(env, ab, decoder, 2, argv, &out), Napi::Object());
+  return Napi::Object(env, out);
 }
 
 Napi::Object to_js(Napi::Env env, const Explain& e) {

@@ -35,9 +35,9 @@ T* typed_data(const Napi::TypedArray& a) {
 // NativeModelInit → dims + borrowed tensors (valid while the JS object is alive).
 ModelInit model_init(const Napi::Object& init);
 
-Napi::Object to_js(Napi::Env env, const Result& r, int tasks);
-// o.response = the response bytes (moved out of *response where it is not copied).
-void set_response(Napi::Env env, Napi::Object& o, std::string* response);
+// The NativeResult of `r`; with `response`, its `response` Buffer holds those bytes (moved out of
+// *response where they are not copied).
+Napi::Object to_js(Napi::Env env, const Result& r, int tasks, std::string* response = nullptr);
 Napi::Object to_js(Napi::Env env, const Explain& e);
 
 Napi::Float32Array f32_array(Napi::Env env, const float* p, size_t n);

@@ -15,14 +15,6 @@ namespace adrank::addon {
 
 namespace {
 
-// A result for JS: the NativeResult, with `response` (the whole response message) for a WireRequest
-// (set_response: a small one copied into a JS-owned Buffer, a large one handed over without a copy).
-Napi::Object result_js(Napi::Env env, const Result& r, int tasks, std::string* response) {
-  Napi::Object o = to_js(env, r, tasks);
-  if (response) set_response(env, o, response);
-  return o;
-}
-
 // The response of a WireRequest for `r` (off the JS thread: the request is not changed after prepare).
 std::string respond(const WireWrap* w, const Result& r, int fallback_reason = 0) {
   std::string out;
@@ -161,7 +153,7 @@ class RunWorker final : public EngineWorker {
   }
 
   Napi::Value Output(Napi::Env env) override {
-    return op_ == Op::kExplain ? to_js(env, explain_) : result_js(env, result_, tasks_, wire_ ? &response_ : nullptr);
+    return op_ == Op::kExplain ? to_js(env, explain_) : to_js(env, result_, tasks_, wire_ ? &response_ : nullptr);
   }
 
   Op op_;
@@ -198,7 +190,7 @@ class BatchWorker final : public EngineWorker {
   Napi::Value Output(Napi::Env env) override {
     Napi::Array out = Napi::Array::New(env, outputs_.size());
     for (size_t i = 0; i < outputs_.size(); i++) {
-      if (outputs_[i].error.empty()) out.Set(uint32_t(i), result_js(env, outputs_[i].result, tasks_, wires_[i] ? &responses_[i] : nullptr));
+      if (outputs_[i].error.empty()) out.Set(uint32_t(i), to_js(env, outputs_[i].result, tasks_, wires_[i] ? &responses_[i] : nullptr));
       else out.Set(uint32_t(i), Napi::Error::New(env, outputs_[i].error).Value());
     }
     return out;
@@ -573,7 +565,7 @@ Napi::Value EngineWrap::Fallback(const Napi::CallbackInfo& info) {
     try {
       const Result r = engine_->fallback(reinterpret_cast<const uint8_t*>(wire->bundle().bundle.data()), wire->bundle().bundle_len, op);
       std::string response = respond(wire, r, int(reason));
-      return result_js(env, r, tasks_, &response);
+      return to_js(env, r, tasks_, &response);
     } catch (const Napi::Error&) {
       throw;
     } catch (const std::exception& e) {
@@ -687,7 +679,7 @@ Napi::Value EngineWrap::Empty(const Napi::CallbackInfo& info) {
   if (!w || !w->prepared()) type_error(env, "request", "a prepared WireRequest", info[0]);
   const Result r;
   std::string response = respond(w, r);
-  return result_js(env, r, tasks_, &response);
+  return to_js(env, r, tasks_, &response);
 }
 
 // deviceStats(): the backend's DeviceStats (graphs held, failed captures, eager-only keys, streams
