@@ -26,8 +26,9 @@ interface Answer {
   message?: Buffer;
 }
 
-/** One call over plain HTTP/2: `body` is sent as is (framing included); `headers` added. */
-function h2(port: number, method: string, body: Buffer, headers: Record<string, string> = {}): Promise<Answer> {
+/** One call over plain HTTP/2: `body` is sent as is (framing included); `headers` added; `end`
+ *  false leaves the request stream open (the server must answer without it). */
+function h2(port: number, method: string, body: Buffer, headers: Record<string, string> = {}, end = true): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const session = http2Connect(`http://localhost:${port}`);
     session.on('error', reject);
@@ -43,7 +44,8 @@ function h2(port: number, method: string, body: Buffer, headers: Record<string, 
       resolve({ code: Number(h['grpc-status']), details: decodeURIComponent(String(h['grpc-message'] ?? '')), message: all.length >= 5 ? all.subarray(5) : undefined });
     });
     req.on('error', reject);
-    req.end(body);
+    if (end) req.end(body);
+    else req.write(body);
   });
 }
 
@@ -146,20 +148,24 @@ describe('83 fast path: the engine RPCs beside grpc-js', function () {
     expect(a).to.deep.equal(b);
   });
 
-  const raw: [string, () => Buffer, Record<string, string>, grpc.status][] = [
+  const prefix = (len: number) => Buffer.from([0, len >>> 24, (len >>> 16) & 255, (len >>> 8) & 255, len & 255]);
+  const raw: [string, () => Buffer, Record<string, string>, grpc.status, boolean?][] = [
     ['no message', () => Buffer.alloc(0), {}, grpc.status.UNIMPLEMENTED],
     ['a truncated message', () => frame(rankBytes).subarray(0, 20), {}, grpc.status.UNIMPLEMENTED],
     ['two messages', () => Buffer.concat([frame(rankBytes), frame(rankBytes)]), {}, grpc.status.UNIMPLEMENTED],
     ['a compressed flag without grpc-encoding (read as it is)', () => frame(rankBytes, true), {}, grpc.status.OK],
     ['a message over the size limit', () => frame(Buffer.alloc(70 * 1024, 1)), {}, grpc.status.RESOURCE_EXHAUSTED],
+    // the stream left open: the answer must come when the second message (or its prefix) is in
+    ['a second message, the stream left open', () => Buffer.concat([frame(rankBytes), frame(rankBytes)]), {}, grpc.status.UNIMPLEMENTED, false],
+    ['a second message over the size limit, the stream left open', () => Buffer.concat([frame(rankBytes), prefix(70 * 1024), Buffer.alloc(100)]), {}, grpc.status.RESOURCE_EXHAUSTED, false],
     ['a malformed grpc-timeout', () => frame(rankBytes), { 'grpc-timeout': 'soon' }, grpc.status.INTERNAL],
     ['an expired grpc-timeout', () => frame(rankBytes), { 'grpc-timeout': '0n' }, grpc.status.DEADLINE_EXCEEDED],
   ];
-  for (const [what, body, headers, code] of raw)
+  for (const [what, body, headers, code, end] of raw)
     it(`answers ${what} as grpc-js does (${grpc.status[code]})`, async () => {
       const before = fast.fastPathCalls;
-      const a = await h2(fast.port, 'Rank', body(), headers);
-      const b = await h2(slow.port, 'Rank', body(), headers);
+      const a = await h2(fast.port, 'Rank', body(), headers, end ?? true);
+      const b = await h2(slow.port, 'Rank', body(), headers, end ?? true);
       expect(fast.fastPathCalls - before).to.equal(1);
       expect(grpc.status[a.code], a.details).to.equal(grpc.status[code]);
       expect({ code: a.code, details: a.details }).to.deep.equal({ code: b.code, details: b.details });

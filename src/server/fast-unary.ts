@@ -97,6 +97,8 @@ class FastCall {
   private timer: NodeJS.Timeout | undefined;
   private chunks: Buffer[] = [];
   private bytes = 0;
+  /** the first message's length, once its prefix is in */
+  private first = -1;
   private done = false;
   private end: ((code: number) => boolean) | undefined;
   private onCancelled: (() => void)[] | undefined;
@@ -159,11 +161,25 @@ class FastCall {
     if (this.done) return;
     this.chunks.push(chunk);
     this.bytes += chunk.length;
-    if (this.bytes >= 5) {
-      const head = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks);
-      const len = head.readUInt32BE(1);
-      if (len > this.o.maxReceiveBytes) this.finish(status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs ${this.o.maxReceiveBytes})`);
+    if (this.first < 0) {
+      if (this.bytes < 5) return;
+      // the length prefix, read once: when the first 5 bytes are in
+      this.first = (this.chunks.length === 1 ? chunk : this.joined()).readUInt32BE(1);
+      if (this.first > this.o.maxReceiveBytes) return this.finish(status.RESOURCE_EXHAUSTED, `Received message larger than max (${this.first} vs ${this.o.maxReceiveBytes})`);
     }
+    // bytes past the first message: a second one, answered as grpc-js does when it arrives
+    // (its size checked first), so that a client cannot make this call buffer without bound
+    const second = 5 + this.first;
+    if (this.bytes < second + 5) return;
+    const len = this.joined().readUInt32BE(second + 1);
+    if (len > this.o.maxReceiveBytes) return this.finish(status.RESOURCE_EXHAUSTED, `Received message larger than max (${len} vs ${this.o.maxReceiveBytes})`);
+    if (this.bytes >= second + 5 + len) this.finish(status.UNIMPLEMENTED, `Received a second request message for server streaming method ${this.path}`);
+  }
+
+  /** The bytes so far as one Buffer (kept as the only chunk). */
+  private joined(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0];
   }
 
   private halfClosed(): void {
