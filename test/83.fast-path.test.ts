@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
+import { binding } from '../src/engine/binding.js';
 import { AdrankServer } from '../src/server/server.js';
 import { silentLogger } from '../src/log.js';
 import { loadProto } from '../src/wire/proto.js';
@@ -130,6 +131,20 @@ describe('83 fast path: the engine RPCs beside grpc-js', function () {
     const wa = winnersOf(a);
     expect((wa.winners as unknown[]).length).to.be.greaterThan(0);
     expect(wa).to.deep.equal(winnersOf(b));
+  });
+
+  it('releases every request it parsed when the call ends, answered or refused, on either path', async () => {
+    const bad = Buffer.from(RankRequest.encode(RankRequest.fromObject(protoRequest(c, { k: 0, candidateAdIds: ['1'] }))).finish());
+    const before = binding().wireRequests();
+    const answers: Answer[] = [];
+    for (const port of [fast.port, slow.port]) {
+      answers.push(await call(`localhost:${port}`, 'Rank', rankBytes), await call(`localhost:${port}`, 'Retrieve', retrieveBytes), await call(`localhost:${port}`, 'Rank', bad));
+      answers.push(...(await Promise.all(Array.from({ length: 4 }, () => call(`localhost:${port}`, 'Rank', rankBytes)))));
+    }
+    expect(answers.map((a) => grpc.status[a.code])).to.deep.equal([...['OK', 'OK', 'INVALID_ARGUMENT', 'OK', 'OK', 'OK', 'OK'], ...['OK', 'OK', 'INVALID_ARGUMENT', 'OK', 'OK', 'OK', 'OK']]);
+    const after = binding().wireRequests();
+    expect(after.made - before.made).to.equal(14);
+    expect(after.released - before.released, 'released when their calls ended').to.equal(14);
   });
 
   it('leaves a compressed call to grpc-js, which answers it the same', async () => {

@@ -202,6 +202,14 @@ Napi::Value ExitNow(const Napi::CallbackInfo& info) {
   std::_Exit(code);
 }
 
+// wireRequests(): how many WireRequests were made and released in this process ({ made, released }).
+Napi::Value WireRequests(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("made", double(WireWrap::made_count()));
+  o.Set("released", double(WireWrap::released_count()));
+  return o;
+}
+
 // sharedEngines(): how many shared engines (Engine.share) some JS thread still holds.
 Napi::Value SharedEngines(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(shared_engine_count())); }
 
@@ -222,6 +230,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_mapped(env, exports);
   exports.Set("exitNow", Napi::Function::New<ExitNow>(env, "exitNow"));
   exports.Set("sharedEngines", Napi::Function::New<SharedEngines>(env, "sharedEngines"));
+  exports.Set("wireRequests", Napi::Function::New<WireRequests>(env, "wireRequests"));
 #ifdef ADRANK_TEST_HOOKS
   exports.Set("completionWait", Napi::Function::New<CompletionWait>(env, "completionWait"));
 #endif

@@ -648,6 +648,7 @@ Napi::Value EngineWrap::Prepare(const Napi::CallbackInfo& info) {
   if (!w) type_error(env, "request", "a WireRequest", info[0]);
   // prepared once: a run may be reading its bundle
   if (w->prepared()) throw Napi::TypeError::New(env, "expected a WireRequest not yet prepared for request (one prepare per request)");
+  if (w->released()) throw Napi::TypeError::New(env, "expected a WireRequest not released for request");
   const double max = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
   if (!(max >= 0 && max <= 4294967295.0)) type_error(env, "maxCandidates", "a non-negative integer", info.Length() > 1 ? info[1] : env.Undefined());
   if (info.Length() < 3 || !info[2].IsString()) type_error(env, "version", "a string", info.Length() > 2 ? info[2] : env.Undefined());

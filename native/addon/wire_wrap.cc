@@ -1,5 +1,6 @@
 #include "addon/wire_wrap.h"
 
+#include <atomic>
 #include <cstring>
 
 #include "addon/convert.h"
@@ -17,6 +18,8 @@ const napi_type_tag* wire_tag() {
   static const napi_type_tag tag = {0x6164726b77697265ull, uint64_t(reinterpret_cast<uintptr_t>(&marker))};
   return &tag;
 }
+
+std::atomic<uint64_t> made_total{0}, released_total{0};
 
 template <typename T>
 Napi::Value typed(Napi::Env env, const std::vector<T>& v, napi_typedarray_type type) {
@@ -37,6 +40,7 @@ Napi::Function WireWrap::Define(Napi::Env env) {
                          InstanceAccessor<&WireWrap::DecodeUs>("decodeUs"),
                          InstanceMethod<&WireWrap::ToObject>("toObject"),
                          InstanceMethod<&WireWrap::Bundle>("bundle"),
+                         InstanceMethod<&WireWrap::Release>("release"),
                      });
 }
 
@@ -63,6 +67,30 @@ WireWrap::WireWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<WireWrap>(
   }
   napi_type_tag_object(env, info.This(), wire_tag());
   meta_.decode_us = steady_us() - t0;
+  made_total++;
+}
+
+uint64_t WireWrap::made_count() { return made_total.load(); }
+uint64_t WireWrap::released_count() { return released_total.load(); }
+
+// release(): frees the parsed message and the feature bundle now rather than when the object is
+// collected. V8 does not see a request's native memory (tens of KiB for a Rank of 1,000), so
+// requests served at a high rate and left to their finalizers pile up between collections (a
+// loop of parse and prepare grew by 2 GB in 4 s). After it the request keeps its id, version and
+// fallback flag; it can no longer be prepared, run or read. A second release does nothing.
+Napi::Value WireWrap::Release(const Napi::CallbackInfo& info) {
+  if (released_) return info.Env().Undefined();
+  wire::WireMessage kept;
+  kept.request_id = std::move(msg_.request_id);
+  kept.surface = std::move(msg_.surface);
+  kept.model_version = std::move(msg_.model_version);
+  kept.allow_fallback = msg_.allow_fallback;
+  msg_ = std::move(kept);
+  prep_ = wire::Prepared{};
+  prepared_ = false;
+  released_ = true;
+  released_total++;
+  return info.Env().Undefined();
 }
 
 Napi::Value WireWrap::RequestId(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), msg_.request_id); }
@@ -79,6 +107,7 @@ Napi::Value WireWrap::DecodeUs(const Napi::CallbackInfo& info) { return Napi::Nu
 // The parsed message as plain values (for tests: the fuzz test compares it with protobufjs).
 Napi::Value WireWrap::ToObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (released_) throw Napi::Error::New(env, "this WireRequest was released");
   const wire::WireMessage& m = msg_;
   Napi::Object o = Napi::Object::New(env);
   o.Set("requestId", m.request_id);

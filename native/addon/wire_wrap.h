@@ -19,6 +19,11 @@ class WireWrap : public Napi::ObjectWrap<WireWrap> {
   wire::Kind kind() const { return kind_; }
   const wire::WireMessage& message() const { return msg_; }
   bool prepared() const { return prepared_; }
+  bool released() const { return released_; }
+  // How many WireRequests were made, and how many of them released (release()) so far, in this
+  // process: a served request is released when its call ends (src/handlers/engine-rpc.ts).
+  static uint64_t made_count();
+  static uint64_t released_count();
   const wire::Prepared& bundle() const { return prep_; }
   // Set by Engine.prepare (JS thread, before any run reads it).
   void set_prepared(wire::Prepared p, wire::ResponseMeta meta) {
@@ -36,10 +41,12 @@ class WireWrap : public Napi::ObjectWrap<WireWrap> {
   Napi::Value DecodeUs(const Napi::CallbackInfo& info);
   Napi::Value ToObject(const Napi::CallbackInfo& info);
   Napi::Value Bundle(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
 
   wire::Kind kind_ = wire::Kind::kRank;
   wire::WireMessage msg_;
   bool prepared_ = false;
+  bool released_ = false;
   wire::Prepared prep_;
   wire::ResponseMeta meta_;
 };

@@ -166,6 +166,9 @@ export interface NativeWireRequest {
   toObject(): Record<string, unknown>;
   /** a copy of the feature bundle prepare() wrote (tests); undefined before */
   bundle(): Uint8Array | undefined;
+  /** Frees the parsed message and the bundle now (V8 does not see that memory); the request keeps
+   *  its id, version and fallback flag and can no longer be prepared, run or read. Idempotent. */
+  release(): void;
 }
 
 /** What NativeEngine.prepare validates a WireRequest against: the model's config. */
@@ -317,6 +320,8 @@ export interface NativeBinding {
   Engine: new (init: NativeModelInit | { shared: number }) => NativeEngine;
   /** Engines shared (NativeEngine.share) that some JS thread still holds. */
   sharedEngines(): number;
+  /** WireRequests made and released (release()) in this process so far */
+  wireRequests(): { made: number; released: number };
   WireRequest: new (op: NativeOp, bytes: Uint8Array) => NativeWireRequest;
   /** Maps a file read-only (native engine/mapped_file.h); throws naming the path. */
   mapFile(path: string): MappedFile;

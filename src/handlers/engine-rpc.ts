@@ -139,13 +139,14 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     throw new RequestError(status.INTERNAL, `cannot decode the ${rpc.name} request: ${(e as Error).message}`);
   }
   call.requestId = parsed.requestId;
+  let wire = parsed;
   const lease = ctx.models.acquire(parsed.modelVersion);
   try {
     const { engine, version } = lease;
     checkDeadline(call);
     const config = engine.config;
     // an engine of another copy of the addon (a test build) takes only its own WireRequests
-    const wire = engine.ownsWire(parsed) ? parsed : engine.parseWire(rpc.op, bytes);
+    if (!engine.ownsWire(parsed)) wire = engine.parseWire(rpc.op, bytes);
     let size: number;
     try {
       size = engine.prepare(wire, ctx.limits.maxCandidates, version);
@@ -201,6 +202,9 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     call.done = { result, timings: timingsOf(response), config, surface: wire.surface ?? 0, version, fallback };
     return response;
   } finally {
+    // every run of it has ended here: its native memory goes now, not at a later collection
+    parsed.release();
+    if (wire !== parsed) wire.release();
     lease.release();
   }
 }
