@@ -226,6 +226,7 @@ describe('53 front end (no addon)', () => {
       limits: { maxCandidates: 100 },
       inflight: new InflightLimit(1),
       inlineMaxUs: 0,
+      inlineIdleMaxUs: 0,
       log: silentLogger,
       stats: new Stats(),
       latency: new RecentLatency(),

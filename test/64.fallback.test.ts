@@ -181,6 +181,7 @@ describe('64 fallback', function () {
       limits: { maxCandidates: 1000 },
       inflight: new InflightLimit(8),
       inlineMaxUs: 0,
+      inlineIdleMaxUs: 0,
       log: silentLogger,
       stats: new Stats(),
       latency: new RecentLatency(),

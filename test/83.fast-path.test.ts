@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
 import { binding } from '../src/engine/binding.js';
 import { AdrankServer } from '../src/server/server.js';
+import { OVERLAP_WINDOW_MS } from '../src/handlers/engine-rpc.js';
 import { silentLogger } from '../src/log.js';
 import { loadProto } from '../src/wire/proto.js';
 import { addonBuilt } from './support/index.js';
@@ -188,7 +189,7 @@ describe('83 fast path: the engine RPCs beside grpc-js', function () {
 
   it('runs a request cheaper than a thread hand-off on the receiving thread, with the same answer', async () => {
     // one server that runs every request inline once it has seen one run, one that never does
-    const start = (inlineMaxUs: number) => AdrankServer.start({ port: 0, engine: () => Engine.load(join(dir, 'b.safetensors'), { threads: 1 }), inlineMaxUs, warmup: false, log: silentLogger });
+    const start = (inlineMaxUs: number) => AdrankServer.start({ port: 0, engine: () => Engine.load(join(dir, 'b.safetensors'), { threads: 1 }), inlineMaxUs, inlineIdleMaxUs: 0, warmup: false, log: silentLogger });
     const [here, there] = await Promise.all([start(1e6), start(0)]);
     try {
       await Promise.all([here.ready, there.ready]);
@@ -203,6 +204,43 @@ describe('83 fast path: the engine RPCs beside grpc-js', function () {
       for (let i = 0; i < 3; i++) expect(winnersOf(a[i])).to.deep.equal(winnersOf(b[i]));
     } finally {
       await Promise.all([here.shutdown('test over'), there.shutdown('test over')]);
+    }
+  });
+
+  it('runs a request on the receiving thread when that thread is idle (--inline-idle-max-us), not when calls come back to back', async () => {
+    const idle = await AdrankServer.start({ port: 0, engine: () => Engine.load(join(dir, 'b.safetensors'), { threads: 1 }), inlineMaxUs: 0, inlineIdleMaxUs: 1e6, warmup: false, log: silentLogger });
+    try {
+      await idle.ready;
+      const address = `localhost:${idle.port}`;
+      const want = winnersOf(await call(`localhost:${slow.port}`, 'Rank', rankBytes));
+      // one at a time, with gaps: after the first (no estimate yet) each runs where it arrived
+      for (let i = 0; i < 4; i++) {
+        expect(winnersOf(await call(address, 'Rank', rankBytes))).to.deep.equal(want);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(idle.stats.inlineRuns).to.equal(3);
+      // a burst on one connection: at most the first finds the thread idle, the rest go to the engine threads
+      const before = idle.stats.inlineRuns;
+      const client = new grpc.Client(address, grpc.credentials.createInsecure());
+      const id = (b: Buffer) => b;
+      const burst = await Promise.all(
+        Array.from({ length: 12 }, () => new Promise<Buffer>((resolve, reject) => client.makeUnaryRequest('/adrank.v1.AdRanker/Rank', id, id, rankBytes, (e, r) => (e ? reject(e) : resolve(r!))))),
+      );
+      client.close();
+      for (const b of burst) expect(winnersOf({ code: grpc.status.OK, details: '', message: b })).to.deep.equal(want);
+      expect(idle.stats.inlineRuns - before).to.be.at.most(1);
+      // calls overlapped: for OVERLAP_WINDOW_MS after, even spaced calls go to the engine threads
+      const afterBurst = idle.stats.inlineRuns;
+      for (let i = 0; i < 3; i++) {
+        await call(address, 'Rank', rankBytes);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(idle.stats.inlineRuns).to.equal(afterBurst);
+      await new Promise((r) => setTimeout(r, OVERLAP_WINDOW_MS + 50));
+      await call(address, 'Rank', rankBytes);
+      expect(idle.stats.inlineRuns).to.equal(afterBurst + 1);
+    } finally {
+      await idle.shutdown('test over');
     }
   });
 

@@ -20,6 +20,7 @@ import {
   DEFAULT_HOST,
   DEFAULT_MAX_INFLIGHT,
   DEFAULT_INLINE_MAX_US,
+  DEFAULT_INLINE_IDLE_MAX_US,
   DEFAULT_MAX_RECEIVE_BYTES,
   DEFAULT_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
@@ -140,6 +141,7 @@ interface ServeFlags {
   frontEndThreads: number;
   maxInflight: number;
   inlineMaxUs: number;
+  inlineIdleMaxUs: number;
   maxCandidates: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
@@ -249,6 +251,7 @@ async function serve(f: ServeFlags, cmd: Command): Promise<void> {
       adState,
       maxInflight: f.maxInflight,
       inlineMaxUs: f.inlineMaxUs,
+      inlineIdleMaxUs: f.inlineIdleMaxUs,
       fastPath: f.grpcFastPath,
       maxCandidates: f.maxCandidates,
       maxReceiveBytes: f.maxMessageBytes,
@@ -440,6 +443,12 @@ function program(): Command {
         .env('ADRANK_INLINE_MAX_US')
         .default(DEFAULT_INLINE_MAX_US)
         .argParser(int(0, 1_000_000)),
+    )
+    .addOption(
+      new Option('--inline-idle-max-us <us>', 'a CPU run expected to take at most this many µs runs on the JS thread that received it when that thread had nothing else in flight (0 = never)')
+        .env('ADRANK_INLINE_IDLE_MAX_US')
+        .default(DEFAULT_INLINE_IDLE_MAX_US)
+        .argParser(int(0, 10_000_000)),
     )
     .addOption(new Option('--max-candidates <n>', 'candidate ids per Rank request').env('ADRANK_MAX_CANDIDATES').default(DEFAULT_MAX_CANDIDATES).argParser(int(1, MAX_CANDIDATES)))
     .addOption(new Option('--max-message-bytes <n>', 'largest request accepted; beyond → RESOURCE_EXHAUSTED').env('ADRANK_MAX_MESSAGE_BYTES').default(DEFAULT_MAX_RECEIVE_BYTES).argParser(int(1024)))

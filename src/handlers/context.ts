@@ -25,6 +25,9 @@ export interface HandlerContext {
   /** a request whose engine run is expected to take at most this many µs runs on the JS thread
    *  that received it instead of a request thread (--inline-max-us; 0 = never; CPU backend only) */
   inlineMaxUs: number;
+  /** a CPU run expected to take at most this many µs runs on the receiving thread when nothing
+   *  else is in flight there and nothing was for IDLE_GAP_MS before (--inline-idle-max-us; 0 = never) */
+  inlineIdleMaxUs: number;
   log: Logger;
   stats: Stats;
   /** the model path's recent latency by RPC and size (fallback's deadline trigger) */
@@ -82,16 +85,20 @@ export class Stats {
 /** A bound on concurrent engine RPCs: when full, new calls fail at once (RESOURCE_EXHAUSTED). */
 export class InflightLimit {
   private count = 0;
+  /** performance.now() when the count last fell to 0 */
+  idleSince = 0;
+  /** performance.now() when calls last overlapped here (src/handlers/engine-rpc.ts idleBefore) */
+  lastOverlap = -Infinity;
   constructor(readonly max: number) {
     if (!Number.isInteger(max) || max < 1) throw new Error(`expected an integer >= 1 for max in-flight, got ${max}`);
   }
   tryAcquire(): boolean {
     if (this.count >= this.max) return false;
-    this.count++;
+    if (++this.count >= 2) this.lastOverlap = performance.now();
     return true;
   }
   release(): void {
-    this.count--;
+    if (--this.count === 0) this.idleSince = performance.now();
   }
   get current(): number {
     return this.count;

@@ -63,6 +63,9 @@ export interface ServerOptions {
   /** engine runs expected to take at most this many µs run on the JS thread that received the
    *  call, not on a request thread (CPU backend; 0 = never; default DEFAULT_INLINE_MAX_US) */
   inlineMaxUs?: number;
+  /** a CPU run expected to take at most this many µs of engine time runs on the thread that
+   *  received it when that thread is idle (0 = never; default DEFAULT_INLINE_IDLE_MAX_US) */
+  inlineIdleMaxUs?: number;
   /** serve the engine RPCs on their HTTP/2 streams directly, beside grpc-js (src/server/fast-unary.ts;
    *  default true; false: every call through grpc-js) */
   fastPath?: boolean;
@@ -121,6 +124,9 @@ export const DEFAULT_MAX_INFLIGHT = 256;
 /** runs expected to take at most this many µs of engine time run on the receiving JS thread:
  *  about what a hand-off to a request thread and back costs here (docs/wire.md "Inline runs") */
 export const DEFAULT_INLINE_MAX_US = 50;
+/** Idle inline runs: up to 30 ms of engine time (a Rank of about 1,000 on the demo model, 2 cores),
+ *  the longest the event loop of an idle thread is held (docs/wire.md "Inline runs"). */
+export const DEFAULT_INLINE_IDLE_MAX_US = 30_000;
 export const DEFAULT_MAX_RECEIVE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
@@ -287,6 +293,7 @@ export class AdrankServer {
       limits: { maxCandidates: opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES },
       inflight,
       inlineMaxUs: opts.inlineMaxUs ?? DEFAULT_INLINE_MAX_US,
+      inlineIdleMaxUs: opts.inlineIdleMaxUs ?? DEFAULT_INLINE_IDLE_MAX_US,
       log,
       stats: this.stats,
       latency: new RecentLatency(),
@@ -386,6 +393,8 @@ export class AdrankServer {
     const inflight = new InflightLimit(opts.maxInflight ?? DEFAULT_MAX_INFLIGHT);
     const inlineMaxUs = opts.inlineMaxUs ?? DEFAULT_INLINE_MAX_US;
     if (!(Number.isFinite(inlineMaxUs) && inlineMaxUs >= 0)) throw new Error(`expected a number of µs >= 0 for inline max us, got ${inlineMaxUs}`);
+    const inlineIdleMaxUs = opts.inlineIdleMaxUs ?? DEFAULT_INLINE_IDLE_MAX_US;
+    if (!(Number.isFinite(inlineIdleMaxUs) && inlineIdleMaxUs >= 0)) throw new Error(`expected a number of µs >= 0 for inline idle max us, got ${inlineIdleMaxUs}`);
     checkSample(opts.accessLogSample ?? 0);
     const maxAge = opts.maxConnectionAgeMs;
     if (maxAge !== undefined && !(Number.isInteger(maxAge) && maxAge >= 1)) throw new Error(`expected an integer >= 1 for max connection age ms, got ${maxAge}`);
@@ -453,6 +462,7 @@ export class AdrankServer {
       maxReceiveBytes: maxReceive,
       maxInflight: s.ctx.inflight.max,
       inlineMaxUs: s.ctx.inlineMaxUs,
+      inlineIdleMaxUs: s.ctx.inlineIdleMaxUs,
       grpcFastPath: s.fastPath,
       maxCandidates: s.ctx.limits.maxCandidates,
       frontEndThreads: threads,
@@ -883,6 +893,7 @@ function threadOptions(opts: ServerOptions, host: string): ThreadServerOptions {
     host,
     maxInflight: opts.maxInflight,
     inlineMaxUs: opts.inlineMaxUs,
+    inlineIdleMaxUs: opts.inlineIdleMaxUs,
     fastPath: opts.fastPath,
     maxCandidates: opts.maxCandidates,
     maxReceiveBytes: opts.maxReceiveBytes,

@@ -53,7 +53,7 @@ export interface SharedVersion {
 /** The server options a worker thread starts with (structured-clonable: token files by path). */
 export type ThreadServerOptions = Pick<
   ServerOptions,
-  'maxInflight' | 'inlineMaxUs' | 'fastPath' | 'maxCandidates' | 'maxReceiveBytes' | 'shutdownGraceMs' | 'batching' | 'warmup' | 'tls' | 'reflection' | 'accessLogSample' | 'maxConnectionAgeMs'
+  'maxInflight' | 'inlineMaxUs' | 'inlineIdleMaxUs' | 'fastPath' | 'maxCandidates' | 'maxReceiveBytes' | 'shutdownGraceMs' | 'batching' | 'warmup' | 'tls' | 'reflection' | 'accessLogSample' | 'maxConnectionAgeMs'
 > & {
   host: string;
   auth?: { dataTokenFile?: string; adminTokenFile?: string; adminInsecure?: boolean };
