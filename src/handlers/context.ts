@@ -25,8 +25,8 @@ export interface HandlerContext {
   /** a request whose engine run is expected to take at most this many µs runs on the JS thread
    *  that received it instead of a request thread (--inline-max-us; 0 = never; CPU backend only) */
   inlineMaxUs: number;
-  /** a CPU run expected to take at most this many µs runs on the receiving thread when nothing
-   *  else is in flight there and nothing was for IDLE_GAP_MS before (--inline-idle-max-us; 0 = never) */
+  /** a CPU run expected to take at most this many µs runs on the receiving thread while that
+   *  thread's calls do not overlap (--inline-idle-max-us; 0 = never; engine-rpc.ts idleBefore) */
   inlineIdleMaxUs: number;
   log: Logger;
   stats: Stats;
