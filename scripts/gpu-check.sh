@@ -26,7 +26,7 @@
 #      request: scripts/gpu-one-request.mjs). test/21 compares each switch of the new path with the
 #      old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns test/21 with
 #      every switch on (ADRANK_CUDA_TILE is process-wide)
-#   5. Rank(1,000) served over gRPC to a separate client process, concurrency 1 and 16
+#   5. Rank(100) and Rank(1,000) served over gRPC to a separate client process, concurrency 1, 16, 64
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), eight files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log, bench.log,
 # peer.log, mocha.log, sanitizer.log, e2e.json, e2e.log. Binaries and bundles go to a work folder,
@@ -182,9 +182,11 @@ fi
 
 # 5. what a user sees: served Rank(1,000) from a separate client process
 if ((have_node && !quick)) && ! skip e2e; then
-  step "gRPC Rank(1000) c=1,16" 75 "$out/e2e.log" bash -c "cd '$root' && node dist/src/cli/main.js bench \
+  # Rank(1,000) at c = 1 and 16, Rank(100) at 64 too (#22's GPU targets: served Rank(1,000) p50
+  # <= 0.5 ms at c = 1, Rank(100) >= 20,000 req/s at c = 64): 6 cells of 4 + 1 s
+  step "gRPC Rank(100,1000) c=1,16,64" 75 "$out/e2e.log" bash -c "cd '$root' && node dist/src/cli/main.js bench \
     --server gpu='--device cuda' --server-flags '--demo --demo-ads 100000 --metrics-port 0' \
-    --candidates 1000 --k 100 -c 1,16 --duration 5 --warmup 2 --json >'$out/e2e.json'"
+    --candidates 100,1000 --k 100 -c 1,16,64 --duration 4 --warmup 1 --json >'$out/e2e.json'"
 fi
 
 {

@@ -27,7 +27,7 @@ if len(sys.argv) > 3:
     except Exception as ex:
         print("gRPC: no result:", ex)
         sys.exit(0)
-    print("gRPC Rank(1000), K=100, served, from a separate client process (µs)")
+    print("gRPC Rank, K=100, served, from a separate client process (µs)")
     for c in cells:
         l = c["latency"]
-        print(f"  c={c['concurrency']:<3} {c['throughput']:8.0f} req/s  p50 {l['p50']:8.0f}  p99 {l['p99']:8.0f}  errors {c.get('errors')}")
+        print(f"  {c.get('label', 'c=' + str(c['concurrency'])):<28} {c['throughput']:8.0f} req/s  p50 {l['p50']:8.0f}  p99 {l['p99']:8.0f}  errors {c.get('errors')}")
