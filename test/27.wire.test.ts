@@ -488,10 +488,8 @@ describe('native wire path (docs/wire.md) against protobufjs', function () {
 
   it('hands a result over as one block: the arrays, counts and timings the response holds; a response of 64 KiB and more whole', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'adrank-block-'));
-    const big = await (async () => {
-      await writeSmallBundle(join(dir, 'b.safetensors'), 3000);
-      return Engine.load(join(dir, 'b.safetensors'), { device: 'cpu', threads: 1 });
-    })();
+    await writeSmallBundle(join(dir, 'b.safetensors'), 3000);
+    const big = await Engine.load(join(dir, 'b.safetensors'), { device: 'cpu', threads: 1 });
     try {
       const root = loadProto().root;
       const RankRequest = root.lookupType('adrank.v1.RankRequest');

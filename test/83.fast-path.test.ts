@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Engine } from '../src/engine/index.js';
 import { binding } from '../src/engine/binding.js';
 import { AdrankServer } from '../src/server/server.js';
-import { OVERLAP_WINDOW_MS } from '../src/handlers/engine-rpc.js';
+import { OVERLAP_WINDOW_MS } from '../src/handlers/context.js';
 import { silentLogger } from '../src/log.js';
 import { loadProto } from '../src/wire/proto.js';
 import { addonBuilt } from './support/index.js';

@@ -445,7 +445,7 @@ function program(): Command {
         .argParser(int(0, 1_000_000)),
     )
     .addOption(
-      new Option('--inline-idle-max-us <us>', 'a CPU run expected to take at most this many µs runs on the JS thread that received it when that thread had nothing else in flight (0 = never)')
+      new Option('--inline-idle-max-us <us>', 'a CPU run expected to take at most this many µs runs on the JS thread that received it while that thread\'s calls do not overlap (light load; 0 = never)')
         .env('ADRANK_INLINE_IDLE_MAX_US')
         .default(DEFAULT_INLINE_IDLE_MAX_US)
         .argParser(int(0, 10_000_000)),

@@ -26,7 +26,7 @@ export interface HandlerContext {
    *  that received it instead of a request thread (--inline-max-us; 0 = never; CPU backend only) */
   inlineMaxUs: number;
   /** a CPU run expected to take at most this many µs runs on the receiving thread while that
-   *  thread's calls do not overlap (--inline-idle-max-us; 0 = never; engine-rpc.ts idleBefore) */
+   *  thread's calls do not overlap (--inline-idle-max-us; 0 = never; InflightLimit.quiet) */
   inlineIdleMaxUs: number;
   log: Logger;
   stats: Stats;
@@ -82,13 +82,20 @@ export class Stats {
   }
 }
 
+/** Idle inline runs (--inline-idle-max-us, docs/wire.md "Idle inline runs") are for a thread whose
+ *  calls do not overlap: one that starts within IDLE_GAP_MS of the last one's end was queued behind
+ *  it (an inline run holds the event loop, so the overlap shows only this way), and for
+ *  OVERLAP_WINDOW_MS after calls overlapped, every run goes to the engine threads, side by side. */
+export const IDLE_GAP_MS = 0.1;
+export const OVERLAP_WINDOW_MS = 1000;
+
 /** A bound on concurrent engine RPCs: when full, new calls fail at once (RESOURCE_EXHAUSTED). */
 export class InflightLimit {
   private count = 0;
   /** performance.now() when the count last fell to 0 */
-  idleSince = 0;
-  /** performance.now() when calls last overlapped here (src/handlers/engine-rpc.ts idleBefore) */
-  lastOverlap = -Infinity;
+  private idleSince = 0;
+  /** performance.now() when calls last overlapped here */
+  private lastOverlap = -Infinity;
   constructor(readonly max: number) {
     if (!Number.isInteger(max) || max < 1) throw new Error(`expected an integer >= 1 for max in-flight, got ${max}`);
   }
@@ -102,5 +109,16 @@ export class InflightLimit {
   }
   get current(): number {
     return this.count;
+  }
+  /** Whether the call that started at `started` may run on this thread as an idle one: the only
+   *  call in flight here, not queued behind the last, and no calls overlapped here for
+   *  OVERLAP_WINDOW_MS (a call found queued counts as an overlap). */
+  quiet(started: number): boolean {
+    if (this.count !== 1) return false;
+    if (started - this.idleSince < IDLE_GAP_MS) {
+      this.lastOverlap = started;
+      return false;
+    }
+    return started - this.lastOverlap >= OVERLAP_WINDOW_MS;
   }
 }

@@ -173,7 +173,7 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     } else {
       // a run cheaper than the hand-off to a request thread and back runs here (docs/wire.md "Inline runs")
       const cost = (ctx.inlineMaxUs > 0 || ctx.inlineIdleMaxUs > 0) && engine.runsHere ? engine.runCost.estimate(rpc.op, size) : undefined;
-      const here = cost !== undefined && (cost <= ctx.inlineMaxUs || (cost <= ctx.inlineIdleMaxUs && idleBefore(ctx, started)));
+      const here = cost !== undefined && (cost <= ctx.inlineMaxUs || (cost <= ctx.inlineIdleMaxUs && ctx.inflight.quiet(started)));
       const batched = !here && rpc.batch !== undefined && ctx.batcher?.wants(size) === true;
       ctx.stats.engineCall(rpc.name);
       if (here) ctx.stats.inlineRuns++;
@@ -207,25 +207,6 @@ async function executeWire<Req>(ctx: HandlerContext, rpc: EngineRpc<Req>, bytes:
     if (wire !== parsed) wire.release();
     lease.release();
   }
-}
-
-/** Idle inline runs (--inline-idle-max-us, docs/wire.md "Inline runs") are for a thread whose calls
- *  do not overlap: one that starts within IDLE_GAP_MS of the last one's end was queued behind it
- *  (an inline run holds the event loop, so the overlap shows only this way), and for
- *  OVERLAP_WINDOW_MS after calls overlapped, every run goes to the engine threads, side by side. */
-export const IDLE_GAP_MS = 0.1;
-export const OVERLAP_WINDOW_MS = 1000;
-
-/** Whether this call (started at `started`) may run on this thread as an idle one: the only call in
- *  flight here, not queued behind the last, and no calls overlapped here for OVERLAP_WINDOW_MS. */
-function idleBefore(ctx: HandlerContext, started: number): boolean {
-  const f = ctx.inflight;
-  if (f.current !== 1) return false;
-  if (started - f.idleSince < IDLE_GAP_MS) {
-    f.lastOverlap = started;
-    return false;
-  }
-  return started - f.lastOverlap >= OVERLAP_WINDOW_MS;
 }
 
 /** The status of a request the native validation refused: the message validate.ts gives for it
