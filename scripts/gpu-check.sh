@@ -41,7 +41,7 @@ quick=0
 scale="${GPU_CHECK_SCALE:-1}"
 budget="${GPU_CHECK_BUDGET:-460}"
 # The new path: every switch of docs/cuda.md "Settings" that is off by default.
-new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1}"
+new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 ADRANK_CUDA_RETRIEVE_ONEPASS=1}"
 status=0
 rows=()
 skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }

@@ -103,3 +103,11 @@ section([r for r in peer if r["name"] == "peer_gemm"],
         "== torch.matmul on the Rank(1,000) request's real layer inputs",
         lambda r: f"  {r['layer']:28} m={r['m']:<6} n={r['n']:<5} k={r['k']:<5} {f(r['us'])} µs {f(r['tflops'], 7)} TFLOP/s "
                   f"(nonzero {r.get('nonzero')})")
+one = {r["N"]: r for r in harness if r["name"] == "retrieve_onepass"}
+section([r for r in harness if r["name"] == "retrieve"],
+        "== Retrieve in the harness (median µs): scan + selection vs the one-pass retrieval (ADRANK_CUDA_RETRIEVE_ONEPASS), "
+        "torch.topk(E @ q) on the same GPU",
+        lambda r: f"  N={r['N']:<9} K={r['K']:<5} cap={r['cap']}  scan+select {f(r['us'])}  one-pass {f(one.get(r['N'], {}).get('us', nan))}  "
+                  f"torch.topk {f(next((p['us'] for p in peer if p['name'] == 'peer_retrieve' and p.get('N') == r['N']), nan))}  "
+                  f"one-pass at {f(2.0 * r['N'] * r['dim'] / (one[r['N']]['us'] * 1e-6) / 1e9 / r['bw_gbs'] * 100 if r['N'] in one else nan, 4, 0)}% "
+                  f"of the measured copy bandwidth")

@@ -219,7 +219,7 @@ describe('21 CUDA backend vs CPU backend', function () {
    * (timings.device) covers every stage mark.
    */
   describe('switched paths give the old path\'s answers', function () {
-    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE'];
+    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE', 'ADRANK_CUDA_RETRIEVE_ONEPASS'];
     let b: LoadedBundle;
     let old: Engine;
     before(function () {
@@ -281,9 +281,14 @@ describe('21 CUDA backend vs CPU backend', function () {
             }
           const rq = { ...reqs[1], candidates: new BigInt64Array(0), k: 200, cap: 1 };
           const rr = { ...rq, k: 20, cap: 2, retrieveCount: 2000 };
+          // uncapped: the one-pass retrieval's cases (L = 1 and 2,047: the smallest and the largest it takes)
+          const uncapped = [1, 200, 2047].map((k) => ({ ...rq, k, cap: 0 }));
+          const rr1 = { ...rq, k: 20, cap: 0, retrieveCount: 500 };
           for (let rep = 0; rep < 3; rep++) {
             expectIdentical(await eng.retrieve(rq), await old.retrieve(rq), `retrieve run ${rep}`);
+            for (const u of uncapped) expectIdentical(await eng.retrieve(u), await old.retrieve(u), `retrieve k ${u.k} uncapped run ${rep}`);
             expectIdentical(await eng.retrieveAndRank(rr), await old.retrieveAndRank(rr), `retrieveAndRank run ${rep}`);
+            expectIdentical(await eng.retrieveAndRank(rr1), await old.retrieveAndRank(rr1), `retrieveAndRank R 500 run ${rep}`);
           }
         } finally {
           eng.dispose();

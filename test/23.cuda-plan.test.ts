@@ -6,7 +6,10 @@
  * selection (ADRANK_CUDA_EPILOGUE: select_logic.h epilogue_select, the steps the device block runs)
  * on the host against the CPU funnel (engine/funnel.cc select_global and gsp_prices): winners in
  * order, runner-up, `capped` and GSP prices, over ties, NaN, ±0, heavy caps and up to 16,384
- * candidates.
+ * candidates; and runs the one-pass retrieval's top-L (ADRANK_CUDA_RETRIEVE_ONEPASS: the blocks'
+ * buffers with select_logic.h topl_compact, their own and the global thresholds, the merge by the
+ * last block) on the host against the CPU funnel's uncapped selection, over random, best-first,
+ * worst-first and tied scores, 1 to 264 blocks, L up to 2,047 and fewer eligible ads than L.
  *
  * Skipped, saying why, where no C++ compiler is found.
  */
@@ -45,7 +48,7 @@ describe('23 CUDA path host logic (plan_check.cc, no GPU)', function () {
   });
   after(() => dir && rmSync(dir, { recursive: true, force: true }));
 
-  it('tile choice, graph keys, order keys, and the epilogue selection equal to the CPU funnel', function () {
+  it('tile choice, graph keys, order keys, the epilogue selection and the one-pass top-L equal to the CPU funnel', function () {
     const r = spawnSync(bin, ['2'], { encoding: 'utf8' });
     const out = `${r.stdout}${r.stderr}`;
     expect(out).to.match(/tile choice: ok/);
@@ -53,6 +56,9 @@ describe('23 CUDA path host logic (plan_check.cc, no GPU)', function () {
     const m = /epilogue selection vs CPU funnel: (\d+) cases, ok/.exec(out);
     expect(m, out).to.not.equal(null);
     expect(Number(m![1]), 'epilogue cases run').to.be.at.least(300);
+    const o = /one-pass retrieval top-L vs CPU funnel: (\d+) cases, ok/.exec(out);
+    expect(o, out).to.not.equal(null);
+    expect(Number(o![1]), 'one-pass cases run').to.be.at.least(400);
     expect(out).to.match(/plan_check: 0 failures/);
     expect(r.status, out).to.equal(0);
   });

@@ -313,6 +313,7 @@ class CudaBackend final : public Backend {
   bool graph_io_ = false;          // ADRANK_CUDA_GRAPH_IO: H2D, D2H and the start/end marks inside the graph
   bool skip_idle_round_ = false;   // ADRANK_CUDA_SKIP_IDLE_ROUND: no fallback round in an uncapped key
   bool epilogue_ = false;          // ADRANK_CUDA_EPILOGUE: one-block selection for buckets <= 16,384
+  bool retrieve_onepass_ = false;  // ADRANK_CUDA_RETRIEVE_ONEPASS: an uncapped retrieval in one launch
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
   // abandons its slot (the stream still holds the work) and fails as StreamHung.
   std::chrono::milliseconds watchdog_{10000};
@@ -345,6 +346,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   graph_io_ = env_switch("ADRANK_CUDA_GRAPH_IO");
   skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
   epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
+  retrieve_onepass_ = env_switch("ADRANK_CUDA_RETRIEVE_ONEPASS");
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -366,7 +368,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   }
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
-                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") +
+                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
                  "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }
@@ -649,9 +651,13 @@ void CudaBackend::make_slot(Slot& s) {
   const ResultLayout lay = ResultLayout::make(k_cap_max_, m.tasks);
   s.result_bytes = lay.bytes;
   auto r = [](size_t b) { return size_t(round_up(int64_t(b), 256)); };
+  // the one-pass retrieval's partition list: at most L (< kTopLMaxL) items per block
+  const size_t onepass_items = size_t(retrieve_onepass_grid()) * kTopLMaxL;
   const size_t fun_bytes = r(sizeof(int) * N) + r(N) + r(std::max(m.num_advertisers, 1)) + r(sizeof(unsigned long long) * kNumCounts) +
                            2 * r(sizeof(int) * m_cap_) + r(sizeof(int)) + r(sizeof(unsigned long long) * n_keys) +
-                           r(sizeof(int) * (m_cap_ / kChunk + 1)) + r(sizeof(int)) + r(lay.bytes);
+                           r(sizeof(int) * (m_cap_ / kChunk + 1)) + r(sizeof(int)) + r(lay.bytes) + r(sizeof(int)) +
+                           r(sizeof(unsigned long long)) + r(sizeof(unsigned)) +
+                           (retrieve_onepass_ ? r(sizeof(unsigned long long) * onepass_items) + r(sizeof(int) * onepass_items) : 0);
   const size_t total = r(fw_bytes) + r(sw_bytes) + fun_bytes;
   CUDA_CHECK(cudaMalloc(&s.dev_ws, total));
   char* p = static_cast<char*>(s.dev_ws);
@@ -675,6 +681,13 @@ void CudaBackend::make_slot(Slot& s) {
   s.chunk_counts = reinterpret_cast<int*>(take(sizeof(int) * (m_cap_ / kChunk + 1)));
   s.n_rr = reinterpret_cast<int*>(take(sizeof(int)));
   s.dev_result = reinterpret_cast<unsigned char*>(take(lay.bytes));
+  s.fun.topl_count = reinterpret_cast<int*>(take(sizeof(int)));
+  s.fun.topl_g = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long)));
+  s.fun.topl_ticket = reinterpret_cast<unsigned*>(take(sizeof(unsigned)));
+  if (retrieve_onepass_) {
+    s.fun.topl_keys = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long) * onepass_items));
+    s.fun.topl_rows = reinterpret_cast<int*>(take(sizeof(int) * onepass_items));
+  }
   CUDA_CHECK(cudaMallocHost(&s.host_result, lay.bytes));
   s.bundle_cap = 1 << 20;
   CUDA_CHECK(cudaMalloc(&s.dev_bundle, s.bundle_cap));
@@ -689,6 +702,7 @@ void CudaBackend::reset_slot(Slot& s) {
   CUDA_CHECK(cudaMemsetAsync(s.fun.first_seen, 0x7f, sizeof(int) * dm_.num_ads, s.stream));  // 0x7f7f7f7f > any index
   CUDA_CHECK(cudaMemsetAsync(s.fun.excl_ad, 0, dm_.num_ads, s.stream));
   CUDA_CHECK(cudaMemsetAsync(s.fun.excl_adv, 0, std::max(dm_.num_advertisers, 1), s.stream));
+  reset_retrieve_onepass(s.fun, s.stream);
   CUDA_CHECK(cudaStreamSynchronize(s.stream));
   s.dirty = false;
 }
@@ -939,10 +953,6 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     const bool rr = op == OpKind::kRetrieveAndRank;
     enqueue_request_side(m, desc, bundle, s.fw, true, rr, st);
     mark(kMarkUser);
-    {
-      NvtxRange range("retrieve");
-      enqueue_retrieve_scan(m, desc, bundle, s.fw.query, s.fun, st);
-    }
     SelectPlan top;
     top.stage = rr ? SelectStage::kRetrieveTop : SelectStage::kRetrieve;
     top.capped = rr ? false : key.capped;
@@ -951,8 +961,17 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     top.fallback_round = fallback_round_can_act(top.capped, false) || !skip_idle_round_;
     top.e_dev = s.fun.n_elig;
     top.keys = s.fun.keys;
-    enqueue_select(m, desc, top, s.sw, s.fun, st);
-    enqueue_results(m, desc, top, s.sw, s.fun, nullptr, nullptr, nullptr, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
+    if (retrieve_onepass_ && retrieve_onepass_fits(m, top)) {
+      NvtxRange range("retrieve");
+      enqueue_retrieve_onepass(m, desc, top, bundle, s.fw.query, s.sw, s.fun, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
+    } else {
+      {
+        NvtxRange range("retrieve");
+        enqueue_retrieve_scan(m, desc, bundle, s.fw.query, s.fun, st);
+      }
+      enqueue_select(m, desc, top, s.sw, s.fun, st);
+      enqueue_results(m, desc, top, s.sw, s.fun, nullptr, nullptr, nullptr, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
+    }
     mark(kMarkRetrieve);
     if (rr) {
       const int bucket = key.m_bucket;  // >= R >= *s.n_rr

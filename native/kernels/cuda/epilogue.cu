@@ -10,20 +10,6 @@ namespace {
 
 constexpr int kEpiThreads = kEpiChunks;
 
-// The executor of epilogue_select on the device: each step a block-strided loop, then a barrier.
-struct BlockExec {
-  template <class F>
-  __device__ void for_each(int n, F f) {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) f(i);
-    __syncthreads();
-  }
-  template <class F>
-  __device__ void single(F f) {
-    if (threadIdx.x == 0) f();
-    __syncthreads();
-  }
-};
-
 struct DeviceSource {
   const DeviceModel* m;
   const float* utility;

@@ -101,6 +101,14 @@ struct FunnelWorkspace {
   int* elig_rows = nullptr;        // [m_cap] eligible rows (Rank) / retrieved rows (RetrieveAndRank)
   int* n_elig = nullptr;           // E
   unsigned long long* keys = nullptr;  // [max(N, m_cap)] order keys
+  // The one-pass retrieval (enqueue_retrieve_onepass): each block's items below the global threshold,
+  // [retrieve_onepass_grid() × kTopLMaxL]; their count, the global threshold and the blocks' finish
+  // ticket. Between requests: count 0, threshold the max key, ticket 0 (the last block puts them back).
+  unsigned long long* topl_keys = nullptr;
+  int* topl_rows = nullptr;
+  int* topl_count = nullptr;
+  unsigned long long* topl_g = nullptr;
+  unsigned* topl_ticket = nullptr;
 };
 
 // Marks (set = true) or clears the request's excluded ads and advertisers in the per-ad flags.
@@ -135,6 +143,20 @@ struct SelectPlan {
 };
 void enqueue_select(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, SelectWorkspace& ws,
                     FunnelWorkspace& fw, cudaStream_t st);
+
+// The one-pass retrieval (ADRANK_CUDA_RETRIEVE_ONEPASS; select_logic.h "the one-pass retrieval's
+// top-L buffer"): for an uncapped stage (kRetrieve without a cap, kRetrieveTop) whose plan.l0 is at
+// most kTopLMaxL, one launch does what enqueue_retrieve_scan, enqueue_select and enqueue_results do:
+// eligibility and counts, q · r_c, each block's exact top L under its own and the global threshold,
+// the merge by the last block, the selection state and the result block (or, for kRetrieveTop, the
+// retrieved rows in out_rows / *out_n). No key array is written and there are no radix passes.
+bool retrieve_onepass_fits(const DeviceModel& m, const SelectPlan& plan);
+int retrieve_onepass_grid();  // blocks of the scan: two per SM
+void enqueue_retrieve_onepass(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const unsigned char* bundle,
+                              const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,
+                              const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st);
+// Puts the one-pass state (count, threshold, ticket) back to its between-request values.
+void reset_retrieve_onepass(FunnelWorkspace& fw, cudaStream_t st);
 
 // The single-CTA epilogue (ADRANK_CUDA_EPILOGUE, select_logic.h epilogue_select): for a global
 // (non-local) rank stage whose bucket (plan.n_static, a power of two) is at most kEpiMaxItems, one

@@ -76,6 +76,21 @@ __device__ __forceinline__ int stage_cap(const RequestDesc* d, SelectStage s) {
 __device__ __forceinline__ bool stage_runner(const RequestDesc* d, SelectStage s) {
   return s == SelectStage::kRankPriced || (s == SelectStage::kRank && (d->flags & kFlagPrice));
 }
+// The executor of select_logic.h's block algorithms (epilogue_select, topl_compact) on the device:
+// each step a block-strided loop, then a barrier.
+struct BlockExec {
+  template <class F>
+  __device__ void for_each(int n, F f) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) f(i);
+    __syncthreads();
+  }
+  template <class F>
+  __device__ void single(F f) {
+    if (threadIdx.x == 0) f();
+    __syncthreads();
+  }
+};
+
 __device__ __forceinline__ int pos_row(const int* rows, int pos) { return rows ? rows[pos] : pos; }
 
 // The result block (funnel.cuh ResultLayout) from the selection: ids, advertisers, rows, scores,

@@ -161,4 +161,56 @@ ADRANK_HOST_DEVICE void epilogue_select(X& x, const EpiParams& P, const Src& src
   });
 }
 
+
+// ---- the one-pass retrieval's top-L buffer (ADRANK_CUDA_RETRIEVE_ONEPASS, retrieve.cu) -------------
+//
+// An uncapped Retrieve, and RetrieveAndRank's retrieval stage, want the L best order keys of all
+// eligible ads (ascending keys: best first). Each block of the scan keeps a buffer of (key, row)
+// items in shared memory. Per step of kTopLStep ads it appends every eligible ad whose key is not
+// above its bound, the smaller of
+//   - its own threshold: the L-th best key it has kept, once it has kept L (an ad behind L kept ads
+//     is behind L ads of the corpus, so it is not among the L best), and
+//   - the global threshold G: the smallest of the blocks' thresholds (atomicMin), for the same
+//     reason.
+// The L-th kept item itself may be among the L best, so "not above". When the buffer could
+// overflow in the next step it is compacted: sorted, cut to its L best, the threshold set to the
+// L-th. At the end each block writes its items not above G (at most L) to global memory, and the
+// last block to finish merges them with the same buffer. The merged top L is exact: no ad among the
+// L best is ever above either bound, and keys are unique (the id rank is in the low bits), so no
+// tie is cut.
+
+constexpr int kTopLStep = 256;        // ads a block scores per step (its thread count)
+constexpr int kTopLMaxL = 2048;       // largest L (a power of two >= K + 1) the one-pass scan takes
+
+// The buffer's capacity for a bound of `lcap` (a power of two >= L): room for the L kept items and
+// one more step, rounded up to a power of two (the bitonic sort's size).
+ADRANK_HOST_DEVICE int topl_buffer_cap(int lcap) {
+  int c = 1;
+  while (c < lcap + kTopLStep) c <<= 1;
+  return c;
+}
+// Shared-memory bytes of the buffer (keys 8 B, rows 4 B).
+ADRANK_HOST_DEVICE int topl_buffer_bytes(int lcap) { return topl_buffer_cap(lcap) * 12; }
+
+struct TopLBuffer {
+  unsigned long long* keys;  // [cap]
+  int* rows;                 // [cap]
+  int cap;                   // a power of two
+};
+
+// Sorts the n buffered items ascending (pads the rest with the max key), keeps the best `keep`:
+// returns how many remain, min(n, keep). When n >= keep, keys[keep - 1] is the new threshold.
+template <class X>
+ADRANK_HOST_DEVICE int topl_compact(X& x, TopLBuffer b, int n, int keep) {
+  x.for_each(b.cap - n, [&](int i) {
+    b.keys[n + i] = kEpiMaxKey;
+    b.rows[n + i] = -1;
+  });
+  bitonic_sort(x, b.keys, b.rows, b.cap);
+  return n < keep ? n : keep;
+}
+
+// Whether a buffer holding n items must be compacted before the next step can append.
+ADRANK_HOST_DEVICE bool topl_must_compact(const TopLBuffer& b, int n) { return n > b.cap - kTopLStep; }
+
 }  // namespace adrank::cuda

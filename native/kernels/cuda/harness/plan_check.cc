@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -182,6 +183,121 @@ void epilogue_case(std::mt19937_64& rng, int n, int k, int cap, bool runner, int
   ++checked;
 }
 
+// The one-pass retrieval's top-L (retrieve.cu retrieve_onepass_kernel) run on the host with the
+// same buffer steps (select_logic.h topl_compact, topl_must_compact, topl_buffer_cap) and the same
+// schedule of bounds: `blocks` blocks take steps of kTopLStep ads in turn (a block's step i covers
+// ads (b + i·blocks)·kTopLStep …), each appends an eligible ad whose key is not above min(own, G),
+// compacts when the next step could overflow, lowers G; a block that has run out of steps writes its
+// best not above G to the list; the last one merges the list. The winners must be the CPU funnel's
+// (select_global without a cap) for every order of scores: random, best first, worst first (every
+// step beats the threshold), all tied, and fewer eligible than L.
+enum class Order { kRandom, kAscending, kDescending, kTied };
+
+void onepass_case(std::mt19937_64& rng, int n, int k, int blocks, Order order, float eligible, int& checked) {
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<int64_t> id(n);
+  for (int i = 0; i < n; ++i) id[i] = int64_t(rng() % 1000000007ull) * 64 + i;  // distinct, random order
+  std::vector<int> by_id(n), id_rank(n);
+  std::iota(by_id.begin(), by_id.end(), 0);
+  std::sort(by_id.begin(), by_id.end(), [&](int a, int b) { return id[a] < id[b]; });
+  for (int r = 0; r < n; ++r) id_rank[by_id[r]] = r;
+  std::vector<float> score(n);
+  for (int i = 0; i < n; ++i)
+    score[i] = order == Order::kTied ? 0.5f : order == Order::kAscending ? float(n - i) : order == Order::kDescending ? float(i) : u(rng) - 0.5f;
+  std::vector<char> elig(n);
+  for (int i = 0; i < n; ++i) elig[i] = u(rng) < eligible;
+
+  const int L = k;
+  int lcap = 64;
+  while (lcap < L + 1) lcap <<= 1;
+  const int bcap = topl_buffer_cap(lcap);
+  struct Block {
+    std::vector<unsigned long long> keys;
+    std::vector<int> rows;
+    int n = 0;
+    unsigned long long own = kEpiMaxKey;
+    int64_t next = 0;
+    bool done = false;
+  };
+  HostExec x;
+  unsigned long long G = kEpiMaxKey;
+  std::vector<unsigned long long> list_keys;
+  std::vector<int> list_rows;
+  // one step of a buffer: offer `items` (row, eligible) below the bound, then settle as the kernel does
+  auto step = [&](Block& b, const std::vector<std::pair<int, unsigned long long>>& items) {
+    const unsigned long long bound = std::min(b.own, G);
+    for (const auto& it : items)
+      if (it.second <= bound) {
+        b.keys[b.n] = it.second;
+        b.rows[b.n] = it.first;
+        ++b.n;
+      }
+    TopLBuffer buf{b.keys.data(), b.rows.data(), bcap};
+    if (topl_must_compact(buf, b.n)) {
+      b.n = topl_compact(x, buf, b.n, L);
+      b.own = b.keys[L - 1];
+      G = std::min(G, b.own);
+    }
+  };
+  auto fresh = [&] {
+    Block b;
+    b.keys.assign(bcap, 0);
+    b.rows.assign(bcap, 0);
+    return b;
+  };
+  std::vector<Block> bl;
+  for (int b = 0; b < blocks; ++b) bl.push_back(fresh());
+  const int64_t tiles = (int64_t(n) + kTopLStep - 1) / kTopLStep;
+  int finished = 0;
+  while (finished < blocks) {
+    for (int b = 0; b < blocks; ++b) {
+      Block& B = bl[b];
+      if (B.done) continue;
+      const int64_t tile = b + B.next * blocks;
+      if (tile < tiles) {
+        std::vector<std::pair<int, unsigned long long>> items;
+        for (int64_t i = tile * kTopLStep; i < std::min<int64_t>(n, (tile + 1) * kTopLStep); ++i)
+          if (elig[i]) items.emplace_back(int(i), order_key(score[i], id_rank[i]));
+        step(B, items);
+        ++B.next;
+        continue;
+      }
+      TopLBuffer buf{B.keys.data(), B.rows.data(), bcap};
+      const int kept = topl_compact(x, buf, B.n, L);
+      for (int i = 0; i < kept && B.keys[i] <= G; ++i) {
+        list_keys.push_back(B.keys[i]);
+        list_rows.push_back(B.rows[i]);
+      }
+      EXPECT(kept <= L, "a block keeps at most L");
+      B.done = true;
+      ++finished;
+    }
+  }
+  Block M = fresh();
+  M.own = kEpiMaxKey;
+  for (size_t j0 = 0; j0 < list_keys.size(); j0 += kTopLStep) {
+    std::vector<std::pair<int, unsigned long long>> items;
+    for (size_t j = j0; j < std::min(list_keys.size(), j0 + kTopLStep); ++j) items.emplace_back(list_rows[j], list_keys[j]);
+    step(M, items);
+  }
+  TopLBuffer mb{M.keys.data(), M.rows.data(), bcap};
+  const int n_top = topl_compact(x, mb, M.n, L);
+
+  std::vector<Candidate> cands;
+  for (int i = 0; i < n; ++i)
+    if (elig[i]) cands.push_back(make_candidate(score[i], id[i], 0, i));
+  const Selection want = select_global(cands, uint32_t(k), 0, false);
+  char what[160];
+  std::snprintf(what, sizeof what, "one-pass n=%d k=%d blocks=%d order=%d eligible=%.2f", n, k, blocks, int(order), eligible);
+  EXPECT(n_top == int(want.winners.size()), "%s: %d winners, CPU funnel %zu", what, n_top, want.winners.size());
+  int bad = 0;
+  for (int w = 0; w < std::min(n_top, int(want.winners.size())); ++w)
+    bad += id[M.rows[w]] != want.winners[w].id || key_score(M.keys[w]) != score[M.rows[w]];
+  EXPECT(bad == 0, "%s: %d winners differ from the CPU funnel's", what, bad);
+  EXPECT(list_keys.size() <= size_t(blocks) * size_t(L), "%s: the list holds %zu items, more than blocks × L", what, list_keys.size());
+  ++checked;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -207,6 +323,19 @@ int main(int argc, char** argv) {
     epilogue_case(rng, 9000, 100, 3, false, 5, 20, checked);       // five advertisers: the walk runs out
   }
   std::printf("epilogue selection vs CPU funnel: %d cases, %s\n", checked, g_fail > before ? "FAIL" : "ok");
+  const int before_onepass = g_fail;
+  int onepass = 0;
+  for (int r = 0; r < rounds; ++r) {
+    for (Order o : {Order::kRandom, Order::kAscending, Order::kDescending, Order::kTied})
+      for (int n : {0, 1, 255, 257, 5000, 40000})
+        for (int k : {1, 100, 1000})
+          for (int blocks : {1, 3, 64})
+            onepass_case(rng, n, k, blocks, o, n > 1000 ? 0.7f : 1.f, onepass);
+    onepass_case(rng, 100000, 2047, 264, Order::kRandom, 0.9f, onepass);    // the largest L, an H100's grid
+    onepass_case(rng, 100000, 2047, 7, Order::kDescending, 0.9f, onepass);  // every step compacts
+    onepass_case(rng, 30000, 1000, 16, Order::kRandom, 0.02f, onepass);     // fewer eligible than L
+  }
+  std::printf("one-pass retrieval top-L vs CPU funnel: %d cases, %s\n", onepass, g_fail > before_onepass ? "FAIL" : "ok");
   std::printf("plan_check: %d failures\n", g_fail);
   return g_fail ? 1 : 0;
 }
