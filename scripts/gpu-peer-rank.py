@@ -144,7 +144,8 @@ def main(d):
             E = rads.retrieval.to(dev, dt)
             q = torch.nn.functional.normalize(torch.randn(E.shape[1], device=dev), dim=0).to(dt)
             del rads
-            res("peer_retrieve", med_us(lambda: torch.topk((E @ q).float(), 1000), runs=20), N=E.shape[0], dim=E.shape[1], K=1000)
+            for K in (1000, 100):
+                res("peer_retrieve", med_us(lambda: torch.topk((E @ q).float(), K), runs=20), N=E.shape[0], dim=E.shape[1], K=K)
             del E
             torch.cuda.empty_cache()
         except Exception as ex:

@@ -57,7 +57,7 @@ for key in sorted(paths, key=lambda k: (k[0], k[1] or 0, k[2] or 0, k[3])):
     if name.startswith("rank") and not cap:
         eager, comp = peer_us("peer_rank_eager", n=cnt), peer_us("peer_rank", n=cnt)
     elif name == "retrieve":
-        eager = comp = peer_us("peer_retrieve", N=N)
+        eager = comp = peer_us("peer_retrieve", N=N, K=1000)
     else:
         eager = comp = nan
     print(f"{label:22} {f(old_us)} {f(new_us)} {f(new_us / old_us if old_us else nan, 8, 2)} {same:>5} "
@@ -103,11 +103,13 @@ section([r for r in peer if r["name"] == "peer_gemm"],
         "== torch.matmul on the Rank(1,000) request's real layer inputs",
         lambda r: f"  {r['layer']:28} m={r['m']:<6} n={r['n']:<5} k={r['k']:<5} {f(r['us'])} µs {f(r['tflops'], 7)} TFLOP/s "
                   f"(nonzero {r.get('nonzero')})")
-one = {r["N"]: r for r in harness if r["name"] == "retrieve_onepass"}
+one = {(r["N"], r["K"]): r for r in harness if r["name"] == "retrieve_onepass"}
+fp8 = {(r["N"], r["K"]): r for r in harness if r["name"] == "retrieve_fp8"}
 section([r for r in harness if r["name"] == "retrieve"],
         "== Retrieve in the harness (median µs): scan + selection vs the one-pass retrieval (ADRANK_CUDA_RETRIEVE_ONEPASS), "
         "torch.topk(E @ q) on the same GPU",
-        lambda r: f"  N={r['N']:<9} K={r['K']:<5} cap={r['cap']}  scan+select {f(r['us'])}  one-pass {f(one.get(r['N'], {}).get('us', nan))}  "
-                  f"torch.topk {f(next((p['us'] for p in peer if p['name'] == 'peer_retrieve' and p.get('N') == r['N']), nan))}  "
-                  f"one-pass at {f(2.0 * r['N'] * r['dim'] / (one[r['N']]['us'] * 1e-6) / 1e9 / r['bw_gbs'] * 100 if r['N'] in one else nan, 4, 0)}% "
-                  f"of the measured copy bandwidth")
+        lambda r: f"  N={r['N']:<9} K={r['K']:<5} cap={r['cap']}  scan+select {f(r['us'])}  one-pass {f(one.get((r['N'], r['K']), {}).get('us', nan))}  "
+                  f"torch.topk {f(next((p['us'] for p in peer if p['name'] == 'peer_retrieve' and p.get('N') == r['N'] and p.get('K') == r['K']), nan))}  "
+                  f"one-pass at {f(2.0 * r['N'] * r['dim'] / (one[(r['N'], r['K'])]['us'] * 1e-6) / 1e9 / r['bw_gbs'] * 100 if (r['N'], r['K']) in one else nan, 4, 0)}% "
+                  f"of the measured copy bandwidth; fp8 + rescoring {f(fp8.get((r['N'], r['K']), {}).get('us', nan))} "
+                  f"({fp8.get((r['N'], r['K']), {}).get('rescored', '-')} rescored)")

@@ -219,7 +219,7 @@ describe('21 CUDA backend vs CPU backend', function () {
    * (timings.device) covers every stage mark.
    */
   describe('switched paths give the old path\'s answers', function () {
-    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE', 'ADRANK_CUDA_RETRIEVE_ONEPASS'];
+    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE', 'ADRANK_CUDA_RETRIEVE_ONEPASS', 'ADRANK_CUDA_RETRIEVE_FP8'];
     let b: LoadedBundle;
     let old: Engine;
     before(function () {
@@ -281,7 +281,7 @@ describe('21 CUDA backend vs CPU backend', function () {
             }
           const rq = { ...reqs[1], candidates: new BigInt64Array(0), k: 200, cap: 1 };
           const rr = { ...rq, k: 20, cap: 2, retrieveCount: 2000 };
-          // uncapped: the one-pass retrieval's cases (L = 1 and 2,047: the smallest and the largest it takes)
+          // uncapped: the one-pass and fp8 retrievals' cases (L = 1 and 2,047: the smallest and the largest they take)
           const uncapped = [1, 200, 2047].map((k) => ({ ...rq, k, cap: 0 }));
           const rr1 = { ...rq, k: 20, cap: 0, retrieveCount: 500 };
           for (let rep = 0; rep < 3; rep++) {

@@ -9,7 +9,12 @@
  * candidates; and runs the one-pass retrieval's top-L (ADRANK_CUDA_RETRIEVE_ONEPASS: the blocks'
  * buffers with select_logic.h topl_compact, their own and the global thresholds, the merge by the
  * last block) on the host against the CPU funnel's uncapped selection, over random, best-first,
- * worst-first and tied scores, 1 to 264 blocks, L up to 2,047 and fewer eligible ads than L.
+ * worst-first and tied scores, 1 to 264 blocks, L up to 2,047 and fewer eligible ads than L; and
+ * the fp8 retrieval (ADRANK_CUDA_RETRIEVE_FP8, fp8_logic.h): the e4m3 codec (every code, and
+ * nearest-even rounding against a search), the interval that must hold every bf16 score (the
+ * device's summation order and two others, over adversarial tables: one huge value, near ties,
+ * cancellation, tiny values, zero rows), and the whole selection with exact rescoring against the
+ * bf16 scan's top L.
  *
  * Skipped, saying why, where no C++ compiler is found.
  */
@@ -48,7 +53,7 @@ describe('23 CUDA path host logic (plan_check.cc, no GPU)', function () {
   });
   after(() => dir && rmSync(dir, { recursive: true, force: true }));
 
-  it('tile choice, graph keys, order keys, the epilogue selection and the one-pass top-L equal to the CPU funnel', function () {
+  it('tile choice, graph keys, order keys, the epilogue selection, the one-pass top-L and the fp8 retrieval equal to their references', function () {
     const r = spawnSync(bin, ['2'], { encoding: 'utf8' });
     const out = `${r.stdout}${r.stderr}`;
     expect(out).to.match(/tile choice: ok/);
@@ -59,6 +64,11 @@ describe('23 CUDA path host logic (plan_check.cc, no GPU)', function () {
     const o = /one-pass retrieval top-L vs CPU funnel: (\d+) cases, ok/.exec(out);
     expect(o, out).to.not.equal(null);
     expect(Number(o![1]), 'one-pass cases run').to.be.at.least(400);
+    expect(out).to.match(/fp8 e4m3 codec: ok/);
+    expect(out).to.match(/fp8 interval holds the bf16 score: \d+ tables × queries, ok/);
+    const f = /fp8 retrieval with exact rescoring vs the bf16 scan: (\d+) cases, ok/.exec(out);
+    expect(f, out).to.not.equal(null);
+    expect(Number(f![1]), 'fp8 selection cases run').to.be.at.least(70);
     expect(out).to.match(/plan_check: 0 failures/);
     expect(r.status, out).to.equal(0);
   });

@@ -32,6 +32,7 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/device_model.cuh"
 #include "kernels/cuda/forward.cuh"
+#include "kernels/cuda/fp8_logic.h"
 #include "kernels/cuda/funnel.cuh"
 #include "kernels/cuda/gemm_bf16.cuh"
 #include "kernels/cuda/plan_logic.h"
@@ -314,6 +315,7 @@ class CudaBackend final : public Backend {
   bool skip_idle_round_ = false;   // ADRANK_CUDA_SKIP_IDLE_ROUND: no fallback round in an uncapped key
   bool epilogue_ = false;          // ADRANK_CUDA_EPILOGUE: one-block selection for buckets <= 16,384
   bool retrieve_onepass_ = false;  // ADRANK_CUDA_RETRIEVE_ONEPASS: an uncapped retrieval in one launch
+  bool retrieve_fp8_ = false;      // ADRANK_CUDA_RETRIEVE_FP8: an e4m3 copy of the table, exact rescoring
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
   // abandons its slot (the stream still holds the work) and fails as StreamHung.
   std::chrono::milliseconds watchdog_{10000};
@@ -347,6 +349,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
   epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
   retrieve_onepass_ = env_switch("ADRANK_CUDA_RETRIEVE_ONEPASS");
+  retrieve_fp8_ = env_switch("ADRANK_CUDA_RETRIEVE_FP8");
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -368,7 +371,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   }
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
-                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") +
+                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") + (retrieve_fp8_ ? ", fp8 retrieve" : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
                  "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }
@@ -488,6 +491,13 @@ void CudaBackend::upload_model(cpu::ThreadPool* pool_) {
     constexpr int64_t kBlock = 65536;
     bf16* dev_a = static_cast<bf16*>(arena_.alloc(sizeof(bf16) * size_t(N) * m.da_pad));
     bf16* dev_r = static_cast<bf16*>(arena_.alloc(sizeof(bf16) * size_t(N) * m.d_r_pad));
+    // the fp8 retrieval's e4m3 copy, quantized from the bf16 rows (the scores it must reproduce)
+    m.d_r8 = int(round_up(m.d_r, 16));
+    uint8_t* dev_r8 = retrieve_fp8_ ? static_cast<uint8_t*>(arena_.alloc(size_t(N) * m.d_r8)) : nullptr;
+    float* dev_s8 = retrieve_fp8_ ? static_cast<float*>(arena_.alloc(sizeof(float) * size_t(N))) : nullptr;
+    float* dev_b8 = retrieve_fp8_ ? static_cast<float*>(arena_.alloc(sizeof(float) * size_t(N))) : nullptr;
+    std::vector<uint8_t> r8(retrieve_fp8_ ? size_t(kBlock) * m.d_r8 : 0);
+    std::vector<float> s8(retrieve_fp8_ ? kBlock : 0), b8(retrieve_fp8_ ? kBlock : 0);
     float* dev_q = static_cast<float*>(arena_.alloc(sizeof(float) * size_t(N) * d.seq_dim));
     std::vector<float> a(size_t(kBlock) * m.da), q(size_t(kBlock) * d.seq_dim);
     std::vector<bf16> a16(size_t(kBlock) * m.da_pad, __float2bfloat16(0.f)), r16(size_t(kBlock) * m.d_r_pad, __float2bfloat16(0.f));
@@ -501,10 +511,26 @@ void CudaBackend::upload_model(cpu::ThreadPool* pool_) {
       put_bf16(r16, m.d_r_pad, 0, M.ad_retrieval.data() + size_t(r0) * m.d_r, m.d_r, n, 0, 0, m.d_r);
       CUDA_CHECK(cudaMemcpy(dev_a + size_t(r0) * m.da_pad, a16.data(), sizeof(bf16) * size_t(n) * m.da_pad, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaMemcpy(dev_r + size_t(r0) * m.d_r_pad, r16.data(), sizeof(bf16) * size_t(n) * m.d_r_pad, cudaMemcpyHostToDevice));
+      if (retrieve_fp8_) {
+        auto quantize = [&](int64_t i0, int64_t i1) {
+          std::vector<float> e(m.d_r8, 0.f);
+          for (int64_t i = i0; i < i1; ++i) {
+            for (int c = 0; c < m.d_r; ++c) e[c] = __bfloat162float(r16[size_t(i) * m.d_r_pad + c]);
+            s8[i] = fp8_quantize_row(e.data(), m.d_r8, r8.data() + size_t(i) * m.d_r8, &b8[i]);
+          }
+        };
+        if (pool_) pool_->parallel_for(n, quantize, 1024); else quantize(0, n);
+        CUDA_CHECK(cudaMemcpy(dev_r8 + size_t(r0) * m.d_r8, r8.data(), size_t(n) * m.d_r8, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(dev_s8 + r0, s8.data(), sizeof(float) * n, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpy(dev_b8 + r0, b8.data(), sizeof(float) * n, cudaMemcpyHostToDevice));
+      }
       CUDA_CHECK(cudaMemcpy(dev_q + size_t(r0) * d.seq_dim, q.data(), sizeof(float) * size_t(n) * d.seq_dim, cudaMemcpyHostToDevice));
     }
     m.ad_features = dev_a;
     m.ad_retrieval = dev_r;
+    m.ad_retrieval_fp8 = dev_r8;
+    m.ad_fp8_scale = dev_s8;
+    m.ad_fp8_bound = dev_b8;
     m.ad_query = dev_q;
   }
   m.ad_id = arena_.upload(M.ad_id);
@@ -657,7 +683,8 @@ void CudaBackend::make_slot(Slot& s) {
                            2 * r(sizeof(int) * m_cap_) + r(sizeof(int)) + r(sizeof(unsigned long long) * n_keys) +
                            r(sizeof(int) * (m_cap_ / kChunk + 1)) + r(sizeof(int)) + r(lay.bytes) + r(sizeof(int)) +
                            r(sizeof(unsigned long long)) + r(sizeof(unsigned)) +
-                           (retrieve_onepass_ ? r(sizeof(unsigned long long) * onepass_items) + r(sizeof(int) * onepass_items) : 0);
+                           (retrieve_onepass_ || retrieve_fp8_ ? r(sizeof(unsigned long long) * onepass_items) + r(sizeof(int) * onepass_items) : 0) +
+                           (retrieve_fp8_ ? r(sizeof(int) * N) + r(sizeof(int)) + r(sizeof(unsigned long long)) : 0);
   const size_t total = r(fw_bytes) + r(sw_bytes) + fun_bytes;
   CUDA_CHECK(cudaMalloc(&s.dev_ws, total));
   char* p = static_cast<char*>(s.dev_ws);
@@ -684,9 +711,14 @@ void CudaBackend::make_slot(Slot& s) {
   s.fun.topl_count = reinterpret_cast<int*>(take(sizeof(int)));
   s.fun.topl_g = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long)));
   s.fun.topl_ticket = reinterpret_cast<unsigned*>(take(sizeof(unsigned)));
-  if (retrieve_onepass_) {
+  if (retrieve_onepass_ || retrieve_fp8_) {
     s.fun.topl_keys = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long) * onepass_items));
     s.fun.topl_rows = reinterpret_cast<int*>(take(sizeof(int) * onepass_items));
+  }
+  if (retrieve_fp8_) {
+    s.fun.cand_list = reinterpret_cast<int*>(take(sizeof(int) * N));
+    s.fun.cand_n = reinterpret_cast<int*>(take(sizeof(int)));
+    s.fun.fp8_g = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long)));
   }
   CUDA_CHECK(cudaMallocHost(&s.host_result, lay.bytes));
   s.bundle_cap = 1 << 20;
@@ -961,7 +993,10 @@ void CudaBackend::enqueue_body(Slot& s, OpKind op, const GraphKey& key) {
     top.fallback_round = fallback_round_can_act(top.capped, false) || !skip_idle_round_;
     top.e_dev = s.fun.n_elig;
     top.keys = s.fun.keys;
-    if (retrieve_onepass_ && retrieve_onepass_fits(m, top)) {
+    if (retrieve_fp8_ && retrieve_fp8_fits(m, top)) {
+      NvtxRange range("retrieve");
+      enqueue_retrieve_fp8(m, desc, top, bundle, s.fw.query, s.sw, s.fun, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
+    } else if (retrieve_onepass_ && retrieve_onepass_fits(m, top)) {
       NvtxRange range("retrieve");
       enqueue_retrieve_onepass(m, desc, top, bundle, s.fw.query, s.sw, s.fun, s.dev_result, lay, s.fun.elig_rows, s.n_rr, st);
     } else {

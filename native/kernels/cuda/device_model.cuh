@@ -88,6 +88,12 @@ struct DeviceModel {
   const float* ad_bid = nullptr;
   const uint64_t* ad_targeting = nullptr;  // [N, targeting_dims]
   const bf16* ad_retrieval = nullptr;   // [N, d_r_pad]
+  // the fp8 retrieval's copy (ADRANK_CUDA_RETRIEVE_FP8, fp8_logic.h), else null: e4m3 rows of d_r8
+  // bytes (d_r padded to 16, zeros), the per-ad scale s and error term B
+  const uint8_t* ad_retrieval_fp8 = nullptr;  // [N, d_r8]
+  const float* ad_fp8_scale = nullptr;        // [N]
+  const float* ad_fp8_bound = nullptr;        // [N]
+  int d_r8 = 0;
   // live state, one word per ad packed like engine/ad_state.h:
   // pacing rate f32 bits | active << 32 | in_budget << 33 (written by the backend on updates)
   const uint64_t* ad_state = nullptr;

@@ -109,6 +109,11 @@ struct FunnelWorkspace {
   int* topl_count = nullptr;
   unsigned long long* topl_g = nullptr;
   unsigned* topl_ticket = nullptr;
+  // The fp8 retrieval (enqueue_retrieve_fp8): the candidate rows [N] and their count, the fp8 scan's
+  // global threshold. Between requests: count 0, threshold the max key (put back by the rescoring).
+  int* cand_list = nullptr;
+  int* cand_n = nullptr;
+  unsigned long long* fp8_g = nullptr;
 };
 
 // Marks (set = true) or clears the request's excluded ads and advertisers in the per-ad flags.
@@ -155,7 +160,16 @@ int retrieve_onepass_grid();  // blocks of the scan: two per SM
 void enqueue_retrieve_onepass(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const unsigned char* bundle,
                               const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,
                               const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st);
-// Puts the one-pass state (count, threshold, ticket) back to its between-request values.
+// The fp8 retrieval (ADRANK_CUDA_RETRIEVE_FP8; fp8_logic.h): where the model has the e4m3 copy and
+// the one-pass retrieval fits, two launches: the fp8 scan (eligibility and counts, the interval of
+// each ad's bf16 score, each block's best L lower bounds, the candidate list) and
+// retrieve_onepass_kernel over the list (bf16 rescoring with the scan's arithmetic, the exact top
+// L, the result block). The same answers as the bf16 scan.
+bool retrieve_fp8_fits(const DeviceModel& m, const SelectPlan& plan);
+void enqueue_retrieve_fp8(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const unsigned char* bundle,
+                          const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,
+                          const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st);
+// Puts the one-pass and fp8 state (counts, thresholds, ticket) back to their between-request values.
 void reset_retrieve_onepass(FunnelWorkspace& fw, cudaStream_t st);
 
 // The single-CTA epilogue (ADRANK_CUDA_EPILOGUE, select_logic.h epilogue_select): for a global

@@ -5,6 +5,11 @@
 //
 #include "kernels/cuda/funnel_device.cuh"
 
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "kernels/cuda/fp8_logic.h"
+
 #include <algorithm>
 
 namespace adrank::cuda {
@@ -22,17 +27,23 @@ namespace {
 // ahead of the check, 28%.
 constexpr int kScanBatch = 8;
 
-// Eligibility and score of ad base + lane, for the 32 consecutive ads of one warp step: `drop` is
-// its drop reason (-1 past the end), `score` its q · r (0 unless eligible). Called by every lane
-// of the warp together (ballots and shuffles). q: the query in shared memory.
+// Eligibility and score of one warp step's 32 ads: the consecutive ads base + lane (kList false),
+// or the listed rows `row` of each lane, -1 for none, already known eligible (kList true: the
+// fp8 retrieval's rescoring). `drop` is the lane's drop reason (-1 for none), `score` its q · r
+// (0 unless eligible), the same arithmetic in both modes, so a rescored ad gets the bf16 scan's
+// score bit for bit. Called by every lane of the warp together (ballots and shuffles). q: the query
+// in shared memory.
+template <bool kList>
 __device__ __forceinline__ void score_group(const DeviceModel& m, const RequestDesc* desc, const uint32_t* targeting,
                                             const uint8_t* excl_ad, const uint8_t* excl_adv, const float* q, int64_t base,
-                                            int lane, int& drop_out, float& score_out) {
+                                            int row, int lane, int& drop_out, float& score_out) {
   const int sub = lane & 15, half = lane >> 4;
   const int64_t N = m.num_ads;
   const int chunks = m.d_r_pad / 8;
   const int64_t mine = base + lane;
-  const int drop = mine < N ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(mine)) : -1;
+  int drop;
+  if constexpr (kList) drop = row >= 0 ? int(kEligible) : -1;
+  else drop = mine < N ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(mine)) : -1;
   const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
   float score = 0.f;
   for (int t0 = 0; t0 < 16; t0 += kScanBatch) {  // step t: half h scores ad 2t + h
@@ -45,7 +56,9 @@ __device__ __forceinline__ void score_group(const DeviceModel& m, const RequestD
 #pragma unroll
       for (int u = 0; u < kScanBatch; ++u) {  // streaming: the corpus is read once per request
         const int j = 2 * (t0 + u) + half;
-        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + (base + j) * m.d_r_pad) + c)
+        int64_t rj = base + j;
+        if constexpr (kList) rj = __shfl_sync(0xffffffffu, row, j);
+        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + rj * m.d_r_pad) + c)
                                 : make_uint4(0, 0, 0, 0);
       }
       const float* qq = q + c * 8;
@@ -93,7 +106,7 @@ __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const
     const int64_t mine = base + lane;
     int drop;
     float score;
-    score_group(m, desc, targeting, excl_ad, excl_adv, q, base, lane, drop, score);
+    score_group<false>(m, desc, targeting, excl_ad, excl_adv, q, base, -1, lane, drop, score);
     if (mine < N) {
       ++local[count_index(drop)];
       eligible += drop == kEligible;
@@ -117,6 +130,10 @@ __device__ __forceinline__ unsigned long long load_relaxed(const unsigned long l
   return *reinterpret_cast<const volatile unsigned long long*>(p);
 }
 
+// kList: the steps run over the fp8 retrieval's candidate list (fw.cand_list[0, *fw.cand_n), rows
+// already known eligible and counted) instead of every ad; the last block also puts the list's
+// count and the fp8 scan's threshold back.
+template <bool kList>
 __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage,
                                                                      int lcap, const unsigned char* bundle, const float* query,
                                                                      FunnelWorkspace fw, SelectWorkspace ws, unsigned char* result,
@@ -140,7 +157,7 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
   const int L = stage_k(desc, stage);  // K (Retrieve) or R (RetrieveAndRank): 1 <= L < lcap
   const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t N = m.num_ads;
+  const int64_t N = kList ? int64_t(*reinterpret_cast<const volatile int*>(fw.cand_n)) : m.num_ads;  // steps over [0, N)
   unsigned local[kNumCounts] = {};
   unsigned eligible = 0;
   // the step, then (after a barrier) the compaction when the next step could overflow the buffer
@@ -158,28 +175,29 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
     __syncthreads();
   };
   for (int64_t tile = blockIdx.x; tile * kTopLStep < N; tile += gridDim.x) {
-    const int64_t base = tile * kTopLStep + warp * 32, mine = base + lane;
+    const int64_t base = tile * kTopLStep + warp * 32, pos = base + lane;
+    const int row = kList ? (pos < N ? fw.cand_list[pos] : -1) : int(pos);
     int drop;
     float score;
-    score_group(m, desc, targeting, fw.excl_ad, fw.excl_adv, q, base, lane, drop, score);
-    if (mine < N) {
+    score_group<kList>(m, desc, targeting, fw.excl_ad, fw.excl_adv, q, kList ? 0 : base, row, lane, drop, score);
+    if (!kList && pos < N) {
       ++local[count_index(drop)];
       eligible += drop == kEligible;
     }
     if (drop == kEligible) {
-      const unsigned long long key = order_key(score, m.ad_id_rank[mine]);
+      const unsigned long long key = order_key(score, m.ad_id_rank[row]);
       if (key <= bound) {
         const int slot = atomicAdd(&n_buf, 1);
         buf.keys[slot] = key;
-        buf.rows[slot] = int(mine);
+        buf.rows[slot] = row;
       }
     }
     settle();
   }
-  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
-  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
-  bc.flush(fw.counts);  // begins with a barrier
-  {
+  if (!kList) {  // the list's ads were counted by the fp8 scan
+    for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
+    if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
+    bc.flush(fw.counts);  // begins with a barrier
     const unsigned e = __reduce_add_sync(0xffffffffu, eligible);
     if (lane == 0 && e) atomicAdd(fw.n_elig, int(e));
   }
@@ -240,13 +258,154 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
     st->E = st->L = st->n_win = st->total_q1 = n_top;
     st->runner = -1;
     st->capped = 0;
+    st->n_cand[0] = int(N);  // the ads it stepped over: with kList, how many the fp8 scan listed
     *fw.topl_count = 0;  // the between-request state for the next request on this stream
     *fw.topl_g = kMaxKey;
     *fw.topl_ticket = 0;
+    if (kList) {
+      *fw.cand_n = 0;
+      *fw.fp8_g = kMaxKey;
+    }
   }
   __syncthreads();  // the state and the winners in global memory: visible to the block
   write_results(m, desc, stage, ws.state, ws.win, ws.sorted_pos, ws.sorted_keys, nullptr, fw.counts, nullptr, nullptr, nullptr,
                 result, lay, out_rows, out_n, nullptr, threadIdx.x, blockDim.x);
+}
+
+// ---- the fp8 retrieval (fp8_logic.h) ------------------------------------------------------------
+// The fp8 scan reads the e4m3 copy of the table (half the bytes of bf16), scores T = s · (q · d)
+// and the interval [lb, ub] that holds the bf16 score, keeps each block's best L lower bounds in
+// the top-L buffer (its own threshold and the global one, fw.fp8_g), and appends to the candidate
+// list every eligible ad whose ub is not below the score of its bound (a lower bound of τ, the L-th
+// best lb). retrieve_onepass_kernel<true> then rescores the list in bf16 with the scan's own
+// arithmetic and selects the exact top L.
+
+constexpr int kFp8Batch = 4;
+
+// T / s (the sum q · d) of the lane's ad of a warp step's 32 consecutive ads (0 unless its bit is
+// set in `elig`): a quarter warp per row (8 lanes × 16 B = 128 e4m3 values per pass), 4 rows per
+// pass, kFp8Batch passes' loads in flight together. q in shared memory, d_r8 floats (zero padded).
+__device__ __forceinline__ float fp8_score_group(const DeviceModel& m, int64_t base, unsigned elig, const float* q, int lane) {
+  const int sub = lane & 7, quarter = lane >> 3;
+  const int chunks = m.d_r8 / 16;
+  float score = 0.f;
+  for (int t0 = 0; t0 < 8; t0 += kFp8Batch) {  // pass t: quarter h scores ad 4t + h
+    if (((elig >> (4 * t0)) & ((1ull << (4 * kFp8Batch)) - 1)) == 0) continue;  // warp-uniform
+    float acc[kFp8Batch];
+#pragma unroll
+    for (int u = 0; u < kFp8Batch; ++u) acc[u] = 0.f;
+    for (int c = sub; c < chunks; c += 8) {
+      uint4 v[kFp8Batch];
+#pragma unroll
+      for (int u = 0; u < kFp8Batch; ++u) {
+        const int j = 4 * (t0 + u) + quarter;
+        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval_fp8 + (base + j) * m.d_r8) + c)
+                                : make_uint4(0, 0, 0, 0);
+      }
+      const float* qq = q + c * 16;
+#pragma unroll
+      for (int u = 0; u < kFp8Batch; ++u) {
+        const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&v[u]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p[e], __NV_E4M3);
+          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
+          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kFp8Batch; ++u) {
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each quarter
+      const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 3) << 3);  // ad `lane` was scored by quarter lane & 3
+      if ((lane >> 2) == t0 + u) score = s;
+    }
+  }
+  return score;
+}
+
+__global__ void __launch_bounds__(kTopLStep) retrieve_fp8_scan_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage,
+                                                                      int lcap, const unsigned char* bundle, const float* query,
+                                                                      FunnelWorkspace fw) {
+  extern __shared__ unsigned long long topl_smem[];
+  const int bcap = topl_buffer_cap(lcap);
+  const TopLBuffer buf{topl_smem, reinterpret_cast<int*>(topl_smem + bcap), bcap};
+  float* q = reinterpret_cast<float*>(buf.rows + bcap);
+  __shared__ unsigned sh[kNumCounts];
+  __shared__ int n_buf;
+  __shared__ unsigned long long own, bound;
+  __shared__ float qn;
+  for (int c = threadIdx.x; c < m.d_r8; c += blockDim.x) q[c] = c < m.d_r_pad ? query[c] : 0.f;
+  if (threadIdx.x == 0) {
+    n_buf = 0;
+    own = kMaxKey;
+    bound = load_relaxed(fw.fp8_g);
+  }
+  BlockCounts bc{sh};
+  bc.init();  // includes __syncthreads: q is ready
+  if (threadIdx.x == 0) {  // ‖q‖ in fp32 (fp8_interval allows for its rounding)
+    float s2 = 0.f;
+    for (int c = 0; c < m.d_r_pad; ++c) s2 = fmaf(q[c], q[c], s2);
+    qn = sqrtf(s2) * (1.f + 1e-5f);
+  }
+  __syncthreads();
+  BlockExec x;
+  const int L = stage_k(desc, stage);
+  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t N = m.num_ads;
+  unsigned local[kNumCounts] = {};
+  unsigned eligible = 0;
+  for (int64_t tile = blockIdx.x; tile * kTopLStep < N; tile += gridDim.x) {
+    const int64_t base = tile * kTopLStep + warp * 32, mine = base + lane;
+    const int drop = mine < N ? drop_reason(m, desc, targeting, fw.excl_ad, fw.excl_adv, int(mine)) : -1;
+    const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
+    const float dot = fp8_score_group(m, base, elig, q, lane);
+    bool cand = false;
+    if (mine < N) {
+      ++local[count_index(drop)];
+      eligible += drop == kEligible;
+    }
+    if (drop == kEligible) {
+      float lb, ub;
+      fp8_interval(dot * m.ad_fp8_scale[mine], qn, m.ad_fp8_bound[mine], &lb, &ub);
+      const unsigned long long b = bound;
+      const unsigned long long key = order_key(lb, m.ad_id_rank[mine]);
+      if (key <= b) {
+        const int slot = atomicAdd(&n_buf, 1);
+        buf.keys[slot] = key;
+        buf.rows[slot] = int(mine);
+      }
+      cand = b == kMaxKey || !(ub < key_score(b));  // key_score(b) <= τ: an ad above it may be among the L best
+    }
+    const unsigned want = __ballot_sync(0xffffffffu, cand);
+    if (want) {  // one atomic per warp step
+      int first = 0;
+      if (lane == 0) first = atomicAdd(fw.cand_n, __popc(want));
+      first = __shfl_sync(0xffffffffu, first, 0);
+      if (cand) fw.cand_list[first + __popc(want & ((1u << lane) - 1))] = int(mine);
+    }
+    __syncthreads();
+    // compact when the next step could overflow, and as soon as L are kept (a threshold early keeps
+    // the candidate list short)
+    if (topl_must_compact(buf, n_buf) || (own == kMaxKey && n_buf >= L)) {
+      const int kept = topl_compact(x, buf, n_buf, L);  // ends with a barrier
+      if (threadIdx.x == 0) {
+        n_buf = kept;  // = L
+        own = buf.keys[L - 1];
+        atomicMin(fw.fp8_g, own);
+      }
+    }
+    if (threadIdx.x == 0) bound = min(own, load_relaxed(fw.fp8_g));
+    __syncthreads();
+  }
+  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
+  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
+  bc.flush(fw.counts);
+  const unsigned e = __reduce_add_sync(0xffffffffu, eligible);
+  if (lane == 0 && e) atomicAdd(fw.n_elig, int(e));
 }
 
 __global__ void rank_keys_kernel(DeviceModel m, const float* utility, const int* rows, const int* n, int m_cap,
@@ -282,14 +441,40 @@ void enqueue_retrieve_onepass(const DeviceModel& m, const RequestDesc* desc, con
                               const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st) {
   if (!retrieve_onepass_fits(m, plan)) throw std::runtime_error("enqueue_retrieve_onepass: the plan does not fit the one-pass scan");
   const int smem = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r_pad;
-  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel), smem, "retrieve_onepass_kernel");
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<false>), smem, "retrieve_onepass_kernel");
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(retrieve_onepass_grid(), (m.num_ads + kTopLStep - 1) / kTopLStep)));
-  retrieve_onepass_kernel<<<grid, kTopLStep, smem, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout,
+  retrieve_onepass_kernel<false><<<grid, kTopLStep, smem, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout,
                                                          out_rows, out_n);
   launch_check("retrieve_onepass_kernel");
 }
 
+bool retrieve_fp8_fits(const DeviceModel& m, const SelectPlan& plan) {
+  return m.ad_retrieval_fp8 && retrieve_onepass_fits(m, plan) &&
+         topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r8 <= max_smem_optin();
+}
+
+void enqueue_retrieve_fp8(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const unsigned char* bundle,
+                          const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,
+                          const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st) {
+  if (!retrieve_fp8_fits(m, plan) || !fw.cand_list) throw std::runtime_error("enqueue_retrieve_fp8: the plan does not fit the fp8 retrieval");
+  const int smem_scan = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r8;
+  const int smem_list = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r_pad;
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_fp8_scan_kernel), smem_scan, "retrieve_fp8_scan_kernel");
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<true>), smem_list, "retrieve_onepass_kernel<true>");
+  const int grid = int(std::max<int64_t>(1, std::min<int64_t>(retrieve_onepass_grid(), (m.num_ads + kTopLStep - 1) / kTopLStep)));
+  retrieve_fp8_scan_kernel<<<grid, kTopLStep, smem_scan, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw);
+  launch_check("retrieve_fp8_scan_kernel");
+  // the list is short (about L to a few L ads, more only where the fp8 bounds are loose): fewer blocks
+  retrieve_onepass_kernel<true><<<std::max(1, device_sm_count() / 2), kTopLStep, smem_list, st>>>(
+      m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout, out_rows, out_n);
+  launch_check("retrieve_onepass_kernel<true>");
+}
+
 void reset_retrieve_onepass(FunnelWorkspace& fw, cudaStream_t st) {
+  if (fw.cand_n) {
+    check(cudaMemsetAsync(fw.cand_n, 0, sizeof(int), st), "reset_retrieve_onepass", __FILE__, __LINE__);
+    check(cudaMemsetAsync(fw.fp8_g, 0xff, sizeof(unsigned long long), st), "reset_retrieve_onepass", __FILE__, __LINE__);
+  }
   if (!fw.topl_g) return;
   check(cudaMemsetAsync(fw.topl_count, 0, sizeof(int), st), "reset_retrieve_onepass", __FILE__, __LINE__);
   check(cudaMemsetAsync(fw.topl_g, 0xff, sizeof(unsigned long long), st), "reset_retrieve_onepass", __FILE__, __LINE__);

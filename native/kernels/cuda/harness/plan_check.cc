@@ -8,12 +8,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "engine/funnel.h"
+#include "kernels/cuda/fp8_logic.h"
 #include "kernels/cuda/plan_logic.h"
 #include "kernels/cuda/select_logic.h"
 
@@ -298,6 +300,231 @@ void onepass_case(std::mt19937_64& rng, int n, int k, int blocks, Order order, f
   ++checked;
 }
 
+// ---- the fp8 retrieval (fp8_logic.h) ---------------------------------------------------------------
+
+float to_bf16(float x) {  // round to nearest even, as __float2bfloat16 (finite x)
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  float y;
+  std::memcpy(&y, &u, 4);
+  return y;
+}
+
+// The bf16 scan's score with the device's arithmetic (retrieve.cu score_group): lane `sub` of a
+// half warp sums chunks sub, sub + 16, … of 8 values each in order with fused multiply-adds, then
+// the butterfly over the 16 lanes (xor 8, 4, 2, 1); lane 0's sum.
+float device_bf16_score(const float* e, const float* q, int d_pad) {
+  float part[16] = {};
+  for (int sub = 0; sub < 16; ++sub)
+    for (int c = sub; c < d_pad / 8; c += 16)
+      for (int i = 0; i < 8; ++i) part[sub] = std::fma(e[c * 8 + i], q[c * 8 + i], part[sub]);
+  for (int o = 8; o > 0; o >>= 1) {
+    float next[16];
+    for (int l = 0; l < 16; ++l) next[l] = part[l] + part[l ^ o];
+    std::copy(next, next + 16, part);
+  }
+  return part[0];
+}
+// The fp8 scan's q · d with the device's arithmetic (retrieve.cu fp8_score_group): 8 lanes, chunks
+// of 16, then the butterfly over 8 lanes.
+float device_fp8_dot(const uint8_t* d8, const float* q, int d8_pad) {
+  float part[8] = {};
+  for (int sub = 0; sub < 8; ++sub)
+    for (int c = sub; c < d8_pad / 16; c += 8)
+      for (int i = 0; i < 16; ++i) part[sub] = std::fma(fp8_e4m3_value(d8[c * 16 + i]), q[c * 16 + i], part[sub]);
+  for (int o = 4; o > 0; o >>= 1) {
+    float next[8];
+    for (int l = 0; l < 8; ++l) next[l] = part[l] + part[l ^ o];
+    std::copy(next, next + 8, part);
+  }
+  return part[0];
+}
+
+void fp8_codec_cases() {
+  const int before = g_fail;
+  EXPECT(fp8_e4m3_value(0x7e) == 448.f && fp8_e4m3_value(0x38) == 1.f && fp8_e4m3_value(0x08) == 0.015625f &&
+             fp8_e4m3_value(0x01) == 0.001953125f && fp8_e4m3_value(0x07) == 7 * 0.001953125f && fp8_e4m3_value(0xb8) == -1.f &&
+             fp8_e4m3_value(0x39) == 1.125f && fp8_e4m3_value(0x30) == 0.5f,
+         "e4m3 values");
+  int bad = 0;
+  for (int b = 0; b < 256; ++b) {
+    if ((b & 0x7f) == 0x7f || b == 0x80) continue;  // NaN, -0
+    bad += fp8_e4m3_from(fp8_e4m3_value(uint8_t(b))) != b;
+  }
+  EXPECT(bad == 0, "%d e4m3 codes do not round-trip", bad);
+  EXPECT(fp8_e4m3_from(1.0625f) == 0x38 && fp8_e4m3_from(1.1875f) == 0x3a && fp8_e4m3_from(1e6f) == 0x7e &&
+             fp8_e4m3_from(-1e6f) == 0xfe && fp8_e4m3_from(1.07f) == 0x39 && fp8_e4m3_from(0.0009765625f) == 0x00 &&
+             fp8_e4m3_from(0.0029296875f) == 0x02,
+         "e4m3 rounding: ties to even, saturation, subnormals");
+  // against the nearest code by search (ties to the even code), over random magnitudes
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> expo(-14.f, 10.f), u01(0.f, 1.f);
+  int wrong = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const float a = std::ldexp(1.f + u01(rng), int(expo(rng))) * (i & 1 ? -1.f : 1.f);
+    const float m = std::fabs(a);
+    int best = 0;
+    for (int c = 1; c <= 0x7e; ++c) {
+      const float dc = std::fabs(fp8_e4m3_value(uint8_t(c)) - m), db = std::fabs(fp8_e4m3_value(uint8_t(best)) - m);
+      if (dc < db || (dc == db && (c & 1) == 0)) best = c;
+    }
+    wrong += fp8_e4m3_from(a) != uint8_t((a < 0 ? 0x80 : 0) | best);
+  }
+  EXPECT(wrong == 0, "%d of 200,000 values rounded to a code that is not the nearest (ties to even)", wrong);
+  std::printf("fp8 e4m3 codec: %s\n", g_fail > before ? "FAIL" : "ok");
+}
+
+// A retrieval table of n rows × d (d a multiple of 16), bf16 values; `kind` picks adversarial rows.
+std::vector<float> fp8_table(std::mt19937_64& rng, int n, int d, int kind) {
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> e(size_t(n) * d);
+  std::vector<float> base(d);
+  for (auto& x : base) x = to_bf16(g(rng));
+  for (int r = 0; r < n; ++r) {
+    float* row = e.data() + size_t(r) * d;
+    for (int i = 0; i < d; ++i) {
+      float x = g(rng);
+      switch (kind) {
+        case 1: x = i == r % d ? 1000.f * x : 1e-3f * x; break;  // one huge value: the rest quantize to 0
+        case 2: x = base[i] * (1.f + 0.0078125f * float(int(rng() % 5) - 2)); break;  // near ties: base ± bf16 ulps
+        case 3: x = (i & 1 ? -1.f : 1.f) * (1.f + 0.00390625f * float(rng() % 200)); break;  // cancellation
+        case 4: x = 1e-30f * x; break;  // tiny
+        case 5: x = r % 7 == 0 ? 0.f : x; break;  // some all-zero rows
+        default: break;
+      }
+      row[i] = to_bf16(x);
+    }
+  }
+  return e;
+}
+
+// Every ad's bf16 score (device order, and plain order) lies in the interval around its fp8 score.
+void fp8_interval_cases(std::mt19937_64& rng, int& checked) {
+  const int before = g_fail;
+  std::normal_distribution<float> g(0.f, 1.f);
+  for (int kind = 0; kind <= 5; ++kind)
+    for (int d : {16, 128, 272}) {
+      const int n = 400;
+      const auto e = fp8_table(rng, n, d, kind);
+      std::vector<uint8_t> d8(size_t(n) * d);
+      std::vector<float> scale(n), B(n);
+      for (int r = 0; r < n; ++r) scale[r] = fp8_quantize_row(e.data() + size_t(r) * d, d, d8.data() + size_t(r) * d, &B[r]);
+      for (int qi = 0; qi < 5; ++qi) {
+        std::vector<float> q(d);
+        for (auto& x : q) x = qi == 4 ? 1e4f * g(rng) : g(rng);
+        float s2 = 0.f;
+        for (float x : q) s2 = std::fma(x, x, s2);
+        const float qn = std::sqrt(s2) * (1.f + 1e-5f);
+        int outside = 0;
+        double widest = 0;
+        for (int r = 0; r < n; ++r) {
+          const float* row = e.data() + size_t(r) * d;
+          const float T = device_fp8_dot(d8.data() + size_t(r) * d, q.data(), d) * scale[r];
+          float lb, ub;
+          fp8_interval(T, qn, B[r], &lb, &ub);
+          float plain = 0.f, reverse = 0.f;
+          for (int i = 0; i < d; ++i) plain = std::fma(row[i], q[i], plain);
+          for (int i = d - 1; i >= 0; --i) reverse = std::fma(row[i], q[i], reverse);
+          for (float S : {device_bf16_score(row, q.data(), d), plain, reverse}) outside += !(lb <= S && S <= ub);
+          widest = std::max(widest, double(ub) - double(lb));
+        }
+        EXPECT(outside == 0, "fp8 interval kind %d d %d query %d: %d bf16 scores outside", kind, d, qi, outside);
+        ++checked;
+      }
+    }
+  std::printf("fp8 interval holds the bf16 score: %d tables × queries, %s\n", checked, g_fail > before ? "FAIL" : "ok");
+}
+
+// The fp8 retrieval end to end on the host, with the device's schedule (retrieve.cu
+// retrieve_fp8_scan_kernel, then retrieve_onepass_kernel<true> over the list): blocks take steps in
+// turn; each keeps its best L lower bounds (compacting early once it has L) under its own and the
+// global threshold and lists every ad whose ub is not below its bound's score; then the list's ads
+// are rescored with the bf16 scan's arithmetic and the best L taken. The answer must be the bf16
+// scan's exact top L (ids and scores) over every eligible ad.
+void fp8_selection_case(std::mt19937_64& rng, int n, int d, int k, int blocks, int kind, int& checked, size_t& listed) {
+  const auto e = fp8_table(rng, n, d, kind);
+  std::vector<uint8_t> d8(size_t(n) * d);
+  std::vector<float> scale(n), B(n);
+  for (int r = 0; r < n; ++r) scale[r] = fp8_quantize_row(e.data() + size_t(r) * d, d, d8.data() + size_t(r) * d, &B[r]);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> q(d);
+  for (auto& x : q) x = g(rng);
+  float s2 = 0.f;
+  for (float x : q) s2 = std::fma(x, x, s2);
+  const float qn = std::sqrt(s2) * (1.f + 1e-5f);
+  std::vector<char> elig(n);
+  for (int i = 0; i < n; ++i) elig[i] = u(rng) < 0.8f;
+  std::vector<int> id_rank(n);
+  std::iota(id_rank.begin(), id_rank.end(), 0);
+  std::shuffle(id_rank.begin(), id_rank.end(), rng);
+
+  const int L = k;
+  int lcap = 64;
+  while (lcap < L + 1) lcap <<= 1;
+  const int bcap = topl_buffer_cap(lcap);
+  HostExec x;
+  unsigned long long G = kEpiMaxKey;
+  std::vector<int> list;
+  struct Block {
+    std::vector<unsigned long long> keys;
+    std::vector<int> rows;
+    int n = 0;
+    unsigned long long own = kEpiMaxKey;
+  };
+  std::vector<Block> bl(blocks);
+  for (auto& b : bl) {
+    b.keys.assign(bcap, 0);
+    b.rows.assign(bcap, 0);
+  }
+  const int64_t tiles = (int64_t(n) + kTopLStep - 1) / kTopLStep;
+  for (int64_t round = 0; round * blocks < tiles; ++round)
+    for (int b = 0; b < blocks; ++b) {
+      const int64_t tile = b + round * blocks;
+      if (tile >= tiles) continue;
+      Block& B_ = bl[b];
+      const unsigned long long bound = std::min(B_.own, G);
+      for (int64_t i = tile * kTopLStep; i < std::min<int64_t>(n, (tile + 1) * kTopLStep); ++i) {
+        if (!elig[i]) continue;
+        const float T = device_fp8_dot(d8.data() + size_t(i) * d, q.data(), d) * scale[i];
+        float lb, ub;
+        fp8_interval(T, qn, B[i], &lb, &ub);
+        const unsigned long long key = order_key(lb, id_rank[i]);
+        if (key <= bound) {
+          B_.keys[B_.n] = key;
+          B_.rows[B_.n] = int(i);
+          ++B_.n;
+        }
+        if (bound == kEpiMaxKey || !(ub < key_score(bound))) list.push_back(int(i));
+      }
+      TopLBuffer buf{B_.keys.data(), B_.rows.data(), bcap};
+      if (topl_must_compact(buf, B_.n) || (B_.own == kEpiMaxKey && B_.n >= L)) {
+        B_.n = topl_compact(x, buf, B_.n, L);
+        B_.own = B_.keys[L - 1];
+        G = std::min(G, B_.own);
+      }
+    }
+  // rescoring and the exact top L of the list, against the bf16 scan over every eligible ad
+  auto exact_top = [&](const std::vector<int>& rows) {
+    std::vector<unsigned long long> keys;
+    for (int i : rows) keys.push_back(order_key(device_bf16_score(e.data() + size_t(i) * d, q.data(), d), id_rank[i]));
+    std::sort(keys.begin(), keys.end());
+    keys.resize(std::min<size_t>(keys.size(), size_t(L)));
+    return keys;
+  };
+  std::vector<int> all;
+  for (int i = 0; i < n; ++i)
+    if (elig[i]) all.push_back(i);
+  const auto got = exact_top(list), want = exact_top(all);
+  EXPECT(got == want, "fp8 selection n=%d d=%d k=%d blocks=%d kind=%d: the top %d differs from the bf16 scan's (%zu listed)", n, d, k,
+         blocks, kind, L, list.size());
+  listed += list.size();
+  ++checked;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -336,6 +563,29 @@ int main(int argc, char** argv) {
     onepass_case(rng, 30000, 1000, 16, Order::kRandom, 0.02f, onepass);     // fewer eligible than L
   }
   std::printf("one-pass retrieval top-L vs CPU funnel: %d cases, %s\n", onepass, g_fail > before_onepass ? "FAIL" : "ok");
+  fp8_codec_cases();
+  int intervals = 0;
+  fp8_interval_cases(rng, intervals);
+  const int before_fp8 = g_fail;
+  int fp8 = 0;
+  size_t listed = 0, ads = 0;
+  for (int r = 0; r < rounds; ++r)
+    for (int kind = 0; kind <= 5; ++kind)
+      for (int k : {1, 100, 1000})
+        for (int blocks : {1, 16}) {
+          const int n = kind == 2 ? 6000 : 12000;
+          fp8_selection_case(rng, n, 128, k, blocks, kind, fp8, listed);
+          ads += size_t(n);
+        }
+  if (const char* big = std::getenv("FP8_BIG")) {  // one corpus of FP8_BIG ads, K = 100 and 1,000, 264 blocks: how many are rescored
+    for (int k : {100, 1000}) {
+      size_t l = 0;
+      fp8_selection_case(rng, std::atoi(big), 128, k, 264, 0, fp8, l);
+      std::printf("  fp8 %s ads, K = %d, 264 blocks: %zu rescored (%.2f%%)\n", big, k, l, 100.0 * double(l) / std::atof(big));
+    }
+  }
+  std::printf("fp8 retrieval with exact rescoring vs the bf16 scan: %d cases, %s (%.1f%% of the ads rescored)\n", fp8,
+              g_fail > before_fp8 ? "FAIL" : "ok", 100.0 * double(listed) / double(ads ? ads : 1));
   std::printf("plan_check: %d failures\n", g_fail);
   return g_fail ? 1 : 0;
 }
