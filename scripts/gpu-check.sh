@@ -41,7 +41,7 @@ quick=0
 scale="${GPU_CHECK_SCALE:-1}"
 budget="${GPU_CHECK_BUDGET:-460}"
 # The new path: every switch of docs/cuda.md "Settings" that is off by default.
-new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 ADRANK_CUDA_RETRIEVE_ONEPASS=1 ADRANK_CUDA_RETRIEVE_FP8=1}"
+new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 ADRANK_CUDA_RETRIEVE_ONEPASS=1 ADRANK_CUDA_RETRIEVE_FP8=1 ADRANK_CUDA_PDL=1}"
 status=0
 rows=()
 skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }
@@ -121,6 +121,8 @@ cuobjdump --list-elf "$harness" 2>/dev/null | sed 's/^/harness carries: /' | hea
 # 1. the kernels alone
 if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --quick
 else step "harness (validation + timings)" 150 "$out/harness.log" "$harness"; fi
+# the GEMMs launched as programmatic dependents (ADRANK_CUDA_PDL, process-wide): every GEMM case again
+step "harness --quick, ADRANK_CUDA_PDL=1" 60 "$out/harness-pdl.log" env ADRANK_CUDA_PDL=1 "$harness" --quick
 
 have_node=0
 command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" && -d "$root/dist/test" ]] && have_node=1
@@ -193,7 +195,7 @@ fi
   echo "== steps (${SECONDS}s in all)"
   printf '%s\n' "${rows[@]}"
   grep -h -E "FAIL|mismatch|ERROR SUMMARY|RACECHECK SUMMARY|passing|failing|pending" \
-    "$out/harness.log" "$out/mocha.log" "$out/sanitizer.log" 2>/dev/null | head -40
+    "$out/harness.log" "$out/harness-pdl.log" "$out/mocha.log" "$out/sanitizer.log" 2>/dev/null | head -40
   if ((!quick)); then
     grep -h -E "^path |scan .* us|one-pass .* us|fp8 with exact|rescored|one-pass = " "$out/bench.log" "$out/harness.log" 2>/dev/null
     echo "== new path switches: $new_env"

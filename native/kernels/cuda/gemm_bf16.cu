@@ -71,20 +71,72 @@ struct TileConfig {
 using BigTile = TileConfig<128, 128, 32, 64, 32, 4>;   // 8 warps, 80 KiB shared
 using SmallTile = TileConfig<64, 64, 32, 32, 32, 4>;   // 4 warps, 40 KiB shared
 
-template <class Cfg, class Epi>
+// Programmatic dependent launch (ADRANK_CUDA_PDL, sm_90): wait for the grids this one depends on
+// (their writes visible), and let the next grid start its prologue. No-ops when the grid was not
+// launched with the attribute, and compiled out below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// kPdl: launched as a programmatic dependent of the kernel before it. Before pdl_wait the block
+// reads only what no earlier kernel of the request writes: the shape and the weights (W, loaded
+// into the prologue's stages); A, the row count *m_dev and everything the epilogue reads come after.
+// It lets the next grid launch once its main loop is done, so the next GEMM's weight loads overlap
+// this one's epilogue.
+template <class Cfg, class Epi, bool kPdl>
 __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, ASource a, Epi epi) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, LDS = Cfg::kLds, STAGES = Cfg::STAGES;
   bf16* sA = reinterpret_cast<bf16*>(smem_raw);
   bf16* sB = sA + STAGES * BM * LDS;
 
-  const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
   const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN, z = blockIdx.z;
-  if (bm0 >= m) return;  // whole block outside the rows present (uniform exit, before any barrier)
-
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm0 = (warp / Cfg::kWarpsN) * Cfg::WM, wn0 = (warp % Cfg::kWarpsN) * Cfg::WN;
   const int ktiles = s.k / BK;
+
+  // W: per-thread source rows, fixed across k tiles.
+  const bf16* b_src[Cfg::kBChunks];
+  int b_dst[Cfg::kBChunks], b_kc[Cfg::kBChunks];
+  bool b_ok[Cfg::kBChunks];
+#pragma unroll
+  for (int c = 0; c < Cfg::kBChunks; ++c) {
+    const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
+    b_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
+    b_dst[c] = row * LDS + b_kc[c];
+    const int gj = bn0 + row;
+    b_ok[c] = gj < s.n;
+    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? gj : 0) * s.ldw;
+  }
+  auto load_b = [&](int stage, int kt) {
+    bf16* sb = sB + stage * BN * LDS;
+#pragma unroll
+    for (int c = 0; c < Cfg::kBChunks; ++c) {
+      const int kk = kt * BK + b_kc[c];
+      cp_async16(sb + b_dst[c], b_ok[c] ? b_src[c] + kk : s.w, b_ok[c] ? 16 : 0);
+    }
+  };
+  if constexpr (kPdl) {
+    // the prologue's weights before the wait: they go into the first commit group below, with A of
+    // stage 0, so the main loop's wait_group counts are unchanged
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; ++st)
+      if (st < ktiles) load_b(st, st);
+    pdl_wait();
+  }
+
+  const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
+  if (bm0 >= m) {  // whole block outside the rows present (uniform exit, before any barrier)
+    if constexpr (kPdl) cp_async_wait<0>();  // no copy may land after the block is gone
+    return;
+  }
 
   // Per-thread source rows, fixed across k tiles.
   const bf16* a_src0[Cfg::kAChunks];
@@ -103,34 +155,20 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
     a_src0[c] = a.seg0 + z * a.z_stride0 + r0 * a.ld0;
     a_src1[c] = a.seg1 ? a.seg1 + z * a.z_stride1 + int64_t(gi_safe) * a.ld1 : a_src0[c];
   }
-  const bf16* b_src[Cfg::kBChunks];
-  int b_dst[Cfg::kBChunks], b_kc[Cfg::kBChunks];
-  bool b_ok[Cfg::kBChunks];
-#pragma unroll
-  for (int c = 0; c < Cfg::kBChunks; ++c) {
-    const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
-    b_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
-    b_dst[c] = row * LDS + b_kc[c];
-    const int gj = bn0 + row;
-    b_ok[c] = gj < s.n;
-    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? gj : 0) * s.ldw;
-  }
   const int k0 = a.seg1 ? a.k0 : s.k;
 
-  auto load_tile = [&](int stage, int kt) {
+  auto load_a = [&](int stage, int kt) {
     bf16* sa = sA + stage * BM * LDS;
-    bf16* sb = sB + stage * BN * LDS;
 #pragma unroll
     for (int c = 0; c < Cfg::kAChunks; ++c) {
       const int kk = kt * BK + a_kc[c];
       const bf16* src = kk < k0 ? a_src0[c] + kk : a_src1[c] + (kk - k0);
       cp_async16(sa + a_dst[c], a_ok[c] ? src : a.seg0, a_ok[c] ? 16 : 0);
     }
-#pragma unroll
-    for (int c = 0; c < Cfg::kBChunks; ++c) {
-      const int kk = kt * BK + b_kc[c];
-      cp_async16(sb + b_dst[c], b_ok[c] ? b_src[c] + kk : s.w, b_ok[c] ? 16 : 0);
-    }
+  };
+  auto load_tile = [&](int stage, int kt) {
+    load_a(stage, kt);
+    load_b(stage, kt);
   };
 
   float acc[Cfg::kFragM][Cfg::kFragN][4];
@@ -144,7 +182,10 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
   // Prologue: STAGES-1 tiles in flight. Empty groups are committed too so wait_group counts match.
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ktiles) load_tile(st, st);
+    if (st < ktiles) {
+      if constexpr (kPdl) load_a(st, st);  // W of this stage is already in flight
+      else load_tile(st, st);
+    }
     cp_async_commit();
   }
 
@@ -181,6 +222,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
     }
   }
   cp_async_wait<0>();
+  if constexpr (kPdl) pdl_launch_dependents();
 
   // Epilogue straight from the accumulators: c0,c1 at (lane/4, 2·(lane%4)), c2,c3 eight rows down.
 #pragma unroll
@@ -217,12 +259,41 @@ bool prefer_big(const GemmShape& s) {
   return tile_is_big(gemm_tile_policy(), s.m, s.n, s.batch, device_sm_count(), BigTile::BM, BigTile::BN);
 }
 
+// ADRANK_CUDA_PDL=1: the GEMMs are launched as programmatic dependents (sm_90 and later), process-
+// wide, read once.
+bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("ADRANK_CUDA_PDL");
+    if (!v || std::string(v) != "1") return false;
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+           major >= 9;
+  }();
+  return on;
+}
+
 template <class Cfg, class Epi>
 void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
-  // > 48 KiB of dynamic shared memory, opted in per device (common.cuh).
-  opt_in_smem(reinterpret_cast<const void*>(gemm_bf16_kernel<Cfg, Epi>), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
   const dim3 grid(ceil_div(s.n, Cfg::BN), ceil_div(s.m, Cfg::BM), s.batch);
-  gemm_bf16_kernel<Cfg, Epi><<<grid, Cfg::kThreads, Cfg::kSmemBytes, st>>>(s, a, ep);
+  if (pdl_enabled()) {
+    auto kernel = gemm_bf16_kernel<Cfg, Epi, true>;
+    // > 48 KiB of dynamic shared memory, opted in per device (common.cuh).
+    opt_in_smem(reinterpret_cast<const void*>(kernel), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(Cfg::kThreads);
+    cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, s, a, ep));
+  } else {
+    opt_in_smem(reinterpret_cast<const void*>(gemm_bf16_kernel<Cfg, Epi, false>), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
+    gemm_bf16_kernel<Cfg, Epi, false><<<grid, Cfg::kThreads, Cfg::kSmemBytes, st>>>(s, a, ep);
+  }
   CUDA_CHECK_LAUNCH("gemm_bf16_kernel");
 }
 
