@@ -8,7 +8,8 @@
 #   harness.xz       the kernel harness (native/kernels/cuda/harness), for sm_80 and sm_90a
 #   dist.tar.xz      the compiled TypeScript (src, tests, benches) and the demo-bundle writer
 #   modules.tar.xz   node_modules without what only building needs (typescript, esbuild, node-gyp,
-#                    cmake-js, types)
+#                    cmake-js, types) and without onnxruntime-node (bench:cpu's peer, installed
+#                    beside a checkout with --no-save, 290 MB: it put the kit at 115 MiB)
 # Everything else gpu-check needs (sources, proto/, scripts/reference) is in the working tree.
 #
 #   bash scripts/gpu-kit.sh [DIR]        (default DIR: .gpu-kit; must stay under 64 MiB)
@@ -41,7 +42,9 @@ nm="$(readlink -f "$root/node_modules")"
 tar -C "$(dirname "$nm")" -cf - \
   --exclude='node_modules/typescript' --exclude='node_modules/@esbuild' --exclude='node_modules/esbuild' \
   --exclude='node_modules/node-gyp' --exclude='node_modules/cmake-js' --exclude='node_modules/@types' \
-  --exclude='node_modules/node-api-headers' --exclude='node_modules/.cache' node_modules | xz -T2 -6 > "$kit/modules.tar.xz"
+  --exclude='node_modules/node-api-headers' --exclude='node_modules/.cache' \
+  --exclude='node_modules/onnxruntime-node' --exclude='node_modules/onnxruntime-common' \
+  node_modules | xz -T2 -6 > "$kit/modules.tar.xz"
 {
   echo "made $(date -u +%FT%TZ) on $(uname -m), node $(node --version), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
 } > "$kit/MANIFEST"

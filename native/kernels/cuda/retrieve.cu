@@ -1,7 +1,8 @@
 // Retrieval on the device (see funnel.cuh): the retrieval scan (eligibility + q · r_c for every ad →
 // order keys, selected by select.cu), the one-pass retrieval (the scan, the selection and the result
-// block in one launch, no key array: ADRANK_CUDA_RETRIEVE_ONEPASS), the rank keys from utilities,
-// and their launchers.
+// block in one launch, no key array: ADRANK_CUDA_RETRIEVE_ONEPASS), the fp8 retrieval (an e4m3 scan
+// that lists the ads to rescore, then the one-pass kernel over the list: ADRANK_CUDA_RETRIEVE_FP8),
+// the rank keys from utilities, and their launchers.
 //
 #include "kernels/cuda/funnel_device.cuh"
 
