@@ -14,7 +14,9 @@
 # that would start past it is skipped, one that would run past it gets what is left), so the run
 # fits one 8-minute device call:
 #   1. harness: the kernels against CPU references, then their timings (the GEMM tile policies
-#      side by side on real data), alone on the GPU
+#      side by side on real data; Retrieve over 10M ads at K = 1,000 and 100: scan + selection, the
+#      one-pass and the fp8 retrieval, each result block compared byte for byte), alone on the GPU;
+#      then its GEMM cases again as programmatic dependents (ADRANK_CUDA_PDL=1)
 #   2. before/after: whole requests through the addon (scripts/gpu-bench.mjs), Rank 100 / 1,000 /
 #      10,000 (and 1,000 with cap 2) and Retrieve over GPU_CHECK_RETRIEVE_ADS ads (default 1M; the
 #      10M figure is the harness's), once with every switch off (old) and once on (new, GPU_CHECK_NEW)
@@ -27,9 +29,10 @@
 #      old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns test/21 with
 #      every switch on (ADRANK_CUDA_TILE is process-wide)
 #   5. Rank(100) and Rank(1,000) served over gRPC to a separate client process, concurrency 1, 16, 64
-# Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), eight files at most: summary.txt
-# (the machine, the step table, the before/after table, printed last), harness.log, bench.log,
-# peer.log, mocha.log, sanitizer.log, e2e.json, e2e.log. Binaries and bundles go to a work folder,
+# Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), nine files at most: summary.txt
+# (the machine, the step table, the before/after table, printed last), harness.log,
+# harness-pdl.log (the GEMM cases again with ADRANK_CUDA_PDL=1), bench.log, peer.log, mocha.log,
+# sanitizer.log, e2e.json, e2e.log. Binaries and bundles go to a work folder,
 # never to $OUT or build/.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -312,7 +312,13 @@ describe('67 shadow traffic', function () {
       // every sampled copy ends as exactly one outcome or one drop (whatever this machine's load made it)
       const settled = () => Object.values(st.outcomes).reduce((a, n) => a + (n ?? 0), 0) + Object.values(st.dropped).reduce((a, n) => a + (n ?? 0), 0);
       await until('all copies settled', () => s.shadow!.inflight === 0 && st.sampled === settled());
-      expect(st.dropped.no_idle_gap ?? 0).to.be.at.least(20);
+      // At most half of the 40 copies ran: the rest were dropped for want of room, most by the idle-gap
+      // rule and some (more on a loaded machine, where a copy still runs when the next call comes)
+      // because one was already in flight. (A CI run saw 19 no_idle_gap drops when this asked 20 of
+      // that reason alone; loaded here, 25–33 of it and 1–5 inflight_full.)
+      const noRoom = (st.dropped.no_idle_gap ?? 0) + (st.dropped.inflight_full ?? 0);
+      expect(noRoom, JSON.stringify(st.dropped)).to.be.at.least(20);
+      expect(st.dropped.no_idle_gap ?? 0, JSON.stringify(st.dropped)).to.be.at.least(15);
       const text = await s.metrics!.text();
       expect(metric(text, 'adrank_shadow_dropped_total', { reason: 'no_idle_gap' })).to.equal(st.dropped.no_idle_gap);
     } finally {
