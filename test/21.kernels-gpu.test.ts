@@ -219,7 +219,8 @@ describe('21 CUDA backend vs CPU backend', function () {
    * (timings.device) covers every stage mark.
    */
   describe('switched paths give the old path\'s answers', function () {
-    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE', 'ADRANK_CUDA_RETRIEVE_ONEPASS', 'ADRANK_CUDA_RETRIEVE_FP8'];
+    const SWITCHES = ['ADRANK_CUDA_GRAPH_IO', 'ADRANK_CUDA_SKIP_IDLE_ROUND', 'ADRANK_CUDA_EPILOGUE', 'ADRANK_CUDA_RETRIEVE_ONEPASS', 'ADRANK_CUDA_RETRIEVE_FP8',
+      'ADRANK_CUDA_LINEAR_T'];
     let b: LoadedBundle;
     let old: Engine;
     before(function () {

@@ -316,6 +316,7 @@ class CudaBackend final : public Backend {
   bool epilogue_ = false;          // ADRANK_CUDA_EPILOGUE: one-block selection for buckets <= 16,384
   bool retrieve_onepass_ = false;  // ADRANK_CUDA_RETRIEVE_ONEPASS: an uncapped retrieval in one launch
   bool retrieve_fp8_ = false;      // ADRANK_CUDA_RETRIEVE_FP8: an e4m3 copy of the table, exact rescoring
+  bool linear_t_ = false;          // ADRANK_CUDA_LINEAR_T: the request side's fp32 layers read Wᵀ (coalesced)
   // The watchdog (ADRANK_CUDA_WATCHDOG_MS, 0 = off): a request whose work has not finished by then
   // abandons its slot (the stream still holds the work) and fails as StreamHung.
   std::chrono::milliseconds watchdog_{10000};
@@ -350,6 +351,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
   retrieve_onepass_ = env_switch("ADRANK_CUDA_RETRIEVE_ONEPASS");
   retrieve_fp8_ = env_switch("ADRANK_CUDA_RETRIEVE_FP8");
+  linear_t_ = env_switch("ADRANK_CUDA_LINEAR_T");
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -371,7 +373,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   }
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
-                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") + (retrieve_fp8_ ? ", fp8 retrieve" : "") +
+                 (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") + (retrieve_fp8_ ? ", fp8 retrieve" : "") + (linear_t_ ? ", linear wt" : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
                  "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }
@@ -460,8 +462,15 @@ void CudaBackend::upload_model(cpu::ThreadPool* pool_) {
     DenseLinearF32 r;
     r.out = l.w.n();
     r.in = l.w.k();
-    r.w = arena_.upload(unpack_weights(l.w));
+    const std::vector<float> w = unpack_weights(l.w);
+    r.w = arena_.upload(w);
     r.b = l.b.empty() ? nullptr : arena_.upload(l.b);
+    if (linear_t_) {  // Wᵀ for coalesced reads (rows_linear_kernel)
+      std::vector<float> wt(w.size());
+      for (int o = 0; o < r.out; ++o)
+        for (int i = 0; i < r.in; ++i) wt[size_t(i) * r.out + o] = w[size_t(o) * r.in + i];
+      r.wt = arena_.upload(wt);
+    }
     return r;
   };
   for (int l = 0; l < d.seq_layers; ++l) {

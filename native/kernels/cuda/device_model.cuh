@@ -45,6 +45,9 @@ struct DenseLinearF32 {  // fp32 y = W x + b, W [out, in]
   const float* w = nullptr;
   const float* b = nullptr;
   int out = 0, in = 0;
+  // Wᵀ [in, out] (ADRANK_CUDA_LINEAR_T), else null: rows_linear_kernel's threads (one per output)
+  // then read consecutive addresses, with the same sum in the same order
+  const float* wt = nullptr;
 };
 
 struct SeqLayer {  // torch.nn.TransformerEncoderLayer, norm_first, relu, fp32 on the device

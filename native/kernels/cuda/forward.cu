@@ -77,16 +77,23 @@ __global__ void rows_layernorm_kernel(const float* x, float* y, int d, const flo
 }
 
 // y[r, o] (+)= act(W[o] · x[r] + b[o]) for rows < min(*rows_dev, cap). Small fp32 layers only
-// (request side: sequence encoder, user tower); one thread per output.
+// (request side: sequence encoder, user tower); one thread per output. With L.wt the warp's 32
+// outputs read 32 consecutive floats of Wᵀ per k (coalesced) instead of 32 rows of W; the sum is the
+// same chain over k either way, so the result is bit for bit the same.
 __global__ void rows_linear_kernel(const float* x, int ldx, DenseLinearF32 L, float* y, int ldy, bool relu, bool accumulate,
                                    const uint32_t* rows_dev, int cap) {
   const int r = blockIdx.y, o = blockIdx.x * blockDim.x + threadIdx.x;
   const int rows = rows_dev ? min(int(*rows_dev), cap) : cap;
   if (r >= rows || o >= L.out) return;
   const float* xr = x + int64_t(r) * ldx;
-  const float* w = L.w + int64_t(o) * L.in;
   float acc = L.b ? L.b[o] : 0.f;
-  for (int k = 0; k < L.in; ++k) acc = fmaf(w[k], xr[k], acc);
+  if (L.wt) {
+    const float* wt = L.wt + o;
+    for (int k = 0; k < L.in; ++k) acc = fmaf(wt[int64_t(k) * L.out], xr[k], acc);
+  } else {
+    const float* w = L.w + int64_t(o) * L.in;
+    for (int k = 0; k < L.in; ++k) acc = fmaf(w[k], xr[k], acc);
+  }
   if (relu) acc = fmaxf(acc, 0.f);
   float* out = y + int64_t(r) * ldy + o;
   *out = accumulate ? *out + acc : acc;
