@@ -214,8 +214,9 @@ describe('21 CUDA backend vs CPU backend', function () {
    * Each switched path (docs/cuda.md "Settings") against the old path on the same GPU, same bundle,
    * same requests: the selection is exact and the forward is the same kernels, so the answers must be
    * identical (ids, scores, prices, probabilities, every count), on the eager run, the capture and the
-   * replays. ADRANK_CUDA_TILE is left out here (the policy is process-wide and read once; gpu-check
-   * runs this whole file again with it set). With ADRANK_CUDA_GRAPH_IO the request's GPU time
+   * replays. ADRANK_CUDA_TILE and ADRANK_CUDA_PDL are left out here (process-wide, read once;
+   * gpu-check runs the harness's GEMM cases again with PDL on, compares the before/after bench's
+   * answers with every switch on, and with GPU_CHECK_MOCHA_NEW=1 runs this whole file again so). With ADRANK_CUDA_GRAPH_IO the request's GPU time
    * (timings.device) covers every stage mark.
    */
   describe('switched paths give the old path\'s answers', function () {
