@@ -693,7 +693,7 @@ void CudaBackend::make_slot(Slot& s) {
                            r(sizeof(int) * (m_cap_ / kChunk + 1)) + r(sizeof(int)) + r(lay.bytes) + r(sizeof(int)) +
                            r(sizeof(unsigned long long)) + r(sizeof(unsigned)) +
                            (retrieve_onepass_ || retrieve_fp8_ ? r(sizeof(unsigned long long) * onepass_items) + r(sizeof(int) * onepass_items) : 0) +
-                           (retrieve_fp8_ ? r(sizeof(int) * N) + r(sizeof(int)) + r(sizeof(unsigned long long)) : 0);
+                           (retrieve_fp8_ ? r(sizeof(float) * N) + r(sizeof(unsigned long long)) + r(sizeof(int) * N) + r(sizeof(int)) : 0);
   const size_t total = r(fw_bytes) + r(sw_bytes) + fun_bytes;
   CUDA_CHECK(cudaMalloc(&s.dev_ws, total));
   char* p = static_cast<char*>(s.dev_ws);
@@ -725,9 +725,10 @@ void CudaBackend::make_slot(Slot& s) {
     s.fun.topl_rows = reinterpret_cast<int*>(take(sizeof(int) * onepass_items));
   }
   if (retrieve_fp8_) {
+    s.fun.fp8_ub = reinterpret_cast<float*>(take(sizeof(float) * N));
+    s.fun.fp8_tau = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long)));
     s.fun.cand_list = reinterpret_cast<int*>(take(sizeof(int) * N));
     s.fun.cand_n = reinterpret_cast<int*>(take(sizeof(int)));
-    s.fun.fp8_g = reinterpret_cast<unsigned long long*>(take(sizeof(unsigned long long)));
   }
   CUDA_CHECK(cudaMallocHost(&s.host_result, lay.bytes));
   s.bundle_cap = 1 << 20;

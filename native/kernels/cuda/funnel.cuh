@@ -109,11 +109,13 @@ struct FunnelWorkspace {
   int* topl_count = nullptr;
   unsigned long long* topl_g = nullptr;
   unsigned* topl_ticket = nullptr;
-  // The fp8 retrieval (enqueue_retrieve_fp8): the candidate rows [N] and their count, the fp8 scan's
-  // global threshold. Between requests: count 0, threshold the max key (put back by the rescoring).
+  // The fp8 retrieval (enqueue_retrieve_fp8): each ad's upper end [N] (-inf: not eligible), τ (the
+  // L-th best lower end's key), the rows to rescore [N] and their count (0 between requests: the
+  // rescoring's last block empties it).
+  float* fp8_ub = nullptr;
+  unsigned long long* fp8_tau = nullptr;
   int* cand_list = nullptr;
   int* cand_n = nullptr;
-  unsigned long long* fp8_g = nullptr;
 };
 
 // Marks (set = true) or clears the request's excluded ads and advertisers in the per-ad flags.
@@ -161,10 +163,11 @@ void enqueue_retrieve_onepass(const DeviceModel& m, const RequestDesc* desc, con
                               const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,
                               const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st);
 // The fp8 retrieval (ADRANK_CUDA_RETRIEVE_FP8; fp8_logic.h): where the model has the e4m3 copy and
-// the one-pass retrieval fits, two launches: the fp8 scan (eligibility and counts, the interval of
-// each ad's bf16 score, each block's best L lower bounds, the candidate list) and
-// retrieve_onepass_kernel over the list (bf16 rescoring with the scan's arithmetic, the exact top
-// L, the result block). The same answers as the bf16 scan.
+// the one-pass retrieval fits, three launches: the one-pass scan over the e4m3 table (eligibility
+// and counts, the interval around each ad's bf16 score, τ = the L-th best lower end, exactly), a
+// filter that lists the ads whose upper end reaches τ, and the one-pass kernel over the list (bf16
+// rescoring with the scan's arithmetic, the exact top L, the result block). The same answers as
+// the bf16 scan.
 bool retrieve_fp8_fits(const DeviceModel& m, const SelectPlan& plan);
 void enqueue_retrieve_fp8(const DeviceModel& m, const RequestDesc* desc, const SelectPlan& plan, const unsigned char* bundle,
                           const float* query, SelectWorkspace& ws, FunnelWorkspace& fw, unsigned char* result,

@@ -12,6 +12,7 @@
 #include "kernels/cuda/fp8_logic.h"
 
 #include <algorithm>
+#include <cfloat>
 
 namespace adrank::cuda {
 
@@ -122,6 +123,54 @@ __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const
   if (lane == 0 && e) atomicAdd(n_elig, int(e));
 }
 
+// ---- the fp8 retrieval's scoring (fp8_logic.h) ----------------------------------------------------
+
+constexpr int kFp8Batch = 4;
+
+// T / s (the sum q · d) of the lane's ad of a warp step's 32 consecutive ads (0 unless its bit is
+// set in `elig`): a quarter warp per row (8 lanes × 16 B = 128 e4m3 values per pass), 4 rows per
+// pass, kFp8Batch passes' loads in flight together. q in shared memory, d_r8 floats (zero padded).
+__device__ __forceinline__ float fp8_score_group(const DeviceModel& m, int64_t base, unsigned elig, const float* q, int lane) {
+  const int sub = lane & 7, quarter = lane >> 3;
+  const int chunks = m.d_r8 / 16;
+  float score = 0.f;
+  for (int t0 = 0; t0 < 8; t0 += kFp8Batch) {  // pass t: quarter h scores ad 4t + h
+    if (((elig >> (4 * t0)) & ((1ull << (4 * kFp8Batch)) - 1)) == 0) continue;  // warp-uniform
+    float acc[kFp8Batch];
+#pragma unroll
+    for (int u = 0; u < kFp8Batch; ++u) acc[u] = 0.f;
+    for (int c = sub; c < chunks; c += 8) {
+      uint4 v[kFp8Batch];
+#pragma unroll
+      for (int u = 0; u < kFp8Batch; ++u) {
+        const int j = 4 * (t0 + u) + quarter;
+        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval_fp8 + (base + j) * m.d_r8) + c)
+                                : make_uint4(0, 0, 0, 0);
+      }
+      const float* qq = q + c * 16;
+#pragma unroll
+      for (int u = 0; u < kFp8Batch; ++u) {
+        const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&v[u]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p[e], __NV_E4M3);
+          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
+          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kFp8Batch; ++u) {
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each quarter
+      const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 3) << 3);  // ad `lane` was scored by quarter lane & 3
+      if ((lane >> 2) == t0 + u) score = s;
+    }
+  }
+  return score;
+}
+
 // ---- the one-pass retrieval (select_logic.h "the one-pass retrieval's top-L buffer") ---------------
 // kTopLStep threads; a block step scores kTopLStep consecutive ads (a warp 32 of them, as above),
 // steps spread over the blocks; the loop's trip count is the same for every thread of a block, so
@@ -131,22 +180,32 @@ __device__ __forceinline__ unsigned long long load_relaxed(const unsigned long l
   return *reinterpret_cast<const volatile unsigned long long*>(p);
 }
 
-// kList: the steps run over the fp8 retrieval's candidate list (fw.cand_list[0, *fw.cand_n), rows
-// already known eligible and counted) instead of every ad; the last block also puts the list's
-// count and the fp8 scan's threshold back.
-template <bool kList>
+// What the one-pass kernel steps over and scores:
+//   kScanBf16  every ad, bf16 scores: the one-pass retrieval (the result block at the end);
+//   kScanFp8   every ad, e4m3 scores: the key is that of the lower end of the interval around the
+//              bf16 score (fp8_logic.h), and each ad's upper end goes to fw.fp8_ub (-inf when not
+//              eligible); at the end the last block writes τ, the L-th best lower end's key, to
+//              fw.fp8_tau (the max key when fewer than L are eligible) instead of a result block;
+//   kList      the fp8 retrieval's candidate list (fw.cand_list[0, *fw.cand_n), rows known
+//              eligible and counted), bf16 scores with the scan's own arithmetic: the exact top L
+//              and the result block; the last block also empties the list.
+enum OnepassMode : int { kScanBf16 = 0, kScanFp8 = 1, kList = 2 };
+template <int kMode>
 __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage,
                                                                      int lcap, const unsigned char* bundle, const float* query,
                                                                      FunnelWorkspace fw, SelectWorkspace ws, unsigned char* result,
                                                                      ResultLayout lay, int* out_rows, int* out_n) {
+  constexpr bool kListed = kMode == kList, kFp8 = kMode == kScanFp8;
   extern __shared__ unsigned long long topl_smem[];
   const int bcap = topl_buffer_cap(lcap);
   const TopLBuffer buf{topl_smem, reinterpret_cast<int*>(topl_smem + bcap), bcap};
-  float* q = reinterpret_cast<float*>(buf.rows + bcap);
+  float* q = reinterpret_cast<float*>(buf.rows + bcap);  // d_r_pad floats (kScanFp8: d_r8, zero padded)
   __shared__ unsigned sh[kNumCounts];
   __shared__ int n_buf, prefix, is_last;
   __shared__ unsigned long long own, bound;  // own: the L-th best kept (once L are kept); bound: min(own, G)
-  for (int c = threadIdx.x; c < m.d_r_pad; c += blockDim.x) q[c] = query[c];
+  __shared__ float qn;                       // kScanFp8: ‖q‖ (fp8_interval allows for its rounding)
+  const int q_len = kFp8 ? m.d_r8 : m.d_r_pad;
+  for (int c = threadIdx.x; c < q_len; c += blockDim.x) q[c] = c < m.d_r_pad ? query[c] : 0.f;
   if (threadIdx.x == 0) {
     n_buf = 0;
     own = kMaxKey;
@@ -154,11 +213,19 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
   }
   BlockCounts bc{sh};
   bc.init();  // includes __syncthreads: q, n_buf and bound are ready
+  if (kFp8) {
+    if (threadIdx.x == 0) {
+      float s2 = 0.f;
+      for (int c = 0; c < m.d_r_pad; ++c) s2 = fmaf(q[c], q[c], s2);
+      qn = sqrtf(s2) * (1.f + 1e-5f);
+    }
+    __syncthreads();
+  }
   BlockExec x;
   const int L = stage_k(desc, stage);  // K (Retrieve) or R (RetrieveAndRank): 1 <= L < lcap
   const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t N = kList ? int64_t(*reinterpret_cast<const volatile int*>(fw.cand_n)) : m.num_ads;  // steps over [0, N)
+  const int64_t N = kListed ? int64_t(*reinterpret_cast<const volatile int*>(fw.cand_n)) : m.num_ads;  // steps over [0, N)
   unsigned local[kNumCounts] = {};
   unsigned eligible = 0;
   // the step, then (after a barrier) the compaction when the next step could overflow the buffer
@@ -177,11 +244,24 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
   };
   for (int64_t tile = blockIdx.x; tile * kTopLStep < N; tile += gridDim.x) {
     const int64_t base = tile * kTopLStep + warp * 32, pos = base + lane;
-    const int row = kList ? (pos < N ? fw.cand_list[pos] : -1) : int(pos);
+    const int row = kListed ? (pos < N ? fw.cand_list[pos] : -1) : int(pos);
     int drop;
     float score;
-    score_group<kList>(m, desc, targeting, fw.excl_ad, fw.excl_adv, q, kList ? 0 : base, row, lane, drop, score);
-    if (!kList && pos < N) {
+    if constexpr (kFp8) {
+      drop = pos < N ? drop_reason(m, desc, targeting, fw.excl_ad, fw.excl_adv, row) : -1;
+      const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
+      const float dot = fp8_score_group(m, base, elig, q, lane);
+      float ub = -INFINITY;
+      score = 0.f;
+      if (drop == kEligible) {
+        fp8_interval(dot * m.ad_fp8_scale[row], qn, m.ad_fp8_bound[row], &score, &ub);  // score = the lower end
+        ub = isnan(ub) ? INFINITY : fmaxf(ub, -FLT_MAX);  // -inf marks "not eligible"; NaN is always rescored
+      }
+      if (pos < N) fw.fp8_ub[row] = ub;
+    } else {
+      score_group<kListed>(m, desc, targeting, fw.excl_ad, fw.excl_adv, q, kListed ? 0 : base, row, lane, drop, score);
+    }
+    if (!kListed && pos < N) {
       ++local[count_index(drop)];
       eligible += drop == kEligible;
     }
@@ -195,7 +275,7 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
     }
     settle();
   }
-  if (!kList) {  // the list's ads were counted by the fp8 scan
+  if (!kListed) {  // the list's ads were counted by the fp8 scan
     for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
     if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
     bc.flush(fw.counts);  // begins with a barrier
@@ -247,166 +327,62 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
     settle();
   }
   const int n_top = topl_compact(x, buf, n_buf, L);
-  for (int t = threadIdx.x; t < n_top; t += blockDim.x) {  // what the selection leaves for write_results
-    ws.sorted_keys[t] = buf.keys[t];
-    ws.sorted_pos[t] = buf.rows[t];  // pos = row (rows == null), as in the scan's key array
-    ws.win[t] = t;
-  }
-  if (threadIdx.x == 0) {
-    SelectState* st = ws.state;
-    st->active = 1;
-    st->fallback = 0;
-    st->E = st->L = st->n_win = st->total_q1 = n_top;
-    st->runner = -1;
-    st->capped = 0;
-    st->n_cand[0] = int(N);  // the ads it stepped over: with kList, how many the fp8 scan listed
-    *fw.topl_count = 0;  // the between-request state for the next request on this stream
-    *fw.topl_g = kMaxKey;
-    *fw.topl_ticket = 0;
-    if (kList) {
-      *fw.cand_n = 0;
-      *fw.fp8_g = kMaxKey;
+  if constexpr (kFp8) {  // τ for the filter; the state back for the rescoring, which runs next
+    if (threadIdx.x == 0) {
+      *fw.fp8_tau = n_top >= L ? buf.keys[L - 1] : kMaxKey;
+      *fw.topl_count = 0;
+      *fw.topl_g = kMaxKey;
+      *fw.topl_ticket = 0;
     }
+  } else {
+    for (int t = threadIdx.x; t < n_top; t += blockDim.x) {  // what the selection leaves for write_results
+      ws.sorted_keys[t] = buf.keys[t];
+      ws.sorted_pos[t] = buf.rows[t];  // pos = row (rows == null), as in the scan's key array
+      ws.win[t] = t;
+    }
+    if (threadIdx.x == 0) {
+      SelectState* st = ws.state;
+      st->active = 1;
+      st->fallback = 0;
+      st->E = st->L = st->n_win = st->total_q1 = n_top;
+      st->runner = -1;
+      st->capped = 0;
+      st->n_cand[0] = int(N);  // the ads it stepped over: with kList, how many the fp8 retrieval rescored
+      *fw.topl_count = 0;  // the between-request state for the next request on this stream
+      *fw.topl_g = kMaxKey;
+      *fw.topl_ticket = 0;
+      if (kListed) *fw.cand_n = 0;
+    }
+    __syncthreads();  // the state and the winners in global memory: visible to the block
+    write_results(m, desc, stage, ws.state, ws.win, ws.sorted_pos, ws.sorted_keys, nullptr, fw.counts, nullptr, nullptr, nullptr,
+                  result, lay, out_rows, out_n, nullptr, threadIdx.x, blockDim.x);
   }
-  __syncthreads();  // the state and the winners in global memory: visible to the block
-  write_results(m, desc, stage, ws.state, ws.win, ws.sorted_pos, ws.sorted_keys, nullptr, fw.counts, nullptr, nullptr, nullptr,
-                result, lay, out_rows, out_n, nullptr, threadIdx.x, blockDim.x);
 }
 
-// ---- the fp8 retrieval (fp8_logic.h) ------------------------------------------------------------
-// The fp8 scan reads the e4m3 copy of the table (half the bytes of bf16), scores T = s · (q · d)
-// and the interval [lb, ub] that holds the bf16 score, keeps each block's best L lower bounds in
-// the top-L buffer (its own threshold and the global one, fw.fp8_g), and appends to the candidate
-// list every eligible ad whose ub is not below the score of its bound (a lower bound of τ, the L-th
-// best lb). retrieve_onepass_kernel<true> then rescores the list in bf16 with the scan's own
-// arithmetic and selects the exact top L.
-
-constexpr int kFp8Batch = 4;
-
-// T / s (the sum q · d) of the lane's ad of a warp step's 32 consecutive ads (0 unless its bit is
-// set in `elig`): a quarter warp per row (8 lanes × 16 B = 128 e4m3 values per pass), 4 rows per
-// pass, kFp8Batch passes' loads in flight together. q in shared memory, d_r8 floats (zero padded).
-__device__ __forceinline__ float fp8_score_group(const DeviceModel& m, int64_t base, unsigned elig, const float* q, int lane) {
-  const int sub = lane & 7, quarter = lane >> 3;
-  const int chunks = m.d_r8 / 16;
-  float score = 0.f;
-  for (int t0 = 0; t0 < 8; t0 += kFp8Batch) {  // pass t: quarter h scores ad 4t + h
-    if (((elig >> (4 * t0)) & ((1ull << (4 * kFp8Batch)) - 1)) == 0) continue;  // warp-uniform
-    float acc[kFp8Batch];
-#pragma unroll
-    for (int u = 0; u < kFp8Batch; ++u) acc[u] = 0.f;
-    for (int c = sub; c < chunks; c += 8) {
-      uint4 v[kFp8Batch];
-#pragma unroll
-      for (int u = 0; u < kFp8Batch; ++u) {
-        const int j = 4 * (t0 + u) + quarter;
-        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval_fp8 + (base + j) * m.d_r8) + c)
-                                : make_uint4(0, 0, 0, 0);
-      }
-      const float* qq = q + c * 16;
-#pragma unroll
-      for (int u = 0; u < kFp8Batch; ++u) {
-        const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&v[u]);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p[e], __NV_E4M3);
-          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
-          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
-          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kFp8Batch; ++u) {
-#pragma unroll
-      for (int o = 4; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each quarter
-      const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 3) << 3);  // ad `lane` was scored by quarter lane & 3
-      if ((lane >> 2) == t0 + u) score = s;
-    }
-  }
-  return score;
-}
-
-__global__ void __launch_bounds__(kTopLStep) retrieve_fp8_scan_kernel(DeviceModel m, const RequestDesc* desc, SelectStage stage,
-                                                                      int lcap, const unsigned char* bundle, const float* query,
-                                                                      FunnelWorkspace fw) {
-  extern __shared__ unsigned long long topl_smem[];
-  const int bcap = topl_buffer_cap(lcap);
-  const TopLBuffer buf{topl_smem, reinterpret_cast<int*>(topl_smem + bcap), bcap};
-  float* q = reinterpret_cast<float*>(buf.rows + bcap);
-  __shared__ unsigned sh[kNumCounts];
-  __shared__ int n_buf;
-  __shared__ unsigned long long own, bound;
-  __shared__ float qn;
-  for (int c = threadIdx.x; c < m.d_r8; c += blockDim.x) q[c] = c < m.d_r_pad ? query[c] : 0.f;
-  if (threadIdx.x == 0) {
-    n_buf = 0;
-    own = kMaxKey;
-    bound = load_relaxed(fw.fp8_g);
-  }
-  BlockCounts bc{sh};
-  bc.init();  // includes __syncthreads: q is ready
-  if (threadIdx.x == 0) {  // ‖q‖ in fp32 (fp8_interval allows for its rounding)
-    float s2 = 0.f;
-    for (int c = 0; c < m.d_r_pad; ++c) s2 = fmaf(q[c], q[c], s2);
-    qn = sqrtf(s2) * (1.f + 1e-5f);
-  }
-  __syncthreads();
-  BlockExec x;
-  const int L = stage_k(desc, stage);
-  const uint32_t* targeting = section<uint32_t>(bundle, desc->off_targeting);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t N = m.num_ads;
-  unsigned local[kNumCounts] = {};
-  unsigned eligible = 0;
-  for (int64_t tile = blockIdx.x; tile * kTopLStep < N; tile += gridDim.x) {
-    const int64_t base = tile * kTopLStep + warp * 32, mine = base + lane;
-    const int drop = mine < N ? drop_reason(m, desc, targeting, fw.excl_ad, fw.excl_adv, int(mine)) : -1;
-    const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
-    const float dot = fp8_score_group(m, base, elig, q, lane);
-    bool cand = false;
-    if (mine < N) {
-      ++local[count_index(drop)];
-      eligible += drop == kEligible;
-    }
-    if (drop == kEligible) {
-      float lb, ub;
-      fp8_interval(dot * m.ad_fp8_scale[mine], qn, m.ad_fp8_bound[mine], &lb, &ub);
-      const unsigned long long b = bound;
-      const unsigned long long key = order_key(lb, m.ad_id_rank[mine]);
-      if (key <= b) {
-        const int slot = atomicAdd(&n_buf, 1);
-        buf.keys[slot] = key;
-        buf.rows[slot] = int(mine);
-      }
-      cand = b == kMaxKey || !(ub < key_score(b));  // key_score(b) <= τ: an ad above it may be among the L best
-    }
+// ---- the fp8 retrieval ------------------------------------------------------------------------------
+// Three launches: retrieve_onepass_kernel<kScanFp8> reads the e4m3 table (half the bytes of bf16)
+// and finds τ, the L-th best lower end, exactly, writing each ad's upper end; this filter lists every
+// ad whose upper end reaches τ (an ad below it has L ads above it: fp8_logic.h); and
+// retrieve_onepass_kernel<kList> rescores the list in bf16 with the scan's own arithmetic and
+// selects the exact top L.
+__global__ void fp8_filter_kernel(FunnelWorkspace fw, int64_t n) {
+  const unsigned long long tau = *fw.fp8_tau;
+  const float t = key_score(tau);
+  const int lane = threadIdx.x & 31;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t base = int64_t(blockIdx.x) * blockDim.x; base < n; base += stride) {  // uniform per warp
+    const int64_t i = base + threadIdx.x;
+    const float ub = i < n ? __ldcs(fw.fp8_ub + i) : -INFINITY;
+    // -inf: not eligible; with fewer than L eligible (τ the max key) every eligible ad is listed
+    const bool cand = ub != -INFINITY && (tau == kMaxKey || !(ub < t));
     const unsigned want = __ballot_sync(0xffffffffu, cand);
-    if (want) {  // one atomic per warp step
+    if (want) {
       int first = 0;
       if (lane == 0) first = atomicAdd(fw.cand_n, __popc(want));
       first = __shfl_sync(0xffffffffu, first, 0);
-      if (cand) fw.cand_list[first + __popc(want & ((1u << lane) - 1))] = int(mine);
+      if (cand) fw.cand_list[first + __popc(want & ((1u << lane) - 1))] = int(i);
     }
-    __syncthreads();
-    // compact when the next step could overflow, and as soon as L are kept (a threshold early keeps
-    // the candidate list short)
-    if (topl_must_compact(buf, n_buf) || (own == kMaxKey && n_buf >= L)) {
-      const int kept = topl_compact(x, buf, n_buf, L);  // ends with a barrier
-      if (threadIdx.x == 0) {
-        n_buf = kept;  // = L
-        own = buf.keys[L - 1];
-        atomicMin(fw.fp8_g, own);
-      }
-    }
-    if (threadIdx.x == 0) bound = min(own, load_relaxed(fw.fp8_g));
-    __syncthreads();
   }
-  for (int c = 0; c < kNumCounts; ++c) bc.add(c, local[c]);
-  if (blockIdx.x == 0 && threadIdx.x == 0) bc.add(kCntReceived, unsigned(N > 0xffffffffll ? 0 : N));
-  bc.flush(fw.counts);
-  const unsigned e = __reduce_add_sync(0xffffffffu, eligible);
-  if (lane == 0 && e) atomicAdd(fw.n_elig, int(e));
 }
 
 __global__ void rank_keys_kernel(DeviceModel m, const float* utility, const int* rows, const int* n, int m_cap,
@@ -442,9 +418,9 @@ void enqueue_retrieve_onepass(const DeviceModel& m, const RequestDesc* desc, con
                               const ResultLayout& layout, int* out_rows, int* out_n, cudaStream_t st) {
   if (!retrieve_onepass_fits(m, plan)) throw std::runtime_error("enqueue_retrieve_onepass: the plan does not fit the one-pass scan");
   const int smem = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r_pad;
-  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<false>), smem, "retrieve_onepass_kernel");
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<kScanBf16>), smem, "retrieve_onepass_kernel");
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(retrieve_onepass_grid(), (m.num_ads + kTopLStep - 1) / kTopLStep)));
-  retrieve_onepass_kernel<false><<<grid, kTopLStep, smem, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout,
+  retrieve_onepass_kernel<kScanBf16><<<grid, kTopLStep, smem, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout,
                                                          out_rows, out_n);
   launch_check("retrieve_onepass_kernel");
 }
@@ -460,22 +436,22 @@ void enqueue_retrieve_fp8(const DeviceModel& m, const RequestDesc* desc, const S
   if (!retrieve_fp8_fits(m, plan) || !fw.cand_list) throw std::runtime_error("enqueue_retrieve_fp8: the plan does not fit the fp8 retrieval");
   const int smem_scan = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r8;
   const int smem_list = topl_buffer_bytes(plan.l0) + int(sizeof(float)) * m.d_r_pad;
-  opt_in_smem(reinterpret_cast<const void*>(retrieve_fp8_scan_kernel), smem_scan, "retrieve_fp8_scan_kernel");
-  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<true>), smem_list, "retrieve_onepass_kernel<true>");
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<kScanFp8>), smem_scan, "retrieve_onepass_kernel<kScanFp8>");
+  opt_in_smem(reinterpret_cast<const void*>(retrieve_onepass_kernel<kList>), smem_list, "retrieve_onepass_kernel<kList>");
   const int grid = int(std::max<int64_t>(1, std::min<int64_t>(retrieve_onepass_grid(), (m.num_ads + kTopLStep - 1) / kTopLStep)));
-  retrieve_fp8_scan_kernel<<<grid, kTopLStep, smem_scan, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw);
-  launch_check("retrieve_fp8_scan_kernel");
-  // the list is short (about L to a few L ads, more only where the fp8 bounds are loose): fewer blocks
-  retrieve_onepass_kernel<true><<<std::max(1, device_sm_count() / 2), kTopLStep, smem_list, st>>>(
+  retrieve_onepass_kernel<kScanFp8><<<grid, kTopLStep, smem_scan, st>>>(m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result,
+                                                                        layout, out_rows, out_n);
+  launch_check("retrieve_onepass_kernel<kScanFp8>");
+  fp8_filter_kernel<<<grid_small(m.num_ads), kThreads, 0, st>>>(fw, m.num_ads);
+  launch_check("fp8_filter_kernel");
+  // the list is short (the ads whose interval reaches τ): fewer blocks
+  retrieve_onepass_kernel<kList><<<std::max(1, device_sm_count() / 2), kTopLStep, smem_list, st>>>(
       m, desc, plan.stage, plan.l0, bundle, query, fw, ws, result, layout, out_rows, out_n);
-  launch_check("retrieve_onepass_kernel<true>");
+  launch_check("retrieve_onepass_kernel<kList>");
 }
 
 void reset_retrieve_onepass(FunnelWorkspace& fw, cudaStream_t st) {
-  if (fw.cand_n) {
-    check(cudaMemsetAsync(fw.cand_n, 0, sizeof(int), st), "reset_retrieve_onepass", __FILE__, __LINE__);
-    check(cudaMemsetAsync(fw.fp8_g, 0xff, sizeof(unsigned long long), st), "reset_retrieve_onepass", __FILE__, __LINE__);
-  }
+  if (fw.cand_n) check(cudaMemsetAsync(fw.cand_n, 0, sizeof(int), st), "reset_retrieve_onepass", __FILE__, __LINE__);
   if (!fw.topl_g) return;
   check(cudaMemsetAsync(fw.topl_count, 0, sizeof(int), st), "reset_retrieve_onepass", __FILE__, __LINE__);
   check(cudaMemsetAsync(fw.topl_g, 0xff, sizeof(unsigned long long), st), "reset_retrieve_onepass", __FILE__, __LINE__);

@@ -582,9 +582,10 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
       m8.ad_retrieval_fp8 = to_device(r8);
       m8.ad_fp8_scale = to_device(s8);
       m8.ad_fp8_bound = to_device(b8);
+      CUDA_CHECK(cudaMalloc(&fw.fp8_ub, sizeof(float) * N));
+      CUDA_CHECK(cudaMalloc(&fw.fp8_tau, sizeof(unsigned long long)));
       CUDA_CHECK(cudaMalloc(&fw.cand_list, sizeof(int) * N));
       CUDA_CHECK(cudaMalloc(&fw.cand_n, sizeof(int)));
-      CUDA_CHECK(cudaMalloc(&fw.fp8_g, sizeof(unsigned long long)));
       reset_retrieve_onepass(fw, 0);
       auto run8 = [&] {
         CUDA_CHECK(cudaMemsetAsync(fw.counts, 0, sizeof(unsigned long long) * kNumCounts));
@@ -621,12 +622,13 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
         std::printf("    fp8 with exact rescoring %.1f us (%.0f GB/s of the e4m3 table)\n", t8, double(N) * m8.d_r8 / (t8 * 1e-6) / 1e9);
         result_json("retrieve_fp8", t8, extra8);
       }
-      for (void* p : {(void*)m8.ad_retrieval_fp8, (void*)m8.ad_fp8_scale, (void*)m8.ad_fp8_bound, (void*)fw.cand_list, (void*)fw.cand_n,
-                      (void*)fw.fp8_g})
+      for (void* p : {(void*)m8.ad_retrieval_fp8, (void*)m8.ad_fp8_scale, (void*)m8.ad_fp8_bound, (void*)fw.fp8_ub, (void*)fw.fp8_tau,
+                      (void*)fw.cand_list, (void*)fw.cand_n})
         cudaFree(p);
+      fw.fp8_ub = nullptr;
+      fw.fp8_tau = nullptr;
       fw.cand_list = nullptr;
       fw.cand_n = nullptr;
-      fw.fp8_g = nullptr;
     }
     cudaFree(dres1);
     for (void* p : {(void*)fw.topl_keys, (void*)fw.topl_rows, (void*)fw.topl_count, (void*)fw.topl_g, (void*)fw.topl_ticket}) cudaFree(p);

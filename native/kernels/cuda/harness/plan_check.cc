@@ -5,6 +5,7 @@
 //   g++ -std=c++17 -O2 -I native native/kernels/cuda/harness/plan_check.cc native/engine/funnel.cc -o plan_check
 //   ./plan_check [cases]      prints one line per group and "plan_check: N failures"; exit 1 on any
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -438,13 +439,14 @@ void fp8_interval_cases(std::mt19937_64& rng, int& checked) {
   std::printf("fp8 interval holds the bf16 score: %d tables × queries, %s\n", checked, g_fail > before ? "FAIL" : "ok");
 }
 
-// The fp8 retrieval end to end on the host, with the device's schedule (retrieve.cu
-// retrieve_fp8_scan_kernel, then retrieve_onepass_kernel<true> over the list): blocks take steps in
-// turn; each keeps its best L lower bounds (compacting early once it has L) under its own and the
-// global threshold and lists every ad whose ub is not below its bound's score; then the list's ads
-// are rescored with the bf16 scan's arithmetic and the best L taken. The answer must be the bf16
-// scan's exact top L (ids and scores) over every eligible ad.
+// The fp8 retrieval end to end on the host, as the device runs it (retrieve.cu): the e4m3 scan
+// finds τ, the L-th best lower end, exactly (the one-pass top L over the lower ends' keys: its
+// schedule is checked by onepass_case), the filter lists every eligible ad whose upper end reaches
+// τ (all of them when fewer than L are eligible), and the list's ads are rescored with the bf16
+// scan's arithmetic and the best L taken. The answer must be the bf16 scan's exact top L (ids and
+// scores) over every eligible ad.
 void fp8_selection_case(std::mt19937_64& rng, int n, int d, int k, int blocks, int kind, int& checked, size_t& listed) {
+  (void)blocks;
   const auto e = fp8_table(rng, n, d, kind);
   std::vector<uint8_t> d8(size_t(n) * d);
   std::vector<float> scale(n), B(n);
@@ -461,52 +463,24 @@ void fp8_selection_case(std::mt19937_64& rng, int n, int d, int k, int blocks, i
   std::vector<int> id_rank(n);
   std::iota(id_rank.begin(), id_rank.end(), 0);
   std::shuffle(id_rank.begin(), id_rank.end(), rng);
-
   const int L = k;
-  int lcap = 64;
-  while (lcap < L + 1) lcap <<= 1;
-  const int bcap = topl_buffer_cap(lcap);
-  HostExec x;
-  unsigned long long G = kEpiMaxKey;
-  std::vector<int> list;
-  struct Block {
-    std::vector<unsigned long long> keys;
-    std::vector<int> rows;
-    int n = 0;
-    unsigned long long own = kEpiMaxKey;
-  };
-  std::vector<Block> bl(blocks);
-  for (auto& b : bl) {
-    b.keys.assign(bcap, 0);
-    b.rows.assign(bcap, 0);
+  // the scan: each eligible ad's lower end's key and its upper end (-inf: not eligible)
+  std::vector<unsigned long long> lb_keys;
+  std::vector<float> ub(n, -INFINITY);
+  for (int i = 0; i < n; ++i) {
+    if (!elig[i]) continue;
+    const float T = device_fp8_dot(d8.data() + size_t(i) * d, q.data(), d) * scale[i];
+    float lo, hi;
+    fp8_interval(T, qn, B[i], &lo, &hi);
+    lb_keys.push_back(order_key(lo, id_rank[i]));
+    ub[i] = std::isnan(hi) ? INFINITY : std::max(hi, -FLT_MAX);
   }
-  const int64_t tiles = (int64_t(n) + kTopLStep - 1) / kTopLStep;
-  for (int64_t round = 0; round * blocks < tiles; ++round)
-    for (int b = 0; b < blocks; ++b) {
-      const int64_t tile = b + round * blocks;
-      if (tile >= tiles) continue;
-      Block& B_ = bl[b];
-      const unsigned long long bound = std::min(B_.own, G);
-      for (int64_t i = tile * kTopLStep; i < std::min<int64_t>(n, (tile + 1) * kTopLStep); ++i) {
-        if (!elig[i]) continue;
-        const float T = device_fp8_dot(d8.data() + size_t(i) * d, q.data(), d) * scale[i];
-        float lb, ub;
-        fp8_interval(T, qn, B[i], &lb, &ub);
-        const unsigned long long key = order_key(lb, id_rank[i]);
-        if (key <= bound) {
-          B_.keys[B_.n] = key;
-          B_.rows[B_.n] = int(i);
-          ++B_.n;
-        }
-        if (bound == kEpiMaxKey || !(ub < key_score(bound))) list.push_back(int(i));
-      }
-      TopLBuffer buf{B_.keys.data(), B_.rows.data(), bcap};
-      if (topl_must_compact(buf, B_.n) || (B_.own == kEpiMaxKey && B_.n >= L)) {
-        B_.n = topl_compact(x, buf, B_.n, L);
-        B_.own = B_.keys[L - 1];
-        G = std::min(G, B_.own);
-      }
-    }
+  std::sort(lb_keys.begin(), lb_keys.end());
+  const unsigned long long tau = lb_keys.size() >= size_t(L) ? lb_keys[L - 1] : kEpiMaxKey;
+  // the filter (retrieve.cu fp8_filter_kernel)
+  std::vector<int> list;
+  for (int i = 0; i < n; ++i)
+    if (ub[i] != -INFINITY && (tau == kEpiMaxKey || !(ub[i] < key_score(tau)))) list.push_back(i);
   // rescoring and the exact top L of the list, against the bf16 scan over every eligible ad
   auto exact_top = [&](const std::vector<int>& rows) {
     std::vector<unsigned long long> keys;
