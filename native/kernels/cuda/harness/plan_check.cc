@@ -4,6 +4,7 @@
 // runs it:
 //   g++ -std=c++17 -O2 -I native native/kernels/cuda/harness/plan_check.cc native/engine/funnel.cc -o plan_check
 //   ./plan_check [cases]      prints one line per group and "plan_check: N failures"; exit 1 on any
+//   FP8_BIG=2000000 ./plan_check 1   also: how many of that many random ads the fp8 retrieval rescores
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
