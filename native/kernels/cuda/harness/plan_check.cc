@@ -1,7 +1,9 @@
 // Host-only checks of the CUDA path's host logic and of the single-CTA epilogue's selection
 // (select_logic.h epilogue_select, the same steps the device block runs) against the CPU funnel
-// (engine/funnel.cc select_global, gsp_prices). No GPU and no CUDA toolkit needed; test/23 builds and
-// runs it:
+// (engine/funnel.cc select_global, gsp_prices); of the one-pass retrieval's blocks and merge
+// (select_logic.h topl_*) against the uncapped CPU selection; and of the fp8 retrieval's arithmetic
+// (fp8_logic.h) and selection against the bf16 scan's top L. No GPU and no CUDA toolkit needed;
+// test/23 builds and runs it:
 //   g++ -std=c++17 -O2 -I native native/kernels/cuda/harness/plan_check.cc native/engine/funnel.cc -o plan_check
 //   ./plan_check [cases]      prints one line per group and "plan_check: N failures"; exit 1 on any
 //   FP8_BIG=2000000 ./plan_check 1   also: how many of that many random ads the fp8 retrieval rescores
