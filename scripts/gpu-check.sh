@@ -15,8 +15,7 @@
 # fits one 8-minute device call:
 #   1. harness: the kernels against CPU references, then their timings (the GEMM tile policies
 #      side by side on real data; Retrieve over 10M ads at K = 1,000 and 100: scan + selection, the
-#      one-pass and the fp8 retrieval, each result block compared byte for byte), alone on the GPU;
-#      then its GEMM cases again as programmatic dependents (ADRANK_CUDA_PDL=1)
+#      one-pass and the fp8 retrieval, each result block compared byte for byte), alone on the GPU
 #   2. before/after: whole requests through the addon (scripts/gpu-bench.mjs), Rank 100 / 1,000 /
 #      10,000 (and 1,000 with cap 2) and Retrieve over GPU_CHECK_RETRIEVE_ADS ads (default 1M; the
 #      10M figure is the harness's), once with every switch off (old) and once on (new, GPU_CHECK_NEW)
@@ -25,9 +24,10 @@
 #      torch.matmul on real layer inputs; torch.topk(E @ q) on the same retrieval corpus
 #   4. test/21, test/40 through the addon on cuda and test/22 through its test-hooks build, beside
 #      compute-sanitizer (memcheck and racecheck on the harness --small, memcheck on one addon
-#      request: scripts/gpu-one-request.mjs). test/21 compares each switch of the new path with the
-#      old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns test/21 with
-#      every switch on (ADRANK_CUDA_TILE is process-wide)
+#      request: scripts/gpu-one-request.mjs) and the harness's GEMM cases again as programmatic
+#      dependents (ADRANK_CUDA_PDL=1, validation only). test/21 compares each switch of the new
+#      path with the old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns
+#      test/21 with every switch on (ADRANK_CUDA_TILE and ADRANK_CUDA_PDL are process-wide)
 #   5. Rank(100) and Rank(1,000) served over gRPC to a separate client process, concurrency 1, 16, 64
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), nine files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log,
@@ -124,8 +124,6 @@ cuobjdump --list-elf "$harness" 2>/dev/null | sed 's/^/harness carries: /' | hea
 # 1. the kernels alone
 if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --quick
 else step "harness (validation + timings)" 150 "$out/harness.log" "$harness"; fi
-# the GEMMs launched as programmatic dependents (ADRANK_CUDA_PDL, process-wide): every GEMM case again
-step "harness --quick, ADRANK_CUDA_PDL=1" 60 "$out/harness-pdl.log" env ADRANK_CUDA_PDL=1 "$harness" --quick
 
 have_node=0
 command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" && -d "$root/dist/test" ]] && have_node=1
@@ -180,6 +178,9 @@ else
   echo "compute-sanitizer not found" >>"$out/sanitizer.log"
   rows+=("sanitizers                             SKIPPED (not installed)")
 fi
+# the GEMMs launched as programmatic dependents (ADRANK_CUDA_PDL, process-wide): every GEMM case
+# again, validation only (beside the mocha step, like the sanitizers)
+step "harness --quick, ADRANK_CUDA_PDL=1" 60 "$out/harness-pdl.log" env ADRANK_CUDA_PDL=1 "$harness" --quick
 if ((have_node)); then
   wait "$mocha_pid" || status=1
   while IFS= read -r row; do rows+=("$row"); done <"$work/mocha.row" 2>/dev/null || rows+=("mocha: no result")
