@@ -522,11 +522,8 @@ void CudaBackend::upload_model(cpu::ThreadPool* pool_) {
       CUDA_CHECK(cudaMemcpy(dev_r + size_t(r0) * m.d_r_pad, r16.data(), sizeof(bf16) * size_t(n) * m.d_r_pad, cudaMemcpyHostToDevice));
       if (retrieve_fp8_) {
         auto quantize = [&](int64_t i0, int64_t i1) {
-          std::vector<float> e(m.d_r8, 0.f);
-          for (int64_t i = i0; i < i1; ++i) {
-            for (int c = 0; c < m.d_r; ++c) e[c] = __bfloat162float(r16[size_t(i) * m.d_r_pad + c]);
-            s8[i] = fp8_quantize_row(e.data(), m.d_r8, r8.data() + size_t(i) * m.d_r8, &b8[i]);
-          }
+          fp8_quantize_bf16_rows(reinterpret_cast<const uint16_t*>(r16.data()), m.d_r_pad, m.d_r, i0, i1, m.d_r8, r8.data(), s8.data(),
+                                 b8.data());
         };
         if (pool_) pool_->parallel_for(n, quantize, 1024); else quantize(0, n);
         CUDA_CHECK(cudaMemcpy(dev_r8 + size_t(r0) * m.d_r8, r8.data(), size_t(n) * m.d_r8, cudaMemcpyHostToDevice));

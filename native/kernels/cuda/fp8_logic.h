@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 
 #include "engine/host_device.h"
 
@@ -79,6 +80,23 @@ inline float fp8_quantize_row(const float* e, int n, uint8_t* out, float* bound)
   // rounded up, with room for the double sums' own rounding
   *bound = float(B * (1.0 + 1e-9)) * (1.f + 1.2e-7f) + 1e-38f;
   return s;
+}
+
+// Quantizes rows [i0, i1) of a bf16 table (the bf16 bit patterns, rows ld values apart, d values
+// each) into e4m3 rows of d8 bytes (d8 >= d, zero padded) at out + i · d8, with each row's scale
+// and B at scale[i] and bound[i]: the engine's copy at load and the harness's are made by this.
+inline void fp8_quantize_bf16_rows(const uint16_t* rows, int64_t ld, int d, int64_t i0, int64_t i1, int d8, uint8_t* out,
+                                   float* scale, float* bound) {
+  float e[1024];  // d8 values: the retrieval dimension is far below this
+  if (d8 > 1024 || d > d8) throw std::invalid_argument("fp8_quantize_bf16_rows: expected d <= d8 <= 1024");
+  for (int c = d; c < d8; ++c) e[c] = 0.f;
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int c = 0; c < d; ++c) {
+      const uint32_t bits = uint32_t(rows[i * ld + c]) << 16;
+      std::memcpy(&e[c], &bits, 4);
+    }
+    scale[i] = fp8_quantize_row(e, d8, out + i * d8, &bound[i]);
+  }
 }
 
 // The interval [lb, ub] around the fp8 score T that holds the bf16 score S, for a query of norm qn

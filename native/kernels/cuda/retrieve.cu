@@ -29,6 +29,71 @@ namespace {
 // ahead of the check, 28%.
 constexpr int kScanBatch = 8;
 
+// The table elements the scans read, 16 bytes (one load) at a time: how many values a chunk holds,
+// how many lanes share a row (a 128-value row in one pass of 16-byte loads), and a pair's widening
+// to two floats (exact for both).
+struct Bf16Elem {
+  static constexpr int kPerChunk = 8, kLanes = 16;
+  using Pair = __nv_bfloat162;
+  static __device__ __forceinline__ float2 widen(const Pair& p) { return __bfloat1622float2(p); }
+};
+struct Fp8Elem {
+  static constexpr int kPerChunk = 16, kLanes = 8;
+  using Pair = __nv_fp8x2_storage_t;  // the low byte is the first value
+  static __device__ __forceinline__ float2 widen(const Pair& p) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p, __NV_E4M3);
+    return __half22float2(*reinterpret_cast<const __half2*>(&h));
+  }
+};
+
+// q · r for a warp step's 32 ads, both scans' arithmetic: G = 32 / kLanes rows at a time, kLanes
+// lanes per row, lane `sub` of a row summing its chunks c = sub, sub + kLanes, … in order with fused
+// multiply-adds, kBatch passes' loads in flight together, then a butterfly over the row's lanes;
+// lane j returns ad j's sum (0 unless bit j of `elig` is set: only those rows are read).
+// row_of(j): the table row of ad j, called by every lane (it may shuffle); rows are row_bytes apart
+// from `table`, chunks 16-byte chunks each; q in shared memory, chunks · kPerChunk floats.
+template <class Elem, int kBatch, class RowOf>
+__device__ __forceinline__ float warp_row_dots(const unsigned char* table, int64_t row_bytes, int chunks, unsigned elig,
+                                               const float* q, int lane, RowOf row_of) {
+  constexpr int kLanes = Elem::kLanes, G = 32 / kLanes;
+  const int sub = lane % kLanes, group = lane / kLanes;
+  float score = 0.f;
+  for (int t0 = 0; t0 < kLanes; t0 += kBatch) {  // pass t: group g scores ad G·t + g
+    if (((elig >> (G * t0)) & ((1ull << (G * kBatch)) - 1)) == 0) continue;  // warp-uniform
+    float acc[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) acc[u] = 0.f;
+    for (int c = sub; c < chunks; c += kLanes) {
+      uint4 v[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {  // streaming: the corpus is read once per request
+        const int j = G * (t0 + u) + group;
+        const int64_t rj = row_of(j);
+        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(table + rj * row_bytes) + c) : make_uint4(0, 0, 0, 0);
+      }
+      const float* qq = q + c * Elem::kPerChunk;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const typename Elem::Pair* p = reinterpret_cast<const typename Elem::Pair*>(&v[u]);
+#pragma unroll
+        for (int e = 0; e < Elem::kPerChunk / 2; ++e) {
+          const float2 f = Elem::widen(p[e]);
+          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
+          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+#pragma unroll
+      for (int o = kLanes / 2; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each row's lanes
+      const float s = __shfl_sync(0xffffffffu, acc[u], (lane % G) * kLanes);  // ad `lane` was scored by group lane % G
+      if (lane / G == t0 + u) score = s;
+    }
+  }
+  return score;
+}
+
 // Eligibility and score of one warp step's 32 ads: the consecutive ads base + lane (kList false),
 // or the listed rows `row` of each lane, -1 for none, already known eligible (kList true: the
 // fp8 retrieval's rescoring). `drop` is the lane's drop reason (-1 for none), `score` its q · r
@@ -39,52 +104,19 @@ template <bool kList>
 __device__ __forceinline__ void score_group(const DeviceModel& m, const RequestDesc* desc, const uint32_t* targeting,
                                             const uint8_t* excl_ad, const uint8_t* excl_adv, const float* q, int64_t base,
                                             int row, int lane, int& drop_out, float& score_out) {
-  const int sub = lane & 15, half = lane >> 4;
   const int64_t N = m.num_ads;
-  const int chunks = m.d_r_pad / 8;
   const int64_t mine = base + lane;
   int drop;
   if constexpr (kList) drop = row >= 0 ? int(kEligible) : -1;
   else drop = mine < N ? drop_reason(m, desc, targeting, excl_ad, excl_adv, int(mine)) : -1;
   const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
-  float score = 0.f;
-  for (int t0 = 0; t0 < 16; t0 += kScanBatch) {  // step t: half h scores ad 2t + h
-    if (((elig >> (2 * t0)) & ((1ull << (2 * kScanBatch)) - 1)) == 0) continue;  // warp-uniform
-    float acc[kScanBatch];
-#pragma unroll
-    for (int u = 0; u < kScanBatch; ++u) acc[u] = 0.f;
-    for (int c = sub; c < chunks; c += 16) {
-      uint4 v[kScanBatch];
-#pragma unroll
-      for (int u = 0; u < kScanBatch; ++u) {  // streaming: the corpus is read once per request
-        const int j = 2 * (t0 + u) + half;
-        int64_t rj = base + j;
-        if constexpr (kList) rj = __shfl_sync(0xffffffffu, row, j);
-        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval + rj * m.d_r_pad) + c)
-                                : make_uint4(0, 0, 0, 0);
-      }
-      const float* qq = q + c * 8;
-#pragma unroll
-      for (int u = 0; u < kScanBatch; ++u) {
-        const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v[u]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 f = __bfloat1622float2(p[e]);
-          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
-          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kScanBatch; ++u) {
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each half
-      const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 1) << 4);  // ad `lane` was scored by half lane & 1
-      if ((lane >> 1) == t0 + u) score = s;
-    }
-  }
+  const auto row_of = [&](int j) -> int64_t {
+    if constexpr (kList) return __shfl_sync(0xffffffffu, row, j);
+    else return base + j;
+  };
+  score_out = warp_row_dots<Bf16Elem, kScanBatch>(reinterpret_cast<const unsigned char*>(m.ad_retrieval), int64_t(m.d_r_pad) * 2,
+                                                 m.d_r_pad / 8, elig, q, lane, row_of);
   drop_out = drop;
-  score_out = score;
 }
 
 __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const RequestDesc* desc,
@@ -123,53 +155,7 @@ __global__ void __launch_bounds__(256) retrieve_scan_kernel(DeviceModel m, const
   if (lane == 0 && e) atomicAdd(n_elig, int(e));
 }
 
-// ---- the fp8 retrieval's scoring (fp8_logic.h) ----------------------------------------------------
-
-constexpr int kFp8Batch = 4;
-
-// T / s (the sum q · d) of the lane's ad of a warp step's 32 consecutive ads (0 unless its bit is
-// set in `elig`): a quarter warp per row (8 lanes × 16 B = 128 e4m3 values per pass), 4 rows per
-// pass, kFp8Batch passes' loads in flight together. q in shared memory, d_r8 floats (zero padded).
-__device__ __forceinline__ float fp8_score_group(const DeviceModel& m, int64_t base, unsigned elig, const float* q, int lane) {
-  const int sub = lane & 7, quarter = lane >> 3;
-  const int chunks = m.d_r8 / 16;
-  float score = 0.f;
-  for (int t0 = 0; t0 < 8; t0 += kFp8Batch) {  // pass t: quarter h scores ad 4t + h
-    if (((elig >> (4 * t0)) & ((1ull << (4 * kFp8Batch)) - 1)) == 0) continue;  // warp-uniform
-    float acc[kFp8Batch];
-#pragma unroll
-    for (int u = 0; u < kFp8Batch; ++u) acc[u] = 0.f;
-    for (int c = sub; c < chunks; c += 8) {
-      uint4 v[kFp8Batch];
-#pragma unroll
-      for (int u = 0; u < kFp8Batch; ++u) {
-        const int j = 4 * (t0 + u) + quarter;
-        v[u] = (elig >> j) & 1u ? __ldcs(reinterpret_cast<const uint4*>(m.ad_retrieval_fp8 + (base + j) * m.d_r8) + c)
-                                : make_uint4(0, 0, 0, 0);
-      }
-      const float* qq = q + c * 16;
-#pragma unroll
-      for (int u = 0; u < kFp8Batch; ++u) {
-        const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&v[u]);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p[e], __NV_E4M3);
-          const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
-          acc[u] = fmaf(f.x, qq[2 * e], acc[u]);
-          acc[u] = fmaf(f.y, qq[2 * e + 1], acc[u]);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kFp8Batch; ++u) {
-#pragma unroll
-      for (int o = 4; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);  // within each quarter
-      const float s = __shfl_sync(0xffffffffu, acc[u], (lane & 3) << 3);  // ad `lane` was scored by quarter lane & 3
-      if ((lane >> 2) == t0 + u) score = s;
-    }
-  }
-  return score;
-}
+constexpr int kFp8Batch = 4;  // the fp8 scan's passes in flight (4 rows each)
 
 // ---- the one-pass retrieval (select_logic.h "the one-pass retrieval's top-L buffer") ---------------
 // kTopLStep threads; a block step scores kTopLStep consecutive ads (a warp 32 of them, as above),
@@ -250,7 +236,8 @@ __global__ void __launch_bounds__(kTopLStep) retrieve_onepass_kernel(DeviceModel
     if constexpr (kFp8) {
       drop = pos < N ? drop_reason(m, desc, targeting, fw.excl_ad, fw.excl_adv, row) : -1;
       const unsigned elig = __ballot_sync(0xffffffffu, drop == kEligible);
-      const float dot = fp8_score_group(m, base, elig, q, lane);
+      const float dot = warp_row_dots<Fp8Elem, kFp8Batch>(m.ad_retrieval_fp8, m.d_r8, m.d_r8 / 16, elig, q, lane,
+                                                          [&](int j) { return base + j; });
       float ub = -INFINITY;
       score = 0.f;
       if (drop == kEligible) {

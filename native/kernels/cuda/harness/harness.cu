@@ -543,19 +543,26 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
       CUDA_CHECK(cudaMemsetAsync(fw.n_elig, 0, sizeof(int)));
       enqueue_retrieve_onepass(c.m, ddesc, plan, dbundle, dq, sw, fw, dres1, lay, nullptr, nullptr, 0);
     };
-    bool same = true;
-    for (int rep = 0; rep < 3; ++rep) {  // the between-request state is put back by the last block
-      run1();
-      CUDA_CHECK(cudaDeviceSynchronize());
-      auto res1 = to_host(dres1, lay.bytes);
-      const ResultHeader* h1 = reinterpret_cast<const ResultHeader*>(res1.data());
-      const int n = std::min(h->n_win, lay.k_cap);
-      same = same && h1->n_win == h->n_win && std::memcmp(h1->counts, h->counts, sizeof h->counts) == 0 &&
-             std::memcmp(res1.data() + lay.off_ids, res.data() + lay.off_ids, sizeof(int64_t) * n) == 0 &&
-             std::memcmp(res1.data() + lay.off_adv, res.data() + lay.off_adv, sizeof(int64_t) * n) == 0 &&
-             std::memcmp(res1.data() + lay.off_rows, res.data() + lay.off_rows, sizeof(int) * n) == 0 &&
-             std::memcmp(res1.data() + lay.off_scores, res.data() + lay.off_scores, sizeof(float) * n) == 0;
-    }
+    // Three runs of `run` (the between-request state is put back by its last block each time), each
+    // result block the scan + selection's, field by field: winners, counts, ids, advertisers, rows,
+    // scores.
+    auto same_as_old = [&](const std::function<void()>& run) {
+      bool same = true;
+      for (int rep = 0; rep < 3; ++rep) {
+        CUDA_CHECK(cudaMemset(dres1, 0, lay.bytes));
+        run();
+        CUDA_CHECK(cudaDeviceSynchronize());
+        auto got = to_host(dres1, lay.bytes);
+        const ResultHeader* hg = reinterpret_cast<const ResultHeader*>(got.data());
+        const int n = std::min(h->n_win, lay.k_cap);
+        auto field = [&](size_t off, size_t bytes) { return std::memcmp(got.data() + off, res.data() + off, bytes * n) == 0; };
+        same = same && hg->n_win == h->n_win && std::memcmp(hg->counts, h->counts, sizeof h->counts) == 0 &&
+               field(lay.off_ids, sizeof(int64_t)) && field(lay.off_adv, sizeof(int64_t)) && field(lay.off_rows, sizeof(int)) &&
+               field(lay.off_scores, sizeof(float));
+      }
+      return same;
+    };
+    const bool same = same_as_old(run1);
     std::printf("  %-40s %s\n", "one-pass = scan + selection", same ? "identical (3 runs)" : "DIFFERENT");
     if (!same) ++g_failures;
     if (timed) t_onepass = time_us(run1, 10);
@@ -569,13 +576,11 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
       {  // on every host core: 10M rows take seconds on one
         const int nt = int(std::max(1u, std::min(32u, std::thread::hardware_concurrency())));
         std::vector<std::thread> pool;
+        const int64_t per = (N + nt - 1) / nt;
         for (int t = 0; t < nt; ++t)
           pool.emplace_back([&, t] {
-            std::vector<float> e(m8.d_r8, 0.f);
-            for (int64_t i = t; i < N; i += nt) {
-              for (int d = 0; d < dim; ++d) e[d] = __bfloat162float(c.emb[size_t(i) * dim + d]);
-              s8[i] = fp8_quantize_row(e.data(), m8.d_r8, r8.data() + size_t(i) * m8.d_r8, &b8[i]);
-            }
+            fp8_quantize_bf16_rows(reinterpret_cast<const uint16_t*>(c.emb.data()), dim, dim, std::min(N, t * per),
+                                   std::min(N, (t + 1) * per), m8.d_r8, r8.data(), s8.data(), b8.data());
           });
         for (auto& th : pool) th.join();
       }
@@ -592,20 +597,8 @@ void retrieval_case(int64_t N, int dim, int K, int cap, int advertisers, bool ti
         CUDA_CHECK(cudaMemsetAsync(fw.n_elig, 0, sizeof(int)));
         enqueue_retrieve_fp8(m8, ddesc, plan, dbundle, dq, sw, fw, dres1, lay, nullptr, nullptr, 0);
       };
-      bool same8 = true;
+      const bool same8 = same_as_old(run8);
       int listed = 0;
-      for (int rep = 0; rep < 3; ++rep) {
-        CUDA_CHECK(cudaMemsetAsync(dres1, 0, lay.bytes));
-        run8();
-        CUDA_CHECK(cudaDeviceSynchronize());
-        auto res8 = to_host(dres1, lay.bytes);
-        const ResultHeader* h8 = reinterpret_cast<const ResultHeader*>(res8.data());
-        const int n = std::min(h->n_win, lay.k_cap);
-        same8 = same8 && h8->n_win == h->n_win && std::memcmp(h8->counts, h->counts, sizeof h->counts) == 0 &&
-                std::memcmp(res8.data() + lay.off_ids, res.data() + lay.off_ids, sizeof(int64_t) * n) == 0 &&
-                std::memcmp(res8.data() + lay.off_rows, res.data() + lay.off_rows, sizeof(int) * n) == 0 &&
-                std::memcmp(res8.data() + lay.off_scores, res.data() + lay.off_scores, sizeof(float) * n) == 0;
-      }
       {  // how many ads the fp8 scan listed for rescoring (the rescoring leaves it in the state's n_cand[0])
         SelectState st{};
         CUDA_CHECK(cudaMemcpy(&st, sw.state, sizeof st, cudaMemcpyDeviceToHost));

@@ -416,6 +416,23 @@ void fp8_interval_cases(std::mt19937_64& rng, int& checked) {
       std::vector<uint8_t> d8(size_t(n) * d);
       std::vector<float> scale(n), B(n);
       for (int r = 0; r < n; ++r) scale[r] = fp8_quantize_row(e.data() + size_t(r) * d, d, d8.data() + size_t(r) * d, &B[r]);
+      {  // the rows as the engine quantizes them at load: bf16 bit patterns, padded to 16
+        const int dp = (d + 15) / 16 * 16;
+        std::vector<uint16_t> bits(size_t(n) * d);
+        for (size_t i = 0; i < bits.size(); ++i) {
+          uint32_t u;
+          std::memcpy(&u, &e[i], 4);
+          bits[i] = uint16_t(u >> 16);  // e is bf16-valued: the low half is 0
+        }
+        std::vector<uint8_t> p8(size_t(n) * dp);
+        std::vector<float> ps(n), pb(n);
+        fp8_quantize_bf16_rows(bits.data(), d, d, 0, n, dp, p8.data(), ps.data(), pb.data());
+        int differ = 0;
+        for (int r = 0; r < n; ++r)
+          differ += ps[r] != scale[r] || pb[r] < B[r] || std::memcmp(p8.data() + size_t(r) * dp, d8.data() + size_t(r) * d, d) != 0 ||
+                    std::any_of(p8.begin() + size_t(r) * dp + d, p8.begin() + size_t(r + 1) * dp, [](uint8_t b) { return b != 0; });
+        EXPECT(differ == 0, "fp8_quantize_bf16_rows kind %d d %d: %d rows differ from fp8_quantize_row's", kind, d, differ);
+      }
       for (int qi = 0; qi < 5; ++qi) {
         std::vector<float> q(d);
         for (auto& x : q) x = qi == 4 ? 1e4f * g(rng) : g(rng);
