@@ -13,8 +13,8 @@
 # one step and not the run; and all of them inside GPU_CHECK_BUDGET seconds (default 450: a step
 # that would start past it is skipped, one that would run past it gets what is left), so the run
 # fits one 8-minute device call:
-#   1. harness: the kernels against CPU references, then their timings (the GEMM tile policies
-#      side by side on real data; Retrieve over 10M ads at K = 1,000 and 100: scan + selection, the
+#   1. harness: the kernels against CPU references, then their timings (the GEMM tile policies and
+#      the wgmma kernel side by side on real data, every GEMM case on both kernels; Retrieve over 10M ads at K = 1,000 and 100: scan + selection, the
 #      one-pass and the fp8 retrieval, each result block compared byte for byte), alone on the GPU
 #   2. before/after: whole requests through the addon (scripts/gpu-bench.mjs), Rank 100 / 1,000 /
 #      10,000 (and 1,000 with cap 2) and Retrieve over GPU_CHECK_RETRIEVE_ADS ads (default 1M; the
@@ -44,7 +44,7 @@ quick=0
 scale="${GPU_CHECK_SCALE:-1}"
 budget="${GPU_CHECK_BUDGET:-460}"
 # The new path: every switch of docs/cuda.md "Settings" that is off by default.
-new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 ADRANK_CUDA_RETRIEVE_ONEPASS=1 ADRANK_CUDA_RETRIEVE_FP8=1 ADRANK_CUDA_PDL=1 ADRANK_CUDA_LINEAR_T=1}"
+new_env="${GPU_CHECK_NEW:-ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 ADRANK_CUDA_RETRIEVE_ONEPASS=1 ADRANK_CUDA_RETRIEVE_FP8=1 ADRANK_CUDA_PDL=1 ADRANK_CUDA_LINEAR_T=1 ADRANK_CUDA_WGMMA=1}"
 status=0
 rows=()
 skip() { [[ " ${GPU_CHECK_SKIP:-} " == *" $1 "* ]]; }
@@ -120,6 +120,11 @@ if [[ ! -x "$harness" ]]; then
   [[ -x "$harness" ]] || { echo "harness build FAILED"; exit 1; }
 fi
 cuobjdump --list-elf "$harness" 2>/dev/null | sed 's/^/harness carries: /' | head -4 >>"$out/summary.txt"
+# the wgmma kernel is on the tensor cores' Hopper path only if its SASS has HGMMA (a matrix kernel
+# whose SASS shows only HMMA is on the older, slower path)
+if command -v cuobjdump >/dev/null; then
+  echo "harness SASS: $(cuobjdump -sass "$harness" 2>/dev/null | grep -c HGMMA) HGMMA, $(cuobjdump -sass "$harness" 2>/dev/null | grep -c ' HMMA') HMMA instructions" >>"$out/summary.txt"
+fi
 
 # 1. the kernels alone
 if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --quick

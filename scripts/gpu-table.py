@@ -92,9 +92,12 @@ def section(rows, title, line):
 
 section([r for r in harness if r["name"] == "gemm_tile"],
         "== GEMM tile policy at the harness's shapes (median µs on random non-zero data)\n"
-        f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'chosen':>7}",
+        f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'wgmma':>9} {'chosen':>7}",
         lambda r: f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
-                  f"{f(r.get('big_us'))} {f(r.get('small_us'))} {r.get('shape_choice', '-'):>7}")
+                  f"{f(r.get('big_us'))} {f(r.get('small_us'))} {f(r.get('wgmma_us') or nan)} {r.get('shape_choice', '-'):>7}")
+section([r for r in harness if r["name"] == "demo_chain"],
+        "== the demo model's GEMM chain in the harness (random activations): mma.sync vs wgmma",
+        lambda r: f"  m={r['m']:<6} {r.get('kernel', 'mma.sync'):9} {f(r['us'])} µs {f(r['tflops'], 7)} TFLOP/s")
 section([r for r in harness if r["name"] == "epilogue"],
         "== selection + result block: old path (order keys, radix rounds, results kernel) vs the single-CTA epilogue (µs)",
         lambda r: f"  n={r['n']:<6} K={r['K']:<5} cap={r['cap']}  old {f(r['old_us'])}  epilogue {f(r['new_us'])}  "

@@ -352,6 +352,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   retrieve_onepass_ = env_switch("ADRANK_CUDA_RETRIEVE_ONEPASS");
   retrieve_fp8_ = env_switch("ADRANK_CUDA_RETRIEVE_FP8");
   linear_t_ = env_switch("ADRANK_CUDA_LINEAR_T");
+  // ADRANK_CUDA_WGMMA is process-wide (gemm_bf16.cu); probe this device here, before any capture,
+  // so the launcher knows whether its code has the wgmma kernel.
+  const bool wgmma = gemm_wgmma_enabled() && gemm_wgmma_available();
   int streams = 4;
   if (const char* s = std::getenv("ADRANK_CUDA_STREAMS")) streams = std::max(1, std::min(64, std::atoi(s)));
   if (const char* w = std::getenv("ADRANK_CUDA_WATCHDOG_MS")) watchdog_ = std::chrono::milliseconds(std::max(0, std::atoi(w)));
@@ -374,6 +377,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
                  (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") + (retrieve_fp8_ ? ", fp8 retrieve" : "") + (linear_t_ ? ", linear wt" : "") +
+                 (gemm_wgmma_enabled() ? (wgmma ? ", wgmma" : ", wgmma unavailable (no sm_90a code for this device)") : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
                  "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }

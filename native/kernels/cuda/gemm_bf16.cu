@@ -4,9 +4,14 @@
 #include "kernels/cuda/gemm_bf16.cuh"
 
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+
+#include "kernels/cuda/gemm_device.cuh"
+#include "kernels/cuda/gemm_wgmma.cuh"
 
 namespace adrank::cuda {
 
@@ -26,16 +31,7 @@ void gemm_bf16_reference(const bf16* a, int64_t lda, const bf16* w, int64_t ldw,
 
 namespace {
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  // src_bytes = 0 zero-fills the 16 destination bytes (rows/columns outside the matrix).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+using namespace gemm_detail;
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -139,8 +135,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
   }
 
   // Per-thread source rows, fixed across k tiles.
-  const bf16* a_src0[Cfg::kAChunks];
-  const bf16* a_src1[Cfg::kAChunks];
+  ARow a_row[Cfg::kAChunks];
   int a_dst[Cfg::kAChunks], a_kc[Cfg::kAChunks];
   bool a_ok[Cfg::kAChunks];
 #pragma unroll
@@ -148,12 +143,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
     const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
     a_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
     a_dst[c] = row * LDS + a_kc[c];
-    const int gi = bm0 + row;
-    a_ok[c] = gi < m;
-    const int gi_safe = a_ok[c] ? gi : 0;
-    const int64_t r0 = a.rows0 ? int64_t(a_ok[c] ? a.rows0[gi] : 0) : int64_t(gi_safe);
-    a_src0[c] = a.seg0 + z * a.z_stride0 + r0 * a.ld0;
-    a_src1[c] = a.seg1 ? a.seg1 + z * a.z_stride1 + int64_t(gi_safe) * a.ld1 : a_src0[c];
+    a_ok[c] = bm0 + row < m;
+    a_row[c].init(a, z, bm0 + row, a_ok[c]);
   }
   const int k0 = a.seg1 ? a.k0 : s.k;
 
@@ -162,8 +153,7 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
 #pragma unroll
     for (int c = 0; c < Cfg::kAChunks; ++c) {
       const int kk = kt * BK + a_kc[c];
-      const bf16* src = kk < k0 ? a_src0[c] + kk : a_src1[c] + (kk - k0);
-      cp_async16(sa + a_dst[c], a_ok[c] ? src : a.seg0, a_ok[c] ? 16 : 0);
+      cp_async16(sa + a_dst[c], a_ok[c] ? a_row[c].at(kk, k0) : a.seg0, a_ok[c] ? 16 : 0);
     }
   };
   auto load_tile = [&](int stage, int kt) {
@@ -297,17 +287,76 @@ void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_
   CUDA_CHECK_LAUNCH("gemm_bf16_kernel");
 }
 
+// ADRANK_CUDA_WGMMA=1 (process-wide, read at first use; set_gemm_wgmma for the harness).
+std::atomic<int>& wgmma_slot() {
+  static std::atomic<int> on{[] {
+    const char* v = std::getenv("ADRANK_CUDA_WGMMA");
+    return v && std::string(v) == "1" ? 1 : 0;
+  }()};
+  return on;
+}
+
+// Per device: whether its code has the wgmma body. Probed by gemm_wgmma_available (a launch and a
+// copy: never inside a capture); the launcher only reads what was probed.
+std::mutex g_wgmma_mu;
+std::map<int, bool> g_wgmma_probed;
+
+bool wgmma_probed_here() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(g_wgmma_mu);
+  auto it = g_wgmma_probed.find(dev);
+  return it != g_wgmma_probed.end() && it->second;
+}
+
+// The wgmma kernel for buckets of more than 64 rows (one warpgroup's M); below that the 64×64
+// mma.sync tile wastes less.
+bool use_wgmma(const GemmShape& s) { return wgmma_slot().load(std::memory_order_relaxed) && s.m > 64 && wgmma_probed_here(); }
+
+template <class Epi>
+void launch_wgmma(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
+  auto kernel = wg::gemm_wgmma_kernel<Epi>;
+  opt_in_smem(reinterpret_cast<const void*>(kernel), int(wg::kSmemBytes), "gemm_wgmma_kernel");
+  const dim3 grid(ceil_div(s.n, wg::kBN), ceil_div(s.m, wg::kBM), s.batch);
+  kernel<<<grid, wg::kThreads, wg::kSmemBytes, st>>>(s, a, ep);
+  CUDA_CHECK_LAUNCH("gemm_wgmma_kernel");
+}
+
 template <class Epi>
 void dispatch(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
   check_shape(s, a);
   if (s.m == 0) return;
-  if (prefer_big(s))
+  if (use_wgmma(s))
+    launch_wgmma(s, a, ep, st);
+  else if (prefer_big(s))
     launch_cfg<BigTile>(s, a, ep, st);
   else
     launch_cfg<SmallTile>(s, a, ep, st);
 }
 
 }  // namespace
+
+bool gemm_wgmma_available() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  {
+    std::lock_guard<std::mutex> lock(g_wgmma_mu);
+    auto it = g_wgmma_probed.find(dev);
+    if (it != g_wgmma_probed.end()) return it->second;
+  }
+  int* flag = nullptr;
+  int host = 0;
+  CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+  wg::wgmma_probe_kernel<<<1, 1>>>(flag);
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t copied = launched == cudaSuccess ? cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) : launched;
+  cudaFree(flag);
+  CUDA_CHECK(copied);
+  std::lock_guard<std::mutex> lock(g_wgmma_mu);
+  return g_wgmma_probed[dev] = host == 1;
+}
+bool gemm_wgmma_enabled() { return wgmma_slot().load(std::memory_order_relaxed) != 0; }
+void set_gemm_wgmma(bool on) { wgmma_slot().store(on ? 1 : 0, std::memory_order_relaxed); }
 
 TilePolicy gemm_tile_policy() { return TilePolicy(policy_slot().load(std::memory_order_relaxed)); }
 void set_gemm_tile_policy(TilePolicy p) { policy_slot().store(int(p), std::memory_order_relaxed); }
@@ -319,6 +368,8 @@ void gemm_bf16(const GemmShape& s, const ASource& a, const BiasActEpilogue<true>
 void gemm_bf16(const GemmShape& s, const ASource& a, const MaskProductEpilogue& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
 void gemm_bf16(const GemmShape& s, const ASource& a, const CrossEpilogue& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
 
-const char* gemm_bf16_config(const GemmShape& s) { return prefer_big(s) ? "128x128x32/4st" : "64x64x32/4st"; }
+const char* gemm_bf16_config(const GemmShape& s) {
+  return use_wgmma(s) ? "wgmma 128x128x64/4st" : prefer_big(s) ? "128x128x32/4st" : "64x64x32/4st";
+}
 
 }  // namespace adrank::cuda

@@ -127,13 +127,22 @@ void gemm_bf16(const GemmShape& s, const ASource& a, const BiasActEpilogue<true>
 void gemm_bf16(const GemmShape& s, const ASource& a, const MaskProductEpilogue& ep, cudaStream_t st);
 void gemm_bf16(const GemmShape& s, const ASource& a, const CrossEpilogue& ep, cudaStream_t st);
 
-// Which tile configuration gemm_bf16 would use for this shape ("128x128x32/4" or "64x64x32/4").
+// Which kernel and tile gemm_bf16 would use for this shape ("wgmma 128x128x64/4st", "128x128x32/4st"
+// or "64x64x32/4st").
 const char* gemm_bf16_config(const GemmShape& s);
 
 // Tile choice (plan_logic.h): the process-wide policy comes from ADRANK_CUDA_TILE (fill | shape |
 // big | small) at first use; a graph keeps the tiles chosen when it was captured.
 TilePolicy gemm_tile_policy();
 void set_gemm_tile_policy(TilePolicy p);
+
+// The Hopper kernel (gemm_wgmma.cuh), ADRANK_CUDA_WGMMA=1 (process-wide, read at first use): for
+// buckets of more than 64 rows on a device whose code has it. gemm_wgmma_available() probes the
+// current device once (a launch and a copy: call it before any graph capture; the backend does at
+// construction) and the launcher takes the wgmma kernel only on a device probed available.
+bool gemm_wgmma_available();
+bool gemm_wgmma_enabled();
+void set_gemm_wgmma(bool on);
 
 // CPU reference (fp32 math on bf16 inputs): c[i, j] = Σ_k a[i, k] · w[j, k], no epilogue.
 // a [m, k] (lda), w [n, k] (ldw), c [m, n] (ldc). Used by the harness.

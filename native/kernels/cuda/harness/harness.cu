@@ -139,7 +139,8 @@ void gemm_case(int m, int n, int k, int check_rows, bool timed) {
     const double tflops = 2.0 * m * n * k / (us * 1e-6) / 1e12;
     std::printf("    %.1f us  %.1f TFLOP/s\n", us, tflops);
     char extra[128];
-    std::snprintf(extra, sizeof extra, "\"m\":%d,\"n\":%d,\"k\":%d,\"tflops\":%.2f", m, n, k, tflops);
+    std::snprintf(extra, sizeof extra, "\"m\":%d,\"n\":%d,\"k\":%d,\"tflops\":%.2f,\"kernel\":\"%s\"", m, n, k, tflops,
+                  gemm_wgmma_enabled() && m > 64 ? "wgmma" : "mma.sync");
     result_json("gemm", us, extra);
   }
   cudaFree(da);
@@ -312,9 +313,10 @@ void demo_chain(int m) {
   };
   const double us = time_us(run);
   const double tflops = flops / (us * 1e-6) / 1e12;
-  std::printf("  demo GEMM chain m=%d: %.1f us, %.1f TFLOP/s (padded shapes)\n", m, us, tflops);
-  char extra[96];
-  std::snprintf(extra, sizeof extra, "\"m\":%d,\"tflops\":%.2f", m, tflops);
+  const char* kernel = gemm_wgmma_enabled() ? "wgmma" : "mma.sync";
+  std::printf("  demo GEMM chain m=%d [%s]: %.1f us, %.1f TFLOP/s (padded shapes)\n", m, kernel, us, tflops);
+  char extra[128];
+  std::snprintf(extra, sizeof extra, "\"m\":%d,\"tflops\":%.2f,\"kernel\":\"%s\"", m, tflops, kernel);
   result_json("demo_chain", us, extra);
   for (bf16* w : ws) cudaFree(w);
   cudaFree(act);
@@ -364,14 +366,27 @@ void gemm_tile_case(int m, int n, int k, int batch) {
     us[p] = time_us([&] { gemm_bf16(s, src, e, 0); });
   }
   set_gemm_tile_policy(before);
+  double us_wgmma = 0;  // the wgmma kernel (m > 64 only), against fill's output
+  if (m > 64 && gemm_wgmma_available()) {
+    set_gemm_wgmma(true);
+    CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));
+    gemm_bf16(s, src, e, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto got = to_host(dc, size_t(m) * n * batch);
+    char name[96];
+    std::snprintf(name, sizeof name, "wgmma vs fill m=%d n=%d k=%d", m, n, k);
+    validate(name, got.data(), first.data(), got.size(), 1e-3f, 1e-3f);
+    us_wgmma = time_us([&] { gemm_bf16(s, src, e, 0); });
+    set_gemm_wgmma(false);
+  }
   const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
-  std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f us\n", m, n, k, batch, us[0], us[1],
-              big ? "big" : "small", us[2], us[3]);
-  char extra[256];
+  std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f  wgmma %.1f us\n", m, n, k, batch, us[0],
+              us[1], big ? "big" : "small", us[2], us[3], us_wgmma);
+  char extra[320];
   std::snprintf(extra, sizeof extra,
                 "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f,\"shape_us\":%.2f,\"big_us\":%.2f,\"small_us\":%.2f,"
-                "\"shape_choice\":\"%s\"",
-                m, n, k, batch, us[0], us[1], us[2], us[3], big ? "big" : "small");
+                "\"wgmma_us\":%.2f,\"shape_choice\":\"%s\"",
+                m, n, k, batch, us[0], us[1], us[2], us[3], us_wgmma, big ? "big" : "small");
   result_json("gemm_tile", us[1], extra);
   cudaFree(da);
   cudaFree(dw);
@@ -790,16 +805,34 @@ int main(int argc, char** argv) {
     cudaDeviceProp p{};
     CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
     std::printf("device: %s (sm_%d%d, %d SMs)\n", p.name, p.major, p.minor, p.multiProcessorCount);
-    std::printf("gemm_bf16 correctness\n");
-    gemm_fused_cases();
-    gemm_case(257, 136, 96, 257, false);
+    // The wgmma kernel (ADRANK_CUDA_WGMMA): every GEMM case below runs on both kernels. A Hopper
+    // device without it means the build lacks sm_90a code: that is a failure, not a skip.
+    const bool wgmma = gemm_wgmma_available();
+    std::printf("wgmma kernel: %s\n", wgmma ? "available" : "not available on this device");
+    if (!wgmma && p.major == 9) {
+      std::printf("  FAIL: an sm_90 device without the wgmma kernel (build with -gencode=arch=compute_90a,code=sm_90a)\n");
+      ++g_failures;
+    }
+    const bool wgmma_before = gemm_wgmma_enabled();
+    for (int pass = 0; pass < (wgmma ? 2 : 1); ++pass) {
+      set_gemm_wgmma(pass == 1);
+      std::printf("gemm_bf16 correctness (%s)\n", pass ? "wgmma" : "mma.sync");
+      gemm_fused_cases();
+      gemm_case(257, 136, 96, 257, false);
+      gemm_case(1000, 200, 992, 1000, false);  // K not a multiple of the wgmma step (64), N not of the tile
+    }
+    set_gemm_wgmma(false);
     layer_norm_case();
     std::printf("gemm_bf16 at the demo shapes (K padded to 32, N to 8)\n");
     const int shapes[][2] = {{2136, 192}, {360, 736}, {512, 384}, {1536, 1536}, {256, 1536}};
     if (!small) {
-      for (int m : {1000, 10000})
-        for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
-      for (int m : {1000, 10000}) demo_chain(m);
+      for (int pass = 0; pass < (wgmma ? 2 : 1); ++pass) {
+        set_gemm_wgmma(pass == 1);
+        for (int m : {1000, 10000})
+          for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
+        for (int m : {1000, 10000}) demo_chain(m);
+      }
+      set_gemm_wgmma(false);
       std::printf("gemm_bf16 tile policies at the demo layers (fill = the default, shape = ADRANK_CUDA_TILE=shape)\n");
       const int layers[][3] = {{2208, 192, 1}, {384, 736, 3}, {512, 384, 3}, {1536, 1536, 1}, {256, 1536, 1}};
       for (int m : {128, 1024, 10000})
@@ -816,6 +849,7 @@ int main(int argc, char** argv) {
     if (!small) epilogue_case(16384, 10000, 2, 3000, true, false);
     if (!quick) retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
     if (!quick) retrieval_case(retrieval_ads, 128, 100, 0, 100000, true);  // K = 100: the fp8 path lists fewer ads
+    set_gemm_wgmma(wgmma_before);
   } catch (const std::exception& e) {
     std::printf("ERROR: %s\n", e.what());
     return 2;

@@ -1,0 +1,225 @@
+// The Hopper path of gemm_bf16 (ADRANK_CUDA_WGMMA, sm_90a): the same contract as gemm_bf16.cuh
+// (ASource with its gather and two segments, the epilogue functors, *m_dev, gridDim.z batches), on
+// the warpgroup tensor-core instruction `wgmma.mma_async` instead of the per-warp `mma.sync`.
+// Included by gemm_bf16.cu only.
+//
+// Block: 256 threads, two warpgroups; a 128 × 128 output tile, each warpgroup 64 rows × 128
+// columns (m64n128k16, 64 fp32 accumulators per thread). K steps of 64: one 128-byte row of bf16
+// per tile row, stored with the 128-byte swizzle the tensor cores read (16-byte chunk c of row r at
+// chunk c ^ (r mod 8); each 8-row group is 1,024 bytes), so every operand is read from shared
+// memory without bank conflicts and no ldmatrix is needed. Operands arrive by cp.async (not the
+// bulk tensor copy: A's rows can be gathered through ASource::rows0, which a tensor map cannot
+// express), kStages deep. After its copies land, each thread fences them into the async proxy
+// (`fence.proxy.async.shared::cta`) before the barrier that lets the tensor cores read them.
+//
+// Pipeline per K step kt: wait for tile kt's copies; wait for this warpgroup's wgmma of step kt-1
+// (so both warpgroups are done with its stage once the barrier passes); barrier; issue the four
+// k16 wgmmas of step kt (asynchronous); then the copies of step kt + kStages - 1 into the stage
+// step kt-1 used. The tensor cores work on step kt while the copies are issued and the next
+// iteration waits.
+//
+// Compiled only for sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); elsewhere the kernel body is empty and the
+// launcher never chooses it: `wgmma_probe_kernel` says, per device, whether the code the device
+// runs has the body (gemm_bf16.cu `gemm_wgmma_available`).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/gemm_bf16.cuh"
+#include "kernels/cuda/gemm_device.cuh"
+
+namespace adrank::cuda::wg {
+
+using namespace gemm_detail;
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ADRANK_WGMMA_BODY 1
+#else
+#define ADRANK_WGMMA_BODY 0
+#endif
+
+constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 4, kThreads = 256;
+constexpr int kTileBytesA = kBM * kBK * 2;  // 16 KiB per stage
+constexpr int kTileBytesB = kBN * kBK * 2;  // 16 KiB per stage
+constexpr int kChunks = kBK / 8;             // 16-byte chunks per tile row
+constexpr int kAChunks = kBM * kChunks / kThreads, kBChunks = kBN * kChunks / kThreads;
+// the stages plus up to 1 KiB to align the first one to the swizzle's 1,024-byte period
+constexpr size_t kSmemBytes = size_t(kStages) * (kTileBytesA + kTileBytesB) + 1024;
+static_assert(kBM * kChunks % kThreads == 0 && kBN * kChunks % kThreads == 0, "chunks per thread");
+
+// Byte offset of 16-byte chunk `c` of row `r` in a 128-byte-swizzled tile.
+__device__ __forceinline__ uint32_t swizzled(int r, int c) { return uint32_t(r) * 128u + (uint32_t(c ^ (r & 7)) << 4); }
+
+// Shared-memory matrix descriptor (PTX "Matrix Descriptor Format"): start address >> 4 in bits
+// 0-13, leading byte offset >> 4 in 16-29 (unused by a K-major swizzled operand whose K step fits
+// the 128-byte row; 16 bytes, as is customary), stride byte offset >> 4 in 32-45 (1,024: from one
+// 8-row group to the next), base offset 0 (stages are 1,024-aligned), layout 1 = 128-byte swizzle
+// in bits 62-63.
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(16 >> 4) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+__device__ __forceinline__ void fence_proxy_async() {
+#if ADRANK_WGMMA_BODY
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_fence() {
+#if ADRANK_WGMMA_BODY
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if ADRANK_WGMMA_BODY
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+#if ADRANK_WGMMA_BODY
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// Keeps the compiler from moving accumulator reads or writes across an asynchronous wgmma.
+__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d += A(64 × 16, from da) · B(16 × 128, from db), both K-major bf16, fp32 accumulate.
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
+#if ADRANK_WGMMA_BODY
+#define ADRANK_ACC8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : ADRANK_ACC8(0), ADRANK_ACC8(8), ADRANK_ACC8(16), ADRANK_ACC8(24), ADRANK_ACC8(32), ADRANK_ACC8(40), ADRANK_ACC8(48),
+        ADRANK_ACC8(56)
+      : "l"(da), "l"(db), "r"(1));
+#undef ADRANK_ACC8
+#else
+  (void)d, (void)da, (void)db;
+#endif
+}
+
+// Writes 1 to *flag when the code this device runs has the wgmma body.
+__global__ void wgmma_probe_kernel(int* flag) { *flag = ADRANK_WGMMA_BODY; }
+
+template <class Epi>
+__global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, ASource a, Epi epi) {
+#if ADRANK_WGMMA_BODY
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t base = (raw + 1023u) & ~1023u;  // stage 0 of A; the swizzle repeats every 1,024 bytes
+  unsigned char* smem = smem_raw + (base - raw);
+  const uint32_t a_base = base, b_base = base + kStages * kTileBytesA;
+
+  const int bm0 = blockIdx.y * kBM, bn0 = blockIdx.x * kBN, z = blockIdx.z;
+  const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
+  if (bm0 >= m) return;  // whole block outside the rows present (uniform, before any barrier)
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
+  const int ktiles = (s.k + kBK - 1) / kBK;
+  const int k0 = a.seg1 ? a.k0 : s.k;
+
+  // Per-thread copies, fixed across K steps: A and W rows, the chunk column, the swizzled offset.
+  ARow a_row[kAChunks];
+  int a_kc[kAChunks];
+  uint32_t a_dst[kAChunks];
+  bool a_ok[kAChunks];
+#pragma unroll
+  for (int c = 0; c < kAChunks; ++c) {
+    const int chunk = tid + c * kThreads, r = chunk / kChunks, cc = chunk % kChunks;
+    a_kc[c] = cc * 8;
+    a_dst[c] = swizzled(r, cc);
+    a_ok[c] = bm0 + r < m;
+    a_row[c].init(a, z, bm0 + r, a_ok[c]);
+  }
+  const bf16* b_src[kBChunks];
+  int b_kc[kBChunks];
+  uint32_t b_dst[kBChunks];
+  bool b_ok[kBChunks];
+#pragma unroll
+  for (int c = 0; c < kBChunks; ++c) {
+    const int chunk = tid + c * kThreads, r = chunk / kChunks, cc = chunk % kChunks;
+    b_kc[c] = cc * 8;
+    b_dst[c] = swizzled(r, cc);
+    b_ok[c] = bn0 + r < s.n;
+    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? bn0 + r : 0) * s.ldw;
+  }
+  auto load_tile = [&](int stage, int kt) {
+    unsigned char* sa = smem + stage * kTileBytesA;
+    unsigned char* sb = smem + kStages * kTileBytesA + stage * kTileBytesB;
+#pragma unroll
+    for (int c = 0; c < kAChunks; ++c) {
+      const int kk = kt * kBK + a_kc[c];
+      const bool ok = a_ok[c] && kk < s.k;  // columns past K are zero-filled
+      cp_async16(sa + a_dst[c], ok ? a_row[c].at(kk, k0) : a.seg0, ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int c = 0; c < kBChunks; ++c) {
+      const int kk = kt * kBK + b_kc[c];
+      const bool ok = b_ok[c] && kk < s.k;
+      cp_async16(sb + b_dst[c], ok ? b_src[c] + kk : s.w, ok ? 16 : 0);
+    }
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < ktiles) load_tile(st, st);
+    cp_async_commit();  // empty groups too, so the wait counts below hold
+  }
+
+  for (int kt = 0; kt < ktiles; ++kt) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of step kt have landed
+    fence_proxy_async();           // ... and are visible to the tensor cores
+    wgmma_wait<0>();               // this warpgroup's wgmmas of step kt-1 are done
+    fence_accumulators(acc);
+    __syncthreads();               // everyone's copies of step kt; step kt-1's stage is free
+    const int stage = kt % kStages;
+    const uint64_t da = smem_desc(a_base + stage * kTileBytesA + wg * 64 * 128);
+    const uint64_t db = smem_desc(b_base + stage * kTileBytesB);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks)  // 16 bf16 = 32 bytes further along the (swizzled) row
+      wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
+    wgmma_commit();
+    const int pf = kt + kStages - 1;
+    if (pf < ktiles) load_tile(pf % kStages, pf);
+    cp_async_commit();
+  }
+  wgmma_wait<0>();
+  fence_accumulators(acc);
+  cp_async_wait<0>();
+
+  // Accumulator layout of m64nNk16: warp w of the warpgroup holds rows 16w .. 16w+15; acc[4j],
+  // acc[4j+1] at (lane/4, 8j + 2·(lane%4)), acc[4j+2], acc[4j+3] eight rows down.
+  const int row = bm0 + wg * 64 + warp_in_wg * 16 + (lane >> 2);
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j) {
+    const int col = bn0 + j * 8 + (lane & 3) * 2;
+    if (col < s.n) {
+      if (row < m) epi(z, row, col, acc[4 * j], acc[4 * j + 1]);
+      if (row + 8 < m) epi(z, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  }
+#else
+  (void)s, (void)a, (void)epi;
+#endif
+}
+
+}  // namespace adrank::cuda::wg
