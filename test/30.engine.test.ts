@@ -150,6 +150,32 @@ describe('30 engine (CPU) vs the float64 reference', function () {
     expect(engine.inflight()).to.equal(0);
   });
 
+  it('cpuSpinUs 0, 50 and 5,000 (threads sleep, or spin, between the steps of a request): the same answers, overlapping calls too; out of range is refused', async () => {
+    const config = makeDemoConfig();
+    const b = toLoaded(config, makeDemoBundle({ config, ads: 300, seed: 66 }).tensors);
+    const rng = new Rng(66);
+    // 100 to 300 candidates: the demo's 1536-wide cross layers are split over both threads
+    const requests = Array.from({ length: 24 }, () => randomRequest(rng, b, { candidates: rng.int(100, 300), k: rng.int(1, 20) }));
+    const answers: NativeResult[][] = [];
+    for (const cpuSpinUs of [0, 50, 5000]) {
+      engine = Engine.fromBundle(b, { device: 'cpu', threads: 2, cpuSpinUs });
+      const serial: NativeResult[] = [];
+      for (const r of requests.slice(0, 8)) serial.push(await engine.rank(r));
+      const overlapping = await Promise.all(requests.map((r) => engine!.rank(r)));
+      overlapping.slice(0, 8).forEach((p, i) => expect(Array.from(p.probs), `spin ${cpuSpinUs}: request ${i}`).to.deep.equal(Array.from(serial[i].probs)));
+      answers.push(overlapping);
+      engine.dispose();
+      engine = undefined;
+    }
+    for (let i = 0; i < requests.length; i++)
+      for (const other of [1, 2]) {
+        expect(Array.from(answers[other][i].adIds), `request ${i} ids`).to.deep.equal(Array.from(answers[0][i].adIds));
+        expect(Array.from(answers[other][i].probs), `request ${i} probs`).to.deep.equal(Array.from(answers[0][i].probs));
+      }
+    for (const bad of [-1, 10001, 1.5])
+      expect(() => Engine.fromBundle(b, { device: 'cpu', cpuSpinUs: bad }), `cpuSpinUs ${bad}`).to.throw(/cpuSpinUs/);
+  });
+
   it('a call still queued past its deadline is dropped unrun (DEADLINE); a later deadline runs', async () => {
     const rng = new Rng(65);
     const config = makeRandomConfig(rng, { seqLayers: 1 });

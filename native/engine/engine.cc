@@ -16,7 +16,7 @@
 
 namespace adrank {
 
-Engine::Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision)
+Engine::Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision, int spin_us)
     : pool_(nullptr), model_(nullptr) {
   const Device dev = parse_device(device);
   if (threads < 0) throw std::runtime_error("expected a non-negative thread count for threads, got " + std::to_string(threads));
@@ -24,7 +24,8 @@ Engine::Engine(const ModelInit& init, const std::string& device, int threads, co
   const bool bf16 = precision == "bf16" && !dev.cuda;
   if (bf16 && !cpu::gemm_bf16_available())
     throw std::runtime_error(std::string("precision bf16 requested but ") + cpu::gemm_bf16_reason());
-  pool_ = std::make_unique<cpu::ThreadPool>(threads);
+  if (spin_us < 0) throw std::runtime_error("expected a non-negative spin time for cpuSpinUs, got " + std::to_string(spin_us));
+  pool_ = std::make_unique<cpu::ThreadPool>(threads, spin_us);
   auto model = std::make_shared<Model>(init, pool_.get());
   if (bf16) model->use_bf16_weights();
   model_ = std::move(model);

@@ -41,8 +41,10 @@ class Engine {
  public:
   // device: "cpu" or "cuda:N"; threads: CPU threads, 0 = all hardware threads; precision of the
   // CPU backend's candidate-side GEMMs: "fp32" or "bf16" (needs AVX512-BF16; the CUDA backend
-  // computes in bf16 whatever this says).
-  Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision = "fp32");
+  // computes in bf16 whatever this says); spin_us: how long the CPU threads spin for the next
+  // parallel step before sleeping (cpu::ThreadPool).
+  Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision = "fp32",
+         int spin_us = cpu::kDefaultSpinUs);
   ~Engine();
 
   Result rank(const uint8_t* bundle, size_t len);

@@ -1,5 +1,6 @@
-// Fork-join thread pool: a list of open jobs, `size() - 1` worker threads that sleep on a condition
-// variable until a job has unclaimed chunks, and callers that run chunks of their own job.
+// Fork-join thread pool: a list of open jobs, `size() - 1` worker threads that spin briefly, then
+// sleep on a condition variable, until a job has unclaimed chunks, and callers that run chunks of
+// their own job.
 //
 // A job is a range [0, n) cut into chunks of `chunk` items, claimed with one atomic fetch_add each,
 // so chunks are handed out dynamically (load balancing) and each chunk runs exactly once. The
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -18,9 +20,34 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace adrank::cpu {
 
 namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__)
+  _mm_pause();
+#endif
+}
+
+// Spins (pause) until pred() holds or `us` microseconds have passed; returns pred()'s last value.
+// The clock is read every 64 pauses, not per pause.
+template <class Pred>
+bool spin_until(Pred pred, int us) {
+  if (us <= 0) return pred();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  for (;;) {
+    for (int i = 0; i < 64; i++) {
+      if (pred()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return pred();
+  }
+}
 
 struct Job {
   const std::function<void(int64_t, int64_t)>* fn;
@@ -61,11 +88,15 @@ struct Job {
 
 struct ThreadPool::Impl {
   int size = 1;
+  int spin_us = 0;
   std::mutex mu;
   std::condition_variable work_cv;
   std::deque<std::shared_ptr<Job>> jobs;  // open jobs, oldest first; guarded by mu
   bool stop = false;
   std::vector<std::thread> workers;
+  // Bumped (after the push, under mu) for every job and at stop: a spinning worker watches it
+  // without taking the lock.
+  std::atomic<uint64_t> pushed{0};
 
   // Oldest job that still has chunks to claim; drops exhausted ones. Requires mu held.
   std::shared_ptr<Job> pick() {
@@ -75,12 +106,26 @@ struct ThreadPool::Impl {
     return nullptr;
   }
 
+  // Between jobs a worker spins for up to spin_us watching `pushed` (a request's layers come a
+  // few microseconds apart: no futex wake-up, no sleep and reschedule between them), then sleeps
+  // on work_cv.
   void worker_loop() {
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
       std::shared_ptr<Job> job;
-      work_cv.wait(lock, [&] { return stop || (job = pick()) != nullptr; });
       if (stop) return;
+      job = pick();
+      if (!job && spin_us > 0) {
+        const uint64_t seen = pushed.load(std::memory_order_acquire);
+        lock.unlock();
+        const bool moved = spin_until([&] { return pushed.load(std::memory_order_acquire) != seen; }, spin_us);
+        lock.lock();
+        if (moved) continue;  // a job (or stop) arrived: look again under the lock
+      }
+      if (!job) {
+        work_cv.wait(lock, [&] { return stop || (job = pick()) != nullptr; });
+        if (stop) return;
+      }
       lock.unlock();
       job->work();
       job.reset();
@@ -89,9 +134,10 @@ struct ThreadPool::Impl {
   }
 };
 
-ThreadPool::ThreadPool(int threads) : impl_(new Impl) {
+ThreadPool::ThreadPool(int threads, int spin_us) : impl_(new Impl) {
   if (threads <= 0) threads = std::max(1, int(std::thread::hardware_concurrency()));
   impl_->size = threads;
+  impl_->spin_us = std::max(0, spin_us);
   impl_->workers.reserve(threads - 1);
   for (int i = 0; i + 1 < threads; i++) impl_->workers.emplace_back([this] { impl_->worker_loop(); });
 }
@@ -100,6 +146,7 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stop = true;
+    impl_->pushed.fetch_add(1, std::memory_order_release);
   }
   impl_->work_cv.notify_all();
   for (auto& t : impl_->workers) t.join();
@@ -127,6 +174,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->jobs.push_back(job);
+    impl_->pushed.fetch_add(1, std::memory_order_release);
   }
   int64_t helpers = std::min<int64_t>(job->chunks - 1, threads - 1);
   if (helpers >= threads - 1)
@@ -141,7 +189,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     auto& jobs = impl_->jobs;
     jobs.erase(std::remove(jobs.begin(), jobs.end(), job), jobs.end());
   }
-  {
+  // The helpers' last chunks are usually microseconds from done: spin for them first.
+  if (!spin_until([&] { return job->finished.load(std::memory_order_acquire) == job->chunks; }, impl_->spin_us)) {
     std::unique_lock<std::mutex> lock(job->mu);
     job->done_cv.wait(lock, [&] { return job->finished.load(std::memory_order_acquire) == job->chunks; });
   }

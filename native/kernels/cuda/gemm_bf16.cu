@@ -344,14 +344,22 @@ bool gemm_wgmma_available() {
     auto it = g_wgmma_probed.find(dev);
     if (it != g_wgmma_probed.end()) return it->second;
   }
+  // On a non-blocking stream of its own: another engine's streams may be capturing a graph
+  // meanwhile, and work on the legacy stream would join (and break) such a capture.
   int* flag = nullptr;
   int host = 0;
-  CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-  wg::wgmma_probe_kernel<<<1, 1>>>(flag);
-  const cudaError_t launched = cudaGetLastError();
-  const cudaError_t copied = launched == cudaSuccess ? cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) : launched;
-  cudaFree(flag);
-  CUDA_CHECK(copied);
+  cudaStream_t st = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  cudaError_t err = cudaMalloc(&flag, sizeof(int));
+  if (err == cudaSuccess) {
+    wg::wgmma_probe_kernel<<<1, 1, 0, st>>>(flag);
+    err = cudaGetLastError();
+    if (err == cudaSuccess) err = cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, st);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(st);
+    cudaFree(flag);
+  }
+  cudaStreamDestroy(st);
+  CUDA_CHECK(err);
   std::lock_guard<std::mutex> lock(g_wgmma_mu);
   return g_wgmma_probed[dev] = host == 1;
 }

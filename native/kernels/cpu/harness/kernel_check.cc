@@ -398,10 +398,12 @@ void validate_gemm(ThreadPool& pool) {
 
 // ---- ThreadPool checks -------------------------------------------------------------------------
 
-void validate_pool() {
+// Once with workers that sleep between jobs (spin 0) and once with the default spin: the same
+// guarantees either way.
+void validate_pool(int spin_us) {
   double t0 = now_s();
   {
-    ThreadPool pool(3);
+    ThreadPool pool(3, spin_us);
     check(pool.size() == 3, "pool size");
     // Every index visited exactly once, chunks respect the grain.
     for (int64_t n : {1, 2, 7, 100, 1000, 100003}) {
@@ -452,12 +454,12 @@ void validate_pool() {
     check(total == 6 * 200 * 64 * 4, "concurrent and nested callers all complete");
   }
   // Construction and destruction without any job; default size.
-  { ThreadPool idle(4); }
+  { ThreadPool idle(4, spin_us); }
   { ThreadPool dflt; check(dflt.size() >= 1, "default pool size"); }
 
   // Round trip of a job that needs both threads: each of the 2 chunks waits (up to 2 ms) until
   // the other has started, so the time includes waking the sleeping worker.
-  ThreadPool pool2(2);
+  ThreadPool pool2(2, spin_us);
   const int reps = 500;
   double t1 = now_s();
   for (int r = 0; r < reps; r++) {
@@ -469,7 +471,8 @@ void validate_pool() {
     });
   }
   double per = (now_s() - t1) / reps;
-  std::printf("pool      checks done %.2f s; wake-a-worker parallel_for round trip %.1f us\n", now_s() - t0, per * 1e6);
+  std::printf("pool      spin %d us: checks done %.2f s; parallel_for round trip needing the worker %.1f us\n", spin_us, now_s() - t0,
+              per * 1e6);
 }
 
 // ---- timing ------------------------------------------------------------------------------------
@@ -724,7 +727,8 @@ int main(int argc, char** argv) {
     ThreadPool pool(3);  // more threads than cores: the split must not change any bit
     validate_gemm(pool);
     validate_small_m(pool);
-    validate_pool();
+    validate_pool(0);
+    validate_pool(adrank::cpu::kDefaultSpinUs);
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   }
   if (!quick && (!stream || bench_only)) bench(all, threads);
