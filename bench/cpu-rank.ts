@@ -20,7 +20,11 @@
  *                per-request work ONNX needs around it: id → row lookup, gathering the candidates'
  *                ad-side features into input tensors, and a top-K of the utilities. The request-side
  *                vectors (user vector, encoded sequence) are computed once, by the engine, outside
- *                the timed loop: not in the graph, so ONNX gets them for free.
+ *                the timed loop: not in the graph, so ONNX gets them for free. Timed twice: with its
+ *                intra-op threads' idle spinning off, interleaved with adrank (its default
+ *                spinning kept running through the adrank runs timed after it and took their
+ *                cores), and in its default configuration in a phase of its own at the end; the
+ *                ratios use the faster of the two at each size (`onnxConfig` says which).
  *   PyTorch      (C = 1,000 only) the reference module (scripts/reference) in eval/no_grad with
  *                torch.set_num_threads(--threads), same candidates, same request-side vectors,
  *                gather + score_candidates timed in a python subprocess (skip with --no-torch).
@@ -38,7 +42,7 @@
  * onnxruntime-node is not a dependency of adrank; install it next to the checkout first:
  *   npm install --no-save --ignore-scripts onnxruntime-node   (its install script only fetches a CUDA provider from the network)
  *   npm run bench:cpu [-- --bundle FILE] [--onnx FILE] [--candidates 10,100,1000,10000] [--runs 30]
- *                     [--warmup 5] [--threads 2] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep] [--json]
+ *                     [--warmup 5] [--threads 2] [--cpu-spin-us 50] [--concurrency 4] [--no-torch] [--torch-budget 60] [--keep] [--json]
  * --runs is per runner and size; sizes of 10,000 use a third of it (at least 5).
  * Environment: ADRANK_PYTHON (a python with torch; default /usr/bin/python3, then python3).
  * Debian's python3-torch links the reference (netlib) BLAS, ~5 GFLOP/s: PyTorch then takes ~10 s a
@@ -73,6 +77,8 @@ const opt = {
   runs: Number(flag('runs', '30')),
   warmup: Number(flag('warmup', '5')),
   threads: Number(flag('threads', '2')),
+  /** the engines' --cpu-spin-us (default: the engine's own, 50) */
+  cpuSpinUs: args.includes('--cpu-spin-us') ? Number(flag('cpu-spin-us', '50')) : undefined,
   concurrency: Number(flag('concurrency', '4')),
   seed: Number(flag('seed', '1')),
   torch: !args.includes('--no-torch'),
@@ -194,9 +200,9 @@ if (!onnxPath) {
   log(`ONNX export: ${onnxPath}, ${report.bytes} bytes, opset ${report.opset}, torch ${report.torch}, checker ${report.onnx_checker} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 }
 
-const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'fp32' });
+const engine = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'fp32', cpuSpinUs: opt.cpuSpinUs });
 const bf16Cpu = capabilities().cpu;
-const engineBf16 = bf16Cpu.bf16 ? await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'bf16' }) : undefined;
+const engineBf16 = bf16Cpu.bf16 ? await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'bf16', cpuSpinUs: opt.cpuSpinUs }) : undefined;
 // precision auto resolves per CPU to one of the two engines above; its reason is the auto engine's
 const engineAuto = await Engine.load(bundlePath, { device: 'cpu', threads: opt.threads, precision: 'auto' });
 const autoAs = engineAuto.precision;
@@ -238,12 +244,20 @@ const request = base;
 
 // ---- ONNX Runtime: session, per-request input preparation, check
 
-const session = await ort.InferenceSession.create(onnxPath, {
+// Two sessions of the same model. ONNX Runtime's intra-op threads spin while idle by default, and
+// in this process they kept spinning through the adrank runs timed after them, taking the cores
+// (adrank fp32 Rank(10) 3.61 ms with it, 1.91 ms without, same machine, minutes apart): so the
+// interleaved rounds use a session with spinning off, and the default (spinning) session is timed
+// in a phase of its own after every other measurement, where it slows nothing. The ratios use
+// whichever of the two ONNX Runtime configurations is faster at each size.
+const ortOptions = {
   intraOpNumThreads: opt.threads,
   interOpNumThreads: 1,
-  executionMode: 'sequential',
-  graphOptimizationLevel: 'all',
-});
+  executionMode: 'sequential' as const,
+  graphOptimizationLevel: 'all' as const,
+};
+const session = await ort.InferenceSession.create(onnxPath, { ...ortOptions, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+const sessionSpin = await ort.InferenceSession.create(onnxPath, ortOptions);
 const ds = c.sequence.dim;
 const seqRows = ex.sequence.length / ds;
 const surfaceRow = (name: string) => (b.tensors[name] as Float32Array).slice(request.surface * T, (request.surface + 1) * T);
@@ -295,9 +309,9 @@ function gatherAdFeeds(candidates: BigInt64Array) {
 }
 
 /** One ONNX Runtime request: gather, run, top-K candidates by utility. */
-async function ortRank(candidates: BigInt64Array) {
+async function ortRank(candidates: BigInt64Array, on: typeof session = session) {
   const { rows, feeds } = gatherAdFeeds(candidates);
-  const out = await session.run({ ...requestFeeds, ...feeds });
+  const out = await on.run({ ...requestFeeds, ...feeds });
   const utility = out.utility.data as Float32Array;
   const top = Array.from(utility.keys())
     .sort((x, y) => utility[y] - utility[x])
@@ -394,7 +408,13 @@ interface SizeResult {
   n: number;
   fp32: Stats;
   bf16?: Stats;
+  /** the faster ONNX Runtime configuration (below) */
   onnx: Stats;
+  onnxConfig?: 'spinning off' | 'spinning (default)';
+  /** interleaved with adrank, intra-op spinning off */
+  onnxNoSpin?: Stats;
+  /** ONNX Runtime's default (idle threads spin), timed alone after everything else */
+  onnxSpin?: Stats;
   torch?: Stats;
   engineMs: { fp32: number; bf16?: number };
   onnxDp: number;
@@ -483,6 +503,25 @@ for (const n of opt.candidates) {
 engine.dispose();
 engineBf16?.dispose();
 
+// ONNX Runtime's default configuration (intra-op threads spin while idle), alone: nothing is timed
+// after it. Its answers must be the interleaved session's.
+for (const r of results) {
+  const cands = requestOf(r.n).candidates as BigInt64Array;
+  const quiet = await ortRank(cands);
+  const spun = await ortRank(cands, sessionSpin);
+  if (!quiet.probs.every((p, i) => p === spun.probs[i])) throw new Error(`Rank(${r.n}): the two ONNX Runtime sessions disagree`);
+  const call = () => ortRank(cands, sessionSpin);
+  const runs = r.n >= 10_000 ? Math.max(5, Math.round(opt.runs / 3)) : opt.runs;
+  for (let i = 0; i < (r.n >= 10_000 ? Math.min(opt.warmup, 2) : opt.warmup); i++) await call();
+  r.onnxSpin = stats(await timeSequential(call, runs));
+  r.onnxSpin.rpsN = await throughput(call, runs, opt.concurrency);
+  r.onnxNoSpin = r.onnx;
+  const spinWins = r.onnxSpin.rps1 > r.onnx.rps1;
+  r.onnx = spinWins ? r.onnxSpin : r.onnxNoSpin;
+  r.onnxConfig = spinWins ? 'spinning (default)' : 'spinning off';
+  log(`Rank(${r.n}): ONNX Runtime spinning off ${f(r.onnxNoSpin.median)} ms, default (spinning, timed alone) ${f(r.onnxSpin.median)} ms: the ratios use ${r.onnxConfig}`);
+}
+
 // ---- report
 
 /** The auto runner: the stats of the runner auto resolved to. */
@@ -512,6 +551,7 @@ if (opt.json) {
     node: process.version,
     onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
     threads: opt.threads,
+    cpuSpinUs: opt.cpuSpinUs ?? 50,
     concurrency: opt.concurrency,
     warmup: opt.warmup,
     runs: opt.runs,
@@ -520,12 +560,21 @@ if (opt.json) {
       fp32: engine.description,
       bf16: engineBf16 ? engineBf16.description : `not run: ${bf16Cpu.bf16Reason}`,
       auto: { precision: autoAs, reason: autoReason },
-      onnx: `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common}, intra-op ${opt.threads}, + gather and top-${K} in JS`,
+      onnx: `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common}, intra-op ${opt.threads}, + gather and top-${K} in JS; the faster of spinning off (interleaved) and its default spinning (timed alone), per size`,
     },
     sizes: results.map((r) => ({
       candidates: r.n,
       medianMs: { fp32: num(r.fp32.median), bf16: num(r.bf16?.median), auto: num(autoOf(r)?.median), onnx: num(r.onnx.median) },
-      runners: { fp32: runner(r.fp32), bf16: runner(r.bf16), auto: runner(autoOf(r)), onnx: runner(r.onnx), torch: runner(r.torch) },
+      runners: {
+        fp32: runner(r.fp32),
+        bf16: runner(r.bf16),
+        auto: runner(autoOf(r)),
+        onnx: runner(r.onnx),
+        onnxSpinningOff: runner(r.onnxNoSpin),
+        onnxSpinning: runner(r.onnxSpin),
+        torch: runner(r.torch),
+      },
+      onnxConfig: r.onnxConfig ?? null,
       throughputVsOnnx: { fp32: ratio(r.fp32, r.onnx), bf16: ratio(r.bf16, r.onnx), auto: ratio(autoOf(r), r.onnx) },
       engineMs: { fp32: num(r.engineMs.fp32), bf16: num(r.engineMs.bf16) },
       checks: {
