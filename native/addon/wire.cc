@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
+#include <string>
 
 #include "engine/clock.h"
 #include "engine/request.h"
@@ -641,7 +643,9 @@ class Writer {
     o_->append(5, '\0');
     body();
     const size_t n = o_->size() - at - 5;
-    uint8_t len[5];
+    // 5 varint bytes hold 35 bits; a response is far below gRPC's 4 GiB message limit
+    if (uint64_t(n) >> 35) throw std::length_error("a response sub-message of " + std::to_string(n) + " bytes");
+    uint8_t len[10];
     int k = 0;
     uint64_t v = n;
     while (v >= 128) {
