@@ -126,9 +126,16 @@ if command -v cuobjdump >/dev/null; then
   echo "harness SASS: $(cuobjdump -sass "$harness" 2>/dev/null | grep -c HGMMA) HGMMA, $(cuobjdump -sass "$harness" 2>/dev/null | grep -c ' HMMA') HMMA instructions" >>"$out/summary.txt"
 fi
 
-# 1. the kernels alone
-if ((quick)); then step "harness --quick" 100 "$out/harness.log" "$harness" --quick
-else step "harness (validation + timings)" 150 "$out/harness.log" "$harness"; fi
+# 1. the kernels alone, one process per phase: a kernel that faults poisons its CUDA context, and
+# then only its own phase is lost
+if ((quick)); then
+  step "harness --quick" 100 "$out/harness.log" "$harness" --quick
+else
+  step "harness: gemm (mma.sync, tile policies)" 50 "$out/harness.log" "$harness" --phase gemm
+  step "harness: wgmma" 40 "$out/harness.log" "$harness" --phase wgmma
+  step "harness: selection, epilogue" 40 "$out/harness.log" "$harness" --phase select
+  step "harness: Retrieve 10M (scan, one-pass, fp8)" 60 "$out/harness.log" "$harness" --phase retrieve
+fi
 
 have_node=0
 command -v node >/dev/null && [[ -f "$root/build/Release/adrank.node" && -d "$root/dist/test" ]] && have_node=1

@@ -2,8 +2,9 @@
 // them (cudaEvent, median of runs). Built and run by scripts/gpu-check.sh:
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I native \
 //        native/kernels/cuda/harness/harness.cu native/kernels/cuda/*.cu -o harness
-//   ./harness [--quick] [--small] [--retrieval-ads N]     (--small: every kernel once at small sizes, untimed,
-//                                                         for compute-sanitizer)
+//   ./harness [--quick] [--small] [--retrieval-ads N] [--phase gemm|wgmma|select|retrieve]...
+//             (--small: every kernel once at small sizes, untimed, for compute-sanitizer; --phase: only
+//             those parts, see main)
 // Output: human-readable lines plus one JSON line per measurement prefixed with "RESULT ".
 // Exit status 1 when any check fails.
 //
@@ -327,7 +328,9 @@ void demo_chain(int m) {
 // shape policy picks, and what each tile costs, so one GPU run shows whether kShape's choice is the
 // faster one. Every policy's output is checked against the first's (the same sums in the same order
 // per tile, so within bf16 rounding of the fp32 accumulator).
-void gemm_tile_case(int m, int n, int k, int batch) {
+// policies: all four tile policies (result "gemm_tile"); wgmma: the wgmma kernel against fill's
+// output and time (result "gemm_wgmma"; m > 64 only, where gemm_bf16 takes it).
+void gemm_tile_case(int m, int n, int k, int batch, bool policies, bool wgmma) {
   auto a = random_bf16(size_t(m) * k), w = random_bf16(size_t(batch) * n * k, 0.1f);
   bf16 *da = to_device(a), *dw = to_device(w);
   float* dc = nullptr;
@@ -344,7 +347,7 @@ void gemm_tile_case(int m, int n, int k, int batch) {
   const TilePolicy before = gemm_tile_policy();
   double us[4] = {};
   std::vector<float> first;
-  for (int p = 0; p < 4; ++p) {
+  for (int p = 0; p < (policies ? 4 : 1); ++p) {
     set_gemm_tile_policy(TilePolicy(p));
     CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));  // NaN poison: every element must be written
     gemm_bf16(s, src, e, 0);
@@ -366,8 +369,7 @@ void gemm_tile_case(int m, int n, int k, int batch) {
     us[p] = time_us([&] { gemm_bf16(s, src, e, 0); });
   }
   set_gemm_tile_policy(before);
-  double us_wgmma = 0;  // the wgmma kernel (m > 64 only), against fill's output
-  if (m > 64 && gemm_wgmma_available()) {
+  if (wgmma && m > 64) {
     set_gemm_wgmma(true);
     CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));
     gemm_bf16(s, src, e, 0);
@@ -376,18 +378,24 @@ void gemm_tile_case(int m, int n, int k, int batch) {
     char name[96];
     std::snprintf(name, sizeof name, "wgmma vs fill m=%d n=%d k=%d", m, n, k);
     validate(name, got.data(), first.data(), got.size(), 1e-3f, 1e-3f);
-    us_wgmma = time_us([&] { gemm_bf16(s, src, e, 0); });
+    const double us_wgmma = time_us([&] { gemm_bf16(s, src, e, 0); });
     set_gemm_wgmma(false);
+    std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  wgmma %.1f us\n", m, n, k, batch, us[0], us_wgmma);
+    char extra[200];
+    std::snprintf(extra, sizeof extra, "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f", m, n, k, batch, us[0]);
+    result_json("gemm_wgmma", us_wgmma, extra);
   }
-  const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
-  std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f  wgmma %.1f us\n", m, n, k, batch, us[0],
-              us[1], big ? "big" : "small", us[2], us[3], us_wgmma);
-  char extra[320];
-  std::snprintf(extra, sizeof extra,
-                "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f,\"shape_us\":%.2f,\"big_us\":%.2f,\"small_us\":%.2f,"
-                "\"wgmma_us\":%.2f,\"shape_choice\":\"%s\"",
-                m, n, k, batch, us[0], us[1], us[2], us[3], us_wgmma, big ? "big" : "small");
-  result_json("gemm_tile", us[1], extra);
+  if (policies) {
+    const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
+    std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  shape %.1f (%s)  big %.1f  small %.1f us\n", m, n, k, batch, us[0], us[1],
+                big ? "big" : "small", us[2], us[3]);
+    char extra[256];
+    std::snprintf(extra, sizeof extra,
+                  "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f,\"shape_us\":%.2f,\"big_us\":%.2f,\"small_us\":%.2f,"
+                  "\"shape_choice\":\"%s\"",
+                  m, n, k, batch, us[0], us[1], us[2], us[3], big ? "big" : "small");
+    result_json("gemm_tile", us[1], extra);
+  }
   cudaFree(da);
   cudaFree(dw);
   cudaFree(dc);
@@ -796,60 +804,91 @@ int main(int argc, char** argv) {
   if (order_key_cases()) return 1;
   bool quick = false, small = false;
   int64_t retrieval_ads = 10000000;
+  // --phase NAME (repeatable; default all): gemm (mma.sync: correctness, LayerNorm, timings, tile
+  // policies), wgmma (the same GEMM cases and timings on the wgmma kernel, against the CPU and
+  // against mma.sync), select (selection and the single-CTA epilogue), retrieve (Retrieve over
+  // --retrieval-ads: scan + selection, one-pass, fp8). scripts/gpu-check.sh runs each phase as a
+  // process of its own, so a fault that poisons the CUDA context costs one phase, not the run.
+  std::vector<std::string> phases;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--small")) small = quick = true;  // for compute-sanitizer: every kernel once, small sizes
-    if (!std::strcmp(argv[i], "--retrieval-ads") && i + 1 < argc) retrieval_ads = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--small")) small = quick = true;  // for compute-sanitizer: every kernel once, small sizes
+    else if (!std::strcmp(argv[i], "--retrieval-ads") && i + 1 < argc) retrieval_ads = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--phase") && i + 1 < argc) phases.push_back(argv[++i]);
+    else {
+      std::printf("usage: %s [--quick] [--small] [--retrieval-ads N] [--phase gemm|wgmma|select|retrieve]...\n", argv[0]);
+      return 2;
+    }
   }
+  for (const std::string& ph : phases)
+    if (ph != "gemm" && ph != "wgmma" && ph != "select" && ph != "retrieve") {
+      std::printf("unknown phase %s (gemm, wgmma, select, retrieve)\n", ph.c_str());
+      return 2;
+    }
+  const auto want = [&](const char* ph) { return phases.empty() || std::find(phases.begin(), phases.end(), ph) != phases.end(); };
   try {
     cudaDeviceProp p{};
     CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
     std::printf("device: %s (sm_%d%d, %d SMs)\n", p.name, p.major, p.minor, p.multiProcessorCount);
-    // The wgmma kernel (ADRANK_CUDA_WGMMA): every GEMM case below runs on both kernels. A Hopper
-    // device without it means the build lacks sm_90a code: that is a failure, not a skip.
-    const bool wgmma = gemm_wgmma_available();
-    std::printf("wgmma kernel: %s\n", wgmma ? "available" : "not available on this device");
-    if (!wgmma && p.major == 9) {
-      std::printf("  FAIL: an sm_90 device without the wgmma kernel (build with -gencode=arch=compute_90a,code=sm_90a)\n");
-      ++g_failures;
-    }
-    const bool wgmma_before = gemm_wgmma_enabled();
-    for (int pass = 0; pass < (wgmma ? 2 : 1); ++pass) {
-      set_gemm_wgmma(pass == 1);
-      std::printf("gemm_bf16 correctness (%s)\n", pass ? "wgmma" : "mma.sync");
+    const int shapes[][2] = {{2136, 192}, {360, 736}, {512, 384}, {1536, 1536}, {256, 1536}};
+    const int layers[][3] = {{2208, 192, 1}, {384, 736, 3}, {512, 384, 3}, {1536, 1536, 1}, {256, 1536, 1}};
+    // The GEMM cases, timings and the layer chain on the kernel gemm_bf16 currently picks.
+    const auto gemm_cases = [&](const char* kernel) {
+      std::printf("gemm_bf16 correctness (%s)\n", kernel);
       gemm_fused_cases();
       gemm_case(257, 136, 96, 257, false);
       gemm_case(1000, 200, 992, 1000, false);  // K not a multiple of the wgmma step (64), N not of the tile
-    }
+      if (small) return;
+      std::printf("gemm_bf16 at the demo shapes (K padded to 32, N to 8; %s)\n", kernel);
+      for (int m : {1000, 10000})
+        for (auto& sh : shapes) gemm_case(m, sh[0], sh[1], 64, true);
+      for (int m : {1000, 10000}) demo_chain(m);
+    };
     set_gemm_wgmma(false);
-    layer_norm_case();
-    std::printf("gemm_bf16 at the demo shapes (K padded to 32, N to 8)\n");
-    const int shapes[][2] = {{2136, 192}, {360, 736}, {512, 384}, {1536, 1536}, {256, 1536}};
-    if (!small) {
-      for (int pass = 0; pass < (wgmma ? 2 : 1); ++pass) {
-        set_gemm_wgmma(pass == 1);
-        for (int m : {1000, 10000})
-          for (auto& s : shapes) gemm_case(m, s[0], s[1], 64, true);
-        for (int m : {1000, 10000}) demo_chain(m);
+    if (want("gemm")) {
+      gemm_cases("mma.sync");
+      layer_norm_case();
+      if (!small) {
+        std::printf("gemm_bf16 tile policies at the demo layers (fill = the default, shape = ADRANK_CUDA_TILE=shape)\n");
+        for (int m : {128, 1024, 10000})
+          for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2], true, false);
       }
-      set_gemm_wgmma(false);
-      std::printf("gemm_bf16 tile policies at the demo layers (fill = the default, shape = ADRANK_CUDA_TILE=shape)\n");
-      const int layers[][3] = {{2208, 192, 1}, {384, 736, 3}, {512, 384, 3}, {1536, 1536, 1}, {256, 1536, 1}};
-      for (int m : {128, 1024, 10000})
-        for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2]);
     }
-    std::printf("selection\n");
-    const int64_t sel_n = small ? 20000 : 200000;
-    retrieval_case(sel_n, 128, 1000, 0, 5000, false);
-    retrieval_case(sel_n, 128, 1000, 1, 300, false);   // cap forces the fallback round
-    retrieval_case(sel_n, 128, 500, 2, 2000, false);
-    std::printf("single-CTA epilogue vs the old selection path\n");
-    for (int n : small ? std::vector<int>{300} : std::vector<int>{100, 1000, 10000, 16384})
-      for (int cap : {0, 1, 2}) epilogue_case(n, 100, cap, cap == 1 ? 30 : 400, cap != 2, !small && cap != 1);
-    if (!small) epilogue_case(16384, 10000, 2, 3000, true, false);
-    if (!quick) retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
-    if (!quick) retrieval_case(retrieval_ads, 128, 100, 0, 100000, true);  // K = 100: the fp8 path lists fewer ads
-    set_gemm_wgmma(wgmma_before);
+    if (want("wgmma")) {
+      // The wgmma kernel (ADRANK_CUDA_WGMMA). A Hopper device without it means the build lacks
+      // sm_90a code: that is a failure, not a skip.
+      const bool wgmma = gemm_wgmma_available();
+      std::printf("wgmma kernel: %s\n", wgmma ? "available" : "not available on this device");
+      if (!wgmma && p.major == 9) {
+        std::printf("  FAIL: an sm_90 device without the wgmma kernel (build with -gencode=arch=compute_90a,code=sm_90a)\n");
+        ++g_failures;
+      }
+      if (wgmma) {
+        set_gemm_wgmma(true);
+        gemm_cases("wgmma");
+        set_gemm_wgmma(false);
+        if (!small) {
+          std::printf("gemm_bf16: the wgmma kernel against the default tile at the demo layers\n");
+          for (int m : {128, 1024, 10000})
+            for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2], false, true);
+        }
+      }
+    }
+    if (want("select")) {
+      std::printf("selection\n");
+      const int64_t sel_n = small ? 20000 : 200000;
+      retrieval_case(sel_n, 128, 1000, 0, 5000, false);
+      retrieval_case(sel_n, 128, 1000, 1, 300, false);   // cap forces the fallback round
+      retrieval_case(sel_n, 128, 500, 2, 2000, false);
+      std::printf("single-CTA epilogue vs the old selection path\n");
+      for (int n : small ? std::vector<int>{300} : std::vector<int>{100, 1000, 10000, 16384})
+        for (int cap : {0, 1, 2}) epilogue_case(n, 100, cap, cap == 1 ? 30 : 400, cap != 2, !small && cap != 1);
+      if (!small) epilogue_case(16384, 10000, 2, 3000, true, false);
+    }
+    if (want("retrieve") && !quick) {
+      retrieval_case(retrieval_ads, 128, 1000, 0, 100000, true);
+      retrieval_case(retrieval_ads, 128, 100, 0, 100000, true);  // K = 100: the fp8 path lists fewer ads
+    }
   } catch (const std::exception& e) {
     std::printf("ERROR: %s\n", e.what());
     return 2;
