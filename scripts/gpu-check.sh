@@ -146,8 +146,13 @@ if ((have_node && !quick)) && ! skip bench; then
   ads="${GPU_CHECK_RETRIEVE_ADS:-1000000}"
   step "before/after: old path" 110 "$out/bench.log" bash -c "cd '$root' && ADRANK_CUDA_STREAMS=1 \
       node scripts/gpu-bench.mjs --path old --dir '$bench' --write --retrieve-ads $ads"
-  step "before/after: new path" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 $new_env \
-      node scripts/gpu-bench.mjs --path new --dir '$bench' --retrieve-ads $ads"
+  if ! step "before/after: new path" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 $new_env \
+      node scripts/gpu-bench.mjs --path new --dir '$bench' --retrieve-ads $ads"; then
+    # a switch faulted (none has run on a GPU yet): the first four alone, to narrow it down
+    step "before/after: new path, first four switches" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 \
+      ADRANK_CUDA_GRAPH_IO=1 ADRANK_CUDA_SKIP_IDLE_ROUND=1 ADRANK_CUDA_TILE=shape ADRANK_CUDA_EPILOGUE=1 \
+      node scripts/gpu-bench.mjs --path new4 --dir '$bench' --retrieve-ads $ads"
+  fi
 fi
 
 # 3. the like-for-like peer, alone on the GPU, on the bundle and requests step 2 wrote
