@@ -10,6 +10,7 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -83,6 +84,59 @@ inline int device_sm_count() {
   check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute (SM count)", __FILE__, __LINE__);
   known[dev] = v < 1 ? 1 : v;
   return known[dev];
+}
+
+// Programmatic dependent launch (ADRANK_CUDA_PDL=1, sm_90 and later; process-wide, read once):
+// the GEMMs and the request side's kernels are launched as programmatic dependents of the kernel
+// before them (cudaLaunchKernelEx with programmatic stream serialization; kept as programmatic
+// edges in a captured graph), so a launch overlaps the tail of the kernel before it.
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("ADRANK_CUDA_PDL");
+    if (!v || std::string(v) != "1") return false;
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+           major >= 9;
+  }();
+  return on;
+}
+
+// In a kernel launched as a programmatic dependent: wait for the grids it depends on (complete, their
+// writes visible) / let the next grid be scheduled. No-ops when the grid was launched without the
+// attribute, and compiled out below sm_90. A kernel must not read what an earlier kernel writes
+// before pdl_wait().
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, st>>>(args...), or with pdl as a programmatic dependent of the
+// kernel before it on `st`; checked either way (throws CudaError naming `name`).
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, bool pdl, const char* name,
+                   Args&&... args) {
+  if (pdl) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
+  } else {
+    kernel<<<grid, block, smem, st>>>(std::forward<Args>(args)...);
+  }
+  check(cudaGetLastError(), name, __FILE__, __LINE__);
 }
 
 // Opts `kernel` in to `bytes` of dynamic shared memory on the current device. The attribute is per

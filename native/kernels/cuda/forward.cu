@@ -50,6 +50,8 @@ __device__ __forceinline__ int seq_len(const RequestDesc* desc, int max_len) {
 
 // Token j = item[item_id mod buckets] + action[action] + position[j], j < n.
 __global__ void seq_tokens_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, float* x) {
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int j = blockIdx.x, n = seq_len(desc, m.seq_max_len);
   if (j >= n) return;
   const int64_t item = section<int64_t>(bundle, desc->off_seq_items)[j];
@@ -63,6 +65,8 @@ __global__ void seq_tokens_kernel(DeviceModel m, const RequestDesc* desc, const 
 // y[r] = LayerNorm(x[r]) (eps 1e-5, affine), one warp per row, rows < min(*rows_dev, cap).
 __global__ void rows_layernorm_kernel(const float* x, float* y, int d, const float* g, const float* b,
                                       const uint32_t* rows_dev, int cap) {
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   const int rows = rows_dev ? min(int(*rows_dev), cap) : cap;
   if (r >= rows) return;
@@ -82,6 +86,8 @@ __global__ void rows_layernorm_kernel(const float* x, float* y, int d, const flo
 // same chain over k either way, so the result is bit for bit the same.
 __global__ void rows_linear_kernel(const float* x, int ldx, DenseLinearF32 L, float* y, int ldy, bool relu, bool accumulate,
                                    const uint32_t* rows_dev, int cap) {
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int r = blockIdx.y, o = blockIdx.x * blockDim.x + threadIdx.x;
   const int rows = rows_dev ? min(int(*rows_dev), cap) : cap;
   if (r >= rows || o >= L.out) return;
@@ -127,6 +133,8 @@ __device__ float warp_attention_weights(const float* q, const float* keys, int64
 // Multi-head self-attention core over the n tokens (no mask): one warp per (head, query).
 __global__ void seq_attention_kernel(const float* qkv, float* out, int d, int heads, int max_len, const RequestDesc* desc) {
   extern __shared__ float sc[];  // [max_len]
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int hd = blockIdx.x, i = blockIdx.y, lane = threadIdx.x, n = seq_len(desc, max_len);
   if (i >= n) return;
   const int dh = d / heads;
@@ -156,6 +164,8 @@ __global__ void user_vector_kernel(DeviceModel m, const RequestDesc* desc, const
                                    float* u) {
   __shared__ float scratch[32];
   __shared__ uint32_t start[kMaxSparseFields + 1];
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int tid = threadIdx.x;
   const float* ud = section<float>(bundle, desc->off_user_dense);
   for (int i = tid; i < m.n_ud; i += blockDim.x)
@@ -200,6 +210,8 @@ __global__ void user_vector_kernel(DeviceModel m, const RequestDesc* desc, const
 
 // out[j] = b[j] + W_user[j] · u: the user half of MaskNet's first layer, once per request.
 __global__ void user_bias_kernel(const float* w, const float* b, const float* u, int du, int n, float* out) {
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (j >= n) return;
   float s = 0.f;
@@ -210,6 +222,8 @@ __global__ void user_bias_kernel(const float* w, const float* b, const float* u,
 
 __global__ void l2n_kernel(float* v, int n, int n_pad) {
   __shared__ float scratch[32];
+  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
+  pdl_launch_dependents();
   block_l2n(v, n, n_pad, scratch);
 }
 
@@ -331,16 +345,15 @@ __global__ void heads_utility_kernel(DeviceModel m, const RequestDesc* desc, con
 }
 
 void linear_rows(const float* x, int ldx, const DenseLinearF32& L, float* y, int ldy, bool relu, bool accumulate,
-                 const uint32_t* rows_dev, int cap, cudaStream_t st) {
-  const dim3 grid(ceil_div(L.out, 128), cap);
-  rows_linear_kernel<<<grid, 128, 0, st>>>(x, ldx, L, y, ldy, relu, accumulate, rows_dev, cap);
-  CUDA_CHECK_LAUNCH("rows_linear_kernel");
+                 const uint32_t* rows_dev, int cap, cudaStream_t st, bool pdl) {
+  launch_kernel(rows_linear_kernel, dim3(ceil_div(L.out, 128), cap), dim3(128), 0, st, pdl, "rows_linear_kernel", x, ldx, L, y, ldy,
+                relu, accumulate, rows_dev, cap);
 }
 
 void layernorm_rows(const float* x, float* y, int d, const float* g, const float* b, const uint32_t* rows_dev, int cap,
-                    cudaStream_t st) {
-  rows_layernorm_kernel<<<ceil_div(cap, 4), 128, 0, st>>>(x, y, d, g, b, rows_dev, cap);
-  CUDA_CHECK_LAUNCH("rows_layernorm_kernel");
+                    cudaStream_t st, bool pdl) {
+  launch_kernel(rows_layernorm_kernel, dim3(ceil_div(cap, 4)), dim3(128), 0, st, pdl, "rows_layernorm_kernel", x, y, d, g, b,
+                rows_dev, cap);
 }
 
 }  // namespace
@@ -419,28 +432,37 @@ void enqueue_request_side(const DeviceModel& m, const RequestDesc* desc, const u
   NvtxRange range(stage::kUser);
   const uint32_t* n_dev = &desc->seq_len;  // clamped to max_len inside the kernels via `cap`
   const int L = m.seq_max_len, ds = m.d_s;
+  // ADRANK_CUDA_PDL: every kernel of the request side after its first is a programmatic dependent
+  // of the one before it (the first follows the intake, or a copy).
+  const bool pdl_on = pdl_enabled();
+  bool pdl = false;
+  const auto next = [&] {
+    const bool p = pdl;
+    pdl = pdl_on;
+    return p;
+  };
   if (L > 0 && ds > 0) {
-    seq_tokens_kernel<<<L, 128, 0, st>>>(m, desc, bundle, ws.seq_x);
-    CUDA_CHECK_LAUNCH("seq_tokens_kernel");
+    launch_kernel(seq_tokens_kernel, dim3(L), dim3(128), 0, st, next(), "seq_tokens_kernel", m, desc, bundle, ws.seq_x);
     for (int l = 0; l < m.seq_layers; ++l) {
       const SeqLayer& sl = m.seq[l];
-      layernorm_rows(ws.seq_x, ws.seq_h, ds, sl.norm1_w, sl.norm1_b, n_dev, L, st);
-      linear_rows(ws.seq_h, ds, sl.in_proj, ws.seq_qkv, 3 * ds, false, false, n_dev, L, st);
-      seq_attention_kernel<<<dim3(m.seq_heads, L), 32, L * sizeof(float), st>>>(ws.seq_qkv, ws.seq_attn, ds, m.seq_heads, L, desc);
-      CUDA_CHECK_LAUNCH("seq_attention_kernel");
-      linear_rows(ws.seq_attn, ds, sl.out_proj, ws.seq_x, ds, false, true, n_dev, L, st);
-      layernorm_rows(ws.seq_x, ws.seq_h, ds, sl.norm2_w, sl.norm2_b, n_dev, L, st);
-      linear_rows(ws.seq_h, ds, sl.linear1, ws.seq_ffn, m.seq_ffn, true, false, n_dev, L, st);
-      linear_rows(ws.seq_ffn, m.seq_ffn, sl.linear2, ws.seq_x, ds, false, true, n_dev, L, st);
+      layernorm_rows(ws.seq_x, ws.seq_h, ds, sl.norm1_w, sl.norm1_b, n_dev, L, st, next());
+      linear_rows(ws.seq_h, ds, sl.in_proj, ws.seq_qkv, 3 * ds, false, false, n_dev, L, st, next());
+      launch_kernel(seq_attention_kernel, dim3(m.seq_heads, L), dim3(32), L * sizeof(float), st, next(), "seq_attention_kernel",
+                    ws.seq_qkv, ws.seq_attn, ds, m.seq_heads, L, desc);
+      linear_rows(ws.seq_attn, ds, sl.out_proj, ws.seq_x, ds, false, true, n_dev, L, st, next());
+      layernorm_rows(ws.seq_x, ws.seq_h, ds, sl.norm2_w, sl.norm2_b, n_dev, L, st, next());
+      linear_rows(ws.seq_h, ds, sl.linear1, ws.seq_ffn, m.seq_ffn, true, false, n_dev, L, st, next());
+      linear_rows(ws.seq_ffn, m.seq_ffn, sl.linear2, ws.seq_x, ds, false, true, n_dev, L, st, next());
     }
-    layernorm_rows(ws.seq_x, ws.seq_H, ds, m.seq_norm_w, m.seq_norm_b, n_dev, L, st);
+    layernorm_rows(ws.seq_x, ws.seq_H, ds, m.seq_norm_w, m.seq_norm_b, n_dev, L, st, next());
   }
-  user_vector_kernel<<<1, 256, 0, st>>>(m, desc, bundle, ws.seq_H, ws.u);
-  CUDA_CHECK_LAUNCH("user_vector_kernel");
+  launch_kernel(user_vector_kernel, dim3(1), dim3(256), 0, st, next(), "user_vector_kernel", m, desc, bundle,
+                static_cast<const float*>(ws.seq_H), ws.u);
   if (need_rank) {
     const int n = m.mask_blocks * m.h_pad;
-    user_bias_kernel<<<ceil_div(n, 8), 256, 0, st>>>(m.mask1_user_w, m.mask1_b, ws.u, m.du, n, ws.mask1_bias);
-    CUDA_CHECK_LAUNCH("user_bias_kernel");
+    launch_kernel(user_bias_kernel, dim3(ceil_div(n, 8)), dim3(256), 0, st, next(), "user_bias_kernel",
+                  static_cast<const float*>(m.mask1_user_w), static_cast<const float*>(m.mask1_b), static_cast<const float*>(ws.u),
+                  m.du, n, ws.mask1_bias);
   }
   if (need_query) {
     const float* in = ws.u;
@@ -448,13 +470,15 @@ void enqueue_request_side(const DeviceModel& m, const RequestDesc* desc, const u
     for (int l = 0; l < m.tower_layers; ++l) {
       const bool last = l == m.tower_layers - 1;
       float* out = last ? ws.query : (l % 2 ? ws.tower_b : ws.tower_a);
-      linear_rows(in, in_dim, m.tower[l], out, m.tower[l].out, !last, false, nullptr, 1, st);
+      linear_rows(in, in_dim, m.tower[l], out, m.tower[l].out, !last, false, nullptr, 1, st, next());
       in = out;
       in_dim = m.tower[l].out;
     }
-    if (m.tower_layers == 0) CUDA_CHECK(cudaMemcpyAsync(ws.query, ws.u, sizeof(float) * m.du, cudaMemcpyDeviceToDevice, st));
-    l2n_kernel<<<1, 256, 0, st>>>(ws.query, m.d_r, m.d_r_pad);
-    CUDA_CHECK_LAUNCH("l2n_kernel");
+    if (m.tower_layers == 0) {
+      CUDA_CHECK(cudaMemcpyAsync(ws.query, ws.u, sizeof(float) * m.du, cudaMemcpyDeviceToDevice, st));
+      pdl = false;  // the next kernel follows a copy, not a kernel
+    }
+    launch_kernel(l2n_kernel, dim3(1), dim3(256), 0, st, next(), "l2n_kernel", ws.query, m.d_r, m.d_r_pad);
   }
 }
 

@@ -67,20 +67,6 @@ struct TileConfig {
 using BigTile = TileConfig<128, 128, 32, 64, 32, 4>;   // 8 warps, 80 KiB shared
 using SmallTile = TileConfig<64, 64, 32, 32, 32, 4>;   // 4 warps, 40 KiB shared
 
-// Programmatic dependent launch (ADRANK_CUDA_PDL, sm_90): wait for the grids this one depends on
-// (their writes visible), and let the next grid start its prologue. No-ops when the grid was not
-// launched with the attribute, and compiled out below sm_90.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
 // kPdl: launched as a programmatic dependent of the kernel before it. Before pdl_wait the block
 // reads only what no earlier kernel of the request writes: the shape and the weights (W, loaded
 // into the prologue's stages); A, the row count *m_dev and everything the epilogue reads come after.
@@ -249,42 +235,14 @@ bool prefer_big(const GemmShape& s) {
   return tile_is_big(gemm_tile_policy(), s.m, s.n, s.batch, device_sm_count(), BigTile::BM, BigTile::BN);
 }
 
-// ADRANK_CUDA_PDL=1: the GEMMs are launched as programmatic dependents (sm_90 and later), process-
-// wide, read once.
-bool pdl_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("ADRANK_CUDA_PDL");
-    if (!v || std::string(v) != "1") return false;
-    int dev = 0, major = 0;
-    return cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-           major >= 9;
-  }();
-  return on;
-}
-
 template <class Cfg, class Epi>
 void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
   const dim3 grid(ceil_div(s.n, Cfg::BN), ceil_div(s.m, Cfg::BM), s.batch);
-  if (pdl_enabled()) {
-    auto kernel = gemm_bf16_kernel<Cfg, Epi, true>;
-    // > 48 KiB of dynamic shared memory, opted in per device (common.cuh).
-    opt_in_smem(reinterpret_cast<const void*>(kernel), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = dim3(Cfg::kThreads);
-    cfg.dynamicSmemBytes = Cfg::kSmemBytes;
-    cfg.stream = st;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, s, a, ep));
-  } else {
-    opt_in_smem(reinterpret_cast<const void*>(gemm_bf16_kernel<Cfg, Epi, false>), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
-    gemm_bf16_kernel<Cfg, Epi, false><<<grid, Cfg::kThreads, Cfg::kSmemBytes, st>>>(s, a, ep);
-  }
-  CUDA_CHECK_LAUNCH("gemm_bf16_kernel");
+  const bool pdl = pdl_enabled();
+  auto kernel = pdl ? gemm_bf16_kernel<Cfg, Epi, true> : gemm_bf16_kernel<Cfg, Epi, false>;
+  // > 48 KiB of dynamic shared memory, opted in per device (common.cuh).
+  opt_in_smem(reinterpret_cast<const void*>(kernel), int(Cfg::kSmemBytes), "gemm_bf16_kernel");
+  launch_kernel(kernel, grid, dim3(Cfg::kThreads), Cfg::kSmemBytes, st, pdl, "gemm_bf16_kernel", s, a, ep);
 }
 
 // ADRANK_CUDA_WGMMA=1 (process-wide, read at first use; set_gemm_wgmma for the harness).
