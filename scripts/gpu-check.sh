@@ -29,6 +29,8 @@
 #      path with the old path itself (one engine per switch); GPU_CHECK_MOCHA_NEW=1 also reruns
 #      test/21 with every switch on (ADRANK_CUDA_TILE and ADRANK_CUDA_PDL are process-wide)
 #   5. Rank(100) and Rank(1,000) served over gRPC to a separate client process, concurrency 1, 16, 64
+#   6. front-end threads: calls/s of a tiny model on the CPU backend at 1 and 8 JS threads (bench/
+#      frontend-threads.ts), on hosts with >= 8 cores
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), nine files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log,
 # harness-pdl.log (the GEMM cases again with ADRANK_CUDA_PDL=1), bench.log, peer.log, mocha.log,
@@ -212,6 +214,13 @@ if ((have_node && !quick)) && ! skip e2e; then
     --candidates 100,1000 --k 100 -c 1,16,64 --duration 4 --warmup 1 --json >'$out/e2e.json'"
 fi
 
+# 6. front-end threads on this host's cores (#22's target: 8 threads >= 5x the calls/s of 1 on
+# >= 8 cores): a tiny model on the CPU backend, no GPU; last, alone, so nothing else loads the host
+if ((have_node && !quick)) && ! skip frontend && (($(nproc) >= 8)); then
+  step "front-end threads 1, 8 (CPU, tiny model)" 45 "$out/e2e.log" bash -c "cd '$root' && node dist/bench/frontend.js \
+    --threads 1,8 --clients 8 --connections 4 --concurrency 32 --duration 6 --warmup 2"
+fi
+
 {
   echo "== steps (${SECONDS}s in all)"
   printf '%s\n' "${rows[@]}"
@@ -223,6 +232,8 @@ fi
     python3 "$root/scripts/gpu-table.py" "$out/bench.log" "$out/peer.log" "$out/harness.log"
     echo "== served (gRPC)"
     python3 "$root/scripts/gpu-compare.py" /dev/null /dev/null "$out/e2e.json" | sed -n '/gRPC/,$p'
+    echo "== front-end threads (CPU backend, tiny model, this host)"
+    grep -E '^\| [0-9]+ \||^front-end threads|client processes' "$out/e2e.log" 2>/dev/null | tail -5
   fi
   echo "== done: status $status, outputs in $out"
 } 2>&1 | tee -a "$out/summary.txt"
