@@ -1,8 +1,9 @@
 // A small fork-join thread pool for the CPU kernels. Many callers (one per in-flight request, on
-// libuv worker threads) may call parallel_for at once; each call is its own job, the calling
-// thread works on its own job too, so a call always completes even when every worker is busy.
-// Idle workers spin for a short while (spin_us), then sleep on a condition variable, and help the oldest job that still has chunks to hand out; chunks are claimed dynamically, so uneven chunks balance. Nested calls from
-// inside fn are fine (the inner call is a job of its own).
+// the engine's request threads) may call parallel_for at once; each call is its own job, the
+// calling thread works on its own job too, so a call always completes even when every worker is
+// busy. Idle workers spin for a short while (spin_us), then sleep on a condition variable, and help
+// the oldest job that still has chunks to hand out; chunks are claimed dynamically, so uneven
+// chunks balance. Nested calls from inside fn are fine (the inner call is a job of its own).
 #pragma once
 
 #include <cstdint>
