@@ -215,6 +215,23 @@ describe('63 model repository and hot reload', function () {
     }
   });
 
+  it('a version shipped right before start loads, even when timers fire before Date.now() says they are due', async () => {
+    shipVersion(repo, 1, bundles.one);
+    // The event loop's clock can run a millisecond or two behind Date.now(): a timer of d ms then
+    // fires when Date.now() has moved d - 1 or d - 2. Here every timer of 10 ms or more fires 3 ms
+    // early, so the start scan's wait for settleMs (50) ends at 47 by Date.now().
+    const real = globalThis.setTimeout;
+    const early = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) =>
+      real(fn, typeof ms === 'number' && ms >= 10 ? ms - 3 : ms, ...args)) as unknown as typeof setTimeout;
+    globalThis.setTimeout = early;
+    try {
+      await start(1, 0);
+    } finally {
+      globalThis.setTimeout = real;
+    }
+    expect(server!.models.ready().map((v) => v.version)).to.deep.equal(['1']);
+  });
+
   it('a version whose file is still being written is left alone until it stops changing', async () => {
     shipVersion(repo, 1, bundles.one);
     const s = await start(1, 0);

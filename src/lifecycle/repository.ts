@@ -128,6 +128,15 @@ export class ModelRepository {
       if (explicit && [...present].some(([v, s]) => !this.settled(v, s) && this.wanted(v, s))) {
         await sleep(this.settleMs);
         present = await this.list();
+        // A timer can fire a millisecond or two before Date.now(), which `settled` reads, says its
+        // delay has passed (the event loop's cached clock): a version shipped just before this scan
+        // was then still "changing" and the scan loaded nothing. Wait out that remainder for the
+        // files that did not change meanwhile (a file that did is left for a later scan, as before).
+        const slop = Math.max(0, ...[...present].filter(([v, s]) => !this.settled(v, s) && this.wanted(v, s)).map(([v]) => this.seen.get(v)!.at + this.settleMs - Date.now()));
+        if (slop > 0 && slop <= 5) {
+          await sleep(slop + 1);
+          present = await this.list();
+        }
       }
       const shadow = this.o.shadowVersion;
       const versions = [...present.keys()].sort((a, b) => Number(b) - Number(a));
