@@ -253,7 +253,7 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
     const std::string device = get_string(init, "device", "device");
     const int threads = get_int(init, "threads", "threads", 0, 4096);
     const std::string precision = init.Get("precision").IsUndefined() ? "fp32" : get_string(init, "precision", "precision");
-    const int spin_us = init.Get("cpuSpinUs").IsUndefined() ? cpu::kDefaultSpinUs : get_int(init, "cpuSpinUs", "cpuSpinUs", 0, 10000);
+    const int spin_us = init.Get("cpuSpinUs").IsUndefined() ? -1 : get_int(init, "cpuSpinUs", "cpuSpinUs", 0, 10000);
     const ModelInit mi = model_init(init);
     try {
       engine_ = std::make_shared<Engine>(mi, device, threads, precision, spin_us);

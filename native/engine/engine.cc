@@ -24,7 +24,7 @@ Engine::Engine(const ModelInit& init, const std::string& device, int threads, co
   const bool bf16 = precision == "bf16" && !dev.cuda;
   if (bf16 && !cpu::gemm_bf16_available())
     throw std::runtime_error(std::string("precision bf16 requested but ") + cpu::gemm_bf16_reason());
-  if (spin_us < 0) throw std::runtime_error("expected a non-negative spin time for cpuSpinUs, got " + std::to_string(spin_us));
+  if (spin_us < 0) spin_us = dev.cuda ? 0 : cpu::kDefaultSpinUs;
   pool_ = std::make_unique<cpu::ThreadPool>(threads, spin_us);
   auto model = std::make_shared<Model>(init, pool_.get());
   if (bf16) model->use_bf16_weights();

@@ -42,9 +42,11 @@ class Engine {
   // device: "cpu" or "cuda:N"; threads: CPU threads, 0 = all hardware threads; precision of the
   // CPU backend's candidate-side GEMMs: "fp32" or "bf16" (needs AVX512-BF16; the CUDA backend
   // computes in bf16 whatever this says); spin_us: how long the CPU threads spin for the next
-  // parallel step before sleeping (cpu::ThreadPool).
+  // parallel step before sleeping (cpu::ThreadPool); < 0: the device's default, kDefaultSpinUs on
+  // the CPU backend and 0 on CUDA (there the pool only fans a batch's requests out, and each
+  // request then waits for its stream: nothing to catch by spinning).
   Engine(const ModelInit& init, const std::string& device, int threads, const std::string& precision = "fp32",
-         int spin_us = cpu::kDefaultSpinUs);
+         int spin_us = -1);
   ~Engine();
 
   Result rank(const uint8_t* bundle, size_t len);

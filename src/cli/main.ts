@@ -138,7 +138,7 @@ interface ServeFlags {
   precision: string;
   retrievalScan: 'fp32' | 'bf16';
   threads: number;
-  cpuSpinUs: number;
+  cpuSpinUs?: number;
   frontEndThreads: number;
   maxInflight: number;
   inlineMaxUs: number;
@@ -432,7 +432,7 @@ function program(): Command {
     .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 with AVX512-BF16 or on AVX2-only CPUs) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--retrieval-scan <p>', 'CPU retrieval scan: fp32 | bf16 (a bf16 copy of the table, half the bytes read, exact fp32 rescoring of the near-top; docs/funnel.md)').env('ADRANK_RETRIEVAL_SCAN').default('fp32').argParser(retrievalScan))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
-    .addOption(new Option('--cpu-spin-us <us>', 'CPU backend threads: how long an idle thread spins for the next step of a request before sleeping (0 = never)').env('ADRANK_CPU_SPIN_US').default(50).argParser(int(0, 10000)))
+    .addOption(new Option('--cpu-spin-us <us>', 'CPU threads: how long an idle thread spins for the next step of a request before sleeping (0 = never; default: 50 on the CPU backend, 0 on a GPU)').env('ADRANK_CPU_SPIN_US').argParser(int(0, 10000)))
     .addOption(
       new Option('--front-end-threads <n>', 'JS threads accepting gRPC connections on the port, sharing one engine per model version (1 on Node < 22.12)')
         .env('ADRANK_FRONT_END_THREADS')

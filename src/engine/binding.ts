@@ -33,7 +33,7 @@ export interface NativeModelInit {
   /** The CPU retrieval scan over the fp32 table (default) or a bf16 copy with exact fp32 rescoring. */
   retrievalScan?: 'fp32' | 'bf16';
   /** How long the CPU threads spin for the next parallel step before sleeping, in µs (0 to
-   *  10,000; default 50; 0 never spins). */
+   *  10,000; 0 never spins). Default: 50 on the CPU backend, 0 on CUDA. */
   cpuSpinUs?: number;
   /** Only the ad tables (ads.id, ads.advertiser, ads.bid, ads.targeting): an engine that gives
    *  fallback answers and nothing else (--fallback-only; backend 'none'). */

@@ -32,9 +32,10 @@ export interface EngineOptions {
    *  (2 bytes per value more in memory), scans that, half the bytes, and rescores the near-top in
    *  fp32, so the answers are the fp32 scan's (docs/funnel.md "Retrieval scan"). */
   retrievalScan?: 'fp32' | 'bf16';
-  /** How long the CPU backend's threads spin for the next parallel step of a request before they
-   *  sleep, in µs (0 to 10,000). Default 50: a request's layers come microseconds apart and a
-   *  sleeping thread takes tens of µs to wake; 0 never spins (docs/operations.md "CPU threads"). */
+  /** How long the engine's CPU threads spin for the next parallel step of a request before they
+   *  sleep, in µs (0 to 10,000; 0 never spins). Default 50 on the CPU backend (a request's layers
+   *  come microseconds apart and a sleeping thread takes tens of µs to wake), 0 on CUDA (the
+   *  threads only fan a batch out and wait for the GPU) (docs/operations.md "CPU threads"). */
   cpuSpinUs?: number;
   /** Resolve before the file's sha256 is known (it is hashed on a worker thread meanwhile):
    *  `engine.bundle.sha256` is '' until `engine.bundle.hashed` resolves. The server awaits it before
