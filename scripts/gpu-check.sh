@@ -31,6 +31,7 @@
 #   5. Rank(100) and Rank(1,000) served over gRPC to a separate client process, concurrency 1, 16, 64
 #   6. front-end threads: calls/s of a tiny model on the CPU backend at 1 and 8 JS threads (bench/
 #      frontend-threads.ts), on hosts with >= 8 cores
+#   7. an nsys summary of the served path (scripts/profile.sh) where nsys is on the PATH: nsys.txt
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), nine files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log,
 # harness-pdl.log (the GEMM cases again with ADRANK_CUDA_PDL=1), bench.log, peer.log, mocha.log,
@@ -219,6 +220,17 @@ fi
 if ((have_node && !quick)) && ! skip frontend && (($(nproc) >= 8)); then
   step "front-end threads 1, 8 (CPU, tiny model)" 45 "$out/e2e.log" bash -c "cd '$root' && node dist/bench/frontend.js \
     --threads 1,8 --clients 8 --connections 4 --concurrency 32 --duration 6 --warmup 2"
+fi
+
+# 7. an Nsight Systems summary (NVTX ranges, kernels) of the served path, where nsys is on the PATH
+# (scripts/profile.sh; the report stays in the work folder, its text summary goes to $OUT)
+if ((have_node && !quick)) && ! skip nsys; then
+  if command -v nsys >/dev/null; then
+    step "nsys summary (scripts/profile.sh 40)" 60 "$out/e2e.log" bash -c "cd '$root' && OUT='$work/profile' bash scripts/profile.sh 40 cuda \
+      && cp '$work/profile/profile.txt' '$out/nsys.txt'"
+  else
+    rows+=("$(printf '%-38s %-14s' "nsys summary" "SKIPPED (no nsys on the PATH)")")
+  fi
 fi
 
 {
