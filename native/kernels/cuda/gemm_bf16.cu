@@ -245,11 +245,12 @@ void launch_cfg(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_
   launch_kernel(kernel, grid, dim3(Cfg::kThreads), Cfg::kSmemBytes, st, pdl, "gemm_bf16_kernel", s, a, ep);
 }
 
-// ADRANK_CUDA_WGMMA=1 (process-wide, read at first use; set_gemm_wgmma for the harness).
+// ADRANK_CUDA_WGMMA (process-wide, read at first use; set_gemm_wgmma for the harness): 0 off, 1 by
+// shape (plan_logic.h wgmma_takes), 2 every product over 64 rows ("force").
 std::atomic<int>& wgmma_slot() {
   static std::atomic<int> on{[] {
     const char* v = std::getenv("ADRANK_CUDA_WGMMA");
-    return v && std::string(v) == "1" ? 1 : 0;
+    return !v ? 0 : std::string(v) == "1" ? 1 : std::string(v) == "force" ? 2 : 0;
   }()};
   return on;
 }
@@ -267,9 +268,12 @@ bool wgmma_probed_here() {
   return it != g_wgmma_probed.end() && it->second;
 }
 
-// The wgmma kernel for buckets of more than 64 rows (one warpgroup's M); below that the 64×64
-// mma.sync tile wastes less.
-bool use_wgmma(const GemmShape& s) { return wgmma_slot().load(std::memory_order_relaxed) && s.m > 64 && wgmma_probed_here(); }
+// The wgmma kernel where plan_logic.h's wgmma_takes says so (more than 64 rows, a grid of 128×128
+// tiles over at least half the SMs, unless forced), on a device probed to have it.
+bool use_wgmma(const GemmShape& s) {
+  const int mode = wgmma_slot().load(std::memory_order_relaxed);
+  return mode != 0 && wgmma_takes(s.m, s.n, s.batch, device_sm_count(), mode == 2) && wgmma_probed_here();
+}
 
 template <class Epi>
 void launch_wgmma(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
@@ -322,7 +326,7 @@ bool gemm_wgmma_available() {
   return g_wgmma_probed[dev] = host == 1;
 }
 bool gemm_wgmma_enabled() { return wgmma_slot().load(std::memory_order_relaxed) != 0; }
-void set_gemm_wgmma(bool on) { wgmma_slot().store(on ? 1 : 0, std::memory_order_relaxed); }
+void set_gemm_wgmma(bool on, bool force) { wgmma_slot().store(on ? (force ? 2 : 1) : 0, std::memory_order_relaxed); }
 
 TilePolicy gemm_tile_policy() { return TilePolicy(policy_slot().load(std::memory_order_relaxed)); }
 void set_gemm_tile_policy(TilePolicy p) { policy_slot().store(int(p), std::memory_order_relaxed); }

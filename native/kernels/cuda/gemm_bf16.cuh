@@ -137,12 +137,14 @@ TilePolicy gemm_tile_policy();
 void set_gemm_tile_policy(TilePolicy p);
 
 // The Hopper kernel (gemm_wgmma.cuh), ADRANK_CUDA_WGMMA=1 (process-wide, read at first use): for
-// buckets of more than 64 rows on a device whose code has it. gemm_wgmma_available() probes the
-// current device once (a launch and a copy: call it before any graph capture; the backend does at
-// construction) and the launcher takes the wgmma kernel only on a device probed available.
+// products plan_logic.h's wgmma_takes gives it (over 64 rows, and 128×128 tiles covering at least
+// half of the SMs; ADRANK_CUDA_WGMMA=force, or set_gemm_wgmma(true, true), drops the second
+// condition) on a device whose code has it. gemm_wgmma_available() probes the current device once
+// (a launch and a copy: call it before any graph capture; the backend does at construction) and
+// the launcher takes the wgmma kernel only on a device probed available.
 bool gemm_wgmma_available();
 bool gemm_wgmma_enabled();
-void set_gemm_wgmma(bool on);
+void set_gemm_wgmma(bool on, bool force = false);
 
 // CPU reference (fp32 math on bf16 inputs): c[i, j] = Σ_k a[i, k] · w[j, k], no epilogue.
 // a [m, k] (lda), w [n, k] (ldw), c [m, n] (ldc). Used by the harness.

@@ -38,6 +38,14 @@ inline bool tile_is_big(TilePolicy p, int64_t m, int64_t n, int64_t batch, int s
   }
 }
 
+// ADRANK_CUDA_WGMMA's choice per product (the wgmma kernel's tile is 128 × 128): more than 64 rows
+// (one warpgroup's M) and a grid that covers at least half of the SMs, as kShape asks of the big
+// mma.sync tile. A narrow layer (a 1,024-row bucket's 256-wide MLP: 16 tiles) keeps mma.sync's
+// 64 × 64 tiles, which spread it over more SMs. `force` (the harness) drops the grid condition.
+inline bool wgmma_takes(int64_t m, int64_t n, int64_t batch, int sms, bool force = false) {
+  return m > 64 && (force || tile_is_big(TilePolicy::kShape, m, n, batch, sms, 128, 128));
+}
+
 inline int64_t next_pow2_i64(int64_t v) {
   int64_t p = 1;
   while (p < v) p <<= 1;

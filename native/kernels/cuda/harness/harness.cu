@@ -141,7 +141,7 @@ void gemm_case(int m, int n, int k, int check_rows, bool timed) {
     std::printf("    %.1f us  %.1f TFLOP/s\n", us, tflops);
     char extra[128];
     std::snprintf(extra, sizeof extra, "\"m\":%d,\"n\":%d,\"k\":%d,\"tflops\":%.2f,\"kernel\":\"%s\"", m, n, k, tflops,
-                  gemm_wgmma_enabled() && m > 64 ? "wgmma" : "mma.sync");
+                  std::strncmp(gemm_bf16_config(s), "wgmma", 5) == 0 ? "wgmma" : "mma.sync");
     result_json("gemm", us, extra);
   }
   cudaFree(da);
@@ -277,6 +277,11 @@ void layer_norm_case() {
   cudaFree(dy16);
 }
 
+// What the harness set gemm_bf16 to: mma.sync, wgmma everywhere over 64 rows (forced), or wgmma by
+// shape (ADRANK_CUDA_WGMMA=1, the engine's choice).
+const char* g_wgmma_label = "mma.sync";
+const char* wgmma_kernel_label() { return gemm_wgmma_enabled() ? g_wgmma_label : "mma.sync"; }
+
 // The demo model's candidate GEMM chain (padded as the backend pads): MaskNet (mask.0 for 3 blocks
 // at once, mask.2 and proj batched over the blocks), 4 full-rank cross layers, MLP [256, 128].
 void demo_chain(int m) {
@@ -314,7 +319,7 @@ void demo_chain(int m) {
   };
   const double us = time_us(run);
   const double tflops = flops / (us * 1e-6) / 1e12;
-  const char* kernel = gemm_wgmma_enabled() ? "wgmma" : "mma.sync";
+  const char* kernel = wgmma_kernel_label();
   std::printf("  demo GEMM chain m=%d [%s]: %.1f us, %.1f TFLOP/s (padded shapes)\n", m, kernel, us, tflops);
   char extra[128];
   std::snprintf(extra, sizeof extra, "\"m\":%d,\"tflops\":%.2f,\"kernel\":\"%s\"", m, tflops, kernel);
@@ -370,7 +375,7 @@ void gemm_tile_case(int m, int n, int k, int batch, bool policies, bool wgmma) {
   }
   set_gemm_tile_policy(before);
   if (wgmma && m > 64) {
-    set_gemm_wgmma(true);
+    set_gemm_wgmma(true, true);
     CUDA_CHECK(cudaMemset(dc, 0xff, sizeof(float) * m * n * batch));
     gemm_bf16(s, src, e, 0);
     CUDA_CHECK(cudaDeviceSynchronize());
@@ -864,8 +869,17 @@ int main(int argc, char** argv) {
         ++g_failures;
       }
       if (wgmma) {
-        set_gemm_wgmma(true);
+        // every case on the wgmma kernel (forced past the grid-fill rule), then the layer chain as
+        // the engine would run it with ADRANK_CUDA_WGMMA=1 (wgmma where plan_logic.h's
+        // wgmma_takes says, mma.sync elsewhere)
+        set_gemm_wgmma(true, true);
+        g_wgmma_label = "wgmma";
         gemm_cases("wgmma");
+        if (!small) {
+          set_gemm_wgmma(true, false);
+          g_wgmma_label = "wgmma by shape";
+          for (int m : {1000, 10000}) demo_chain(m);
+        }
         set_gemm_wgmma(false);
         if (!small) {
           std::printf("gemm_bf16: the wgmma kernel against the default tile at the demo layers\n");

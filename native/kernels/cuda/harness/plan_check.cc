@@ -61,6 +61,11 @@ void tile_cases() {
   EXPECT(tile_is_big(TilePolicy::kShape, 1024, 384, 3, 132), "shape: batch counts (72 big tiles)");
   EXPECT(!tile_is_big(TilePolicy::kShape, 1024, 1536, 1, 200), "shape: the SM count comes from the device (96 of 200)");
   EXPECT(tile_is_big(TilePolicy::kBig, 1, 8, 1, 132) && !tile_is_big(TilePolicy::kSmall, 1 << 20, 4096, 1, 132), "forced tiles");
+  EXPECT(wgmma_takes(1024, 1536, 1, 132) && wgmma_takes(10000, 256, 1, 132) && wgmma_takes(1024, 384, 3, 132),
+         "wgmma: the cross layers at 1,024 rows (96 tiles), narrow layers at 10,000, batched MaskNet layers");
+  EXPECT(!wgmma_takes(1024, 256, 1, 132) && !wgmma_takes(128, 1536, 1, 132), "wgmma: 16 or 12 tiles keep mma.sync");
+  EXPECT(!wgmma_takes(64, 4096, 8, 132) && !wgmma_takes(64, 4096, 8, 132, true), "wgmma: never at 64 rows or fewer");
+  EXPECT(wgmma_takes(128, 256, 1, 132, true) && wgmma_takes(65, 8, 1, 132, true), "wgmma forced: any product over 64 rows");
   EXPECT(parse_tile_policy("shape") == TilePolicy::kShape && parse_tile_policy(nullptr) == TilePolicy::kFill &&
              parse_tile_policy("nonsense") == TilePolicy::kFill && parse_tile_policy("small") == TilePolicy::kSmall,
          "tile policy names");
