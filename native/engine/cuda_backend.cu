@@ -377,7 +377,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   description_ = "cuda:" + std::to_string(device_) + " " + prop.name + " (sm_" + std::to_string(prop.major) + std::to_string(prop.minor) + ", " +
                  std::to_string(prop.multiProcessorCount) + " SMs, " + std::to_string(streams) + " streams" + (graphs_enabled_ ? ", graphs" : "") +
                  (graph_io_ ? ", graph io" : "") + (skip_idle_round_ ? ", skip idle round" : "") + (epilogue_ ? ", epilogue" : "") + (retrieve_onepass_ ? ", one-pass retrieve" : "") + (retrieve_fp8_ ? ", fp8 retrieve" : "") + (linear_t_ ? ", linear wt" : "") +
-                 (gemm_wgmma_enabled() ? (wgmma ? ", wgmma" : ", wgmma unavailable (no sm_90a code for this device)") : "") +
+                 (gemm_wgmma_enabled() ? (wgmma ? (gemm_wgmma_tma_enabled() ? ", wgmma (tma)" : ", wgmma") : ", wgmma unavailable (no sm_90a code for this device)") : "") +
                  (gemm_tile_policy() != TilePolicy::kFill ? ", tile " + std::string(tile_policy_name(gemm_tile_policy())) : "") +
                  "; model loaded onto the device in " + std::to_string(int64_t(load_ms)) + " ms)";
 }

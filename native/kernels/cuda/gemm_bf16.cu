@@ -3,6 +3,8 @@
 //
 #include "kernels/cuda/gemm_bf16.cuh"
 
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -275,8 +277,60 @@ bool use_wgmma(const GemmShape& s) {
   return mode != 0 && wgmma_takes(s.m, s.n, s.batch, device_sm_count(), mode == 2) && wgmma_probed_here();
 }
 
+// ADRANK_CUDA_WGMMA_TMA=1 (with ADRANK_CUDA_WGMMA; process-wide, read at first use): products whose
+// A is plain rows take the bulk-tensor-copy kernel (gemm_wgmma.cuh gemm_wgmma_tma_kernel).
+std::atomic<int>& wgmma_tma_slot() {
+  static std::atomic<int> on{[] {
+    const char* v = std::getenv("ADRANK_CUDA_WGMMA_TMA");
+    return v && std::string(v) == "1" ? 1 : 0;
+  }()};
+  return on;
+}
+
+bool tma_fits(const GemmShape& s, const ASource& a) {
+  return wgmma_tma_slot().load(std::memory_order_relaxed) && !a.rows0 && !a.seg1 && s.batch == 1;
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (only cudart is linked).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q);
+    if (e != cudaSuccess || q != cudaDriverEntryPointSuccess || !p)
+      throw std::runtime_error("gemm_bf16: cuTensorMapEncodeTiled is not available from the driver");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A [rows, cols] bf16 matrix with leading dimension ld (elements), read in 64 × 128 boxes (64 along
+// K: one 128-byte row of the box, swizzled as the wgmma descriptors expect), zeros past its edges.
+CUtensorMap tile_map(const bf16* base, int64_t rows, int64_t cols, int64_t ld) {
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(ld) * sizeof(bf16)};
+  const cuuint32_t box[2] = {cuuint32_t(wg::kBK), cuuint32_t(wg::kBM)};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = tensor_map_encoder()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dims, strides, box, elem,
+                                          CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw std::runtime_error("gemm_bf16: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
+  return map;
+}
+
 template <class Epi>
 void launch_wgmma(const GemmShape& s, const ASource& a, const Epi& ep, cudaStream_t st) {
+  static_assert(wg::kBM == wg::kBN, "one box shape serves A and W");
+  if (tma_fits(s, a)) {
+    auto kernel = wg::gemm_wgmma_tma_kernel<Epi>;
+    opt_in_smem(reinterpret_cast<const void*>(kernel), int(wg::kTmaSmemBytes), "gemm_wgmma_tma_kernel");
+    const CUtensorMap map_a = tile_map(a.seg0, s.m, s.k, a.ld0), map_w = tile_map(s.w, s.n, s.k, s.ldw);
+    const dim3 grid(ceil_div(s.n, wg::kBN), ceil_div(s.m, wg::kBM), 1);
+    kernel<<<grid, wg::kTmaThreads, wg::kTmaSmemBytes, st>>>(map_a, map_w, s, ep);
+    CUDA_CHECK_LAUNCH("gemm_wgmma_tma_kernel");
+    return;
+  }
   auto kernel = wg::gemm_wgmma_kernel<Epi>;
   opt_in_smem(reinterpret_cast<const void*>(kernel), int(wg::kSmemBytes), "gemm_wgmma_kernel");
   const dim3 grid(ceil_div(s.n, wg::kBN), ceil_div(s.m, wg::kBM), s.batch);
@@ -326,6 +380,8 @@ bool gemm_wgmma_available() {
   return g_wgmma_probed[dev] = host == 1;
 }
 bool gemm_wgmma_enabled() { return wgmma_slot().load(std::memory_order_relaxed) != 0; }
+bool gemm_wgmma_tma_enabled() { return wgmma_tma_slot().load(std::memory_order_relaxed) != 0; }
+void set_gemm_wgmma_tma(bool on) { wgmma_tma_slot().store(on ? 1 : 0, std::memory_order_relaxed); }
 void set_gemm_wgmma(bool on, bool force) { wgmma_slot().store(on ? (force ? 2 : 1) : 0, std::memory_order_relaxed); }
 
 TilePolicy gemm_tile_policy() { return TilePolicy(policy_slot().load(std::memory_order_relaxed)); }
@@ -339,7 +395,9 @@ void gemm_bf16(const GemmShape& s, const ASource& a, const MaskProductEpilogue& 
 void gemm_bf16(const GemmShape& s, const ASource& a, const CrossEpilogue& ep, cudaStream_t st) { dispatch(s, a, ep, st); }
 
 const char* gemm_bf16_config(const GemmShape& s) {
-  return use_wgmma(s) ? "wgmma 128x128x64/4st" : prefer_big(s) ? "128x128x32/4st" : "64x64x32/4st";
+  return use_wgmma(s) ? (gemm_wgmma_tma_enabled() && s.batch == 1 ? "wgmma 128x128x64/4st (tma for plain A)" : "wgmma 128x128x64/4st")
+         : prefer_big(s) ? "128x128x32/4st"
+                         : "64x64x32/4st";
 }
 
 }  // namespace adrank::cuda

@@ -145,6 +145,11 @@ void set_gemm_tile_policy(TilePolicy p);
 bool gemm_wgmma_available();
 bool gemm_wgmma_enabled();
 void set_gemm_wgmma(bool on, bool force = false);
+// ADRANK_CUDA_WGMMA_TMA=1 (with the above): where A is plain rows (no gather, one segment, one
+// batch) the wgmma kernel's operands come by bulk tensor copies from a producer warp
+// (gemm_wgmma.cuh gemm_wgmma_tma_kernel); elsewhere the cp.async kernel.
+bool gemm_wgmma_tma_enabled();
+void set_gemm_wgmma_tma(bool on);
 
 // CPU reference (fp32 math on bf16 inputs): c[i, j] = Σ_k a[i, k] · w[j, k], no epilogue.
 // a [m, k] (lda), w [n, k] (ldw), c [m, n] (ldc). Used by the harness.

@@ -23,6 +23,7 @@
 // runs has the body (gemm_bf16.cu `gemm_wgmma_available`).
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (the type only: the tensor maps are encoded through the runtime's driver entry point)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -219,6 +220,133 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
   }
 #else
   (void)s, (void)a, (void)epi;
+#endif
+}
+
+// ---- the bulk-tensor-copy variant (ADRANK_CUDA_WGMMA_TMA) --------------------------------------
+// For products whose A is plain rows (no gather, one segment, one batch: the cross layers and the
+// MLP; the gathered first MaskNet layer and the batched ones keep the cp.async kernel above). One
+// producer warp issues `cp.async.bulk.tensor` copies of A's and W's 128 × 64 tiles (the tensor maps
+// carry the 128-byte swizzle, the same layout as `swizzled`), each stage guarded by two mbarriers:
+// `full` (the producer arms it with the stage's byte count; the copy engine completes it) and
+// `empty` (each consumer warpgroup arrives once its wgmmas of that stage are done). Two consumer
+// warpgroups (warps 4-11, so each starts at a warp index divisible by 4) run the same wgmmas and
+// epilogue as the kernel above. Block: 384 threads, warpgroup 0 the producer (one thread issues).
+constexpr int kTmaThreads = 384;
+constexpr int kTmaStages = 4;
+constexpr size_t kTmaSmemBytes = size_t(kTmaStages) * (kTileBytesA + kTileBytesB) + 1024 + 2 * kTmaStages * sizeof(uint64_t);
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+#if ADRANK_WGMMA_BODY
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+#if ADRANK_WGMMA_BODY
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#if ADRANK_WGMMA_BODY
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#endif
+}
+// Returns once the phase with this parity has completed (a fresh barrier: parity 1 at once).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if ADRANK_WGMMA_BODY
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "wait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n"
+      "}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+#endif
+}
+// One 2-D tile (x = the K element, y = the row) into shared memory, completing `bar` by its bytes.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int x, int y, uint32_t bar) {
+#if ADRANK_WGMMA_BODY
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+#endif
+}
+
+template <class Epi>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    gemm_wgmma_tma_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_w, GemmShape s, Epi epi) {
+#if ADRANK_WGMMA_BODY
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  const uint32_t a_base = base, b_base = base + kTmaStages * kTileBytesA;
+  const uint32_t bars = b_base + kTmaStages * kTileBytesB;  // full[kTmaStages], then empty[kTmaStages]
+  const auto full = [&](int st) { return bars + uint32_t(st) * 8u; };
+  const auto empty = [&](int st) { return bars + uint32_t(kTmaStages + st) * 8u; };
+
+  const int bm0 = blockIdx.y * kBM, bn0 = blockIdx.x * kBN;
+  const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
+  if (bm0 >= m) return;  // uniform, before any barrier
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int ktiles = (s.k + kBK - 1) / kBK;
+
+  if (tid == 0) {
+    for (int st = 0; st < kTmaStages; ++st) {
+      mbar_init(full(st), 1);   // the producer's arrive (plus the copies' bytes)
+      mbar_init(empty(st), 2);  // one arrive per consumer warpgroup
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // producer: one thread walks the K steps, waiting for each stage to be released
+    if (tid == 0) {
+      for (int kt = 0; kt < ktiles; ++kt) {
+        const int st = kt % kTmaStages;
+        mbar_wait(empty(st), ((kt / kTmaStages) & 1) ^ 1);
+        mbar_arrive_expect_tx(full(st), uint32_t(kTileBytesA + kTileBytesB));
+        tma_load_2d(a_base + st * kTileBytesA, &map_a, kt * kBK, bm0, full(st));
+        tma_load_2d(b_base + st * kTileBytesB, &map_w, kt * kBK, bn0, full(st));
+      }
+    }
+    return;  // the producer warpgroup takes part in no later barrier
+  }
+
+  // consumers: warpgroup c = wg - 1 owns rows c·64 .. c·64 + 63 of the tile
+  const int c = wg - 1, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int st = kt % kTmaStages;
+    mbar_wait(full(st), (kt / kTmaStages) & 1);
+    const uint64_t da = smem_desc(a_base + st * kTileBytesA + c * 64 * 128);
+    const uint64_t db = smem_desc(b_base + st * kTileBytesB);
+    fence_accumulators(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks) wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
+    wgmma_commit();
+    wgmma_wait<0>();  // this stage's reads are done: hand it back to the producer
+    fence_accumulators(acc);
+    if ((tid & 127) == 0) mbar_arrive(empty(st));
+  }
+
+  const int row = bm0 + c * 64 + warp_in_wg * 16 + (lane >> 2);
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j) {
+    const int col = bn0 + j * 8 + (lane & 3) * 2;
+    if (col < s.n) {
+      if (row < m) epi(0, row, col, acc[4 * j], acc[4 * j + 1]);
+      if (row + 8 < m) epi(0, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  }
+#else
+  (void)map_a, (void)map_w, (void)s, (void)epi;
 #endif
 }
 

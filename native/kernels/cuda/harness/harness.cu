@@ -388,7 +388,7 @@ void gemm_tile_case(int m, int n, int k, int batch, bool policies, bool wgmma) {
     std::printf("    m=%d n=%d k=%d batch=%d: fill %.1f  wgmma %.1f us\n", m, n, k, batch, us[0], us_wgmma);
     char extra[200];
     std::snprintf(extra, sizeof extra, "\"m\":%d,\"n\":%d,\"k\":%d,\"batch\":%d,\"fill_us\":%.2f", m, n, k, batch, us[0]);
-    result_json("gemm_wgmma", us_wgmma, extra);
+    result_json(gemm_wgmma_tma_enabled() ? "gemm_wgmma_tma" : "gemm_wgmma", us_wgmma, extra);
   }
   if (policies) {
     const bool big = tile_is_big(TilePolicy::kShape, m, n, batch, device_sm_count());
@@ -811,7 +811,7 @@ int main(int argc, char** argv) {
   int64_t retrieval_ads = 10000000;
   // --phase NAME (repeatable; default all): gemm (mma.sync: correctness, LayerNorm, timings, tile
   // policies), wgmma (the same GEMM cases and timings on the wgmma kernel, against the CPU and
-  // against mma.sync), select (selection and the single-CTA epilogue), retrieve (Retrieve over
+  // against mma.sync), wgmma-tma (the same with bulk tensor copies for plain A), select (selection and the single-CTA epilogue), retrieve (Retrieve over
   // --retrieval-ads: scan + selection, one-pass, fp8). scripts/gpu-check.sh runs each phase as a
   // process of its own, so a fault that poisons the CUDA context costs one phase, not the run.
   std::vector<std::string> phases;
@@ -821,13 +821,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--retrieval-ads") && i + 1 < argc) retrieval_ads = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--phase") && i + 1 < argc) phases.push_back(argv[++i]);
     else {
-      std::printf("usage: %s [--quick] [--small] [--retrieval-ads N] [--phase gemm|wgmma|select|retrieve]...\n", argv[0]);
+      std::printf("usage: %s [--quick] [--small] [--retrieval-ads N] [--phase gemm|wgmma|wgmma-tma|select|retrieve]...\n", argv[0]);
       return 2;
     }
   }
   for (const std::string& ph : phases)
-    if (ph != "gemm" && ph != "wgmma" && ph != "select" && ph != "retrieve") {
-      std::printf("unknown phase %s (gemm, wgmma, select, retrieve)\n", ph.c_str());
+    if (ph != "gemm" && ph != "wgmma" && ph != "wgmma-tma" && ph != "select" && ph != "retrieve") {
+      std::printf("unknown phase %s (gemm, wgmma, wgmma-tma, select, retrieve)\n", ph.c_str());
       return 2;
     }
   const auto want = [&](const char* ph) { return phases.empty() || std::find(phases.begin(), phases.end(), ph) != phases.end(); };
@@ -887,6 +887,22 @@ int main(int argc, char** argv) {
             for (auto& l : layers) gemm_tile_case(m, l[0], l[1], l[2], false, true);
         }
       }
+    }
+    if (want("wgmma-tma") && gemm_wgmma_available()) {
+      // the bulk-tensor-copy variant (ADRANK_CUDA_WGMMA_TMA): plain-A cases take it, the gathered
+      // and batched ones the cp.async kernel; a phase of its own (its first run on a GPU)
+      set_gemm_wgmma(true, true);
+      set_gemm_wgmma_tma(true);
+      g_wgmma_label = "wgmma+tma";
+      gemm_cases("wgmma+tma");
+      if (!small) {
+        std::printf("gemm_bf16: the wgmma kernel with bulk tensor copies against the default tile\n");
+        for (int m : {128, 1024, 10000})
+          for (auto& l : layers)
+            if (l[2] == 1) gemm_tile_case(m, l[0], l[1], l[2], false, true);
+      }
+      set_gemm_wgmma_tma(false);
+      set_gemm_wgmma(false);
     }
     if (want("select")) {
       std::printf("selection\n");
