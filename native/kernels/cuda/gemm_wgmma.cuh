@@ -251,19 +251,31 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 #endif
 }
-// Returns once the phase with this parity has completed (a fresh barrier: parity 1 at once).
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+// Whether the phase with this parity has completed (a fresh barrier: parity 1 at once); each try
+// waits a little in hardware before it says no.
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
 #if ADRANK_WGMMA_BODY
+  uint32_t done = 0;
   asm volatile(
       "{\n"
-      ".reg .pred done;\n"
-      "wait_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait_%=;\n"
-      "}\n" ::"r"(bar),
-      "r"(parity)
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
       : "memory");
+  return done != 0;
+#else
+  return true;
 #endif
+}
+// Returns once the phase has completed. A phase that never completes (a wrong byte count or parity:
+// this kernel has not run on a GPU yet) traps after ~2^24 tries instead of hanging the stream, so
+// a check run loses its step, not its time limit.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  for (uint32_t tries = 0; !mbar_try_wait(bar, parity); ++tries)
+    if (tries == (1u << 24)) __trap();
 }
 // One 2-D tile (x = the K element, y = the row) into shared memory, completing `bar` by its bytes.
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int x, int y, uint32_t bar) {
