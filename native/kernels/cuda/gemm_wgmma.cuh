@@ -229,7 +229,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
 // producer warp issues `cp.async.bulk.tensor` copies of A's and W's 128 × 64 tiles (the tensor maps
 // carry the 128-byte swizzle, the same layout as `swizzled`), each stage guarded by two mbarriers:
 // `full` (the producer arms it with the stage's byte count; the copy engine completes it) and
-// `empty` (each consumer warpgroup arrives once its wgmmas of that stage are done). Two consumer
+// `empty` (each consumer warpgroup arrives once its wgmmas of that stage are done: a step later, so
+// one step's wgmmas are always in flight). Two consumer
 // warpgroups (warps 4-11, so each starts at a warp index divisible by 4) run the same wgmmas and
 // epilogue as the kernel above. Block: 384 threads, warpgroup 0 the producer (one thread issues).
 constexpr int kTmaThreads = 384;
@@ -343,10 +344,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 #pragma unroll
     for (int ks = 0; ks < kBK / 16; ++ks) wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
     wgmma_commit();
-    wgmma_wait<0>();  // this stage's reads are done: hand it back to the producer
+    // step kt's wgmmas stay in flight while step kt-1's are waited for: then kt-1's stage is read
+    // and goes back to the producer, and the tensor cores never drain between K steps
+    wgmma_wait<1>();
     fence_accumulators(acc);
-    if ((tid & 127) == 0) mbar_arrive(empty(st));
+    if (kt > 0 && (tid & 127) == 0) mbar_arrive(empty((kt - 1) % kTmaStages));
   }
+  wgmma_wait<0>();
+  fence_accumulators(acc);
 
   const int row = bm0 + c * 64 + warp_in_wg * 16 + (lane >> 2);
 #pragma unroll
