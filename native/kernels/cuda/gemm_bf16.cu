@@ -95,9 +95,8 @@ __global__ void __launch_bounds__(Cfg::kThreads) gemm_bf16_kernel(GemmShape s, A
     const int chunk = tid + c * Cfg::kThreads, row = chunk / Cfg::kChunksPerRow;
     b_kc[c] = (chunk % Cfg::kChunksPerRow) * 8;
     b_dst[c] = row * LDS + b_kc[c];
-    const int gj = bn0 + row;
-    b_ok[c] = gj < s.n;
-    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? gj : 0) * s.ldw;
+    b_ok[c] = bn0 + row < s.n;
+    b_src[c] = w_row(s, z, bn0 + row, b_ok[c]);
   }
   auto load_b = [&](int stage, int kt) {
     bf16* sb = sB + stage * BN * LDS;

@@ -1,5 +1,5 @@
 // Device pieces both GEMM kernels use (gemm_bf16.cu's mma.sync kernel, gemm_wgmma.cuh's wgmma
-// kernel): the cp.async copies and where a row of A comes from. Internal to those two files.
+// kernel): the cp.async copies and where a row of A or W comes from. Internal to those two files.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,5 +36,11 @@ struct ARow {
   // The 8 elements starting at column kk (kk and k0 multiples of 8, so a chunk never straddles).
   __device__ __forceinline__ const bf16* at(int kk, int k0) const { return kk < k0 ? p0 + kk : p1 + (kk - k0); }
 };
+
+// Row j of W (batch z): where a W row's copies start; a row outside W (ok = false) points at row 0
+// and is never copied from.
+__device__ __forceinline__ const bf16* w_row(const GemmShape& s, int z, int j, bool ok) {
+  return s.w + z * s.w_z + int64_t(ok ? j : 0) * s.ldw;
+}
 
 }  // namespace adrank::cuda::gemm_detail

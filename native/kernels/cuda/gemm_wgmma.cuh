@@ -114,6 +114,34 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, ui
 #endif
 }
 
+// One K step of a warpgroup: its 64 rows of the A stage at a_addr times the 128 × 64 W stage at
+// b_addr (both 128-byte swizzled), four k16 wgmmas, committed as one group (not waited for).
+__device__ __forceinline__ void wgmma_k_step(float (&acc)[64], uint32_t a_addr, uint32_t b_addr) {
+  const uint64_t da = smem_desc(a_addr), db = smem_desc(b_addr);
+  fence_accumulators(acc);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kBK / 16; ++ks)  // 16 bf16 = 32 bytes further along the (swizzled) row
+    wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
+  wgmma_commit();
+}
+
+// The epilogue of a warpgroup whose 64 rows start at row0 and 128 columns at col0. Accumulator
+// layout of m64nNk16: warp w of the warpgroup holds rows 16w .. 16w+15; acc[4j], acc[4j+1] at
+// (lane/4, 8j + 2·(lane%4)), acc[4j+2], acc[4j+3] eight rows down. Rows >= m, columns >= n: none.
+template <class Epi>
+__device__ __forceinline__ void store_accumulators(const Epi& epi, int z, int row0, int col0, int m, int n, const float (&acc)[64]) {
+  const int lane = threadIdx.x & 31, row = row0 + ((threadIdx.x >> 5) & 3) * 16 + (lane >> 2);
+#pragma unroll
+  for (int j = 0; j < kBN / 8; ++j) {
+    const int col = col0 + j * 8 + (lane & 3) * 2;
+    if (col < n) {
+      if (row < m) epi(z, row, col, acc[4 * j], acc[4 * j + 1]);
+      if (row + 8 < m) epi(z, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    }
+  }
+}
+
 // Writes 1 to *flag when the code this device runs has the wgmma body.
 __global__ void wgmma_probe_kernel(int* flag) { *flag = ADRANK_WGMMA_BODY; }
 
@@ -129,7 +157,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
   const int bm0 = blockIdx.y * kBM, bn0 = blockIdx.x * kBN, z = blockIdx.z;
   const int m = s.m_dev ? min(s.m, *s.m_dev) : s.m;
   if (bm0 >= m) return;  // whole block outside the rows present (uniform, before any barrier)
-  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
+  const int tid = threadIdx.x, wg = tid >> 7;
   const int ktiles = (s.k + kBK - 1) / kBK;
   const int k0 = a.seg1 ? a.k0 : s.k;
 
@@ -156,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
     b_kc[c] = cc * 8;
     b_dst[c] = swizzled(r, cc);
     b_ok[c] = bn0 + r < s.n;
-    b_src[c] = s.w + z * s.w_z + int64_t(b_ok[c] ? bn0 + r : 0) * s.ldw;
+    b_src[c] = w_row(s, z, bn0 + r, b_ok[c]);
   }
   auto load_tile = [&](int stage, int kt) {
     unsigned char* sa = smem + stage * kTileBytesA;
@@ -192,13 +220,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
     fence_accumulators(acc);
     __syncthreads();               // everyone's copies of step kt; step kt-1's stage is free
     const int stage = kt % kStages;
-    const uint64_t da = smem_desc(a_base + stage * kTileBytesA + wg * 64 * 128);
-    const uint64_t db = smem_desc(b_base + stage * kTileBytesB);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks)  // 16 bf16 = 32 bytes further along the (swizzled) row
-      wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
-    wgmma_commit();
+    wgmma_k_step(acc, a_base + stage * kTileBytesA + wg * 64 * 128, b_base + stage * kTileBytesB);
     const int pf = kt + kStages - 1;
     if (pf < ktiles) load_tile(pf % kStages, pf);
     cp_async_commit();
@@ -207,17 +229,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmShape s, AS
   fence_accumulators(acc);
   cp_async_wait<0>();
 
-  // Accumulator layout of m64nNk16: warp w of the warpgroup holds rows 16w .. 16w+15; acc[4j],
-  // acc[4j+1] at (lane/4, 8j + 2·(lane%4)), acc[4j+2], acc[4j+3] eight rows down.
-  const int row = bm0 + wg * 64 + warp_in_wg * 16 + (lane >> 2);
-#pragma unroll
-  for (int j = 0; j < kBN / 8; ++j) {
-    const int col = bn0 + j * 8 + (lane & 3) * 2;
-    if (col < s.n) {
-      if (row < m) epi(z, row, col, acc[4 * j], acc[4 * j + 1]);
-      if (row + 8 < m) epi(z, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
-    }
-  }
+  store_accumulators(epi, z, bm0 + wg * 64, bn0, m, s.n, acc);
 #else
   (void)s, (void)a, (void)epi;
 #endif
@@ -330,20 +342,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   }
 
   // consumers: warpgroup c = wg - 1 owns rows c·64 .. c·64 + 63 of the tile
-  const int c = wg - 1, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
+  const int c = wg - 1;
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
     const int st = kt % kTmaStages;
     mbar_wait(full(st), (kt / kTmaStages) & 1);
-    const uint64_t da = smem_desc(a_base + st * kTileBytesA + c * 64 * 128);
-    const uint64_t db = smem_desc(b_base + st * kTileBytesB);
-    fence_accumulators(acc);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks) wgmma_m64n128k16(acc, da + uint64_t(ks * 32 >> 4), db + uint64_t(ks * 32 >> 4));
-    wgmma_commit();
+    wgmma_k_step(acc, a_base + st * kTileBytesA + c * 64 * 128, b_base + st * kTileBytesB);
     // step kt's wgmmas stay in flight while step kt-1's are waited for: then kt-1's stage is read
     // and goes back to the producer, and the tensor cores never drain between K steps
     wgmma_wait<1>();
@@ -353,15 +359,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   wgmma_wait<0>();
   fence_accumulators(acc);
 
-  const int row = bm0 + c * 64 + warp_in_wg * 16 + (lane >> 2);
-#pragma unroll
-  for (int j = 0; j < kBN / 8; ++j) {
-    const int col = bn0 + j * 8 + (lane & 3) * 2;
-    if (col < s.n) {
-      if (row < m) epi(0, row, col, acc[4 * j], acc[4 * j + 1]);
-      if (row + 8 < m) epi(0, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
-    }
-  }
+  store_accumulators(epi, 0, bm0 + c * 64, bn0, m, s.n, acc);
 #else
   (void)map_a, (void)map_w, (void)s, (void)epi;
 #endif
