@@ -422,6 +422,10 @@ interface SizeResult {
   bf16Dp?: number;
   bf16Winners?: number;
 }
+/** Timed runs and warm-up per runner at C candidates: a third of --runs (at least 5) and at most 2
+ *  warm-up calls at 10,000 and more. */
+const repsFor = (n: number) =>
+  n >= 10_000 ? { runs: Math.max(5, Math.round(opt.runs / 3)), warmup: Math.min(opt.warmup, 2) } : { runs: opt.runs, warmup: opt.warmup };
 const results: SizeResult[] = [];
 let torchVersion = 'not run';
 const load0 = loadavg()[0];
@@ -457,8 +461,7 @@ for (const n of opt.candidates) {
   const fp32Call = () => engine.rank(req);
   const bf16Call = () => engineBf16!.rank(req);
   const ortCall = () => ortRank(cands);
-  const runs = n >= 10_000 ? Math.max(5, Math.round(opt.runs / 3)) : opt.runs;
-  const warmup = n >= 10_000 ? Math.min(opt.warmup, 2) : opt.warmup;
+  const { runs, warmup } = repsFor(n);
   for (let i = 0; i < warmup; i++) {
     await fp32Call();
     if (engineBf16) await bf16Call();
@@ -511,8 +514,8 @@ for (const r of results) {
   const spun = await ortRank(cands, sessionSpin);
   if (!quiet.probs.every((p, i) => p === spun.probs[i])) throw new Error(`Rank(${r.n}): the two ONNX Runtime sessions disagree`);
   const call = () => ortRank(cands, sessionSpin);
-  const runs = r.n >= 10_000 ? Math.max(5, Math.round(opt.runs / 3)) : opt.runs;
-  for (let i = 0; i < (r.n >= 10_000 ? Math.min(opt.warmup, 2) : opt.warmup); i++) await call();
+  const { runs, warmup } = repsFor(r.n);
+  for (let i = 0; i < warmup; i++) await call();
   r.onnxSpin = stats(await timeSequential(call, runs));
   r.onnxSpin.rpsN = await throughput(call, runs, opt.concurrency);
   r.onnxNoSpin = r.onnx;
