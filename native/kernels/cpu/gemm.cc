@@ -15,7 +15,7 @@
 // does not fuse multiply and add).
 //
 // Stream order (m <= kStreamRows, gemm.h): all of A is packed first, then per column tile all K
-// blocks back to back, W prefetched kPrefetch bytes ahead (row tile i: (i + 1) · kPrefetch); with a
+// blocks back to back, W prefetched into L2 ahead of the reads (gemm.h kStreamPrefetch); with a
 // pool one column range per thread.
 //
 // bf16 weights on AVX2 (PackedMatrix::pack_bf16, gemm_bf16_kernel() "avx2"): a task with one row
@@ -50,9 +50,6 @@ constexpr int kMc = 240;  // rows per task (packed A block 240 × 256 × 4 B = 2
 constexpr int kNc = 1536;  // columns per task (a DCN layer's all: A packed once per K block; 3–6% over 256)
 // Below this many multiply-adds a job is not worth waking the pool for (~20 µs on one core).
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
-// Software prefetch distance in the stream order (small m): 64 cache lines of each W panel ahead
-// (4 KiB: one Zen 5 core, forced AVX2, m = 10, W from DRAM, ~25% faster than 1 KiB).
-constexpr int kPrefetch = 4096;
 
 // One micro-kernel call: C[0:MR, 0:ncols] (+)= Apanel · Wpanelᵀ over kc, with the epilogue
 // on the last K block. All pointers are already offset to the tile's origin.
@@ -183,7 +180,7 @@ struct Avx2Kernel {
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T1);
       __m256 b[V];
       for (int v = 0; v < V; v++) b[v] = _mm256_load_ps(w + (v / 2) * t.wstride + 8 * (v % 2));
 #pragma GCC unroll 12
@@ -238,7 +235,7 @@ struct Avx2Bf16Kernel {
     int p = 0;
     for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T1);
       if constexpr (MR * V + 2 * V <= 15) {
         // Every vector of the pair widened first, then each A value broadcast once for all V
         // (2 MR broadcasts per pair instead of 2 MR V: the loads, not the FMAs, were the limit).
@@ -331,7 +328,7 @@ struct Avx512Kernel {
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T1);
       __m512 b[NP];
       for (int v = 0; v < NP; v++) b[v] = _mm512_load_ps(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -443,9 +440,7 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
         }
         for (int64_t ir = i0; ir < i1; ir += tr) {
           const int rows = int(std::min<int64_t>(tr, i1 - ir));
-          // Stream order: row tile i prefetches (i + 1) · kPrefetch ahead, so while the later
-          // tiles compute from L1 the reads run on into the next K block.
-          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;
+          t.prefetch = stream_prefetch_bytes(grid.stream, (ir - i0) / tr);
           t.a = block + (ir - i0) * t.kc;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;

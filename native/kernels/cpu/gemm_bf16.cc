@@ -68,7 +68,6 @@ constexpr int kKc2 = kKc / 2;     // pairs per K block, also the row stride of t
 constexpr int kMc = 264;          // rows per task: an engine chunk of ≤ 256 rows is one row block (A block 264 KiB)
 constexpr int kNc = 1536;         // columns per task (threads split columns further)
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
-constexpr int kPrefetch = 4096;   // stream order (small m): prefetch W 64 cache lines ahead (gemm.cc)
 
 
 #if defined(__x86_64__)
@@ -111,7 +110,7 @@ struct Bf16Kernel {
     const uint32_t* w = t.w;
     for (int p = 0; p < t.kc2; p++, a++, w += kPanel) {
       if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T0);
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wstride) + t.prefetch, _MM_HINT_T1);
       __m512bh b[NP];
       for (int v = 0; v < NP; v++) b[v] = (__m512bh)_mm512_load_si512(w + v * t.wstride);
 #pragma GCC unroll 12
@@ -220,7 +219,7 @@ void gemm_bf16_x86(const float* a, int m, int64_t lda, const PackedMatrix& w, fl
         t.bias = ep.bias ? ep.bias + j : nullptr;
         for (int64_t ir = i0; ir < i1; ir += tr) {
           const int rows = int(std::min<int64_t>(tr, i1 - ir));
-          t.prefetch = grid.stream ? int(kPrefetch * ((ir - i0) / tr + 1)) : 0;  // as in gemm.cc
+          t.prefetch = stream_prefetch_bytes(grid.stream, (ir - i0) / tr);
           t.a = block + (ir - i0) * kKc2;
           t.c = c + ir * ldc + j;
           t.mul = ep.mul ? ep.mul + ir * ep.ld_mul + j : nullptr;
