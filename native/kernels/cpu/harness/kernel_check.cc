@@ -396,6 +396,36 @@ void validate_gemm(ThreadPool& pool) {
   check(threw, "gemm_on rejects an unknown ISA");
 }
 
+// ---- task grid --------------------------------------------------------------------------------
+
+// The split of a parallel product into tasks (gemm.h TaskGrid): every row and column covered once,
+// the threads' shares within one task of equal, and no more column blocks than the threads need.
+void validate_task_grid() {
+  int bad = 0;
+  for (int threads : {2, 3, 4, 8, 16})
+    for (int m : {1, 10, 16, 17, 32, 64, 100, 250, 256, 300, 1000, 4000})
+      for (int n : {16, 48, 256, 356, 512, 1536, 2136})
+        for (int mr : {6, 12}) {
+          const int nr = mr == 12 ? 32 : 16;
+          const adrank::cpu::TaskGrid g(m, n, 1536, mr, nr, 240, 1536, 256, threads, int64_t(1) << 20);
+          const int64_t tiles = adrank::cpu::ceil_div(n, nr), rb = adrank::cpu::ceil_div(m, g.mc);
+          bool ok = g.tasks == rb * g.cb && g.mc % mr == 0 && g.cb * g.ncu >= tiles && (g.cb - 1) * g.ncu < tiles && rb * g.mc >= m;
+          // the time of the product in tile units (rounds of tasks × tiles per task) is within one
+          // task of a perfect split, with no more column blocks than the threads need (beyond the
+          // blocks of at most max_cols): each extra column block packs A again
+          if (g.parallel) {
+            const int64_t makespan = adrank::cpu::ceil_div(g.tasks, threads) * g.ncu;
+            const int64_t perfect = adrank::cpu::ceil_div(rb * tiles, threads);
+            ok = ok && makespan <= perfect + g.ncu && g.cb <= std::max<int64_t>(adrank::cpu::ceil_div(n, 1536), threads);
+          }
+          if (!ok && bad++ < 5)
+            std::printf("  task grid m=%d n=%d mr=%d threads=%d: %lld tasks (%lld row x %lld column blocks of %lld tiles), parallel %d\n", m, n, mr,
+                        threads, (long long)g.tasks, (long long)rb, (long long)g.cb, (long long)g.ncu, int(g.parallel));
+        }
+  check(bad == 0, "task grid: tasks cover C once, within one task of a perfect split, no more column blocks than threads");
+  std::printf("grid      task splits checked\n");
+}
+
 // ---- ThreadPool checks -------------------------------------------------------------------------
 
 // Once with workers that sleep between jobs (spin 0) and once with the default spin: the same
@@ -727,6 +757,7 @@ int main(int argc, char** argv) {
     ThreadPool pool(3);  // more threads than cores: the split must not change any bit
     validate_gemm(pool);
     validate_small_m(pool);
+    validate_task_grid();
     validate_pool(0);
     validate_pool(adrank::cpu::kDefaultSpinUs);
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
