@@ -16,6 +16,16 @@
  *                weights widened on AVX2; skipped, saying why, where there is none)
  *   adrank auto  precision auto: the runner above whose precision auto resolves to on this CPU (not
  *                timed twice; the report says which)
+ *   ... inline   the same engines through the served path's engine call (src/handlers/engine-rpc.ts
+ *                executeWire): the request's RankRequest bytes parsed and validated natively, then
+ *                run on this JS thread with the pool's other threads (Engine.runWireHere, as the
+ *                server runs a request while its thread has nothing else to do: docs/wire.md "Idle
+ *                inline runs"), the request released; `fp32Inline`, `bf16Inline`, `autoInline` in
+ *                the JSON. ONNX Runtime's session.run runs the same way (onnxruntime-node calls
+ *                the session on the JS thread in a setImmediate, its intra-op pool helping), so
+ *                this pair compares like with like; engine.rank() hands the request to the
+ *                engine's request thread and the answer back (a wake-up each way). Checked equal to
+ *                engine.rank()'s answer (ids, probabilities, prices, bit for bit) before timing.
  *   ONNX         onnxruntime-node InferenceSession.run (intraOpNumThreads = --threads) plus the
  *                per-request work ONNX needs around it: id → row lookup, gathering the candidates'
  *                ad-side features into input tensors, and a top-K of the utilities. The request-side
@@ -59,6 +69,8 @@ import { randomRequest } from '../src/features/random-request.js';
 import { adRows, type LoadedBundle } from '../src/model/bundle.js';
 import { writeDemoBundle } from '../src/model/demo.js';
 import { Rng } from '../src/model/random.js';
+import type { ModelConfig } from '../src/model/config.js';
+import { loadProto } from '../src/wire/proto.js';
 
 const TOLERANCE = 1e-3; // |Δp| allowed between runners, absolute
 const BF16_TOLERANCE = 2e-2; // |Δp| allowed between the bf16 and the fp32 engine (test/support/bf16.ts)
@@ -214,6 +226,43 @@ const T = c.tasks.length;
 log(`adrank: ${engine.description}, ${engine.numAds} ads`);
 log(engineBf16 ? `adrank: ${engineBf16.description} (${engineBf16.deviceReason})` : `adrank bf16: not run, ${bf16Cpu.bf16Reason}`);
 log(`adrank auto: precision ${autoAs} (${autoReason})`);
+
+/** The RankRequest bytes of an EngineRequest (what a client would send for it). */
+const rankType = loadProto().root.lookupType('adrank.v1.RankRequest');
+function rankBytes(config: ModelConfig, r: EngineRequest): Uint8Array {
+  const ids = (a: BigInt64Array | bigint[]) => Array.from(a, (x) => x.toString());
+  const msg: Record<string, unknown> = {
+    requestId: r.requestId,
+    surface: config.surfaces[r.surface],
+    user: {
+      dense: Array.from(r.userDense),
+      embedding: Array.from(r.userEmbedding),
+      sparse: Object.fromEntries(config.user_sparse.map((f, i) => [f.name, { ids: ids(r.userSparse[i]) }])),
+      sequence: { itemIds: ids(r.seqItems), actions: Array.from(r.seqActions) },
+    },
+    targeting: Array.from(r.targeting),
+    exclusions: { advertiserIds: ids(r.excludedAdvertisers), adIds: ids(r.excludedAds) },
+    k: r.k,
+    perAdvertiserCap: r.cap,
+    ranking: r.mode === 0 ? { mode: 0 } : { mode: r.mode, partitions: r.partitions },
+    price: r.price,
+    reserve: r.reserve,
+    candidateAdIds: ids(r.candidates),
+  };
+  if (r.taskWeights) msg.taskWeights = Object.fromEntries(config.tasks.map((t, i) => [t, r.taskWeights![i]]));
+  return rankType.encode(rankType.fromObject(msg)).finish();
+}
+
+/** One Rank through the served path's engine call, run on this thread (see the header). */
+function inlineRank(e: Engine, bytes: Uint8Array): NativeResult {
+  const w = e.parseWire(0, bytes);
+  try {
+    e.prepare(w, 100_000, 'bench');
+    return e.runWireHere(0, w);
+  } finally {
+    w.release();
+  }
+}
 
 /** C distinct candidates among the untargeted ads (every targeting dim all ones): all eligible. */
 function untargetedCandidates(bundle: LoadedBundle, n: number, rng: Rng): BigInt64Array {
@@ -408,6 +457,9 @@ interface SizeResult {
   n: number;
   fp32: Stats;
   bf16?: Stats;
+  /** the same engines through the served path's engine call on this thread */
+  fp32Inline: Stats;
+  bf16Inline?: Stats;
   /** the faster ONNX Runtime configuration (below) */
   onnx: Stats;
   onnxConfig?: 'spinning off' | 'spinning (default)';
@@ -461,25 +513,43 @@ for (const n of opt.candidates) {
   const fp32Call = () => engine.rank(req);
   const bf16Call = () => engineBf16!.rank(req);
   const ortCall = () => ortRank(cands);
+  const bytes = rankBytes(c, req);
+  const fp32Inline = async () => inlineRank(engine, bytes);
+  const bf16Inline = async () => inlineRank(engineBf16!, bytes);
+  // the served path's call must give engine.rank()'s answer, bit for bit
+  for (const [name, e] of [['fp32', engine], ['bf16', engineBf16]] as const) {
+    if (!e) continue;
+    const a = await e.rank(req);
+    const i = inlineRank(e, bytes);
+    const same = (x: ArrayLike<number | bigint>, y: ArrayLike<number | bigint>) => x.length === y.length && Array.from(x).every((v, j) => Object.is(v, y[j]));
+    if (!(same(a.adIds, i.adIds) && same(a.probs, i.probs) && same(a.prices, i.prices) && same(a.scores, i.scores)))
+      throw new Error(`Rank(${n}): adrank ${name} answers differently through the served path's call than through engine.rank()`);
+  }
   const { runs, warmup } = repsFor(n);
   for (let i = 0; i < warmup; i++) {
     await fp32Call();
+    await fp32Inline();
     if (engineBf16) await bf16Call();
+    if (engineBf16) await bf16Inline();
     await ortCall();
   }
   const rounds = 3;
   const perRound = Math.ceil(runs / rounds);
-  const lat = { fp32: [] as number[], bf16: [] as number[], ort: [] as number[] };
+  const lat = { fp32: [] as number[], bf16: [] as number[], fp32Inline: [] as number[], bf16Inline: [] as number[], ort: [] as number[] };
   const engineUs = { fp32: [] as number[], bf16: [] as number[] };
   for (let r = 0; r < rounds; r++) {
     lat.fp32.push(...(await timeSequential(async () => engineUs.fp32.push((await fp32Call()).timings.total), perRound)));
+    lat.fp32Inline.push(...(await timeSequential(fp32Inline, perRound)));
     if (engineBf16) lat.bf16.push(...(await timeSequential(async () => engineUs.bf16.push((await bf16Call()).timings.total), perRound)));
+    if (engineBf16) lat.bf16Inline.push(...(await timeSequential(bf16Inline, perRound)));
     lat.ort.push(...(await timeSequential(ortCall, perRound)));
   }
   const res: SizeResult = {
     n,
     fp32: stats(lat.fp32),
     bf16: engineBf16 ? stats(lat.bf16) : undefined,
+    fp32Inline: stats(lat.fp32Inline),
+    bf16Inline: engineBf16 ? stats(lat.bf16Inline) : undefined,
     onnx: stats(lat.ort),
     engineMs: { fp32: quantile(engineUs.fp32, 0.5) / 1000, bf16: engineBf16 ? quantile(engineUs.bf16, 0.5) / 1000 : undefined },
     onnxDp: ortDiff,
@@ -501,7 +571,7 @@ for (const n of opt.candidates) {
     if (t.times.length < opt.runs) log(`PyTorch: only ${t.times.length} timed runs fit in --torch-budget ${opt.torchBudget} s`);
   }
   results.push(res);
-  log(`Rank(${n}): fp32 ${f(res.fp32.median)} ms, bf16 ${f(res.bf16?.median)} ms, ONNX ${f(res.onnx.median)} ms (medians)`);
+  log(`Rank(${n}): fp32 ${f(res.fp32.median)} ms (inline ${f(res.fp32Inline.median)}), bf16 ${f(res.bf16?.median)} ms (inline ${f(res.bf16Inline?.median)}), ONNX ${f(res.onnx.median)} ms (medians)`);
 }
 engine.dispose();
 engineBf16?.dispose();
@@ -529,6 +599,7 @@ for (const r of results) {
 
 /** The auto runner: the stats of the runner auto resolved to. */
 const autoOf = (r: SizeResult): Stats | undefined => (autoAs === 'bf16' ? r.bf16 : r.fp32);
+const autoInlineOf = (r: SizeResult): Stats | undefined => (autoAs === 'bf16' ? r.bf16Inline : r.fp32Inline);
 
 /** The CPU's model name and the ISA flags that choose the kernels (/proc/cpuinfo on Linux). */
 function cpuInfo(): { model: string; flags: string[] } {
@@ -562,23 +633,42 @@ if (opt.json) {
     runners: {
       fp32: engine.description,
       bf16: engineBf16 ? engineBf16.description : `not run: ${bf16Cpu.bf16Reason}`,
+      inline: "the fp32 / bf16 / auto engine through the served path's engine call: RankRequest bytes parsed and validated natively, run on the JS thread with the pool (Engine.runWireHere)",
       auto: { precision: autoAs, reason: autoReason },
       onnx: `onnxruntime-node ${ort.env.versions.node ?? ort.env.versions.common}, intra-op ${opt.threads}, + gather and top-${K} in JS; the faster of spinning off (interleaved) and its default spinning (timed alone), per size`,
     },
     sizes: results.map((r) => ({
       candidates: r.n,
-      medianMs: { fp32: num(r.fp32.median), bf16: num(r.bf16?.median), auto: num(autoOf(r)?.median), onnx: num(r.onnx.median) },
+      medianMs: {
+        fp32: num(r.fp32.median),
+        bf16: num(r.bf16?.median),
+        auto: num(autoOf(r)?.median),
+        fp32Inline: num(r.fp32Inline.median),
+        bf16Inline: num(r.bf16Inline?.median),
+        autoInline: num(autoInlineOf(r)?.median),
+        onnx: num(r.onnx.median),
+      },
       runners: {
         fp32: runner(r.fp32),
         bf16: runner(r.bf16),
         auto: runner(autoOf(r)),
+        fp32Inline: runner(r.fp32Inline),
+        bf16Inline: runner(r.bf16Inline),
+        autoInline: runner(autoInlineOf(r)),
         onnx: runner(r.onnx),
         onnxSpinningOff: runner(r.onnxNoSpin),
         onnxSpinning: runner(r.onnxSpin),
         torch: runner(r.torch),
       },
       onnxConfig: r.onnxConfig ?? null,
-      throughputVsOnnx: { fp32: ratio(r.fp32, r.onnx), bf16: ratio(r.bf16, r.onnx), auto: ratio(autoOf(r), r.onnx) },
+      throughputVsOnnx: {
+        fp32: ratio(r.fp32, r.onnx),
+        bf16: ratio(r.bf16, r.onnx),
+        auto: ratio(autoOf(r), r.onnx),
+        fp32Inline: ratio(r.fp32Inline, r.onnx),
+        bf16Inline: ratio(r.bf16Inline, r.onnx),
+        autoInline: ratio(autoInlineOf(r), r.onnx),
+      },
       engineMs: { fp32: num(r.engineMs.fp32), bf16: num(r.engineMs.bf16) },
       checks: {
         onnxVsFp32MaxDp: num(r.onnxDp),
@@ -606,11 +696,11 @@ Rank of C candidates (all eligible), top ${K}, ${opt.threads} threads, ${opt.war
 
 Summary (same run; throughput = requests/s; latency = median ms of sequential requests):
 
-| C | adrank fp32 ms | adrank bf16 ms | ONNX ms | auto (${autoAs}) / ONNX throughput (conc. 1) | (conc. ${opt.concurrency}) | fp32 / ONNX (conc. 1) | bf16 latency gain over fp32 | bf16 max |Δp| vs fp32 |
-| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
+| C | adrank fp32 ms | adrank bf16 ms | ONNX ms | auto (${autoAs}) / ONNX throughput (conc. 1) | (conc. ${opt.concurrency}) | fp32 / ONNX (conc. 1) | inline: auto / ONNX | inline: fp32 / ONNX | bf16 latency gain over fp32 | bf16 max |Δp| vs fp32 |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
 for (const r of results)
   out.push(
-    `| ${r.n.toLocaleString('en-US')} | ${f(r.fp32.median)} | ${f(r.bf16?.median)} | ${f(r.onnx.median)} | ${ratio(autoOf(r)?.rps1, r.onnx.rps1)} | ${ratio(autoOf(r)?.rpsN, r.onnx.rpsN)} | ${ratio(r.fp32.rps1, r.onnx.rps1)} | ${ratio(r.fp32.median, r.bf16?.median)} | ${r.bf16Dp === undefined ? '—' : r.n <= 1000 ? r.bf16Dp.toExponential(1) : 'n/c'} |`,
+    `| ${r.n.toLocaleString('en-US')} | ${f(r.fp32.median)} | ${f(r.bf16?.median)} | ${f(r.onnx.median)} | ${ratio(autoOf(r)?.rps1, r.onnx.rps1)} | ${ratio(autoOf(r)?.rpsN, r.onnx.rpsN)} | ${ratio(r.fp32.rps1, r.onnx.rps1)} | ${ratio(autoInlineOf(r)?.rps1, r.onnx.rps1)} | ${ratio(r.fp32Inline.rps1, r.onnx.rps1)} | ${ratio(r.fp32.median, r.bf16?.median)} | ${r.bf16Dp === undefined ? '—' : r.n <= 1000 ? r.bf16Dp.toExponential(1) : 'n/c'} |`,
   );
 for (const r of results) {
   out.push(`
@@ -620,6 +710,8 @@ Rank(${r.n.toLocaleString('en-US')}): engine time (timings.total) median fp32 ${
 | --- | ---: | ---: | ---: | ---: | ---: |
 ${line(`adrank engine.rank (cpu fp32, ${opt.threads} threads)`, r.fp32)}
 ${line(`adrank engine.rank (cpu bf16, ${opt.threads} threads)`, r.bf16)}
+${line(`adrank served-path call on this thread (cpu fp32)`, r.fp32Inline)}
+${line(`adrank served-path call on this thread (cpu bf16)`, r.bf16Inline)}
 ${line(`onnxruntime-node ${ort.env.versions.node} (intra-op ${opt.threads}) + gather`, r.onnx)}${r.n === 1000 ? `\n${line(r.torch ? `PyTorch ${torchVersion} eager, no_grad` : 'PyTorch (not run: --no-torch)', r.torch)}` : ''}`);
 }
 console.log(out.join('\n'));
