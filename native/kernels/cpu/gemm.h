@@ -59,8 +59,9 @@ inline int stream_prefetch_bytes(bool stream, int64_t tile) { return stream ? in
 
 // How the GEMMs (gemm.cc fp32, gemm_bf16.cc bf16) split C[m × n] into tasks: row blocks of `mc`
 // rows (at most max_rows, a multiple of mr), column blocks of `ncu` tiles of nr columns (at most
-// max_cols), both balanced; when the product reaches parallel_macs and the pool has threads, at
-// least one task per thread and a multiple of the threads where the shape allows. Task t covers rows (t / cb) · mc and columns
+// max_cols), both balanced; when the product reaches parallel_macs and the pool has threads and
+// there are fewer than 4 row blocks per thread, the columns are cut too, into the fewest blocks
+// that keep the threads' shares even (below). Task t covers rows (t / cb) · mc and columns
 // (t % cb) · ncu · nr. K runs in kblocks blocks of kc.
 // Stream order (m <= kStreamRows): one task without a pool; with one, parallel once W has 2^18
 // elements or the product reaches parallel_macs, and then exactly one column range per thread.
