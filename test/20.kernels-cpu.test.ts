@@ -17,6 +17,7 @@
  * within 2^-7 · Σ|a·w| per element (avx2, one rounding: 2^-8). In the scalar child the bf16 path
  * must be off and refuse to run.
  */
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 
@@ -320,6 +321,21 @@ function run(kernels: () => NativeKernels): void {
 
 describe('20 kernels-cpu', () => {
   const kernels = (): NativeKernels => binding().kernels;
+
+  // The standalone harness (native/kernels/cpu/harness/kernel_check.cc, built with g++ -O3): every
+  // ISA path and bf16 kernel against a scalar reference at every m from 1 to 64 with odd n and k,
+  // bitwise equal across thread counts; the GEMM task split and the forward's row chunks (their
+  // balance, which no answer shows); the pool's checks at both spin settings.
+  it('the standalone kernel check passes (scripts/kernel-check.sh --quick)', function () {
+    if (isChild) this.skip(); // once, in the parent: it covers every path itself
+    this.timeout(600_000);
+    const r = spawnSync('bash', [fileURLToPath(new URL('../scripts/kernel-check.sh', import.meta.url)), '--quick'], { encoding: 'utf8' });
+    const out = `${r.stdout}${r.stderr}`;
+    expect(r.status, out).to.equal(0);
+    expect(out).to.match(/task splits checked/);
+    expect(out).to.match(/forward row chunks checked/);
+    expect(out).to.match(/PASSED: 0 failure\(s\)/);
+  });
 
   it('reports the SIMD path in use (honouring ADRANK_CPU_ISA in a child)', () => {
     const simd = binding().capabilities().cpu.simd;

@@ -23,7 +23,7 @@ namespace adrank {
 namespace {
 
 constexpr int kChunk = 256;           // most candidate rows per forward chunk (workspace size)
-constexpr int kMinChunk = 32;         // fewest, so small requests still spread over the threads
+constexpr int kWholeChunk = 32;       // up to this many rows one chunk, its products split over the pool
 
 
 void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu, cpu::ThreadPool* pool = nullptr) {
@@ -465,11 +465,9 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
   if (count == 0) return;
   const double t0 = steady_us();
   const int64_t threads = pool_ ? pool_->size() : 1;
-  // Equal chunks, a multiple of the thread count, none over kChunk rows: 608 rows on 2 threads
-  // run as 4 × 152, not 256 + 256 + 96 (one thread idle for a third of the time).
-  const int64_t per_thread = (count + threads * kChunk - 1) / (threads * kChunk);
-  const int64_t rows_per = std::max<int64_t>(kMinChunk, (count + threads * per_thread - 1) / (threads * per_thread));
-  const int64_t chunks = (count + rows_per - 1) / rows_per;
+  // Equal chunks, a multiple of the thread count, none over kChunk rows (cpu::row_chunks)
+  const cpu::RowChunks plan = cpu::row_chunks(count, int(threads), kChunk, kWholeChunk);
+  const int64_t rows_per = plan.rows, chunks = plan.chunks;
   cpu::ThreadPool* gp = chunks < threads ? pool_ : nullptr;
   std::mutex mu;
   StageTime total;

@@ -426,6 +426,26 @@ void validate_task_grid() {
   std::printf("grid      task splits checked\n");
 }
 
+// The CPU backend's candidate chunks (parallel.h row_chunks): every row in one chunk, none over
+// the bound, one chunk up to whole_upto rows, and above it the threads' shares within a row per
+// round of chunks of even (rows per chunk × rounds of chunks on the threads).
+void validate_row_chunks() {
+  int bad = 0;
+  for (int threads : {1, 2, 3, 4, 8, 16})
+    for (int64_t count = 1; count <= 5000; count += count < 300 ? 1 : 37) {
+      const adrank::cpu::RowChunks p = adrank::cpu::row_chunks(count, threads, 256, 32);
+      const int64_t rounds = adrank::cpu::ceil_div(p.chunks, threads);
+      const int64_t even = adrank::cpu::ceil_div(count, threads);
+      bool ok = p.rows >= 1 && p.rows <= std::max<int64_t>(256, 32) && p.chunks == adrank::cpu::ceil_div(count, p.rows);
+      if (count <= 32) ok = ok && p.chunks == 1;
+      else ok = ok && p.rows * rounds <= even + adrank::cpu::ceil_div(count, int64_t(threads) * 256);
+      if (!ok && bad++ < 5)
+        std::printf("  row chunks: %lld rows on %d threads: %lld chunks of %lld rows\n", (long long)count, threads, (long long)p.chunks, (long long)p.rows);
+    }
+  check(bad == 0, "row chunks: every row once, none over the bound, the threads' shares even");
+  std::printf("chunks    forward row chunks checked\n");
+}
+
 // ---- ThreadPool checks -------------------------------------------------------------------------
 
 // Once with workers that sleep between jobs (spin 0) and once with the default spin: the same
@@ -758,6 +778,7 @@ int main(int argc, char** argv) {
     validate_gemm(pool);
     validate_small_m(pool);
     validate_task_grid();
+    validate_row_chunks();
     validate_pool(0);
     validate_pool(adrank::cpu::kDefaultSpinUs);
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
