@@ -24,6 +24,7 @@ namespace {
 
 constexpr int kChunk = 256;           // most candidate rows per forward chunk (workspace size)
 constexpr int kWholeChunk = 32;       // up to this many rows one chunk, its products split over the pool
+constexpr int kMinChunkRows = 16;     // fewest rows of a chunk above that (each chunk reads all the weights)
 
 
 void linear(const float* a, int m, int64_t lda, const Linear& l, float* c, int64_t ldc, bool relu, cpu::ThreadPool* pool = nullptr) {
@@ -465,8 +466,9 @@ void CpuBackend::forward(const std::vector<Segment>& segs, const int32_t* rows, 
   if (count == 0) return;
   const double t0 = steady_us();
   const int64_t threads = pool_ ? pool_->size() : 1;
-  // Equal chunks, a multiple of the thread count, none over kChunk rows (cpu::row_chunks)
-  const cpu::RowChunks plan = cpu::row_chunks(count, int(threads), kChunk, kWholeChunk);
+  // Equal chunks, a multiple of the thread count where the rows allow, none over kChunk rows
+  // (cpu::row_chunks)
+  const cpu::RowChunks plan = cpu::row_chunks(count, int(threads), kChunk, kWholeChunk, kMinChunkRows);
   const int64_t rows_per = plan.rows, chunks = plan.chunks;
   cpu::ThreadPool* gp = chunks < threads ? pool_ : nullptr;
   std::mutex mu;

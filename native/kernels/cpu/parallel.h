@@ -6,6 +6,7 @@
 // chunks balance. Nested calls from inside fn are fine (the inner call is a job of its own).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 
@@ -41,22 +42,26 @@ class ThreadPool {
   Impl* impl_;
 };
 
-// How a forward over `count` rows is cut into chunks for `threads` threads (the CPU backend's
-// candidate chunks, each run on one thread): up to `whole_upto` rows, one chunk (its products are
-// then split over the pool instead); above, equal chunks, as many per thread for each, none over
-// `max_rows`. 600 rows on 2 threads at most 256: 4 × 150, not 256 + 256 + 88; 40 rows: 20 + 20,
-// not 32 + 8 (an earlier floor of 32 rows a chunk left one thread a fifth of the work: Zen 4,
-// bf16, 33 to 60 rows, the forward took 1.2–1.6× as long).
+// How a forward over `count` rows is cut into chunks (the CPU backend's candidate chunks, each run
+// on one thread, every chunk reading all the weights): up to `whole_upto` rows, one chunk (its
+// products are then split over the pool instead); above, equal chunks, as many per thread for each
+// as keep them within `max_rows`, but no more chunks than leave `min_rows` rows each (a smaller
+// chunk reads the weights for too few rows; with fewer chunks than threads the products of each are
+// split over the pool). 600 rows on 2 threads at most 256: 4 × 150, not 256 + 256 + 88; 40 rows:
+// 20 + 20, not 32 + 8 (an earlier floor of 32 rows a chunk, imbalanced: Zen 4, bf16, a forward of
+// 33 to 60 rows took 1.2–1.6× as long).
 struct RowChunks {
   int64_t rows = 0;    // rows per chunk (the last may have fewer)
   int64_t chunks = 0;
 };
-inline RowChunks row_chunks(int64_t count, int threads, int64_t max_rows, int64_t whole_upto) {
+inline RowChunks row_chunks(int64_t count, int threads, int64_t max_rows, int64_t whole_upto, int64_t min_rows) {
   if (count <= 0) return {};
   if (count <= whole_upto) return {count, 1};
   const int64_t t = threads > 1 ? threads : 1;
   const int64_t per_thread = (count + t * max_rows - 1) / (t * max_rows);
-  const int64_t rows = (count + t * per_thread - 1) / (t * per_thread);
+  const int64_t by_size = count / (min_rows > 0 ? min_rows : 1);
+  const int64_t want = std::max<int64_t>(1, std::min(t * per_thread, by_size));
+  const int64_t rows = (count + want - 1) / want;
   return {rows, (count + rows - 1) / rows};
 }
 

@@ -427,22 +427,21 @@ void validate_task_grid() {
 }
 
 // The CPU backend's candidate chunks (parallel.h row_chunks): every row in one chunk, none over
-// the bound, one chunk up to whole_upto rows, and above it the threads' shares within a row per
-// round of chunks of even (rows per chunk × rounds of chunks on the threads).
+// the bound, one chunk up to whole_upto rows; above it equal chunks (the last at most a row per
+// chunk short), each of at least min_rows, and as many as the threads where the rows allow.
 void validate_row_chunks() {
   int bad = 0;
   for (int threads : {1, 2, 3, 4, 8, 16})
     for (int64_t count = 1; count <= 5000; count += count < 300 ? 1 : 37) {
-      const adrank::cpu::RowChunks p = adrank::cpu::row_chunks(count, threads, 256, 32);
-      const int64_t rounds = adrank::cpu::ceil_div(p.chunks, threads);
-      const int64_t even = adrank::cpu::ceil_div(count, threads);
-      bool ok = p.rows >= 1 && p.rows <= std::max<int64_t>(256, 32) && p.chunks == adrank::cpu::ceil_div(count, p.rows);
+      const adrank::cpu::RowChunks p = adrank::cpu::row_chunks(count, threads, 256, 32, 16);
+      const int64_t last = count - p.rows * (p.chunks - 1);
+      bool ok = p.rows >= 1 && p.rows <= 256 && p.chunks == adrank::cpu::ceil_div(count, p.rows);
       if (count <= 32) ok = ok && p.chunks == 1;
-      else ok = ok && p.rows * rounds <= even + adrank::cpu::ceil_div(count, int64_t(threads) * 256);
+      else ok = ok && p.rows - last < p.chunks && p.rows >= 16 && p.chunks >= std::min<int64_t>(threads, count / 16);
       if (!ok && bad++ < 5)
         std::printf("  row chunks: %lld rows on %d threads: %lld chunks of %lld rows\n", (long long)count, threads, (long long)p.chunks, (long long)p.rows);
     }
-  check(bad == 0, "row chunks: every row once, none over the bound, the threads' shares even");
+  check(bad == 0, "row chunks: every row once, none over the bound, equal chunks of at least 16 rows, one per thread where the rows allow");
   std::printf("chunks    forward row chunks checked\n");
 }
 
