@@ -115,6 +115,12 @@ __device__ __forceinline__ void pdl_launch_dependents() {
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
+// Both at once, first thing: for a kernel launched as a programmatic dependent that reads what the
+// kernel before it wrote from its first instruction (the request side's small kernels).
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_launch_dependents();
+}
 
 // kernel<<<grid, block, smem, st>>>(args...), or with pdl as a programmatic dependent of the
 // kernel before it on `st`; checked either way (throws CudaError naming `name`).

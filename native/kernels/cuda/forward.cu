@@ -50,8 +50,7 @@ __device__ __forceinline__ int seq_len(const RequestDesc* desc, int max_len) {
 
 // Token j = item[item_id mod buckets] + action[action] + position[j], j < n.
 __global__ void seq_tokens_kernel(DeviceModel m, const RequestDesc* desc, const unsigned char* bundle, float* x) {
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int j = blockIdx.x, n = seq_len(desc, m.seq_max_len);
   if (j >= n) return;
   const int64_t item = section<int64_t>(bundle, desc->off_seq_items)[j];
@@ -65,8 +64,7 @@ __global__ void seq_tokens_kernel(DeviceModel m, const RequestDesc* desc, const 
 // y[r] = LayerNorm(x[r]) (eps 1e-5, affine), one warp per row, rows < min(*rows_dev, cap).
 __global__ void rows_layernorm_kernel(const float* x, float* y, int d, const float* g, const float* b,
                                       const uint32_t* rows_dev, int cap) {
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   const int rows = rows_dev ? min(int(*rows_dev), cap) : cap;
   if (r >= rows) return;
@@ -86,8 +84,7 @@ __global__ void rows_layernorm_kernel(const float* x, float* y, int d, const flo
 // same chain over k either way, so the result is bit for bit the same.
 __global__ void rows_linear_kernel(const float* x, int ldx, DenseLinearF32 L, float* y, int ldy, bool relu, bool accumulate,
                                    const uint32_t* rows_dev, int cap) {
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int r = blockIdx.y, o = blockIdx.x * blockDim.x + threadIdx.x;
   const int rows = rows_dev ? min(int(*rows_dev), cap) : cap;
   if (r >= rows || o >= L.out) return;
@@ -133,8 +130,7 @@ __device__ float warp_attention_weights(const float* q, const float* keys, int64
 // Multi-head self-attention core over the n tokens (no mask): one warp per (head, query).
 __global__ void seq_attention_kernel(const float* qkv, float* out, int d, int heads, int max_len, const RequestDesc* desc) {
   extern __shared__ float sc[];  // [max_len]
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int hd = blockIdx.x, i = blockIdx.y, lane = threadIdx.x, n = seq_len(desc, max_len);
   if (i >= n) return;
   const int dh = d / heads;
@@ -164,8 +160,7 @@ __global__ void user_vector_kernel(DeviceModel m, const RequestDesc* desc, const
                                    float* u) {
   __shared__ float scratch[32];
   __shared__ uint32_t start[kMaxSparseFields + 1];
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int tid = threadIdx.x;
   const float* ud = section<float>(bundle, desc->off_user_dense);
   for (int i = tid; i < m.n_ud; i += blockDim.x)
@@ -210,8 +205,7 @@ __global__ void user_vector_kernel(DeviceModel m, const RequestDesc* desc, const
 
 // out[j] = b[j] + W_user[j] · u: the user half of MaskNet's first layer, once per request.
 __global__ void user_bias_kernel(const float* w, const float* b, const float* u, int du, int n, float* out) {
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   const int j = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
   if (j >= n) return;
   float s = 0.f;
@@ -222,8 +216,7 @@ __global__ void user_bias_kernel(const float* w, const float* b, const float* u,
 
 __global__ void l2n_kernel(float* v, int n, int n_pad) {
   __shared__ float scratch[32];
-  pdl_wait();  // launched as a programmatic dependent under ADRANK_CUDA_PDL (request side)
-  pdl_launch_dependents();
+  pdl_begin();  // a programmatic dependent under ADRANK_CUDA_PDL (request side)
   block_l2n(v, n, n_pad, scratch);
 }
 
