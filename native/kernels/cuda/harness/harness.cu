@@ -814,6 +814,9 @@ int main(int argc, char** argv) {
   // against mma.sync), wgmma-tma (the same with bulk tensor copies for plain A), select (selection and the single-CTA epilogue), retrieve (Retrieve over
   // --retrieval-ads: scan + selection, one-pass, fp8). scripts/gpu-check.sh runs each phase as a
   // process of its own, so a fault that poisons the CUDA context costs one phase, not the run.
+  const std::vector<std::string> known_phases = {"gemm", "wgmma", "wgmma-tma", "select", "retrieve"};
+  std::string phase_names;
+  for (const std::string& ph : known_phases) phase_names += (phase_names.empty() ? "" : "|") + ph;
   std::vector<std::string> phases;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -821,13 +824,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--retrieval-ads") && i + 1 < argc) retrieval_ads = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--phase") && i + 1 < argc) phases.push_back(argv[++i]);
     else {
-      std::printf("usage: %s [--quick] [--small] [--retrieval-ads N] [--phase gemm|wgmma|wgmma-tma|select|retrieve]...\n", argv[0]);
+      std::printf("usage: %s [--quick] [--small] [--retrieval-ads N] [--phase %s]...\n", argv[0], phase_names.c_str());
       return 2;
     }
   }
   for (const std::string& ph : phases)
-    if (ph != "gemm" && ph != "wgmma" && ph != "wgmma-tma" && ph != "select" && ph != "retrieve") {
-      std::printf("unknown phase %s (gemm, wgmma, wgmma-tma, select, retrieve)\n", ph.c_str());
+    if (std::find(known_phases.begin(), known_phases.end(), ph) == known_phases.end()) {
+      std::printf("unknown phase %s (%s)\n", ph.c_str(), phase_names.c_str());
       return 2;
     }
   const auto want = [&](const char* ph) { return phases.empty() || std::find(phases.begin(), phases.end(), ph) != phases.end(); };
