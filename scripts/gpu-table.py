@@ -90,14 +90,18 @@ def section(rows, title, line):
             print(line(r))
 
 
-wg = {(r["m"], r["n"], r["k"], r.get("batch", 1)): r for r in harness if r["name"] == "gemm_wgmma"}
-wgt = {(r["m"], r["n"], r["k"], r.get("batch", 1)): r for r in harness if r["name"] == "gemm_wgmma_tma"}
+def shape(r):
+    return (r["m"], r["n"], r["k"], r.get("batch", 1))
+
+
+wg = {shape(r): r for r in harness if r["name"] == "gemm_wgmma"}
+wgt = {shape(r): r for r in harness if r["name"] == "gemm_wgmma_tma"}
 section([r for r in harness if r["name"] == "gemm_tile"],
         "== GEMM tile policy at the harness's shapes (median µs on random non-zero data)\n"
         f"{'m':>6} {'n':>6} {'k':>6} {'batch':>5} {'fill':>9} {'shape':>9} {'big':>9} {'small':>9} {'wgmma':>9} {'+tma':>9} {'chosen':>7}",
         lambda r: f"{r['m']:6} {r['n']:6} {r['k']:6} {r.get('batch', 1):5} {f(r.get('fill_us'))} {f(r.get('shape_us'))} "
-                  f"{f(r.get('big_us'))} {f(r.get('small_us'))} {f(wg.get((r['m'], r['n'], r['k'], r.get('batch', 1)), {}).get('us', nan))} "
-                  f"{f(wgt.get((r['m'], r['n'], r['k'], r.get('batch', 1)), {}).get('us', nan))} "
+                  f"{f(r.get('big_us'))} {f(r.get('small_us'))} {f(wg.get(shape(r), {}).get('us', nan))} "
+                  f"{f(wgt.get(shape(r), {}).get('us', nan))} "
                   f"{r.get('shape_choice', '-'):>7}")
 section([r for r in harness if r["name"] == "demo_chain"],
         "== the demo model's GEMM chain in the harness (random activations): mma.sync vs wgmma",
