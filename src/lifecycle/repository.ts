@@ -124,15 +124,17 @@ export class ModelRepository {
     try {
       const reg = this.o.registry;
       let present = await this.list();
+      // the wanted versions still changing (seen for the first time, or changed, within settleMs)
+      const unsettled = (p: typeof present) => [...p].filter(([v, s]) => !this.settled(v, s) && this.wanted(v, s)).map(([v]) => v);
       // a version seen for the first time (or changed) in an explicit scan: look again after settleMs
-      if (explicit && [...present].some(([v, s]) => !this.settled(v, s) && this.wanted(v, s))) {
+      if (explicit && unsettled(present).length > 0) {
         await sleep(this.settleMs);
         present = await this.list();
         // A timer can fire a millisecond or two before Date.now(), which `settled` reads, says its
         // delay has passed (the event loop's cached clock): a version shipped just before this scan
         // was then still "changing" and the scan loaded nothing. Wait out that remainder for the
         // files that did not change meanwhile (a file that did is left for a later scan, as before).
-        const slop = Math.max(0, ...[...present].filter(([v, s]) => !this.settled(v, s) && this.wanted(v, s)).map(([v]) => this.seen.get(v)!.at + this.settleMs - Date.now()));
+        const slop = Math.max(0, ...unsettled(present).map((v) => this.seen.get(v)!.at + this.settleMs - Date.now()));
         if (slop > 0 && slop <= 5) {
           await sleep(slop + 1);
           present = await this.list();
