@@ -224,31 +224,48 @@ struct Avx2Kernel {
 template <int MR, int NP>
 struct Avx2Bf16Kernel {
   static constexpr int V = 2 * NP;
-  __attribute__((target("avx2,fma"))) static void run(const Tile& t) {
+  static void run(const Tile& t) {
+    if (t.wout) loop<true>(t);
+    else loop<false>(t);
+  }
+  // W vector v (8 pairs) of the pair row at w; where its widened halves go in wout, row p.
+  __attribute__((target("avx2,fma"))) static __m256i pairs_at(const uint32_t* w, int64_t wbstride, int v) {
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * wbstride + 8 * (v % 2)));
+  }
+  static float* out_at(float* wout, int kc, int v, int p) { return wout + (v / 2) * int64_t(kc) * kPanel + p * kPanel + 8 * (v % 2); }
+  // kStore: also store the widened W at t.wout (a template parameter: no branch in the loop). The
+  // loops over v are unrolled by pragma: left to GCC 12's -O3 they were not, the accumulators were
+  // then also stored to the stack on every pair of k (the 5-row kernel at m = 10: 10 stores per
+  // 20 FMAs), and the AVX2 bf16 path ran 1.2–1.3× slower at 1–16 rows (kernel check, Zen 4).
+  template <bool kStore>
+  __attribute__((target("avx2,fma"))) static void loop(const Tile& t) {
     using K = Avx2Kernel<MR, NP>;
     __m256i mask[V];
     __m256 acc[MR][V];
     const bool full = K::start(t, acc, mask);
     const __m256i high = _mm256_set1_epi32(int(0xFFFF0000u));
+    const int kc = t.kc, prefetch = t.prefetch;
+    const int64_t wbstride = t.wbstride;
+    float* const wout = t.wout;
     const float* a = t.a;
     const uint32_t* w = t.wb;
     int p = 0;
-    for (; p + 2 <= t.kc; p += 2, a += 2 * MR, w += kPanel) {
-      if (t.prefetch)
-        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * t.wbstride) + t.prefetch, _MM_HINT_T1);
+    for (; p + 2 <= kc; p += 2, a += 2 * MR, w += kPanel) {
+      if (prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * wbstride) + prefetch, _MM_HINT_T1);
       if constexpr (MR * V + 2 * V <= 15) {
         // Every vector of the pair widened first, then each A value broadcast once for all V
         // (2 MR broadcasts per pair instead of 2 MR V: the loads, not the FMAs, were the limit).
         // The accumulators, the widened W and one broadcast fit the 16 ymm registers.
         __m256 even[V], odd[V];
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++) {
-          const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+          const __m256i pairs = pairs_at(w, wbstride, v);
           even[v] = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
           odd[v] = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
-          if (t.wout) {
-            float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
-            _mm256_store_ps(o, even[v]);
-            _mm256_store_ps(o + kPanel, odd[v]);
+          if constexpr (kStore) {
+            _mm256_store_ps(out_at(wout, kc, v, p), even[v]);
+            _mm256_store_ps(out_at(wout, kc, v, p) + kPanel, odd[v]);
           }
         }
 #pragma GCC unroll 12
@@ -259,28 +276,33 @@ struct Avx2Bf16Kernel {
           for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(a1, odd[v], acc[r][v]);
         }
       } else {
+#pragma GCC unroll 8
         for (int v = 0; v < V; v++) {
-          const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
+          const __m256i pairs = pairs_at(w, wbstride, v);
           const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
           const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
-          if (t.wout) {
-            float* o = t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2);
-            _mm256_store_ps(o, even);
-            _mm256_store_ps(o + kPanel, odd);
+          if constexpr (kStore) {
+            _mm256_store_ps(out_at(wout, kc, v, p), even);
+            _mm256_store_ps(out_at(wout, kc, v, p) + kPanel, odd);
           }
+          // The same A values are broadcast again for every v. An empty asm makes this v's pointer
+          // opaque, so GCC does not merge the broadcasts across v (merged, all 2 MR of them stay
+          // live beside the accumulators and spill).
+          const float* av = a;
+          asm volatile("" : "+r"(av));
 #pragma GCC unroll 12
           for (int r = 0; r < MR; r++) {
-            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
-            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + MR + r), odd, acc[r][v]);
+            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(av + r), even, acc[r][v]);
+            acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(av + MR + r), odd, acc[r][v]);
           }
         }
       }
     }
-    if (p < t.kc) {  // odd k: the last pair's upper half is padding
+    if (p < kc) {  // odd k: the last pair's upper half is padding
+#pragma GCC unroll 8
       for (int v = 0; v < V; v++) {
-        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + (v / 2) * t.wbstride + 8 * (v % 2)));
-        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-        if (t.wout) _mm256_store_ps(t.wout + (v / 2) * int64_t(t.kc) * kPanel + p * kPanel + 8 * (v % 2), even);
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs_at(w, wbstride, v), 16));
+        if constexpr (kStore) _mm256_store_ps(out_at(wout, kc, v, p), even);
 #pragma GCC unroll 12
         for (int r = 0; r < MR; r++) acc[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + r), even, acc[r][v]);
       }
