@@ -8,14 +8,15 @@
  * CPU's best path, then re-runs this same file in a child process per forced path
  * (ADRANK_KERNEL_TEST_CHILD=1 stops the recursion) and expects it to pass there too; one more child
  * with ADRANK_CPU_BF16=off (AVX512-BF16 hidden: on an AVX-512 machine, AVX-512 without BF16, where
- * precision auto stays fp32).
+ * bf16 weights are widened on AVX-512).
  *
  * bf16 (linear with precision 'bf16', on the bf16 kernel in use: avx512bf16 where the CPU has
- * AVX512-BF16, avx2 on other AVX2 CPUs and in the ADRANK_CPU_ISA=avx2 child): against the float64
- * reference of the bf16-rounded operands at the same 1e-4 (only the fp32 accumulation differs;
- * avx512bf16 rounds A and W, avx2 only W), and against the float64 reference of the fp32 operands
- * within 2^-7 · Σ|a·w| per element (avx2, one rounding: 2^-8). In the scalar child the bf16 path
- * must be off and refuse to run.
+ * AVX512-BF16, avx512 on other AVX-512 CPUs and in the ADRANK_CPU_BF16=off child, avx2 on AVX2
+ * CPUs and in the ADRANK_CPU_ISA=avx2 child): against the float64 reference of the bf16-rounded
+ * operands at the same 1e-4 (only the fp32 accumulation differs; avx512bf16 rounds A and W, the
+ * widening avx512 and avx2 only W), and against the float64 reference of the fp32 operands within
+ * 2^-7 · Σ|a·w| per element (widening, one rounding: 2^-8). In the scalar child the bf16 path must
+ * be off and refuse to run.
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -129,7 +130,7 @@ function run(kernels: () => NativeKernels): void {
   describe('linear at precision bf16', () => {
     const caps = () => binding().capabilities().cpu;
     for (const [m, n, k] of LINEAR_SHAPES) {
-      it(`m=${m} n=${n} k=${k}: the arithmetic of bf16 operands, within 2^-7·Σ|a·w| (avx2: 2^-8) of fp32`, function () {
+      it(`m=${m} n=${n} k=${k}: the arithmetic of bf16 operands, within 2^-7·Σ|a·w| (widening kernels: 2^-8) of fp32`, function () {
         if (!caps().bf16) this.skip();
         const roundA = caps().bf16Kernel === 'avx512bf16';
         const bound = roundA ? 128 : 256;
@@ -167,11 +168,11 @@ function run(kernels: () => NativeKernels): void {
         // AVX512-BF16 hidden, as on a CPU without it
         expect(caps().bf16Kernel).to.not.equal('avx512bf16');
         if (caps().simd === 'avx512') {
-          // AVX-512 without BF16: bf16 weights on the avx2 kernel on request; auto stays fp32
-          expect(caps().bf16Kernel).to.equal('avx2');
-          expect(caps().bf16Auto).to.equal(false);
-          expect(caps().bf16AutoReason).to.match(/ADRANK_CPU_BF16=off\): fp32 on AVX-512/);
-          expect(resolvePrecision('auto', 'cpu').precision).to.equal('fp32');
+          // AVX-512 without BF16: bf16 weights widened on AVX-512 (the fp32 path's FMA width), and auto takes them
+          expect(caps().bf16Kernel).to.equal('avx512');
+          expect(caps().bf16Auto).to.equal(true);
+          expect(caps().bf16Reason).to.match(/ADRANK_CPU_BF16=off\): bf16 weights widened to fp32 on AVX-512$/);
+          expect(resolvePrecision('auto', 'cpu').precision).to.equal('bf16');
         }
       }
       if (forced === 'scalar') {

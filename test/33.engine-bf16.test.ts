@@ -13,10 +13,11 @@
  * Also: a small request, whose GEMMs run in stream order split over the pool, gives bitwise what a
  * 1-thread engine and a large request (blocked order, chunks over the threads) give, fp32 and bf16.
  *
- * The suite runs on the bf16 kernel in use (AVX512-BF16 where the CPU has it), then again in a child
- * process with ADRANK_CPU_ISA=avx2 (ADRANK_BF16_TEST_CHILD=1 stops the recursion), where the kernel
- * must be the AVX2 one (bf16 weights widened to fp32): the same tolerance on a CPU without
- * AVX512-BF16, checked on any AVX2 machine. Skips (saying why) where there is no bf16 kernel.
+ * The suite runs on the bf16 kernel in use (AVX512-BF16 where the CPU has it), then again in child
+ * processes (ADRANK_BF16_TEST_CHILD names the kernel the child must run, and stops the recursion):
+ * with ADRANK_CPU_ISA=avx2 the AVX2 kernel (bf16 weights widened to fp32), on any AVX2 machine; with
+ * ADRANK_CPU_BF16=off on an AVX-512 machine the AVX-512 one (the same, 16 lanes): the same tolerance
+ * on CPUs without AVX512-BF16. Skips (saying why) where there is no bf16 kernel.
  */
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
@@ -29,7 +30,14 @@ import { defaultAdState, modelScorers, refRank } from './reference/funnel.js';
 import { addonBuilt, mochaChild, randomRequest, Rng, toLoaded } from './support/index.js';
 import { BF16_PROB_ATOL, bf16WinnersAgree } from './support/bf16.js';
 
-const isChild = process.env.ADRANK_BF16_TEST_CHILD === '1';
+/** In a child: the widening kernel it must run ('avx2' or 'avx512'); '' in the parent. */
+const childKernel = process.env.ADRANK_BF16_TEST_CHILD ?? '';
+const isChild = childKernel !== '';
+/** The children: the environment that selects each widening kernel, and where it can run. */
+const CHILDREN = [
+  { kernel: 'avx2', env: { ADRANK_CPU_ISA: 'avx2' }, what: 'ADRANK_CPU_ISA=avx2 (the AVX2 bf16 kernel)', needs: ['avx2', 'avx512'] },
+  { kernel: 'avx512', env: { ADRANK_CPU_BF16: 'off' }, what: 'ADRANK_CPU_BF16=off (bf16 weights widened on AVX-512)', needs: ['avx512'] },
+] as const;
 
 
 interface Observed {
@@ -50,7 +58,7 @@ async function compare(label: string, b: LoadedBundle, requests: EngineRequest[]
     expect(bf16.description).to.equal(`cpu ${cpu.simd} bf16 x2 threads`);
     expect(bf16.deviceReason).to.match(/; precision bf16: requested, /);
     expect(bf16.deviceReason.endsWith(cpu.bf16Reason)).to.equal(true);
-    if (isChild) expect(cpu.bf16Kernel, 'ADRANK_CPU_ISA=avx2 runs the AVX2 bf16 kernel').to.equal('avx2');
+    if (isChild) expect(cpu.bf16Kernel, `the ${childKernel} child runs the ${childKernel} bf16 kernel`).to.equal(childKernel);
     expect(fp32.description).to.match(/ fp32 x2 threads$/);
     const m = new RefModel(b);
     const T = b.config.tasks.length;
@@ -89,7 +97,7 @@ async function compare(label: string, b: LoadedBundle, requests: EngineRequest[]
     // bf16 really ran: it rounds, so it cannot equal fp32 everywhere.
     expect(o.fp32VsBf16, `${label}: bf16 probabilities differ from fp32 somewhere`).to.be.greaterThan(1e-6);
     console.log(
-      `      [32.bf16${isChild ? ' avx2' : ''}] ${label}: max |Δp| ${o.maxDp.toExponential(2)}, max |Δvalue|/Σ|w| ${o.maxDvalue.toExponential(2)}, ` +
+      `      [32.bf16${isChild ? ` ${childKernel}` : ''}] ${label}: max |Δp| ${o.maxDp.toExponential(2)}, max |Δvalue|/Σ|w| ${o.maxDvalue.toExponential(2)}, ` +
         `top-K overlap ${o.overlap}/${o.winners}, max |p_bf16 − p_fp32| ${o.fp32VsBf16.toExponential(2)}`,
     );
     return o;
@@ -194,13 +202,13 @@ describe('33 engine (CPU) at precision bf16 vs the float64 reference', function 
     const e = Engine.fromBundle(b, { device: 'cpu', precision: 'auto' });
     const cpu = capabilities().cpu;
     try {
-      // AVX512-BF16, or bf16 weights on an AVX2 path: bf16 at every size
-      if (cpu.bf16Kernel === 'avx512bf16' || cpu.simd === 'avx2') expect(cpu.bf16Auto).to.equal(true);
+      // wherever there is a bf16 kernel, bf16 at every size (AVX512-BF16, or W widened at the fp32 path's FMA rate)
+      expect(cpu.bf16Auto).to.equal(cpu.bf16Kernel !== '');
       const want = cpu.bf16Auto ? 'bf16' : 'fp32';
       expect(e.precision).to.equal(want);
       expect(e.deviceReason.endsWith(`; precision ${want}: auto, ${cpu.bf16AutoReason}`), e.deviceReason).to.equal(true);
       if (cpu.bf16Kernel === 'avx512bf16') expect(e.deviceReason).to.match(/auto, this CPU has AVX512-BF16 \(vdpbf16ps\)$/);
-      if (isChild) expect(e.deviceReason).to.match(/auto, the fp32 path in use is avx2 \(ADRANK_CPU_ISA\): bf16 weights widened to fp32 on AVX2/);
+      if (isChild) expect(e.deviceReason).to.match(childKernel === 'avx2' ? /auto, .*bf16 weights widened to fp32 on AVX2 / : /auto, .*bf16 weights widened to fp32 on AVX-512 /);
       expect(e.description).to.equal(`cpu ${cpu.simd} ${want} x${e.description.match(/x(\d+) threads$/)![1]} threads`);
     } finally {
       e.dispose();
@@ -211,16 +219,22 @@ describe('33 engine (CPU) at precision bf16 vs the float64 reference', function 
   });
 
   if (!isChild) {
-    it('passes every check above with ADRANK_CPU_ISA=avx2 (the AVX2 bf16 kernel), in a child process', function () {
-      if (capabilities().cpu.simd === 'scalar') this.skip(); // no AVX2 here
-      this.timeout(600_000);
-      const r = mochaChild(fileURLToPath(import.meta.url), { ADRANK_CPU_ISA: 'avx2', ADRANK_BF16_TEST_CHILD: '1' }, 300_000, 'spec');
-      const observed = r.stdout.split('\n').filter((l) => l.includes('[32.bf16 avx2]'));
-      for (const l of observed) console.log(l);
-      expect(r.status, `child with ADRANK_CPU_ISA=avx2:\n${r.stdout}\n${r.stderr}`).to.equal(0);
-      expect(r.stdout).to.match(/\d+ passing/);
-      expect(r.stdout).to.not.match(/pending/);
-      expect(observed.length, 'the child compared every config').to.equal(7);
-    });
+    for (const child of CHILDREN) {
+      it(`passes every check above with ${child.what}, in a child process`, function () {
+        const simd = capabilities().cpu.simd;
+        if (!(child.needs as readonly string[]).includes(simd)) {
+          console.log(`      (skipped: the ${child.kernel} kernel needs the ${child.needs.join(' or ')} path; this CPU's is ${simd})`);
+          this.skip();
+        }
+        this.timeout(600_000);
+        const r = mochaChild(fileURLToPath(import.meta.url), { ...child.env, ADRANK_BF16_TEST_CHILD: child.kernel }, 300_000, 'spec');
+        const observed = r.stdout.split('\n').filter((l) => l.includes(`[32.bf16 ${child.kernel}]`));
+        for (const l of observed) console.log(l);
+        expect(r.status, `child with ${child.what}:\n${r.stdout}\n${r.stderr}`).to.equal(0);
+        expect(r.stdout).to.match(/\d+ passing/);
+        expect(r.stdout).to.not.match(/pending/);
+        expect(observed.length, 'the child compared every config').to.equal(7);
+      });
+    }
   }
 });

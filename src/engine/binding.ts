@@ -285,10 +285,10 @@ export interface Capabilities {
     /** why `bf16` and `bf16Kernel` are what they are, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" */
     bf16Reason: string;
     /** the bf16 kernel precision bf16 runs: 'avx512bf16' (vdpbf16ps: bf16 A and W, fp32
-     *  accumulation; where the CPU has AVX512-BF16 and the avx512 path is in use), 'avx2' (bf16
-     *  weights widened to fp32, fp32 FMAs; any other AVX2 + FMA CPU, or ADRANK_CPU_ISA=avx2), or ''
-     *  (none: the scalar path) */
-    bf16Kernel: 'avx512bf16' | 'avx2' | '';
+     *  accumulation; where the CPU has AVX512-BF16 and the avx512 path is in use), 'avx512' (bf16
+     *  weights widened to fp32, fp32 AVX-512 FMAs; AVX-512 without AVX512-BF16), 'avx2' (the same
+     *  on AVX2; any other AVX2 + FMA CPU, or ADRANK_CPU_ISA=avx2), or '' (none: the scalar path) */
+    bf16Kernel: 'avx512bf16' | 'avx512' | 'avx2' | '';
     /** whether precision 'auto' picks bf16 on this CPU (docs/cpu-bf16.md "Choosing it") */
     bf16Auto: boolean;
     /** why `bf16Auto` is what it is */
@@ -302,7 +302,7 @@ export interface Capabilities {
 export interface NativeKernels {
   /** C[m,n] = act(A[m,k] · W[n,k]ᵀ + bias[n]); act 0 = none, 1 = ReLU. precision 'bf16' runs the
    *  bf16 kernel in use (capabilities().cpu.bf16Kernel: avx512bf16 rounds A and W to bf16,
-   *  avx2 only W; fp32 accumulation; throws where there is none). */
+   *  the widening avx512 and avx2 only W; fp32 accumulation; throws where there is none). */
   linear(a: Float32Array, m: number, k: number, w: Float32Array, n: number, bias: Float32Array | null, act: number, precision?: 'fp32' | 'bf16'): Float32Array;
   /** x_{l+1} = x0 ⊙ (xl · Wᵀ + b) + xl, all [m × n], W [n × n]. */
   crossLayer(x0: Float32Array, xl: Float32Array, m: number, w: Float32Array, bias: Float32Array): Float32Array;

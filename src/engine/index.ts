@@ -20,7 +20,7 @@ export interface EngineOptions {
    *  test-hooks build here; nothing else does. */
   binding?: NativeBinding;
   /** Precision of the CPU backend's MaskNet / DCNv2 / MLP GEMMs: 'auto' (bf16 where
-   *  capabilities().cpu.bf16Auto: AVX512-BF16, or AVX2 without AVX-512; else fp32), 'fp32' or
+   *  capabilities().cpu.bf16Auto: wherever there is a bf16 kernel; fp32 on the scalar path), 'fp32' or
    *  'bf16' (bf16 weights on any AVX2 CPU). Default 'fp32' here on
    *  the CPU and bf16 on CUDA (its only precision; 'fp32' is refused there); the CLI (`--precision`)
    *  defaults to 'auto'. See docs/cpu-bf16.md. */
@@ -167,7 +167,7 @@ export type Precision = 'fp32' | 'bf16';
 
 /**
  * The precision the engine runs at on `device` (already resolved: 'cpu' or 'cuda:N') and why.
- * CPU: 'auto' → bf16 where capabilities().cpu.bf16Auto (AVX512-BF16, or AVX2 without AVX-512),
+ * CPU: 'auto' → bf16 where capabilities().cpu.bf16Auto (wherever there is a bf16 kernel),
  * else fp32; 'bf16' where there is no bf16 kernel (capabilities().cpu.bf16) is a DEVICE error. CUDA: the GPU path computes in bf16, so 'auto' and 'bf16' give
  * bf16 and 'fp32' is refused.
  */

@@ -18,11 +18,12 @@
 // blocks back to back, W prefetched into L2 ahead of the reads (gemm.h kStreamPrefetch); with a
 // pool one column range per thread.
 //
-// bf16 weights on AVX2 (PackedMatrix::pack_bf16, gemm_bf16_kernel() "avx2"): a task with one row
-// tile runs Avx2Bf16Kernel, which widens the pairs in registers; a task with more widens each W
-// tile once per K block into 16 KiB that stay in L1 (stream order: the first row tile's
-// Avx2Bf16Kernel stores what it widened; blocked order: widen_bf16 first) and runs the fp32
-// kernels on it for the other row tiles. Either way the result is bitwise the fp32 avx2 path's on
+// bf16 weights widened in registers (PackedMatrix::pack_bf16; gemm_bf16_kernel() "avx2", or
+// "avx512" on CPUs with AVX-512 but without AVX512-BF16): a task with one row tile runs the path's
+// bf16 kernel (Avx2Bf16Kernel, Avx512Bf16Kernel), which widens the pairs in registers; a task with
+// more widens each W tile once per K block into 16–32 KiB that stay in L1 (stream order: the first
+// row tile's bf16 kernel stores what it widened; blocked order: widen_bf16 first) and runs the
+// fp32 kernels on it for the other row tiles. Either way the result is bitwise the fp32 path's on
 // the bf16-rounded W. Row tiles are balanced over a task's rows (balanced_rows, gemm.h).
 #include "kernels/cpu/gemm.h"
 
@@ -333,19 +334,25 @@ __attribute__((target("avx2,fma"))) void widen_bf16(const uint32_t* w, int64_t w
 
 // ---- AVX-512: 12 × 32 tile (24 zmm accumulators over two W panels); m <= 4: up to 4 × 64 ------
 
+#define ADRANK_AVX512_TARGET __attribute__((target("avx512f,avx512vl,fma")))
+
 template <int MR, int NP>
 struct Avx512Kernel {
-  __attribute__((target("avx512f,avx512vl,fma"))) static void run(const Tile& t) {
-    __mmask16 mask[NP];
+  // The column masks (n edge) and the accumulators' start: 0 on the first K block, else C.
+  ADRANK_AVX512_TARGET static void start(const Tile& t, __m512 (&acc)[MR][NP], __mmask16 (&mask)[NP]) {
     for (int v = 0; v < NP; v++) {
       int cols = std::min(std::max(t.ncols - kPanel * v, 0), kPanel);
       mask[v] = __mmask16((1u << cols) - 1);
     }
-    __m512 acc[MR][NP];
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
       for (int v = 0; v < NP; v++)
         acc[r][v] = t.first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], t.c + r * t.ldc + kPanel * v);
+  }
+  ADRANK_AVX512_TARGET static void run(const Tile& t) {
+    __mmask16 mask[NP];
+    __m512 acc[MR][NP];
+    start(t, acc, mask);
     const float* a = t.a;
     const float* w = t.w;
     for (int p = 0; p < t.kc; p++, a += MR, w += kPanel) {
@@ -359,6 +366,10 @@ struct Avx512Kernel {
         for (int v = 0; v < NP; v++) acc[r][v] = _mm512_fmadd_ps(ar, b[v], acc[r][v]);
       }
     }
+    finish(t, acc, mask);
+  }
+  // The epilogue on the last K block and the masked store of C.
+  ADRANK_AVX512_TARGET static void finish(const Tile& t, __m512 (&acc)[MR][NP], const __mmask16 (&mask)[NP]) {
     if (t.last) {
       __m512 bias[NP], zero = _mm512_setzero_ps();
       for (int v = 0; v < NP; v++) bias[v] = t.bias ? _mm512_maskz_loadu_ps(mask[v], t.bias + kPanel * v) : zero;
@@ -378,7 +389,74 @@ struct Avx512Kernel {
   }
 };
 
-const Isa kAvx512 = make_isa<Avx512Kernel, Avx512Kernel, false, 12, 2, 4, 4>("avx512");
+// The same tiles reading W as bf16 pairs, for CPUs with AVX-512 but without AVX512-BF16 (Intel
+// Skylake-SP to Ice Lake; AVX512-BF16 turned off): one 512-bit load holds the 16 pairs of a panel
+// row (k = 2q and 2q + 1 of its 16 columns); a shift left by 16 gives the 16 fp32 weights of k = 2q,
+// clearing the low halves those of 2q + 1. Then the fp32 FMAs in Avx512Kernel's order, so the
+// result is bitwise Avx512Kernel's on the bf16-rounded W, at the fp32 AVX-512 FMA rate with half
+// the bytes of W. Every tile of the table fits the 32 zmm registers with the widened W of a pair
+// and one broadcast (12 × 2: 24 + 4 + 1; 4 × 4: 16 + 8 + 1), so each A value is broadcast once.
+template <int MR, int NP>
+struct Avx512Bf16Kernel {
+  static_assert(MR * NP + 2 * NP + 1 <= 32, "the accumulators, a pair's widened W and a broadcast fit the registers");
+  static void run(const Tile& t) {
+    if (t.wout) loop<true>(t);
+    else loop<false>(t);
+  }
+  // kStore: also store the widened W at t.wout, fp32 panels [kc][16] (the other row tiles' input).
+  template <bool kStore>
+  ADRANK_AVX512_TARGET static void loop(const Tile& t) {
+    using K = Avx512Kernel<MR, NP>;
+    __mmask16 mask[NP];
+    __m512 acc[MR][NP];
+    K::start(t, acc, mask);
+    const __m512i high = _mm512_set1_epi32(int(0xFFFF0000u));
+    const int kc = t.kc, prefetch = t.prefetch;
+    const int64_t wbstride = t.wbstride;
+    float* const wout = t.wout;
+    const float* a = t.a;
+    const uint32_t* w = t.wb;
+    int p = 0;
+    for (; p + 2 <= kc; p += 2, a += 2 * MR, w += kPanel) {
+      if (prefetch)
+        for (int v = 0; v < NP; v++) _mm_prefetch(reinterpret_cast<const char*>(w + v * wbstride) + prefetch, _MM_HINT_T1);
+      __m512 even[NP], odd[NP];
+#pragma GCC unroll 4
+      for (int v = 0; v < NP; v++) {
+        const __m512i pairs = _mm512_load_si512(w + v * wbstride);
+        // maskz with all lanes, not _mm512_slli_epi32: GCC 12 -Wmaybe-uninitialized (as in finish)
+        even[v] = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), pairs, 16));
+        odd[v] = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+        if constexpr (kStore) {
+          float* o = wout + v * int64_t(kc) * kPanel + p * kPanel;
+          _mm512_store_ps(o, even[v]);
+          _mm512_store_ps(o + kPanel, odd[v]);
+        }
+      }
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; r++) {
+        const __m512 a0 = _mm512_set1_ps(a[r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NP; v++) acc[r][v] = _mm512_fmadd_ps(a0, even[v], acc[r][v]);
+        const __m512 a1 = _mm512_set1_ps(a[MR + r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NP; v++) acc[r][v] = _mm512_fmadd_ps(a1, odd[v], acc[r][v]);
+      }
+    }
+    if (p < kc) {  // odd k: the last pair's upper half is padding
+#pragma GCC unroll 4
+      for (int v = 0; v < NP; v++) {
+        const __m512 even = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), _mm512_load_si512(w + v * wbstride), 16));
+        if constexpr (kStore) _mm512_store_ps(wout + v * int64_t(kc) * kPanel + p * kPanel, even);
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) acc[r][v] = _mm512_fmadd_ps(_mm512_set1_ps(a[r]), even, acc[r][v]);
+      }
+    }
+    K::finish(t, acc, mask);
+  }
+};
+
+const Isa kAvx512 = make_isa<Avx512Kernel, Avx512Bf16Kernel, true, 12, 2, 4, 4>("avx512");
 
 #endif  // __x86_64__
 
@@ -556,22 +634,18 @@ void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMa
 
 namespace detail {
 
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
+std::vector<const char*> widened_bf16_isas() {
+  std::vector<const char*> out;
+  for (const Isa* p : available())
+    if (p->ukb[0][0]) out.push_back(p->name);
+  return out;
 }
 
-void gemm_bf16_avx2(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
-                    const Epilogue& ep, ThreadPool* pool) {
-#if defined(__x86_64__)
-  gemm_with(kAvx2, true, a, m, lda, w, c, ldc, ep, pool);
-#else
-  (void)a, (void)m, (void)lda, (void)w, (void)c, (void)ldc, (void)ep, (void)pool;
-#endif
+void gemm_bf16_widened(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                       const Epilogue& ep, ThreadPool* pool) {
+  for (const Isa* p : available())
+    if (p->ukb[0][0] && std::strcmp(p->name, isa) == 0) return gemm_with(*p, true, a, m, lda, w, c, ldc, ep, pool);
+  throw std::invalid_argument(std::string("expected a path with a bf16-weight kernel this CPU runs (avx512, avx2), got ") + isa);
 }
 
 }  // namespace detail

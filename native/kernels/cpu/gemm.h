@@ -1,7 +1,7 @@
 // Linear layers on the CPU: C = epilogue(A · Wᵀ), cache-blocked, AVX-512 / AVX2 chosen at run time,
 // work split over a ThreadPool. fp32 by default; a PackedMatrix that also holds bf16 weights
 // (pack_bf16) runs on a bf16 kernel: AVX512-BF16 where the CPU has it (gemm_bf16.cc), else bf16
-// weights widened to fp32 on AVX2 (gemm.cc).
+// weights widened to fp32 on AVX-512 or AVX2 (gemm.cc).
 //
 //   A  [m, k] row-major (lda >= k)          activations, one row per candidate
 //   W  [n, k] row-major                      weights as nn.Linear stores them (out × in),
@@ -22,9 +22,10 @@
 //
 // bf16 kernels (gemm_bf16_kernel() below): avx512bf16 (vdpbf16ps) rounds W and A to bf16 (round
 // to nearest even) and accumulates the products in fp32 (one fixed-order chain over k pairs per
-// element, so the same determinism holds); avx2 rounds only W and runs the fp32 chain. The
-// epilogue runs in fp32 on the fp32 accumulator and C is fp32. The error per element is at most
-// 2^-7 (avx2: 2^-8) of the sum of |a·w| terms, not of the result (a bf16 rounding is ≤ 2^-8).
+// element, so the same determinism holds); the widening avx512 and avx2 round only W and run the
+// fp32 chain. The epilogue runs in fp32 on the fp32 accumulator and C is fp32. The error per
+// element is at most 2^-7 (widening: 2^-8) of the sum of |a·w| terms, not of the result (a bf16
+// rounding is ≤ 2^-8).
 #pragma once
 
 #include <algorithm>
@@ -185,32 +186,33 @@ void gemm_on(const char* isa, const float* a, int m, int64_t lda, const PackedMa
 // The bf16 kernels (for matrices packed with pack_bf16):
 //   "avx512bf16"  vdpbf16ps: A and W in bf16, fp32 accumulation (gemm_bf16.cc). Error per element
 //                 at most 2^-7 of Σ|a·w| (two roundings).
-//   "avx2"        W in bf16, widened to fp32 in registers (a shift and an AND per 8 pairs), A in
-//                 fp32, the fp32 AVX2 FMA chain (gemm.cc): bitwise the avx2 fp32 path on the
+//   "avx512"      W in bf16, widened to fp32 in registers (a shift and an AND per 16 pairs), A in
+//                 fp32, the fp32 AVX-512 FMA chain (gemm.cc): bitwise the avx512 fp32 path on the
 //                 bf16-rounded W. Error at most 2^-8 of Σ|a·w| (one rounding). Half the weight bytes
-//                 of fp32, for CPUs without AVX512-BF16.
+//                 of fp32 at its FMA rate, for CPUs with AVX-512 but without AVX512-BF16.
+//   "avx2"        the same on AVX2 (a shift and an AND per 8 pairs): bitwise the avx2 fp32 path on
+//                 the bf16-rounded W, for CPUs with AVX2 and FMA but without AVX-512.
 // gemm_bf16_kernel() is the one gemm runs: "avx512bf16" where the CPU has AVX512-BF16 and the fp32
-// path in use is avx512; else "avx2" where the fp32 path in use is avx512 or avx2 (so
-// ADRANK_CPU_ISA=avx2 selects it on any AVX2 CPU); else "" (the scalar path has no bf16 kernel).
-// ADRANK_CPU_BF16=off (read once) hides AVX512-BF16 as on a CPU without it: on an AVX-512 machine
-// the "AVX-512 without BF16" case, for tests and proxy measurements.
+// path in use is avx512; else the widening kernel of the fp32 path in use, "avx512" or "avx2" (so
+// ADRANK_CPU_ISA=avx2 selects "avx2" on any AVX2 CPU); else "" (the scalar path has no bf16
+// kernel). ADRANK_CPU_BF16=off (read once) hides AVX512-BF16 as on a CPU without it: on an AVX-512
+// machine the "AVX-512 without BF16" case, for tests and proxy measurements.
 const char* gemm_bf16_kernel();
 
-// The bf16 kernels this CPU can run, best first: a subset of {"avx512bf16", "avx2"}.
+// The bf16 kernels this CPU can run, best first: a subset of {"avx512bf16", "avx512", "avx2"}.
 std::vector<const char*> gemm_bf16_kernels_available();
 
 // Whether gemm runs a bf16 kernel here (gemm_bf16_kernel() is not "").
 bool gemm_bf16_available();
 
 // What gemm_bf16_kernel() is and why, e.g. "this CPU has AVX512-BF16 (vdpbf16ps)" or "this CPU has
-// no AVX512-BF16: bf16 weights widened to fp32 on AVX2".
+// no AVX512-BF16: bf16 weights widened to fp32 on AVX-512".
 const char* gemm_bf16_reason();
 
-// Whether precision auto should choose bf16 here, and why (gemm_bf16_auto_reason): yes where the
-// bf16 kernel is avx512bf16 (faster at every size) or where it is avx2 and the fp32 path is avx2
-// too (half the bytes; as fast as fp32 where the FMAs bound it); no where there is no bf16 kernel,
-// or where the fp32 path is avx512 but the CPU lacks AVX512-BF16 (the avx2 kernel has half the
-// FMA width of that fp32 path).
+// Whether precision auto should choose bf16 here, and why (gemm_bf16_auto_reason): yes wherever
+// there is a bf16 kernel: avx512bf16 is faster at every size, and a widening kernel runs at its
+// fp32 path's FMA rate with half the bytes (as fast where the FMAs bound it, faster where the
+// weight stream does); no on the scalar path.
 bool gemm_bf16_auto();
 const char* gemm_bf16_auto_reason();
 
@@ -228,12 +230,14 @@ void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const 
                   const Epilogue& ep, ThreadPool* pool);
 
 namespace detail {
-// The kernels behind gemm_bf16_on (no checks): vdpbf16ps in gemm_bf16.cc, AVX2 in gemm.cc.
+// The kernels behind gemm_bf16_on (no checks): vdpbf16ps in gemm_bf16.cc; the fp32 paths' kernels
+// that widen bf16 W in registers in gemm.cc, by path name ("avx512", "avx2": the ones this CPU
+// runs, best first, from widened_bf16_isas).
 void gemm_bf16_avx512bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
                           const Epilogue& ep, ThreadPool* pool);
-void gemm_bf16_avx2(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
-                    const Epilogue& ep, ThreadPool* pool);
-bool cpu_has_avx2_fma();
+std::vector<const char*> widened_bf16_isas();
+void gemm_bf16_widened(const char* isa, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                       const Epilogue& ep, ThreadPool* pool);
 }  // namespace detail
 
 }  // namespace adrank::cpu

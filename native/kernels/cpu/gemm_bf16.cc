@@ -3,8 +3,8 @@
 //
 // Compiled without -march like the rest: every function that uses AVX512-BF16 carries its own
 // target attribute and is only called where the CPU has it, so the same binary runs on CPUs
-// without it (they take the avx2 bf16 kernel or the fp32 paths of gemm.cc). This file also
-// chooses the bf16 kernel and what precision auto means (support(), gemm.h).
+// without it (they take gemm.cc's kernels that widen bf16 W on AVX-512 or AVX2, or its fp32 paths).
+// This file also chooses the bf16 kernel and what precision auto means (support(), gemm.h).
 //
 // Blocking (one task = one row block × one column block of C, all of K):
 //   for K block of kKc elements (kKc / 2 bf16 pairs)
@@ -254,7 +254,7 @@ struct Support {
 };
 
 // ADRANK_CPU_BF16=off (read once) hides AVX512-BF16, as on a CPU without it: on an AVX-512 machine
-// that is the "AVX-512 without BF16" case (avx512 fp32 path, the avx2 bf16 kernel, auto = fp32).
+// that is the "AVX-512 without BF16" case (avx512 fp32 path, its bf16-widening kernel "avx512").
 bool bf16_hidden() {
   static const bool hidden = [] {
     const char* env = std::getenv("ADRANK_CPU_BF16");
@@ -277,32 +277,33 @@ bool cpu_has_avx512bf16() {
 const Support& support() {
   static const Support s = [] {
     Support r;
-    const std::string isa = gemm_isa();
+    const char* isa = gemm_isa();  // a static name
     const bool vdp = cpu_has_avx512bf16();
-    if (vdp && isa == "avx512") {
+    const auto widened = detail::widened_bf16_isas();
+    const bool widens = std::any_of(widened.begin(), widened.end(), [&](const char* x) { return std::strcmp(x, isa) == 0; });
+    if (vdp && std::strcmp(isa, "avx512") == 0) {
       r.kernel = "avx512bf16";
       r.reason = "this CPU has AVX512-BF16 (vdpbf16ps)";
       r.automatic = true;
       r.auto_reason = r.reason;
-    } else if ((isa == "avx512" || isa == "avx2") && detail::cpu_has_avx2_fma()) {
-      r.kernel = "avx2";
-      const char* widen = "bf16 weights widened to fp32 on AVX2";
-      if (isa == "avx2" && vdp)
-        r.reason = std::string("the fp32 path in use is avx2 (ADRANK_CPU_ISA): ") + widen;
+    } else if (widens) {
+      // The fp32 path in use has a kernel that widens bf16 W in registers: its FMA rate, half the
+      // weight bytes.
+      r.kernel = isa;
+      const std::string widen = std::string("bf16 weights widened to fp32 on ") + (std::strcmp(isa, "avx512") == 0 ? "AVX-512" : "AVX2");
+      if (vdp)
+        r.reason = std::string("the fp32 path in use is ") + isa + " (ADRANK_CPU_ISA): " + widen;
       else if (bf16_hidden())
-        r.reason = std::string("AVX512-BF16 turned off (ADRANK_CPU_BF16=off): ") + widen;
+        r.reason = "AVX512-BF16 turned off (ADRANK_CPU_BF16=off): " + widen;
       else
-        r.reason = std::string("this CPU has no AVX512-BF16: ") + widen;
-      r.automatic = isa == "avx2";
-      r.auto_reason = r.automatic ? r.reason + " (half the weight bytes of fp32, as fast where the FMAs bound it)"
-                                  : std::string(bf16_hidden() ? "AVX-512 with AVX512-BF16 turned off (ADRANK_CPU_BF16=off)"
-                                                                : "this CPU has AVX-512 but no AVX512-BF16") +
-                                        ": fp32 on AVX-512 (the bf16 kernel, " + widen + ", has half its FMA width)";
+        r.reason = "this CPU has no AVX512-BF16: " + widen;
+      r.automatic = true;
+      r.auto_reason = r.reason + " (half the weight bytes of fp32, as fast where the FMAs bound it)";
     } else {
 #if defined(__x86_64__)
-      r.reason = "the fp32 path in use is " + isa + ", which has no bf16 kernel (needs AVX512-BF16, or AVX2 and FMA)";
+      r.reason = std::string("the fp32 path in use is ") + isa + ", which has no bf16 kernel (needs AVX512-BF16, AVX-512, or AVX2 and FMA)";
 #else
-      r.reason = "not an x86-64 CPU (the bf16 kernels need AVX512-BF16, or AVX2 and FMA)";
+      r.reason = "not an x86-64 CPU (the bf16 kernels need AVX512-BF16, AVX-512, or AVX2 and FMA)";
 #endif
       r.auto_reason = r.reason;
     }
@@ -339,7 +340,7 @@ const char* gemm_bf16_auto_reason() { return support().auto_reason.c_str(); }
 std::vector<const char*> gemm_bf16_kernels_available() {
   std::vector<const char*> out;
   if (cpu_has_avx512bf16()) out.push_back("avx512bf16");
-  if (detail::cpu_has_avx2_fma()) out.push_back("avx2");
+  for (const char* isa : detail::widened_bf16_isas()) out.push_back(isa);
   return out;
 }
 
@@ -349,9 +350,9 @@ void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const 
   const std::string k = kernel;
   bool runs = false;
   for (const char* name : gemm_bf16_kernels_available()) runs = runs || k == name;
-  if (!runs) throw std::invalid_argument("expected a bf16 kernel this CPU runs (avx512bf16 or avx2) for gemm_bf16_on, got " + k);
+  if (!runs) throw std::invalid_argument("expected a bf16 kernel this CPU runs (avx512bf16, avx512 or avx2) for gemm_bf16_on, got " + k);
   if (k == "avx512bf16") detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
-  else detail::gemm_bf16_avx2(a, m, lda, w, c, ldc, ep, pool);
+  else detail::gemm_bf16_widened(kernel, a, m, lda, w, c, ldc, ep, pool);
 }
 
 void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,

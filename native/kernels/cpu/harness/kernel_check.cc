@@ -13,10 +13,11 @@
 //                default)
 //     --cputime  one-thread timings in thread CPU time (for a loaded machine; wall time otherwise)
 //
-// Every bf16 kernel the CPU runs (avx512bf16, avx2) is validated too: against the float64 reference
-// of the bf16-rounded operands at the fp32 tolerance (the arithmetic), and against the float64
-// reference of the fp32 operands within 2^-7 (avx2: 2^-8) · Σ|a·w| per element (the rounding,
-// bounded); the avx2 kernel bitwise against the fp32 avx2 path on the rounded W. Then every m from 1
+// Every bf16 kernel the CPU runs (avx512bf16, avx512, avx2) is validated too: against the float64
+// reference of the bf16-rounded operands at the fp32 tolerance (the arithmetic), and against the
+// float64 reference of the fp32 operands within 2^-7 (the widening avx512 and avx2: 2^-8) · Σ|a·w|
+// per element (the rounding, bounded); a widening kernel bitwise against its fp32 path on the
+// rounded W. Then every m from 1
 // to 64 on odd n and k, every path. The timing table has a column for the bf16 kernel in use.
 //
 // Exit status 0 when every check passes.
@@ -169,10 +170,10 @@ float round_bf16(float x) {
 }
 
 // One bf16 kernel on one case: (1) against the float64 reference of the bf16-rounded operands at
-// the fp32 tolerance (only the fp32 accumulation differs; avx512bf16 rounds A and W, avx2 only W),
-// (2) against the float64 reference of the fp32 operands within the rounding bound 2^-7 Σ_p |a w|
-// (avx2: 2^-8) (· |mul|) + 1e-5, (3) ldc padding, exact ReLU zeros, threaded == serial bitwise,
-// (4) avx2: bitwise the fp32 avx2 path on the rounded W. Returns the max abs error against the
+// the fp32 tolerance (only the fp32 accumulation differs; avx512bf16 rounds A and W, the widening
+// avx512 and avx2 only W), (2) against the float64 reference of the fp32 operands within the
+// rounding bound 2^-7 Σ_p |a w| (widening: 2^-8) (· |mul|) + 1e-5, (3) ldc padding, exact ReLU
+// zeros, threaded == serial bitwise, (4) widening: bitwise its fp32 path on the rounded W. Returns the max abs error against the
 // fp32 reference.
 double run_case_bf16(const char* kernel, const Case& c, ThreadPool& pool, std::mt19937& rng, double* max_rel) {
   const bool round_a = std::strcmp(kernel, "avx512bf16") == 0;
@@ -205,11 +206,11 @@ double run_case_bf16(const char* kernel, const Case& c, ThreadPool& pool, std::m
     check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0,
           std::string("gemm() takes the ") + kernel + " bf16 kernel for a bf16-packed matrix " + describe(c));
   }
-  if (!round_a) {
+  if (!round_a) {  // a widening kernel is named by its fp32 path
     PackedMatrix pr(wr.data(), c.n, c.k);
-    adrank::cpu::gemm_on("avx2", a.data(), c.m, lda, pr, c3.data(), ldc, ep, nullptr);
+    adrank::cpu::gemm_on(kernel, a.data(), c.m, lda, pr, c3.data(), ldc, ep, nullptr);
     check(std::memcmp(c1.data(), c3.data(), c1.size() * sizeof(float)) == 0,
-          "bf16 avx2 == fp32 avx2 on the bf16-rounded W, bitwise " + describe(c));
+          std::string("bf16 ") + kernel + " == fp32 " + kernel + " on the bf16-rounded W, bitwise " + describe(c));
   }
   auto ref_rounded = reference(c, ar, lda, wr, bias, mul, add, ldx);
   auto ref = reference(c, a, lda, w, bias, mul, add, ldx);
@@ -379,7 +380,7 @@ void validate_gemm(ThreadPool& pool) {
     double t0 = now_s();
     for (const Case& c : cases) worst = std::max(worst, run_case_bf16(kernel, c, pool, rng, &rel));
     std::printf("gemm bf16 %-10s %3zu cases  max abs err vs fp32 reference %.3g, max err / sum|a w| %.3g (bound 2^%d)  %.2f s\n",
-                kernel, cases.size(), worst, rel, std::strcmp(kernel, "avx2") ? -7 : -8, now_s() - t0);
+                kernel, cases.size(), worst, rel, std::strcmp(kernel, "avx512bf16") ? -8 : -7, now_s() - t0);
     check(worst > 1e-4, std::string("bf16 ") + kernel + " really rounds (differs from the fp32 reference somewhere)");
   }
   std::printf("gemm bf16 in use: %s (%s)\n", *adrank::cpu::gemm_bf16_kernel() ? adrank::cpu::gemm_bf16_kernel() : "none",
