@@ -19,6 +19,7 @@
  * be off and refuse to run.
  */
 import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 
@@ -335,6 +336,29 @@ describe('20 kernels-cpu', () => {
     expect(r.status, out).to.equal(0);
     expect(out).to.match(/task splits checked/);
     expect(out).to.match(/forward row chunks checked/);
+    expect(out).to.match(/PASSED: 0 failure\(s\)/);
+  });
+
+  // The same check on an AVX2-only CPU as its CPUID describes it (qemu-user's EPYC-Milan, a Zen 3;
+  // KERNEL_CHECK_CPU in scripts/kernel-check.sh): the dispatch must take the avx2 paths and the avx2
+  // bf16 kernel by itself, not by ADRANK_CPU_ISA, and must never reach an AVX-512 instruction
+  // (qemu does not emulate AVX-512: it would stop the run with SIGILL). .ci/run installs qemu-user.
+  it('the kernel check passes on an emulated AVX2-only CPU (qemu-user, -cpu EPYC-Milan)', function () {
+    if (isChild) this.skip();
+    if (spawnSync('qemu-x86_64', ['-version']).status !== 0) {
+      console.log('      (skipped: no qemu-x86_64 here; Debian: apt-get install qemu-user)');
+      this.skip();
+    }
+    this.timeout(900_000);
+    const r = spawnSync('bash', [fileURLToPath(new URL('../scripts/kernel-check.sh', import.meta.url)), '--quick'], {
+      encoding: 'utf8',
+      env: { ...process.env, KERNEL_CHECK_CPU: 'EPYC-Milan', KERNEL_CHECK_DIR: `${tmpdir()}/adrank-kernel-check-emulated` },
+    });
+    const out = `${r.stdout}${r.stderr}`;
+    expect(r.status, out).to.equal(0);
+    expect(out).to.match(/gemm_isa\(\) = avx2; available: avx2 scalar\n/);
+    expect(out).to.match(/gemm bf16 in use: avx2 \(this CPU has no AVX512-BF16: bf16 weights widened to fp32 on AVX2\)/);
+    expect(out).to.not.match(/avx512/);
     expect(out).to.match(/PASSED: 0 failure\(s\)/);
   });
 
