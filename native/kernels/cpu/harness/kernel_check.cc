@@ -17,8 +17,8 @@
 // reference of the bf16-rounded operands at the fp32 tolerance (the arithmetic), and against the
 // float64 reference of the fp32 operands within 2^-7 (the widening avx512 and avx2: 2^-8) · Σ|a·w|
 // per element (the rounding, bounded); a widening kernel bitwise against its fp32 path on the
-// rounded W. Then every m from 1
-// to 64 on odd n and k, every path. The timing table has a column for the bf16 kernel in use.
+// rounded W. Then every m from 1 to 64 on odd n and k, every path. The timing table has a column
+// for the bf16 kernel in use.
 //
 // Exit status 0 when every check passes.
 #include <algorithm>
@@ -173,8 +173,8 @@ float round_bf16(float x) {
 // the fp32 tolerance (only the fp32 accumulation differs; avx512bf16 rounds A and W, the widening
 // avx512 and avx2 only W), (2) against the float64 reference of the fp32 operands within the
 // rounding bound 2^-7 Σ_p |a w| (widening: 2^-8) (· |mul|) + 1e-5, (3) ldc padding, exact ReLU
-// zeros, threaded == serial bitwise, (4) widening: bitwise its fp32 path on the rounded W. Returns the max abs error against the
-// fp32 reference.
+// zeros, threaded == serial bitwise, (4) widening: bitwise its fp32 path on the rounded W. Returns
+// the max abs error against the fp32 reference.
 double run_case_bf16(const char* kernel, const Case& c, ThreadPool& pool, std::mt19937& rng, double* max_rel) {
   const bool round_a = std::strcmp(kernel, "avx512bf16") == 0;
   const int bound_exp = round_a ? -7 : -8;
