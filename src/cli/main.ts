@@ -429,7 +429,7 @@ function program(): Command {
     .addOption(new Option('--host <host>', 'interface to listen on (0.0.0.0 for all)').env('ADRANK_HOST').default(DEFAULT_HOST))
     .addOption(new Option('--port <port>', 'port (0 = any free port)').env('ADRANK_PORT').default(DEFAULT_PORT).argParser(int(0, 65535)))
     .addOption(new Option('--device <device>', 'auto | cpu | cuda | cuda:N').env('ADRANK_DEVICE').default('auto').argParser(device))
-    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 with AVX512-BF16 or on AVX2-only CPUs) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
+    .addOption(new Option('--precision <p>', 'CPU GEMMs: auto (bf16 on any CPU with AVX2 or AVX-512, fp32 on others) | fp32 | bf16').env('ADRANK_PRECISION').default('auto').argParser(precision))
     .addOption(new Option('--retrieval-scan <p>', 'CPU retrieval scan: fp32 | bf16 (a bf16 copy of the table, half the bytes read, exact fp32 rescoring of the near-top; docs/funnel.md)').env('ADRANK_RETRIEVAL_SCAN').default('fp32').argParser(retrievalScan))
     .addOption(new Option('--threads <n>', 'CPU backend threads (0 = all cores)').env('ADRANK_THREADS').default(0).argParser(int(0, 1024)))
     .addOption(new Option('--cpu-spin-us <us>', 'CPU threads: how long an idle thread spins for the next step of a request before sleeping (0 = never; default: 50 on the CPU backend, 0 on a GPU)').env('ADRANK_CPU_SPIN_US').argParser(int(0, 10000)))
