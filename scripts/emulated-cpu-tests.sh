@@ -60,7 +60,6 @@ if [[ $served == 1 ]]; then
     status=1
   fi
   for f in "$work"/pid-*; do kill "$(cat "$f")" 2>/dev/null || true; done
-  pkill -f "serve --demo --port 5009[12]" 2>/dev/null || true
   rm -rf "$work"
 fi
 exit $status

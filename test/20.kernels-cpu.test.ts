@@ -324,6 +324,12 @@ function run(kernels: () => NativeKernels): void {
 describe('20 kernels-cpu', () => {
   const kernels = (): NativeKernels => binding().kernels;
 
+  /** Runs scripts/<name> with `command` (bash, python3); its exit status and stdout + stderr. */
+  const script = (command: string, name: string, args: string[] = [], env: Record<string, string> = {}) => {
+    const r = spawnSync(command, [fileURLToPath(new URL(`../scripts/${name}`, import.meta.url)), ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+    return { status: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+
   // The standalone harness (native/kernels/cpu/harness/kernel_check.cc, built with g++ -O3): every
   // ISA path and bf16 kernel against a scalar reference at every m from 1 to 64 with odd n and k,
   // bitwise equal across thread counts; the GEMM task split and the forward's row chunks (their
@@ -331,9 +337,8 @@ describe('20 kernels-cpu', () => {
   it('the standalone kernel check passes (scripts/kernel-check.sh --quick)', function () {
     if (isChild) this.skip(); // once, in the parent: it covers every path itself
     this.timeout(600_000);
-    const r = spawnSync('bash', [fileURLToPath(new URL('../scripts/kernel-check.sh', import.meta.url)), '--quick'], { encoding: 'utf8' });
-    const out = `${r.stdout}${r.stderr}`;
-    expect(r.status, out).to.equal(0);
+    const { status, out } = script('bash', 'kernel-check.sh', ['--quick']);
+    expect(status, out).to.equal(0);
     expect(out).to.match(/task splits checked/);
     expect(out).to.match(/forward row chunks checked/);
     expect(out).to.match(/PASSED: 0 failure\(s\)/);
@@ -346,13 +351,12 @@ describe('20 kernels-cpu', () => {
   it('every GEMM micro-kernel keeps its inner loop off the stack (scripts/kernel-spills.py)', function () {
     if (isChild) this.skip();
     this.timeout(300_000);
-    const r = spawnSync('python3', [fileURLToPath(new URL('../scripts/kernel-spills.py', import.meta.url))], { encoding: 'utf8' });
-    const out = `${r.stdout}${r.stderr}`;
+    const { status, out } = script('python3', 'kernel-spills.py');
     if (/skipped/.test(out)) {
       console.log(`      (${out.trim()})`);
       this.skip();
     }
-    expect(r.status, out).to.equal(0);
+    expect(status, out).to.equal(0);
     expect(out).to.match(/kernel-spills: \d+ micro-kernel instances, 0 with stack accesses/);
   });
 
@@ -367,12 +371,8 @@ describe('20 kernels-cpu', () => {
       this.skip();
     }
     this.timeout(900_000);
-    const r = spawnSync('bash', [fileURLToPath(new URL('../scripts/kernel-check.sh', import.meta.url)), '--quick'], {
-      encoding: 'utf8',
-      env: { ...process.env, KERNEL_CHECK_CPU: 'EPYC-Milan', KERNEL_CHECK_DIR: `${tmpdir()}/adrank-kernel-check-emulated` },
-    });
-    const out = `${r.stdout}${r.stderr}`;
-    expect(r.status, out).to.equal(0);
+    const { status, out } = script('bash', 'kernel-check.sh', ['--quick'], { KERNEL_CHECK_CPU: 'EPYC-Milan', KERNEL_CHECK_DIR: `${tmpdir()}/adrank-kernel-check-emulated` });
+    expect(status, out).to.equal(0);
     expect(out).to.match(/gemm_isa\(\) = avx2; available: avx2 scalar\n/);
     expect(out).to.match(/gemm bf16 in use: avx2 \(this CPU has no AVX512-BF16: bf16 weights widened to fp32 on AVX2\)/);
     expect(out).to.not.match(/avx512/);
