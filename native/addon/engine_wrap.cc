@@ -46,13 +46,16 @@ class EngineWorker : public EngineJob {
       : engine_(std::move(engine)),
         tasks_(tasks),
         owner_(owner),
-        created_(steady_us()) {
-    self_ = Napi::Persistent(self);
-    requests_ = Napi::Persistent(requests);
-  }
+        created_(steady_us()),
+        self_value_(self),
+        requests_value_(requests) {}
 
-  // For a job handed to Queue: the Promise it settles.
+  // For a job handed to Queue: the Promise it settles. The engine object and the request bytes are
+  // held by references from here until Complete (a run on the calling thread needs neither: its
+  // caller's arguments stay alive through the call, and a reference is a hash-set insert and erase).
   Napi::Promise Promise(Napi::Env env) {
+    self_ = Napi::Persistent(self_value_);
+    requests_ = Napi::Persistent(requests_value_);
     deferred_.emplace(Napi::Promise::Deferred::New(env));
     return deferred_->Promise();
   }
@@ -118,9 +121,11 @@ class EngineWorker : public EngineJob {
 
  private:
   std::optional<Napi::Promise::Deferred> deferred_;
-  EngineWrap* owner_;              // kept alive by self_
-  Napi::ObjectReference self_;     // the JS Engine object
-  Napi::ObjectReference requests_; // the request bytes (a Uint8Array, or an array of them), read in place by Run
+  EngineWrap* owner_;              // kept alive by self_ (or, run here, by the caller)
+  Napi::Object self_value_;        // the JS Engine object and the request bytes (a Uint8Array, or an
+  Napi::Object requests_value_;    //   array of them, read in place by Run): valid in the creating call
+  Napi::ObjectReference self_;     // ... and held from Promise() on, for a queued job
+  Napi::ObjectReference requests_;
   double created_;
   double deadline_ms_ = 0;
   bool failed_ = false;

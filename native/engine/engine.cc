@@ -85,8 +85,10 @@ void Engine::require_model() const {
 }
 
 // A bundle file changed under its mapping (engine/mapped_file.h): nothing computed from it leaves.
-void Engine::check_mapping() const {
-  const std::string why = model_->mapping_changed();
+// Before a run `stat_file` is false (the fault mark only, no system call: it only spares the work);
+// the check after the run reads the file's size and mtime too, and decides.
+void Engine::check_mapping(bool stat_file) const {
+  const std::string why = model_->mapping_changed(stat_file);
   if (!why.empty()) throw std::runtime_error(why + "; this model version refuses to answer (load a valid bundle)");
 }
 
@@ -95,7 +97,7 @@ Result Engine::timed(const uint8_t* bundle, size_t len, Op op, F&& run) {
   const double t0 = steady_us();
   const Request req = parse_request(bundle, len, model_->dims(), op);
   require_model();
-  check_mapping();
+  check_mapping(false);
   maybe_inject_device_error();
   Result r = run(req);
   check_mapping();
@@ -130,7 +132,7 @@ Result Engine::retrieve_and_rank(const uint8_t* b, size_t n) {
 Explain Engine::explain(const uint8_t* b, size_t n) {
   const Request req = parse_request(b, n, model_->dims(), Op::kExplain);
   require_model();
-  check_mapping();
+  check_mapping(false);
   Explain e = backend_->explain(req, *ad_state());
   check_mapping();
   return e;
@@ -151,7 +153,7 @@ Result Engine::fallback(const uint8_t* bundle, size_t len, Op op) const {
   if (req.surface >= fallback_.size() || !fallback_[req.surface].rows)
     throw std::runtime_error("no fallback plan for surface " + std::to_string(req.surface) + " (set_fallback was not called)");
   const std::shared_ptr<const AdStateTable> state = ad_state();
-  check_mapping();
+  check_mapping(false);
   Result r = fallback_answer(*model_, *state, req, op, fallback_[req.surface]);
   check_mapping();
   r.timings.select = r.timings.total = steady_us() - t0;
@@ -177,7 +179,7 @@ std::vector<BatchOutput> Engine::run_batch(const std::vector<BatchInput>& in) {
   for (size_t j = 0; j < reqs.size(); j++) entries[j] = BatchEntry{&reqs[j], in[index[j]].op};
   maybe_inject_device_error();
   const std::shared_ptr<const AdStateTable> state = ad_state();  // the snapshot the whole batch runs with
-  check_mapping();
+  check_mapping(false);
   std::vector<Result> results = backend_->run_batch(entries, *state, pool_.get());
   check_mapping();
   const double total = steady_us() - t0;

@@ -100,7 +100,7 @@ class Engine {
 
  private:
   void require_model() const;  // throws for an ads-only engine
-  void check_mapping() const;  // throws when the mapped bundle file changed since load
+  void check_mapping(bool stat_file = true) const;  // throws when the mapped bundle file changed since load
   void maybe_inject_device_error();
   void sync_device_state(const AdStateTable& state, const int32_t* rows, size_t n);
   template <typename F>

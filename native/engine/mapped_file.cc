@@ -116,11 +116,11 @@ MappedFile::~MappedFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-std::string MappedFile::changed() const {
+std::string MappedFile::changed(bool stat_file) const {
   if (slot_ >= 0 && g_slots[slot_].damaged.load(std::memory_order_acquire))
     return "bundle " + path_ + " was truncated while mapped (a read past its new end)";
   struct stat st;
-  if (fd_ >= 0 && fstat(fd_, &st) == 0) {
+  if (stat_file && fd_ >= 0 && fstat(fd_, &st) == 0) {
     if (size_t(st.st_size) != size_)
       return "bundle " + path_ + " changed size while mapped (" + std::to_string(size_) + " → " + std::to_string(st.st_size) + " bytes)";
     if (mtime_ns(st) != mtime_ns_) return "bundle " + path_ + " was written in place while mapped (its mtime changed)";

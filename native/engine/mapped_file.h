@@ -35,7 +35,9 @@ class MappedFile {
     return size_ > 0 && b >= data_ && bytes <= size_ && b - data_ <= std::ptrdiff_t(size_ - bytes);
   }
   // Non-empty when the file changed under the mapping (truncated, written in place): says how.
-  std::string changed() const;
+  // With `stat_file` false only the fault mark is read (no system call): the check before a run,
+  // which only spares the work; the one after it, which decides, reads the file's size and mtime.
+  std::string changed(bool stat_file = true) const;
   // "dev:ino:size:mtime_ns" of the mapped file (fstat of the mapping's descriptor): the same string
   // as another reader of the same file computes, e.g. a thread that hashes it (src/model/hash-worker.ts).
   std::string identity() const;

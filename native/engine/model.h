@@ -191,7 +191,7 @@ class Model {
   // The mapped bundle the borrowed tables live in (null when everything was copied).
   std::shared_ptr<const MappedFile> mapping;
   // Non-empty when the mapped file changed since load (MappedFile::changed): answers are refused.
-  std::string mapping_changed() const { return mapping ? mapping->changed() : std::string(); }
+  std::string mapping_changed(bool stat_file = true) const { return mapping ? mapping->changed(stat_file) : std::string(); }
 
  private:
   void release_unborrowed(const ModelInit& init) const;
