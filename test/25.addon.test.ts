@@ -4,6 +4,8 @@
  * Numeric parity with the float64 reference lives in test/30.engine.
  */
 import { expect } from 'chai';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { binding, type NativeEngine, type NativeResult } from '../src/engine/binding.js';
 import { modelDims } from '../src/model/config.js';
 import { adId, advertiserOf, config, init, N, pack, randomBundle, T } from './support/tiny-model.js';
@@ -16,6 +18,8 @@ async function rejection(p: Promise<unknown>): Promise<Error> {
   }
   throw new Error('expected the promise to reject');
 }
+
+v8.setFlagsFromString('--expose-gc'); // for the queued-call test's collection
 
 describe('25 addon', () => {
   const native = binding();
@@ -159,6 +163,32 @@ describe('25 addon', () => {
       expect(c.calls).to.equal(32);
       expect(c.wakeUps, `${c.wakeUps} wake-ups for 32 calls`).to.be.at.most(2);
       expect(engine.inflight()).to.equal(0);
+    });
+
+    it('a queued call holds its request bytes: collected and their memory reused while it waits, the answers are unchanged', async () => {
+      // Each call's bytes are referenced only by the call; a collection while the calls wait, and
+      // fresh buffers of the same size filled with garbage, must not reach what the engine reads.
+      const gc = vm.runInNewContext('gc') as () => void;
+      const opts = (i: number) => ({ userDense: [0.3 + i / 7, -1.2, 2.0], candidates: BigInt64Array.from({ length: 30 }, (_, j) => adId((i + j) % N)), k: 5 });
+      const n = 3000;
+      const expected: NativeResult[] = [];
+      for (let i = 0; i < n; i++) expected.push(await engine.rank(pack(opts(i))));
+      const size = pack(opts(0)).byteLength;
+      let bytes: Uint8Array[] | undefined = Array.from({ length: n }, (_, i) => pack(opts(i)));
+      const calls = bytes.map((b) => engine.rank(b));
+      bytes = undefined;
+      const waiting = engine.inflight();
+      const junk: Uint8Array[] = [];
+      for (let round = 0; round < 3 && engine.inflight() > 0; round++) {
+        gc();
+        for (let i = 0; i < n; i++) junk.push(new Uint8Array(size).fill(0xa5));
+      }
+      const results = await Promise.all(calls);
+      expect(waiting, 'calls still waiting when the collection ran').to.be.greaterThan(n / 2);
+      results.forEach((r, i) => {
+        expect(Array.from(r.adIds), `call ${i}`).to.deep.equal(Array.from(expected[i].adIds));
+        expect(Array.from(r.scores), `call ${i}`).to.deep.equal(Array.from(expected[i].scores));
+      });
     });
 
     it('counts a failed call out of flight as well', async () => {

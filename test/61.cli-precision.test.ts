@@ -23,7 +23,7 @@ interface ModelInfo {
 
 /** Starts `adrank serve` with `args` and `env`, returns GetModel's answer, stops the server. */
 async function getModel(args: string[], env: Record<string, string>): Promise<ModelInfo> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--port', '0', '--threads', '1', ...args], {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--port', '0', '--metrics-port', '0', '--threads', '1', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ...env },
   });
