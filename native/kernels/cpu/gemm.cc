@@ -577,21 +577,25 @@ void gemm_with(const Isa& isa, bool bf16w, const float* a, int m, int64_t lda, c
     run_tasks(0, grid.tasks);
 }
 
-std::vector<const Isa*> available() {
-  std::vector<const Isa*> out;
+// The paths this CPU runs, best first: read once (a GEMM's dispatch consults it on every call).
+const std::vector<const Isa*>& available() {
+  static const std::vector<const Isa*> paths = [] {
+    std::vector<const Isa*> out;
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    out.push_back(&kAvx512);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&kAvx2);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+      out.push_back(&kAvx512);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back(&kAvx2);
 #endif
-  out.push_back(&kScalar);
-  return out;
+    out.push_back(&kScalar);
+    return out;
+  }();
+  return paths;
 }
 
 const Isa& chosen() {
   static const Isa* isa = [] {
-    auto paths = available();
+    const auto& paths = available();
     const Isa* best = paths.front();
     if (const char* env = std::getenv("ADRANK_CPU_ISA")) {
       // A forced path is taken only when it is available and not above the best one.

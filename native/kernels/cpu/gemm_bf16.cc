@@ -361,7 +361,11 @@ void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float*
   if (!gemm_bf16_available())
     throw std::invalid_argument(std::string("expected a CPU with a bf16 kernel (AVX512-BF16, or AVX2 and FMA) for gemm_bf16: ") +
                                 gemm_bf16_reason());
-  gemm_bf16_on(gemm_bf16_kernel(), a, m, lda, w, c, ldc, ep, pool);
+  // support().kernel is one this CPU runs: dispatched without gemm_bf16_on's checks, which build
+  // the list of kernels on every call
+  static const bool vdp = std::strcmp(gemm_bf16_kernel(), "avx512bf16") == 0;
+  if (vdp) detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
+  else detail::gemm_bf16_widened(gemm_bf16_kernel(), a, m, lda, w, c, ldc, ep, pool);
 }
 
 }  // namespace adrank::cpu
