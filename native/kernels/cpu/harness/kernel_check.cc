@@ -242,17 +242,19 @@ double run_case_bf16(const char* kernel, const Case& c, ThreadPool& pool, std::m
   return max_err;
 }
 
-// Every m from 1 to 64 (the small-M stream order up to kStreamRows, the blocked order above) on odd
-// n and k, on every fp32 path and bf16 kernel, serial and on the pool: each against the float64
-// reference (fp32: 1e-4; bf16: as run_case_bf16), and every row bitwise equal to the same row of
-// the m = 64 product (a row's result does not depend on m, the order or the split).
+// Every m from 1 to 64 and 96, 128, 129, 160 (the stream order up to kStreamRows = 128, the
+// blocked order above) on odd n and k, on every fp32 path and bf16 kernel, serial and on the pool:
+// each against the float64 reference (fp32: 1e-4; bf16: as run_case_bf16), and every row bitwise
+// equal to the same row of the m = 160 product, which runs in the blocked order (a row's result
+// does not depend on m, the order or the split).
 void validate_small_m(ThreadPool& pool) {
   double t0 = now_s();
   std::mt19937 rng(4321);
   const int shapes[][2] = {{37, 53}, {517, 515}};  // 517 × 515: over 2^18 weights, so split over the pool
   int checked = 0;
   for (auto& nk : shapes) {
-    const int n = nk[0], k = nk[1], M = 64;
+    const int n = nk[0], k = nk[1], M = 160;
+    static_assert(M > adrank::cpu::kStreamRows, "the reference product must run in the blocked order");
     const int64_t lda = k + 3, ldc = n + 1;
     auto a = random_vec(rng, size_t(M) * lda, 1.f);
     auto w = random_vec(rng, size_t(n) * k, 1.f / std::sqrt(float(k)));
@@ -289,8 +291,10 @@ void validate_small_m(ThreadPool& pool) {
     for (const Path& path : paths) {
       const bool round_a = path.bf16 && std::strcmp(path.id, "avx512bf16") == 0;
       const std::vector<double>& want = !path.bf16 ? ref : round_a ? refaw : refw;
-      std::vector<float> full;  // the m = 64 product
-      for (int m = M; m >= 1; m--) {
+      std::vector<float> full;  // the m = M product
+      std::vector<int> ms{M, 129, 128, 96};
+      for (int m = 64; m >= 1; m--) ms.push_back(m);
+      for (int m : ms) {
         // Epilogue by m: bias + ReLU, bias + mul (x), bias + mul + add (x, x), none.
         Epilogue ep;
         const int e = m % 4;
@@ -333,14 +337,14 @@ void validate_small_m(ThreadPool& pool) {
           const std::string what = path.name + (p ? " pool" : " serial") + " m=" + std::to_string(m) + " n=" +
                                    std::to_string(n) + " k=" + std::to_string(k) + " epilogue " + std::to_string(e);
           check(ok, what + " matches the reference");
-          check(same, what + " rows bitwise those of m=64");
+          check(same, what + " rows bitwise those of m=" + std::to_string(M));
           check(pad, what + " leaves ldc padding untouched");
           checked++;
         }
       }
     }
   }
-  std::printf("small m   every m 1..64, n×k 37×53 and 517×515, every path, serial and pool: %d products  %.2f s\n", checked,
+  std::printf("small m   every m 1..64, 96, 128, 129, 160, n×k 37×53 and 517×515, every path, serial and pool: %d products  %.2f s\n", checked,
               now_s() - t0);
 }
 
