@@ -45,11 +45,11 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // back to back (W panels read once, in order, with software prefetch; the tile's C stays in L1
 // from one K block to the next), and with a pool the columns are cut into one contiguous range
 // per thread (each core streams its own part of W). Results are bitwise those of the blocked
-// order. Below ~16 rows the product is bound by reading W and this order is what streams it; up to
-// 128 it was measured faster than the blocked order too (docs/cpu-bf16.md "Small requests: the weight stream"):
-// one thread, the DCN layer (1536 × 1536) at 20–128 rows, AVX2 4–18% and AVX-512 up to 4% less
-// time with W in L3, 8–37% (AVX2) and 3–17% (AVX-512) with the four layers' W from DRAM; a
-// forward chunk of 17–128 rows (Rank(34) to Rank(256)) is such a product. At 250 rows (the chunks
+// order. Below ~16 rows the product is bound by reading W and this order is what streams it; up
+// to 128 it was measured faster than the blocked order too (docs/cpu-bf16.md "Small requests: the
+// weight stream"): one thread, the DCN layer (1536 × 1536) at 20–128 rows, AVX2 4–18% and AVX-512
+// up to 4% less time with W in L3, 8–37% (AVX2) and 3–17% (AVX-512) with the four layers' W from
+// DRAM; the forward chunks of a Rank of 17 to 256 candidates are such products. At 250 rows (the chunks
 // of a Rank(1,000)) the two orders measured the same within the noise, so above 128 rows, where
 // A no longer fits a 1 MiB L2, the blocked order stays.
 constexpr int kStreamRows = 128;
