@@ -344,6 +344,17 @@ std::vector<const char*> gemm_bf16_kernels_available() {
   return out;
 }
 
+namespace {
+
+// Runs bf16 kernel `kernel`, which the caller knows this CPU runs.
+void run_bf16_kernel(const char* kernel, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
+                     const Epilogue& ep, ThreadPool* pool) {
+  if (std::strcmp(kernel, "avx512bf16") == 0) detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
+  else detail::gemm_bf16_widened(kernel, a, m, lda, w, c, ldc, ep, pool);
+}
+
+}  // namespace
+
 void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc,
                   const Epilogue& ep, ThreadPool* pool) {
   if (!w.has_bf16()) throw std::invalid_argument("expected a matrix packed with pack_bf16() for gemm_bf16");
@@ -351,8 +362,7 @@ void gemm_bf16_on(const char* kernel, const float* a, int m, int64_t lda, const 
   bool runs = false;
   for (const char* name : gemm_bf16_kernels_available()) runs = runs || k == name;
   if (!runs) throw std::invalid_argument("expected a bf16 kernel this CPU runs (avx512bf16, avx512 or avx2) for gemm_bf16_on, got " + k);
-  if (k == "avx512bf16") detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
-  else detail::gemm_bf16_widened(kernel, a, m, lda, w, c, ldc, ep, pool);
+  run_bf16_kernel(kernel, a, m, lda, w, c, ldc, ep, pool);
 }
 
 void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float* c, int64_t ldc, const Epilogue& ep,
@@ -361,11 +371,9 @@ void gemm_bf16(const float* a, int m, int64_t lda, const PackedMatrix& w, float*
   if (!gemm_bf16_available())
     throw std::invalid_argument(std::string("expected a CPU with a bf16 kernel (AVX512-BF16, or AVX2 and FMA) for gemm_bf16: ") +
                                 gemm_bf16_reason());
-  // support().kernel is one this CPU runs: dispatched without gemm_bf16_on's checks, which build
-  // the list of kernels on every call
-  static const bool vdp = std::strcmp(gemm_bf16_kernel(), "avx512bf16") == 0;
-  if (vdp) detail::gemm_bf16_avx512bf16(a, m, lda, w, c, ldc, ep, pool);
-  else detail::gemm_bf16_widened(gemm_bf16_kernel(), a, m, lda, w, c, ldc, ep, pool);
+  // support().kernel is one this CPU runs: no need for gemm_bf16_on's check, which builds the list
+  // of kernels on every call
+  run_bf16_kernel(gemm_bf16_kernel(), a, m, lda, w, c, ldc, ep, pool);
 }
 
 }  // namespace adrank::cpu
