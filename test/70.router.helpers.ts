@@ -3,6 +3,7 @@
  * replicas), random requests of every RPC and mode, and the comparison of two answers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect as tcpConnect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'chai';
@@ -56,6 +57,54 @@ export class ServeProcess {
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+  }
+}
+
+/**
+ * A TCP relay in front of a server that can be stalled: while stalled it forwards nothing either
+ * way (bytes are held, in order, until `resume`), so the server behind it looks hung to its
+ * clients while it stays up. A stalled shard made this way is deterministic; a shard stopped
+ * with SIGSTOP once answered a call in CI all the same, a whole answer where a partial one was due.
+ */
+export class StallableRelay {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  private held: [Socket, Buffer][] = [];
+  private stalled = false;
+  readonly port: Promise<number>;
+
+  constructor(upstreamPort: number) {
+    this.server = createServer((down) => {
+      const up = tcpConnect({ host: 'localhost', port: upstreamPort });
+      for (const [from, to] of [[down, up], [up, down]] as const) {
+        this.sockets.add(from);
+        from.on('data', (b: Buffer) => (this.stalled ? this.held.push([to, b]) : to.write(b)));
+        from.on('error', () => {});
+        from.on('close', () => {
+          this.sockets.delete(from);
+          to.destroy();
+        });
+      }
+    });
+    this.port = new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(0, '127.0.0.1', () => resolve((this.server.address() as { port: number }).port));
+    });
+  }
+
+  stall(): void {
+    this.stalled = true;
+  }
+
+  resume(): void {
+    this.stalled = false;
+    for (const [to, b] of this.held) if (!to.destroyed) to.write(b);
+    this.held = [];
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((r) => this.server.close(() => r()));
   }
 }
 

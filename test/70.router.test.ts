@@ -23,7 +23,7 @@ import { addonBuilt } from './support/index.js';
 import { protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { makeDemoBundle, writeDemoBundle } from '../src/model/demo.js';
 import { writeSafetensors } from '../src/model/safetensors.js';
-import { expectSameAnswer, randomRequest, ServeProcess, type Rpc } from './70.router.helpers.js';
+import { expectSameAnswer, randomRequest, ServeProcess, StallableRelay, type Rpc } from './70.router.helpers.js';
 
 const S = 3;
 const ADS = 3000;
@@ -193,10 +193,10 @@ describe('70 router: sharded corpus, exact merge', function () {
     const req = () => ({ ...randomRequest(new Rng(3), c, ['1'], ['1'], 'Retrieve', 0), k: 200, perAdvertiserCap: 0 });
 
     /** Polls until a call answers without `partial` (bounded: 100 tries, 30 s). */
-    async function untilWhole(): Promise<Answer> {
+    async function untilWhole(client = routed): Promise<Answer> {
       const until = Date.now() + 30_000;
       for (let i = 0; i < 100 && Date.now() < until; i++) {
-        const a = await call<object, Answer>(routed, 'Retrieve', req()).catch(() => undefined);
+        const a = await call<object, Answer>(client, 'Retrieve', req()).catch(() => undefined);
         if (a && !a.partial) return a;
         await new Promise((r) => setTimeout(r, 300));
       }
@@ -231,17 +231,30 @@ describe('70 router: sharded corpus, exact merge', function () {
 
     it('stalled past the deadline: partial within the caller\'s deadline, whole once it resumes', async () => {
       const want = await call<object, Answer>(direct, 'Retrieve', req());
-      shards[2].kill('SIGSTOP');
+      // shard 2 behind a relay that can hold its traffic: the shard stays up, its answers do not come
+      const ports = await Promise.all(shards.map((s) => s.port));
+      const relay = new StallableRelay(ports[2]);
+      const r2 = await RouterServer.start({ shards: [`localhost:${ports[0]}`, `localhost:${ports[1]}`, `127.0.0.1:${await relay.port}`], port: 0, log: silentLogger, refreshMs: 500, shutdownGraceMs: 1000 });
+      const via = connect(`localhost:${r2.port}`);
       try {
+        await r2.ready;
+        expectSameAnswer(await call<object, Answer>(via, 'Retrieve', req()), want, 'through the relay');
+        relay.stall();
+        const failuresBefore = r2.shardFailures[2];
         const t0 = Date.now();
-        const a = await call<object, Answer>(routed, 'Retrieve', req(), 800);
+        const a = await call<object, Answer>(via, 'Retrieve', req(), 800);
         expect(Date.now() - t0).to.be.lessThan(800);
         expect(a.partial).to.equal(true);
         expect(a.missingShards).to.deep.equal([2]);
+        expect(r2.shardFailures[2]).to.be.greaterThan(failuresBefore);
+        relay.resume();
+        expectSameAnswer(await untilWhole(via), want, 'after the shard resumed');
       } finally {
-        shards[2].kill('SIGCONT');
+        relay.resume();
+        via.close();
+        await r2.shutdown('test end');
+        await relay.close();
       }
-      expectSameAnswer(await untilWhole(), want, 'after the shard resumed');
     });
   });
 
