@@ -13,6 +13,12 @@
  *   npm run bench:scale -- [--ads 100000,1000000,10000000] [--dir /tmp/adrank-scale] [--threads 0]
  *        [--retrieves 200] [--rank-seconds 15] [--rank-concurrency 4] [--rank-candidates 100]
  *        [--rank-pairs 3] [--update-batch 1000] [--update-rate 5000] [--delete]
+ *        [--device cpu|cuda] [--load-only]
+ *
+ * --device cuda serves on the GPU (scripts/gpu-check.sh runs it at 10M ads); --load-only stops after
+ * the Retrieve calls: file size, time to SERVING, the server's own load time and device line
+ * (`model_loaded`: loadMs, deviceReason, which on the GPU says how long the upload took), resident
+ * memory, Retrieve p50 / p99; no updates, no Rank traffic, no swap (and no second bundle).
  *
  * Bundles are written once into --dir (version 1 with seed 1, version 2 with seed 2) and reused by
  * later runs; --delete removes them at the end. Run on a quiet machine: every figure is a latency.
@@ -49,6 +55,9 @@ const rankCandidates = Number(flag('rank-candidates', '100'));
 const updateBatch = Number(flag('update-batch', '1000'));
 const updateRate = Number(flag('update-rate', '5000')); // ads/s the loop aims at during Rank traffic; 0 = back to back
 const remove = process.argv.includes('--delete');
+const device = flag('device', 'cpu');
+const loadOnly = process.argv.includes('--load-only');
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`expected --device cpu or cuda, got ${JSON.stringify(device)}`);
 
 const ms = (t0: number) => performance.now() - t0;
 const pct = (xs: number[], p: number) => {
@@ -86,6 +95,9 @@ interface Row {
   fileBytes: number;
   writeS?: number;
   servingS: number;
+  /** the server's `model_loaded` line: its own load time, and where the model runs and why */
+  loadMs: number;
+  deviceReason: string;
   rss: number;
   swapPeak: number;
   retrieveP50: number;
@@ -128,15 +140,19 @@ async function measure(ads: number): Promise<Row> {
   const v1 = join(repo, '1', 'model.safetensors');
   const v2src = join(dir, `${ads}-v2.safetensors`);
   const writeS = await ensureBundle(v1, ads, 1);
-  await ensureBundle(v2src, ads, 2);
+  if (!loadOnly) await ensureBundle(v2src, ads, 2);
   rmSync(join(repo, '2'), { recursive: true, force: true });
   const stateFile = join(dir, `${ads}.adstate`);
   rmSync(stateFile, { force: true });
   const fileBytes = statSync(v1).size;
 
   const t0 = performance.now();
-  const srv: ServerProc = await startServer(`scale-${ads}`, ['--model-repository', repo, '--keep-versions', '1', '--repository-poll-ms', '0', '--device', 'cpu', '--threads', threads, '--admin-insecure', '--state-file', stateFile], [], 900_000);
+  // load only: the bundle itself (its model_loaded line says where it runs and why); else the
+  // repository that the swap adds a version to
+  const source = loadOnly ? ['--bundle', v1] : ['--model-repository', repo, '--keep-versions', '1', '--repository-poll-ms', '0', '--admin-insecure', '--state-file', stateFile];
+  const srv: ServerProc = await startServer(`scale-${ads}`, [...source, '--device', device, '--threads', threads], [], 900_000);
   const servingS = ms(t0) / 1000;
+  const loaded = srv.lastEvent('model_loaded') ?? {};
   const pid = srv.child.pid!;
   const client = connect(srv.address);
   const adm = adminClient(srv.address);
@@ -149,7 +165,7 @@ async function measure(ads: number): Promise<Row> {
     // the pages already mapped: the best of 5 after a first touch)
     const table = mapped.tensors['ads.retrieval'] as Float32Array;
     let tableReadMs = Infinity;
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < (device === 'cpu' ? 6 : 0); i++) {
       const t = performance.now();
       binding().firstNonFinite(table);
       if (i > 0) tableReadMs = Math.min(tableReadMs, ms(t));
@@ -164,6 +180,19 @@ async function measure(ads: number): Promise<Row> {
       if (i >= 5) rlat.push(ms(t));
     }
     const rss = procStatus(pid, 'VmRSS');
+    const base = {
+      ads,
+      fileBytes,
+      writeS,
+      servingS,
+      loadMs: Number(loaded.loadMs ?? NaN),
+      deviceReason: `${String(loaded.device ?? '?')}: ${String(loaded.deviceReason ?? '')}`,
+      rss,
+      retrieveP50: pct(rlat, 50),
+      retrieveP99: pct(rlat, 99),
+      tableReadMs,
+    };
+    if (loadOnly) return { ...base, swapPeak: NaN, update: {}, apply: {}, rankP99Off: NaN, rankP99On: NaN, rankRatios: [], updatesPerS: NaN };
 
     // UpdateAdStates of 1, 1,000, 100,000 ads
     const update: Row['update'] = {};
@@ -231,15 +260,8 @@ async function measure(ads: number): Promise<Row> {
     await new Promise((r) => setTimeout(r, 2000)); // the old version is released
     const swapPeak = procStatus(pid, 'VmHWM');
     return {
-      ads,
-      fileBytes,
-      writeS,
-      servingS,
-      rss,
+      ...base,
       swapPeak,
-      retrieveP50: pct(rlat, 50),
-      retrieveP99: pct(rlat, 99),
-      tableReadMs,
       update,
       apply,
       rankP99Off: mid.off,
@@ -258,11 +280,20 @@ async function measure(ads: number): Promise<Row> {
 }
 
 const cfg = makeDemoConfig();
-console.log(`bench:scale: demo config ${cfg.name}, CPU backend, threads ${threads === '0' ? 'all' : threads}; bundles in ${dir}`);
+console.log(`bench:scale: demo config ${cfg.name}, ${device === 'cpu' ? 'CPU' : 'CUDA'} backend, threads ${threads === '0' ? 'all' : threads}${loadOnly ? ', load only' : ''}; bundles in ${dir}`);
 const rows: Row[] = [];
 for (const n of sizes) {
   console.error(`scale: ${n} ads ...`);
   rows.push(await measure(n));
+}
+if (loadOnly) {
+  console.log('| ads | bundle file | start → SERVING s | model_loaded loadMs | RSS serving (× file) | Retrieve K=100 p50 / p99 ms | device |');
+  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | --- |');
+  for (const r of rows)
+    console.log(
+      `| ${r.ads.toLocaleString('en-US')} | ${formatBytes(r.fileBytes)}${r.writeS !== undefined ? ` (written in ${r.writeS.toFixed(1)} s)` : ''} | ${r.servingS.toFixed(1)} | ${fmt(r.loadMs)} | ${formatBytes(r.rss)} (${(r.rss / r.fileBytes).toFixed(2)}×) | ${fmt(r.retrieveP50)} / ${fmt(r.retrieveP99)} | ${r.deviceReason} |`,
+    );
+  process.exit(0);
 }
 const u = (r: Row, n: number) => (r.update[n] ? `${fmt(r.update[n].p50)} / ${fmt(r.update[n].p99)}` : '-');
 console.log('| ads | bundle file | RSS serving (× file) | swap peak (× RSS) | start → SERVING s | Retrieve K=100 p50 / p99 ms (p50 / one read of the table) | UpdateAdStates 1 / 1,000 / 100,000: p50 / p99 ms | Rank p99 ms, updates off → on | updates/s during Rank (aimed at) |');

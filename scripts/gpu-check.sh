@@ -32,6 +32,8 @@
 #   6. front-end threads: calls/s of a tiny model on the CPU backend at 1 and 8 JS threads (bench/
 #      frontend-threads.ts), on hosts with >= 8 cores
 #   7. an nsys summary of the served path (scripts/profile.sh) where nsys is on the PATH: nsys.txt
+#   8. ten million ads on the device: bench/scale.ts --device cuda --load-only (time to SERVING, the
+#      upload's time, resident memory against the file, Retrieve p50 / p99)
 # Outputs go to $OUT when set (else $TMPDIR/adrank-gpu-check), nine files at most: summary.txt
 # (the machine, the step table, the before/after table, printed last), harness.log,
 # harness-pdl.log (the GEMM cases again with ADRANK_CUDA_PDL=1), bench.log, peer.log, mocha.log,
@@ -237,6 +239,15 @@ if ((have_node && !quick)) && ! skip nsys; then
   fi
 fi
 
+# 8. ten million ads on the device (#24): the demo bundle written here, served with --device cuda
+# (the mapped bundle uploaded without a second host copy), then Retrieve calls: time to SERVING,
+# the server's load time and device line (how long the upload took), resident memory against the
+# file. Last: it needs the most time, and a run short of budget skips it
+if ((have_node && !quick)) && ! skip 10m; then
+  step "10M ads on the device (bench:scale)" 170 "$out/e2e.log" bash -c "cd '$root' && node dist/bench/scale.js \
+    --ads 10000000 --device cuda --load-only --retrieves 50 --dir '$work/scale' --delete"
+fi
+
 {
   echo "== steps (${SECONDS}s in all)"
   printf '%s\n' "${rows[@]}"
@@ -248,6 +259,8 @@ fi
     python3 "$root/scripts/gpu-table.py" "$out/bench.log" "$out/peer.log" "$out/harness.log"
     echo "== served (gRPC)"
     python3 "$root/scripts/gpu-compare.py" /dev/null /dev/null "$out/e2e.json" | sed -n '/gRPC/,$p'
+    echo "== 10M ads on the device (bench:scale --load-only)"
+    grep -E '^\| [0-9,]+ \||^bench:scale' "$out/e2e.log" 2>/dev/null | tail -3
     echo "== front-end threads (CPU backend, tiny model, this host)"
     grep -E '^\| [0-9]+ \||^front-end threads|client processes' "$out/e2e.log" 2>/dev/null | tail -5
   fi

@@ -19,6 +19,8 @@ export interface ServerProc {
   cpuSeconds(): number;
   /** calls `fn` with every JSON log line of this event the server prints from now on */
   onEvent(event: string, fn: (fields: Record<string, unknown>) => void): void;
+  /** the last JSON log line of this event printed so far, start-up included (`model_loaded`) */
+  lastEvent(event: string): Record<string, unknown> | undefined;
   stop(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   const listeners = new Map<string, ((fields: Record<string, unknown>) => void)[]>();
+  const seen = new Map<string, Record<string, unknown>>();
   const address = await new Promise<string>((resolve, reject) => {
     let addr: string | undefined;
     const timer = setTimeout(() => reject(new Error(`bench: server ${name} not serving after ${timeoutMs} ms`)), timeoutMs);
@@ -68,7 +71,10 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
       try {
         const j = JSON.parse(line) as { event?: string; msg?: string; address?: string };
         const ev = j.event ?? j.msg;
-        if (ev !== undefined) for (const fn of listeners.get(ev) ?? []) fn(j);
+        if (ev !== undefined) {
+          seen.set(ev, j);
+          for (const fn of listeners.get(ev) ?? []) fn(j);
+        }
         if (ev === 'listening' && j.address) addr = j.address;
         if (ev === 'serving' && (j.address ?? addr)) {
           clearTimeout(timer);
@@ -92,6 +98,9 @@ export async function startProcess(name: string, scriptArgs: string[], flags: st
     child,
     onEvent(event, fn) {
       listeners.set(event, [...(listeners.get(event) ?? []), fn]);
+    },
+    lastEvent(event) {
+      return seen.get(event);
     },
     cpuSeconds() {
       try {
