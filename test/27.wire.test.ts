@@ -385,6 +385,37 @@ describe('native wire path (docs/wire.md) against protobufjs', function () {
     expect(stats.accepted - before.accepted, 'some mutants still parse').to.be.greaterThan(300);
   });
 
+  it('reads a varint the same with ten or more bytes left and near the end: ten-byte ids read, an eleven-byte one refused anywhere', () => {
+    // the reader decodes a varint without bound checks while ten bytes or more are left (most of a
+    // packed id list), with them near the end: both must give protobufjs's values and refusals
+    const type = loadProto().root.lookupType('adrank.v1.RankRequest');
+    const ids = [-1n, -(2n ** 62n), 2n ** 63n - 1n, 1n, 127n, 128n, -128n, 2n ** 35n, -(2n ** 56n) - 3n];
+    const varint = (v: bigint) => {
+      const out: number[] = [];
+      let u = BigInt.asUintN(64, v);
+      do {
+        out.push(Number(u & 127n) | (u > 127n ? 128 : 0));
+        u >>= 7n;
+      } while (u > 0n);
+      return out;
+    };
+    const overlong = [...Array(10).fill(0xff), 0x01]; // eleven bytes: refused when read
+    const packed = (body: number[]) => [(15 << 3) | 2, ...varint(BigInt(body.length)), ...body];
+    const head = Array.from(type.encode(type.fromObject({ requestId: 'v', surface: 'home', k: 3 })).finish());
+    const list = ids.flatMap(varint);
+    for (const [label, body, tail] of [
+      ['ids, then a field after them', list, [(6 << 3) | 0, 5]],
+      ['ids last in the message', list, []],
+      ['an eleven-byte varint first, ten or more bytes after it', [...overlong, ...list], []],
+      ['an eleven-byte varint last', [...list, ...overlong], []],
+      ['an eleven-byte varint as the last field of the message', [], [(6 << 3) | 0, ...overlong]],
+    ] as [string, number[], number[]][]) {
+      for (const op of [0, 2] as NativeOp[]) check(op, Uint8Array.from([...head, ...packed(body), ...tail]), `${label} (op ${op})`);
+    }
+    const { native } = both(0, Uint8Array.from([...head, ...packed(list)]));
+    expect(fromNative((native as NativeWireRequest).toObject()).candidates, 'the ids, every one of them').to.deep.equal(ids.map(String));
+  });
+
   it('reads the edge forms: last entry per map key, merged sub-messages, groups; refuses ill-formed UTF-8', () => {
     const type = loadProto().root.lookupType('adrank.v1.RankRequest');
     const base = type.encode(type.fromObject({ requestId: 'a', surface: 'home', k: 3 })).finish();

@@ -41,6 +41,23 @@ class Reader {
   void set_end(size_t e) { len_ = e; }
 
   uint64_t varint64() {
+    // Ten bytes or more left (every varint of a packed list but the last few): the same
+    // decoding, unrolled, with no bound checks; the same value, position and refusal as the loop.
+    if (len_ - pos >= 10) {
+      const uint8_t* q = p_ + pos;
+      uint64_t v = 0;
+#pragma GCC unroll 10
+      for (int i = 0; i < 10; i++) {
+        const uint8_t b = q[i];
+        v |= uint64_t(b & 127) << (7 * i);
+        if (b < 128) {
+          pos += size_t(i) + 1;
+          return v;
+        }
+      }
+      pos += 10;
+      malformed("invalid varint encoding", pos);
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10; i++) {
       if (pos >= len_) malformed("truncated varint", pos);
