@@ -24,6 +24,12 @@ import { addonBuilt } from './support/index.js';
 import { adminClient, getAdStates, listModels, reloadModels, updateAdStates } from './support/admin.js';
 import { engineRequest, expectStatus, protoRequest, reflectionClient, smallConfig, writeSmallBundle } from './50.server.helpers.js';
 import { defaultAdState, refRank, refRetrieve, type AdState } from './reference/funnel.js';
+import protobuf from 'protobufjs';
+import { protoRoot } from '../src/wire/proto.js';
+import { decodeUpdateBatch, validateUpdates, type AdStateBatch } from '../src/admin/update-ad-states.js';
+import { invalid, RequestError } from '../src/handlers/validate.js';
+import type { AdStateChange } from '../src/state/store.js';
+import { Rng } from '../src/model/random.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const c = smallConfig();
@@ -256,6 +262,133 @@ describe('58 admin: live ad state', function () {
       for (const m of ['UpdateAdStates', 'GetAdStates', 'ListModels', 'ReloadModels', 'AdStateUpdate', 'bidOverride']) expect(text).to.include(m);
     } finally {
       r.close();
+    }
+  });
+});
+
+describe('58 admin: UpdateAdStates read into columns', () => {
+  // The reference: the request as objects (protobufjs, this project's copy, as the data RPCs read
+  // theirs; toObject with the server's loader options) and the validation written against them,
+  // as the server had it (an optional field present when its key is: protobufjs 8 names no
+  // synthetic oneofs); the served path must accept, refuse and read the same.
+  const type = protoRoot('adrank/v1/admin.proto', false).lookupType('adrank.v1.UpdateAdStatesRequest');
+  const deserialize = (b: Buffer) => type.toObject(type.decode(b), { longs: String, enums: String, defaults: true, oneofs: true }) as { updates: Record<string, any>[] };
+  function referenceChanges(updates: Record<string, any>[]): AdStateChange[] {
+    return updates.map((u, i) => {
+      const at = `updates[${i}]`;
+      if (u.target !== 'adId' && u.target !== 'advertiserId') throw invalid(`${at}.target`, 'ad_id or advertiser_id', null);
+      const change: AdStateChange = u.target === 'adId' ? { target: 'ad', id: BigInt(u.adId) } : { target: 'advertiser', id: BigInt(u.advertiserId) };
+      if (u.active !== undefined) change.active = !!u.active;
+      if (u.inBudget !== undefined) change.inBudget = !!u.inBudget;
+      if (u.pacingRate !== undefined) {
+        if (!(u.pacingRate >= 0 && u.pacingRate <= 1)) throw invalid(`${at}.pacing_rate`, 'a rate in [0, 1]', u.pacingRate);
+        change.pacingRate = u.pacingRate;
+      }
+      if (u.bid !== undefined) {
+        if (!(Number.isFinite(u.bid) && u.bid >= 0)) throw invalid(`${at}.bid`, 'a finite bid >= 0', u.bid);
+        change.bid = u.bid;
+      }
+      if (change.active === undefined && change.inBudget === undefined && change.pacingRate === undefined && change.bid === undefined)
+        throw invalid(at, 'at least one of active, in_budget, pacing_rate, bid', 'none');
+      return change;
+    });
+  }
+  const outcome = (f: () => AdStateChange[]) => {
+    try {
+      return { changes: f() };
+    } catch (e) {
+      return { refused: e instanceof RequestError ? e.message : 'malformed' };
+    }
+  };
+  const int64 = (r: Rng) => BigInt.asIntN(64, (BigInt(r.u32()) << BigInt(r.u32() % 33)) * (r.u32() % 2 ? -1n : 1n) + BigInt(r.u32() % 3));
+  const words = (v: bigint) => ({ low: Number(BigInt.asUintN(64, v) & 0xffffffffn) | 0, high: Number(BigInt.asUintN(64, v) >> 32n) | 0 });
+  const floats = [0, 0.5, 1, -0.25, 1.5, NaN, Infinity, -Infinity, 3.25, 1e-9];
+  function update(r: Rng, w: protobuf.Writer): void {
+    const fields: (() => void)[] = [];
+    const some = (p: number) => r.uniform() < p;
+    if (some(0.8)) fields.push(() => w.uint32(8).int64(words(int64(r)) as never));
+    if (some(0.3)) fields.push(() => w.uint32(16).int64(words(int64(r)) as never));
+    if (some(0.5)) fields.push(() => w.uint32(24).bool(some(0.5)));
+    if (some(0.5)) fields.push(() => w.uint32(32).bool(some(0.5)));
+    if (some(0.5)) fields.push(() => w.uint32(45).float(floats[r.u32() % floats.length]));
+    if (some(0.5)) fields.push(() => w.uint32(53).float(floats[r.u32() % floats.length]));
+    if (some(0.1)) fields.push(() => w.uint32((9 << 3) | 0).uint32(r.u32())); // unknown
+    if (some(0.05)) fields.push(() => w.uint32(8).int64(words(int64(r)) as never)); // ad_id again: the last wins
+    for (let i = fields.length - 1; i > 0; i--) {
+      const j = r.u32() % (i + 1);
+      [fields[i], fields[j]] = [fields[j], fields[i]];
+    }
+    for (const f of fields) f();
+  }
+  function request(r: Rng): Uint8Array {
+    const w = protobuf.Writer.create();
+    const n = r.u32() % 6;
+    for (let i = 0; i < n; i++) {
+      w.uint32(10).fork();
+      update(r, w);
+      w.ldelim();
+    }
+    if (r.u32() % 10 === 0) w.uint32((3 << 3) | 2).bytes(Uint8Array.of(1, 2, 3)); // unknown field of the request
+    return w.finish();
+  }
+  function mutate(r: Rng, b: Uint8Array): Uint8Array {
+    const out = Array.from(b);
+    const at = out.length ? r.u32() % out.length : 0;
+    switch (r.u32() % 4) {
+      case 0: out[at] = r.u32() % 256; break;
+      case 1: out[at] ^= 1 << r.u32() % 8; break;
+      case 2: out.length = at; break;
+      default: out.splice(at, 0, r.u32() % 256);
+    }
+    return Uint8Array.from(out);
+  }
+
+  it('accepts, refuses and reads random and mutated requests as the request\'s objects and their validation do', () => {
+    const r = new Rng(58);
+    let accepted = 0;
+    let refused = 0;
+    let malformed = 0;
+    for (let i = 0; i < 4000; i++) {
+      const bytes = i % 2 ? mutate(r, request(r)) : request(r);
+      const want = (() => {
+        let obj: { updates: Record<string, any>[] };
+        try {
+          obj = deserialize(Buffer.from(bytes));
+        } catch {
+          return { refused: 'malformed' };
+        }
+        return outcome(() => referenceChanges(obj.updates));
+      })();
+      const got = (() => {
+        let batch: AdStateBatch;
+        try {
+          batch = structuredClone(decodeUpdateBatch(bytes)); // as a front-end thread forwards it
+        } catch {
+          return { refused: 'malformed' };
+        }
+        return outcome(() => validateUpdates(batch));
+      })();
+      expect(got, `request ${i}: ${Buffer.from(bytes).toString('hex')}`).to.deep.equal(want);
+      if (want.changes) accepted++;
+      else if (want.refused === 'malformed') malformed++;
+      else refused++;
+    }
+    expect(accepted, 'some requests are accepted').to.be.greaterThan(300);
+    expect(refused, 'some are refused by validation').to.be.greaterThan(300);
+    expect(malformed, 'some do not decode').to.be.greaterThan(50);
+  });
+
+  it('both targets on the wire: the last one wins (a oneof, as the protobuf specification has it)', () => {
+    for (const [order, want] of [
+      [[8, 16], { target: 'advertiser', id: 7n, active: false }],
+      [[16, 8], { target: 'ad', id: 5n, active: false }],
+    ] as const) {
+      const w = protobuf.Writer.create().uint32(10).fork();
+      for (const tag of order) w.uint32(tag).int64(words(tag === 8 ? 5n : 7n) as never);
+      w.uint32(24).bool(false).ldelim();
+      const bytes = w.finish();
+      expect(validateUpdates(decodeUpdateBatch(bytes)), `tags ${order}`).to.deep.equal([want]);
+      expect(referenceChanges(deserialize(Buffer.from(bytes)).updates), `tags ${order}`).to.deep.equal([want]);
     }
   });
 });

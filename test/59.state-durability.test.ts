@@ -11,7 +11,10 @@ import { join } from 'node:path';
 import { expect } from 'chai';
 import { Engine } from '../src/engine/index.js';
 import { frame, MAGIC, readLog, StateFileError, StateLog } from '../src/state/log.js';
-import { AdStateStore } from '../src/state/store.js';
+import { AdStateStore, type AdStateChange } from '../src/state/store.js';
+import { Rng } from '../src/model/random.js';
+import { randomRequest } from '../src/features/random-request.js';
+import type { EngineRequest } from '../src/engine/index.js';
 import { call, connect } from '../src/cli/client.js';
 import { loadBundle } from '../src/model/bundle.js';
 import type { RankResponse__Output } from '../src/generated/adrank/v1/RankResponse.js';
@@ -141,6 +144,67 @@ describe('59 durable live ad state', function () {
       } finally {
         a.dispose();
         b.dispose();
+      }
+    });
+    it('incremental batches leave an engine as a fresh attach does: random ad- and advertiser-level batches, ids repeated within a batch', async () => {
+      const bundle = randomBundle(5);
+      const ids = bundle.tensors['ads.id'] as BigInt64Array;
+      const rng = new Rng(59);
+      const live = open(bundle);
+      let later: Engine | undefined;
+      const store = await AdStateStore.open(fresh(), {});
+      try {
+        store.attach(live);
+        const change = (): AdStateChange => {
+          const c: AdStateChange = rng.uniform() < 0.75 ? { target: 'ad', id: ids[rng.int(0, ids.length - 1)] } : { target: 'advertiser', id: BigInt(rng.int(0, 7)) };
+          if (rng.uniform() < 0.4) c.active = rng.uniform() < 0.5;
+          if (rng.uniform() < 0.4) c.inBudget = rng.uniform() < 0.5;
+          if (rng.uniform() < 0.4) c.pacingRate = rng.uniform();
+          if (rng.uniform() < 0.4 || (c.active === undefined && c.inBudget === undefined && c.pacingRate === undefined)) c.bid = rng.uniform() < 0.2 ? 0 : 2 * rng.uniform();
+          return c;
+        };
+        // the reference: each field's last write, ad-level or advertiser-level, in the order given
+        type Field = 'active' | 'inBudget' | 'pacingRate' | 'bid';
+        const last = new Map<string, [unknown, number]>();
+        let seq = 0;
+        for (let k = 0; k < 40; k++) {
+          const batch = Array.from({ length: rng.int(1, 12) }, change);
+          if (rng.uniform() < 0.3) batch.push({ ...batch[0], active: !batch[0].active }); // the same target twice
+          await store.update(batch);
+          for (const c of batch) {
+            seq++;
+            for (const f of ['active', 'inBudget', 'pacingRate', 'bid'] as Field[]) if (c[f] !== undefined) last.set(`${c.target} ${c.id} ${f}`, [c[f], seq]);
+          }
+        }
+        const advertiser = bundle.tensors['ads.advertiser'] as BigInt64Array;
+        const expected = (row: number) => {
+          const pick = (f: Field) => {
+            const a = last.get(`ad ${ids[row]} ${f}`);
+            const v = last.get(`advertiser ${advertiser[row]} ${f}`);
+            return (a && v ? (a[1] > v[1] ? a : v) : (a ?? v))?.[0];
+          };
+          return { active: pick('active') ?? true, inBudget: pick('inBudget') ?? true, pacingRate: Math.fround((pick('pacingRate') as number) ?? 1), bidOverride: pick('bid') };
+        };
+        ids.forEach((id, row) => {
+          const got = store.effective(live, id)!;
+          expect({ ...got, pacingRate: Math.fround(got.pacingRate) }, `ad ${id}`).to.deep.equal(expected(row));
+        });
+        // a second engine of the same bundle attached now gets every ad's state in one push
+        later = open(bundle);
+        store.attach(later);
+        const req = { ...randomRequest(new Rng(3), bundle, { candidates: ids.length, k: ids.length, cap: 0 }), candidates: BigInt64Array.from(ids), targeting: Uint32Array.from(bundle.config.targeting_dims, () => 0), price: true } as EngineRequest;
+        const [x, y] = [await live.rank(req), await later.rank(req)];
+        expect(x.counts, 'counts').to.deep.equal(y.counts);
+        expect(Array.from(x.adIds), 'winners').to.deep.equal(Array.from(y.adIds));
+        expect(Array.from(x.scores), 'scores').to.deep.equal(Array.from(y.scores));
+        expect(Array.from(x.prices), 'prices').to.deep.equal(Array.from(y.prices));
+        // and the state is in effect: ads dropped for it, bids moved
+        expect(x.counts.inactive + x.counts.outOfBudget + x.counts.paced, 'ads the state took out').to.be.greaterThan(0);
+        for (const id of ids) expect(store.effective(live, id), `ad ${id}`).to.deep.equal(store.effective(later, id));
+      } finally {
+        await store.close();
+        live.dispose();
+        later?.dispose();
       }
     });
   });

@@ -18,7 +18,7 @@ import { explainHandler } from './explain.js';
 import { getAdStates } from './get-ad-states.js';
 import { listModels } from './list-models.js';
 import { reloadModels } from './reload-models.js';
-import { updateAdStates } from './update-ad-states.js';
+import { decodeUpdateBatch, updateAdStates } from './update-ad-states.js';
 
 export const ADMIN_PROTO_FILE = 'adrank/v1/admin.proto';
 export const ADMIN_SERVICE_NAME = 'adrank.v1.AdRankerAdmin';
@@ -78,8 +78,15 @@ function adminImplementation(ctx: AdminContext, data: HandlerContext): Record<st
 }
 
 /** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
+/** The service as served: UpdateAdStates reads its request into columns (update-ad-states.ts),
+ *  not proto-loader's objects, on every front-end thread (a forwarded batch is a few typed arrays). */
+function servedDefinition(): grpc.ServiceDefinition {
+  const service = adminProto().adrank.v1.AdRankerAdmin.service;
+  return { ...service, UpdateAdStates: { ...service.UpdateAdStates, requestDeserialize: decodeUpdateBatch } } as grpc.ServiceDefinition;
+}
+
 export function addAdminService(server: grpc.Server, ctx: AdminContext, data: HandlerContext): void {
-  server.addService(adminProto().adrank.v1.AdRankerAdmin.service, adminImplementation(ctx, data) as grpc.UntypedServiceImplementation);
+  server.addService(servedDefinition(), adminImplementation(ctx, data) as grpc.UntypedServiceImplementation);
 }
 
 /** An admin call forwarded from another front-end thread, and its answer: a response or a status. */
@@ -102,7 +109,7 @@ export function adminRunner(ctx: AdminContext, data: HandlerContext): (method: s
 /** Registers AdRankerAdmin on a front-end thread that does not own the state: each call is
  *  answered by `forward` (the owner thread), with the owner's status on refusal. */
 export function addForwardedAdminService(server: grpc.Server, forward: (method: string, request: unknown) => Promise<AdminAnswer>): void {
-  const service = adminProto().adrank.v1.AdRankerAdmin.service;
+  const service = servedDefinition();
   const impl: grpc.UntypedServiceImplementation = {};
   for (const method of Object.keys(service)) {
     impl[method] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {

@@ -193,10 +193,12 @@ export class AdStateStore {
    *  so no update can fall between the two. Returns the number of ads given a state. */
   attach(engine: Engine): number {
     const ix = this.indexOf(engine);
-    const rows = new Set<number>();
-    for (const row of ix.rows.rows(BigInt64Array.from(this.ads.keys()))) if (row >= 0) rows.add(row);
-    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) rows.add(row);
-    this.push(engine, Int32Array.from(rows));
+    const rows = new Map<number, Entry | null | undefined>();
+    const entries = [...this.ads.values()];
+    const adRows = ix.rows.rows(BigInt64Array.from(this.ads.keys()));
+    for (let j = 0; j < adRows.length; j++) if (adRows[j] >= 0) rows.set(adRows[j], entries[j]);
+    for (const adv of this.advertisers.keys()) for (const row of ix.byAdvertiser.rows(adv)) if (!rows.has(row)) rows.set(row, null);
+    this.push(engine, rows);
     this.engines.add(engine);
     return rows.size;
   }
@@ -225,7 +227,7 @@ export class AdStateStore {
 
   private async updateNow(changes: AdStateChange[]): Promise<UpdateResult> {
     if (this.engines.size === 0) throw new StateUnavailableError('no model version is ready yet (health: NOT_SERVING)');
-    const kept = this.known(changes);
+    const { kept, adRows } = this.known(changes);
     let writeMs = 0;
     let applyMs = 0;
     if (kept.length > 0) {
@@ -246,15 +248,20 @@ export class AdStateStore {
       writeMs = t1 - t0;
       // From here to the end of the loop below nothing awaits: every engine gets the batch in
       // the same turn of the event loop.
-      for (const c of kept) this.record(c);
-      const adIds = BigInt64Array.from(kept.filter((c) => c.target === 'ad'), (c) => c.id);
+      const adEntries: Entry[] = [];
+      for (const c of kept) {
+        const e = this.record(c);
+        if (c.target === 'ad') adEntries.push(e);
+      }
       for (const engine of this.engines) {
         const ix = this.indexOf(engine);
-        // the rows the batch touches in this engine's bundle: one native lookup for the ads
-        const rows = new Set<number>();
-        for (const row of ix.rows.rows(adIds)) if (row >= 0) rows.add(row);
-        for (const c of kept) if (c.target === 'advertiser') for (const row of ix.byAdvertiser.rows(c.id)) rows.add(row);
-        this.push(engine, Int32Array.from(rows));
+        // the rows the batch touches in this engine's bundle: its ads' rows (looked up in known(),
+        // each with the entry just recorded), and every ad of its advertisers (looked up below)
+        const rows = new Map<number, Entry | null | undefined>();
+        const ar = adRows.get(engine)!;
+        for (let j = 0; j < ar.length; j++) if (ar[j] >= 0) rows.set(ar[j], adEntries[j]);
+        for (const c of kept) if (c.target === 'advertiser') for (const row of ix.byAdvertiser.rows(c.id)) if (!rows.has(row)) rows.set(row, undefined);
+        this.push(engine, rows);
       }
       applyMs = performance.now() - t1;
       // past the threshold and twice the last snapshot: a live state larger than the threshold
@@ -366,23 +373,32 @@ export class AdStateStore {
     this.retryTimer.unref();
   }
 
-  /** The changes whose target some attached engine has (one native lookup of the ads per engine). */
-  private known(changes: AdStateChange[]): AdStateChange[] {
+  /** The changes whose target some attached engine has, and per engine the row of each ad change
+   *  (-1 where that engine lacks it): one native lookup of the ads per engine, for this and the apply. */
+  private known(changes: AdStateChange[]): { kept: AdStateChange[]; adRows: Map<Engine, Int32Array> } {
     const found = new Uint8Array(changes.length);
     const ads = changes.flatMap((c, i) => (c.target === 'ad' ? [i] : []));
     const adIds = BigInt64Array.from(ads, (i) => changes[i].id);
+    const rowsOf = new Map<Engine, Int32Array>();
     for (const e of this.engines) {
       const ix = this.indexOf(e);
       const rows = ix.rows.rows(adIds);
+      rowsOf.set(e, rows);
       for (let j = 0; j < ads.length; j++) if (rows[j] >= 0) found[ads[j]] = 1;
       changes.forEach((c, i) => {
         if (c.target === 'advertiser' && ix.byAdvertiser.has(c.id)) found[i] = 1;
       });
     }
-    return changes.filter((_, i) => found[i] === 1);
+    // the rows of the kept ad changes, in their order
+    const keptAds: number[] = [];
+    for (let j = 0; j < ads.length; j++) if (found[ads[j]] === 1) keptAds.push(j);
+    const adRows = new Map<Engine, Int32Array>();
+    for (const [e, rows] of rowsOf) adRows.set(e, Int32Array.from(keptAds, (j) => rows[j]));
+    return { kept: changes.filter((_, i) => found[i] === 1), adRows };
   }
 
-  private record(c: AdStateChange): void {
+  /** Records a change; returns its target's entry. */
+  private record(c: AdStateChange): Entry {
     const map = c.target === 'ad' ? this.ads : this.advertisers;
     let e = map.get(c.id);
     if (!e) map.set(c.id, (e = {}));
@@ -391,11 +407,14 @@ export class AdStateStore {
     if (c.inBudget !== undefined) e.inBudget = [c.inBudget, s];
     if (c.pacingRate !== undefined) e.pacingRate = [c.pacingRate, s];
     if (c.bid !== undefined) e.bid = [c.bid, s];
+    return e;
   }
 
-  private resolve(adId: bigint, advertiser: bigint): EffectiveState {
-    const a = this.ads.get(adId);
-    const v = this.advertisers.get(advertiser);
+  /** `ad`: the ad's entry where the caller has it (undefined: none; absent: look it up). */
+  private resolve(adId: bigint, advertiser: bigint, ad?: Entry | null): EffectiveState {
+    const a = ad === null ? undefined : (ad ?? this.ads.get(adId));
+    // most batches are ad-level: no advertiser state, no lookup (a BigInt key is hashed and compared)
+    const v = this.advertisers.size > 0 ? this.advertisers.get(advertiser) : undefined;
     const pick = <T>(x: [T, number] | undefined, y: [T, number] | undefined): T | undefined => {
       if (x && y) return x[1] > y[1] ? x[0] : y[0];
       return (x ?? y)?.[0];
@@ -409,22 +428,26 @@ export class AdStateStore {
   }
 
   /** One native batch with the effective state of the ads at `rows` of the engine's bundle. */
-  private push(engine: Engine, rows: Int32Array): void {
-    const n = rows.length;
+  /** Hands `engine` the effective state of `rows` (row → the ad's entry where known, null for an
+   *  ad with none, undefined to look it up). */
+  private push(engine: Engine, rows: Map<number, Entry | null | undefined>): void {
+    const n = rows.size;
     if (n === 0) return;
     const ix = this.indexOf(engine);
     const idArr = new BigInt64Array(n);
-    for (let i = 0; i < n; i++) idArr[i] = ix.adIds[rows[i]];
     const active = new Uint8Array(n);
     const inBudget = new Uint8Array(n);
     const rate = new Float32Array(n);
     const bid = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const s = this.resolve(idArr[i], ix.advertiser[rows[i]]);
+    let i = 0;
+    for (const [row, entry] of rows) {
+      idArr[i] = ix.adIds[row];
+      const s = this.resolve(idArr[i], ix.advertiser[row], entry);
       active[i] = s.active ? 1 : 0;
       inBudget[i] = s.inBudget ? 1 : 0;
       rate[i] = s.pacingRate;
       bid[i] = s.bidOverride ?? NaN;
+      i++;
     }
     engine.setAdState(idArr, active, inBudget, rate, bid);
   }

@@ -11,9 +11,7 @@
  * order), so `timings.encode_us` covers the serialisation of everything else.
  */
 import protobuf from 'protobufjs';
-import { LOADER_OPTIONS, PROTO_FILE, PROTO_DIR } from './proto.js';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { LOADER_OPTIONS, protoRoot } from './proto.js';
 import type { ServerTimings } from '../generated/adrank/v1/ServerTimings.js';
 
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('adrank: the front end assumes a little-endian host');
@@ -33,14 +31,6 @@ export interface DecodeStamp {
 
 /** A generated __Output type with fields `F` read as BigInt64Array. */
 export type Decoded<T, F extends keyof T = never> = Omit<T, F> & { [K in F]: BigInt64Array } & DecodeStamp;
-
-function freshRoot(): protobuf.Root {
-  const root = new protobuf.Root();
-  root.resolvePath = (_origin, target) => (existsSync(target) ? target : join(PROTO_DIR, target));
-  root.loadSync(PROTO_FILE, { keepCase: LOADER_OPTIONS.keepCase });
-  root.resolveAll();
-  return root;
-}
 
 
 /** The most ids one repeated int64 field is decoded into (the API's largest list, docs/api.md). */
@@ -268,7 +258,7 @@ const TO_OBJECT: protobuf.IConversionOptions = {
  * it holds more than MAX_DECODED_IDS ids (counted before anything is allocated).
  */
 export function requestDecoder<T>(typeName: string, int64Fields: string[] = []): (buf: Buffer) => T {
-  const root = freshRoot();
+  const root = protoRoot();
   const type = root.lookupType(typeName);
   const nested = detachNestedIds(root, type);
   const fast = int64Fields.map((name) => {
@@ -294,7 +284,7 @@ export function requestDecoder<T>(typeName: string, int64Fields: string[] = []):
  * then appends the timings with `encode_us` filled in. Returns the wire bytes.
  */
 export function responseEncoder<T extends object>(typeName: string): (response: T, timings: ServerTimings, started?: number) => Buffer {
-  const root = freshRoot();
+  const root = protoRoot();
   const type = root.lookupType(typeName);
   const timingsField = type.fields.timings;
   if (!timingsField) throw new Error(`${typeName} has no timings field`);
@@ -320,7 +310,7 @@ export function responseEncoder<T extends object>(typeName: string): (response: 
 
 /** Used in tests and benchmarks: the proto-loader default deserializer for `typeName`. */
 export function defaultDecoder<T>(typeName: string): (buf: Buffer) => T {
-  const type = freshRoot().lookupType(typeName);
+  const type = protoRoot().lookupType(typeName);
   return (buf) => type.toObject(type.decode(buf), TO_OBJECT) as T;
 }
 

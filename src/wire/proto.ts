@@ -42,14 +42,20 @@ export interface LoadedProto {
 
 let cached: LoadedProto | undefined;
 
+/** A new protobufjs reflection of `file` (its imports resolved under proto/), field names as
+ *  `keepCase` says. */
+export function protoRoot(file = PROTO_FILE, keepCase = LOADER_OPTIONS.keepCase): protobuf.Root {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => (existsSync(target) ? target : join(PROTO_DIR, target));
+  root.loadSync(file, { keepCase });
+  root.resolveAll();
+  return root;
+}
+
 export function loadProto(): LoadedProto {
   if (cached) return cached;
   const packageDefinition = protoLoader.loadSync(PROTO_FILE, { ...LOADER_OPTIONS, includeDirs: [PROTO_DIR] });
   const grpcObject = grpc.loadPackageDefinition(packageDefinition) as unknown as ProtoGrpcType;
-  const root = new protobuf.Root();
-  root.resolvePath = (_origin, target) => (existsSync(target) ? target : join(PROTO_DIR, target));
-  root.loadSync(PROTO_FILE, { keepCase: LOADER_OPTIONS.keepCase });
-  root.resolveAll();
-  cached = { packageDefinition, grpcObject, root };
+  cached = { packageDefinition, grpcObject, root: protoRoot() };
   return cached;
 }
