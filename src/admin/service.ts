@@ -77,7 +77,6 @@ function adminImplementation(ctx: AdminContext, data: HandlerContext): Record<st
   } as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
 }
 
-/** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
 /** The service as served: UpdateAdStates reads its request into columns (update-ad-states.ts),
  *  not proto-loader's objects, on every front-end thread (a forwarded batch is a few typed arrays). */
 function servedDefinition(): grpc.ServiceDefinition {
@@ -85,6 +84,7 @@ function servedDefinition(): grpc.ServiceDefinition {
   return { ...service, UpdateAdStates: { ...service.UpdateAdStates, requestDeserialize: decodeUpdateBatch } } as grpc.ServiceDefinition;
 }
 
+/** Registers AdRankerAdmin on `server`; `data` is the data RPCs' context, for Explain. */
 export function addAdminService(server: grpc.Server, ctx: AdminContext, data: HandlerContext): void {
   server.addService(servedDefinition(), adminImplementation(ctx, data) as grpc.UntypedServiceImplementation);
 }

@@ -47,9 +47,10 @@ function int64Of(v: Long | number, words: Uint32Array, at: number): void {
 }
 
 /**
- * The gRPC deserializer of UpdateAdStates. Presence and the target are what proto-loader's
- * objects said (the oneof's later-declared member wins when both are on the wire, as protobufjs's
- * oneof getter has it), so validation refuses and accepts what it did (test/58).
+ * The gRPC deserializer of UpdateAdStates: protobufjs's decoder (the data RPCs' requests are read
+ * by the same library), so a field is present when it is on the wire, and of the oneof target the
+ * member last on the wire is kept (the decoder clears the other). test/58 holds these columns and
+ * validateUpdates to the request's objects and the validation written against them.
  */
 export function decodeUpdateBatch(buf: Uint8Array): AdStateBatch {
   requestType ??= protoRoot('adrank/v1/admin.proto', false).lookupType('adrank.v1.UpdateAdStatesRequest');

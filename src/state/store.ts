@@ -427,9 +427,8 @@ export class AdStateStore {
     };
   }
 
-  /** One native batch with the effective state of the ads at `rows` of the engine's bundle. */
-  /** Hands `engine` the effective state of `rows` (row → the ad's entry where known, null for an
-   *  ad with none, undefined to look it up). */
+  /** One native batch with the effective state of the ads at `rows` of the engine's bundle (row →
+   *  the ad's entry where the caller has it, null for an ad with none, undefined to look it up). */
   private push(engine: Engine, rows: Map<number, Entry | null | undefined>): void {
     const n = rows.size;
     if (n === 0) return;
