@@ -150,9 +150,10 @@ bench="$work/bench"
 # 2. before/after through the addon, alone on the GPU: the old path writes the bundles and requests
 if ((have_node && !quick)) && ! skip bench; then
   ads="${GPU_CHECK_RETRIEVE_ADS:-1000000}"
-  step "before/after: old path" 110 "$out/bench.log" bash -c "cd '$root' && ADRANK_CUDA_STREAMS=1 \
+  # ADRANK_CUDA_GRAPH_NODES: each captured graph's nodes by type, per path, into bench.log
+  step "before/after: old path" 110 "$out/bench.log" bash -c "cd '$root' && ADRANK_CUDA_STREAMS=1 ADRANK_CUDA_GRAPH_NODES=1 \
       node scripts/gpu-bench.mjs --path old --dir '$bench' --write --retrieve-ads $ads"
-  if ! step "before/after: new path" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 $new_env \
+  if ! step "before/after: new path" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 ADRANK_CUDA_GRAPH_NODES=1 $new_env \
       node scripts/gpu-bench.mjs --path new --dir '$bench' --retrieve-ads $ads"; then
     # a switch faulted (none has run on a GPU yet): the first four alone, to narrow it down
     step "before/after: new path, first four switches" 70 "$out/bench.log" bash -c "cd '$root' && env ADRANK_CUDA_STREAMS=1 \
@@ -254,7 +255,7 @@ fi
   grep -h -E "FAIL|mismatch|ERROR SUMMARY|RACECHECK SUMMARY|passing|failing|pending" \
     "$out/harness.log" "$out/harness-pdl.log" "$out/mocha.log" "$out/sanitizer.log" 2>/dev/null | head -40
   if ((!quick)); then
-    grep -h -E "^path |scan .* us|one-pass .* us|fp8 with exact|rescored|one-pass = " "$out/bench.log" "$out/harness.log" 2>/dev/null
+    grep -h -E "^path |scan .* us|one-pass .* us|fp8 with exact|rescored|one-pass = |^adrank cuda graph: " "$out/bench.log" "$out/harness.log" 2>/dev/null
     echo "== new path switches: $new_env"
     python3 "$root/scripts/gpu-table.py" "$out/bench.log" "$out/peer.log" "$out/harness.log"
     echo "== served (gRPC)"

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -310,6 +311,7 @@ class CudaBackend final : public Backend {
   std::vector<float> state_bids_;  // staging of a full upload's bids (the snapshot's are in chunks)
   int m_cap_ = 0, l0_cap_ = 0, k_cap_max_ = 0;
   bool graphs_enabled_ = true;
+  bool graph_census_ = false;  // ADRANK_CUDA_GRAPH_NODES=1: print each captured graph's nodes by type
   // Paths switched against the old ones (docs/cuda.md "Settings"); each off by default.
   bool graph_io_ = false;          // ADRANK_CUDA_GRAPH_IO: H2D, D2H and the start/end marks inside the graph
   bool skip_idle_round_ = false;   // ADRANK_CUDA_SKIP_IDLE_ROUND: no fallback round in an uncapped key
@@ -346,6 +348,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   if (const std::string no = no_code_reason(device_); !no.empty()) throw std::runtime_error("device cuda:" + std::to_string(device) + ": " + no);
   cpu_ = make_cpu_backend(model_, pool);
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
+  if (const char* g = std::getenv("ADRANK_CUDA_GRAPH_NODES")) graph_census_ = std::string(g) == "1";
   graph_io_ = env_switch("ADRANK_CUDA_GRAPH_IO");
   skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
   epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
@@ -1072,6 +1075,41 @@ void CudaBackend::launch(Slot& s, OpKind op, const GraphKey& key) {
   CUDA_CHECK(cudaGraphLaunch(it->second, s.stream));
 }
 
+// ADRANK_CUDA_GRAPH_NODES=1: one stderr line per captured graph with its nodes by type, and the
+// kernel nodes of at most 16 CTAs (docs/cuda.md "Settings"; scripts/gpu-check.sh sets it for the
+// before/after runs, so both paths' node counts land in bench.log).
+static void print_graph_census(cudaGraph_t g, const GraphKey& key) {
+  size_t n = 0;
+  if (cudaGraphGetNodes(g, nullptr, &n) != cudaSuccess) return;
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (n > 0 && cudaGraphGetNodes(g, nodes.data(), &n) != cudaSuccess) return;
+  int kernel = 0, small = 0, memcpy_ = 0, memset_ = 0, event = 0, host = 0, other = 0;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType t;
+    if (cudaGraphNodeGetType(node, &t) != cudaSuccess) continue;
+    switch (t) {
+      case cudaGraphNodeTypeKernel: {
+        kernel++;
+        cudaKernelNodeParams p{};
+        if (cudaGraphKernelNodeGetParams(node, &p) == cudaSuccess && uint64_t(p.gridDim.x) * p.gridDim.y * p.gridDim.z <= 16) small++;
+        break;
+      }
+      case cudaGraphNodeTypeMemcpy: memcpy_++; break;
+      case cudaGraphNodeTypeMemset: memset_++; break;
+      case cudaGraphNodeTypeEventRecord:
+      case cudaGraphNodeTypeWaitEvent: event++; break;
+      case cudaGraphNodeTypeHost: host++; break;
+      default: other++;
+    }
+  }
+  cudaGetLastError();
+  std::fprintf(stderr,
+               "adrank cuda graph: op %d m_bucket %d k_cap %d l0 %d l0_top %d capped %d local %d io %d: %zu nodes (kernel %d, of them <= 16 CTAs %d; "
+               "memcpy %d, memset %d, event %d, host %d, other %d)\n",
+               key.op, key.m_bucket, key.k_cap, key.l0, key.l0_top, int(key.capped), int(key.local), int(key.io_bytes > 0), n, kernel, small,
+               memcpy_, memset_, event, host, other);
+}
+
 // Captures the body for `key` and instantiates it; null when any step fails (the error is cleared,
 // the stream is out of capture mode again). A sticky error shows up again in the eager run.
 cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
@@ -1092,6 +1130,7 @@ cudaGraphExec_t CudaBackend::capture(Slot& s, OpKind op, const GraphKey& key) {
   }
   const cudaError_t end = cudaStreamEndCapture(s.stream, &g);
   if (e == cudaSuccess) e = end;
+  if (e == cudaSuccess && g && graph_census_) print_graph_census(g, key);
   cudaGraphExec_t exec = nullptr;
   if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, g, 0);
   if (g) cudaGraphDestroy(g);
