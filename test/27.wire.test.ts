@@ -25,6 +25,7 @@ import { responseOf, type EngineRpc } from '../src/handlers/engine-rpc.js';
 import { Rng, addonBuilt } from './support/index.js';
 import { adId, config, randomBundle } from './support/tiny-model.js';
 import { adIds, protoRequest, smallConfig, writeSmallBundle } from './50.server.helpers.js';
+import { mutate, words } from './support/wire-fuzz.js';
 
 const RPCS: [NativeOp, EngineRpc<never>, string][] = [
   [0, rank as unknown as EngineRpc<never>, 'adrank.v1.RankRequest'],
@@ -121,12 +122,6 @@ class Enc {
   }
 }
 
-/** An int64 as protobufjs's writer takes it without a Long library: its two 32-bit words. */
-function words(v: bigint): { low: number; high: number } {
-  const u = BigInt.asUintN(64, v);
-  return { low: Number(u & 0xffffffffn) | 0, high: Number(u >> 32n) | 0 };
-}
-
 function pick<T>(r: Rng, xs: T[]): T {
   return xs[r.u32() % xs.length];
 }
@@ -218,22 +213,6 @@ function randomMessage(r: Rng, op: NativeOp, unknowns: boolean): Uint8Array {
 }
 
 /** A random byte flip, cut, insertion or duplication of a valid message. */
-function mutate(r: Rng, b: Uint8Array): Uint8Array {
-  const out = Array.from(b);
-  const times = 1 + (r.u32() % 3);
-  for (let i = 0; i < times; i++) {
-    const at = out.length ? r.u32() % out.length : 0;
-    switch (r.u32() % 5) {
-      case 0: out[at] = r.u32() % 256; break;
-      case 1: out[at] ^= 1 << (r.u32() % 8); break;
-      case 2: out.length = at; break;
-      case 3: out.splice(at, 0, r.u32() % 256); break;
-      default: out.splice(at, 0, ...out.slice(at, at + 1 + (r.u32() % 8)));
-    }
-  }
-  return Uint8Array.from(out);
-}
-
 const str = (v: bigint) => v.toString();
 const floats = (a: ArrayLike<number>) => Array.from(a, (x) => (Number.isNaN(x) ? 'NaN' : x));
 

@@ -30,6 +30,7 @@ import { decodeUpdateBatch, validateUpdates, type AdStateBatch } from '../src/ad
 import { invalid, RequestError } from '../src/handlers/validate.js';
 import type { AdStateChange } from '../src/state/store.js';
 import { Rng } from '../src/model/random.js';
+import { mutate, words } from './support/wire-fuzz.js';
 
 const DEVICE = process.env.ADRANK_TEST_DEVICE ?? 'cpu';
 const c = smallConfig();
@@ -301,7 +302,6 @@ describe('58 admin: UpdateAdStates read into columns', () => {
     }
   };
   const int64 = (r: Rng) => BigInt.asIntN(64, (BigInt(r.u32()) << BigInt(r.u32() % 33)) * (r.u32() % 2 ? -1n : 1n) + BigInt(r.u32() % 3));
-  const words = (v: bigint) => ({ low: Number(BigInt.asUintN(64, v) & 0xffffffffn) | 0, high: Number(BigInt.asUintN(64, v) >> 32n) | 0 });
   const floats = [0, 0.5, 1, -0.25, 1.5, NaN, Infinity, -Infinity, 3.25, 1e-9];
   function update(r: Rng, w: protobuf.Writer): void {
     const fields: (() => void)[] = [];
@@ -331,18 +331,6 @@ describe('58 admin: UpdateAdStates read into columns', () => {
     if (r.u32() % 10 === 0) w.uint32((3 << 3) | 2).bytes(Uint8Array.of(1, 2, 3)); // unknown field of the request
     return w.finish();
   }
-  function mutate(r: Rng, b: Uint8Array): Uint8Array {
-    const out = Array.from(b);
-    const at = out.length ? r.u32() % out.length : 0;
-    switch (r.u32() % 4) {
-      case 0: out[at] = r.u32() % 256; break;
-      case 1: out[at] ^= 1 << r.u32() % 8; break;
-      case 2: out.length = at; break;
-      default: out.splice(at, 0, r.u32() % 256);
-    }
-    return Uint8Array.from(out);
-  }
-
   it('accepts, refuses and reads random and mutated requests as the request\'s objects and their validation do', () => {
     const r = new Rng(58);
     let accepted = 0;

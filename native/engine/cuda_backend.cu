@@ -348,7 +348,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, int device, cpu::Th
   if (const std::string no = no_code_reason(device_); !no.empty()) throw std::runtime_error("device cuda:" + std::to_string(device) + ": " + no);
   cpu_ = make_cpu_backend(model_, pool);
   if (const char* g = std::getenv("ADRANK_CUDA_GRAPHS")) graphs_enabled_ = std::string(g) != "0";
-  if (const char* g = std::getenv("ADRANK_CUDA_GRAPH_NODES")) graph_census_ = std::string(g) == "1";
+  graph_census_ = env_switch("ADRANK_CUDA_GRAPH_NODES");
   graph_io_ = env_switch("ADRANK_CUDA_GRAPH_IO");
   skip_idle_round_ = env_switch("ADRANK_CUDA_SKIP_IDLE_ROUND");
   epilogue_ = env_switch("ADRANK_CUDA_EPILOGUE");
